@@ -1,0 +1,46 @@
+# The README's two commands: `make run` (set up and start the agent, offline) and
+# `make test` (set up and run every test). Both work on a fresh machine.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# llama-cpp-python compiles from its sdist (~5-8 min on 2 cores, once per venv).
+# The multimodal (llava) library is not used, so it is not built.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages the tests need: chromium for the real-browser tests.
+APT_PACKAGES := chromium
+
+.PHONY: run test setup test-setup system-deps client bench-smoke clean
+
+run: setup client
+	$(PY) -m bot serve
+
+test: test-setup
+	$(PY) -m pytest
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Python >= 3.11 is needed (found $$($(PYTHON) --version))"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test-setup: setup system-deps client
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+client:
+	@echo "(web client not built yet)"
+
+clean:
+	rm -rf $(VENV) web/static/dist

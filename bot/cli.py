@@ -1,0 +1,119 @@
+"""Command line: `python -m bot talk|demo|serve`."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import typer
+
+from bot.config import Settings, Stage
+from bot.logs import configure_logging
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="A real-time voice agent on Pipecat.")
+
+STAGE_COLUMNS = ("vad", "stt", "turn", "llm_ttft", "tool", "tts_ttfb", "voice_to_voice", "barge_in_stop")
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _load_models(settings: Settings):
+    from bot.local_models import LocalModels
+
+    models = LocalModels(settings)
+    models.warm_up(
+        stt=not settings.uses_cloud(Stage.STT),
+        llm=not settings.uses_cloud(Stage.LLM),
+        tts=not settings.uses_cloud(Stage.TTS),
+    )
+    return models
+
+
+def _parse_at(value: str):
+    """`12.5` → absolute seconds; `+1.5` → seconds into the bot's previous answer."""
+    try:
+        if value.startswith("+"):
+            return None, float(value[1:])
+        return float(value), None
+    except ValueError:
+        _fail(f"--at {value!r}: expected seconds (12.5) or seconds into the bot's answer (+1.5)")
+
+
+def _print_turns(turns: list[dict]) -> None:
+    for t in turns:
+        typer.echo(f"\n[turn {t['turn']}] you: {t['user_text']}")
+        typer.echo(f"          bot: {t['bot_text']}{'  (interrupted)' if t['interrupted'] else ''}")
+        stages = t["stages_ms"]
+        typer.echo("          " + "  ".join(f"{k}={stages[k]:.0f}ms" for k in STAGE_COLUMNS if k in stages))
+
+
+@app.command()
+def talk(
+    inputs: list[Path] = typer.Option(..., "--in", help="A WAV of the user speaking; repeat for more turns."),
+    at: list[str] = typer.Option(
+        [],
+        "--at",
+        help="When the 2nd, 3rd… --in starts: seconds since the start (12.5), or seconds "
+        "into the bot's previous answer (+1.5) to barge in. Default: after the bot answers.",
+    ),
+    out: Path = typer.Option(..., "--out", help="Where to write the bot's audio (WAV)."),
+    transcript: Path = typer.Option(..., "--transcript", help="Where to write the turns (JSONL)."),
+    fast: bool = typer.Option(False, "--fast", help="Deliver speech and play answers faster than real time."),
+):
+    """Hold a conversation from WAV files through the full voice pipeline."""
+    from bot.conversation import converse
+    from bot.pipeline import Session
+    from transports.file import AudioFileError, FileTransportParams, Utterance, load_wav
+
+    settings = Settings()
+    configure_logging(settings)
+    if len(at) > max(0, len(inputs) - 1):
+        _fail(f"{len(at)} --at values for {len(inputs)} --in files: --at times the 2nd, 3rd… --in")
+    script = []
+    for index, path in enumerate(inputs):
+        try:
+            audio = load_wav(path, settings.input_sample_rate)
+        except AudioFileError as e:
+            _fail(str(e))
+        absolute, into_answer = _parse_at(at[index - 1]) if 0 < index <= len(at) else (None, None)
+        script.append(Utterance(audio=audio, name=path.name, at=absolute, after_bot_audio=into_answer))
+
+    models = _load_models(settings)
+    try:
+        session = Session(settings=settings, models=models)
+        result = asyncio.run(converse(script, session, FileTransportParams(fast=fast)))
+    finally:
+        models.close()
+    result.write_transcript(transcript)
+    result.write_audio(out)
+    _print_turns(result.turn_dicts())
+    typer.echo(f"\nbot audio → {out}\nturns → {transcript}")
+
+
+@app.command()
+def demo(
+    question: str = typer.Option("What is the capital of France?", help="What the synthetic user asks."),
+    out_dir: Path = typer.Option(Path("out"), help="Where the demo writes its WAVs and transcript."),
+):
+    """A spoken demo conversation: a question synthesized with the local voice, answered aloud."""
+    from bot.conversation import converse
+    from bot.pipeline import Session
+    from transports.file import FileTransportParams, Utterance, write_wav
+
+    settings = Settings()
+    configure_logging(settings)
+    models = _load_models(settings)
+    try:
+        speech = models.synthesize(question, settings.input_sample_rate)
+        write_wav(out_dir / "question.wav", speech.tobytes(), settings.input_sample_rate)
+        session = Session(settings=settings, models=models)
+        result = asyncio.run(converse([Utterance(audio=speech, name="question")], session, FileTransportParams()))
+    finally:
+        models.close()
+    result.write_transcript(out_dir / "turns.jsonl")
+    result.write_audio(out_dir / "reply.wav")
+    _print_turns(result.turn_dicts())
+    typer.echo(f"\nquestion → {out_dir / 'question.wav'}\nanswer → {out_dir / 'reply.wav'}")

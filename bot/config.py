@@ -1,0 +1,143 @@
+"""Every setting of the agent, read once from the environment and `.env`.
+
+This is the only module that reads the environment: everything else receives a
+`Settings` object. Each stage (STT, LLM, TTS, search) is `auto | local | cloud`;
+`auto` picks the cloud provider when that stage's key is set.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful voice assistant. Your replies are spoken aloud, so answer in one or two "
+    "short, plain sentences with no lists, emojis, markdown or code. "
+    "Answer from your own knowledge. Only call web_search for news, recent events or facts "
+    "you do not know."
+)
+
+
+class ProviderChoice(StrEnum):
+    AUTO = "auto"
+    LOCAL = "local"
+    CLOUD = "cloud"
+
+
+class Stage(StrEnum):
+    STT = "stt"
+    LLM = "llm"
+    TTS = "tts"
+    SEARCH = "search"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # --- Provider selection ---------------------------------------------------------------
+    stt_provider: ProviderChoice = ProviderChoice.AUTO
+    llm_provider: ProviderChoice = ProviderChoice.AUTO
+    tts_provider: ProviderChoice = ProviderChoice.AUTO
+    search_provider: ProviderChoice = ProviderChoice.AUTO
+
+    # --- Cloud keys (never logged: SecretStr hides them in reprs) -------------------------
+    deepgram_api_key: SecretStr | None = None
+    groq_api_key: SecretStr | None = None
+    cartesia_api_key: SecretStr | None = None
+    tavily_api_key: SecretStr | None = None
+    daily_api_key: SecretStr | None = None
+
+    # --- Cloud endpoints and models (base URLs are overridable, e.g. for loopback peers) --
+    deepgram_base_url: str = "wss://api.deepgram.com"
+    deepgram_model: str = "nova-3-general"
+    groq_base_url: str = "https://api.groq.com/openai/v1"
+    groq_model: str = "llama-3.3-70b-versatile"
+    cartesia_base_url: str = "wss://api.cartesia.ai"
+    cartesia_model: str = "sonic-2"
+    cartesia_voice: str = "71a7ad14-091c-4e8e-a314-022ece01c121"
+    tavily_base_url: str = "https://api.tavily.com"
+    daily_api_url: str = "https://api.daily.co/v1"
+
+    # --- Local models ---------------------------------------------------------------------
+    # Empty means "the model shipped in the PyPI package".
+    whisper_model_dir: Path | None = None
+    whisper_compute_type: str = "int8"
+    whisper_beam_size: int = Field(1, ge=1, le=10)
+    whisper_threads: int = Field(2, ge=1)
+    llm_gguf_path: Path | None = None
+    llm_model_name: str = "qwen2.5-coder-0.5b-instruct-q4"
+    llm_threads: int = Field(2, ge=1)
+    llm_context_tokens: int = Field(4096, ge=512)
+    llm_max_tokens: int = Field(160, ge=16)
+    llm_temperature: float = Field(0.3, ge=0.0, le=2.0)
+    model_cache_dir: Path = Path.home() / ".cache" / "voice-agent"
+    piper_voice: str = "en_US-joe-medium"
+    piper_voice_dir: Path | None = None
+
+    # --- Voice activity and turn taking ---------------------------------------------------
+    vad_confidence: float = Field(0.7, ge=0.0, le=1.0)
+    vad_start_secs: float = Field(0.2, ge=0.0)
+    vad_stop_secs: float = Field(0.2, ge=0.0)
+    vad_min_volume: float = Field(0.6, ge=0.0, le=1.0)
+    smart_turn_enabled: bool = True
+    smart_turn_stop_secs: float = Field(2.0, gt=0.0)
+    # Seconds the user aggregator waits for a transcript after the turn ended.
+    user_turn_stop_timeout: float = Field(3.0, gt=0.0)
+    denoise_enabled: bool = True
+
+    # --- Conversation ---------------------------------------------------------------------
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    input_sample_rate: int = 16000
+    output_sample_rate: int = 24000
+
+    # --- Logging --------------------------------------------------------------------------
+    log_level: str = "INFO"
+
+    def key_for(self, stage: Stage) -> SecretStr | None:
+        return {
+            Stage.STT: self.deepgram_api_key,
+            Stage.LLM: self.groq_api_key,
+            Stage.TTS: self.cartesia_api_key,
+            Stage.SEARCH: self.tavily_api_key,
+        }[stage]
+
+    def choice_for(self, stage: Stage) -> ProviderChoice:
+        return {
+            Stage.STT: self.stt_provider,
+            Stage.LLM: self.llm_provider,
+            Stage.TTS: self.tts_provider,
+            Stage.SEARCH: self.search_provider,
+        }[stage]
+
+    def uses_cloud(self, stage: Stage) -> bool:
+        """Whether `stage` runs on its cloud provider.
+
+        `cloud` without a key is a configuration error, reported here rather than as a
+        confusing 401 from the provider mid-conversation.
+        """
+        choice = self.choice_for(stage)
+        has_key = bool(self.key_for(stage) and self.key_for(stage).get_secret_value())
+        if choice is ProviderChoice.CLOUD and not has_key:
+            raise ValueError(
+                f"{stage.value.upper()}_PROVIDER=cloud needs its API key; see .env.example"
+            )
+        return choice is ProviderChoice.CLOUD or (choice is ProviderChoice.AUTO and has_key)
+
+    def secrets(self) -> list[str]:
+        """Every secret value that is set, for redaction in logs."""
+        return [
+            s.get_secret_value()
+            for s in (
+                self.deepgram_api_key,
+                self.groq_api_key,
+                self.cartesia_api_key,
+                self.tavily_api_key,
+                self.daily_api_key,
+            )
+            if s and s.get_secret_value()
+        ]

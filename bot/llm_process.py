@@ -1,0 +1,107 @@
+"""Start and stop the loopback llama.cpp server (`bot.llm_server`) as a child process.
+
+A child process keeps llama.cpp's threads and memory out of the event loop's process
+and gives the local LLM the same HTTP interface as Groq.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from loguru import logger
+
+from bot.config import Settings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LLMServerProcess:
+    def __init__(self, gguf: Path, settings: Settings, start_timeout_secs: float = 120.0):
+        self.gguf = gguf
+        self.settings = settings
+        self.start_timeout_secs = start_timeout_secs
+        self.port = 0
+        self._proc: subprocess.Popen | None = None
+        self._log = tempfile.TemporaryFile()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def model_name(self) -> str:
+        return self.settings.llm_model_name
+
+    def start(self) -> None:
+        self.port = _free_port()
+        cmd = [
+            sys.executable,
+            "-m",
+            "bot.llm_server",
+            "--model",
+            str(self.gguf),
+            "--model-name",
+            self.model_name,
+            "--port",
+            str(self.port),
+            "--threads",
+            str(self.settings.llm_threads),
+            "--ctx",
+            str(self.settings.llm_context_tokens),
+            "--parent-pid",
+            str(os.getpid()),
+        ]
+        logger.info(f"Starting the local LLM server on 127.0.0.1:{self.port} ({self.gguf.name})")
+        self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.start_timeout_secs
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"The local LLM server exited at start:\n{self._output_tail()}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"The local LLM server did not start in {self.start_timeout_secs}s")
+
+    def warm_up(self) -> None:
+        """One short completion with the real system prompt: fills caches and the KV prefix."""
+        httpx.post(
+            f"{self.base_url}/chat/completions",
+            json={
+                "model": self.model_name,
+                "messages": [
+                    {"role": "system", "content": self.settings.system_prompt},
+                    {"role": "user", "content": "Hello."},
+                ],
+                "max_tokens": 8,
+            },
+            timeout=120.0,
+        ).raise_for_status()
+
+    def _output_tail(self) -> str:
+        self._log.seek(0)
+        return self._log.read()[-4000:].decode(errors="replace")
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None

@@ -1,0 +1,366 @@
+"""A loopback OpenAI-compatible chat-completions server around llama.cpp.
+
+Run as `python -m bot.llm_server --model X.gguf --port N`; `bot.llm_process` starts it.
+Speaking the OpenAI wire protocol lets the local LLM and Groq share one Pipecat code
+path (`OpenAILLMService`), tool calls included.
+
+Small Qwen models write tool calls as text (`<tool_call>{"name": ..., "arguments": ...}
+</tool_call>`, or a bare JSON object) instead of structured calls. This server turns that
+text into real `tool_calls` deltas, so clients see what any OpenAI-compatible API sends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+TOOL_CALL_OPEN = "<tool_call>"
+_TOOL_CALL_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+
+
+# --------------------------------------------------------------------------------------
+# Tool-call text → structured calls
+# --------------------------------------------------------------------------------------
+
+
+def _loads_lenient(candidate: str) -> Any:
+    """JSON, tolerating the closing braces a small model sometimes forgets."""
+    for suffix in ("", "}", "}}"):
+        try:
+            return json.loads(candidate + suffix)
+        except json.JSONDecodeError:
+            continue
+    return None
+
+
+def _parse_call(candidate: str, tool_names: set[str]) -> dict | None:
+    obj = _loads_lenient(candidate)
+    if not isinstance(obj, dict):
+        return None
+    name = obj.get("name")
+    if "function" in obj and isinstance(obj["function"], dict):  # {"function": {...}} variant
+        name = obj["function"].get("name")
+        obj = obj["function"]
+    if not isinstance(name, str) or (tool_names and name not in tool_names):
+        return None
+    arguments = obj.get("arguments", obj.get("parameters", {}))
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError:
+            arguments = {"query": arguments}
+    if not isinstance(arguments, dict):
+        return None
+    return {"name": name, "arguments": arguments}
+
+
+def extract_tool_calls(text: str, tool_names: set[str]) -> tuple[str, list[dict]]:
+    """Split model output into (spoken text, tool calls).
+
+    Recognises `<tool_call>…</tool_call>` blocks and a reply that is only a JSON call
+    object (optionally in a ``` fence). Calls to tools that were not offered are not
+    calls: the text is returned unchanged.
+    """
+    calls = []
+    if TOOL_CALL_OPEN in text:
+        for block in _TOOL_CALL_BLOCK.findall(text):
+            call = _parse_call(block.strip().strip("`"), tool_names)
+            if call:
+                calls.append(call)
+        if calls:
+            return text[: text.index(TOOL_CALL_OPEN)].strip(), calls
+        return text, []
+    stripped = text.strip()
+    fenced = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", stripped, re.DOTALL)
+    if fenced:
+        stripped = fenced.group(1)
+    if stripped.startswith("{"):
+        call = _parse_call(stripped, tool_names)
+        if call:
+            return "", [call]
+    return text, []
+
+
+def _looks_like_call_start(text: str) -> bool:
+    """Whether streamed text so far may be the start of a tool call (so hold it back)."""
+    s = text.lstrip()
+    if not s:
+        return True
+    for marker in (TOOL_CALL_OPEN, "```", "{"):
+        if s.startswith(marker) or marker.startswith(s):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------------------
+# Request normalisation
+# --------------------------------------------------------------------------------------
+
+
+def _text_of(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return str(content)
+
+
+def normalise_messages(messages: list[dict]) -> list[dict]:
+    """OpenAI messages → what a Hugging Face chat template expects.
+
+    `developer` becomes `system`; consecutive system messages merge into the first so
+    the prompt prefix (and llama.cpp's cache of it) stays stable; tool-call arguments
+    become dicts, since templates serialise them with `tojson`.
+    """
+    out: list[dict] = []
+    for m in messages:
+        role = m.get("role", "user")
+        if role == "developer":
+            role = "system"
+        msg: dict[str, Any] = {"role": role, "content": _text_of(m.get("content"))}
+        if role == "assistant" and m.get("tool_calls"):
+            calls = []
+            for tc in m["tool_calls"]:
+                fn = tc.get("function", {})
+                args = fn.get("arguments", {})
+                if isinstance(args, str):
+                    try:
+                        args = json.loads(args or "{}")
+                    except json.JSONDecodeError:
+                        args = {}
+                calls.append({"type": "function", "function": {"name": fn.get("name"), "arguments": args}})
+            msg["tool_calls"] = calls
+        if role == "tool":
+            msg["tool_call_id"] = m.get("tool_call_id")
+        if role == "system" and out and out[-1]["role"] == "system" and len(out) == 1:
+            out[-1]["content"] += "\n\n" + msg["content"]
+            continue
+        out.append(msg)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Engine
+# --------------------------------------------------------------------------------------
+
+
+class Engine:
+    """One llama.cpp model; one generation at a time (a second request waits)."""
+
+    def __init__(self, model_path: str, threads: int, n_ctx: int, model_name: str):
+        from llama_cpp import Llama
+
+        self.model_name = model_name
+        self.llm = Llama(
+            model_path=model_path,
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+        )
+        self.lock = threading.Lock()
+
+    def stream(self, body: dict, cancelled: threading.Event) -> Iterator[str]:
+        """Yield text pieces of the completion until done or cancelled."""
+        kwargs: dict[str, Any] = {
+            "messages": normalise_messages(body.get("messages", [])),
+            "temperature": float(body.get("temperature", 0.3)),
+            "top_p": float(body.get("top_p", 0.95)),
+            "max_tokens": int(body.get("max_tokens") or body.get("max_completion_tokens") or 256),
+            "stream": True,
+        }
+        if body.get("tools") and body.get("tool_choice") != "none":
+            kwargs["tools"] = body["tools"]
+        if body.get("seed") is not None:
+            kwargs["seed"] = int(body["seed"])
+        with self.lock:
+            chunks = self.llm.create_chat_completion(**kwargs)
+            try:
+                for chunk in chunks:
+                    if cancelled.is_set():
+                        return
+                    piece = chunk["choices"][0]["delta"].get("content")
+                    if piece:
+                        yield piece
+            finally:
+                chunks.close()
+
+
+def _chunk(model: str, cid: str, delta: dict, finish: str | None = None) -> str:
+    payload = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+def _tool_call_deltas(calls: list[dict]) -> list[dict]:
+    return [
+        {
+            "index": i,
+            "id": f"call_{uuid.uuid4().hex[:12]}",
+            "type": "function",
+            "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+        }
+        for i, c in enumerate(calls)
+    ]
+
+
+async def _pieces(engine: Engine, body: dict, cancelled: threading.Event) -> AsyncIterator[str]:
+    """Run the blocking generator in a thread, handing pieces to the event loop."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+
+    def produce():
+        try:
+            for piece in engine.stream(body, cancelled):
+                loop.call_soon_threadsafe(queue.put_nowait, piece)
+        except BaseException as e:  # noqa: BLE001 - forwarded to the request
+            loop.call_soon_threadsafe(queue.put_nowait, e)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        cancelled.set()
+
+
+def create_app(engine: Engine) -> FastAPI:
+    app = FastAPI(title="local llama.cpp (OpenAI-compatible)")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": engine.model_name}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": engine.model_name, "object": "model"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        try:
+            body = await request.json()
+        except json.JSONDecodeError as e:
+            raise HTTPException(400, f"body is not JSON: {e}") from e
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            raise HTTPException(400, "body must be an object with a 'messages' list")
+        tool_names = {
+            t.get("function", {}).get("name") for t in body.get("tools") or [] if isinstance(t, dict)
+        }
+        tool_names.discard(None)
+        cid = f"chatcmpl-{uuid.uuid4().hex[:16]}"
+        model = engine.model_name
+        cancelled = threading.Event()
+
+        if not body.get("stream"):
+            text = "".join([p async for p in _pieces(engine, body, cancelled)])
+            content, calls = extract_tool_calls(text, tool_names) if tool_names else (text, [])
+            message: dict[str, Any] = {"role": "assistant", "content": content or None}
+            if calls:
+                message["tool_calls"] = _tool_call_deltas(calls)
+                for tc in message["tool_calls"]:
+                    tc.pop("index")
+            return JSONResponse(
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": message,
+                            "finish_reason": "tool_calls" if calls else "stop",
+                        }
+                    ],
+                }
+            )
+
+        async def events() -> AsyncIterator[str]:
+            yield _chunk(model, cid, {"role": "assistant", "content": ""})
+            held = ""  # text held back while it may still turn out to be a tool call
+            streaming_text = not tool_names
+            full = ""
+            async for piece in _pieces(engine, body, cancelled):
+                full += piece
+                if streaming_text:
+                    if tool_names and TOOL_CALL_OPEN in full:  # a call after some speech: stop speaking it
+                        streaming_text = False
+                        continue
+                    yield _chunk(model, cid, {"content": piece})
+                    continue
+                held += piece
+                if TOOL_CALL_OPEN not in full and not _looks_like_call_start(held):
+                    streaming_text = True
+                    yield _chunk(model, cid, {"content": held})
+                    held = ""
+            if tool_names:
+                _, calls = extract_tool_calls(full, tool_names)
+                if calls:
+                    yield _chunk(model, cid, {"tool_calls": _tool_call_deltas(calls)})
+                    yield _chunk(model, cid, {}, "tool_calls")
+                    yield "data: [DONE]\n\n"
+                    return
+                if held:
+                    yield _chunk(model, cid, {"content": held})
+            yield _chunk(model, cid, {}, "stop")
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Stop serving when the process that started us is gone (no orphans)."""
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--model-name", default="local")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ctx", type=int, default=4096)
+    parser.add_argument("--parent-pid", type=int, default=0)
+    args = parser.parse_args()
+    if args.parent_pid:
+        _exit_with_parent(args.parent_pid)
+    engine = Engine(args.model, args.threads, args.ctx, args.model_name)
+    uvicorn.run(create_app(engine), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

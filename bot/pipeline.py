@@ -1,0 +1,148 @@
+"""`run_bot`: the one voice pipeline every transport shares.
+
+    transport in → denoise → STT → user context (VAD + smart turn) → LLM → TTS
+      → transport out → assistant context
+
+One call is one session: its own services, VAD and turn state, context and worker.
+Model weights are shared through `Session.models`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from loguru import logger
+from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
+from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.frames.frames import TTSSpeakFrame
+from pipecat.observers.base_observer import BaseObserver
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.transports.base_transport import BaseTransport
+from pipecat.turns.user_start import VADUserTurnStartStrategy
+from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy, TurnAnalyzerUserTurnStopStrategy
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+from pipecat.workers.runner import WorkerRunner
+
+from bot.config import Settings
+from bot.local_models import LocalModels
+from bot.providers import create_llm, create_stt, create_tts
+from processors.denoise import RNNoiseDenoiser
+from processors.metrics import TurnMetricsObserver, TurnSubscriber
+
+
+@dataclass
+class Session:
+    """Everything one conversation needs from its host (CLI, web app, tests)."""
+
+    settings: Settings
+    models: LocalModels
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    transport_kind: str = "unknown"
+    greeting: str = ""
+    on_turn: list[TurnSubscriber] = field(default_factory=list)
+    observers: list[BaseObserver] = field(default_factory=list)
+    handle_sigint: bool = False
+    # Filled in by run_bot, for hosts that steer a live session.
+    worker: PipelineWorker | None = None
+    context: LLMContext | None = None
+    metrics: TurnMetricsObserver | None = None
+
+
+def create_user_params(settings: Settings) -> LLMUserAggregatorParams:
+    vad = SileroVADAnalyzer(
+        params=VADParams(
+            confidence=settings.vad_confidence,
+            start_secs=settings.vad_start_secs,
+            stop_secs=settings.vad_stop_secs,
+            min_volume=settings.vad_min_volume,
+        )
+    )
+    if settings.smart_turn_enabled:
+        stop = TurnAnalyzerUserTurnStopStrategy(
+            turn_analyzer=LocalSmartTurnAnalyzerV3(
+                params=SmartTurnParams(stop_secs=settings.smart_turn_stop_secs)
+            )
+        )
+    else:
+        stop = SpeechTimeoutUserTurnStopStrategy()
+    return LLMUserAggregatorParams(
+        vad_analyzer=vad,
+        user_turn_strategies=UserTurnStrategies(
+            start=[VADUserTurnStartStrategy(enable_interruptions=True)],
+            stop=[stop],
+        ),
+        user_turn_stop_timeout=settings.user_turn_stop_timeout,
+    )
+
+
+async def run_bot(transport: BaseTransport, session: Session) -> None:
+    """Run one conversation over `transport` until it ends or the client leaves."""
+    settings = session.settings
+    log = logger.bind(session_id=session.id)
+
+    stt = create_stt(settings, session.models)
+    llm = create_llm(settings, session.models)
+    tts = create_tts(settings, session.models)
+
+    context = LLMContext()
+    user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
+        context, user_params=create_user_params(settings)
+    )
+
+    pipeline = Pipeline(
+        [
+            transport.input(),
+            RNNoiseDenoiser(enabled=settings.denoise_enabled),
+            stt,
+            user_aggregator,
+            llm,
+            tts,
+            transport.output(),
+            assistant_aggregator,
+        ]
+    )
+
+    metrics = TurnMetricsObserver(session.id)
+    for subscriber in session.on_turn:
+        metrics.subscribe(subscriber)
+
+    worker = PipelineWorker(
+        pipeline,
+        params=PipelineParams(
+            enable_metrics=True,
+            enable_usage_metrics=True,
+            audio_in_sample_rate=settings.input_sample_rate,
+            audio_out_sample_rate=settings.output_sample_rate,
+        ),
+        observers=[metrics, *session.observers],
+        conversation_id=session.id,
+    )
+    session.worker, session.context, session.metrics = worker, context, metrics
+    runner = WorkerRunner(handle_sigint=session.handle_sigint)
+
+    @transport.event_handler("on_client_connected")
+    async def on_client_connected(transport, client):
+        log.info(f"Client connected over {session.transport_kind}")
+        if session.greeting:
+            await worker.queue_frames([TTSSpeakFrame(session.greeting)])
+
+    @transport.event_handler("on_client_disconnected")
+    async def on_client_disconnected(transport, client):
+        log.info("Client disconnected")
+        await runner.cancel()
+
+    await runner.add_workers(worker)
+    try:
+        await runner.run()
+    finally:
+        await metrics.flush()
+        log.info(f"Session ended after {metrics.turns_completed} turns")

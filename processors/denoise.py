@@ -1,0 +1,135 @@
+"""RNNoise noise suppression for the user's microphone audio.
+
+RNNoise runs on 48 kHz audio in 10 ms frames; the pipeline usually carries 16 kHz.
+Each session owns its RNNoise state and a pair of streaming resamplers, so the filter
+state carries across frames and never across sessions. Buffers are preallocated: the
+per-frame path does no Python-level allocation beyond the resampler's output.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import soxr
+from loguru import logger
+from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InputAudioRawFrame,
+    StartFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pyrnnoise import rnnoise
+
+RNNOISE_RATE = 48000
+RNNOISE_FRAME = rnnoise.FRAME_SIZE  # 480 samples = 10 ms at 48 kHz
+# Low-latency resampling: soxr's "quick" cubic filter delays by well under 1 ms.
+_RESAMPLE_QUALITY = "QQ"
+
+
+class _RNNoiseStream:
+    """Streaming 16-bit PCM denoiser at any input rate (mono)."""
+
+    def __init__(self, sample_rate: int):
+        self.sample_rate = sample_rate
+        self._state = rnnoise.create()
+        self._resample = sample_rate != RNNOISE_RATE
+        if self._resample:
+            self._up = soxr.ResampleStream(sample_rate, RNNOISE_RATE, 1, dtype="float32", quality=_RESAMPLE_QUALITY)
+            self._down = soxr.ResampleStream(RNNOISE_RATE, sample_rate, 1, dtype="float32", quality=_RESAMPLE_QUALITY)
+        # 48 kHz samples waiting to fill a 10 ms RNNoise frame (at most one frame's worth).
+        self._pending = np.zeros(RNNOISE_FRAME * 2, dtype=np.float32)
+        self._pending_len = 0
+        self._aligned = False
+        self._frame = np.zeros(RNNOISE_FRAME, dtype=np.float32)
+        self._frame_ptr = self._frame.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        self.last_speech_prob = 0.0
+
+    def close(self) -> None:
+        if self._state:
+            rnnoise.destroy(self._state)
+            self._state = None
+
+    def process(self, pcm16: bytes) -> bytes:
+        x = np.frombuffer(pcm16, dtype=np.int16).astype(np.float32)
+        if self._resample:
+            expected = len(x) * RNNOISE_RATE // self.sample_rate
+            x = self._up.resample_chunk(x)
+            if not self._aligned:
+                # The upsampler holds back a few samples at first; without this the
+                # 10 ms RNNoise frames would straddle every chunk and add ~10 ms.
+                self._pending_len = max(0, expected - len(x)) % RNNOISE_FRAME
+                self._pending[: self._pending_len] = 0.0
+                self._aligned = True
+        out = np.empty(self._pending_len + len(x), dtype=np.float32)
+        n_out = 0
+        pos = 0
+        while pos < len(x):
+            take = min(RNNOISE_FRAME - self._pending_len, len(x) - pos)
+            self._pending[self._pending_len : self._pending_len + take] = x[pos : pos + take]
+            self._pending_len += take
+            pos += take
+            if self._pending_len == RNNOISE_FRAME:
+                self._frame[:] = self._pending[:RNNOISE_FRAME]
+                # RNNoise works on int16-scaled floats, in place.
+                self.last_speech_prob = rnnoise.lib.rnnoise_process_frame(
+                    self._state, self._frame_ptr, self._frame_ptr
+                )
+                out[n_out : n_out + RNNOISE_FRAME] = self._frame
+                n_out += RNNOISE_FRAME
+                self._pending_len = 0
+        y = out[:n_out]
+        if self._resample:
+            y = self._down.resample_chunk(y)
+        return np.clip(y, -32768, 32767).astype(np.int16).tobytes()
+
+
+class RNNoiseDenoiser(FrameProcessor):
+    """Denoises `InputAudioRawFrame`s in place; every other frame passes untouched.
+
+    Mono audio only: other channel counts pass through (with one warning), as does all
+    audio when `enabled` is False.
+    """
+
+    def __init__(self, *, enabled: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self._enabled = enabled
+        self._stream: _RNNoiseStream | None = None
+        self._warned_channels = False
+
+    @property
+    def last_speech_probability(self) -> float:
+        return self._stream.last_speech_prob if self._stream else 0.0
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InputAudioRawFrame) and self._enabled and frame.audio:
+            self._denoise(frame)
+        elif isinstance(frame, (EndFrame, CancelFrame)):
+            self._close()
+        elif isinstance(frame, StartFrame):
+            self._close()
+        await self.push_frame(frame, direction)
+
+    def _denoise(self, frame: InputAudioRawFrame) -> None:
+        if frame.num_channels != 1:
+            if not self._warned_channels:
+                logger.warning(f"{self}: {frame.num_channels}-channel audio is not denoised")
+                self._warned_channels = True
+            return
+        if self._stream is None or self._stream.sample_rate != frame.sample_rate:
+            self._close()
+            self._stream = _RNNoiseStream(frame.sample_rate)
+        frame.audio = self._stream.process(frame.audio)
+        frame.num_frames = len(frame.audio) // 2
+
+    def _close(self) -> None:
+        if self._stream:
+            self._stream.close()
+            self._stream = None
+
+    async def cleanup(self):
+        self._close()
+        await super().cleanup()

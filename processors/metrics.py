@@ -1,0 +1,274 @@
+"""Per-turn latency observer: where each turn's time went, stage by stage.
+
+Every time is the pipeline clock at the moment a frame was pushed, so the stages of a
+turn tile its voice-to-voice interval:
+
+    user stops speaking ─ vad ─▶ VAD stop ─ stt ─▶ final transcript ─ turn ─▶ LLM request
+      ─ llm_ttft ─▶ first LLM output ─ tts_ttfb ─▶ first TTS audio ─ (transport) ─▶ first
+      bot audio out of the pipeline
+
+`voice_to_voice` runs from the moment the user stopped speaking (VAD stop minus its
+stop_secs) to the first bot audio frame leaving the output transport. `barge_in_stop`
+runs from the moment the user started speaking over the bot (VAD start minus its
+start_secs) to the bot's last audio of the interrupted answer. A stage that did not
+happen is absent from the record, never 0.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    FunctionCallInProgressFrame,
+    FunctionCallResultFrame,
+    FunctionCallsStartedFrame,
+    InterruptionFrame,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMTextFrame,
+    OutputAudioRawFrame,
+    TranscriptionFrame,
+    TTSAudioRawFrame,
+    TTSTextFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.services.llm_service import LLMService
+from pipecat.services.stt_service import STTService
+from pipecat.services.tts_service import TTSService
+from pipecat.transports.base_output import BaseOutputTransport
+
+_SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([.,!?;:])")
+
+STAGES = ("vad", "stt", "turn", "llm_ttft", "tool", "tts_ttfb", "voice_to_voice", "barge_in_stop")
+
+
+@dataclass
+class TurnRecord:
+    """One user turn and the bot's answer to it. Times are pipeline-clock seconds."""
+
+    session_id: str
+    turn: int
+    user_text: str = ""
+    bot_text: str = ""
+    interrupted: bool = False
+    # Milliseconds of bot audio that left the pipeline after the interruption reached it.
+    audio_after_interruption_ms: float | None = None
+    # Moments (pipeline-clock seconds), in the order they normally happen.
+    speech_start_at: float | None = None
+    speech_end_at: float | None = None
+    vad_stop_at: float | None = None
+    stt_final_at: float | None = None
+    user_turn_end_at: float | None = None
+    llm_request_at: float | None = None
+    llm_first_output_at: float | None = None
+    llm_first_text_at: float | None = None
+    tool_started_at: float | None = None
+    tool_finished_at: float | None = None
+    tts_first_audio_at: float | None = None
+    bot_audio_out_at: float | None = None
+    barge_in_at: float | None = None
+    bot_stopped_at: float | None = None
+    llm_done: bool = False
+    bot_text_spoken: list[str] = field(default_factory=list)
+    bot_text_generated: list[str] = field(default_factory=list)
+
+    def stages_ms(self) -> dict[str, float]:
+        """Stage durations in ms; only the stages that happened."""
+
+        def span(a: float | None, b: float | None) -> float | None:
+            if a is None or b is None:
+                return None
+            return round(max(0.0, b - a) * 1000.0, 1)
+
+        # STT is timed from the VAD stop; a streaming STT may finalise before it (0).
+        stt_from = self.vad_stop_at
+        stages = {
+            "vad": span(self.speech_end_at, self.vad_stop_at),
+            "stt": span(stt_from, self.stt_final_at),
+            "turn": span(
+                max(t for t in (self.vad_stop_at, self.stt_final_at) if t is not None)
+                if (self.vad_stop_at or self.stt_final_at)
+                else None,
+                self.llm_request_at,
+            ),
+            "llm_ttft": span(self.llm_request_at, self.llm_first_output_at),
+            "tool": span(self.tool_started_at, self.tool_finished_at),
+            "tts_ttfb": span(self.llm_first_text_at, self.tts_first_audio_at),
+            "voice_to_voice": span(self.speech_end_at, self.bot_audio_out_at),
+            "barge_in_stop": span(self.barge_in_at, self.bot_stopped_at)
+            if self.interrupted
+            else None,
+        }
+        return {k: v for k, v in stages.items() if v is not None}
+
+    def to_dict(self) -> dict:
+        """The public record: ids, texts and stage timings (moments are internal)."""
+        record = {
+            "session_id": self.session_id,
+            "turn": self.turn,
+            "user_text": self.user_text.strip(),
+            "bot_text": self.spoken_text(),
+            "interrupted": self.interrupted,
+            "stages_ms": self.stages_ms(),
+        }
+        if self.audio_after_interruption_ms is not None:
+            record["audio_after_interruption_ms"] = round(self.audio_after_interruption_ms, 1)
+        return record
+
+    def spoken_text(self) -> str:
+        words = self.bot_text_spoken if self.bot_text_spoken else self.bot_text_generated
+        return _SPACE_BEFORE_PUNCTUATION.sub(r"\1", " ".join(" ".join(words).split()))
+
+    def moments(self) -> dict[str, float]:
+        return {k: v for k, v in asdict(self).items() if k.endswith("_at") and v is not None}
+
+
+TurnSubscriber = Callable[[TurnRecord], Awaitable[None] | None]
+
+
+class TurnMetricsObserver(BaseObserver):
+    """Builds a `TurnRecord` per user turn and hands it to every subscriber."""
+
+    def __init__(self, session_id: str, **kwargs):
+        super().__init__(**kwargs)
+        self.session_id = session_id
+        self._subscribers: list[TurnSubscriber] = []
+        self._turn_count = 0
+        self._current: TurnRecord | None = None
+        self._interrupted: TurnRecord | None = None
+        self._vad_started_at: float | None = None
+        self._bot_speaking = False
+        self._pending_tools = 0
+        self._tts_done = True
+
+    def subscribe(self, callback: TurnSubscriber) -> None:
+        self._subscribers.append(callback)
+
+    @property
+    def turns_completed(self) -> int:
+        return self._turn_count - (1 if self._current else 0)
+
+    async def on_push_frame(self, data: FramePushed):
+        frame, src, t = data.frame, data.source, data.timestamp / 1e9
+        if not data.first_push:
+            return
+        upstream = data.direction == FrameDirection.UPSTREAM
+        turn = self._current
+
+        # --- user side: the user aggregator broadcasts these both ways; count the upstream copy
+        if isinstance(frame, VADUserStartedSpeakingFrame) and upstream:
+            self._vad_started_at = t - frame.start_secs
+        elif isinstance(frame, UserStartedSpeakingFrame) and upstream:
+            await self._start_turn(t)
+        elif isinstance(frame, VADUserStoppedSpeakingFrame) and upstream:
+            if turn and turn.llm_request_at is None:
+                turn.vad_stop_at = t
+                turn.speech_end_at = t - frame.stop_secs
+        elif isinstance(frame, UserStoppedSpeakingFrame) and upstream:
+            if turn and turn.llm_request_at is None:
+                turn.user_turn_end_at = t
+        elif isinstance(frame, InterruptionFrame) and not upstream:
+            if self._interrupted and self._interrupted.audio_after_interruption_ms is None:
+                self._interrupted.audio_after_interruption_ms = 0.0
+        # --- STT
+        elif isinstance(frame, TranscriptionFrame) and isinstance(src, STTService) and not upstream:
+            if turn and turn.llm_request_at is None:
+                turn.user_text += " " + frame.text
+                turn.stt_final_at = t
+        # --- LLM
+        elif isinstance(frame, LLMContextFrame) and isinstance(data.destination, LLMService):
+            if turn and turn.llm_request_at is None:
+                turn.llm_request_at = t
+        elif isinstance(src, LLMService) and not upstream:
+            if turn and turn.llm_request_at is not None:
+                if isinstance(frame, (LLMTextFrame, FunctionCallsStartedFrame)):
+                    turn.llm_first_output_at = turn.llm_first_output_at or t
+                if isinstance(frame, LLMTextFrame):
+                    turn.llm_first_text_at = turn.llm_first_text_at or t
+                    turn.bot_text_generated.append(frame.text)
+                elif isinstance(frame, FunctionCallInProgressFrame):
+                    self._pending_tools += 1
+                    turn.tool_started_at = turn.tool_started_at or t
+                elif isinstance(frame, LLMFullResponseEndFrame):
+                    turn.llm_done = self._pending_tools == 0
+        elif isinstance(frame, FunctionCallResultFrame):
+            self._pending_tools = max(0, self._pending_tools - 1)
+            if turn:
+                turn.tool_finished_at = t
+                turn.llm_done = False  # the LLM answers again with the result
+        # --- TTS
+        elif isinstance(frame, TTSAudioRawFrame) and isinstance(src, TTSService):
+            if turn and turn.llm_request_at is not None:
+                turn.tts_first_audio_at = turn.tts_first_audio_at or t
+        # --- output transport: what actually left the pipeline
+        elif isinstance(src, BaseOutputTransport) and not upstream:
+            await self._on_output(frame, t)
+
+    async def _on_output(self, frame, t: float) -> None:
+        turn = self._current
+        if isinstance(frame, OutputAudioRawFrame):
+            if self._interrupted and self._interrupted.audio_after_interruption_ms is not None:
+                self._interrupted.audio_after_interruption_ms += (
+                    1000.0 * frame.num_frames / frame.sample_rate
+                )
+            elif turn and turn.llm_request_at is not None:
+                turn.bot_audio_out_at = turn.bot_audio_out_at or t
+        elif isinstance(frame, TTSTextFrame):
+            # Until the interrupted answer stops, its words are still the ones playing.
+            target = self._interrupted or turn
+            if target:
+                target.bot_text_spoken.append(frame.text)
+        elif isinstance(frame, BotStartedSpeakingFrame):
+            self._bot_speaking = True
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self._bot_speaking = False
+            if self._interrupted:
+                self._interrupted.bot_stopped_at = t
+                done, self._interrupted = self._interrupted, None
+                await self._emit(done)
+            elif turn and turn.bot_audio_out_at is not None and turn.llm_done:
+                self._current = None
+                await self._emit(turn)
+
+    async def _start_turn(self, t: float) -> None:
+        previous = self._current
+        if previous is not None:
+            if self._bot_speaking and previous.bot_audio_out_at is not None:
+                previous.interrupted = True
+                previous.barge_in_at = self._vad_started_at if self._vad_started_at else t
+                if self._interrupted:  # an earlier interrupted answer never reported its stop
+                    await self._emit(self._interrupted)
+                self._interrupted = previous
+            else:
+                await self._emit(previous)
+        self._turn_count += 1
+        self._current = TurnRecord(
+            session_id=self.session_id,
+            turn=self._turn_count,
+            speech_start_at=self._vad_started_at if self._vad_started_at else t,
+        )
+        self._pending_tools = 0
+
+    async def flush(self) -> None:
+        """Report whatever is open (session end)."""
+        for record in (self._interrupted, self._current):
+            if record is not None:
+                await self._emit(record)
+        self._interrupted = self._current = None
+
+    async def _emit(self, record: TurnRecord) -> None:
+        for callback in self._subscribers:
+            result = callback(record)
+            if inspect.isawaitable(result):
+                await result
+

@@ -1,0 +1,346 @@
+"""A Pipecat transport that holds a conversation from WAV files.
+
+The input plays a script of user utterances into the pipeline as 20 ms microphone
+frames; the output "plays" the bot's audio into a buffer that becomes a WAV.
+
+Timing. In real time (default) the microphone delivers one frame every 20 ms and the
+bot's audio plays at its own speed, as through a sound card. With `fast`, speech is
+delivered as fast as the pipeline takes it and the bot's audio is not paced; silence
+is still real time, because turn detection waits out silence in audio time.
+
+When does the next utterance start? Either at an absolute time (`at`, seconds since
+the conversation started), or `after_bot_audio` seconds into the bot's answer to the
+previous one (counted in bot audio played, so a barge-in lands at the same point of
+the answer however slow the machine), or, by default, once the bot has answered and
+fallen silent for `reply_pause_secs`, like a person taking turns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+from loguru import logger
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    EndWorkerFrame,
+    Frame,
+    InputAudioRawFrame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+    StartFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.transports.base_input import BaseInputTransport
+from pipecat.transports.base_output import BaseOutputTransport
+from pipecat.transports.base_transport import BaseTransport, TransportParams
+
+FRAME_SECS = 0.02
+WAV_FORMATS = {"WAV", "WAVEX", "RF64", "W64"}
+
+
+class AudioFileError(ValueError):
+    """An input that is not usable speech audio (missing, empty, not a WAV)."""
+
+
+def load_wav(path: Path, sample_rate: int) -> np.ndarray:
+    """Any WAV → mono int16 at `sample_rate`. Anything else raises `AudioFileError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioFileError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise AudioFileError(f"{path}: the file is empty")
+    try:
+        info = sf.info(str(path))
+    except Exception as e:  # soundfile raises a bare RuntimeError for unknown formats
+        raise AudioFileError(f"{path}: not a WAV file ({e})") from e
+    if info.format not in WAV_FORMATS:
+        raise AudioFileError(f"{path}: not a WAV file (it is {info.format})")
+    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    if audio.shape[0] == 0:
+        raise AudioFileError(f"{path}: the WAV holds no audio")
+    mono = audio.mean(axis=1)
+    if rate != sample_rate:
+        mono = soxr.resample(mono, rate, sample_rate)
+    return (np.clip(mono, -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
+def write_wav(path: Path, audio: bytes, sample_rate: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(audio)
+
+
+@dataclass
+class Utterance:
+    audio: np.ndarray  # int16 mono at the input sample rate
+    name: str = ""
+    at: float | None = None
+    after_bot_audio: float | None = None
+
+
+class FileTransportParams(TransportParams):
+    audio_in_enabled: bool = True
+    audio_out_enabled: bool = True
+    fast: bool = False
+    lead_in_secs: float = 0.5
+    reply_pause_secs: float = 1.0
+    answer_timeout_secs: float = 60.0
+    # Silence after the last answer before the conversation ends.
+    tail_secs: float = 0.5
+
+
+@dataclass
+class _Playback:
+    """What the output has played, shared with the input to schedule utterances."""
+
+    sample_rate: int = 0
+    samples_played: int = 0
+    bot_speaking: bool = False
+    bot_started_at_sample: int = 0
+    bot_stopped_at: float | None = None
+    bot_starts: int = 0
+    interruptions: int = 0
+    # Bot audio frames played between an interruption and the bot falling silent.
+    frames_after_interruption: int = 0
+    draining_interrupted_answer: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify(self) -> None:
+        self.changed.set()
+
+    async def wait_change(self, timeout: float) -> None:
+        self.changed.clear()
+        try:
+            await asyncio.wait_for(self.changed.wait(), timeout)
+        except TimeoutError:
+            pass
+
+
+class FileInputTransport(BaseInputTransport):
+    def __init__(self, transport: FileTransport, params: FileTransportParams, **kwargs):
+        super().__init__(params, **kwargs)
+        self._transport = transport
+        self._params: FileTransportParams = params
+        self._feed_task: asyncio.Task | None = None
+        self._silence = b""
+
+    async def start(self, frame: StartFrame):
+        await super().start(frame)
+        await self.set_transport_ready(frame)
+        self._silence = b"\x00\x00" * int(self.sample_rate * FRAME_SECS)
+        self._feed_task = self.create_task(self._feed(), "file-input-feed")
+        await self._transport._call_event_handler("on_client_connected", self)
+
+    async def stop(self, frame):
+        await self._cancel_feed()
+        await super().stop(frame)
+
+    async def cancel(self, frame):
+        await self._cancel_feed()
+        await super().cancel(frame)
+
+    async def _cancel_feed(self):
+        if self._feed_task:
+            await self.cancel_task(self._feed_task)
+            self._feed_task = None
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        # The output announces bot speech upstream; we are the first processor.
+        playback = self._transport.playback
+        if isinstance(frame, BotStartedSpeakingFrame):
+            playback.bot_speaking = True
+            playback.bot_starts += 1
+            playback.bot_started_at_sample = playback.samples_played
+            playback.notify()
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            playback.bot_speaking = False
+            playback.draining_interrupted_answer = False
+            playback.bot_stopped_at = time.monotonic()
+            playback.notify()
+
+    async def _push_mic(self, pcm: bytes) -> None:
+        await self.push_audio_frame(
+            InputAudioRawFrame(audio=pcm, sample_rate=self.sample_rate, num_channels=1)
+        )
+
+    async def _silence_for(self, secs: float) -> None:
+        """Real-time silence, as a live microphone would deliver it."""
+        for _ in range(max(1, round(secs / FRAME_SECS))):
+            await self._push_mic(self._silence)
+            await asyncio.sleep(FRAME_SECS)
+
+    async def _speak(self, utterance: Utterance) -> None:
+        n = int(self.sample_rate * FRAME_SECS)
+        audio = utterance.audio
+        start = time.monotonic()
+        for i, offset in enumerate(range(0, len(audio), n)):
+            chunk = audio[offset : offset + n]
+            if len(chunk) < n:
+                chunk = np.pad(chunk, (0, n - len(chunk)))
+            await self._push_mic(chunk.tobytes())
+            if self._params.fast:
+                await asyncio.sleep(0)
+            else:  # pace against the start, so scheduling jitter does not accumulate
+                delay = start + (i + 1) * FRAME_SECS - time.monotonic()
+                await asyncio.sleep(max(0.0, delay))
+        self._transport.utterances_sent += 1
+        logger.debug(f"{self}: sent utterance {utterance.name or self._transport.utterances_sent}")
+
+    async def _wait_until(self, ready, timeout: float, what: str) -> None:
+        """Keep the microphone live (silence) until `ready()` or the timeout."""
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if time.monotonic() > deadline:
+                logger.warning(f"{self}: gave up waiting for {what} after {timeout:.0f}s")
+                return
+            await self._push_mic(self._silence)
+            await asyncio.sleep(FRAME_SECS)
+
+    def _answered(self, starts_before: int):
+        playback = self._transport.playback
+        pause = self._params.reply_pause_secs
+
+        def ready() -> bool:
+            return (
+                playback.bot_starts > starts_before
+                and not playback.bot_speaking
+                and playback.bot_stopped_at is not None
+                and time.monotonic() - playback.bot_stopped_at >= pause
+            )
+
+        return ready
+
+    def _into_answer(self, starts_before: int, secs: float):
+        playback = self._transport.playback
+
+        def ready() -> bool:
+            if playback.bot_starts <= starts_before or not playback.bot_speaking:
+                return False
+            played = playback.samples_played - playback.bot_started_at_sample
+            return played >= secs * playback.sample_rate
+
+        return ready
+
+    async def _feed(self) -> None:
+        script = self._transport.script
+        began = time.monotonic()
+        await self._silence_for(self._params.lead_in_secs)
+        starts_before = self._transport.playback.bot_starts
+        for index, utterance in enumerate(script):
+            if index > 0:
+                if utterance.at is not None:
+                    await self._wait_until(
+                        lambda u=utterance: time.monotonic() - began >= u.at,
+                        utterance.at + self._params.answer_timeout_secs,
+                        f"t={utterance.at}s",
+                    )
+                elif utterance.after_bot_audio is not None:
+                    await self._wait_until(
+                        self._into_answer(starts_before, utterance.after_bot_audio),
+                        self._params.answer_timeout_secs,
+                        f"{utterance.after_bot_audio}s into the bot's answer",
+                    )
+                else:
+                    await self._wait_until(
+                        self._answered(starts_before),
+                        self._params.answer_timeout_secs,
+                        "the bot's answer",
+                    )
+            starts_before = self._transport.playback.bot_starts
+            await self._speak(utterance)
+        await self._wait_until(
+            self._answered(starts_before), self._params.answer_timeout_secs, "the last answer"
+        )
+        await self._silence_for(self._params.tail_secs)
+        logger.debug(f"{self}: script finished, ending the conversation")
+        await self.push_frame(EndWorkerFrame(reason="file conversation finished"))
+
+
+class FileOutputTransport(BaseOutputTransport):
+    def __init__(self, transport: FileTransport, params: FileTransportParams, **kwargs):
+        super().__init__(params, **kwargs)
+        self._transport = transport
+        self._params: FileTransportParams = params
+        self._began = 0.0
+        self._next_play = 0.0
+
+    async def start(self, frame: StartFrame):
+        await super().start(frame)
+        self._transport.playback.sample_rate = self.sample_rate
+        self._began = time.monotonic()
+        await self.set_transport_ready(frame)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        if isinstance(frame, InterruptionFrame):
+            playback = self._transport.playback
+            playback.interruptions += 1
+            playback.draining_interrupted_answer = playback.bot_speaking
+        await super().process_frame(frame, direction)
+
+    async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
+        playback = self._transport.playback
+        buffer = self._transport.bot_audio
+        now = time.monotonic()
+        if not self._params.fast:
+            # Keep the bot audio on the conversation's timeline: silence fills the gaps.
+            position = int((now - self._began) * self.sample_rate) * 2
+            if position > len(buffer):
+                buffer.extend(b"\x00" * (position - len(buffer)))
+        buffer.extend(frame.audio)
+        if playback.draining_interrupted_answer:
+            playback.frames_after_interruption += 1
+        playback.samples_played += frame.num_frames
+        playback.notify()
+        if not self._params.fast:
+            # Play at the audio's own speed, as a sound card would.
+            duration = frame.num_frames / self.sample_rate
+            self._next_play = max(self._next_play, now) + duration
+            await asyncio.sleep(max(0.0, self._next_play - time.monotonic() - duration))
+        return True
+
+
+class FileTransport(BaseTransport):
+    """Input from a script of utterances, output into memory (see module docstring)."""
+
+    def __init__(self, script: list[Utterance], params: FileTransportParams | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.params = params or FileTransportParams()
+        if not script:
+            raise ValueError("a file conversation needs at least one utterance")
+        self.script = script
+        self.playback = _Playback()
+        self.bot_audio = bytearray()
+        self.utterances_sent = 0
+        self._input: FileInputTransport | None = None
+        self._output: FileOutputTransport | None = None
+        self._register_event_handler("on_client_connected")
+        self._register_event_handler("on_client_disconnected")
+
+    def input(self) -> FrameProcessor:
+        if not self._input:
+            self._input = FileInputTransport(self, self.params, name=self._input_name)
+        return self._input
+
+    def output(self) -> FrameProcessor:
+        if not self._output:
+            self._output = FileOutputTransport(self, self.params, name=self._output_name)
+        return self._output
+
+    @property
+    def output_sample_rate(self) -> int:
+        return self.playback.sample_rate
+
+    def write_bot_audio(self, path: Path) -> None:
+        write_wav(path, bytes(self.bot_audio), self.playback.sample_rate or 24000)
