@@ -20,15 +20,21 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _load_models(settings: Settings):
+def _load_models(settings: Settings, progress: bool = False):
+    """Load and warm the local models the selected providers need."""
     from bot.local_models import LocalModels
 
     models = LocalModels(settings)
-    models.warm_up(
-        stt=not settings.uses_cloud(Stage.STT),
-        llm=not settings.uses_cloud(Stage.LLM),
-        tts=not settings.uses_cloud(Stage.TTS),
-    )
+    stages = [
+        (Stage.STT, "speech-to-text (Whisper tiny.en)"),
+        (Stage.LLM, "language model (llama.cpp)"),
+        (Stage.TTS, "text-to-speech (Piper)"),
+    ]
+    local = [(stage, label) for stage, label in stages if not settings.uses_cloud(stage)]
+    for index, (stage, label) in enumerate(local, 1):
+        if progress:
+            typer.echo(f"[{index}/{len(local)}] loading {label}…")
+        models.warm_up(stt=stage is Stage.STT, llm=stage is Stage.LLM, tts=stage is Stage.TTS)
     return models
 
 
@@ -117,3 +123,41 @@ def demo(
     result.write_audio(out_dir / "reply.wav")
     _print_turns(result.turn_dicts())
     typer.echo(f"\nquestion → {out_dir / 'question.wav'}\nanswer → {out_dir / 'reply.wav'}")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Interface to listen on (default: HOST setting)."),
+    port: int = typer.Option(None, help="Port (default: PORT setting, 7860)."),
+):
+    """Serve the browser client and its WebSocket/WebRTC sessions."""
+    import uvicorn
+
+    from web.app import create_app
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = Settings(**overrides)
+    configure_logging(settings)
+    models = _load_models(settings, progress=True)
+    try:
+        app_ = create_app(settings, models)
+        config = uvicorn.Config(
+            app_,
+            host=settings.host,
+            port=settings.port,
+            ws_max_size=settings.max_message_bytes,
+            log_level="warning",
+        )
+        server = uvicorn.Server(config)
+
+        async def run():
+            serving = asyncio.create_task(server.serve())
+            while not server.started and not serving.done():
+                await asyncio.sleep(0.05)
+            if server.started:
+                typer.secho(f"Voice agent ready: http://{settings.host}:{settings.port}", fg=typer.colors.GREEN)
+            await serving
+
+        asyncio.run(run())
+    finally:
+        models.close()

@@ -87,13 +87,24 @@ class Settings(BaseSettings):
     smart_turn_enabled: bool = True
     smart_turn_stop_secs: float = Field(2.0, gt=0.0)
     # Seconds the user aggregator waits for a transcript after the turn ended.
-    user_turn_stop_timeout: float = Field(3.0, gt=0.0)
+    user_turn_stop_timeout: float = Field(5.0, gt=0.0)
     denoise_enabled: bool = True
 
     # --- Conversation ---------------------------------------------------------------------
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     input_sample_rate: int = 16000
     output_sample_rate: int = 24000
+
+    # --- Web server and sessions ---------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(7860, ge=0, le=65535)
+    max_sessions: int = Field(8, ge=1)
+    # Largest WebSocket message accepted (bytes); larger ones close the socket (1009).
+    max_message_bytes: int = Field(256 * 1024, ge=1024)
+    # A session with no speech from either side for this long is ended.
+    idle_timeout_secs: float = Field(300.0, gt=0)
+    # Said when a browser session starts; empty for none.
+    greeting: str = "Hi! I'm listening. Ask me anything."
 
     # --- Logging --------------------------------------------------------------------------
     log_level: str = "INFO"

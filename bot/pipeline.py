@@ -18,6 +18,7 @@ from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnal
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import TTSSpeakFrame
+from pipecat.processors.frameworks.rtvi.frames import RTVIServerMessageFrame
 from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -36,7 +37,8 @@ from bot.config import Settings
 from bot.local_models import LocalModels
 from bot.providers import create_llm, create_stt, create_tts
 from processors.denoise import RNNoiseDenoiser
-from processors.metrics import TurnMetricsObserver, TurnSubscriber
+from processors.metrics import TurnMetricsObserver, TurnRecord, TurnSubscriber
+from processors.session_state import SessionState, SessionStateObserver, StateSubscriber
 
 
 @dataclass
@@ -49,12 +51,14 @@ class Session:
     transport_kind: str = "unknown"
     greeting: str = ""
     on_turn: list[TurnSubscriber] = field(default_factory=list)
+    on_state: list[StateSubscriber] = field(default_factory=list)
     observers: list[BaseObserver] = field(default_factory=list)
     handle_sigint: bool = False
     # Filled in by run_bot, for hosts that steer a live session.
     worker: PipelineWorker | None = None
     context: LLMContext | None = None
     metrics: TurnMetricsObserver | None = None
+    state: SessionStateObserver | None = None
 
 
 def create_user_params(settings: Settings) -> LLMUserAggregatorParams:
@@ -112,8 +116,7 @@ async def run_bot(transport: BaseTransport, session: Session) -> None:
     )
 
     metrics = TurnMetricsObserver(session.id)
-    for subscriber in session.on_turn:
-        metrics.subscribe(subscriber)
+    state = SessionStateObserver()
 
     worker = PipelineWorker(
         pipeline,
@@ -123,15 +126,38 @@ async def run_bot(transport: BaseTransport, session: Session) -> None:
             audio_in_sample_rate=settings.input_sample_rate,
             audio_out_sample_rate=settings.output_sample_rate,
         ),
-        observers=[metrics, *session.observers],
+        observers=[metrics, state, *session.observers],
         conversation_id=session.id,
+        idle_timeout_secs=settings.idle_timeout_secs,
     )
-    session.worker, session.context, session.metrics = worker, context, metrics
+    session.worker, session.context, session.metrics, session.state = worker, context, metrics, state
     runner = WorkerRunner(handle_sigint=session.handle_sigint)
+
+    # The client (RTVI) hears about every turn and state change, the host's subscribers too.
+    async def tell_client(data: dict) -> None:
+        await worker.queue_frame(RTVIServerMessageFrame(data=data))
+
+    async def report_turn(record: TurnRecord) -> None:
+        await tell_client({"type": "turn-metrics", **record.to_dict()})
+
+    async def report_state(new_state: SessionState) -> None:
+        await tell_client({"type": "state", "state": new_state.value})
+
+    for subscriber in (report_turn, *session.on_turn):
+        metrics.subscribe(subscriber)
+    for subscriber in (report_state, *session.on_state):
+        state.subscribe(subscriber)
 
     @transport.event_handler("on_client_connected")
     async def on_client_connected(transport, client):
         log.info(f"Client connected over {session.transport_kind}")
+        await tell_client(
+            {"type": "session", "session_id": session.id, "transport": session.transport_kind}
+        )
+
+    @worker.rtvi.event_handler("on_client_ready")
+    async def on_client_ready(rtvi):
+        # Greet once the client can play audio, not merely once it has connected.
         if session.greeting:
             await worker.queue_frames([TTSSpeakFrame(session.greeting)])
 

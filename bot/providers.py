@@ -47,7 +47,13 @@ def create_stt(settings: Settings, models: LocalModels) -> STTService:
         )
     from bot.local_services import SharedWhisperSTTService
 
-    return SharedWhisperSTTService(model=models.whisper, beam_size=settings.whisper_beam_size)
+    return SharedWhisperSTTService(
+        model=models.whisper,
+        beam_size=settings.whisper_beam_size,
+        # Whisper transcribes a whole segment at once and marks it final, so this only
+        # bounds the turn detector's fallback wait for a transcript.
+        ttfs_p99_latency=1.5,
+    )
 
 
 def create_llm(settings: Settings, models: LocalModels) -> LLMService:

@@ -1,0 +1,60 @@
+"""What a session is doing right now — listening, thinking or speaking — from its frames."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+)
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.processors.frame_processor import FrameDirection
+
+
+class SessionState(StrEnum):
+    LISTENING = "listening"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+
+
+StateSubscriber = Callable[[SessionState], Awaitable[None] | None]
+
+
+class SessionStateObserver(BaseObserver):
+    """listening → (user turn ends) thinking → (bot audio starts) speaking → listening."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.state = SessionState.LISTENING
+        self._subscribers: list[StateSubscriber] = []
+
+    def subscribe(self, callback: StateSubscriber) -> None:
+        self._subscribers.append(callback)
+
+    async def on_push_frame(self, data: FramePushed):
+        # Each of these is broadcast both ways; one direction is enough.
+        if not data.first_push or data.direction != FrameDirection.UPSTREAM:
+            return
+        frame = data.frame
+        if isinstance(frame, UserStoppedSpeakingFrame):
+            await self._set(SessionState.THINKING)
+        elif isinstance(frame, BotStartedSpeakingFrame):
+            await self._set(SessionState.SPEAKING)
+        elif isinstance(frame, BotStoppedSpeakingFrame) and self.state is SessionState.SPEAKING:
+            await self._set(SessionState.LISTENING)
+        elif isinstance(frame, UserStartedSpeakingFrame) and self.state is SessionState.THINKING:
+            await self._set(SessionState.LISTENING)
+
+    async def _set(self, state: SessionState) -> None:
+        if state is self.state:
+            return
+        self.state = state
+        for callback in self._subscribers:
+            result = callback(state)
+            if inspect.isawaitable(result):
+                await result

@@ -1,0 +1,117 @@
+"""The loopback llama.cpp server: OpenAI wire protocol, text tool calls made structured."""
+
+import json
+import threading
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from bot.llm_server import create_app, extract_tool_calls, normalise_messages
+
+TOOLS = [{"type": "function", "function": {"name": "web_search", "parameters": {"type": "object"}}}]
+
+
+@pytest.mark.parametrize(
+    "text,spoken,calls",
+    [
+        ("The capital of France is Paris.", "The capital of France is Paris.", []),
+        ('<tool_call>\n{"name": "web_search", "arguments": {"query": "mars news"}}\n</tool_call>',
+         "", [{"name": "web_search", "arguments": {"query": "mars news"}}]),
+        ('Let me check. <tool_call>{"name": "web_search", "arguments": {"query": "x"}}</tool_call>',
+         "Let me check.", [{"name": "web_search", "arguments": {"query": "x"}}]),
+        ('{"name": "web_search", "arguments": {"query": "mars mission latest news"}',  # brace forgotten
+         "", [{"name": "web_search", "arguments": {"query": "mars mission latest news"}}]),
+        ('```json\n{"name": "web_search", "arguments": "{\\"query\\": \\"q\\"}"}\n```',
+         "", [{"name": "web_search", "arguments": {"query": "q"}}]),
+        ('{"name": "delete_everything", "arguments": {}}', '{"name": "delete_everything", "arguments": {}}', []),
+        ("{not json at all", "{not json at all", []),
+    ],
+)
+def test_extract_tool_calls(text, spoken, calls):
+    assert extract_tool_calls(text, {"web_search"}) == (spoken, calls)
+
+
+def test_messages_are_normalised_for_chat_templates():
+    out = normalise_messages([
+        {"role": "system", "content": "Be brief."},
+        {"role": "developer", "content": "Now greet."},
+        {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "web_search", "arguments": '{"query": "q"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "result"},
+    ])
+    assert out[0] == {"role": "system", "content": "Be brief.\n\nNow greet."}
+    assert out[1] == {"role": "user", "content": "hi"}
+    assert out[2]["tool_calls"][0]["function"]["arguments"] == {"query": "q"}
+    assert out[3]["role"] == "tool" and out[3]["tool_call_id"] == "c1"
+
+
+class ScriptedEngine:
+    """Stands in for llama.cpp: yields a fixed reply piece by piece."""
+
+    model_name = "scripted"
+
+    def __init__(self, pieces):
+        self.pieces = pieces
+        self.stopped_early = threading.Event()
+
+    def stream(self, body, cancelled):
+        for piece in self.pieces:
+            if cancelled.is_set():
+                self.stopped_early.set()
+                return
+            yield piece
+
+
+def sse_deltas(response) -> list[dict]:
+    out = []
+    for line in response.iter_lines():
+        if line.startswith("data: ") and line != "data: [DONE]":
+            out.append(json.loads(line[6:])["choices"][0])
+    return out
+
+
+def test_streamed_text_passes_through():
+    client = TestClient(create_app(ScriptedEngine(["The capital", " of France", " is Paris."])))
+    with client.stream("POST", "/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "?"}], "stream": True, "tools": TOOLS}) as r:
+        choices = sse_deltas(r)
+    text = "".join(c["delta"].get("content") or "" for c in choices)
+    assert text == "The capital of France is Paris."
+    assert choices[-1]["finish_reason"] == "stop"
+
+
+def test_streamed_text_tool_call_becomes_structured():
+    pieces = ["<tool_call>", '\n{"name": "web_search", ', '"arguments": {"query": "weather"}}', "\n</tool_call>"]
+    client = TestClient(create_app(ScriptedEngine(pieces)))
+    with client.stream("POST", "/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "?"}], "stream": True, "tools": TOOLS}) as r:
+        choices = sse_deltas(r)
+    assert not "".join(c["delta"].get("content") or "" for c in choices)
+    calls = [tc for c in choices for tc in c["delta"].get("tool_calls") or []]
+    assert calls[0]["function"]["name"] == "web_search"
+    assert json.loads(calls[0]["function"]["arguments"]) == {"query": "weather"}
+    assert choices[-1]["finish_reason"] == "tool_calls"
+
+
+def test_without_tools_json_text_is_just_text():
+    client = TestClient(create_app(ScriptedEngine(['{"name": "web_search"}'])))
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "?"}]})
+    assert r.json()["choices"][0]["message"]["content"] == '{"name": "web_search"}'
+
+
+def test_malformed_request_is_a_clear_400():
+    client = TestClient(create_app(ScriptedEngine([])))
+    assert client.post("/v1/chat/completions", content=b"{oops").status_code == 400
+    r = client.post("/v1/chat/completions", json={"prompt": "no messages"})
+    assert r.status_code == 400 and "messages" in r.json()["detail"]
+
+
+def test_real_model_answers_a_simple_question(models):
+    server = models.llm_server
+    r = httpx.post(f"{server.base_url}/chat/completions", timeout=60, json={
+        "model": server.model_name, "max_tokens": 40, "temperature": 0,
+        "messages": [{"role": "system", "content": "Answer in one short sentence."},
+                     {"role": "user", "content": "What is the capital of France?"}]})
+    assert "paris" in r.json()["choices"][0]["message"]["content"].lower()

@@ -1,0 +1,109 @@
+"""The live sessions of one server: admission under a limit, state, clean teardown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+
+from bot.pipeline import Session
+from processors.session_state import SessionState
+
+
+class SessionLimitError(RuntimeError):
+    """The server already holds its maximum number of sessions."""
+
+
+@dataclass
+class LiveSession:
+    session: Session
+    transport: str
+    started_at: float = field(default_factory=time.time)
+    state: SessionState = SessionState.LISTENING
+    turns: int = 0
+    task: asyncio.Task | None = None
+
+    @property
+    def id(self) -> str:
+        return self.session.id
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "transport": self.transport,
+            "state": self.state.value,
+            "started_at": self.started_at,
+            "duration_secs": round(time.time() - self.started_at, 1),
+            "turns": self.turns,
+        }
+
+
+class SessionRegistry:
+    def __init__(self, max_sessions: int):
+        self.max_sessions = max_sessions
+        self._sessions: dict[str, LiveSession] = {}
+        self._reserved = 0
+
+    def __len__(self) -> int:
+        return len(self._sessions) + self._reserved
+
+    def get(self, session_id: str) -> LiveSession | None:
+        return self._sessions.get(session_id)
+
+    def all(self) -> list[LiveSession]:
+        return list(self._sessions.values())
+
+    def refusal(self) -> str:
+        return (
+            f"The server is at its limit of {self.max_sessions} live sessions "
+            "(MAX_SESSIONS); try again in a moment."
+        )
+
+    def reserve(self) -> None:
+        """Claim a slot before accepting a connection (raises `SessionLimitError`)."""
+        if len(self) >= self.max_sessions:
+            raise SessionLimitError(self.refusal())
+        self._reserved += 1
+
+    def release_reservation(self) -> None:
+        self._reserved = max(0, self._reserved - 1)
+
+    async def run(self, session: Session, transport: str, bot: Coroutine) -> None:
+        """Run a reserved session's bot to completion; always frees its slot."""
+        live = LiveSession(session=session, transport=transport)
+        self.release_reservation()
+        self._sessions[session.id] = live
+        live.task = asyncio.current_task()
+
+        def on_state(state: SessionState) -> None:
+            live.state = state
+
+        def on_turn(record) -> None:
+            live.turns = max(live.turns, record.turn)
+
+        session.on_state.append(on_state)
+        session.on_turn.append(on_turn)
+        log = logger.bind(session_id=session.id)
+        log.info(f"Session started ({transport}); {len(self._sessions)} live")
+        try:
+            await bot
+        except asyncio.CancelledError:
+            log.info("Session cancelled")
+            raise
+        except Exception:
+            log.exception("Session failed")
+        finally:
+            self._sessions.pop(session.id, None)
+            # Drop references so the session's pipeline can be garbage-collected.
+            session.worker = session.context = session.metrics = session.state = None
+            log.info(f"Session ended; {len(self._sessions)} live")
+
+    async def cancel_all(self) -> None:
+        tasks = [live.task for live in self._sessions.values() if live.task]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

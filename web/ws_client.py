@@ -1,0 +1,179 @@
+"""A Python client for the `/ws` endpoint, speaking what the browser client speaks.
+
+Protobuf frames (Pipecat's `frames.proto`): microphone audio out; bot audio, interruption
+and RTVI messages in. Used by the tests and the benchmarks; everything received is
+timestamped with `time.monotonic()` on arrival.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pipecat.frames.protobufs.frames_pb2 as proto
+import websockets
+
+FRAME_SECS = 0.02
+
+
+@dataclass
+class Received:
+    bot_audio: bytearray = field(default_factory=bytearray)
+    audio_sample_rate: int = 0
+    # (arrival time, bytes) of every bot audio message
+    audio_chunks: list[tuple[float, int]] = field(default_factory=list)
+    interruptions: list[float] = field(default_factory=list)
+    # (arrival time, RTVI message)
+    messages: list[tuple[float, dict]] = field(default_factory=list)
+
+    def server_messages(self, kind: str) -> list[dict]:
+        return [
+            m["data"]
+            for _, m in self.messages
+            if m.get("type") == "server-message" and m.get("data", {}).get("type") == kind
+        ]
+
+    def rtvi(self, kind: str) -> list[tuple[float, dict]]:
+        return [(t, m) for t, m in self.messages if m.get("type") == kind]
+
+    @property
+    def turns(self) -> list[dict]:
+        return self.server_messages("turn-metrics")
+
+    def user_transcripts(self, final: bool = True) -> list[str]:
+        return [
+            m["data"]["text"]
+            for _, m in self.rtvi("user-transcription")
+            if bool(m["data"].get("final")) == final
+        ]
+
+    def audio_ms(self) -> float:
+        if not self.audio_sample_rate:
+            return 0.0
+        return 1000.0 * len(self.bot_audio) / 2 / self.audio_sample_rate
+
+
+class AgentClient:
+    def __init__(self, url: str, sample_rate: int = 16000):
+        self.url = url
+        self.sample_rate = sample_rate
+        self.received = Received()
+        self.last_speech_sent_at: float | None = None
+        self.first_speech_sent_at: float | None = None
+        self.close_code: int | None = None
+        self.close_reason: str = ""
+        self._ws = None
+        self._reader: asyncio.Task | None = None
+        self._changed = asyncio.Event()
+
+    async def __aenter__(self) -> AgentClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        self._ws = await websockets.connect(self.url, max_size=None)
+        self._reader = asyncio.create_task(self._read())
+        await self.send_rtvi(
+            "client-ready",
+            {"version": "2.2.0", "about": {"library": "voice-agent-python-client", "library_version": "1"}},
+        )
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader:
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+    async def send_raw(self, data: bytes | str) -> None:
+        await self._ws.send(data)
+
+    async def send_rtvi(self, kind: str, data: dict | None = None) -> None:
+        message = {"label": "rtvi-ai", "type": kind, "id": uuid.uuid4().hex[:8], "data": data or {}}
+        frame = proto.Frame()
+        frame.message.data = json.dumps(message)
+        await self._ws.send(frame.SerializeToString())
+
+    async def send_audio(self, pcm: bytes, sample_rate: int | None = None) -> None:
+        frame = proto.Frame()
+        frame.audio.audio = pcm
+        frame.audio.sample_rate = sample_rate or self.sample_rate
+        frame.audio.num_channels = 1
+        await self._ws.send(frame.SerializeToString())
+
+    async def speak(self, audio: np.ndarray, realtime: bool = True) -> None:
+        """Stream int16 samples as 20 ms microphone frames."""
+        n = int(self.sample_rate * FRAME_SECS)
+        start = time.monotonic()
+        self.first_speech_sent_at = start
+        for i, offset in enumerate(range(0, len(audio), n)):
+            chunk = audio[offset : offset + n]
+            if len(chunk) < n:
+                chunk = np.pad(chunk, (0, n - len(chunk)))
+            await self.send_audio(chunk.astype(np.int16).tobytes())
+            if realtime:
+                await asyncio.sleep(max(0.0, start + (i + 1) * FRAME_SECS - time.monotonic()))
+        self.last_speech_sent_at = time.monotonic()
+
+    async def silence(self, secs: float) -> None:
+        await self.speak(np.zeros(int(secs * self.sample_rate), dtype=np.int16))
+
+    async def silence_until(self, predicate: Callable[[Received], bool], timeout: float) -> bool:
+        """Keep the microphone live (silence, real time) until `predicate` holds."""
+        silence = np.zeros(int(self.sample_rate * FRAME_SECS), dtype=np.int16).tobytes()
+        deadline = time.monotonic() + timeout
+        while not predicate(self.received):
+            if time.monotonic() > deadline or self.closed:
+                return False
+            await self.send_audio(silence)
+            await asyncio.sleep(FRAME_SECS)
+        return True
+
+    async def wait_for(self, predicate: Callable[[Received], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not predicate(self.received):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.closed:
+                return predicate(self.received)
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                pass
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return self.close_code is not None
+
+    async def _read(self) -> None:
+        try:
+            async for data in self._ws:
+                now = time.monotonic()
+                if isinstance(data, str):
+                    continue
+                frame = proto.Frame.FromString(data)
+                which = frame.WhichOneof("frame")
+                r = self.received
+                if which == "audio":
+                    r.audio_sample_rate = frame.audio.sample_rate
+                    r.bot_audio.extend(frame.audio.audio)
+                    r.audio_chunks.append((now, len(frame.audio.audio)))
+                elif which == "interruption":
+                    r.interruptions.append(now)
+                elif which == "message":
+                    r.messages.append((now, json.loads(frame.message.data)))
+                self._changed.set()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.close_code = self._ws.close_code if self._ws.close_code is not None else 1006
+            self.close_reason = self._ws.close_reason or ""
+            self._changed.set()
