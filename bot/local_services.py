@@ -1,19 +1,26 @@
-"""Pipecat's Whisper and Piper services over models loaded once per process.
+"""Pipecat's local components over models loaded once per process.
 
-The stock services load their model in `__init__`, i.e. once per session; a voice
-agent hosting many sessions must share one copy of the weights instead.
+The stock Whisper and Piper services, Silero VAD and smart-turn analyzers load their
+model in `__init__`, i.e. once per session (~100 ms and tens of MB each for the two
+ONNX analyzers). A voice agent hosting many sessions shares one copy of the weights;
+each session keeps only its own state (Silero's RNN state, the turn audio buffer).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
+from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
 from pipecat.services.piper.tts import PiperTTSService
 from pipecat.services.tts_service import TTSService
 from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
 
 if TYPE_CHECKING:
+    import onnxruntime
     from faster_whisper import WhisperModel
     from piper import PiperVoice
 
@@ -60,3 +67,27 @@ class SharedPiperTTSService(PiperTTSService):
             **kwargs,
         )
         self._voice = voice
+
+
+class _SharedSileroModel(SileroOnnxModel):
+    """Silero's per-stream state around a shared ONNX session (Run is thread-safe)."""
+
+    def __init__(self, session: onnxruntime.InferenceSession):
+        self.session = session
+        self.reset_states()
+        self.sample_rates = [8000, 16000]
+
+
+class SharedSileroVADAnalyzer(SileroVADAnalyzer):
+    def __init__(self, *, session: onnxruntime.InferenceSession, params: VADParams | None = None):
+        VADAnalyzer.__init__(self, params=params)  # skip loading the model again
+        self._model = _SharedSileroModel(session)
+        self._windows_since_reset = 0
+        self._low_confidence_windows = 0
+
+
+class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
+    def __init__(self, *, session: onnxruntime.InferenceSession, **kwargs: Any):
+        BaseSmartTurn.__init__(self, **kwargs)  # skip loading the model again
+        self._log_data = False
+        self._session = session

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
-from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
-from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import TTSSpeakFrame
 from pipecat.processors.frameworks.rtvi.frames import RTVIServerMessageFrame
@@ -35,6 +33,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from bot.config import Settings
 from bot.local_models import LocalModels
+from bot.local_services import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
 from bot.providers import create_llm, create_stt, create_tts
 from processors.denoise import RNNoiseDenoiser
 from processors.metrics import TurnMetricsObserver, TurnRecord, TurnSubscriber
@@ -61,8 +60,10 @@ class Session:
     state: SessionStateObserver | None = None
 
 
-def create_user_params(settings: Settings) -> LLMUserAggregatorParams:
-    vad = SileroVADAnalyzer(
+def create_user_params(settings: Settings, models: LocalModels) -> LLMUserAggregatorParams:
+    """VAD and turn taking for one session (their ONNX models are shared)."""
+    vad = SharedSileroVADAnalyzer(
+        session=models.silero_session,
         params=VADParams(
             confidence=settings.vad_confidence,
             start_secs=settings.vad_start_secs,
@@ -72,8 +73,9 @@ def create_user_params(settings: Settings) -> LLMUserAggregatorParams:
     )
     if settings.smart_turn_enabled:
         stop = TurnAnalyzerUserTurnStopStrategy(
-            turn_analyzer=LocalSmartTurnAnalyzerV3(
-                params=SmartTurnParams(stop_secs=settings.smart_turn_stop_secs)
+            turn_analyzer=SharedSmartTurnAnalyzer(
+                session=models.smart_turn_session,
+                params=SmartTurnParams(stop_secs=settings.smart_turn_stop_secs),
             )
         )
     else:
@@ -99,7 +101,7 @@ async def run_bot(transport: BaseTransport, session: Session) -> None:
 
     context = LLMContext()
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
-        context, user_params=create_user_params(settings)
+        context, user_params=create_user_params(settings, session.models)
     )
 
     pipeline = Pipeline(

@@ -69,3 +69,51 @@ def _no_cloud_keys(monkeypatch):
     for name in KEY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     os.environ.setdefault("LOG_LEVEL", "INFO")
+
+
+class LiveServer:
+    """The real FastAPI app served by uvicorn on a free loopback port, in the test loop."""
+
+    def __init__(self, app, port: int):
+        self.app, self.port = app, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}/ws"
+
+    @property
+    def registry(self):
+        return self.app.state.registry
+
+
+@pytest.fixture(scope="session")
+def serve_app(models):
+    """Start `web.app.create_app(settings, models)` under uvicorn; stopped at session end."""
+    import asyncio
+    import contextlib
+    import socket
+
+    import uvicorn
+
+    from web.app import create_app
+
+    @contextlib.asynccontextmanager
+    async def serve(**overrides):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        settings = local_settings(port=port, greeting="", **overrides)
+        app = create_app(settings, models)
+        server = uvicorn.Server(uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning",
+            ws_max_size=settings.max_message_bytes, lifespan="on"))
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.02)
+        try:
+            yield LiveServer(app, port)
+        finally:
+            server.should_exit = True
+            await task
+
+    return serve

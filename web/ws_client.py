@@ -81,10 +81,13 @@ class AgentClient:
     async def connect(self) -> None:
         self._ws = await websockets.connect(self.url, max_size=None)
         self._reader = asyncio.create_task(self._read())
-        await self.send_rtvi(
-            "client-ready",
-            {"version": "2.2.0", "about": {"library": "voice-agent-python-client", "library_version": "1"}},
-        )
+        try:
+            await self.send_rtvi(
+                "client-ready",
+                {"version": "2.2.0", "about": {"library": "voice-agent-python-client", "library_version": "1"}},
+            )
+        except websockets.ConnectionClosed:
+            pass  # refused at once (e.g. the server is full); close_code tells why
 
     async def close(self) -> None:
         if self._ws is not None:
