@@ -30,7 +30,11 @@ def _load_models(settings: Settings, progress: bool = False):
         (Stage.LLM, "language model (llama.cpp)"),
         (Stage.TTS, "text-to-speech (Piper)"),
     ]
-    local = [(stage, label) for stage, label in stages if not settings.uses_cloud(stage)]
+    local = [
+        (stage, label)
+        for stage, label in stages
+        if not settings.uses_cloud(stage) and not settings.uses_fake(stage)
+    ]
     for index, (stage, label) in enumerate(local, 1):
         if progress:
             typer.echo(f"[{index}/{len(local)}] loading {label}…")

@@ -25,6 +25,8 @@ class ProviderChoice(StrEnum):
     AUTO = "auto"
     LOCAL = "local"
     CLOUD = "cloud"
+    # Instant fixed answers, for capacity and soak measurements (bot/fake_services.py).
+    FAKE = "fake"
 
 
 class Stage(StrEnum):
@@ -124,6 +126,9 @@ class Settings(BaseSettings):
             Stage.TTS: self.tts_provider,
             Stage.SEARCH: self.search_provider,
         }[stage]
+
+    def uses_fake(self, stage: Stage) -> bool:
+        return self.choice_for(stage) is ProviderChoice.FAKE
 
     def uses_cloud(self, stage: Stage) -> bool:
         """Whether `stage` runs on its cloud provider.

@@ -27,14 +27,23 @@ class ProviderNames:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProviderNames:
+        def name(stage: Stage, cloud: str, local: str) -> str:
+            if settings.uses_fake(stage):
+                return "fake"
+            return cloud if settings.uses_cloud(stage) else local
+
         return cls(
-            stt="deepgram" if settings.uses_cloud(Stage.STT) else "whisper",
-            llm="groq" if settings.uses_cloud(Stage.LLM) else "llama.cpp",
-            tts="cartesia" if settings.uses_cloud(Stage.TTS) else "piper",
+            stt=name(Stage.STT, "deepgram", "whisper"),
+            llm=name(Stage.LLM, "groq", "llama.cpp"),
+            tts=name(Stage.TTS, "cartesia", "piper"),
         )
 
 
 def create_stt(settings: Settings, models: LocalModels) -> STTService:
+    if settings.uses_fake(Stage.STT):
+        from bot.fake_services import InstantSTTService
+
+        return InstantSTTService()
     if settings.uses_cloud(Stage.STT):
         from pipecat.services.deepgram.stt import DeepgramSTTService
 
@@ -62,6 +71,10 @@ def create_llm(settings: Settings, models: LocalModels) -> LLMService:
         temperature=settings.llm_temperature,
         max_tokens=settings.llm_max_tokens,
     )
+    if settings.uses_fake(Stage.LLM):
+        from bot.fake_services import InstantLLMService
+
+        return InstantLLMService()
     if settings.uses_cloud(Stage.LLM):
         from pipecat.services.groq.llm import GroqLLMService
 
@@ -81,6 +94,10 @@ def create_llm(settings: Settings, models: LocalModels) -> LLMService:
 
 
 def create_tts(settings: Settings, models: LocalModels) -> TTSService:
+    if settings.uses_fake(Stage.TTS):
+        from bot.fake_services import InstantTTSService
+
+        return InstantTTSService()
     if settings.uses_cloud(Stage.TTS):
         from pipecat.services.cartesia.tts import CartesiaTTSService
 
