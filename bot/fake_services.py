@@ -8,6 +8,7 @@ only the model work is replaced by a fixed answer given at once. Select them wit
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncGenerator
 
 import numpy as np
@@ -22,7 +23,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
-from pipecat.services.settings import TTSSettings
+from pipecat.services.settings import LLMSettings, STTSettings, TTSSettings
 from pipecat.services.stt_service import SegmentedSTTService
 from pipecat.services.tts_service import TTSService
 from pipecat.utils.time import time_now_iso8601
@@ -37,7 +38,9 @@ class InstantSTTService(SegmentedSTTService):
     """Answers every speech segment (cut by the VAD) with a fixed transcript."""
 
     def __init__(self, *, transcript: str = FAKE_TRANSCRIPT, **kwargs):
-        super().__init__(ttfs_p99_latency=0.3, **kwargs)
+        super().__init__(
+            ttfs_p99_latency=0.3, settings=STTSettings(model=None, language=None), **kwargs
+        )
         self._transcript = transcript
 
     @property
@@ -55,7 +58,8 @@ class InstantLLMService(LLMService):
     """Answers every context with a fixed reply, streamed as one text frame."""
 
     def __init__(self, *, answer: str = FAKE_ANSWER, **kwargs):
-        super().__init__(**kwargs)
+        unused = {f.name: None for f in dataclasses.fields(LLMSettings) if f.init and f.name != "extra"}
+        super().__init__(settings=LLMSettings(**unused), **kwargs)
         self._answer = answer
 
     def can_generate_metrics(self) -> bool:
