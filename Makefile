@@ -39,8 +39,24 @@ system-deps:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-client:
-	@echo "(web client not built yet)"
+# The browser client (web/client, Vite) is built into web/static/dist, which the server
+# serves. Dependencies are installed when node_modules is missing or package-lock.json
+# changed; the bundle is rebuilt when any client source is newer than it.
+CLIENT_DIR := web/client
+CLIENT_STAMP := $(CLIENT_DIR)/node_modules/.package-lock.json
+CLIENT_BUNDLE := web/static/dist/index.html
+CLIENT_SOURCES := $(shell find $(CLIENT_DIR)/src -type f 2>/dev/null) $(CLIENT_DIR)/index.html \
+	$(CLIENT_DIR)/package.json $(wildcard $(CLIENT_DIR)/vite.config.*)
+
+client: $(CLIENT_BUNDLE)
+
+$(CLIENT_STAMP): $(CLIENT_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed to build the web client (Node.js >= 20.19)"; exit 1; }
+	cd $(CLIENT_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(CLIENT_BUNDLE): $(CLIENT_STAMP) $(CLIENT_SOURCES)
+	cd $(CLIENT_DIR) && npm run --silent build
 
 clean:
 	rm -rf $(VENV) web/static/dist

@@ -1,0 +1,382 @@
+/**
+ * Browser audio for both transports: the microphone, bot playback and its accounting.
+ *
+ * `BrowserMedia` implements the media-manager contract of Pipecat's JS transports (the
+ * SDK's own managers use daily-js, which loads code from a CDN; this one needs nothing
+ * but the browser):
+ *
+ *  - "pcm" mode (WebSocket): the mic is captured by an AudioWorklet at 16 kHz into 20 ms
+ *    16-bit PCM chunks for the transport; bot PCM goes to `PcmPlayer`, whose queue can be
+ *    flushed at once when the server interrupts the bot.
+ *  - "webrtc" mode: the mic track is handed to the peer connection as is; the bot's track
+ *    plays through an <audio> element (so the browser's echo canceller sees it) and is
+ *    metered on the side.
+ *
+ * How `stats` are measured:
+ *  - WebSocket: `receivedAudioMs` sums the bot PCM handed to the player; `playedAudioMs`
+ *    is the count of those samples the player worklet actually wrote to the audio output
+ *    (silence it pads with is not counted), reported from the audio thread; what an
+ *    interruption flushed is `flushedAudioMs`.
+ *  - WebRTC: the decoded bot track carries continuous audio (silence between answers), so
+ *    both figures count audible time: a level-meter worklet on the remote track counts
+ *    128-frame blocks whose RMS is above -50 dBFS (plus a 250 ms hang-over for pauses
+ *    between words): that is `receivedAudioMs`. Each ~100 ms of it is added to
+ *    `playedAudioMs` only if the <audio> element played it: its clock (`currentTime`)
+ *    advanced and it is not paused, muted or at volume 0. (`captureStream()` cannot tell:
+ *    for a MediaStream source Chrome hands back clones of the tracks, paused or not.)
+ */
+
+import { DeviceError, type PipecatClientOptions, type RTVIEventCallbacks, type Tracks } from "@pipecat-ai/client-js";
+import processorsUrl from "./worklets/audio-processors.js?url";
+
+export const MIC_CONSTRAINTS: MediaTrackConstraints = {
+  echoCancellation: true,
+  noiseSuppression: true,
+  autoGainControl: true,
+  channelCount: 1,
+};
+
+export interface AudioStats {
+  receivedAudioMs: number;
+  playedAudioMs: number;
+  /** WebSocket: bot audio dropped unplayed by interruptions. */
+  flushedAudioMs: number;
+  /** Times the bot was cut off while its audio was playing here. */
+  interruptions: number;
+}
+
+export type MediaMode = "pcm" | "webrtc";
+
+export interface BrowserMediaOptions {
+  /** Rate of the mic PCM sent over the WebSocket (the transport declares it per frame). */
+  captureSampleRate?: number;
+  /** Rate bot PCM is assumed to have until a frame says otherwise. */
+  playerSampleRate?: number;
+  /** Where WebRTC bot audio plays. */
+  audioElement?: HTMLAudioElement;
+  /** Called when the player starts or stops producing sound. */
+  onPlaying?: (playing: boolean) => void;
+}
+
+const CAPTURE_CHUNK_MS = 20;
+const PLAYER_PREBUFFER_MS = 80;
+
+async function loadProcessors(ctx: AudioContext): Promise<void> {
+  await ctx.audioWorklet.addModule(processorsUrl);
+}
+
+/** Resample int16 PCM to float32 at `toRate` (linear; only used if the server's rate differs). */
+function toFloat32(samples: Int16Array, fromRate: number, toRate: number): Float32Array {
+  if (fromRate === toRate) {
+    const out = new Float32Array(samples.length);
+    for (let i = 0; i < samples.length; i++) out[i] = samples[i] / 0x8000;
+    return out;
+  }
+  const ratio = fromRate / toRate;
+  const length = Math.floor(samples.length / ratio);
+  const out = new Float32Array(length);
+  for (let i = 0; i < length; i++) {
+    const pos = i * ratio;
+    const i0 = Math.floor(pos);
+    const i1 = Math.min(i0 + 1, samples.length - 1);
+    const frac = pos - i0;
+    out[i] = (samples[i0] * (1 - frac) + samples[i1] * frac) / 0x8000;
+  }
+  return out;
+}
+
+/** Streams PCM chunks to the speakers; `flush()` drops everything not yet played. */
+export class PcmPlayer {
+  private constructor(
+    readonly ctx: AudioContext,
+    private readonly node: AudioWorkletNode,
+  ) {}
+
+  played = 0;
+  flushed = 0;
+  cuts = 0;
+  buffered = 0;
+  playing = false;
+
+  static async create(sampleRate: number, onReport: (player: PcmPlayer) => void): Promise<PcmPlayer> {
+    const ctx = new AudioContext({ sampleRate, latencyHint: "interactive" });
+    await loadProcessors(ctx);
+    const node = new AudioWorkletNode(ctx, "pcm-player", {
+      numberOfInputs: 0,
+      numberOfOutputs: 1,
+      outputChannelCount: [1],
+      processorOptions: { prebufferMs: PLAYER_PREBUFFER_MS },
+    });
+    node.connect(ctx.destination);
+    const player = new PcmPlayer(ctx, node);
+    node.port.onmessage = (event) => {
+      Object.assign(player, event.data);
+      onReport(player);
+    };
+    if (ctx.state === "suspended") await ctx.resume();
+    return player;
+  }
+
+  get sampleRate(): number {
+    return this.ctx.sampleRate;
+  }
+
+  push(samples: Int16Array, sampleRate: number): void {
+    const data = toFloat32(samples, sampleRate, this.ctx.sampleRate);
+    this.node.port.postMessage({ type: "pcm", samples: data }, [data.buffer]);
+  }
+
+  flush(): void {
+    this.node.port.postMessage({ type: "flush" });
+  }
+
+  async close(): Promise<void> {
+    this.node.port.onmessage = null;
+    this.node.disconnect();
+    await this.ctx.close().catch(() => undefined);
+  }
+}
+
+/** Counts audible milliseconds of a MediaStream (see the module comment). */
+class LevelMeter {
+  audibleMs = 0;
+  private source: MediaStreamAudioSourceNode;
+  private node: AudioWorkletNode;
+
+  constructor(ctx: AudioContext, stream: MediaStream, onUpdate: (ms: number) => void) {
+    this.source = ctx.createMediaStreamSource(stream);
+    // No outputs: an AudioWorkletNode without outputs is pulled by the graph on its own.
+    this.node = new AudioWorkletNode(ctx, "level-meter", { numberOfInputs: 1, numberOfOutputs: 0 });
+    this.node.port.onmessage = (event) => {
+      this.audibleMs = (1000 * event.data.audibleFrames) / ctx.sampleRate;
+      onUpdate(this.audibleMs);
+    };
+    this.source.connect(this.node);
+  }
+
+  stop(): void {
+    this.node.port.onmessage = null;
+    this.source.disconnect();
+  }
+}
+
+export class BrowserMedia {
+  private userAudioCallback: ((data: ArrayBuffer) => void) | undefined;
+  private callbacks: RTVIEventCallbacks = {};
+  private micEnabled = true;
+  private initialized = false;
+  private stream: MediaStream | undefined;
+  private captureCtx: AudioContext | undefined;
+  private captureSource: MediaStreamAudioSourceNode | undefined;
+  private captureNode: AudioWorkletNode | undefined;
+  private player: PcmPlayer | undefined;
+  private botRate: number;
+  private meterCtx: AudioContext | undefined;
+  private meters: LevelMeter[] = [];
+  private botTrackId: string | undefined;
+  private readonly captureRate: number;
+
+  constructor(
+    readonly mode: MediaMode,
+    readonly stats: AudioStats,
+    private readonly options: BrowserMediaOptions = {},
+  ) {
+    this.captureRate = options.captureSampleRate ?? 16000;
+    this.botRate = options.playerSampleRate ?? 24000;
+  }
+
+  // ---- the media-manager contract the transports call -----------------------------------
+
+  setUserAudioCallback(callback: (data: ArrayBuffer) => void): void {
+    this.userAudioCallback = callback;
+  }
+
+  setClientOptions(options: PipecatClientOptions, override = false): void {
+    if (this.initialized && !override) return;
+    this.callbacks = options.callbacks ?? {};
+    this.micEnabled = options.enableMic ?? true;
+  }
+
+  /** Opens the mic (and the audio contexts, while the click that started it still counts). */
+  async initialize(): Promise<void> {
+    if (this.initialized) return;
+    try {
+      this.stream = await navigator.mediaDevices.getUserMedia({ audio: MIC_CONSTRAINTS, video: false });
+    } catch (error) {
+      const err = error as DOMException;
+      const type =
+        err.name === "NotAllowedError" || err.name === "SecurityError"
+          ? "permissions"
+          : err.name === "NotFoundError"
+            ? "not-found"
+            : err.name === "NotReadableError"
+              ? "in-use"
+              : "unknown";
+      this.callbacks.onDeviceError?.(new DeviceError(["mic"], type, err.message, { sourceError: err }));
+      throw error;
+    }
+    const track = this.micTrack;
+    if (track) {
+      track.enabled = this.micEnabled;
+      const settings = track.getSettings();
+      this.callbacks.onMicUpdated?.({
+        deviceId: settings.deviceId ?? "default",
+        groupId: settings.groupId ?? "",
+        kind: "audioinput",
+        label: track.label,
+        toJSON: () => ({}),
+      } as MediaDeviceInfo);
+    }
+    if (this.mode === "pcm") {
+      this.captureCtx = new AudioContext({ sampleRate: this.captureRate, latencyHint: "interactive" });
+      await loadProcessors(this.captureCtx);
+      this.player = await PcmPlayer.create(this.botRate, (player) => this.onPlayerReport(player));
+    } else {
+      this.meterCtx = new AudioContext({ latencyHint: "interactive" });
+      await loadProcessors(this.meterCtx);
+    }
+    this.initialized = true;
+  }
+
+  async connect(): Promise<void> {
+    if (!this.initialized) await this.initialize();
+    if (this.mode !== "pcm" || this.captureNode || !this.captureCtx || !this.stream) return;
+    const ctx = this.captureCtx;
+    if (ctx.state === "suspended") await ctx.resume();
+    this.captureSource = ctx.createMediaStreamSource(this.stream);
+    this.captureNode = new AudioWorkletNode(ctx, "pcm-capture", {
+      numberOfInputs: 1,
+      numberOfOutputs: 0,
+      processorOptions: { chunkSamples: Math.round((ctx.sampleRate * CAPTURE_CHUNK_MS) / 1000) },
+    });
+    this.captureNode.port.onmessage = (event) => {
+      if (this.micEnabled) this.userAudioCallback?.(event.data as ArrayBuffer);
+    };
+    this.captureSource.connect(this.captureNode);
+  }
+
+  async disconnect(): Promise<void> {
+    this.captureSource?.disconnect();
+    if (this.captureNode) this.captureNode.port.onmessage = null;
+    this.captureNode = this.captureSource = undefined;
+    this.stream?.getTracks().forEach((track) => track.stop());
+    this.stream = undefined;
+    this.meters.forEach((meter) => meter.stop());
+    this.meters = [];
+    const closing = [this.captureCtx, this.meterCtx].map((ctx) => ctx?.close().catch(() => undefined));
+    await Promise.all([...closing, this.player?.close()]);
+    this.captureCtx = this.meterCtx = this.player = undefined;
+    this.botTrackId = undefined;
+    if (this.options.audioElement) this.options.audioElement.srcObject = null;
+    this.initialized = false;
+  }
+
+  /** The SDK's hook for a local barge-in; the same as a server interruption here. */
+  async userStartedSpeaking(): Promise<unknown> {
+    this.interrupt();
+    return undefined;
+  }
+
+  bufferBotAudio(data: ArrayBuffer | Int16Array): Int16Array | undefined {
+    const samples = data instanceof Int16Array ? data : new Int16Array(data);
+    if (!this.player) return undefined;
+    this.stats.receivedAudioMs += (1000 * samples.length) / this.botRate;
+    this.player.push(samples, this.botRate);
+    return samples;
+  }
+
+  async getAllMics(): Promise<MediaDeviceInfo[]> {
+    return (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "audioinput");
+  }
+  async getAllCams(): Promise<MediaDeviceInfo[]> {
+    return [];
+  }
+  async getAllSpeakers(): Promise<MediaDeviceInfo[]> {
+    return (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "audiooutput");
+  }
+  updateMic(): void {}
+  updateCam(): void {}
+  updateSpeaker(): void {}
+  get selectedMic(): MediaDeviceInfo | Record<string, never> {
+    return {};
+  }
+  get selectedCam(): MediaDeviceInfo | Record<string, never> {
+    return {};
+  }
+  get selectedSpeaker(): MediaDeviceInfo | Record<string, never> {
+    return {};
+  }
+  enableMic(enable: boolean): void {
+    this.micEnabled = enable;
+    if (this.micTrack) this.micTrack.enabled = enable;
+  }
+  enableCam(): void {}
+  enableScreenShare(): void {}
+  get isCamEnabled(): boolean {
+    return false;
+  }
+  get isMicEnabled(): boolean {
+    return this.micEnabled;
+  }
+  get isSharingScreen(): boolean {
+    return false;
+  }
+  get supportsScreenShare(): boolean {
+    return false;
+  }
+  tracks(): Tracks {
+    return { local: { audio: this.micTrack } };
+  }
+
+  // ---- ours ------------------------------------------------------------------------------
+
+  get micTrack(): MediaStreamTrack | undefined {
+    return this.stream?.getAudioTracks()[0];
+  }
+
+  /** The rate the server declared for the bot audio that follows. */
+  setBotAudioRate(rate: number): void {
+    if (rate > 0) this.botRate = rate;
+  }
+
+  /** Drops bot audio that has not been played yet (a server interruption). */
+  interrupt(): void {
+    this.player?.flush();
+  }
+
+  /** WebRTC: play the bot's track, and meter it (see the module comment). */
+  playBotTrack(track: MediaStreamTrack): void {
+    const element = this.options.audioElement;
+    const ctx = this.meterCtx;
+    if (!element || !ctx || track.kind !== "audio" || track.id === this.micTrack?.id) return;
+    if (track.id === this.botTrackId) return; // unmuted again: already playing
+    this.botTrackId = track.id;
+    this.meters.forEach((meter) => meter.stop());
+    this.meters = [];
+    const receivedBase = this.stats.receivedAudioMs;
+    const stream = new MediaStream([track]);
+    element.srcObject = stream;
+    element.play().catch((error) => console.warn("Bot audio did not start", error));
+    let audible = 0;
+    let clock = element.currentTime;
+    this.meters.push(
+      new LevelMeter(ctx, stream, (ms) => {
+        const heard = ms - audible;
+        audible = ms;
+        this.stats.receivedAudioMs = receivedBase + ms;
+        // Played only while the element plays: its clock moves, and it is not silenced.
+        const playing = element.currentTime > clock && !element.paused && !element.muted && element.volume > 0;
+        clock = element.currentTime;
+        if (playing) this.stats.playedAudioMs += heard;
+      }),
+    );
+  }
+
+  private onPlayerReport(player: PcmPlayer): void {
+    const rate = player.sampleRate;
+    this.stats.playedAudioMs = (1000 * player.played) / rate;
+    this.stats.flushedAudioMs = (1000 * player.flushed) / rate;
+    this.stats.interruptions = player.cuts;
+    this.options.onPlaying?.(player.playing || player.buffered > 0);
+  }
+}
