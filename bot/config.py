@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -91,6 +92,10 @@ class Settings(BaseSettings):
     # Seconds the user aggregator waits for a transcript after the turn ended.
     user_turn_stop_timeout: float = Field(5.0, gt=0.0)
     denoise_enabled: bool = True
+    # While the bot speaks, a user turn starts only if the microphone is no more than
+    # this many dB below the bot's own output level (louder than its echo could be).
+    echo_guard_enabled: bool = True
+    echo_guard_margin_db: float = Field(10.0, ge=0.0)
 
     # --- Conversation ---------------------------------------------------------------------
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
@@ -108,8 +113,54 @@ class Settings(BaseSettings):
     # Said when a browser session starts; empty for none.
     greeting: str = "Hi! I'm listening. Ask me anything."
 
+    # --- Admin API (/api/sessions) ---------------------------------------------------------
+    # Bearer token for the admin API. Unset: the admin API answers loopback clients only.
+    admin_token: SecretStr | None = None
+
+    # --- Web search tool (web_search) -------------------------------------------------------
+    # Searched when TAVILY_API_KEY is not set: Markdown/text files, indexed with SQLite FTS5
+    # at start-up. Empty means the small set shipped in bot/knowledge/.
+    knowledge_dir: Path | None = None
+    search_enabled: bool = True
+    # Longest wait for a search; past it the bot apologises and the turn ends.
+    search_timeout_secs: float = Field(5.0, gt=0.0)
+    search_max_results: int = Field(3, ge=1, le=20)
+    # Results are cut to this many characters before they enter the LLM context.
+    search_max_result_chars: int = Field(1200, ge=100)
+    # Said while a search runs; empty for none.
+    search_filler: str = "Let me look that up."
+    search_apology: str = "Sorry, I couldn't look that up right now."
+
+    # --- Conversation memory --------------------------------------------------------------
+    # Most tokens (about 4 characters each) sent to the LLM per request: system
+    # instructions, tool definitions and conversation. Older turns are dropped to fit.
+    context_token_budget: int = Field(2048, ge=256)
+    # Summarise older turns with the session's LLM (Pipecat's context summarizer) before
+    # they would be dropped. An extra LLM call; on the local model it delays an answer.
+    context_summarize: bool = False
+
     # --- Logging --------------------------------------------------------------------------
     log_level: str = "INFO"
+    # console: human-readable lines on stderr (development); json: one JSON object per
+    # line on stdout (production, log shippers). LOG_FILE, if set, always gets JSON lines.
+    log_format: Literal["console", "json"] = "console"
+    log_file: Path | None = None
+
+    # --- Dashboard (/dashboard) and metrics (/metrics) -------------------------------------
+    # Recent turns kept per live session (its transcript and timings on the dashboard).
+    dashboard_session_turns: int = Field(50, ge=1)
+    # Recent turns across all sessions behind the dashboard's p50/p95 latency chart.
+    dashboard_chart_turns: int = Field(200, ge=1)
+
+    # --- Session recording (opt-in) ---------------------------------------------------------
+    # Per session: a JSONL of its turns and, with RECORDING_AUDIO, a stereo WAV (user left,
+    # bot right). The oldest recordings are deleted beyond either limit.
+    recording_enabled: bool = False
+    recording_audio: bool = False
+    recording_dir: Path = Path("recordings")
+    recording_max_sessions: int = Field(100, ge=1)
+    recording_max_bytes: int = Field(1024**3, ge=1024)
+    recording_sample_rate: int = Field(16000, ge=8000)
 
     def key_for(self, stage: Stage) -> SecretStr | None:
         return {
@@ -145,15 +196,21 @@ class Settings(BaseSettings):
         return choice is ProviderChoice.CLOUD or (choice is ProviderChoice.AUTO and has_key)
 
     def secrets(self) -> list[str]:
-        """Every secret value that is set, for redaction in logs."""
-        return [
-            s.get_secret_value()
-            for s in (
-                self.deepgram_api_key,
-                self.groq_api_key,
-                self.cartesia_api_key,
-                self.tavily_api_key,
-                self.daily_api_key,
-            )
-            if s and s.get_secret_value()
-        ]
+        """Every secret value that is set, for redaction in logs.
+
+        Any `SecretStr` setting, and any setting named like a credential (`*_key`,
+        `*_token`, `*_secret`, `*_password`), so a new one is redacted without a change here.
+        """
+        values = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif not (isinstance(value, str) and name.endswith(_CREDENTIAL_SUFFIXES)):
+                continue
+            if value:
+                values.append(value)
+        return values
+
+
+_CREDENTIAL_SUFFIXES = ("_key", "_token", "_secret", "_password")

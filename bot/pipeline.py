@@ -34,9 +34,12 @@ from pipecat.workers.runner import WorkerRunner
 from bot.config import Settings
 from bot.local_models import LocalModels
 from bot.local_services import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
+from bot.logs import log_turn, session_context
 from bot.providers import create_llm, create_stt, create_tts
 from processors.denoise import RNNoiseDenoiser
+from processors.echo_guard import BotAudioLevel, BotAudioTap, EchoGuardedVADStartStrategy
 from processors.metrics import TurnMetricsObserver, TurnRecord, TurnSubscriber
+from processors.recording import SessionRecorder
 from processors.session_state import SessionState, SessionStateObserver, StateSubscriber
 
 
@@ -60,7 +63,9 @@ class Session:
     state: SessionStateObserver | None = None
 
 
-def create_user_params(settings: Settings, models: LocalModels) -> LLMUserAggregatorParams:
+def create_user_params(
+    settings: Settings, models: LocalModels, bot_level: BotAudioLevel
+) -> LLMUserAggregatorParams:
     """VAD and turn taking for one session (their ONNX models are shared)."""
     vad = SharedSileroVADAnalyzer(
         session=models.silero_session,
@@ -80,28 +85,44 @@ def create_user_params(settings: Settings, models: LocalModels) -> LLMUserAggreg
         )
     else:
         stop = SpeechTimeoutUserTurnStopStrategy()
+    if settings.echo_guard_enabled:
+        start = EchoGuardedVADStartStrategy(
+            bot_level=bot_level, margin_db=settings.echo_guard_margin_db, enable_interruptions=True
+        )
+    else:
+        start = VADUserTurnStartStrategy(enable_interruptions=True)
     return LLMUserAggregatorParams(
         vad_analyzer=vad,
-        user_turn_strategies=UserTurnStrategies(
-            start=[VADUserTurnStartStrategy(enable_interruptions=True)],
-            stop=[stop],
-        ),
+        user_turn_strategies=UserTurnStrategies(start=[start], stop=[stop]),
         user_turn_stop_timeout=settings.user_turn_stop_timeout,
     )
 
 
 async def run_bot(transport: BaseTransport, session: Session) -> None:
     """Run one conversation over `transport` until it ends or the client leaves."""
+    # Every line logged by this session, Pipecat's own included (every task it starts
+    # inherits the context), carries the session id and the turn in progress.
+    def current_turn() -> int | None:
+        return getattr(session.metrics, "_turn_count", 0) or None
+
+    with session_context(session.id, turn=current_turn):
+        await _run_bot(transport, session)
+
+
+async def _run_bot(transport: BaseTransport, session: Session) -> None:
     settings = session.settings
     log = logger.bind(session_id=session.id)
 
     stt = create_stt(settings, session.models)
     llm = create_llm(settings, session.models)
     tts = create_tts(settings, session.models)
+    # Opt-in: a JSONL of turns and, with RECORDING_AUDIO, a stereo WAV (processors/recording.py).
+    recorder = SessionRecorder.from_settings(settings, session.id) if settings.recording_enabled else None
 
     context = LLMContext()
+    bot_level = BotAudioLevel()
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
-        context, user_params=create_user_params(settings, session.models)
+        context, user_params=create_user_params(settings, session.models, bot_level)
     )
 
     pipeline = Pipeline(
@@ -113,6 +134,8 @@ async def run_bot(transport: BaseTransport, session: Session) -> None:
             llm,
             tts,
             transport.output(),
+            *([recorder.audio_processor()] if recorder and recorder.audio_path else []),
+            BotAudioTap(bot_level),
             assistant_aggregator,
         ]
     )
@@ -145,7 +168,7 @@ async def run_bot(transport: BaseTransport, session: Session) -> None:
     async def report_state(new_state: SessionState) -> None:
         await tell_client({"type": "state", "state": new_state.value})
 
-    for subscriber in (report_turn, *session.on_turn):
+    for subscriber in (report_turn, log_turn, *([recorder.write_turn] if recorder else []), *session.on_turn):
         metrics.subscribe(subscriber)
     for subscriber in (report_state, *session.on_state):
         state.subscribe(subscriber)
@@ -173,4 +196,6 @@ async def run_bot(transport: BaseTransport, session: Session) -> None:
         await runner.run()
     finally:
         await metrics.flush()
+        if recorder:
+            recorder.close()
         log.info(f"Session ended after {metrics.turns_completed} turns")

@@ -58,10 +58,58 @@ class Received:
         return 1000.0 * len(self.bot_audio) / 2 / self.audio_sample_rate
 
 
+class _Speaker:
+    """Plays the bot's audio back into our microphone, as a laptop without headphones does.
+
+    Bot audio joins a playout queue as it arrives; each microphone frame we send takes
+    the next 20 ms of it, attenuated by `gain_db`, after an acoustic delay. An
+    interruption from the server flushes the queue, as the browser client does.
+    """
+
+    def __init__(self, gain_db: float, delay_secs: float, mic_rate: int):
+        self.gain = 10 ** (gain_db / 20)
+        self.delay_samples = int(delay_secs * mic_rate)
+        self.mic_rate = mic_rate
+        self.queue = np.zeros(0, dtype=np.float32)
+        self._resampler = None
+        self._rate = 0
+
+    def receive(self, pcm: bytes, rate: int) -> None:
+        import soxr
+
+        if rate != self._rate:
+            self._resampler = soxr.ResampleStream(rate, self.mic_rate, 1, dtype="float32")
+            self._rate = rate
+        audio = self._resampler.resample_chunk(np.frombuffer(pcm, dtype=np.int16).astype(np.float32))
+        if not len(self.queue):
+            audio = np.concatenate([np.zeros(self.delay_samples, np.float32), audio])
+        self.queue = np.concatenate([self.queue, audio])
+
+    def flush(self) -> None:
+        self.queue = np.zeros(0, dtype=np.float32)
+
+    def mix(self, mic: np.ndarray) -> np.ndarray:
+        n = len(mic)
+        echo, self.queue = self.queue[:n], self.queue[n:]
+        out = mic.astype(np.float32)
+        out[: len(echo)] += echo * self.gain
+        return np.clip(out, -32768, 32767).astype(np.int16)
+
+
 class AgentClient:
-    def __init__(self, url: str, sample_rate: int = 16000):
+    def __init__(
+        self,
+        url: str,
+        sample_rate: int = 16000,
+        echo_gain_db: float | None = None,
+        echo_delay_secs: float = 0.1,
+    ):
+        """`echo_gain_db` (e.g. -20) plays the bot's audio back into the microphone."""
         self.url = url
         self.sample_rate = sample_rate
+        self.speaker = (
+            _Speaker(echo_gain_db, echo_delay_secs, sample_rate) if echo_gain_db is not None else None
+        )
         self.received = Received()
         self.last_speech_sent_at: float | None = None
         self.first_speech_sent_at: float | None = None
@@ -105,6 +153,8 @@ class AgentClient:
         await self._ws.send(frame.SerializeToString())
 
     async def send_audio(self, pcm: bytes, sample_rate: int | None = None) -> None:
+        if self.speaker is not None and sample_rate in (None, self.sample_rate):
+            pcm = self.speaker.mix(np.frombuffer(pcm, dtype=np.int16)).tobytes()
         frame = proto.Frame()
         frame.audio.audio = pcm
         frame.audio.sample_rate = sample_rate or self.sample_rate
@@ -169,8 +219,12 @@ class AgentClient:
                     r.audio_sample_rate = frame.audio.sample_rate
                     r.bot_audio.extend(frame.audio.audio)
                     r.audio_chunks.append((now, len(frame.audio.audio)))
+                    if self.speaker is not None:
+                        self.speaker.receive(frame.audio.audio, frame.audio.sample_rate)
                 elif which == "interruption":
                     r.interruptions.append(now)
+                    if self.speaker is not None:
+                        self.speaker.flush()
                 elif which == "message":
                     r.messages.append((now, json.loads(frame.message.data)))
                 self._changed.set()
