@@ -1,9 +1,16 @@
-"""Real-browser tests: Chromium talks to a live `python -m bot serve` through the web client.
+"""Real-browser tests of the web client (web/client), in Debian's Chromium.
 
-The microphone is Chromium's fake capture device playing a question synthesized by our own
-TTS, so the whole path is real: getUserMedia → WebSocket or WebRTC → VAD, STT, LLM, TTS →
-bot audio played in the page. The page's `window.voiceAgent` (web/client/src/main.ts) is
-what the tests read; they wait on it, never sleep.
+Conversations (slow): Chromium talks to a live `python -m bot serve`. The microphone is
+Chromium's fake capture device playing a question synthesized by our own TTS, so the whole
+path is real: getUserMedia → WebSocket or WebRTC → VAD, STT, LLM, TTS → bot audio played
+in the page.
+
+Client behaviour (fast): the built page is served as static files and the server is
+played by the test (Playwright routes): interruptions flushing WebSocket playback, and the
+messages for a refused session, an unreachable server and a denied microphone.
+
+The page's `window.voiceAgent` (web/client/src/main.ts) is what the tests read; they wait
+on it, never sleep.
 
 Chromium is Debian's (`make test` installs the `chromium` package); Playwright only drives
 it (`playwright install` is never needed).
@@ -11,6 +18,8 @@ it (`playwright install` is never needed).
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import re
@@ -45,18 +54,20 @@ SERVER_START_TIMEOUT = 240  # loads Whisper, llama.cpp and Piper
 CONNECT_TIMEOUT_MS = 60_000
 TURN_TIMEOUT_MS = 240_000  # STT + LLM + TTS on two shared cores, maybe two sessions at once
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing (`make test` installs it)"),
-]
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing (`make test` installs it)"
+)
 
 
-def chromium_args(wav: Path) -> list[str]:
-    return [
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
+def chromium_args(wav: Path | None = None, allow_mic: bool = True) -> list[str]:
+    """Fake media devices; `wav` is what the microphone hears (a beep without one)."""
+    args = ["--use-fake-device-for-media-stream"]
+    if allow_mic:
+        args.append("--use-fake-ui-for-media-stream")  # grants the mic without a prompt
+    if wav:
         # `%noloop` (supported by Debian's Chromium 156) plays the file once instead of looping.
-        f"--use-file-for-fake-audio-capture={wav}%noloop",
+        args.append(f"--use-file-for-fake-audio-capture={wav}%noloop")
+    return args + [
         "--disable-background-networking",
         "--disable-component-update",
         "--no-first-run",
@@ -109,7 +120,8 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                pytest.fail(f"the server exited ({self.process.returncode}) while waiting for {what}:\n{self.tail()}")
+                code = self.process.returncode
+                pytest.fail(f"the server exited ({code}) while waiting for {what}:\n{self.tail()}")
             health = self.health()
             if health is not None and condition(health):
                 return health
@@ -129,7 +141,9 @@ class Server:
 @pytest.fixture(scope="session")
 def client_bundle() -> Path:
     """The built client (a no-op when web/static/dist is up to date)."""
-    result = subprocess.run(["make", "-s", "client"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        ["make", "-s", "client"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         pytest.fail(f"`make client` failed:\n{result.stdout}\n{result.stderr}")
     bundle = ROOT / "web" / "static" / "dist" / "index.html"
@@ -141,7 +155,9 @@ def client_bundle() -> Path:
 def server(client_bundle):
     server = Server()
     try:
-        server.wait_until(lambda h: h.get("status") == "ok", SERVER_START_TIMEOUT, "the server to start")
+        server.wait_until(
+            lambda h: h.get("status") == "ok", SERVER_START_TIMEOUT, "the server to start"
+        )
         yield server
     finally:
         server.stop()
@@ -160,8 +176,9 @@ def question_wavs(tmp_path_factory) -> dict[str, Path]:
     wavs = {}
     for name, text in QUESTIONS.items():
         speech = models.synthesize(text, SAMPLE_RATE)
-        silence = lambda secs: np.zeros(int(secs * SAMPLE_RATE), dtype=np.int16)  # noqa: E731
-        audio = np.concatenate([silence(LEAD_IN_SECS), speech, silence(TAIL_SECS)])
+        lead_in = np.zeros(int(LEAD_IN_SECS * SAMPLE_RATE), dtype=np.int16)
+        tail = np.zeros(int(TAIL_SECS * SAMPLE_RATE), dtype=np.int16)
+        audio = np.concatenate([lead_in, speech, tail])
         path = folder / f"{name}.wav"
         with wave.open(str(path), "wb") as w:
             w.setnchannels(1)
@@ -181,11 +198,13 @@ def playwright():
 class Caller:
     """One browser (its own fake microphone) with the page, talking over one transport."""
 
-    def __init__(self, playwright, server: Server, wav: Path, transport: str):
+    def __init__(
+        self, playwright, server, wav: Path | None, transport: str, allow_mic: bool = True
+    ):
         self.server = server
         self.transport = transport
         self.browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=chromium_args(wav)
+            executable_path=CHROMIUM, headless=True, args=chromium_args(wav, allow_mic)
         )
         self.page = self.browser.new_page(viewport={"width": 1280, "height": 800})
         self.page_errors: list[str] = []
@@ -215,7 +234,9 @@ class Caller:
         self.page.click("#connect")
 
     def wait_connected(self) -> None:
-        self.wait("() => window.voiceAgent.connected", "the session to be ready", CONNECT_TIMEOUT_MS)
+        self.wait(
+            "() => window.voiceAgent.connected", "the session to be ready", CONNECT_TIMEOUT_MS
+        )
 
     def wait_for_answer(self, country: str) -> None:
         """The question heard, the answer played, and its turn's latency reported."""
@@ -225,16 +246,19 @@ class Caller:
             f"the user transcript of the {country} question",
         )
         self.wait(
-            """() => window.voiceAgent.turns.some(t => typeof t.stages_ms.voice_to_voice === 'number'
-                 && t.bot_text) && window.voiceAgent.stats.playedAudioMs > 500""",
+            """() => window.voiceAgent.stats.playedAudioMs > 500 && window.voiceAgent.turns.some(
+                 t => typeof t.stages_ms.voice_to_voice === 'number' && t.bot_text)""",
             "a turn with a voice-to-voice figure and bot audio played",
         )
         self.wait("() => window.voiceAgent.state === 'listening'", "the bot to finish speaking")
 
     def disconnect(self) -> None:
         self.page.click("#disconnect")
-        self.wait("() => !window.voiceAgent.connected && window.voiceAgent.state === 'disconnected'",
-                  "the page to disconnect", CONNECT_TIMEOUT_MS)
+        self.wait(
+            "() => !window.voiceAgent.connected && window.voiceAgent.state === 'disconnected'",
+            "the page to disconnect",
+            CONNECT_TIMEOUT_MS,
+        )
 
     def close(self) -> None:
         self.browser.close()
@@ -248,6 +272,7 @@ def words(agent: dict, role: str) -> set[str]:
     return set(re.findall(r"[a-z]+", texts(agent, role)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transport", ["websocket", "webrtc"])
 def test_browser_conversation(server, playwright, question_wavs, transport, tmp_path):
     caller = Caller(playwright, server, question_wavs["france"], transport)
@@ -275,7 +300,9 @@ def test_browser_conversation(server, playwright, question_wavs, transport, tmp_
         shot = tmp_path / f"browser-{transport}.png"
         caller.page.screenshot(path=str(shot))
         # docs/screenshot.png (the README's) is refreshed on demand, not on every run.
-        if transport == "websocket" and (not SCREENSHOT.exists() or os.environ.get("UPDATE_SCREENSHOT")):
+        if transport == "websocket" and (
+            not SCREENSHOT.exists() or os.environ.get("UPDATE_SCREENSHOT")
+        ):
             SCREENSHOT.parent.mkdir(exist_ok=True)
             shutil.copyfile(shot, SCREENSHOT)
 
@@ -285,6 +312,7 @@ def test_browser_conversation(server, playwright, question_wavs, transport, tmp_
         caller.close()
 
 
+@pytest.mark.slow
 def test_two_sessions_do_not_cross(server, playwright, question_wavs, tmp_path):
     """Two browsers at once (each its own fake mic), one per transport, different questions."""
     france = Caller(playwright, server, question_wavs["france"], "websocket")
@@ -321,3 +349,324 @@ def test_two_sessions_do_not_cross(server, playwright, question_wavs, tmp_path):
     finally:
         france.close()
         japan.close()
+
+
+# ---- client behaviour against a server played by the test --------------------------------
+
+
+class StaticSite:
+    """The built client as plain static files: no models, no sessions."""
+
+    def __init__(self, root: Path):
+        handler = functools.partial(QuietHandler, directory=str(root))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def tail(self) -> str:
+        return "(static site: no server log)"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def static_site(client_bundle):
+    site = StaticSite(client_bundle.parent)
+    yield site
+    site.stop()
+
+
+def healthy(page) -> None:
+    page.route("**/api/health", lambda route: route.fulfill(json={"status": "ok", "sessions": 0}))
+
+
+def frame_bytes(**fields) -> bytes:
+    """A Pipecat protobuf frame, e.g. frame_bytes(message={"data": "..."})."""
+    from pipecat.frames.protobufs import frames_pb2
+
+    frame = frames_pb2.Frame()
+    for kind, values in fields.items():
+        getattr(frame, kind).SetInParent()
+        for name, value in values.items():
+            setattr(getattr(frame, kind), name, value)
+    return frame.SerializeToString()
+
+
+def rtvi_bytes(type_: str, data: dict | None = None, id_: str = "test") -> bytes:
+    message = {"label": "rtvi-ai", "type": type_, "id": id_, "data": data or {}}
+    return frame_bytes(message={"data": json.dumps(message)})
+
+
+def tone_frames(seconds: float, rate: int = 24000, frame_ms: int = 40) -> list[bytes]:
+    import numpy as np
+
+    t = np.arange(int(seconds * rate)) / rate
+    pcm = (0.3 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    step = rate * frame_ms // 1000
+    return [
+        frame_bytes(
+            audio={"audio": pcm[i : i + step].tobytes(), "sample_rate": rate, "num_channels": 1}
+        )
+        for i in range(0, len(pcm), step)
+    ]
+
+
+class FakeBotSocket:
+    """Plays the server's `/ws` for one page: bot-ready on client-ready, or a refusal."""
+
+    def __init__(self, page, refuse: tuple[int, str] | None = None):
+        self.ws = None
+        self.refuse = refuse
+        page.route_web_socket("**/ws", self._accept)
+
+    def _accept(self, ws) -> None:
+        self.ws = ws
+        ws.on_message(self._on_message)
+
+    def _on_message(self, message) -> None:
+        from pipecat.frames.protobufs import frames_pb2
+
+        if self.refuse:
+            # Like the server: the socket is open (the page spoke), then closed with a reason.
+            code, reason = self.refuse
+            self.refuse = None
+            self.ws.close(code=code, reason=reason)
+            return
+        if not isinstance(message, bytes):
+            return
+        frame = frames_pb2.Frame.FromString(message)
+        if frame.WhichOneof("frame") == "message":
+            rtvi = json.loads(frame.message.data)
+            if rtvi.get("type") == "client-ready":
+                self.send(rtvi_bytes("bot-ready", {"version": "2.2.0"}, rtvi.get("id", "ready")))
+
+    def send(self, data: bytes) -> None:
+        assert self.ws is not None, "the page has not opened the WebSocket"
+        self.ws.send(data)
+
+
+@pytest.mark.parametrize("signal", ["interruption-frame", "bot-interrupted"])
+def test_websocket_playback_stops_on_interruption(static_site, playwright, signal):
+    """3 s of bot audio queued, an interruption after ~0.6 s: the rest is dropped unplayed,
+    whether the server's in-band InterruptionFrame or RTVI bot-interrupted says so, and
+    the next answer still plays."""
+    caller = Caller(playwright, static_site, None, "websocket")
+    try:
+        healthy(caller.page)
+        bot = FakeBotSocket(caller.page)
+        caller.connect()
+        caller.wait_connected()
+
+        for frame in tone_frames(3.0):
+            bot.send(frame)
+        caller.wait(
+            "() => window.voiceAgent.stats.playedAudioMs > 600", "playback to start", 20_000
+        )
+        played_before = caller.agent()["stats"]["playedAudioMs"]
+        bot.send(
+            frame_bytes(interruption={})
+            if signal == "interruption-frame"
+            else rtvi_bytes("bot-interrupted")
+        )
+        caller.wait(
+            "() => window.voiceAgent.stats.flushedAudioMs > 0", "the player to flush", 10_000
+        )
+
+        stats = caller.agent()["stats"]
+        assert stats["receivedAudioMs"] == pytest.approx(3000, abs=1)
+        # Stopped where it was (give or take a report interval and the round trip)...
+        assert stats["playedAudioMs"] - played_before < 250
+        # ...and the rest was dropped: nothing is left to play.
+        assert stats["playedAudioMs"] + stats["flushedAudioMs"] == pytest.approx(3000, abs=1)
+        assert stats["interruptions"] == 1
+
+        # The next answer is not swallowed by the flush.
+        for frame in tone_frames(0.6):
+            bot.send(frame)
+        caller.wait(
+            f"() => window.voiceAgent.stats.playedAudioMs >= {stats['playedAudioMs'] + 590}",
+            "the next answer to play",
+            20_000,
+        )
+        assert caller.page_errors == []
+    finally:
+        caller.close()
+
+
+def expect_error(caller: Caller, kind: str, text: str, timeout: int = 30_000) -> str:
+    caller.wait(
+        f"() => window.voiceAgent.errors.some(e => e.kind === '{kind}')",
+        f"a '{kind}' error",
+        timeout,
+    )
+    caller.wait("() => window.voiceAgent.state === 'disconnected'", "the page to give up", timeout)
+    message = caller.page.inner_text("#error")
+    assert caller.page.locator("#error").is_visible()
+    assert text.lower() in message.lower(), message
+    assert caller.page.locator("#connect").is_enabled()
+    assert not caller.agent()["connected"]
+    return message
+
+
+def test_refused_websocket_session(static_site, playwright):
+    """The server is full: it accepts the socket and closes it with 1013 and a reason."""
+    caller = Caller(playwright, static_site, None, "websocket")
+    try:
+        healthy(caller.page)
+        FakeBotSocket(caller.page, refuse=(1013, "The server is at its limit of 8 live sessions"))
+        caller.connect()
+        message = expect_error(caller, "refused", "refused")
+        assert "limit of 8 live sessions" in message
+    finally:
+        caller.close()
+
+
+def test_refused_webrtc_session(static_site, playwright):
+    """The server is full: /api/offer answers 503 with a detail."""
+    caller = Caller(playwright, static_site, None, "webrtc")
+    try:
+        healthy(caller.page)
+        caller.page.route(
+            "**/api/offer",
+            lambda route: route.fulfill(
+                status=503, json={"detail": "The server is at its limit of 8 live sessions"}
+            ),
+        )
+        caller.connect()
+        message = expect_error(caller, "refused", "refused", timeout=60_000)
+        assert "limit of 8 live sessions" in message
+    finally:
+        caller.close()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "webrtc"])
+def test_unreachable_server(static_site, playwright, transport):
+    caller = Caller(playwright, static_site, None, transport)
+    try:
+        caller.page.route("**/api/health", lambda route: route.abort("connectionrefused"))
+        caller.connect()
+        expect_error(caller, "unreachable", "unreachable")
+    finally:
+        caller.close()
+
+
+def test_microphone_denied(static_site, playwright):
+    """No fake permission UI: headless Chromium refuses the mic (NotAllowedError)."""
+    caller = Caller(playwright, static_site, None, "websocket", allow_mic=False)
+    try:
+        healthy(caller.page)
+        caller.connect()
+        expect_error(caller, "mic-denied", "microphone access was denied")
+    finally:
+        caller.close()
+
+
+def test_page_shows_what_the_server_says(static_site, playwright):
+    """Interim user text replaced by the final, spoken bot text, state badge, latency panel."""
+    caller = Caller(playwright, static_site, None, "websocket")
+    try:
+        healthy(caller.page)
+        bot = FakeBotSocket(caller.page)
+        caller.connect()
+        caller.wait_connected()
+
+        def server_message(data: dict) -> None:
+            bot.send(rtvi_bytes("server-message", data))
+
+        server_message({"type": "session", "session_id": "abc123", "transport": "websocket"})
+        bot.send(rtvi_bytes("user-started-speaking"))
+        bot.send(
+            rtvi_bytes(
+                "user-transcription",
+                {"text": "What is the", "final": False, "user_id": "", "timestamp": ""},
+            )
+        )
+        caller.wait(
+            """() => window.voiceAgent.transcript.some(
+                 e => e.role === 'user' && !e.final && e.text === 'What is the')""",
+            "the interim user text",
+            10_000,
+        )
+        assert caller.page.locator("#transcript li.user.interim").count() == 1
+        final = {
+            "text": "What is the capital of France?",
+            "final": True,
+            "user_id": "",
+            "timestamp": "",
+        }
+        bot.send(rtvi_bytes("user-transcription", final))
+        server_message({"type": "state", "state": "thinking"})
+        caller.wait("() => window.voiceAgent.state === 'thinking'", "the thinking state", 10_000)
+        assert caller.page.inner_text("#state").strip().lower() == "thinking"
+
+        server_message({"type": "state", "state": "speaking"})
+        bot.send(rtvi_bytes("bot-started-speaking"))
+        segment = {"segment_id": 7, "output_type": "sentence", "will_be_spoken": True}
+        bot.send(
+            rtvi_bytes(
+                "bot-output",
+                {**segment, "text": "The capital of France is Paris.", "spoken_status": "new"},
+            )
+        )
+        bot.send(
+            rtvi_bytes(
+                "bot-output",
+                {
+                    **segment,
+                    "text": "The capital of France is Paris.",
+                    "spoken_status": "completed",
+                    "spoken_progress": {
+                        "accumulated_text": "The capital of France is Paris.",
+                        "remaining_text": "",
+                    },
+                },
+            )
+        )
+        bot.send(rtvi_bytes("bot-stopped-speaking"))
+        server_message({"type": "state", "state": "listening"})
+        record = {
+            "type": "turn-metrics",
+            "session_id": "abc123",
+            "turn": 1,
+            "user_text": final["text"],
+            "bot_text": "The capital of France is Paris.",
+            "interrupted": False,
+            "stages_ms": {
+                "vad": 200.0,
+                "stt": 310.5,
+                "turn": 2.0,
+                "llm_ttft": 420.0,
+                "tts_ttfb": 180.0,
+                "voice_to_voice": 1234.5,
+            },
+        }
+        server_message(record)
+        caller.wait(
+            "() => window.voiceAgent.turns.length === 1 && window.voiceAgent.state === 'listening'",
+            "the turn's metrics",
+            10_000,
+        )
+
+        agent = caller.agent()
+        assert agent["sessionId"] == "abc123"
+        assert agent["transcript"] == [
+            {"role": "user", "text": "What is the capital of France?", "final": True},
+            {"role": "bot", "text": "The capital of France is Paris.", "final": True},
+        ]
+        assert agent["turns"] == [record]
+        latest = caller.page.inner_text("#latency-latest")
+        assert "1.2 s" in latest and "311 ms" in latest  # voice-to-voice, STT
+        assert caller.page.locator("#latency-latest .v2v dd").inner_text() == "1.2 s"
+        # A stage that did not happen is shown as absent, not as 0.
+        tool = caller.page.locator("#latency-latest div", has_text="Tool").locator("dd")
+        assert tool.inner_text() == "—"
+        assert caller.page_errors == []
+    finally:
+        caller.close()

@@ -284,7 +284,7 @@ export class VoiceSession {
   private onSocketClosed(code: number, reason: string): void {
     const why = reason ? `: ${reason}` : "";
     if (code === CLOSE_TRY_AGAIN_LATER) {
-      const error = new SessionError("refused", `Session refused, the server is full${why || "; try again in a moment."}`);
+      const error = new SessionError("refused", `Session refused: ${reason || "the server is full; try again in a moment."}`);
       if (this.failStart) this.failStart(error);
       else this.end(error);
       return;
