@@ -546,6 +546,20 @@ def test_refused_webrtc_session(static_site, playwright):
         caller.close()
 
 
+def test_server_ends_websocket_session(static_site, playwright):
+    caller = Caller(playwright, static_site, None, "websocket")
+    try:
+        healthy(caller.page)
+        bot = FakeBotSocket(caller.page)
+        caller.connect()
+        caller.wait_connected()
+        bot.ws.close(code=1000, reason="idle for 300 s")
+        message = expect_error(caller, "server", "the server ended the session")
+        assert "idle for 300 s" in message
+    finally:
+        caller.close()
+
+
 @pytest.mark.parametrize("transport", ["websocket", "webrtc"])
 def test_unreachable_server(static_site, playwright, transport):
     caller = Caller(playwright, static_site, None, transport)

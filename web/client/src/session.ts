@@ -158,9 +158,9 @@ export class VoiceSession {
   readonly media: BrowserMedia;
   private readonly client: PipecatClient;
   private readonly transport: WebSocketSession | WebRTCSession;
-  private ready = false;
   private ended = false;
   private botSpeaking = false;
+  private stopping = false;
   private failStart: ((error: SessionError) => void) | undefined;
 
   constructor(
@@ -230,6 +230,8 @@ export class VoiceSession {
           if (data.fatal) this.end(new SessionError("server", `Session error: ${text}`));
           else console.warn("Server error:", text);
         },
+        // WebRTC: the server left (its session ended).
+        onBotDisconnected: () => this.end(new SessionError("server", "The server ended the session.")),
         // Deferred: a close code, or the reason a start failed, is reported first.
         onDisconnected: () => setTimeout(() => this.end(), 0),
       },
@@ -258,7 +260,6 @@ export class VoiceSession {
         : { webrtcRequestParams: { endpoint: new URL("/api/offer", window.location.href).toString() } };
     try {
       await Promise.race([this.client.connect(params), failed, timeout]);
-      this.ready = true;
     } catch (error) {
       let sessionError: SessionError;
       if (error instanceof SessionError) sessionError = error;
@@ -277,6 +278,7 @@ export class VoiceSession {
 
   async stop(): Promise<void> {
     if (this.ended) return;
+    this.stopping = true;
     await this.client.disconnect().catch(() => undefined);
     this.end();
   }
@@ -289,9 +291,14 @@ export class VoiceSession {
       else this.end(error);
       return;
     }
-    const error = new SessionError("server", `The server closed the session (code ${code}${why}).`);
+    const error =
+      code === 1006
+        ? new SessionError("connection", "The connection to the server was lost.")
+        : code === 1000 || code === 1001
+          ? new SessionError("server", `The server ended the session${why}.`)
+          : new SessionError("server", `The server closed the session (code ${code}${why}).`);
     if (this.failStart) this.failStart(error);
-    else if (this.ready) this.end(code === 1000 ? undefined : error);
+    else this.end(error);
   }
 
   private end(error?: SessionError): void {
@@ -300,6 +307,7 @@ export class VoiceSession {
       this.failStart(error ?? new SessionError("connection", "The connection closed before the bot was ready."));
       return;
     }
+    if (!error && !this.stopping) error = new SessionError("connection", "The session ended unexpectedly.");
     this.ended = true;
     void this.client.disconnect().catch(() => undefined);
     void this.media.disconnect();
