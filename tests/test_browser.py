@@ -669,6 +669,8 @@ def test_page_shows_what_the_server_says(static_site, playwright):
         )
 
         agent = caller.agent()
+        mic = agent["mic"]
+        assert mic["echoCancellation"] and mic["noiseSuppression"] and mic["autoGainControl"]
         assert agent["sessionId"] == "abc123"
         assert agent["transcript"] == [
             {"role": "user", "text": "What is the capital of France?", "final": True},

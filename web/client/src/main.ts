@@ -6,6 +6,7 @@
  *   connected   true once the bot is ready, until the session ends
  *   transport   "websocket" | "webrtc" (the one in use, or selected)
  *   sessionId   the server's session id (from its "session" message)
+ *   mic         the mic track's applied settings (echoCancellation, noiseSuppression, …)
  *   stats       { receivedAudioMs, playedAudioMs, flushedAudioMs, interruptions }
  *               (how they are measured: see media.ts)
  *   transcript  [{ role: "user" | "bot", text, final, interrupted? }]
@@ -33,6 +34,7 @@ interface VoiceAgent {
   connected: boolean;
   transport: TransportKind;
   sessionId: string | null;
+  mic: MediaTrackSettings | null;
   stats: AudioStats;
   transcript: TranscriptEntry[];
   turns: TurnMetrics[];
@@ -67,6 +69,7 @@ const agent: VoiceAgent = {
   connected: false,
   transport: el.transport.value as TransportKind,
   sessionId: null,
+  mic: null,
   stats: { receivedAudioMs: 0, playedAudioMs: 0, flushedAudioMs: 0, interruptions: 0 },
   transcript: [],
   turns: [],
@@ -266,6 +269,7 @@ function resetForSession(kind: TransportKind): void {
   agent.transport = kind;
   agent.connected = false;
   agent.sessionId = null;
+  agent.mic = null;
   Object.assign(agent.stats, { receivedAudioMs: 0, playedAudioMs: 0, flushedAudioMs: 0, interruptions: 0 });
   agent.transcript.length = 0;
   agent.turns.length = 0;
@@ -354,6 +358,7 @@ async function connect(): Promise<void> {
   }
   if (current !== session) return;
   agent.connected = true;
+  agent.mic = current.media.micSettings();
   setControls("connected");
   refreshState();
   renderTranscript();

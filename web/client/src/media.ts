@@ -334,6 +334,11 @@ export class BrowserMedia {
     return this.stream?.getAudioTracks()[0];
   }
 
+  /** What the browser applied to the mic (echo cancellation and friends). */
+  micSettings(): MediaTrackSettings | null {
+    return this.micTrack?.getSettings() ?? null;
+  }
+
   /** The rate the server declared for the bot audio that follows. */
   setBotAudioRate(rate: number): void {
     if (rate > 0) this.botRate = rate;
