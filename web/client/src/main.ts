@@ -147,7 +147,9 @@ function renderTranscript(): void {
   if (agent.transcript.length === 0) {
     const placeholder = document.createElement("li");
     placeholder.className = "placeholder";
-    placeholder.textContent = agent.connected ? "Listening… ask a question." : "Connect, allow the microphone, and ask a question.";
+    placeholder.textContent = agent.connected
+      ? "Listening… ask a question."
+      : "Connect, allow the microphone, and ask a question.";
     list.append(placeholder);
   }
   if (atBottom) list.scrollTop = list.scrollHeight;
@@ -230,7 +232,8 @@ function renderLatest(): void {
     ["Voice-to-voice", turn?.stages_ms.voice_to_voice, "v2v"],
     ...STAGES.map((s) => [s.label, turn?.stages_ms[s.key], ""] as [string, number | undefined, string]),
   ];
-  if (turn?.stages_ms.barge_in_stop !== undefined) cells.push(["Barge-in stop", turn.stages_ms.barge_in_stop, ""]);
+  if (turn?.stages_ms.barge_in_stop !== undefined)
+    cells.push(["Barge-in stop", turn.stages_ms.barge_in_stop, ""]);
   el.latest.replaceChildren(
     ...cells.map(([label, ms, cls]) => {
       const div = document.createElement("div");
@@ -245,7 +248,9 @@ function renderLatest(): void {
     }),
   );
   el.latest.dataset.turn = turn ? String(turn.turn) : "";
-  el.latestCaption.textContent = turn ? `latest: turn ${turn.turn}${turn.interrupted ? " (interrupted)" : ""}` : "";
+  el.latestCaption.textContent = turn
+    ? `latest: turn ${turn.turn}${turn.interrupted ? " (interrupted)" : ""}`
+    : "";
 }
 
 function onTurnMetrics(record: TurnMetrics): void {

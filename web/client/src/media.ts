@@ -26,7 +26,12 @@
  *    for a MediaStream source Chrome hands back clones of the tracks, paused or not.)
  */
 
-import { DeviceError, type PipecatClientOptions, type RTVIEventCallbacks, type Tracks } from "@pipecat-ai/client-js";
+import {
+  DeviceError,
+  type PipecatClientOptions,
+  type RTVIEventCallbacks,
+  type Tracks,
+} from "@pipecat-ai/client-js";
 import processorsUrl from "./worklets/audio-processors.js?url";
 
 export const MIC_CONSTRAINTS: MediaTrackConstraints = {
@@ -370,7 +375,8 @@ export class BrowserMedia {
         audible = ms;
         this.stats.receivedAudioMs = receivedBase + ms;
         // Played only while the element plays: its clock moves, and it is not silenced.
-        const playing = element.currentTime > clock && !element.paused && !element.muted && element.volume > 0;
+        const playing =
+          element.currentTime > clock && !element.paused && !element.muted && element.volume > 0;
         clock = element.currentTime;
         if (playing) this.stats.playedAudioMs += heard;
       }),

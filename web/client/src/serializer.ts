@@ -132,7 +132,9 @@ export class PipecatFrameSerializer extends ProtobufFrameSerializer {
         const [field, wire, start, end] = top.field();
         if (field === FRAME_INTERRUPTION) {
           this.hooks.onInterruption();
-          return { type: "interruption" } as unknown as Awaited<ReturnType<ProtobufFrameSerializer["deserialize"]>>;
+          return { type: "interruption" } as unknown as Awaited<
+            ReturnType<ProtobufFrameSerializer["deserialize"]>
+          >;
         }
         if (field === FRAME_AUDIO && wire === WIRE_LENGTH) {
           const audio = decodeAudioFrame(bytes, start, end);

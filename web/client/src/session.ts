@@ -61,7 +61,9 @@ const HEALTH_TIMEOUT_MS = 4000;
 const READY_TIMEOUT_MS = 60000;
 
 type MediaManagerOption = NonNullable<ConstructorParameters<typeof WebSocketTransport>[0]>["mediaManager"];
-type RtcMediaManagerOption = NonNullable<ConstructorParameters<typeof SmallWebRTCTransport>[0]>["mediaManager"];
+type RtcMediaManagerOption = NonNullable<
+  ConstructorParameters<typeof SmallWebRTCTransport>[0]
+>["mediaManager"];
 
 /** The SDK's WebSocket transport, telling us how the socket closed (code and reason). */
 class WebSocketSession extends WebSocketTransport {
@@ -104,7 +106,10 @@ function wsUrl(path: string): string {
 async function checkServer(): Promise<void> {
   let response: Response;
   try {
-    response = await fetch("/api/health", { cache: "no-store", signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS) });
+    response = await fetch("/api/health", {
+      cache: "no-store",
+      signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS),
+    });
   } catch {
     throw new SessionError("unreachable", "The server is unreachable. Is `python -m bot serve` running?");
   }
@@ -128,7 +133,10 @@ function micError(error: unknown): SessionError {
     return new SessionError("mic-unavailable", "The microphone is in use by another application.");
   }
   if (!window.isSecureContext) {
-    return new SessionError("mic-unavailable", "The microphone needs a secure page: open it over https or on localhost.");
+    return new SessionError(
+      "mic-unavailable",
+      "The microphone needs a secure page: open it over https or on localhost.",
+    );
   }
   return new SessionError("mic-unavailable", `The microphone could not be opened: ${String(error)}`);
 }
@@ -151,7 +159,10 @@ async function offerError(error: unknown): Promise<SessionError> {
   }
   if (status) return new SessionError("connection", `The server rejected the WebRTC offer (HTTP ${status}).`);
   if (cause instanceof TypeError) return new SessionError("unreachable", "The server is unreachable.");
-  return new SessionError("connection", `WebRTC connection failed: ${(error as Error)?.message ?? String(error)}`);
+  return new SessionError(
+    "connection",
+    `WebRTC connection failed: ${(error as Error)?.message ?? String(error)}`,
+  );
 }
 
 export class VoiceSession {
@@ -220,7 +231,8 @@ export class VoiceSession {
           listener.onBotStoppedSpeaking();
         },
         onTrackStarted: (track, participant) => {
-          if (kind === "webrtc" && track.kind === "audio" && !participant?.local) this.media.playBotTrack(track);
+          if (kind === "webrtc" && track.kind === "audio" && !participant?.local)
+            this.media.playBotTrack(track);
         },
         onError: (message) => {
           const data = (message.data ?? {}) as { message?: string; error?: string; fatal?: boolean };
@@ -248,12 +260,13 @@ export class VoiceSession {
       throw micError(error);
     }
     const failed = new Promise<never>((_, reject) => (this.failStart = reject));
-    const timeout = new Promise<never>((_, reject) =>
-      setTimeout(
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
         () => reject(new SessionError("connection", "The bot did not become ready in time.")),
         READY_TIMEOUT_MS,
-      ),
-    );
+      );
+    });
     const params =
       this.kind === "websocket"
         ? { wsUrl: wsUrl("/ws") }
@@ -272,6 +285,7 @@ export class VoiceSession {
       await this.media.disconnect();
       throw sessionError;
     } finally {
+      clearTimeout(timer);
       this.failStart = undefined;
     }
   }
@@ -286,7 +300,10 @@ export class VoiceSession {
   private onSocketClosed(code: number, reason: string): void {
     const why = reason ? `: ${reason}` : "";
     if (code === CLOSE_TRY_AGAIN_LATER) {
-      const error = new SessionError("refused", `Session refused: ${reason || "the server is full; try again in a moment."}`);
+      const error = new SessionError(
+        "refused",
+        `Session refused: ${reason || "the server is full; try again in a moment."}`,
+      );
       if (this.failStart) this.failStart(error);
       else this.end(error);
       return;
@@ -304,7 +321,9 @@ export class VoiceSession {
   private end(error?: SessionError): void {
     if (this.ended) return;
     if (this.failStart) {
-      this.failStart(error ?? new SessionError("connection", "The connection closed before the bot was ready."));
+      this.failStart(
+        error ?? new SessionError("connection", "The connection closed before the bot was ready."),
+      );
       return;
     }
     if (!error && !this.stopping) error = new SessionError("connection", "The session ended unexpectedly.");
