@@ -6,7 +6,7 @@
  * but the browser):
  *
  *  - "pcm" mode (WebSocket): the mic is captured by an AudioWorklet at 16 kHz into 20 ms
- *    16-bit PCM chunks for the transport; bot PCM goes to `PcmPlayer`, whose queue can be
+ *    16-bit PCM chunks for the transport (the transport declares 16 kHz on every frame); bot PCM goes to `PcmPlayer`, whose queue can be
  *    flushed at once when the server interrupts the bot.
  *  - "webrtc" mode: the mic track is handed to the peer connection as is; the bot's track
  *    plays through an <audio> element (so the browser's echo canceller sees it) and is
@@ -246,13 +246,25 @@ export class BrowserMedia {
   async connect(): Promise<void> {
     if (!this.initialized) await this.initialize();
     if (this.mode !== "pcm" || this.captureNode || !this.captureCtx || !this.stream) return;
-    const ctx = this.captureCtx;
+    let ctx = this.captureCtx;
     if (ctx.state === "suspended") await ctx.resume();
-    this.captureSource = ctx.createMediaStreamSource(this.stream);
+    try {
+      this.captureSource = ctx.createMediaStreamSource(this.stream);
+    } catch {
+      // Some browsers (Firefox) cannot feed a mic into a context at another rate: capture at
+      // the device's rate and let the worklet bring it down to captureRate.
+      await ctx.close();
+      ctx = this.captureCtx = new AudioContext({ latencyHint: "interactive" });
+      await loadProcessors(ctx);
+      this.captureSource = ctx.createMediaStreamSource(this.stream);
+    }
     this.captureNode = new AudioWorkletNode(ctx, "pcm-capture", {
       numberOfInputs: 1,
       numberOfOutputs: 0,
-      processorOptions: { chunkSamples: Math.round((ctx.sampleRate * CAPTURE_CHUNK_MS) / 1000) },
+      processorOptions: {
+        targetRate: this.captureRate,
+        chunkSamples: Math.round((this.captureRate * CAPTURE_CHUNK_MS) / 1000),
+      },
     });
     this.captureNode.port.onmessage = (event) => {
       if (this.micEnabled) this.userAudioCallback?.(event.data as ArrayBuffer);

@@ -5,13 +5,22 @@
 //                next render quantum (128 frames) and exact counts of what was played.
 //   level-meter  counts how long a stream carried audible sound (WebRTC bot audio).
 
-/** Mic samples → Int16 chunks of `chunkSamples` posted as transferable ArrayBuffers. */
+/**
+ * Mic samples → Int16 chunks of `chunkSamples` at `targetRate`, posted as transferable
+ * ArrayBuffers. When the context runs at another rate (a browser that cannot resample a
+ * mic into a 16 kHz context), each output sample is the mean of the input samples it
+ * spans: a box low-pass and decimation in one.
+ */
 class PcmCapture extends AudioWorkletProcessor {
   constructor(options) {
     super();
     this.chunk = options.processorOptions?.chunkSamples ?? 320;
+    this.step = sampleRate / (options.processorOptions?.targetRate ?? sampleRate);
     this.buffer = new Int16Array(this.chunk);
     this.filled = 0;
+    this.sum = 0;
+    this.count = 0;
+    this.position = 0; // input samples into the current output sample
   }
 
   process(inputs) {
@@ -25,15 +34,26 @@ class PcmCapture extends AudioWorkletProcessor {
         for (let c = 1; c < channels; c++) s += input[c][i];
         s /= channels;
       }
-      s = s < -1 ? -1 : s > 1 ? 1 : s;
-      this.buffer[this.filled++] = s < 0 ? s * 0x8000 : s * 0x7fff;
-      if (this.filled === this.chunk) {
-        this.port.postMessage(this.buffer.buffer, [this.buffer.buffer]);
-        this.buffer = new Int16Array(this.chunk);
-        this.filled = 0;
-      }
+      this.sum += s;
+      this.count += 1;
+      this.position += 1;
+      if (this.position < this.step) continue;
+      this.position -= this.step;
+      this.emit(this.sum / this.count);
+      this.sum = 0;
+      this.count = 0;
     }
     return true;
+  }
+
+  emit(sample) {
+    const s = sample < -1 ? -1 : sample > 1 ? 1 : sample;
+    this.buffer[this.filled++] = s < 0 ? s * 0x8000 : s * 0x7fff;
+    if (this.filled === this.chunk) {
+      this.port.postMessage(this.buffer.buffer, [this.buffer.buffer]);
+      this.buffer = new Int16Array(this.chunk);
+      this.filled = 0;
+    }
   }
 }
 
