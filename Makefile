@@ -9,8 +9,10 @@ STAMP := $(VENV)/.installed
 # The multimodal (llava) library is not used, so it is not built.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests need: chromium for the real-browser tests.
-APT_PACKAGES := chromium
+# Debian packages the tests need: chromium for the real-browser tests, PortAudio's
+# headers to build PyAudio for the microphone CLI (`python -m bot chat`).
+APT_PACKAGES := chromium portaudio19-dev
+MIC_STAMP := $(VENV)/.installed-mic
 
 .PHONY: run test setup test-setup system-deps client bench-smoke clean
 
@@ -30,7 +32,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-test-setup: setup system-deps client
+# Order matters: PyAudio (the mic extra) compiles against portaudio19-dev.
+test-setup: system-deps setup $(MIC_STAMP) client
+
+$(MIC_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,mic]"
+	touch $(MIC_STAMP)
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

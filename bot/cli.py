@@ -165,3 +165,28 @@ def serve(
         asyncio.run(run())
     finally:
         models.close()
+
+
+@app.command()
+def chat(
+    input_device: int = typer.Option(None, help="PyAudio input device index (default: the system's)."),
+    output_device: int = typer.Option(None, help="PyAudio output device index (default: the system's)."),
+):
+    """Talk to the agent through this machine's microphone and speakers (Ctrl-C ends)."""
+    from bot.pipeline import Session, run_bot
+    from transports.local_audio import AudioDeviceError, create_local_audio_transport
+
+    settings = Settings()
+    configure_logging(settings)
+    try:
+        transport = create_local_audio_transport(input_device, output_device)
+    except AudioDeviceError as e:
+        _fail(str(e))
+    models = _load_models(settings, progress=True)
+    typer.secho("Listening — speak to the agent (Ctrl-C to stop).", fg=typer.colors.GREEN)
+    try:
+        session = Session(settings=settings, models=models, transport_kind="local", handle_sigint=True)
+        session.on_turn.append(lambda record: _print_turns([record.to_dict()]))
+        asyncio.run(run_bot(transport, session))
+    finally:
+        models.close()

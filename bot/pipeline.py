@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import TTSSpeakFrame
 from pipecat.processors.frameworks.rtvi.frames import RTVIServerMessageFrame
@@ -22,12 +23,14 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (
+    LLMAssistantAggregatorParams,
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
 )
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy, TurnAnalyzerUserTurnStopStrategy
+from pipecat.turns.empty_user_turn import EmptyUserTurnConfig
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
@@ -35,12 +38,22 @@ from bot.config import Settings
 from bot.local_models import LocalModels
 from bot.local_services import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
 from bot.logs import log_turn, session_context
-from bot.providers import create_llm, create_stt, create_tts
+from bot.providers import create_llm, create_search, create_stt, create_tts
+from bot.search import WebSearchTool
+from bot.session_control import SessionControl
+from processors.context_budget import ContextBudget, tools_tokens
 from processors.denoise import RNNoiseDenoiser
 from processors.echo_guard import BotAudioLevel, BotAudioTap, EchoGuardedVADStartStrategy
 from processors.metrics import TurnMetricsObserver, TurnRecord, TurnSubscriber
 from processors.recording import SessionRecorder
+from processors.sequential_bridge import SequentialBridge
 from processors.session_state import SessionState, SessionStateObserver, StateSubscriber
+
+
+EMPTY_TURN_PROMPT = (
+    "The user spoke but it was not understood. Reply with exactly: "
+    "Sorry, I didn't catch that. Could you say it again?"
+)
 
 
 @dataclass
@@ -61,6 +74,36 @@ class Session:
     context: LLMContext | None = None
     metrics: TurnMetricsObserver | None = None
     state: SessionStateObserver | None = None
+    # Live steering (instructions, speech, ending) for the admin API.
+    control: SessionControl | None = None
+
+
+def create_tools(settings: Settings) -> list:
+    """The LLM's tools: `web_search` (Tavily, or the local knowledge base without a key)."""
+    if not settings.search_enabled:
+        return []
+    tool = WebSearchTool(
+        create_search(settings),
+        timeout_secs=settings.search_timeout_secs,
+        max_result_chars=settings.search_max_result_chars,
+        filler=settings.search_filler,
+        apology=settings.search_apology,
+    )
+    return [tool.schema]
+
+
+def create_memory(
+    settings: Settings, context: LLMContext, system_instruction
+) -> tuple[ContextBudget, LLMAssistantAggregatorParams]:
+    """The context's token budget and, with CONTEXT_SUMMARIZE, Pipecat's summarizer."""
+    budget = ContextBudget(settings.context_token_budget, system_instruction)
+    if not settings.context_summarize:
+        return budget, LLMAssistantAggregatorParams()
+    fixed = len(settings.system_prompt) // 4 + tools_tokens(context)
+    return budget, LLMAssistantAggregatorParams(
+        enable_auto_context_summarization=True,
+        auto_context_summarization_config=budget.summarizer_config(fixed),
+    )
 
 
 def create_user_params(
@@ -95,6 +138,9 @@ def create_user_params(
         vad_analyzer=vad,
         user_turn_strategies=UserTurnStrategies(start=[start], stop=[stop]),
         user_turn_stop_timeout=settings.user_turn_stop_timeout,
+        # Pipecat's default prompt for a barge-in nobody could transcribe is long and
+        # descriptive, and a small local model reads it aloud; ask for the words instead.
+        empty_user_turn=EmptyUserTurnConfig(interrupted_prompt=EMPTY_TURN_PROMPT),
     )
 
 
@@ -119,10 +165,15 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
     # Opt-in: a JSONL of turns and, with RECORDING_AUDIO, a stereo WAV (processors/recording.py).
     recorder = SessionRecorder.from_settings(settings, session.id) if settings.recording_enabled else None
 
-    context = LLMContext()
+    tools = create_tools(settings)
+    context = LLMContext(tools=ToolsSchema(tools)) if tools else LLMContext()
+    # Every LLM request (system instruction + tools + turns) stays within CONTEXT_TOKEN_BUDGET.
+    budget, assistant_params = create_memory(settings, context, lambda: llm.settings.system_instruction)
     bot_level = BotAudioLevel()
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
-        context, user_params=create_user_params(settings, session.models, bot_level)
+        context,
+        user_params=create_user_params(settings, session.models, bot_level),
+        assistant_params=assistant_params,
     )
 
     pipeline = Pipeline(
@@ -131,7 +182,11 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
             RNNoiseDenoiser(enabled=settings.denoise_enabled),
             stt,
             user_aggregator,
+            budget.guard(),  # the user's turns
             llm,
+            budget.guard(),  # re-runs after tool results (upstream)
+            # STREAMING_BRIDGE=false: whole reply, then TTS (the benchmark's baseline).
+            *([] if settings.streaming_bridge else [SequentialBridge()]),
             tts,
             transport.output(),
             *([recorder.audio_processor()] if recorder and recorder.audio_path else []),
@@ -156,6 +211,10 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
         idle_timeout_secs=settings.idle_timeout_secs,
     )
     session.worker, session.context, session.metrics, session.state = worker, context, metrics, state
+    session.control = SessionControl(
+        worker=worker, llm=llm, context=context, instructions=settings.system_prompt, budget=budget
+    )
+    worker.add_observer(session.control)
     runner = WorkerRunner(handle_sigint=session.handle_sigint)
 
     # The client (RTVI) hears about every turn and state change, the host's subscribers too.
