@@ -99,6 +99,9 @@ class Settings(BaseSettings):
 
     # --- Conversation ---------------------------------------------------------------------
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    # The TTS speaks each sentence as the LLM writes it. false: the whole reply is written
+    # first, then spoken (processors/sequential_bridge.py; bench/voice_to_voice.py's baseline).
+    streaming_bridge: bool = True
     input_sample_rate: int = 16000
     output_sample_rate: int = 24000
 
