@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     whisper_beam_size: int = Field(1, ge=1, le=10)
     whisper_threads: int = Field(2, ge=1)
     llm_gguf_path: Path | None = None
+    # An already-running local LLM server (OpenAI protocol) to use instead of starting
+    # one; the web server hands its own to the bot worker processes it spawns.
+    local_llm_url: str | None = None
     llm_model_name: str = "qwen2.5-coder-0.5b-instruct-q4"
     llm_threads: int = Field(2, ge=1)
     llm_context_tokens: int = Field(4096, ge=512)
@@ -115,6 +118,10 @@ class Settings(BaseSettings):
     idle_timeout_secs: float = Field(300.0, gt=0)
     # Said when a browser session starts; empty for none.
     greeting: str = "Hi! I'm listening. Ask me anything."
+    # How long a spawned bot process (Daily rooms) may take to load and say it is ready.
+    spawn_ready_timeout_secs: float = Field(60.0, gt=0)
+    # How long a Daily bot waits to join its room before giving up.
+    daily_join_timeout_secs: float = Field(20.0, gt=0)
 
     # --- Admin API (/api/sessions) ---------------------------------------------------------
     # Bearer token for the admin API. Unset: the admin API answers loopback clients only.

@@ -33,10 +33,20 @@ class LLMServerProcess:
         self.start_timeout_secs = start_timeout_secs
         self.port = 0
         self._proc: subprocess.Popen | None = None
+        self._attached_url: str | None = None
         self._log = tempfile.TemporaryFile()
+
+    @classmethod
+    def attach(cls, base_url: str, settings: Settings) -> LLMServerProcess:
+        """A handle on a server some other process started (we never stop it)."""
+        server = cls(Path(), settings)
+        server._attached_url = base_url.rstrip("/")
+        return server
 
     @property
     def base_url(self) -> str:
+        if self._attached_url:
+            return self._attached_url
         return f"http://127.0.0.1:{self.port}/v1"
 
     @property

@@ -200,13 +200,19 @@ class LocalModels:
 
     @property
     def llm_server(self) -> LLMServerProcess:
-        """The loopback OpenAI-compatible llama.cpp server, started on first use."""
+        """The loopback OpenAI-compatible llama.cpp server, started on first use.
+
+        With LOCAL_LLM_URL set, the server already running there is used instead.
+        """
         with self._lock:
             if self._llm is None:
                 from bot.llm_process import LLMServerProcess
 
-                self._llm = LLMServerProcess(self.gguf_path(), self.settings)
-                self._llm.start()
+                if self.settings.local_llm_url:
+                    self._llm = LLMServerProcess.attach(self.settings.local_llm_url, self.settings)
+                else:
+                    self._llm = LLMServerProcess(self.gguf_path(), self.settings)
+                    self._llm.start()
             return self._llm
 
     def synthesize(self, text: str, sample_rate: int = 16000):

@@ -1,0 +1,77 @@
+"""POST /api/rooms: a Daily room and a bot in its own process, against a Daily REST peer."""
+
+import asyncio
+
+import httpx
+import pytest
+
+from tests.peers.daily import DailyPeer
+from tests.peers.faults import Fault
+from web.ws_client import AgentClient
+
+pytestmark = pytest.mark.slow
+KEY = "daily-test-key"
+
+
+async def wait_until(predicate, timeout: float) -> bool:
+    for _ in range(int(timeout / 0.1)):
+        if predicate():
+            return True
+        await asyncio.sleep(0.1)
+    return predicate()
+
+
+async def test_without_a_key_rooms_are_refused_clearly(serve_app):
+    async with serve_app() as server, httpx.AsyncClient() as http:
+        r = await http.post(f"{server.url}/api/rooms")
+    assert r.status_code == 503 and "DAILY_API_KEY" in r.json()["detail"]
+
+
+async def test_room_and_tokens_are_created_and_a_bot_process_is_spawned(serve_app, monkeypatch):
+    # The spawned worker cannot reach the (loopback) room on Daily: it must give up cleanly.
+    monkeypatch.setenv("DAILY_JOIN_TIMEOUT_SECS", "3")
+    async with DailyPeer(api_key=KEY) as daily:
+        async with serve_app(daily_api_key=KEY, daily_api_url=daily.base_url) as server:
+            async with httpx.AsyncClient(timeout=120) as http:
+                r = await http.post(f"{server.url}/api/rooms")
+                assert r.status_code == 200, r.text
+                answer = r.json()
+                assert answer["room_url"].startswith(f"https://{daily.domain}.daily.co/")
+                assert answer["token"] and answer["session_id"]
+                assert len(daily.rooms) == 1
+                owners = sorted(bool(t.get("is_owner")) for t in daily.tokens)
+                assert owners == [False, True], daily.tokens  # the bot owns the room, the user does not
+                assert [p.id for p in server.registry.processes()] == [answer["session_id"]]
+                pid = server.registry.processes()[0].process.pid
+
+                # It failed to join (no Daily here), exited, and freed its slot; the server lives.
+                assert await wait_until(lambda: not server.registry.processes(), 60)
+                assert (await http.get(f"{server.url}/api/health")).status_code == 200
+                assert pid not in [p.process.pid for p in server.registry.processes()]
+
+
+async def test_a_bot_that_crashes_at_start_is_reported(serve_app, monkeypatch):
+    monkeypatch.setenv("WHISPER_MODEL_DIR", "/nonexistent/whisper")  # the worker cannot load STT
+    async with DailyPeer(api_key=KEY) as daily:
+        async with serve_app(daily_api_key=KEY, daily_api_url=daily.base_url) as server:
+            async with httpx.AsyncClient(timeout=120) as http:
+                r = await http.post(f"{server.url}/api/rooms")
+                assert r.status_code == 502, r.text
+                assert "exited with code" in r.json()["detail"]
+                assert len(server.registry) == 0
+                assert (await http.get(f"{server.url}/api/health")).status_code == 200
+
+
+async def test_daily_api_errors_and_the_session_limit(serve_app):
+    async with DailyPeer(api_key=KEY) as daily:
+        async with serve_app(daily_api_key=KEY, daily_api_url=daily.base_url, max_sessions=1) as server:
+            async with httpx.AsyncClient(timeout=60) as http:
+                daily.faults.inject(Fault.HTTP_500, times=1)
+                r = await http.post(f"{server.url}/api/rooms")
+                assert r.status_code == 502 and "500" in r.json()["detail"]
+                assert len(server.registry) == 0
+
+                async with AgentClient(server.ws_url) as client:
+                    assert await client.wait_for(lambda r: r.server_messages("session"), 20)
+                    r = await http.post(f"{server.url}/api/rooms")
+                    assert r.status_code == 503 and "MAX_SESSIONS" in r.json()["detail"]

@@ -1,0 +1,71 @@
+"""`POST /api/rooms` (alias `/api/connect`, the Pipecat convention): a Daily room with a bot in it.
+
+Creates a room and meeting tokens through Daily's REST API (DAILY_API_URL), spawns a
+bot for the room in a worker process, and returns what the browser needs to join.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+from fastapi import APIRouter, HTTPException, Request
+from loguru import logger
+from pipecat.transports.daily.utils import DailyRESTHelper, DailyRoomParams
+from pydantic import BaseModel
+
+from bot.config import Settings
+from web.sessions import SessionLimitError, SessionRegistry
+from web.spawner import BotSpawner, SpawnError
+
+
+class RoomRequest(BaseModel):
+    """Optional room settings; the default is a private room that expires in an hour."""
+
+    expiry_secs: int = 3600
+
+
+class RoomAnswer(BaseModel):
+    room_url: str
+    token: str
+    session_id: str
+
+
+def rooms_router(settings: Settings, registry: SessionRegistry, spawner: BotSpawner) -> APIRouter:
+    router = APIRouter(tags=["daily"])
+
+    @router.post("/api/rooms", response_model=RoomAnswer)
+    @router.post("/api/connect", response_model=RoomAnswer, include_in_schema=False)
+    async def create_room(request: Request) -> RoomAnswer:
+        if not settings.daily_api_key or not settings.daily_api_key.get_secret_value():
+            raise HTTPException(503, "Daily rooms are not configured: set DAILY_API_KEY")
+        body = await request.body()
+        params = RoomRequest.model_validate_json(body) if body.strip() else RoomRequest()
+        try:
+            registry.reserve()
+        except SessionLimitError as e:
+            raise HTTPException(503, str(e)) from e
+        try:
+            async with aiohttp.ClientSession() as http:
+                daily = DailyRESTHelper(
+                    daily_api_key=settings.daily_api_key.get_secret_value(),
+                    daily_api_url=settings.daily_api_url,
+                    aiohttp_session=http,
+                )
+                import time
+
+                room = await daily.create_room(
+                    DailyRoomParams(privacy="private", properties={"exp": time.time() + params.expiry_secs})
+                )
+                bot_token = await daily.get_token(room.url, params.expiry_secs, owner=True)
+                user_token = await daily.get_token(room.url, params.expiry_secs, owner=False)
+        except Exception as e:
+            registry.release_reservation()
+            logger.warning(f"Daily REST API failed: {e}")
+            raise HTTPException(502, f"Daily's API refused to create the room: {e}") from e
+        try:
+            session_id = await spawner.spawn_daily(room.url, bot_token)
+        except SpawnError as e:
+            logger.warning(f"Could not start a bot for {room.url}: {e}")
+            raise HTTPException(502, f"Could not start a bot for the room: {e}") from e
+        return RoomAnswer(room_url=room.url, token=user_token, session_id=session_id)
+
+    return router
