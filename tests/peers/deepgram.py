@@ -1,0 +1,369 @@
+"""Deepgram live streaming STT (Nova, `/v1/listen`) over a loopback WebSocket.
+
+Implements, after Deepgram's public docs (developers.deepgram.com: "Live Audio" API
+reference, "Configure Endpointing and Interim Results", "Utterance End", "Finalize",
+"Close Stream", "Audio Keep Alive") and the message schemas of deepgram-sdk v7
+(`deepgram.listen.v1.types`):
+
+- `GET /v1/listen` upgraded to a WebSocket; query parameters as the SDK sends them
+  (`model`, `encoding=linear16`, `sample_rate`, `channels`, `interim_results`,
+  `endpointing`, `utterance_end_ms`, `punctuate`, `smart_format`, ...); auth header
+  `Authorization: Token <key>` (or `Bearer <token>`); a bad key is refused with HTTP 401.
+- Binary frames: raw linear16 PCM. The peer cannot recognise speech: it measures energy
+  (RMS per 20 ms of audio, in audio time, not wall-clock time) and plays a queue of
+  scripted transcripts. While speech energy lasts it sends interim `Results`
+  (`is_final: false`, a growing prefix of the scripted words) every `interim_every_ms` of
+  speech; after `endpointing` ms (default 300) of silence it sends the final `Results`
+  (`is_final: true, speech_final: true`), and, when `utterance_end_ms` was requested,
+  an `UtteranceEnd` once that much silence follows the last word.
+- Text frames: `{"type": "KeepAlive"}` (no reply), `{"type": "Finalize"}` (the open
+  utterance is finalised at once with `from_finalize: true`; with nothing open, an empty
+  final with `from_finalize: true`), `{"type": "CloseStream"}` (flush, then a `Metadata`
+  summary, then a normal 1000 close). An unparsable text frame gets an `Error` message
+  (`variant: SchemaError`).
+- No audio and no KeepAlive for `idle_timeout` seconds (10 by default, as documented)
+  closes the socket with code 1011 and reason `NET-0001`.
+
+The URL layout matches what `DeepgramSTTService(base_url=peer.ws_url)` requests: Pipecat's
+`_derive_deepgram_urls` keeps `ws://` for an insecure base URL and the SDK appends
+`/v1/listen`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+from tests.peers._server import FaultyStream, PeerServer
+
+WINDOW_SECS = 0.02
+
+
+@dataclass
+class DeepgramConnection:
+    """One live transcription session as the peer saw it."""
+
+    query: dict[str, str]
+    headers: dict[str, str]
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    audio_bytes: int = 0
+    control: list[dict] = field(default_factory=list)  # KeepAlive, Finalize, CloseStream...
+    sent: list[dict] = field(default_factory=list)  # every message the peer sent
+    closed_by: str = ""  # "client", "CloseStream", "idle", "fault", "rejected"
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.query.get("sample_rate", 16000))
+
+    def control_types(self) -> list[str]:
+        return [m.get("type", "?") for m in self.control]
+
+    def results(self, final: bool | None = None) -> list[dict]:
+        return [
+            m
+            for m in self.sent
+            if m.get("type") == "Results" and (final is None or m.get("is_final") is final)
+        ]
+
+
+@dataclass
+class _Utterance:
+    text: str
+    start: float
+    words_shown: int = 0
+    speech_ms_since_interim: float = 0.0
+    silence_ms: float = 0.0
+    last_speech_end: float = 0.0
+
+
+class DeepgramPeer(PeerServer):
+    name = "deepgram"
+
+    def __init__(
+        self,
+        transcripts: list[str] | tuple[str, ...] = (),
+        *,
+        api_key: str | None = None,
+        rms_threshold: float = 400.0,
+        endpointing_ms: float = 300.0,
+        interim_every_ms: float = 200.0,
+        idle_timeout: float | None = 10.0,
+    ):
+        super().__init__(api_key=api_key)
+        self.transcripts: deque[str] = deque(transcripts)
+        self.rms_threshold = rms_threshold
+        self.endpointing_ms = endpointing_ms
+        self.interim_every_ms = interim_every_ms
+        self.idle_timeout = idle_timeout
+        self.connections: list[DeepgramConnection] = []
+
+    def script(self, *texts: str) -> None:
+        """Queue what the next utterances "said", one text per utterance."""
+        self.transcripts.extend(texts)
+
+    def setup_routes(self, app: web.Application) -> None:
+        app.router.add_get("/v1/listen", self._listen)
+
+    def error_body(self, status: int, message: str) -> dict:
+        return {
+            "err_code": "INVALID_AUTH" if status == 401 else f"HTTP_{status}",
+            "err_msg": message,
+            "request_id": str(uuid.uuid4()),
+        }
+
+    # --- the session ----------------------------------------------------------------------
+
+    async def _listen(self, request: web.Request):
+        auth = request.headers.get("Authorization", "")
+        key = auth.split(" ", 1)[1] if auth.startswith(("Token ", "Bearer ")) else None
+        conn = DeepgramConnection(dict(request.query), dict(request.headers))
+        self.connections.append(conn)
+        await self.changed()
+        if not self.key_ok(key):
+            conn.closed_by = "rejected"
+            return self.error_response(401, "Invalid credentials.")
+        if conn.query.get("encoding", "linear16") != "linear16":
+            conn.closed_by = "rejected"
+            return self.error_response(400, "this peer only speaks linear16")
+        spec, response = await self.ws_handshake_fault(request)
+        if response is not None:
+            conn.closed_by = "fault"
+            await self.changed()
+            return response
+
+        ws = await self.accept_ws(request)
+        out = FaultyStream(self, ws, request, spec, wrong_shape=self._wrong_shape())
+        session = _Session(self, conn, out)
+        try:
+            await session.run(ws)
+        finally:
+            self.forget_ws(ws)
+            if not conn.closed_by:
+                conn.closed_by = "fault" if out.dropped else "client"
+            await self.changed()
+        return ws
+
+    @staticmethod
+    def _wrong_shape() -> dict:
+        return {"type": "Results", "channel": "not-an-object", "is_final": "maybe"}
+
+
+class _Session:
+    def __init__(self, peer: DeepgramPeer, conn: DeepgramConnection, out: FaultyStream):
+        self.peer = peer
+        self.conn = conn
+        self.out = out
+        q = conn.query
+        self.interim = q.get("interim_results", "false").lower() == "true"
+        endpointing = q.get("endpointing")
+        self.endpointing_ms = (
+            float(endpointing)
+            if endpointing not in (None, "", "false", "true")
+            else peer.endpointing_ms
+        )
+        self.utterance_end_ms = float(q["utterance_end_ms"]) if q.get("utterance_end_ms") else None
+        self.channels = int(q.get("channels", 1))
+        self.window = int(conn.sample_rate * WINDOW_SECS) * self.channels
+        self.pending = np.zeros(0, dtype=np.int16)
+        self.samples = 0  # per channel, i.e. audio time * sample rate
+        self.utt: _Utterance | None = None
+        self.last_word_end: float | None = None  # awaiting UtteranceEnd
+
+    @property
+    def now(self) -> float:
+        return self.samples / self.conn.sample_rate
+
+    async def run(self, ws: web.WebSocketResponse) -> None:
+        while True:
+            try:
+                msg = await asyncio.wait_for(ws.receive(), self.peer.idle_timeout)
+            except TimeoutError:
+                self.conn.closed_by = "idle"
+                await ws.close(code=1011, message=b"NET-0001: no audio received")
+                return
+            if msg.type == WSMsgType.BINARY:
+                self.conn.audio_bytes += len(msg.data)
+                await self.on_audio(msg.data)
+                await self.peer.changed()
+            elif msg.type == WSMsgType.TEXT:
+                if not await self.on_text(ws, msg.data):
+                    return
+            else:  # CLOSE, CLOSED, ERROR
+                return
+
+    # --- audio: energy detection in audio time --------------------------------------------
+
+    async def on_audio(self, data: bytes) -> None:
+        pcm = np.frombuffer(data[: len(data) - len(data) % 2], dtype=np.int16)
+        self.pending = np.concatenate([self.pending, pcm])
+        while len(self.pending) >= self.window:
+            chunk, self.pending = self.pending[: self.window], self.pending[self.window :]
+            rms = float(np.sqrt(np.mean(chunk.astype(np.float64) ** 2)))
+            self.samples += self.window // self.channels
+            await self.on_window(rms >= self.peer.rms_threshold)
+
+    async def on_window(self, speech: bool) -> None:
+        step_ms = WINDOW_SECS * 1000
+        if speech:
+            if self.utt is None:
+                text = self.peer.transcripts.popleft() if self.peer.transcripts else ""
+                self.utt = _Utterance(text=text, start=self.now - WINDOW_SECS)
+                self.last_word_end = None
+            utt = self.utt
+            utt.silence_ms = 0.0
+            utt.last_speech_end = self.now
+            utt.speech_ms_since_interim += step_ms
+            if self.interim and utt.speech_ms_since_interim >= self.peer.interim_every_ms:
+                utt.speech_ms_since_interim = 0.0
+                words = utt.text.split()
+                # A growing prefix; the last word waits for the final.
+                utt.words_shown = min(utt.words_shown + 1, max(len(words) - 1, 1))
+                if words:
+                    await self.send_results(
+                        " ".join(words[: utt.words_shown]), is_final=False, speech_final=False
+                    )
+        elif self.utt is not None:
+            self.utt.silence_ms += step_ms
+            if self.utt.silence_ms >= self.endpointing_ms:
+                await self.finalize(speech_final=True)
+        elif self.last_word_end is not None and self.utterance_end_ms is not None:
+            if (self.now - self.last_word_end) * 1000 >= self.utterance_end_ms:
+                await self.emit(
+                    {
+                        "type": "UtteranceEnd",
+                        "channel": [0, self.channels],
+                        "last_word_end": round(self.last_word_end, 3),
+                    }
+                )
+                self.last_word_end = None
+
+    async def finalize(self, *, speech_final: bool, from_finalize: bool | None = None) -> None:
+        utt, self.utt = self.utt, None
+        if utt is None:
+            await self.send_results(
+                "", is_final=True, speech_final=False, from_finalize=from_finalize
+            )
+            return
+        end = utt.last_speech_end or self.now
+        await self.send_results(
+            utt.text,
+            is_final=True,
+            speech_final=speech_final,
+            from_finalize=from_finalize,
+            start=utt.start,
+            end=end,
+        )
+        self.last_word_end = end if utt.text else None
+
+    # --- control messages -----------------------------------------------------------------
+
+    async def on_text(self, ws: web.WebSocketResponse, data: str) -> bool:
+        try:
+            message = json.loads(data)
+            kind = message["type"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            self.conn.control.append({"type": "<unparsable>", "raw": data})
+            await self.peer.changed()
+            await self.emit(self.schema_error("could not parse the client message", data))
+            return True
+        self.conn.control.append(message)
+        await self.peer.changed()
+        if kind == "KeepAlive":
+            return True
+        if kind == "Finalize":
+            await self.finalize(speech_final=False, from_finalize=True)
+            return True
+        if kind == "CloseStream":
+            if self.utt is not None:
+                await self.finalize(speech_final=True)
+            await self.emit(self.metadata())
+            self.conn.closed_by = "CloseStream"
+            await ws.close(code=1000)
+            return False
+        await self.emit(self.schema_error(f"unknown message type {kind!r}", data))
+        return True
+
+    @staticmethod
+    def schema_error(description: str, raw: str) -> dict:
+        return {
+            "type": "Error",
+            "variant": "SchemaError",
+            "description": description,
+            "message": raw,
+        }
+
+    # --- messages -------------------------------------------------------------------------
+
+    async def emit(self, message: dict) -> None:
+        """Send a message (through the connection's fault) and record it if it went out."""
+        if await self.out.send(message):
+            self.conn.sent.append(message)
+
+    async def send_results(
+        self,
+        transcript: str,
+        *,
+        is_final: bool,
+        speech_final: bool,
+        from_finalize: bool | None = None,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> None:
+        start = self.utt.start if start is None and self.utt else (start or self.now)
+        end = self.now if end is None else end
+        words = transcript.split()
+        span = max(end - start, 0.001)
+        word_items = [
+            {
+                "word": w.strip(".,!?;:").lower() or w,
+                "start": round(start + span * i / len(words), 3),
+                "end": round(start + span * (i + 1) / len(words), 3),
+                "confidence": 0.99,
+                "punctuated_word": w,
+            }
+            for i, w in enumerate(words)
+        ]
+        message = {
+            "type": "Results",
+            "channel_index": [0, self.channels],
+            "duration": round(span, 3),
+            "start": round(start, 3),
+            "is_final": is_final,
+            "speech_final": speech_final,
+            "channel": {
+                "alternatives": [
+                    {"transcript": transcript, "confidence": 0.99, "words": word_items}
+                ]
+            },
+            "metadata": {
+                "request_id": self.conn.request_id,
+                "model_info": {
+                    "name": self.conn.query.get("model", "nova-3-general"),
+                    "version": "loopback-peer",
+                    "arch": "peer",
+                },
+                "model_uuid": "00000000-0000-0000-0000-000000000000",
+            },
+        }
+        if from_finalize is not None:
+            message["from_finalize"] = from_finalize
+        await self.emit(message)
+        await self.peer.changed()
+
+    def metadata(self) -> dict:
+        return {
+            "type": "Metadata",
+            "transaction_key": "deprecated",
+            "request_id": self.conn.request_id,
+            "sha256": "0" * 64,
+            "created": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "duration": round(self.now, 3),
+            "channels": self.channels,
+        }
