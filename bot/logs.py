@@ -1,28 +1,212 @@
-"""Loguru set-up: one sink, secrets redacted from every line."""
+"""Loguru set-up: JSON lines or console lines, every session's lines tagged, secrets redacted.
+
+* `LOG_FORMAT=json`: one JSON object per line (loguru `serialize=True`) on stdout.
+  `LOG_FORMAT=console` (default): human-readable coloured lines on stderr.
+  `LOG_FILE`, if set, always receives the JSON lines too.
+* Every line logged while a session runs carries `extra.session_id` (and `extra.turn`,
+  the session's current turn, once it has one): `run_bot` wraps the session in
+  `session_context()`, a `logger.contextualize()`. Loguru keeps that in a context
+  variable, which asyncio copies into every task created inside it — so the lines of
+  Pipecat's own processors, transports and services (all tasks of the session's task
+  tree) carry the id too, not only the lines the agent logs itself.
+* One line per turn (`log_turn`): `extra.event == "turn"`, the turn's texts, every stage
+  in ms (`stages_ms`, a stage that did not happen is absent) and the moments the stages
+  are measured between (`moments_ms`, ms since the user started speaking).
+* Secrets (every credential setting, see `Settings.secrets()`) are replaced by
+  `[REDACTED]` in the message and in every extra field (patcher), and once more in the
+  final text of every sink (tracebacks, serialized exceptions), so no line carries one.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TextIO
 
 from loguru import logger
 
 from bot.config import Settings
 
+if TYPE_CHECKING:  # imported lazily: the CLI configures logging before it loads Pipecat
+    from processors.metrics import TurnRecord
 
-def _redactor(secrets: list[str]):
-    def patch(record):
-        for secret in secrets:
-            if secret in record["message"]:
-                record["message"] = record["message"].replace(secret, "[REDACTED]")
+REDACTED = "[REDACTED]"
+# Shorter "secrets" would redact ordinary words; real keys and tokens are far longer.
+MIN_SECRET_LENGTH = 4
+
+_open_files: list[TextIO] = []
+
+
+class LiveValue:
+    """A context value read when a line is logged, e.g. the session's current turn."""
+
+    def __init__(self, read: Callable[[], Any]):
+        self.read = read
+
+    def __repr__(self) -> str:  # what a sink without our patcher would print
+        return repr(self.read())
+
+
+def _secret_forms(secrets: list[str]) -> list[str]:
+    """Each secret as written, and as it appears inside a JSON string if that differs."""
+    forms: set[str] = set()
+    for secret in secrets:
+        if len(secret) < MIN_SECRET_LENGTH:
+            continue
+        forms.add(secret)
+        forms.add(json.dumps(secret)[1:-1])
+    # Longest first, so a secret containing another is replaced whole.
+    return sorted(forms, key=len, reverse=True)
+
+
+def redact_text(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _redact_value(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        return redact_text(value, secrets)
+    if isinstance(value, dict):
+        return {k: _redact_value(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_redact_value(v, secrets) for v in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    # Anything else is written with str() (serialize uses default=str): redact that.
+    text = str(value)
+    redacted = redact_text(text, secrets)
+    return value if redacted == text else redacted
+
+
+def _patcher(secrets: list[str]):
+    def patch(record) -> None:
+        extra = record["extra"]
+        for key, value in list(extra.items()):
+            if isinstance(value, LiveValue):
+                current = value.read()
+                if current is None:
+                    del extra[key]
+                else:
+                    extra[key] = current
+        if secrets:
+            record["message"] = redact_text(record["message"], secrets)
+            for key, value in extra.items():
+                extra[key] = _redact_value(value, secrets)
+
     return patch
 
 
-def configure_logging(settings: Settings, *, level: str | None = None) -> None:
-    logger.remove()
-    logger.configure(patcher=_redactor(settings.secrets()), extra={"session_id": "-"})
-    logger.add(
-        sys.stderr,
-        level=(level or settings.log_level).upper(),
-        format="<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
-        "<cyan>{extra[session_id]}</cyan> {message}",
+class _RedactingStream:
+    """The last line of defence: the sink's final text, tracebacks included."""
+
+    def __init__(self, stream: TextIO, secrets: list[str]):
+        self._stream, self._secrets = stream, secrets
+
+    def write(self, message: str) -> None:
+        self._stream.write(redact_text(message, self._secrets))
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return getattr(self._stream, "isatty", lambda: False)()
+
+
+def _console_format(record) -> str:
+    extra = record["extra"]
+    tag = str(extra.get("session_id", "-"))
+    if extra.get("turn") is not None:
+        tag += f" t{extra['turn']}"
+    # The tag is inserted into the format template: keep it free of markup and braces.
+    tag = "".join(c for c in tag if c.isalnum() or c in " -_.")
+    return (
+        "<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
+        f"<cyan>{tag}</cyan> {{message}}\n{{exception}}"
     )
+
+
+def configure_logging(
+    settings: Settings, *, level: str | None = None, stream: TextIO | None = None
+) -> None:
+    """Replace every loguru sink with the configured ones (idempotent)."""
+    logger.remove()
+    while _open_files:
+        _open_files.pop().close()
+    secrets = _secret_forms(settings.secrets())
+    logger.configure(patcher=_patcher(secrets), extra={})
+    level = (level or settings.log_level).upper()
+    common = dict(level=level, backtrace=False, diagnose=False, enqueue=False)
+    if settings.log_format == "json":
+        logger.add(
+            _RedactingStream(stream or sys.stdout, secrets),
+            format="{message}",
+            serialize=True,
+            colorize=False,
+            **common,
+        )
+    else:
+        out = stream or sys.stderr
+        logger.add(
+            _RedactingStream(out, secrets),
+            format=_console_format,
+            colorize=bool(getattr(out, "isatty", lambda: False)()),
+            **common,
+        )
+    if settings.log_file:
+        settings.log_file.parent.mkdir(parents=True, exist_ok=True)
+        file = settings.log_file.open("a", encoding="utf-8", buffering=1)
+        _open_files.append(file)
+        logger.add(
+            _RedactingStream(file, secrets),
+            format="{message}",
+            serialize=True,
+            colorize=False,
+            **common,
+        )
+
+
+def session_context(session_id: str, turn: Callable[[], int | None] | None = None):
+    """Tag every line logged inside (and in every task started inside) with the session.
+
+    `turn` is read at each line, so lines carry the turn in progress when they are logged.
+    """
+    extra: dict[str, Any] = {"session_id": session_id}
+    if turn is not None:
+        extra["turn"] = LiveValue(turn)
+    return logger.contextualize(**extra)
+
+
+def turn_moments_ms(record: TurnRecord) -> dict[str, float]:
+    """The turn's moments in ms since the user started speaking (its first moment)."""
+    moments = record.moments()
+    if not moments:
+        return {}
+    origin = record.speech_start_at if record.speech_start_at is not None else min(moments.values())
+    return {k.removesuffix("_at"): round((v - origin) * 1000.0, 1) for k, v in moments.items()}
+
+
+def log_turn(record: TurnRecord) -> None:
+    """The one log line of a turn, with all of its timings."""
+    data = record.to_dict()
+    stages = data["stages_ms"]
+    timings = " ".join(f"{k}={v:.0f}ms" for k, v in stages.items())
+    flag = " (interrupted)" if data["interrupted"] else ""
+    logger.bind(
+        event="turn",
+        session_id=data["session_id"],
+        turn=data["turn"],
+        user_text=data["user_text"],
+        bot_text=data["bot_text"],
+        interrupted=data["interrupted"],
+        stages_ms=stages,
+        moments_ms=turn_moments_ms(record),
+        **(
+            {"audio_after_interruption_ms": data["audio_after_interruption_ms"]}
+            if "audio_after_interruption_ms" in data
+            else {}
+        ),
+    ).info(f"Turn {data['turn']}{flag}: {timings} | user: {data['user_text']!r} | bot: {data['bot_text']!r}")

@@ -25,6 +25,7 @@ from bot.local_models import LocalModels
 from bot.pipeline import Session, run_bot
 from transports.webrtc import create_webrtc_transport
 from transports.websocket import create_websocket_transport
+from web.observability import install_observability
 from web.sessions import SessionLimitError, SessionRegistry
 
 CLIENT_DIST = Path(__file__).parent / "static" / "dist"
@@ -35,7 +36,7 @@ _CLIENT_MISSING = """<!doctype html><title>Voice agent</title>
 
 
 def create_app(settings: Settings, models: LocalModels) -> FastAPI:
-    registry = SessionRegistry(settings.max_sessions)
+    registry = SessionRegistry(settings.max_sessions, history_turns=settings.dashboard_session_turns)
     webrtc = SmallWebRTCRequestHandler()
 
     @asynccontextmanager
@@ -48,10 +49,16 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
     app.state.settings = settings
     app.state.models = models
     app.state.registry = registry
+    # /metrics, /dashboard, /api/events (web/observability.py)
+    observability = install_observability(app, settings, registry)
 
     def new_session(transport: str) -> Session:
         return Session(
-            settings=settings, models=models, transport_kind=transport, greeting=settings.greeting
+            settings=settings,
+            models=models,
+            transport_kind=transport,
+            greeting=settings.greeting,
+            observers=[observability.error_observer()],
         )
 
     @app.get("/api/health")

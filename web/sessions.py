@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
+from collections import deque
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,8 @@ class LiveSession:
     state: SessionState = SessionState.LISTENING
     turns: int = 0
     task: asyncio.Task | None = None
+    # The session's most recent turn records (`TurnRecord.to_dict()`), bounded.
+    history: deque[dict] = field(default_factory=lambda: deque(maxlen=50))
 
     @property
     def id(self) -> str:
@@ -42,11 +45,25 @@ class LiveSession:
         }
 
 
+# (event, session, payload): "started" / "ended" (None), "state" (SessionState),
+# "turn" (TurnRecord). Called in the session's task; must not block.
+SessionListener = Callable[[str, LiveSession, Any], None]
+
+
 class SessionRegistry:
-    def __init__(self, max_sessions: int):
+    def __init__(self, max_sessions: int, history_turns: int = 50):
         self.max_sessions = max_sessions
+        self.history_turns = history_turns
+        self.listeners: list[SessionListener] = []
         self._sessions: dict[str, LiveSession] = {}
         self._reserved = 0
+
+    def _notify(self, event: str, live: LiveSession, payload: Any = None) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event, live, payload)
+            except Exception:
+                logger.exception(f"Session listener failed on {event!r}")
 
     def __len__(self) -> int:
         return len(self._sessions) + self._reserved
@@ -74,21 +91,27 @@ class SessionRegistry:
 
     async def run(self, session: Session, transport: str, bot: Coroutine) -> None:
         """Run a reserved session's bot to completion; always frees its slot."""
-        live = LiveSession(session=session, transport=transport)
+        live = LiveSession(
+            session=session, transport=transport, history=deque(maxlen=self.history_turns)
+        )
         self.release_reservation()
         self._sessions[session.id] = live
         live.task = asyncio.current_task()
 
         def on_state(state: SessionState) -> None:
             live.state = state
+            self._notify("state", live, state)
 
         def on_turn(record) -> None:
             live.turns = max(live.turns, record.turn)
+            live.history.append(record.to_dict())
+            self._notify("turn", live, record)
 
         session.on_state.append(on_state)
         session.on_turn.append(on_turn)
         log = logger.bind(session_id=session.id)
         log.info(f"Session started ({transport}); {len(self._sessions)} live")
+        self._notify("started", live)
         try:
             await bot
         except asyncio.CancelledError:
@@ -101,6 +124,7 @@ class SessionRegistry:
             # Drop references so the session's pipeline can be garbage-collected.
             session.worker = session.context = session.metrics = session.state = None
             log.info(f"Session ended; {len(self._sessions)} live")
+            self._notify("ended", live)
 
     async def cancel_all(self) -> None:
         tasks = [live.task for live in self._sessions.values() if live.task]

@@ -1,0 +1,402 @@
+"""Observability: per-turn records everywhere (client, log, /metrics, dashboard ring, recording),
+structured logs tagged per session with secrets redacted, bounded rings and recordings."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+import sys
+import wave
+from collections import Counter as Tally
+
+import httpx
+import numpy as np
+import pytest
+from loguru import logger
+from prometheus_client.parser import text_string_to_metric_families
+
+from bot.config import Settings
+from bot.logs import configure_logging, log_turn, session_context
+from processors.metrics import TurnRecord
+from processors.recording import RecordingFolder, SessionRecorder
+from tests.conftest import KEY_VARIABLES, local_settings
+from tests.text import contains_words
+from web.ws_client import AgentClient
+
+FAKE = {"stt_provider": "fake", "llm_provider": "fake", "tts_provider": "fake"}
+PLANTED = {name: f"planted-{name.lower().replace('_', '-')}-7c1e9b" for name in (*KEY_VARIABLES, "ADMIN_TOKEN")}
+MAX_BYTES = 400_000
+PROCESSOR_NAME = re.compile(r"\b([A-Z][A-Za-z0-9]+#\d+)\b")
+
+
+@pytest.fixture
+def restore_logging():
+    yield
+    logger.remove()
+    logger.configure(patcher=lambda record: None, extra={})
+    logger.add(sys.stderr)
+
+
+@pytest.fixture
+def planted_keys(monkeypatch):
+    """Recognisable fake keys in the environment; every provider stays local."""
+    for name, value in PLANTED.items():
+        monkeypatch.setenv(name, value)
+    return PLANTED
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def turns_reached(n):
+    return lambda r: len(r.turns) >= n
+
+
+async def ask(client: AgentClient, audio, n_before: int, timeout: float = 90) -> dict:
+    await client.speak(audio)
+    assert await client.silence_until(turns_reached(n_before + 1), timeout), client.received.turns
+    return client.received.turns[n_before]
+
+
+async def wait_until(predicate, timeout: float, what: str) -> None:
+    """Poll a condition of the server's own state (no fixed sleeps: the first truth wins)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+def synthetic_turn(session_id: str, n: int, interrupted: bool = False) -> TurnRecord:
+    t0 = n * 10.0
+    record = TurnRecord(
+        session_id=session_id, turn=n, user_text=f"question {n}", interrupted=interrupted,
+        speech_start_at=t0, speech_end_at=t0 + 1.0, vad_stop_at=t0 + 1.2, stt_final_at=t0 + 1.25 + n % 7 / 100,
+        llm_request_at=t0 + 1.35, llm_first_output_at=t0 + 1.6, llm_first_text_at=t0 + 1.6,
+        tts_first_audio_at=t0 + 1.75, bot_audio_out_at=t0 + 1.8 + n % 5 / 10,
+    )
+    record.bot_text_spoken = [f"answer {n}"]
+    if interrupted:
+        record.barge_in_at, record.bot_stopped_at = t0 + 2.5, t0 + 2.62
+    return record
+
+
+# --- Logs ---------------------------------------------------------------------------------
+
+
+def test_json_and_console_lines_tag_sessions_and_redact_secrets(planted_keys, tmp_path, restore_logging):
+    settings = local_settings(log_format="json", log_file=tmp_path / "agent.log")
+    secrets = settings.secrets()
+    for name in KEY_VARIABLES:
+        assert PLANTED[name] in secrets, f"{name} is a secret for the logs"
+    stdout = io.StringIO()
+    configure_logging(settings, stream=stdout)
+    turn = {"n": None}
+    with session_context("sess-a", turn=lambda: turn["n"]):
+        logger.info("before the first turn")
+        turn["n"] = 3
+        for secret in secrets:
+            logger.info(f"the key is {secret}")
+            logger.bind(headers={"Authorization": f"Bearer {secret}"}, url=f"wss://x/?key={secret}").info("extra")
+            try:
+                raise ConnectionError(f"refused with {secret}")
+            except ConnectionError:
+                logger.exception("provider failed")
+    logger.info("outside any session")
+
+    for text in (stdout.getvalue(), (tmp_path / "agent.log").read_text()):
+        lines = [json.loads(line) for line in text.splitlines()]
+        assert len(lines) == 2 + 3 * len(secrets)
+        for value in PLANTED.values():
+            assert value not in text
+        assert text.count("[REDACTED]") >= 4 * len(secrets)
+        extras = [line["record"]["extra"] for line in lines]
+        assert extras[0] == {"session_id": "sess-a"}, "no turn before the first one"
+        assert all(e["session_id"] == "sess-a" and e["turn"] == 3 for e in extras[1:-1])
+        assert "session_id" not in extras[-1]
+        assert extras[2]["headers"] == {"Authorization": "Bearer [REDACTED]"}
+
+    # Console format: human-readable, tagged, redacted.
+    console = io.StringIO()
+    configure_logging(local_settings(log_format="console"), stream=console)
+    with session_context("sess-b", turn=lambda: 2):
+        logger.info(f"console line {PLANTED['GROQ_API_KEY']}")
+    line = console.getvalue().strip()
+    assert "sess-b t2" in line and "console line [REDACTED]" in line
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(line)
+
+
+def test_turn_log_line_carries_every_timing(tmp_path, restore_logging):
+    stream = io.StringIO()
+    configure_logging(local_settings(log_format="json"), stream=stream)
+    record = synthetic_turn("s1", 4, interrupted=True)
+    log_turn(record)
+    line = json.loads(stream.getvalue())["record"]
+    extra = line["extra"]
+    assert extra["event"] == "turn" and extra["session_id"] == "s1" and extra["turn"] == 4
+    assert extra["stages_ms"] == record.to_dict()["stages_ms"]
+    assert set(extra["stages_ms"]) == {"vad", "stt", "turn", "llm_ttft", "tts_ttfb", "voice_to_voice", "barge_in_stop"}
+    assert extra["moments_ms"]["speech_start"] == 0 and extra["moments_ms"]["bot_audio_out"] > 0
+    assert extra["user_text"] == "question 4" and extra["bot_text"] == "answer 4" and extra["interrupted"]
+    for stage, ms in extra["stages_ms"].items():
+        assert f"{stage}={ms:.0f}ms" in line["message"]
+
+
+# --- Provider errors ----------------------------------------------------------------------
+
+
+async def test_provider_errors_are_counted_once_by_stage_and_provider():
+    from pipecat.frames.frames import TTSSpeakFrame
+    from pipecat.tests.utils import run_test
+
+    from bot.fake_services import InstantTTSService
+    from bot.providers import ProviderNames
+    from web.observability import Metrics, ProviderErrorObserver
+
+    class FailingTTS(InstantTTSService):
+        async def run_tts(self, text: str, context_id: str):
+            await self.push_error("synthesis failed", exception=ConnectionError("voice server unreachable"))
+            async for frame in super().run_tts(text, context_id):
+                yield frame
+
+    metrics = Metrics()
+    observer = ProviderErrorObserver(metrics.errors, ProviderNames(stt="whisper", llm="llama.cpp", tts="piper"))
+    await run_test(FailingTTS(), frames_to_send=[TTSSpeakFrame("hello")], observers=[observer])
+    samples = metric_samples(metrics.exposition().decode())
+    errors = {k: v for k, v in samples.items() if k[0] == "voice_agent_errors_total"}
+    assert list(errors.values()) == [1.0], errors
+    (_, labels), = errors
+    assert dict(labels)["stage"] == "tts" and dict(labels)["provider"] == "piper"
+
+
+# --- Dashboard ring, events, /metrics and recording under 1,000 turns ----------------------
+
+
+async def test_rings_recordings_and_metrics_stay_bounded_over_1000_turns(serve_app, tmp_path, monkeypatch):
+    import web.observability as observability
+    from bot.pipeline import Session
+
+    monkeypatch.setattr(observability, "STREAM_SECS", 600.0)
+    limits = dict(dashboard_session_turns=20, dashboard_chart_turns=50, recording_max_sessions=3,
+                  recording_max_bytes=MAX_BYTES, recording_enabled=True, recording_audio=True,
+                  recording_dir=tmp_path / "rec")
+    async with serve_app(max_sessions=4, **FAKE, **limits) as server:
+        settings: Settings = server.app.state.settings
+        obs = server.app.state.observability
+        folder = RecordingFolder.from_settings(settings)
+        received: list[tuple[str, dict]] = []
+        changed = asyncio.Event()
+
+        async def read_events():
+            async with httpx.AsyncClient(timeout=None) as http:
+                async with http.stream("GET", f"{server.url}/api/events") as response:
+                    assert response.headers["content-type"].startswith("text/event-stream")
+                    event = None
+                    async for line in response.aiter_lines():
+                        if line.startswith("event: "):
+                            event = line[7:]
+                        elif line.startswith("data: "):
+                            received.append((event, json.loads(line[6:])))
+                            changed.set()
+
+        async def wait_events(predicate, what):
+            while not predicate():
+                changed.clear()
+                try:
+                    await asyncio.wait_for(changed.wait(), 30)
+                except TimeoutError:
+                    pytest.fail(f"timed out waiting for {what}: {len(received)} events")
+
+        reader = asyncio.create_task(read_events())
+        await wait_events(lambda: received, "the snapshot")
+        assert received[0][0] == "snapshot" and received[0][1]["sessions"] == []
+
+        audio = np.zeros(500, dtype=np.int16).tobytes()  # 250 stereo frames per turn
+        interrupted_turns = 0
+
+        async def synthetic_session(turns: int):
+            nonlocal interrupted_turns
+            session = Session(settings=settings, models=server.app.state.models, transport_kind="synthetic")
+            recorder = SessionRecorder.from_settings(settings, session.id)
+
+            async def bot():
+                nonlocal interrupted_turns
+                for n in range(1, turns + 1):
+                    record = synthetic_turn(session.id, n, interrupted=n % 9 == 0)
+                    interrupted_turns += record.interrupted
+                    for subscriber in session.on_turn:
+                        subscriber(record)
+                    recorder.write_turn(record)
+                    recorder.write_audio(audio, 16000, 2)
+                    live = server.registry.get(session.id)
+                    assert len(live.history) <= 20 and live.history[-1]["turn"] == n
+                    assert len(obs.recent_turns) <= 50
+                    recordings = folder.recordings()
+                    assert len(recordings) <= 3 and sum(r.bytes for r in recordings) <= MAX_BYTES
+                    await asyncio.sleep(0)
+                recorder.close()
+
+            server.registry.reserve()
+            await server.registry.run(session, "synthetic", bot())
+            return session.id
+
+        ids = []
+        for _ in range(5):  # 5 rounds of 2 concurrent sessions × 100 turns
+            ids += await asyncio.gather(synthetic_session(100), synthetic_session(100))
+
+        await wait_events(lambda: Tally(e for e, _ in received)["session-ended"] >= 10, "10 sessions ended")
+        kinds = Tally(e for e, _ in received)
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+
+        turn_events = [d["turn"] for e, d in received if e == "turn"]
+        assert len(turn_events) == 1000 and Tally(t["session_id"] for t in turn_events) == {i: 100 for i in ids}
+        assert kinds["session-started"] == 10 == kinds["session-ended"] and kinds["snapshot"] == 1
+        # The last round's two recordings are left, whole: a third would fit RECORDING_MAX_SESSIONS
+        # but not RECORDING_MAX_BYTES, so the oldest went.
+        left = folder.recordings()
+        assert sorted(r.stem.split("-", 1)[1] for r in left) == sorted(ids[-2:])
+        for r in left:
+            for path in r.files:
+                if path.suffix == ".wav":
+                    with wave.open(str(path)) as w:
+                        assert w.getnchannels() == 2 and w.getframerate() == 16000 and w.getnframes() > 0
+                else:
+                    lines = [json.loads(x) for x in path.read_text().splitlines()]
+                    assert [x["turn"] for x in lines] == list(range(1, 101))
+
+        async with httpx.AsyncClient() as http:
+            samples = metric_samples((await http.get(f"{server.url}/metrics")).text)
+            snapshot = (await http.get(f"{server.url}/api/dashboard")).json()
+        assert samples[("voice_agent_turns_total", ())] == 1000
+        assert samples[("voice_agent_interruptions_total", ())] == interrupted_turns > 0
+        assert samples[("voice_agent_barge_in_stop_seconds_count", ())] == interrupted_turns
+        assert samples[("voice_agent_voice_to_voice_seconds_count", ())] == 1000
+        assert samples[("voice_agent_stage_seconds_count", (("stage", "stt"),))] == 1000
+        assert samples[("voice_agent_sessions_total", (("transport", "synthetic"),))] == 10
+        assert samples[("voice_agent_live_sessions", ())] == 0
+        assert len(snapshot["recent_turns"]) == 50 and snapshot["sessions"] == []
+        assert len(obs.events) == 0, "the closed event stream unsubscribed"
+
+
+async def test_a_real_session_with_fake_providers_records_and_feeds_the_ring(serve_app, speech, tmp_path):
+    rec = tmp_path / "rec"
+    async with serve_app(**FAKE, dashboard_session_turns=2, recording_enabled=True, recording_audio=True,
+                         recording_dir=rec, recording_max_sessions=2) as server:
+        question = speech("What is the capital of France?")
+        async with AgentClient(server.ws_url) as client:
+            for n in range(3):
+                turn = await ask(client, question, n, timeout=30)
+                assert "hello there" in turn["user_text"] and turn["stages_ms"]["voice_to_voice"] > 0
+            session_id = client.received.server_messages("session")[0]["session_id"]
+            live = server.registry.get(session_id)
+            assert [t["turn"] for t in live.history] == [2, 3], "the ring keeps the newest turns"
+            assert [t["stages_ms"] for t in live.history] == [t["stages_ms"] for t in client.received.turns[1:]]
+        await wait_until(lambda: not server.registry.all(), 20, "the session to end")
+
+        (recording,) = RecordingFolder(rec, 2, 10**9).recordings()
+        jsonl = next(p for p in recording.files if p.suffix == ".jsonl")
+        wav = next(p for p in recording.files if p.suffix == ".wav")
+        lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+        assert [x["turn"] for x in lines] == [1, 2, 3]
+        assert [x["stages_ms"] for x in lines] == [t["stages_ms"] for t in client.received.turns]
+        with wave.open(str(wav)) as w:
+            assert (w.getnchannels(), w.getframerate()) == (2, 16000)
+            samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).reshape(-1, 2)
+        user, bot = np.abs(samples[:, 0].astype(np.int32)), np.abs(samples[:, 1].astype(np.int32))
+        assert len(samples) / 16000 >= 3 * len(question) / 16000, "the WAV spans the whole conversation"
+        assert (user > 1000).sum() > 16000 and (bot > 1000).sum() > 8000, "both sides are in it"
+
+        # Two more sessions: only the newest two recordings are kept.
+        for _ in range(2):
+            async with AgentClient(server.ws_url) as client:
+                await client.silence(0.6)
+                assert await client.wait_for(lambda r: r.server_messages("session"), 20)
+            await wait_until(lambda: not server.registry.all(), 20, "the session to end")
+        left = RecordingFolder(rec, 2, 10**9).recordings()
+        assert len(left) == 2 and recording.stem not in {r.stem for r in left}
+        assert all(p.exists() for r in left for p in r.files) and not jsonl.exists()
+
+
+# --- One conversation: the same figures in the client message, the log line and /metrics ---
+
+
+@pytest.mark.slow
+async def test_turn_figures_agree_in_client_log_and_metrics(serve_app, speech, planted_keys, tmp_path, restore_logging):
+    log_file = tmp_path / "agent.log"
+    settings = local_settings(log_format="json", log_file=log_file, log_level="DEBUG")
+    stdout = io.StringIO()
+    configure_logging(settings, stream=stdout)
+    for secret in settings.secrets():  # as a careless provider error might
+        logger.warning(f"connect failed: wss://api.example/?api_key={secret}")
+
+    async with serve_app() as server:
+        async with AgentClient(server.ws_url) as a, AgentClient(server.ws_url) as b:
+            assert await a.wait_for(lambda r: r.server_messages("session"), 30)
+            assert await b.wait_for(lambda r: r.server_messages("session"), 30)
+            id_a = a.received.server_messages("session")[0]["session_id"]
+            id_b = b.received.server_messages("session")[0]["session_id"]
+            quiet = asyncio.create_task(b.silence_until(lambda r: False, 600))  # b stays, listening
+            first = await ask(a, speech("What is the capital of France?"), 0)
+            second = await ask(a, speech("What is the capital of Japan?"), 1)
+            assert contains_words(first["bot_text"], "Paris") and contains_words(second["bot_text"], "Tokyo")
+            async with httpx.AsyncClient() as http:
+                metrics = metric_samples((await http.get(f"{server.url}/metrics")).text)
+            quiet.cancel()
+            await asyncio.gather(quiet, return_exceptions=True)
+        await wait_until(lambda: not server.registry.all(), 30, "both sessions to end")
+
+    text = log_file.read_text()
+    assert stdout.getvalue() == text, "stdout and LOG_FILE get the same JSON lines"
+    lines = [json.loads(line)["record"] for line in text.splitlines()]  # every line is JSON
+    for value in PLANTED.values():
+        assert value not in text
+    assert "[REDACTED]" in text
+
+    def tagged(session_id):
+        return [r for r in lines if r["extra"].get("session_id") == session_id]
+
+    # Pipecat's own lines (its processors, transports, services) carry the session id too.
+    names = {}
+    for sid in (id_a, id_b):
+        own = tagged(sid)
+        assert sum(r["name"].startswith("pipecat.") for r in own) >= 5, f"Pipecat lines of {sid}"
+        names[sid] = {n for r in own for n in PROCESSOR_NAME.findall(r["message"])}
+        assert names[sid], f"no processor named in {sid}'s lines"
+    assert not names[id_a] & names[id_b], "two sessions never share a processor's lines"
+    untagged = {n for r in lines if "session_id" not in r["extra"] for n in PROCESSOR_NAME.findall(r["message"])}
+    assert not untagged & (names[id_a] | names[id_b]), "a session's processor logged without its id"
+    assert {r["extra"].get("turn") for r in tagged(id_a) if r["name"].startswith("pipecat.")} >= {1, 2}
+
+    # One log line per turn, with the same figures the client got.
+    turn_lines = [r["extra"] for r in tagged(id_a) if r["extra"].get("event") == "turn"]
+    assert [t["turn"] for t in turn_lines] == [1, 2] and not [r for r in tagged(id_b) if r["extra"].get("event")]
+    for client_turn, line in zip((first, second), turn_lines, strict=True):
+        stages = client_turn["stages_ms"]
+        assert line["stages_ms"] == stages and line["user_text"] == client_turn["user_text"]
+        assert stages["voice_to_voice"] >= stages["vad"] + stages["stt"]
+        m = line["moments_ms"]
+        assert m["speech_end"] < m["vad_stop"] < m["stt_final"] < m["llm_first_output"] < m["tts_first_audio"]
+        assert m["tts_first_audio"] <= m["bot_audio_out"]
+        assert m["bot_audio_out"] - m["speech_end"] == pytest.approx(stages["voice_to_voice"], abs=0.2)
+
+    # /metrics: histogram counts and sums are exactly the turns' figures.
+    turns = (first, second)
+    assert metrics[("voice_agent_turns_total", ())] == 2
+    assert metrics[("voice_agent_live_sessions", ())] == 2
+    assert metrics[("voice_agent_sessions_total", (("transport", "websocket"),))] == 2
+    for stage in ("vad", "stt", "turn", "llm_ttft", "tts_ttfb"):
+        values = [t["stages_ms"][stage] for t in turns if stage in t["stages_ms"]]
+        key = (("stage", stage),)
+        assert metrics[("voice_agent_stage_seconds_count", key)] == len(values) > 0
+        assert metrics[("voice_agent_stage_seconds_sum", key)] == pytest.approx(sum(values) / 1000, abs=1e-9)
+    assert metrics[("voice_agent_voice_to_voice_seconds_count", ())] == 2
+    assert metrics[("voice_agent_voice_to_voice_seconds_sum", ())] == pytest.approx(
+        sum(t["stages_ms"]["voice_to_voice"] for t in turns) / 1000, abs=1e-9)
