@@ -61,7 +61,8 @@ class TurnRecord:
     user_text: str = ""
     bot_text: str = ""
     interrupted: bool = False
-    # Milliseconds of bot audio that left the pipeline after the interruption reached it.
+    # Milliseconds of the interrupted answer's audio that left the pipeline after the
+    # interruption reached the output transport.
     audio_after_interruption_ms: float | None = None
     # Moments (pipeline-clock seconds), in the order they normally happen.
     speech_start_at: float | None = None
@@ -126,7 +127,13 @@ class TurnRecord:
         return record
 
     def spoken_text(self) -> str:
-        words = self.bot_text_spoken if self.bot_text_spoken else self.bot_text_generated
+        """What the user heard: the words played before an interruption, else the answer.
+
+        Word frames follow the audio clock and can trail the last audio frame, so an
+        answer that played to its end is reported as generated.
+        """
+        heard = self.interrupted or not self.bot_text_generated
+        words = self.bot_text_spoken if heard else self.bot_text_generated
         return _SPACE_BEFORE_PUNCTUATION.sub(r"\1", " ".join(" ".join(words).split()))
 
     def moments(self) -> dict[str, float]:
@@ -160,10 +167,26 @@ class TurnMetricsObserver(BaseObserver):
 
     async def on_push_frame(self, data: FramePushed):
         frame, src, t = data.frame, data.source, data.timestamp / 1e9
-        if not data.first_push:
-            return
         upstream = data.direction == FrameDirection.UPSTREAM
         turn = self._current
+        # Every hop of a frame is observed. The output transport and the LLM's input are
+        # recognised by where the frame is (a word frame reaching the output was created
+        # by the TTS; the context may reach the LLM through other processors); everything
+        # else counts only where it was made, its first push.
+        if isinstance(src, BaseOutputTransport) and not upstream:
+            await self._on_output(frame, t)
+            return
+        if isinstance(frame, LLMContextFrame) and isinstance(data.destination, LLMService):
+            if turn and turn.llm_request_at is None:
+                turn.llm_request_at = t
+            return
+        if isinstance(frame, InterruptionFrame) and isinstance(data.destination, BaseOutputTransport):
+            # From here on, any audio of the interrupted answer is audio that got out.
+            if self._interrupted and self._interrupted.audio_after_interruption_ms is None:
+                self._interrupted.audio_after_interruption_ms = 0.0
+            return
+        if not data.first_push:
+            return
 
         # --- user side: the user aggregator broadcasts these both ways; count the upstream copy
         if isinstance(frame, VADUserStartedSpeakingFrame) and upstream:
@@ -177,18 +200,12 @@ class TurnMetricsObserver(BaseObserver):
         elif isinstance(frame, UserStoppedSpeakingFrame) and upstream:
             if turn and turn.llm_request_at is None:
                 turn.user_turn_end_at = t
-        elif isinstance(frame, InterruptionFrame) and not upstream:
-            if self._interrupted and self._interrupted.audio_after_interruption_ms is None:
-                self._interrupted.audio_after_interruption_ms = 0.0
         # --- STT
         elif isinstance(frame, TranscriptionFrame) and isinstance(src, STTService) and not upstream:
             if turn and turn.llm_request_at is None:
                 turn.user_text += " " + frame.text
                 turn.stt_final_at = t
         # --- LLM
-        elif isinstance(frame, LLMContextFrame) and isinstance(data.destination, LLMService):
-            if turn and turn.llm_request_at is None:
-                turn.llm_request_at = t
         elif isinstance(src, LLMService) and not upstream:
             if turn and turn.llm_request_at is not None:
                 if isinstance(frame, (LLMTextFrame, FunctionCallsStartedFrame)):
@@ -210,9 +227,6 @@ class TurnMetricsObserver(BaseObserver):
         elif isinstance(frame, TTSAudioRawFrame) and isinstance(src, TTSService):
             if turn and turn.llm_request_at is not None:
                 turn.tts_first_audio_at = turn.tts_first_audio_at or t
-        # --- output transport: what actually left the pipeline
-        elif isinstance(src, BaseOutputTransport) and not upstream:
-            await self._on_output(frame, t)
 
     async def _on_output(self, frame, t: float) -> None:
         turn = self._current

@@ -1371,12 +1371,6 @@ async def test_whole_conversation_on_the_cloud_stack(cloud_conversation):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="processors/metrics.py ignores non-first pushes, but the LLMContextFrame's first "
-    "push now goes to ContextBudgetGuard, not the LLM: llm_request_at is never set, so the "
-    "record has no bot text nor llm/tts/voice_to_voice stages (see the report)",
-)
 async def test_whole_conversation_turn_record_has_the_bot_text(cloud_conversation):
     (record,) = cloud_conversation.result.turn_dicts()
     assert record["bot_text"] == ANSWER
