@@ -44,7 +44,10 @@
     for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
     return node;
   };
-  const fmtMs = (ms) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${Math.round(ms)} ms`);
+  const fmtMs = (ms) =>
+    ms >= 10000 ? `${(ms / 1000).toFixed(1)} s` : ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${Math.round(ms)} ms`;
+  // Axis ticks: as short as they can be.
+  const fmtTick = (ms) => (ms >= 1000 ? `${+(ms / 1000).toFixed(2)} s` : `${+ms.toFixed(1)} ms`);
   const fmtDuration = (secs) => {
     secs = Math.max(0, Math.floor(secs));
     const m = Math.floor(secs / 60), s = secs % 60;
@@ -108,7 +111,7 @@
       ctx.lineTo(Math.round(x(v)) + 0.5, h - bottom);
       ctx.stroke();
       ctx.fillStyle = "#94a3b8";
-      ctx.fillText(v === 0 ? "0" : fmtMs(v), x(v), h - bottom + 5);
+      ctx.fillText(v === 0 ? "0" : fmtTick(v), x(v), h - bottom + 5);
     }
     rows.forEach((r, i) => {
       const y = top + i * rowH, barH = Math.min(18, rowH * 0.62), yb = y + (rowH - barH) / 2;
@@ -171,7 +174,7 @@
       ctx.lineTo(w - right, Math.round(y(v)) + 0.5);
       ctx.stroke();
       ctx.fillStyle = "#94a3b8";
-      ctx.fillText(v === 0 ? "0" : fmtMs(v), left - 6, y(v));
+      ctx.fillText(v === 0 ? "0" : fmtTick(v), left - 6, y(v));
     }
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
