@@ -1,0 +1,409 @@
+"""Capacity: how many live sessions one server process keeps in real time.
+
+    .venv/bin/python -m bench.capacity              # N = 1, 5, 10, 20, 30, 40, 50, 60, 80, 100…
+    .venv/bin/python -m bench.capacity --smoke      # N = 1, 2 for a few seconds
+
+The server (`python -m bot serve`) runs with the instant fake STT, LLM and TTS
+(bot/fake_services.py) and everything else real: WebSocket transport, RNNoise denoise,
+Silero VAD, smart-turn v3, echo guard, context aggregation, metrics. N clients, driven
+from one asyncio process (`--client-procs 2` splits them over two), each stream a live
+microphone in real time (20 ms frames, silence between questions, random phase): a spoken
+question, then silence until the answer has played, a pause, the next question.
+
+Per turn, measured on the client:
+- voice-to-voice: first bot audio byte − the frame holding the last speech sample sent.
+  Added latency at N = voice-to-voice − the median voice-to-voice at N=1.
+- input lag: arrival of the server's `user-started-speaking` − the frame holding the first
+  speech sample sent (VAD start_secs plus however far the server is behind the microphone).
+  Backlog growth = median input lag over the last third of the level's window − over the
+  first third: a server that falls behind the 20 ms frames shows a growing lag.
+
+A level N keeps real time when p95 added latency < 50 ms, backlog growth < 20 ms, every
+turn got its answer and no session was refused. CPU per session is the server process's
+CPU time (all threads, /proc/<pid>/stat) over the window ÷ wall time ÷ N.
+With `--profile`, the largest N is run once more under py-spy and its hot spots printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import multiprocessing
+import random
+import shutil
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench.common import (
+    FAKE_PROVIDERS,
+    OUT_DIR,
+    Microphone,
+    MicrophoneClock,
+    Server,
+    add_common_args,
+    cpu_seconds,
+    first_audio_after,
+    fmt,
+    loadavg,
+    markdown_table,
+    p50,
+    p95,
+    record,
+    rss_mb,
+    synthesize,
+    wait_for_quiet_machine,
+    wait_quiet,
+)
+from web.ws_client import AgentClient
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+    "Who wrote Romeo and Juliet?",
+    "Which planet is closest to the sun?",
+]
+ADDED_P95_LIMIT_MS = 50.0
+BACKLOG_GROWTH_LIMIT_MS = 20.0
+
+
+# --- one client process -------------------------------------------------------------------
+
+
+async def _session(url, questions, start_at, measure_from, deadline, rng, clock, out) -> None:
+    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+    client = AgentClient(url)
+    try:
+        await client.connect()
+    except Exception:
+        out["refused"] += 1
+        return
+    try:
+        if not await client.wait_for(lambda r: r.server_messages("session"), 30):
+            out["refused"] += 1
+            return
+        mic = clock.add(Microphone(client, phase=rng.uniform(0.0, 0.02)))
+        received = client.received
+        while time.monotonic() < deadline and not client.closed:
+            u = mic.say(questions[rng.randrange(len(questions))])
+            await u.done.wait()
+            first, last = u.first_speech_sent_at, u.last_speech_sent_at
+            answered = await client.wait_for(lambda r: first_audio_after(r, last) is not None, 15)
+            starts = [t for t, _ in received.rtvi("user-started-speaking") if t > first]
+            turn = {
+                "at": first,
+                "v2v_ms": (first_audio_after(received, last) - last) * 1000 if answered else None,
+                "input_lag_ms": (starts[0] - first) * 1000 if starts else None,
+            }
+            await wait_quiet(client, 0.5, 15)
+            if first >= measure_from and first <= deadline:
+                out["turns"].append(turn)
+            await asyncio.sleep(rng.uniform(0.3, 1.0))
+        clock.remove(mic)
+        out["lateness"].extend(mic.lateness[50:])  # after the first second
+        if client.closed:
+            out["closed"] += 1
+    finally:
+        await client.close()
+
+
+async def _clients(url, n, questions, start_at, measure_from, deadline, seed) -> dict:
+    out = {"turns": [], "lateness": [], "refused": 0, "closed": 0}
+    rng = random.Random(seed)
+    clock = MicrophoneClock().start()
+    cpu0, t0 = None, None
+
+    async def sample_cpu():
+        nonlocal cpu0, t0
+        await asyncio.sleep(max(0.0, measure_from - time.monotonic()))
+        cpu0, t0 = cpu_seconds(), time.monotonic()
+
+    sampler = asyncio.create_task(sample_cpu())
+    # Sessions connect over the first second or two, like users arriving.
+    await asyncio.gather(
+        *(
+            _session(url, questions, start_at + i * 0.03, measure_from, deadline, random.Random(rng.random()), clock, out)
+            for i in range(n)
+        )
+    )
+    await sampler
+    out["client_cpu"] = (cpu_seconds() - cpu0) / (time.monotonic() - t0) if t0 else None
+    out["mic_errors"] = clock.errors
+    await clock.stop()
+    return out
+
+
+def _clients_process(url, n, questions, start_at, measure_from, deadline, seed) -> dict:
+    return asyncio.run(_clients(url, n, questions, start_at, measure_from, deadline, seed))
+
+
+# --- one level ----------------------------------------------------------------------------
+
+
+async def run_level(server: Server, n: int, questions, args, seed: int) -> dict:
+    start_at = time.monotonic() + 1.0
+    measure_from = start_at + args.warmup
+    deadline = measure_from + args.secs
+    procs = max(1, min(args.client_procs, n))
+    shares = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+
+    async def server_cpu():
+        await asyncio.sleep(max(0.0, measure_from - time.monotonic()))
+        c0, t0 = cpu_seconds(server.pid), time.monotonic()
+        await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+        return (cpu_seconds(server.pid) - c0) / (time.monotonic() - t0), rss_mb(server.pid)
+
+    cpu_task = asyncio.create_task(server_cpu())
+    if procs == 1:
+        parts = [await _clients(server.ws_url, n, questions, start_at, measure_from, deadline, seed)]
+    else:
+        loop = asyncio.get_running_loop()
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(procs, mp_context=ctx) as pool:
+            parts = await asyncio.gather(
+                *(
+                    loop.run_in_executor(
+                        pool, _clients_process, server.ws_url, k, questions, start_at, measure_from, deadline, seed + i
+                    )
+                    for i, k in enumerate(shares)
+                )
+            )
+    server_cpu_frac, server_rss = await cpu_task
+    turns = [t for p in parts for t in p["turns"]]
+    turns.sort(key=lambda t: t["at"])
+    await server.wait_sessions(0, 60)
+    return {
+        "n": n,
+        "turns": turns,
+        "lateness_ms": [x * 1000 for p in parts for x in p["lateness"]],
+        "refused": sum(p["refused"] for p in parts),
+        "closed": sum(p["closed"] for p in parts),
+        "client_cpu": [p["client_cpu"] for p in parts],
+        "server_cpu": server_cpu_frac,
+        "server_rss": server_rss,
+        "procs": procs,
+    }
+
+
+def judge(level: dict, baseline_ms: float | None) -> dict:
+    turns = level["turns"]
+    v2v = [t["v2v_ms"] for t in turns if t["v2v_ms"] is not None]
+    lags = [(t["at"], t["input_lag_ms"]) for t in turns if t["input_lag_ms"] is not None]
+    third = len(lags) // 3
+    growth = p50([lag for _, lag in lags[-third:]]) - p50([lag for _, lag in lags[:third]]) if third else None
+    added = [v - baseline_ms for v in v2v] if baseline_ms is not None else []
+    failed = sum(1 for t in turns if t["v2v_ms"] is None)
+    verdict = {
+        "turns": len(turns),
+        "v2v_p50": p50(v2v),
+        "v2v_p95": p95(v2v),
+        "added_p50": p50(added),
+        "added_p95": p95(added),
+        "lag_p50": p50([lag for _, lag in lags]),
+        "lag_p95": p95([lag for _, lag in lags]),
+        "growth": growth,
+        "failed": failed,
+        "cpu_per_session": 100 * level["server_cpu"] / level["n"],
+        "server_cpu": 100 * level["server_cpu"],
+        "client_cpu": [100 * c for c in level["client_cpu"] if c is not None],
+        "lateness_p95": p95(level["lateness_ms"]),
+    }
+    verdict["ok"] = bool(
+        turns
+        and verdict["added_p95"] is not None
+        and verdict["added_p95"] < ADDED_P95_LIMIT_MS
+        and (growth is None or growth < BACKLOG_GROWTH_LIMIT_MS)
+        and failed == 0
+        and level["refused"] == 0
+        and level["closed"] == 0
+    )
+    # The client shares the machine: say when it, not the server, was the one behind.
+    verdict["client_bound"] = bool(
+        (verdict["lateness_p95"] or 0) > 10 or any(c > 80 for c in verdict["client_cpu"])
+    )
+    return verdict
+
+
+# --- profile ------------------------------------------------------------------------------
+
+# The deepest matching frame of a sample names its component.
+COMPONENTS = [
+    ("RNNoise denoise (processors/denoise.py)", ("processors/denoise.py",)),
+    ("smart-turn v3 model (end of turn)", ("smart_turn",)),
+    ("Silero VAD (ONNX + analyzer)", ("vad/silero", "vad_analyzer", "vad_controller")),
+    ("echo guard (processors/echo_guard.py)", ("processors/echo_guard.py",)),
+    ("turn metrics / state observers", ("processors/metrics.py", "processors/session_state.py")),
+    ("RTVI observer and messages", ("rtvi",)),
+    ("logging (loguru, bot/logs.py)", ("loguru", "bot/logs.py")),
+    ("WebSocket I/O + protobuf (transport, serializer)", ("websocket", "serializers/protobuf", "transports/websocket.py", "uvicorn", "starlette")),
+    ("fake STT/LLM/TTS services", ("bot/fake_services.py", "services/tts_service", "services/stt_service", "services/llm_service")),
+    ("Pipecat frame machinery (processors, queues, observers)", ("pipecat/processors", "pipecat/pipeline", "pipecat/observers", "pipecat/utils", "pipecat/frames")),
+    ("asyncio event loop", ("asyncio",)),
+]
+
+
+def profile(pid: int, secs: float, out_file: Path) -> bool:
+    exe = shutil.which("py-spy") or str(Path(__import__("sys").executable).parent / "py-spy")
+    if not Path(exe).exists():
+        print("py-spy is not installed (pip install py-spy, or the dev extra): no profile")
+        return False
+    cmd = [exe, "record", "--pid", str(pid), "--duration", str(int(secs)), "--rate", "100",
+           "--format", "raw", "--output", str(out_file), "--nonblocking"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0 or not out_file.exists():
+        print(f"py-spy failed ({r.returncode}): {r.stderr.strip()[-400:]}")
+        return False
+    return True
+
+
+def hot_spots(raw: Path, top: int = 12) -> tuple[str, str]:
+    """Two tables from py-spy's collapsed stacks: by component, and by function (self)."""
+    components: Counter = Counter()
+    own: Counter = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        leaf = frames[-1]
+        own[_short(leaf)] += n
+        name = "other"
+        for frame in reversed(frames):
+            hit = next((label for label, keys in COMPONENTS if any(k in frame for k in keys)), None)
+            if hit:
+                name = hit
+                break
+        components[name] += n
+    if not total:
+        return "(no samples)", ""
+    by_component = markdown_table(
+        ["component (deepest frame in the stack)", "% of server CPU samples"],
+        [[k, f"{100 * v / total:.1f}"] for k, v in components.most_common()],
+    )
+    by_function = markdown_table(
+        ["function (self time)", "% of samples"],
+        [[f"`{k}`", f"{100 * v / total:.1f}"] for k, v in own.most_common(top)],
+    )
+    return by_component, by_function
+
+
+def _short(frame: str) -> str:
+    """'process (pipecat/x/y.py:12)' → 'process (x/y.py)'; paths shortened to the package."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "/work/main/", "python3.11/"):
+        if marker in where:
+            where = where.split(marker, 1)[1]
+    return f"{name} ({where})" if where else name
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+async def run(args) -> tuple[str, dict]:
+    print("synthesizing the questions with the local voice…", flush=True)
+    questions = [q.audio for q in synthesize(QUESTIONS)]
+    env = {**FAKE_PROVIDERS, "MAX_SESSIONS": "1000"}
+    results, verdicts = [], []
+    baseline = None
+    started_load = loadavg()
+    profile_text = ""
+    async with Server("capacity", env) as server:
+        # One conversation first: the server loads its VAD and smart-turn models lazily.
+        await run_level(server, 1, questions, argparse.Namespace(warmup=0.0, secs=3.0, client_procs=1), seed=1)
+        for i, n in enumerate(args.levels):
+            level = await run_level(server, n, questions, args, seed=1000 + i)
+            if baseline is None:
+                baseline = p50([t["v2v_ms"] for t in level["turns"] if t["v2v_ms"] is not None])
+            verdict = judge(level, baseline)
+            results.append(level)
+            verdicts.append(verdict)
+            print(
+                f"N={n:3d}: {verdict['turns']} turns, v2v p50 {fmt(verdict['v2v_p50'])} p95 {fmt(verdict['v2v_p95'])} ms, "
+                f"added p95 {fmt(verdict['added_p95'])} ms, input lag p50 {fmt(verdict['lag_p50'])} "
+                f"growth {fmt(verdict['growth'])} ms, server CPU {verdict['server_cpu']:.0f}% "
+                f"({verdict['cpu_per_session']:.1f}%/session), client CPU {[round(c) for c in verdict['client_cpu']]}%, "
+                f"mic lateness p95 {fmt(verdict['lateness_p95'], 1)} ms, failed {verdict['failed']}, "
+                f"refused {level['refused']} → {'OK' if verdict['ok'] else 'FAIL'}"
+                f"{' (client-bound)' if verdict['client_bound'] else ''}",
+                flush=True,
+            )
+            if not verdict["ok"] and n > 1:
+                break
+        if args.profile:
+            n = results[-1]["n"]
+            OUT_DIR.mkdir(parents=True, exist_ok=True)
+            raw = OUT_DIR / f"capacity-N{n}.pyspy.txt"
+            print(f"profiling the server with py-spy at N={n}…", flush=True)
+            task = asyncio.create_task(run_level(server, n, questions, args, seed=999))
+            await asyncio.sleep(1.0 + args.warmup)
+            ok = await asyncio.to_thread(profile, server.pid, args.secs - 1, raw)
+            await task
+            if ok:
+                by_component, by_function = hot_spots(raw)
+                profile_text = (
+                    f"Server hot spots at N={n} (py-spy, 100 Hz, {args.secs - 1:.0f} s; raw stacks: "
+                    f"{raw.relative_to(OUT_DIR.parents[1])}):\n\n{by_component}\n\n{by_function}"
+                )
+                print("\n" + profile_text)
+
+    passed = [r["n"] for r, v in zip(results, verdicts) if v["ok"]]
+    largest = max(passed) if passed else 0
+    rows = []
+    for r, v in zip(results, verdicts):
+        rows.append([
+            r["n"], v["turns"], fmt(v["v2v_p50"]), fmt(v["v2v_p95"]), fmt(v["added_p95"]), fmt(v["lag_p50"]),
+            fmt(v["growth"]), f"{v['server_cpu']:.0f}", f"{v['cpu_per_session']:.1f}", f"{r['server_rss']:.0f}",
+            "/".join(f"{c:.0f}" for c in v["client_cpu"]), fmt(v["lateness_p95"], 1),
+            v["failed"] + r["refused"] + r["closed"],
+            ("yes" if v["ok"] else "no") + (" (client-bound)" if v["client_bound"] else ""),
+        ])
+    table = markdown_table(
+        ["N", "turns", "v2v p50 ms", "v2v p95 ms", "added p95 ms", "input lag p50 ms", "backlog growth ms",
+         "server CPU %", "CPU %/session", "server RSS MB", "client CPU %", "mic lateness p95 ms",
+         "failed", "real time"],
+        rows,
+    )
+    figures = {"largest": largest, "load": started_load, "profile": profile_text, "baseline": baseline,
+               "cpu_per_session": verdicts[-1]["cpu_per_session"] if verdicts else None}
+    return table, figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_args(parser)
+    parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[1, 5, 10, 20, 30, 40, 50, 60, 80, 100, 120, 150])
+    parser.add_argument("--secs", type=float, default=40.0, help="Measured seconds per level.")
+    parser.add_argument("--warmup", type=float, default=5.0, help="Unmeasured seconds at the start of a level.")
+    parser.add_argument("--client-procs", type=int, default=1, help="Client processes to drive the sessions.")
+    parser.add_argument("--no-profile", dest="profile", action="store_false")
+    args = parser.parse_args()
+    if args.smoke:
+        args.levels, args.secs, args.warmup, args.profile = [1, 2], 10.0, 1.0, False
+    wait_for_quiet_machine(args.wait_load, timeout_secs=3 * 3600)
+    started = time.monotonic()
+    table, figures = asyncio.run(run(args))
+    lines = [
+        f"- target >= 50 concurrent sessions with fake providers: largest N in real time = {figures['largest']} — "
+        f"{'reached' if figures['largest'] >= 50 else 'NOT reached'}",
+        f"- N=1 voice-to-voice median (the baseline of 'added'): {fmt(figures['baseline'])} ms",
+        "- real time = p95 added latency < 50 ms, backlog growth < 20 ms, no failed/refused/closed session",
+    ]
+    print(f"\ncapacity (fake STT/LLM/TTS); load average at start {figures['load']}; "
+          f"{time.monotonic() - started:.0f} s")
+    print("\n".join(lines))
+    print()
+    print(table)
+    if args.record:
+        body = "\n".join(lines) + "\n\n" + table + ("\n\n" + figures["profile"] if figures["profile"] else "")
+        record("capacity", "Capacity (fake providers)", body, figures["load"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,456 @@
+"""What every benchmark shares: the server under test, a real-time microphone, statistics,
+the machine's description and the results file.
+
+Times are `time.monotonic()` seconds (one clock for the whole machine on Linux), taken on
+the client: when a 20 ms microphone frame was handed to the WebSocket, when a message
+arrived (`web.ws_client.AgentClient` stamps every arrival).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import platform
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "RESULTS.md"
+OUT_DIR = ROOT / "out" / "bench"
+SHARED_AUDIO = ROOT.parent / "shared" / "audio"
+FRAME_SECS = 0.02
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+# Providers of the instant stand-ins (bot/fake_services.py): capacity and soak runs.
+FAKE_PROVIDERS = {"STT_PROVIDER": "fake", "LLM_PROVIDER": "fake", "TTS_PROVIDER": "fake"}
+
+
+# --- statistics --------------------------------------------------------------------------
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return float(np.percentile(np.asarray(values, dtype=float), q))
+
+
+def p50(values) -> float | None:
+    return percentile(values, 50)
+
+
+def p95(values) -> float | None:
+    return percentile(values, 95)
+
+
+def fmt(value: float | None, digits: int = 0) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --- the machine ---------------------------------------------------------------------------
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def machine_info() -> dict[str, str]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        commit = "?"
+    import pipecat
+
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "ram": f"{mem_kb / 1024 / 1024:.1f} GiB",
+        "python": platform.python_version(),
+        "pipecat": getattr(pipecat, "__version__", "?"),
+        "commit": commit or "?",
+    }
+
+
+def wait_for_quiet_machine(max_load: float, timeout_secs: float, poll_secs: float = 60.0) -> str:
+    """Block until the 1-minute load average is below `max_load` (0 = do not wait)."""
+    deadline = time.monotonic() + timeout_secs
+    while max_load > 0:
+        load = float(loadavg().split()[0])
+        if load < max_load or time.monotonic() > deadline:
+            break
+        print(f"load average {load:.2f} >= {max_load}: waiting {poll_secs:.0f} s", flush=True)
+        time.sleep(poll_secs)
+    return loadavg()
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--smoke", action="store_true", help="A few seconds' run that checks the bench works.")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="Write this run's section of bench/RESULTS.md (machine, command, date, table).",
+    )
+    parser.add_argument(
+        "--wait-load",
+        type=float,
+        default=0.0,
+        metavar="LOAD",
+        help="Before measuring, wait until the 1-minute load average is below LOAD.",
+    )
+
+
+def command_line() -> str:
+    module = Path(sys.argv[0]).stem
+    return ".venv/bin/python -m bench." + module + "".join(" " + shlex.quote(a) for a in sys.argv[1:])
+
+
+def record(name: str, title: str, body: str, started_load: str, env: dict[str, str] | None = None) -> None:
+    """Replace this bench's section of RESULTS.md (between its markers) with this run."""
+    info = machine_info()
+    env_text = " ".join(f"{k}={v}" for k, v in (env or {}).items())
+    section = "\n".join(
+        [
+            f"<!-- bench:{name} -->",
+            f"### {title}",
+            "",
+            f"- command: `{(env_text + ' ') if env_text else ''}{command_line()}`",
+            f"- date: {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}; commit {info['commit']}",
+            f"- machine: {info['nproc']} × {info['cpu']}, {info['ram']} RAM; Python {info['python']}, "
+            f"Pipecat {info['pipecat']}",
+            f"- load average (1/5/15 min) at start: {started_load}; at end: {loadavg()}",
+            "",
+            body.strip(),
+            f"<!-- /bench:{name} -->",
+        ]
+    )
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"<!-- bench:{name} -->.*?<!-- /bench:{name} -->", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    RESULTS.write_text(text)
+    print(f"\nrecorded in {RESULTS.relative_to(ROOT)}")
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU time of a process, all its threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE / 2**20
+
+
+class Server:
+    """`python -m bot serve` in a subprocess on a free port, as in production.
+
+    `env` overrides settings (e.g. STREAMING_BRIDGE=false, STT_PROVIDER=fake). The greeting
+    is off so that every bot sound is an answer. Its log goes to out/bench/<name>.log.
+    """
+
+    def __init__(self, name: str, env: dict[str, str] | None = None, startup_timeout: float = 240.0):
+        self.name = name
+        self.env = {"GREETING": "", **(env or {})}
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
+        self.startup_timeout = startup_timeout
+        OUT_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_path = OUT_DIR / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def start(self) -> Server:
+        env = {**os.environ, **self.env}
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    async def wait_ready(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + self.startup_timeout
+        async with httpx.AsyncClient() as http:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server {self.name} exited ({self.proc.returncode}):\n{self.log_tail()}")
+                try:
+                    r = await http.get(f"{self.url}/api/health", timeout=2)
+                    if r.status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"server {self.name} not ready in {self.startup_timeout}s:\n{self.log_tail()}")
+                await asyncio.sleep(0.2)
+
+    async def health(self) -> dict:
+        import httpx
+
+        async with httpx.AsyncClient() as http:
+            return (await http.get(f"{self.url}/api/health", timeout=5)).json()
+
+    async def wait_sessions(self, count: int, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (await self.health())["sessions"] <= count:
+                return True
+            await asyncio.sleep(0.2)
+        return False
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # uvicorn shuts down, the LLM server with it
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    async def __aenter__(self) -> Server:
+        self.start()
+        try:
+            await self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.stop()
+
+
+# --- speech ---------------------------------------------------------------------------------
+
+
+def speech_bounds(audio: np.ndarray, sample_rate: int = 16000) -> tuple[int, int]:
+    """(first, last) sample of speech: 10 ms windows within 40 dB of the loudest one."""
+    win = sample_rate // 100
+    n = len(audio) // win
+    if n == 0:
+        return 0, len(audio)
+    frames = audio[: n * win].astype(np.float64).reshape(n, win)
+    db = 10 * np.log10(np.mean(frames**2, axis=1) / 32768.0**2 + 1e-12)
+    threshold = max(db.max() - 40.0, -55.0)
+    loud = np.flatnonzero(db >= threshold)
+    return int(loud[0] * win), int((loud[-1] + 1) * win)
+
+
+@dataclass
+class Question:
+    text: str
+    audio: np.ndarray  # int16 mono, 16 kHz
+    source: str = "synthesized"
+
+
+def synthesize(texts: list[str], sample_rate: int = 16000) -> list[Question]:
+    """Speak each text with the local Piper voice (the client's own copy)."""
+    from bot.config import Settings
+    from bot.local_models import LocalModels
+
+    models = LocalModels(Settings(_env_file=None))
+    try:
+        return [Question(t, models.synthesize(t, sample_rate)) for t in texts]
+    finally:
+        models.close()
+
+
+def shared_recordings(sample_rate: int = 16000) -> list[Question]:
+    """The real human recordings in ../shared/audio, when they are there."""
+    tsv = SHARED_AUDIO / "transcripts.tsv"
+    if not tsv.exists():
+        return []
+    from transports.file import load_wav
+
+    questions = []
+    for line in tsv.read_text().splitlines()[1:]:
+        if line.strip():
+            name, text = line.split("\t")[:2]
+            questions.append(Question(text, load_wav(SHARED_AUDIO / name, sample_rate), "recording"))
+    return questions
+
+
+# --- the microphone -----------------------------------------------------------------------
+
+
+@dataclass
+class Utterance:
+    """Audio queued on a microphone, and when its speech went out."""
+
+    audio: np.ndarray
+    speech_first: int = 0  # sample indices of the speech part
+    speech_last: int = 0
+    first_speech_sent_at: float | None = None
+    last_speech_sent_at: float | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    position: int = 0
+
+
+class Microphone:
+    """A live microphone on an `AgentClient`: one 20 ms frame every 20 ms, silence between
+    utterances, never a pause. Frames are paced against an absolute schedule, so a late
+    frame does not shift the next ones; `lateness` records how late each frame went out
+    (a client that cannot keep up shows here, not in the server's figures).
+    """
+
+    def __init__(self, client, sample_rate: int = 16000, phase: float = 0.0):
+        self.client = client
+        self.n = int(sample_rate * FRAME_SECS)
+        self.silence = np.zeros(self.n, dtype=np.int16)
+        self.queue: list[Utterance] = []
+        self.next_due = time.monotonic() + phase
+        self.lateness: list[float] = []
+        self.frames_sent = 0
+        self.speaking = False
+
+    def say(self, audio: np.ndarray) -> Utterance:
+        first, last = speech_bounds(audio)
+        utterance = Utterance(audio=audio, speech_first=first, speech_last=last)
+        self.queue.append(utterance)
+        return utterance
+
+    async def send_next(self) -> None:
+        now = time.monotonic()
+        self.lateness.append(now - self.next_due)
+        if self.queue:
+            u = self.queue[0]
+            start = u.position
+            chunk = u.audio[start : start + self.n]
+            if len(chunk) < self.n:
+                chunk = np.pad(chunk, (0, self.n - len(chunk)))
+            u.position += self.n
+            self.speaking = True
+            await self.client.send_audio(chunk.astype(np.int16).tobytes())
+            sent = time.monotonic()
+            if u.first_speech_sent_at is None and start <= u.speech_first < start + self.n:
+                u.first_speech_sent_at = sent
+            if start <= u.speech_last - 1 < start + self.n:
+                u.last_speech_sent_at = sent
+            if u.position >= len(u.audio):
+                self.queue.pop(0)
+                self.speaking = False
+                u.done.set()
+        else:
+            await self.client.send_audio(self.silence.tobytes())
+        self.frames_sent += 1
+        self.next_due += FRAME_SECS
+
+
+class MicrophoneClock:
+    """Drives any number of microphones from one task (one wake-up per tick for all)."""
+
+    def __init__(self, tick_secs: float = 0.005):
+        self.tick = tick_secs
+        self.mics: list[Microphone] = []
+        self._task: asyncio.Task | None = None
+        self.errors = 0
+
+    def add(self, mic: Microphone) -> Microphone:
+        self.mics.append(mic)
+        return mic
+
+    def remove(self, mic: Microphone) -> None:
+        if mic in self.mics:
+            self.mics.remove(mic)
+
+    async def _run(self) -> None:
+        while True:
+            now = time.monotonic()
+            for mic in list(self.mics):
+                if mic.next_due <= now and not mic.client.closed:
+                    try:
+                        await mic.send_next()
+                    except Exception:
+                        self.errors += 1
+                        self.remove(mic)
+            await asyncio.sleep(self.tick)
+
+    def start(self) -> MicrophoneClock:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+def first_audio_after(received, t: float) -> float | None:
+    for arrived, _ in received.audio_chunks:
+        if arrived > t:
+            return arrived
+    return None
+
+
+def audio_between(received, t0: float, t1: float) -> list[float]:
+    return [arrived for arrived, _ in received.audio_chunks if t0 < arrived <= t1]
+
+
+def last_audio_at(received) -> float | None:
+    return received.audio_chunks[-1][0] if received.audio_chunks else None
+
+
+async def wait_quiet(client, quiet_secs: float, timeout: float) -> bool:
+    """Wait until no bot audio has arrived for `quiet_secs`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        last = last_audio_at(client.received)
+        if last is None or time.monotonic() - last >= quiet_secs:
+            return True
+        await asyncio.sleep(0.05)
+    return False

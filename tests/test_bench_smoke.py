@@ -1,0 +1,152 @@
+"""The benchmarks still run: each for a few seconds (`--smoke`), checked by its final table.
+
+No wall-clock assertions (the figures belong to bench/RESULTS.md); the four run at once,
+as subprocesses, exactly as `.venv/bin/python -m bench.<name> --smoke` is run by hand.
+The voice-to-voice and barge-in benches use the instant fake providers here, so no model
+has to load; the measuring code is the same as with the local stack.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pipecat.frames.frames import (
+    AggregatedTextFrame,
+    InterruptionFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+    TextFrame,
+)
+from pipecat.tests.utils import SleepFrame, run_test
+
+from processors.sequential_bridge import SequentialBridge
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKE = {"STT_PROVIDER": "fake", "LLM_PROVIDER": "fake", "TTS_PROVIDER": "fake"}
+BENCHES = {"voice_to_voice": FAKE, "barge_in": FAKE, "capacity": {}, "soak": {}}
+NUMBER = r"-?\d+(\.\d+)?"
+
+# --- the sequential bridge (processors/sequential_bridge.py) ---------------------------------
+
+async def test_sequential_bridge_releases_the_whole_reply_at_its_end():
+    down, _ = await run_test(
+        SequentialBridge(),
+        frames_to_send=[
+            LLMFullResponseStartFrame(),
+            LLMTextFrame("Paris is "),
+            TextFrame("passes"),
+            LLMTextFrame("the capital."),
+            LLMFullResponseEndFrame(),
+        ],
+        expected_down_frames=[
+            LLMFullResponseStartFrame,
+            TextFrame,
+            AggregatedTextFrame,
+            LLMFullResponseEndFrame,
+        ],
+    )
+    assert down[1].text == "passes"
+    assert down[2].text == "Paris is the capital."
+
+async def test_sequential_bridge_drops_held_text_on_interruption():
+    down, _ = await run_test(
+        SequentialBridge(),
+        frames_to_send=[
+            LLMFullResponseStartFrame(),
+            LLMTextFrame("An answer nobody wants any more."),
+            SleepFrame(sleep=0.1),  # the text is held before the interruption comes
+            InterruptionFrame(),
+            LLMFullResponseEndFrame(),
+        ],
+        expected_down_frames=[LLMFullResponseStartFrame, InterruptionFrame, LLMFullResponseEndFrame],
+    )
+    assert not any(isinstance(f, AggregatedTextFrame) for f in down)
+
+# --- the benchmarks ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def smoke_runs():
+    """Start every bench's --smoke run at once; their outputs by name."""
+    procs = {}
+    for name, env in BENCHES.items():
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-m", f"bench.{name}", "--smoke"],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    outputs = {}
+    for name, proc in procs.items():
+        try:
+            out, _ = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        outputs[name] = (proc.returncode, out)
+    return outputs
+
+def table(output: str) -> dict[str, list[str]]:
+    """The last markdown table of the output: first cell → the other cells."""
+    blocks = re.findall(r"((?:^\|.*\|\n?)+)", output, re.M)
+    assert blocks, output[-3000:]
+    rows = {}
+    for line in blocks[-1].strip().splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+def result(smoke_runs, name):
+    code, out = smoke_runs[name]
+    assert code == 0, out[-4000:]
+    return table(out), out
+
+@pytest.mark.slow
+def test_voice_to_voice_smoke(smoke_runs):
+    rows, out = result(smoke_runs, "voice_to_voice")
+    measured = [int(n) for n in rows["turns measured"][:2]]
+    problems = [int(n) for n in rows["turns without a usable answer"][:2]]
+    # Two questions per variant; on a loaded machine one may go unanswered, not both.
+    assert [m + p for m, p in zip(measured, problems)] == [2, 2] and min(measured) >= 1, out[-3000:]
+    streaming, sequential, ratio = rows["client voice-to-voice p50 (ms)"]
+    assert re.fullmatch(NUMBER, streaming) and re.fullmatch(NUMBER, sequential), out[-3000:]
+    assert re.fullmatch(NUMBER + "×", ratio), rows
+    assert "vad p50 (ms)" in {k.strip() for k in rows}
+    assert "target streaming bridge" in out or "target local voice-to-voice" in out
+
+@pytest.mark.slow
+def test_barge_in_smoke(smoke_runs):
+    rows, out = result(smoke_runs, "barge_in")
+    measured = int(rows["interruptions measured"][0])
+    assert measured >= 1, out[-3000:]
+    stop = rows["stop time p50 (ms), client: first speech sample → last bot audio byte"][0]
+    assert re.fullmatch(NUMBER, stop), rows
+    assert re.fullmatch(r"\d+", rows["false user turns from echo (-20 dB)"][0]), rows
+    assert "target barge-in stop p50 <= 250 ms" in out
+
+@pytest.mark.slow
+def test_capacity_smoke(smoke_runs):
+    rows, out = result(smoke_runs, "capacity")
+    assert set(rows) == {"1", "2"}, rows
+    turns, v2v_p50 = rows["1"][0], rows["1"][1]
+    assert int(turns) >= 1 and re.fullmatch(NUMBER, v2v_p50), out[-3000:]
+    for cells in rows.values():
+        assert re.fullmatch(r"\d+", cells[0]) and re.fullmatch(NUMBER, cells[7]), rows  # turns, CPU/session
+    assert "largest N in real time" in out
+
+@pytest.mark.slow
+def test_soak_smoke(smoke_runs):
+    rows, out = result(smoke_runs, "soak")
+    turns = int(rows["turns (unanswered)"][0].split()[0])
+    assert turns >= 1, rows
+    growth = next(v for k, v in rows.items() if k.startswith("RSS growth after"))[0]
+    assert re.fullmatch(r"[+-]\d+\.\d+ % / [+-]\d+\.\d+ %", growth), rows
+    assert re.search(r"context messages .* → end", "\n".join(rows)), rows
+    assert "target RSS growth < 5 %" in out
