@@ -381,6 +381,7 @@ async def test_turn_figures_agree_in_client_log_and_metrics(serve_app, speech, p
     for client_turn, line in zip((first, second), turn_lines, strict=True):
         stages = client_turn["stages_ms"]
         assert line["stages_ms"] == stages and line["user_text"] == client_turn["user_text"]
+        assert {"vad", "stt", "voice_to_voice"} <= set(stages), f"turn {line['turn']} misses a stage: {stages}"
         assert stages["voice_to_voice"] >= stages["vad"] + stages["stt"]
         m = line["moments_ms"]
         assert m["speech_end"] < m["vad_stop"] < m["stt_final"] < m["llm_first_output"] < m["tts_first_audio"]
