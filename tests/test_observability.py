@@ -337,7 +337,8 @@ async def test_turn_figures_agree_in_client_log_and_metrics(serve_app, speech, p
     for secret in settings.secrets():  # as a careless provider error might
         logger.warning(f"connect failed: wss://api.example/?api_key={secret}")
 
-    async with serve_app() as server:
+    # On two shared cores Whisper may need more than the default 5 s wait for a transcript.
+    async with serve_app(user_turn_stop_timeout=30) as server:
         async with AgentClient(server.ws_url) as a, AgentClient(server.ws_url) as b:
             assert await a.wait_for(lambda r: r.server_messages("session"), 30)
             assert await b.wait_for(lambda r: r.server_messages("session"), 30)
