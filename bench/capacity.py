@@ -228,7 +228,8 @@ def judge(level: dict, baseline_ms: float | None) -> dict:
 
 # --- profile ------------------------------------------------------------------------------
 
-# The deepest matching frame of a sample names its component.
+# A sample belongs to the first component (in this order) that any frame of its stack
+# names: work a component hands to a thread pool (VAD, smart-turn) stays its own.
 COMPONENTS = [
     ("RNNoise denoise (processors/denoise.py)", ("processors/denoise.py",)),
     ("smart-turn v3 model (end of turn)", ("smart_turn",)),
@@ -241,6 +242,9 @@ COMPONENTS = [
     ("fake STT/LLM/TTS services", ("bot/fake_services.py", "services/tts_service", "services/stt_service", "services/llm_service")),
     ("Pipecat frame machinery (processors, queues, observers)", ("pipecat/processors", "pipecat/pipeline", "pipecat/observers", "pipecat/utils", "pipecat/frames")),
     ("asyncio event loop", ("asyncio",)),
+    # Worker threads of run_in_executor (per-session VAD and smart-turn pools) between jobs:
+    # waking up, taking the GIL, reading the queue.
+    ("thread-pool workers between jobs (executor hand-offs)", ("concurrent/futures/thread.py",)),
 ]
 
 
@@ -272,17 +276,14 @@ def hot_spots(raw: Path, top: int = 12) -> tuple[str, str]:
         frames = stack.split(";")
         leaf = frames[-1]
         own[_short(leaf)] += n
-        name = "other"
-        for frame in reversed(frames):
-            hit = next((label for label, keys in COMPONENTS if any(k in frame for k in keys)), None)
-            if hit:
-                name = hit
-                break
+        name = next(
+            (label for label, keys in COMPONENTS if any(k in frame for frame in frames for k in keys)), "other"
+        )
         components[name] += n
     if not total:
         return "(no samples)", ""
     by_component = markdown_table(
-        ["component (deepest frame in the stack)", "% of server CPU samples"],
+        ["component (a frame of it in the stack)", "% of server CPU samples"],
         [[k, f"{100 * v / total:.1f}"] for k, v in components.most_common()],
     )
     by_function = markdown_table(

@@ -1,6 +1,6 @@
 """The benchmarks still run: each for a few seconds (`--smoke`), checked by its final table.
 
-No wall-clock assertions (the figures belong to bench/RESULTS.md); the four run at once,
+No wall-clock assertions (the figures belong to bench/RESULTS.md); they all run at once,
 as subprocesses, exactly as `.venv/bin/python -m bench.<name> --smoke` is run by hand.
 The voice-to-voice and barge-in benches use the instant fake providers here, so no model
 has to load; the measuring code is the same as with the local stack.
@@ -29,7 +29,7 @@ from processors.sequential_bridge import SequentialBridge
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = {"STT_PROVIDER": "fake", "LLM_PROVIDER": "fake", "TTS_PROVIDER": "fake"}
-BENCHES = {"voice_to_voice": FAKE, "barge_in": FAKE, "capacity": {}, "soak": {}}
+BENCHES = {"voice_to_voice": FAKE, "barge_in": FAKE, "capacity": {}, "soak": {}, "frame_cost": {}}
 NUMBER = r"-?\d+(\.\d+)?"
 
 # --- the sequential bridge (processors/sequential_bridge.py) ---------------------------------
@@ -150,3 +150,12 @@ def test_soak_smoke(smoke_runs):
     assert re.fullmatch(r"[+-]\d+\.\d+ % / [+-]\d+\.\d+ %", growth), rows
     assert re.search(r"context messages .* → end", "\n".join(rows)), rows
     assert "target RSS growth < 5 %" in out
+
+
+@pytest.mark.slow
+def test_frame_cost_smoke(smoke_runs):
+    rows, _ = result(smoke_runs, "frame_cost")
+    names = " ".join(rows)
+    for component in ("RNNoise", "Silero VAD", "echo guard", "protobuf"):
+        assert component in names, rows
+    assert all(re.fullmatch(NUMBER, cells[0]) for cells in rows.values()), rows

@@ -1,0 +1,120 @@
+"""CPU cost of one session's audio path, per 20 ms microphone frame, component by component.
+
+    .venv/bin/python -m bench.frame_cost            # 3,000 frames (one minute of audio) each
+    .venv/bin/python -m bench.frame_cost --smoke
+
+Evidence behind bench/capacity.py's hot spots: the same code the server runs per frame
+(RNNoise denoise, Silero VAD as Pipecat calls it — through a one-thread executor — and
+inline, the echo guard's level meter, the WebSocket protobuf deserializer), timed on this
+process's CPU clock (all threads), so other load on the machine inflates it less than wall
+time. 20,000 µs per 20 ms frame is one full core per session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import numpy as np
+
+from bench.common import FRAME_SECS, add_common_args, loadavg, markdown_table, record, synthesize
+
+FRAME_US = FRAME_SECS * 1e6
+
+
+def frames_of(audio: np.ndarray, count: int, n: int = 320) -> list[bytes]:
+    chunks = [audio[i : i + n].tobytes() for i in range(0, len(audio) - n + 1, n)]
+    chunks += [np.zeros(n, np.int16).tobytes()] * len(chunks)  # as much silence as speech
+    return [chunks[i % len(chunks)] for i in range(count)]
+
+
+def cpu_us_per_frame(fn, frames: list[bytes]) -> float:
+    start = time.process_time()
+    for f in frames:
+        fn(f)
+    return (time.process_time() - start) * 1e6 / len(frames)
+
+
+async def async_cpu_us_per_frame(fn, frames: list[bytes]) -> tuple[float, float]:
+    start, wall = time.process_time(), time.perf_counter()
+    for f in frames:
+        await fn(f)
+    n = len(frames)
+    return (time.process_time() - start) * 1e6 / n, (time.perf_counter() - wall) * 1e6 / n
+
+
+async def run(count: int) -> tuple[str, dict]:
+    import pipecat.frames.protobufs.frames_pb2 as proto
+    from pipecat.audio.vad.vad_analyzer import VADParams
+
+    from bot.config import Settings
+    from bot.local_models import LocalModels
+    from bot.local_services import SharedSileroVADAnalyzer
+    from processors.denoise import _RNNoiseStream
+    from processors.echo_guard import BotAudioLevel, EchoGuardedVADStartStrategy, rms_db
+    from transports.websocket import GuardedProtobufSerializer
+
+    speech = synthesize(["What is the capital of France? Tell me about its history."])[0].audio
+    frames = frames_of(speech, count)
+    models = LocalModels(Settings(_env_file=None))
+
+    def vad():
+        analyzer = SharedSileroVADAnalyzer(session=models.silero_session, params=VADParams())
+        analyzer.set_sample_rate(16000)
+        return analyzer
+
+    rows, figures = [], {}
+
+    def add(name, us, note=""):
+        figures[name] = us
+        rows.append([name, f"{us:.0f}", f"{100 * us / FRAME_US:.2f}", note])
+
+    denoiser = _RNNoiseStream(16000)
+    add("RNNoise denoise (16→48→16 kHz, 2 RNNoise frames)", cpu_us_per_frame(denoiser.process, frames))
+    denoiser.close()
+
+    inline = vad()
+    add("Silero VAD, analyzer inline (`_run_analyzer`)", cpu_us_per_frame(inline._run_analyzer, frames))
+    pooled = vad()
+    cpu, wall = await async_cpu_us_per_frame(pooled.analyze_audio, frames)
+    add("Silero VAD as Pipecat runs it (`analyze_audio`: one-thread executor)", cpu,
+        f"wall {wall:.0f} µs per frame; hand-off = this − inline")
+    figures["vad_handoff"] = cpu - figures["Silero VAD, analyzer inline (`_run_analyzer`)"]
+
+    guard = EchoGuardedVADStartStrategy(bot_level=BotAudioLevel())
+    from pipecat.frames.frames import InputAudioRawFrame
+
+    add("echo guard mic level (`_remember_mic`)",
+        cpu_us_per_frame(lambda f: guard._remember_mic(InputAudioRawFrame(f, 16000, 1)), frames))
+    add("bot audio level (`rms_db`, per 40 ms output chunk)", cpu_us_per_frame(rms_db, frames))
+
+    serializer = GuardedProtobufSerializer(16000)
+    messages = []
+    for f in frames:
+        m = proto.Frame()
+        m.audio.audio, m.audio.sample_rate, m.audio.num_channels = f, 16000, 1
+        messages.append(m.SerializeToString())
+    cpu, _ = await async_cpu_us_per_frame(serializer.deserialize, messages)
+    add("WebSocket protobuf deserialize (`GuardedProtobufSerializer`)", cpu)
+    table = markdown_table(["per 20 ms frame, one session", "CPU µs", "% of a core", "note"], rows)
+    return table, figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_args(parser)
+    parser.add_argument("--frames", type=int, default=3000)
+    args = parser.parse_args()
+    if args.smoke:
+        args.frames = 200
+    load = loadavg()
+    table, figures = asyncio.run(run(args.frames))
+    print(f"\nper-frame CPU cost ({args.frames} frames each); load average at start {load}\n")
+    print(table)
+    if args.record:
+        record("frame_cost", "Per-frame CPU cost of the audio path", table, load)
+
+
+if __name__ == "__main__":
+    main()
