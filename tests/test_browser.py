@@ -474,6 +474,21 @@ def test_websocket_playback_stops_on_interruption(static_site, playwright, signa
         caller.connect()
         caller.wait_connected()
 
+        bot.send(rtvi_bytes("bot-started-speaking"))
+        said = "Engines burn fuel."
+        progress = {"accumulated_text": said, "remaining_text": ""}
+        bot.send(
+            rtvi_bytes(
+                "bot-output",
+                {
+                    "text": said,
+                    "segment_id": 1,
+                    "will_be_spoken": True,
+                    "spoken_status": "completed",
+                    "spoken_progress": progress,
+                },
+            )
+        )
         for frame in tone_frames(3.0):
             bot.send(frame)
         caller.wait(
@@ -496,6 +511,10 @@ def test_websocket_playback_stops_on_interruption(static_site, playwright, signa
         # ...and the rest was dropped: nothing is left to play.
         assert stats["playedAudioMs"] + stats["flushedAudioMs"] == pytest.approx(3000, abs=1)
         assert stats["interruptions"] == 1
+        bubble = caller.agent()["transcript"][-1]
+        assert bubble["role"] == "bot" and bubble["text"] == said
+        # RTVI bot-interrupted also ends the bot's bubble as cut off.
+        assert bubble.get("interrupted", False) == (signal == "bot-interrupted")
 
         # The next answer is not swallowed by the flush.
         for frame in tone_frames(0.6):

@@ -200,13 +200,13 @@ function onBotOutput(data: BotOutputData): void {
   renderTranscript();
 }
 
+/** Ends the bot's open bubble (the user may have started one after it meanwhile). */
 function closeBotEntry(interrupted: boolean): void {
-  const entry = lastEntry();
-  if (entry && entry.role === "bot" && !entry.final) {
-    entry.final = true;
-    if (interrupted) entry.interrupted = true;
-    renderTranscript();
-  }
+  const entry = agent.transcript.findLast((e) => e.role === "bot" && !e.final);
+  if (!entry) return;
+  entry.final = true;
+  if (interrupted) entry.interrupted = true;
+  renderTranscript();
 }
 
 // ---- latency -----------------------------------------------------------------------------
