@@ -111,3 +111,21 @@ def create_tts(settings: Settings, models: LocalModels) -> TTSService:
     from bot.local_services import SharedPiperTTSService
 
     return SharedPiperTTSService(voice=models.piper, voice_name=settings.piper_voice)
+
+
+def create_search(settings: Settings, *, knowledge_dir=None):
+    """The `web_search` backend: Tavily when its key is set, else the local knowledge base.
+
+    The knowledge base is indexed once per process and shared (`KnowledgeBase.shared`);
+    `knowledge_dir` overrides KNOWLEDGE_DIR (tests).
+    """
+    from bot.search import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase, TavilySearch
+
+    if settings.uses_cloud(Stage.SEARCH):
+        return TavilySearch(
+            api_key=settings.tavily_api_key.get_secret_value(),
+            base_url=settings.tavily_base_url,
+            max_results=settings.search_max_results,
+        )
+    folder = knowledge_dir or settings.knowledge_dir or DEFAULT_KNOWLEDGE_DIR
+    return KnowledgeBase.shared(folder, max_results=settings.search_max_results)

@@ -25,6 +25,7 @@ from bot.local_models import LocalModels
 from bot.pipeline import Session, run_bot
 from transports.webrtc import create_webrtc_transport
 from transports.websocket import create_websocket_transport
+from web.admin import create_admin_router
 from web.observability import install_observability
 from web.sessions import SessionLimitError, SessionRegistry
 
@@ -51,6 +52,8 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
     app.state.registry = registry
     # /metrics, /dashboard, /api/events (web/observability.py)
     observability = install_observability(app, settings, registry)
+    # /api/sessions: list, inspect and steer live sessions (ADMIN_TOKEN; web/admin.py)
+    app.include_router(create_admin_router(settings, registry))
 
     def new_session(transport: str) -> Session:
         return Session(

@@ -123,6 +123,7 @@ class SessionRegistry:
             self._sessions.pop(session.id, None)
             # Drop references so the session's pipeline can be garbage-collected.
             session.worker = session.context = session.metrics = session.state = None
+            session.control = None
             log.info(f"Session ended; {len(self._sessions)} live")
             self._notify("ended", live)
 

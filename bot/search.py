@@ -1,0 +1,354 @@
+"""The `web_search` tool: Tavily when TAVILY_API_KEY is set, else a local knowledge base.
+
+`bot.providers.create_search` picks the backend; `WebSearchTool` is what the LLM sees — a
+Pipecat `FunctionSchema` that carries its handler, advertised on the session's
+`LLMContext`. While a search runs the bot says a short filler; a failure or a timeout
+(SEARCH_TIMEOUT_SECS) is answered with a spoken apology and ends the turn, so a turn never
+hangs on the tool. Results are cut to SEARCH_MAX_RESULT_CHARS before they enter the context.
+
+The knowledge base is a folder of Markdown/text files (KNOWLEDGE_DIR, `bot/knowledge/` by
+default) indexed once per process with SQLite FTS5 and shared by every session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+from loguru import logger
+from pipecat.adapters.llm.schemas.direct_function import tool_options
+from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+from pipecat.frames.frames import FunctionCallResultProperties, TTSSpeakFrame
+from pipecat.services.llm_service import FunctionCallParams
+
+DEFAULT_KNOWLEDGE_DIR = Path(__file__).parent / "knowledge"
+KNOWLEDGE_SUFFIXES = {".md", ".markdown", ".txt"}
+MAX_KNOWLEDGE_FILE_BYTES = 512 * 1024
+PASSAGE_CHARS = 700  # paragraphs are merged into passages of about this size
+RELATIVE_SCORE_FLOOR = 0.4  # a passage is returned if at least this relevant as the best
+
+TOOL_NAME = "web_search"
+# Kept short and explicit: the 0.5B local model calls any tool it is offered for almost
+# anything unless the description says when NOT to (measured; see README "Search").
+TOOL_DESCRIPTION = (
+    "Look up facts you do not know: news, recent events, prices, opening hours, or "
+    "anything about Brightline Telecom or this voice agent. Do not use it for greetings, "
+    "small talk, general knowledge, maths or opinions."
+)
+
+
+class SearchError(RuntimeError):
+    """The search backend failed (HTTP error, bad payload, unreachable)."""
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    title: str
+    content: str
+    url: str = ""
+
+
+class SearchBackend(Protocol):
+    name: str
+
+    async def search(self, query: str) -> list[SearchResult]: ...
+
+
+# --------------------------------------------------------------------------------------
+# Tavily (docs.tavily.com/api-reference: POST {base}/search, Authorization: Bearer tvly-…)
+# --------------------------------------------------------------------------------------
+
+
+class TavilySearch:
+    name = "tavily"
+
+    def __init__(self, *, api_key: str, base_url: str, max_results: int = 3):
+        self._api_key = api_key
+        self._url = f"{base_url.rstrip('/')}/search"
+        self._max_results = max_results
+
+    async def search(self, query: str) -> list[SearchResult]:
+        body = {
+            "query": query,
+            "search_depth": "basic",
+            "topic": "general",
+            "max_results": self._max_results,
+            "include_answer": True,
+        }
+        headers = {"Authorization": f"Bearer {self._api_key}"}
+        # The caller bounds the whole call (SEARCH_TIMEOUT_SECS); no timeout of our own.
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http:
+            async with http.post(self._url, json=body, headers=headers) as response:
+                if response.status != 200:
+                    text = (await response.text())[:200]
+                    raise SearchError(f"Tavily answered HTTP {response.status}: {text}")
+                try:
+                    payload = await response.json(content_type=None)
+                except ValueError as e:
+                    raise SearchError(f"Tavily sent a body that is not JSON: {e}") from e
+        return self._parse(payload)
+
+    @staticmethod
+    def _parse(payload: Any) -> list[SearchResult]:
+        if not isinstance(payload, dict) or not isinstance(payload.get("results", []), list):
+            raise SearchError("Tavily sent an unexpected payload")
+        results = []
+        answer = payload.get("answer")
+        if isinstance(answer, str) and answer.strip():
+            results.append(SearchResult(title="Answer", content=answer.strip()))
+        for item in payload.get("results") or []:
+            if isinstance(item, dict) and isinstance(item.get("content"), str):
+                results.append(
+                    SearchResult(
+                        title=str(item.get("title") or ""),
+                        content=item["content"].strip(),
+                        url=str(item.get("url") or ""),
+                    )
+                )
+        return results
+
+
+# --------------------------------------------------------------------------------------
+# Local knowledge base (SQLite FTS5, in memory, once per process)
+# --------------------------------------------------------------------------------------
+
+_STOPWORDS = frozenset(
+    """a an and are as at be by can could did do does for from has have how i if in is it
+    its me my of on or our please should tell than that the their them then there these
+    they this to us was we what when where which who whom why will with would you your
+    about any some much many know""".split()
+)
+
+
+def _passages(text: str) -> tuple[str | None, list[str]]:
+    """A file's first heading and its body cut into passages of whole paragraphs."""
+    title = None
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", text):
+        block = " ".join(line.strip() for line in block.strip().splitlines())
+        if not block:
+            continue
+        if block.startswith("#"):
+            heading = block.lstrip("#").strip()
+            title = title or heading
+            continue
+        paragraphs.append(block)
+    passages: list[str] = []
+    for paragraph in paragraphs:
+        if passages and len(passages[-1]) + len(paragraph) < PASSAGE_CHARS:
+            passages[-1] += " " + paragraph
+        else:
+            passages.append(paragraph)
+    return title, passages
+
+
+def fts_query(query: str) -> str:
+    """Free text → an FTS5 query: every meaningful word, OR-ed, each one quoted."""
+    words = [w for w in re.findall(r"\w+", query.lower()) if len(w) > 1 and w not in _STOPWORDS]
+    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+
+
+class KnowledgeBase:
+    """Markdown/text files indexed with SQLite FTS5; one instance per folder per process."""
+
+    name = "knowledge"
+    _shared: dict[Path, KnowledgeBase] = {}
+    _shared_lock = threading.Lock()
+
+    def __init__(self, folder: Path, *, max_results: int = 3):
+        started = time.monotonic()
+        self.folder = folder
+        self.max_results = max_results
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(":memory:", check_same_thread=False)
+        self._db.execute(
+            "CREATE VIRTUAL TABLE passages USING fts5("
+            "title, body, source UNINDEXED, tokenize = 'porter unicode61')"
+        )
+        self.files = 0
+        self.passages = 0
+        if not folder.is_dir():
+            logger.warning(f"Knowledge base folder {folder} does not exist; search finds nothing")
+        for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+            if path.suffix.lower() not in KNOWLEDGE_SUFFIXES or not path.is_file():
+                continue
+            if path.stat().st_size > MAX_KNOWLEDGE_FILE_BYTES:
+                logger.warning(f"Knowledge base: skipped {path.name} (over 512 KB)")
+                continue
+            heading, passages = _passages(path.read_text(encoding="utf-8", errors="replace"))
+            title = heading or path.stem.replace("-", " ").replace("_", " ")
+            rows = [(title, p, path.name) for p in passages]
+            self._db.executemany("INSERT INTO passages VALUES (?, ?, ?)", rows)
+            self.files += 1
+            self.passages += len(rows)
+        self._db.commit()
+        logger.info(
+            f"Knowledge base: {self.files} files, {self.passages} passages from {folder} "
+            f"indexed in {1000 * (time.monotonic() - started):.0f} ms"
+        )
+
+    @classmethod
+    def shared(cls, folder: Path, *, max_results: int = 3) -> KnowledgeBase:
+        """The process-wide index of `folder`, built on first use."""
+        key = folder.resolve()
+        with cls._shared_lock:
+            kb = cls._shared.get(key)
+            if kb is None:
+                kb = cls._shared[key] = cls(key, max_results=max_results)
+            return kb
+
+    def lookup(self, query: str, limit: int | None = None) -> list[SearchResult]:
+        match = fts_query(query)
+        if not match:
+            return []
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT title, body, source, bm25(passages, 4.0, 1.0) AS score FROM passages "
+                "WHERE passages MATCH ? ORDER BY score LIMIT ?",
+                (match, limit or self.max_results),
+            ).fetchall()
+        # bm25 is negative, lower is better. Passages far weaker than the best one are
+        # noise that only distracts a small model.
+        best = rows[0][3] if rows else 0.0
+        return [
+            SearchResult(title=t, content=b, url=f"kb://{s}")
+            for t, b, s, score in rows
+            if score <= RELATIVE_SCORE_FLOOR * best
+        ]
+
+    async def search(self, query: str) -> list[SearchResult]:
+        # A dozen-file index answers in well under a millisecond: no thread needed.
+        return self.lookup(query)
+
+
+# --------------------------------------------------------------------------------------
+# The tool
+# --------------------------------------------------------------------------------------
+
+
+def format_results(query: str, results: list[SearchResult], max_chars: int) -> str:
+    """Results as compact text for the LLM, never longer than `max_chars`."""
+    if not results:
+        return f"No results for '{query}'. Say you could not find it."
+    lines = [f"Search results for '{query}':"]
+    for r in results:
+        lines.append(f"- {r.title}: {r.content}" if r.title else f"- {r.content}")
+    text = "\n".join(lines)
+    if len(text) > max_chars:
+        text = text[: max(0, max_chars - 1)].rstrip() + "…"
+    return text
+
+
+class WebSearchTool:
+    """`web_search(query)` for one session: schema + handler, filler and apology."""
+
+    def __init__(
+        self,
+        backend: SearchBackend,
+        *,
+        timeout_secs: float,
+        max_result_chars: int,
+        filler: str = "Let me look that up.",
+        apology: str = "Sorry, I couldn't look that up right now.",
+    ):
+        self.backend = backend
+        self.timeout_secs = timeout_secs
+        self.max_result_chars = max_result_chars
+        self.filler = filler
+        self.apology = apology
+        self.calls: list[dict] = []  # query, outcome, ms: for logs, admin and tests
+        # One search per user turn: the user message it answered, and what it found.
+        self._turn_message: dict | None = None
+        self._turn_results: list[SearchResult] = []
+
+        # Pipecat's own per-tool timeout is only a backstop: ours answers first, with speech.
+        @tool_options(timeout_secs=timeout_secs + 5.0)
+        async def web_search(params: FunctionCallParams) -> None:
+            await self._run(params)
+
+        self.schema = FunctionSchema(
+            name=TOOL_NAME,
+            description=TOOL_DESCRIPTION,
+            properties={"query": {"type": "string", "description": "What to look up, in a few words."}},
+            required=["query"],
+            handler=web_search,
+        )
+
+    async def _run(self, params: FunctionCallParams) -> None:
+        query = str((params.arguments or {}).get("query") or "").strip()[:300]
+        started = time.monotonic()
+        turn = _last_user_message(params.context.messages)
+        if turn is not None and turn is self._turn_message:
+            await self._read_out(params, query)
+            return
+        self._turn_message, self._turn_results = turn, []
+        if self.filler:
+            # Spoken while the search (and the answer after it) is prepared; not context.
+            await params.llm.push_frame(TTSSpeakFrame(self.filler, append_to_context=False))
+        outcome = "ok"
+        try:
+            if not query:
+                raise SearchError("the call had no query")
+            results = await asyncio.wait_for(self.backend.search(query), self.timeout_secs)
+        except TimeoutError:
+            outcome, detail = "timeout", f"no answer within {self.timeout_secs:g} s"
+        except Exception as e:  # noqa: BLE001 - any failure becomes an apology
+            outcome, detail = "error", str(e) or type(e).__name__
+        ms = round(1000 * (time.monotonic() - started))
+        self.calls.append({"query": query, "outcome": outcome, "ms": ms})
+        if outcome != "ok":
+            logger.warning(f"web_search({query!r}) via {self.backend.name} failed: {detail}")
+            # Say sorry ourselves and end the turn: a small model asked to explain a failure
+            # may ramble or call the tool again.
+            await params.llm.push_frame(TTSSpeakFrame(self.apology))
+            await params.result_callback(
+                {"error": f"search failed ({outcome}); the user has been told"},
+                properties=FunctionCallResultProperties(run_llm=False),
+            )
+            return
+        self._turn_results = results
+        text = format_results(query, results, self.max_result_chars)
+        logger.info(f"web_search({query!r}) via {self.backend.name}: {len(results)} results in {ms} ms")
+        await params.result_callback(text)
+
+    async def _read_out(self, params: FunctionCallParams, query: str) -> None:
+        """A second call in the same user turn: the model did not use the results it got.
+
+        Small models do this (the 0.5B local one almost always), and each call would run
+        the LLM again: a loop of fillers. Instead the bot reads the best result itself and
+        the turn ends.
+        """
+        self.calls.append({"query": query, "outcome": "repeat", "ms": 0})
+        best = self._turn_results[0].content if self._turn_results else ""
+        spoken = f"Here's what I found: {_first_sentences(best)}" if best else (
+            "I couldn't find anything about that."
+        )
+        logger.info("web_search called again in the same turn; reading the best result out")
+        await params.llm.push_frame(TTSSpeakFrame(spoken))
+        await params.result_callback(
+            "Already searched this turn; the best result was read to the user.",
+            properties=FunctionCallResultProperties(run_llm=False),
+        )
+
+
+def _last_user_message(messages: list) -> dict | None:
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return message
+    return None
+
+
+def _first_sentences(text: str, limit: int = 260) -> str:
+    """As much of `text` as fits in `limit` characters, cut at a sentence end if possible."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    end = max(cut.rfind(". "), cut.rfind("! "), cut.rfind("? "))
+    return cut[: end + 1] if end > 40 else cut.rsplit(" ", 1)[0] + "…"

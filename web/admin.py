@@ -1,0 +1,289 @@
+"""The admin API: list, inspect and steer live sessions (`/api/sessions`).
+
+    GET    /api/sessions                 every live session
+    GET    /api/sessions/{id}            one session: state, turns, instructions, context size
+    PUT    /api/sessions/{id}/context    replace or append to its instructions (next LLM turn)
+    POST   /api/sessions/{id}/say        the bot says a text now
+    DELETE /api/sessions/{id}            end the session cleanly
+
+Every route needs `Authorization: Bearer <ADMIN_TOKEN>` (compared in constant time). With
+no ADMIN_TOKEN set, the API answers loopback clients only (by the TCP peer address, so put a
+token on any server behind a reverse proxy). Changes go through `bot.session_control`:
+nothing restarts the session's pipeline. The schemas are on the OpenAPI page (/docs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+from typing import Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from loguru import logger
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bot.config import Settings
+from bot.session_control import InstructionMode, SessionControl
+from web.sessions import LiveSession, SessionRegistry
+
+MAX_INSTRUCTIONS_CHARS = 4000
+MAX_SAY_CHARS = 1000
+# How long DELETE waits for a graceful end before cancelling the session.
+END_GRACE_SECS = 10.0
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="AdminToken",
+    description="ADMIN_TOKEN. Unset on the server: loopback clients only, no token.",
+)
+
+
+# --------------------------------------------------------------------------------------
+# Schemas
+# --------------------------------------------------------------------------------------
+
+
+class SessionSummary(BaseModel):
+    id: str
+    transport: str = Field(description="websocket, webrtc, …")
+    state: str = Field(description="listening, thinking or speaking")
+    started_at: float = Field(description="Unix time")
+    duration_secs: float
+    turns: int = Field(description="Completed turns")
+
+
+class ContextInfo(BaseModel):
+    messages: int = Field(description="Messages in the conversation context now")
+    estimated_tokens: int | None = Field(
+        None, description="The next LLM request's estimated size: instructions, tools, messages"
+    )
+    budget_tokens: int | None = Field(None, description="CONTEXT_TOKEN_BUDGET")
+    dropped_messages: int | None = Field(None, description="Old messages dropped to fit so far")
+
+
+class SessionDetail(SessionSummary):
+    instructions: str | None = Field(description="The system instructions the next turn uses")
+    instruction_updates: int = Field(description="Changes made through this API")
+    context: ContextInfo
+
+
+class ContextUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"instructions": "End every answer with the word banana.", "mode": "append"}]
+        },
+    )
+
+    instructions: str = Field(
+        min_length=1,
+        max_length=MAX_INSTRUCTIONS_CHARS,
+        description="Text of the new instructions (or of the addition, with mode=append)",
+    )
+    mode: Literal["replace", "append"] = Field(
+        "replace", description="replace the session's instructions, or append to them"
+    )
+
+    @field_validator("instructions")
+    @classmethod
+    def not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("instructions must contain some text")
+        return value
+
+
+class ContextUpdateResult(BaseModel):
+    id: str
+    mode: Literal["replace", "append"]
+    instructions: str = Field(description="The session's instructions after the change")
+    applied: bool = Field(
+        description="True: the LLM has the new instructions and the next answer uses them. "
+        "False: still queued behind an answer in progress; they apply before the next one."
+    )
+
+
+class SayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"text": "One moment please."}]})
+
+    text: str = Field(min_length=1, max_length=MAX_SAY_CHARS, description="What the bot says")
+
+    @field_validator("text")
+    @classmethod
+    def not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text must contain some words")
+        return value.strip()
+
+
+class SayResult(BaseModel):
+    id: str
+    queued: bool = Field(description="The text is on its way to the voice")
+
+
+class EndResult(BaseModel):
+    id: str
+    ended: bool
+    graceful: bool = Field(description="False: the session did not stop in time and was cancelled")
+
+
+# --------------------------------------------------------------------------------------
+# Access
+# --------------------------------------------------------------------------------------
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def admin_access(settings: Settings):
+    """The dependency every admin route runs first (before any body is parsed)."""
+    secret = settings.admin_token.get_secret_value() if settings.admin_token else ""
+    token = secret.encode() if secret else None
+
+    async def require_admin(
+        request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+    ) -> None:
+        if token is not None:
+            presented = credentials.credentials.encode() if credentials else b""
+            # compare_digest runs in time independent of where the strings differ.
+            if not hmac.compare_digest(presented, token):
+                raise HTTPException(
+                    status.HTTP_401_UNAUTHORIZED,
+                    "missing or wrong admin token (Authorization: Bearer <ADMIN_TOKEN>)",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            return
+        client = request.client.host if request.client else None
+        if not is_loopback(client):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                "ADMIN_TOKEN is not set on the server, so the admin API only answers clients "
+                "on the same machine",
+            )
+
+    return require_admin
+
+
+# --------------------------------------------------------------------------------------
+# Routes
+# --------------------------------------------------------------------------------------
+
+
+def create_admin_router(settings: Settings, registry: SessionRegistry) -> APIRouter:
+    if settings.admin_token and settings.admin_token.get_secret_value():
+        logger.info("Admin API at /api/sessions: bearer token required (ADMIN_TOKEN)")
+    else:
+        logger.warning(
+            "ADMIN_TOKEN is not set: the admin API (/api/sessions) answers loopback clients "
+            "only, without a token"
+        )
+
+    router = APIRouter(
+        prefix="/api/sessions",
+        tags=["admin"],
+        dependencies=[Depends(admin_access(settings))],
+        responses={
+            401: {"description": "Missing or wrong bearer token"},
+            403: {"description": "No ADMIN_TOKEN set and the client is not on this machine"},
+        },
+    )
+    not_found = {404: {"description": "No live session has this id"}}
+
+    def live_session(session_id: str) -> LiveSession:
+        live = registry.get(session_id)
+        if live is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no live session {session_id!r}")
+        return live
+
+    def control_of(live: LiveSession) -> SessionControl:
+        control = live.session.control
+        if control is None:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"session {live.id!r} is starting or ending; try again"
+            )
+        return control
+
+    def summary(live: LiveSession) -> SessionSummary:
+        return SessionSummary(**live.summary())
+
+    @router.get("", response_model=list[SessionSummary], summary="List live sessions")
+    async def list_sessions():
+        return [summary(live) for live in registry.all()]
+
+    @router.get(
+        "/{session_id}", response_model=SessionDetail, responses=not_found, summary="One session"
+    )
+    async def get_session(session_id: str):
+        live = live_session(session_id)
+        control = live.session.control
+        return SessionDetail(
+            **live.summary(),
+            instructions=control.instructions if control else None,
+            instruction_updates=control.updates if control else 0,
+            context=ContextInfo(**control.context_summary()) if control else ContextInfo(messages=0),
+        )
+
+    @router.put(
+        "/{session_id}/context",
+        response_model=ContextUpdateResult,
+        responses=not_found,
+        summary="Replace or append to a session's instructions",
+        description="Takes effect from the session's next LLM turn; the pipeline keeps running.",
+    )
+    async def update_context(session_id: str, body: ContextUpdate):
+        live = live_session(session_id)
+        control = control_of(live)
+        applied = await control.update_instructions(body.instructions, InstructionMode(body.mode))
+        logger.bind(session_id=live.id).info(
+            f"Admin API: instructions {body.mode}d ({len(body.instructions)} chars); "
+            f"{'applied' if applied else 'queued'}"
+        )
+        return ContextUpdateResult(
+            id=live.id, mode=body.mode, instructions=control.instructions, applied=applied
+        )
+
+    @router.post(
+        "/{session_id}/say",
+        response_model=SayResult,
+        status_code=status.HTTP_202_ACCEPTED,
+        responses=not_found,
+        summary="Make the bot say a text now",
+    )
+    async def say(session_id: str, body: SayRequest):
+        live = live_session(session_id)
+        await control_of(live).say(body.text)
+        return SayResult(id=live.id, queued=True)
+
+    @router.delete(
+        "/{session_id}", response_model=EndResult, responses=not_found, summary="End a session"
+    )
+    async def end_session(session_id: str):
+        live = live_session(session_id)
+        control = control_of(live)
+        task = live.task
+        await control.end()
+        graceful = await _finished(task, END_GRACE_SECS)
+        if not graceful:
+            logger.bind(session_id=live.id).warning("Admin API: session did not end in time; cancelling")
+            await control.cancel()
+            if not await _finished(task, 5.0) and task is not None:
+                task.cancel()
+                await _finished(task, 5.0)
+        logger.bind(session_id=live.id).info("Admin API: session ended")
+        return EndResult(id=live.id, ended=True, graceful=graceful)
+
+    return router
+
+
+async def _finished(task: asyncio.Task | None, timeout: float) -> bool:
+    if task is None:
+        return True
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    return bool(done)
