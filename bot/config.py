@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     whisper_compute_type: str = "int8"
     whisper_beam_size: int = Field(1, ge=1, le=10)
     whisper_threads: int = Field(2, ge=1)
+    # Transcribe while the user is still speaking (interim transcripts; the final one is
+    # usually ready when the turn ends). False: transcribe each segment once, at its end.
+    whisper_eager: bool = True
     llm_gguf_path: Path | None = None
     # An already-running local LLM server (OpenAI protocol) to use instead of starting
     # one; the web server hands its own to the bot worker processes it spawns.

@@ -54,9 +54,11 @@ def create_stt(settings: Settings, models: LocalModels) -> STTService:
                 model=settings.deepgram_model, interim_results=True, smart_format=True
             ),
         )
+    from bot.eager_whisper import EagerWhisperSTTService
     from bot.local_services import SharedWhisperSTTService
 
-    return SharedWhisperSTTService(
+    whisper = EagerWhisperSTTService if settings.whisper_eager else SharedWhisperSTTService
+    return whisper(
         model=models.whisper,
         beam_size=settings.whisper_beam_size,
         # Whisper transcribes a whole segment at once and marks it final, so this only

@@ -1,0 +1,154 @@
+"""Whisper that transcribes while the user is still speaking.
+
+Whisper only transcribes whole segments, so a plain segmented STT starts work when the
+VAD says the user stopped (stop_secs after the last word) and the turn waits for it.
+But while the user speaks the CPU is otherwise idle. This service:
+
+- transcribes the utterance so far every `interim_interval_secs` and pushes the result
+  as an interim transcript (the browser shows it live);
+- starts a pass the moment the audio falls quiet after speech (a likely end of the
+  utterance, well before the VAD's stop_secs have passed).
+
+When the VAD stop comes, a pass that started after the user's last word already holds
+the whole utterance: it becomes the final transcript as soon as it is done. Only when no
+pass covers the end is the segment transcribed again, as a plain segmented STT would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+
+import numpy as np
+from loguru import logger
+from pipecat.frames.frames import (
+    Frame,
+    InputAudioRawFrame,
+    InterimTranscriptionFrame,
+    TranscriptionFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.utils.time import time_now_iso8601
+
+from bot.local_services import SharedWhisperSTTService
+
+MIN_PASS_SECS = 0.5  # less audio than this is not worth a pass
+QUIET_BELOW_PEAK = 0.05  # a frame 26 dB under the utterance's loudest is "quiet"
+# This many quiet 20 ms frames in a row suggest the speech ended: longer than the gaps
+# between words, shorter than the VAD's stop_secs.
+QUIET_FRAMES = 5
+MAX_PASSES = 2  # passes in flight at once, counting the end-of-speech pass
+EAGER_RESULT = {"source": "eager-pass"}  # marks a final transcript an eager pass produced
+
+
+@dataclass
+class _Pass:
+    covered_bytes: int  # how much of the utterance buffer it transcribes
+    task: asyncio.Task
+
+
+class EagerWhisperSTTService(SharedWhisperSTTService):
+    def __init__(self, *, interim_interval_secs: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self._interim_interval = interim_interval_secs
+        self._passes: list[_Pass] = []
+        self._last_interim_pass = 0.0
+        self._peak = 0.0
+        self._quiet_frames = 0
+        self._quiet_from = 0  # buffer offset where the current run of quiet frames began
+        self._speech_until: int | None = None  # at the VAD stop: where the speech ended
+        self._stop_secs = 0.2
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        if isinstance(frame, VADUserStartedSpeakingFrame):
+            await self._drop_passes()
+            self._peak, self._quiet_frames = 0.0, 0
+        elif isinstance(frame, VADUserStoppedSpeakingFrame):
+            self._stop_secs = frame.stop_secs
+            # Quiet since `_quiet_from` up to now: nothing after it needs transcribing.
+            self._speech_until = self._quiet_from if self._quiet_frames else None
+        await super().process_frame(frame, direction)
+
+    async def process_audio_frame(self, frame: InputAudioRawFrame, direction: FrameDirection):
+        await super().process_audio_frame(frame, direction)
+        if not self._user_speaking or not frame.audio:
+            return
+        samples = np.frombuffer(frame.audio, dtype=np.int16)
+        level = float(np.sqrt(np.mean(samples.astype(np.float32) ** 2)))
+        self._peak = max(self._peak, level)
+        quiet = level < self._peak * QUIET_BELOW_PEAK
+        self._quiet_frames = self._quiet_frames + 1 if quiet else 0
+        if self._quiet_frames == 1:
+            self._quiet_from = len(self._audio_buffer) - len(frame.audio)
+        now = time.monotonic()
+        if self._quiet_frames == QUIET_FRAMES:  # speech just paused: maybe the end
+            self._start_pass(interim=False)
+        elif not quiet and now - self._last_interim_pass >= self._interim_interval:
+            self._last_interim_pass = now
+            self._start_pass(interim=True)
+
+    def _start_pass(self, interim: bool) -> None:
+        if len(self._audio_buffer) < MIN_PASS_SECS * self.sample_rate * 2:
+            return
+        running = sum(not p.task.done() for p in self._passes)
+        # An interim pass is a nicety and waits for a free moment; an end-of-speech pass
+        # may run beside one other.
+        if running >= (1 if interim else MAX_PASSES):
+            return
+        snapshot = bytes(self._audio_buffer)
+        task = self.create_task(self._transcribe_pass(snapshot, interim), "eager-whisper-pass")
+        self._passes = [p for p in self._passes if not p.task.done()] + [_Pass(len(snapshot), task)]
+
+    async def _transcribe_pass(self, pcm: bytes, interim: bool) -> str:
+        text = await self._transcribe(pcm + self._trailing_silence())
+        # Once the final transcript is out (the passes were consumed), an interim is stale.
+        current = any(p.task is asyncio.current_task() for p in self._passes)
+        if interim and text and current:
+            await self.push_frame(InterimTranscriptionFrame(text, self._user_id, time_now_iso8601()))
+        return text
+
+    async def _transcribe(self, pcm: bytes) -> str:
+        audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+        model, language = self._model, self._settings.language
+        threshold = self._settings.no_speech_prob
+
+        def run() -> str:
+            segments, _ = model.transcribe(audio, language=language)
+            return " ".join(s.text.strip() for s in segments if s.no_speech_prob < threshold)
+
+        return await asyncio.to_thread(run)
+
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
+        """The final transcript: the latest eager pass's if it heard the whole utterance."""
+        await self.start_processing_metrics()
+        speech_bytes = len(audio) - len(self._trailing_silence())
+        # Where the speech ended: where the audio went quiet for good, or else (the VAD
+        # heard speech in what we called quiet) stop_secs before the end of the buffer.
+        needed = self._speech_until
+        if needed is None:
+            needed = speech_bytes - int(self._stop_secs * self.sample_rate) * 2
+        covering = [p for p in self._passes if p.covered_bytes >= needed]
+        self._passes = []
+        text, result = None, None
+        if covering:
+            try:
+                text, result = await covering[-1].task, EAGER_RESULT
+            except Exception as e:  # a failed pass: transcribe the segment instead
+                logger.warning(f"{self}: eager pass failed ({e}); transcribing the segment")
+        if text is None:
+            text = await self._transcribe(audio)
+        await self.stop_processing_metrics()
+        if text:
+            yield TranscriptionFrame(
+                text, self._user_id, time_now_iso8601(), self._settings.language, result=result
+            )
+
+    async def _drop_passes(self) -> None:
+        for p in self._passes:
+            if not p.task.done():
+                await self.cancel_task(p.task)
+        self._passes = []

@@ -1,0 +1,45 @@
+"""Whisper transcribing while the user speaks: interim text, and a final ready at the stop."""
+
+import pytest
+from pipecat.frames.frames import InterimTranscriptionFrame, TranscriptionFrame
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+
+from bot.conversation import converse
+from bot.eager_whisper import EAGER_RESULT
+from bot.pipeline import Session
+from tests.text import contains_words
+from transports.file import FileTransportParams, Utterance
+
+pytestmark = pytest.mark.slow
+
+
+class Transcripts(BaseObserver):
+    def __init__(self):
+        super().__init__()
+        self.interim, self.final = [], []
+
+    async def on_push_frame(self, data: FramePushed):
+        if not data.first_push:
+            return
+        if isinstance(data.frame, InterimTranscriptionFrame):
+            self.interim.append(data.frame.text)
+        elif isinstance(data.frame, TranscriptionFrame):
+            self.final.append(data.frame)
+
+
+async def test_interim_transcripts_and_a_final_from_the_eager_pass(settings, models, speech):
+    transcripts = Transcripts()
+    session = Session(settings=settings, models=models, observers=[transcripts])
+    question = (
+        "I have been wondering about geography lately, and I would like to know, "
+        "could you please tell me what the capital city of France is called?"
+    )
+    result = await converse([Utterance(audio=speech(question))], session, FileTransportParams())
+
+    assert transcripts.interim, "interim transcripts while the user was speaking"
+    assert all(text.strip() for text in transcripts.interim), transcripts.interim
+    (final,) = transcripts.final
+    assert contains_words(final.text, "capital", "France"), final.text
+    # Spoken in real time, the pause after the last word starts a pass that hears it all.
+    assert final.result == EAGER_RESULT, "the final transcript came from the eager pass"
+    assert contains_words(result.turn_dicts()[0]["bot_text"], "Paris")
