@@ -20,13 +20,15 @@ from pipecat.transports.smallwebrtc.request_handler import (
     SmallWebRTCRequestHandler,
 )
 
-from bot.config import Settings
+from bot.config import Settings, Stage
 from bot.local_models import LocalModels
 from bot.pipeline import Session, run_bot
 from transports.webrtc import create_webrtc_transport
 from transports.websocket import create_websocket_transport
 from web.admin import create_admin_router
 from web.observability import install_observability
+from web.rooms import rooms_router
+from web.spawner import BotSpawner
 from web.sessions import SessionLimitError, SessionRegistry
 
 CLIENT_DIST = Path(__file__).parent / "static" / "dist"
@@ -54,6 +56,16 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
     observability = install_observability(app, settings, registry)
     # /api/sessions: list, inspect and steer live sessions (ADMIN_TOKEN; web/admin.py)
     app.include_router(create_admin_router(settings, registry))
+
+    def worker_env() -> dict[str, str]:
+        # Bot processes share this server's local LLM rather than loading their own.
+        if settings.uses_cloud(Stage.LLM) or settings.uses_fake(Stage.LLM):
+            return {}
+        return {"LOCAL_LLM_URL": models.llm_server.base_url}
+
+    # /api/rooms: a Daily room with a bot in its own process (web/rooms.py)
+    spawner = BotSpawner(registry, settings.spawn_ready_timeout_secs, worker_env)
+    app.include_router(rooms_router(settings, registry, spawner))
 
     def new_session(transport: str) -> Session:
         return Session(

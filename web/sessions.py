@@ -45,6 +45,25 @@ class LiveSession:
         }
 
 
+@dataclass
+class ProcessSession:
+    """A session whose bot runs in a worker subprocess (web/spawner.py)."""
+
+    id: str
+    transport: str
+    process: asyncio.subprocess.Process
+    started_at: float = field(default_factory=time.time)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "transport": self.transport,
+            "pid": self.process.pid,
+            "started_at": self.started_at,
+            "duration_secs": round(time.time() - self.started_at, 1),
+        }
+
+
 # (event, session, payload): "started" / "ended" (None), "state" (SessionState),
 # "turn" (TurnRecord). Called in the session's task; must not block.
 SessionListener = Callable[[str, LiveSession, Any], None]
@@ -56,6 +75,7 @@ class SessionRegistry:
         self.history_turns = history_turns
         self.listeners: list[SessionListener] = []
         self._sessions: dict[str, LiveSession] = {}
+        self._processes: dict[str, ProcessSession] = {}
         self._reserved = 0
 
     def _notify(self, event: str, live: LiveSession, payload: Any = None) -> None:
@@ -66,7 +86,10 @@ class SessionRegistry:
                 logger.exception(f"Session listener failed on {event!r}")
 
     def __len__(self) -> int:
-        return len(self._sessions) + self._reserved
+        return len(self._sessions) + len(self._processes) + self._reserved
+
+    def processes(self) -> list[ProcessSession]:
+        return list(self._processes.values())
 
     def get(self, session_id: str) -> LiveSession | None:
         return self._sessions.get(session_id)
@@ -127,7 +150,33 @@ class SessionRegistry:
             log.info(f"Session ended; {len(self._sessions)} live")
             self._notify("ended", live)
 
+    async def run_process(
+        self, session_id: str, transport: str, process: asyncio.subprocess.Process, until_exit: Coroutine
+    ) -> None:
+        """Track a reserved session running in a worker process until the process exits."""
+        self.release_reservation()
+        self._processes[session_id] = ProcessSession(session_id, transport, process)
+        logger.bind(session_id=session_id).info(f"Session started in process {process.pid} ({transport})")
+        try:
+            await until_exit
+        finally:
+            self._processes.pop(session_id, None)
+
+    async def end_process(self, session_id: str, timeout: float = 10.0) -> bool:
+        entry = self._processes.get(session_id)
+        if entry is None:
+            return False
+        if entry.process.returncode is None:
+            entry.process.terminate()
+            try:
+                await asyncio.wait_for(entry.process.wait(), timeout)
+            except TimeoutError:
+                entry.process.kill()
+        return True
+
     async def cancel_all(self) -> None:
+        for session_id in list(self._processes):
+            await self.end_process(session_id)
         tasks = [live.task for live in self._sessions.values() if live.task]
         for task in tasks:
             task.cancel()
