@@ -39,6 +39,9 @@ def _load_models(settings: Settings, progress: bool = False):
         if progress:
             typer.echo(f"[{index}/{len(local)}] loading {label}…")
         models.warm_up(stt=stage is Stage.STT, llm=stage is Stage.LLM, tts=stage is Stage.TTS)
+    from bot.pipeline import warm_up_llm
+
+    asyncio.run(warm_up_llm(settings, models))
     return models
 
 

@@ -87,10 +87,23 @@ def extract_tool_calls(text: str, tool_names: set[str]) -> tuple[str, list[dict]
     if fenced:
         stripped = fenced.group(1)
     if stripped.startswith("{"):
-        call = _parse_call(stripped, tool_names)
+        call = _parse_call(stripped, tool_names) or _salvage_call(stripped, tool_names)
         if call:
             return "", [call]
+        if '"name"' in stripped:
+            return "", []  # a call we could not read: never speak JSON aloud
     return text, []
+
+
+def _salvage_call(text: str, tool_names: set[str]) -> dict | None:
+    """A call whose JSON is broken beyond a missing brace: pick out the name and string args."""
+    name = re.search(r'"name"\s*:\s*"([^"]+)"', text)
+    if not name or (tool_names and name.group(1) not in tool_names):
+        return None
+    body = text[name.end():]
+    arguments = dict(re.findall(r'"(\w+)"\s*:\s*"((?:[^"\\]|\\.)*)"', body))
+    arguments.pop("name", None)
+    return {"name": name.group(1), "arguments": arguments}
 
 
 def _looks_like_call_start(text: str) -> bool:
@@ -318,13 +331,13 @@ def create_app(engine: Engine) -> FastAPI:
                     yield _chunk(model, cid, {"content": held})
                     held = ""
             if tool_names:
-                _, calls = extract_tool_calls(full, tool_names)
+                spoken, calls = extract_tool_calls(full, tool_names)
                 if calls:
                     yield _chunk(model, cid, {"tool_calls": _tool_call_deltas(calls)})
                     yield _chunk(model, cid, {}, "tool_calls")
                     yield "data: [DONE]\n\n"
                     return
-                if held:
+                if held and spoken:  # held-back text that was not a call after all
                     yield _chunk(model, cid, {"content": held})
             yield _chunk(model, cid, {}, "stop")
             yield "data: [DONE]\n\n"

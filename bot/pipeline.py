@@ -34,7 +34,7 @@ from pipecat.turns.empty_user_turn import EmptyUserTurnConfig
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
-from bot.config import Settings
+from bot.config import Settings, Stage
 from bot.local_models import LocalModels
 from bot.local_services import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
 from bot.logs import log_turn, session_context
@@ -90,6 +90,23 @@ def create_tools(settings: Settings) -> list:
         apology=settings.search_apology,
     )
     return [tool.schema]
+
+
+async def warm_up_llm(settings: Settings, models: LocalModels) -> None:
+    """Send one request shaped exactly like a session's first turn (same system
+    instruction, same tools, through the same service and adapter), so llama.cpp has that
+    prefix in its cache and a real first turn only evaluates the user's words. Without it
+    the first answer of a session waits for the whole tool prompt to be read."""
+    if settings.uses_cloud(Stage.LLM) or settings.uses_fake(Stage.LLM):
+        return
+    llm = create_llm(settings.model_copy(update={"llm_max_tokens": 1}), models)
+    tools = create_tools(settings)
+    context = LLMContext(messages=[{"role": "user", "content": "Hello."}])
+    if tools:
+        context = LLMContext(messages=context.messages, tools=ToolsSchema(tools))
+    stream = await llm.get_chat_completions(context)
+    async for _ in stream:
+        pass
 
 
 def create_memory(
@@ -236,7 +253,12 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
     async def on_client_connected(transport, client):
         log.info(f"Client connected over {session.transport_kind}")
         await tell_client(
-            {"type": "session", "session_id": session.id, "transport": session.transport_kind}
+            {
+                "type": "session",
+                "session_id": session.id,
+                "transport": session.transport_kind,
+                "state": state.state.value,
+            }
         )
 
     @worker.rtvi.event_handler("on_client_ready")

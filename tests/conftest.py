@@ -29,8 +29,13 @@ def settings() -> Settings:
 def models(settings):
     from bot.local_models import LocalModels
 
+    import asyncio
+
+    from bot.pipeline import warm_up_llm
+
     models = LocalModels(settings)
     models.warm_up()
+    asyncio.run(warm_up_llm(settings, models))
     yield models
     models.close()
 

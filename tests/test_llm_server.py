@@ -24,7 +24,9 @@ TOOLS = [{"type": "function", "function": {"name": "web_search", "parameters": {
          "", [{"name": "web_search", "arguments": {"query": "mars mission latest news"}}]),
         ('```json\n{"name": "web_search", "arguments": "{\\"query\\": \\"q\\"}"}\n```',
          "", [{"name": "web_search", "arguments": {"query": "q"}}]),
-        ('{"name": "delete_everything", "arguments": {}}', '{"name": "delete_everything", "arguments": {}}', []),
+        ('{"name": "delete_everything", "arguments": {}}', "", []),  # not offered: not a call, not speech
+        ('{"name": "web_search", "arguments": {"query": "opening hours"} trailing junk',
+         "", [{"name": "web_search", "arguments": {"query": "opening hours"}}]),
         ("{not json at all", "{not json at all", []),
     ],
 )
@@ -115,3 +117,11 @@ def test_real_model_answers_a_simple_question(models):
         "messages": [{"role": "system", "content": "Answer in one short sentence."},
                      {"role": "user", "content": "What is the capital of France?"}]})
     assert "paris" in r.json()["choices"][0]["message"]["content"].lower()
+
+
+def test_unreadable_call_json_is_never_streamed_as_speech():
+    client = TestClient(create_app(ScriptedEngine(['{"name": "web_search", ', '"arguments": {"q" oops'])))
+    with client.stream("POST", "/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "?"}], "stream": True, "tools": TOOLS}) as r:
+        choices = sse_deltas(r)
+    assert not "".join(c["delta"].get("content") or "" for c in choices)
