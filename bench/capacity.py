@@ -90,7 +90,7 @@ async def _session(url, questions, start_at, measure_from, deadline, rng, clock,
             u = mic.say(questions[rng.randrange(len(questions))])
             await u.done.wait()
             first, last = u.first_speech_sent_at, u.last_speech_sent_at
-            answered = await client.wait_for(lambda r: first_audio_after(r, last) is not None, 15)
+            answered = await client.wait_for(lambda r: first_audio_after(r, last) is not None, 30)
             starts = [t for t, _ in received.rtvi("user-started-speaking") if t > first]
             turn = {
                 "at": first,
@@ -386,7 +386,7 @@ def main() -> None:
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     args = parser.parse_args()
     if args.smoke:
-        args.levels, args.secs, args.warmup, args.profile = [1, 2], 10.0, 1.0, False
+        args.levels, args.secs, args.warmup, args.profile = [1, 2], 10.0, 0.0, False
     wait_for_quiet_machine(args.wait_load, timeout_secs=3 * 3600)
     started = time.monotonic()
     table, figures = asyncio.run(run(args))
