@@ -175,6 +175,29 @@ class Settings(BaseSettings):
     recording_max_bytes: int = Field(1024**3, ge=1024)
     recording_sample_rate: int = Field(16000, ge=8000)
 
+    # --- Provider fallback (processors/fallback.py) ------------------------------------------
+    # A cloud stage that fails (an error, a dropped connection, no first byte within its
+    # budget) hands the turn to its local counterpart; the cloud is retried after a back-off.
+    fallback_enabled: bool = True
+    # Load the local counterparts (per process, shared) in the background when a session
+    # starts, so a fault is answered at once. false: on the first fault (seconds later).
+    fallback_warm: bool = True
+    # First-byte budgets: STT from the VAD stop to a final transcript, LLM from the request
+    # to the first token, TTS from the text sent to the first audio.
+    fallback_stt_budget_secs: float = Field(1.0, gt=0.0)
+    fallback_llm_budget_secs: float = Field(2.0, gt=0.0)
+    fallback_tts_budget_secs: float = Field(1.5, gt=0.0)
+    # The cloud is tried again this long after a fallback, doubling on each failure in a
+    # row up to the maximum.
+    fallback_retry_secs: float = Field(30.0, gt=0.0)
+    fallback_retry_max_secs: float = Field(300.0, gt=0.0)
+    # Said when the caller has heard nothing this long after a fallback (0: never).
+    fallback_hold_secs: float = Field(1.0, ge=0.0)
+    fallback_hold_phrase: str = "Sorry, one moment."
+    # The local counterpart's own budget; past it, or on its error, the bot apologises.
+    fallback_local_timeout_secs: float = Field(10.0, gt=0.0)
+    fallback_apology: str = "Sorry, I'm having trouble answering right now. Please try again in a moment."
+
     def key_for(self, stage: Stage) -> SecretStr | None:
         return {
             Stage.STT: self.deepgram_api_key,

@@ -13,7 +13,7 @@ from pipecat.services.llm_service import LLMService
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 
-from bot.config import Settings, Stage
+from bot.config import ProviderChoice, Settings, Stage
 from bot.local_models import LocalModels
 
 
@@ -47,13 +47,14 @@ def create_stt(settings: Settings, models: LocalModels) -> STTService:
     if settings.uses_cloud(Stage.STT):
         from pipecat.services.deepgram.stt import DeepgramSTTService
 
-        return DeepgramSTTService(
+        stt = DeepgramSTTService(
             api_key=settings.deepgram_api_key.get_secret_value(),
             base_url=settings.deepgram_base_url,
             settings=DeepgramSTTService.Settings(
                 model=settings.deepgram_model, interim_results=True, smart_format=True
             ),
         )
+        return with_fallback(Stage.STT, stt, settings, models)
     from bot.eager_whisper import EagerWhisperSTTService
     from bot.local_services import SharedWhisperSTTService
 
@@ -80,11 +81,12 @@ def create_llm(settings: Settings, models: LocalModels) -> LLMService:
     if settings.uses_cloud(Stage.LLM):
         from pipecat.services.groq.llm import GroqLLMService
 
-        return GroqLLMService(
+        llm = GroqLLMService(
             api_key=settings.groq_api_key.get_secret_value(),
             base_url=settings.groq_base_url,
             settings=GroqLLMService.Settings(model=settings.groq_model, **common),
         )
+        return with_fallback(Stage.LLM, llm, settings, models)
     from pipecat.services.openai.llm import OpenAILLMService
 
     server = models.llm_server
@@ -103,16 +105,62 @@ def create_tts(settings: Settings, models: LocalModels) -> TTSService:
     if settings.uses_cloud(Stage.TTS):
         from pipecat.services.cartesia.tts import CartesiaTTSService
 
-        return CartesiaTTSService(
+        tts = CartesiaTTSService(
             api_key=settings.cartesia_api_key.get_secret_value(),
             url=f"{settings.cartesia_base_url.rstrip('/')}/tts/websocket",
             settings=CartesiaTTSService.Settings(
                 model=settings.cartesia_model, voice=settings.cartesia_voice
             ),
         )
+        return with_fallback(Stage.TTS, tts, settings, models)
     from bot.local_services import SharedPiperTTSService
 
     return SharedPiperTTSService(voice=models.piper, voice_name=settings.piper_voice)
+
+
+def with_fallback(stage: Stage, cloud, settings: Settings, models: LocalModels | None):
+    """`cloud` behind a switch to its local counterpart (processors/fallback.py).
+
+    With FALLBACK_ENABLED and local models to fall back on (`models` None: a caller with
+    no local stack gets the bare cloud service). The local service is built here from the
+    same settings with the stage forced local, over a lazy view of the models: building it
+    loads nothing. Its model is fetched (once per process, in a worker thread) when the
+    session starts with FALLBACK_WARM, else at the first fault: a fallback that first has
+    to start the 0.5 GB LLM server keeps the caller waiting for seconds.
+    """
+    if not settings.fallback_enabled or models is None:
+        return cloud
+    from processors import fallback
+
+    # A fallback Whisper transcribes replayed utterances, whole and at once: eager passes
+    # would only multiply its work at the worst moment (WHISPER_EAGER).
+    forced_local = settings.model_copy(
+        update={f"{stage.value}_provider": ProviderChoice.LOCAL, "whisper_eager": False}
+    )
+    factory = {Stage.STT: create_stt, Stage.LLM: create_llm, Stage.TTS: create_tts}[stage]
+    local = factory(forced_local, fallback.LazyModels(models, settings.llm_model_name))
+
+    def prepare_local() -> None:  # in a worker thread
+        # Load and warm the model unless this process already has (a cold llama.cpp server
+        # takes ~10 s more for its first answer than a warm one).
+        loaded = {Stage.STT: "_whisper", Stage.LLM: "_llm", Stage.TTS: "_piper"}[stage]
+        if getattr(models, loaded, None) is None:
+            models.warm_up(stt=stage is Stage.STT, llm=stage is Stage.LLM, tts=stage is Stage.TTS)
+        if stage is Stage.LLM:
+            # Built before the server was started: point its client at the server now.
+            local._client.base_url = models.llm_server.base_url
+
+    policy = fallback.FallbackPolicy(
+        budget_secs=getattr(settings, f"fallback_{stage.value}_budget_secs"),
+        retry_secs=settings.fallback_retry_secs,
+        retry_max_secs=settings.fallback_retry_max_secs,
+        hold_secs=settings.fallback_hold_secs,
+        hold_phrase=settings.fallback_hold_phrase,
+        apology=settings.fallback_apology,
+        local_timeout_secs=settings.fallback_local_timeout_secs,
+        warm=settings.fallback_warm,
+    )
+    return fallback.create_fallback(stage.value, cloud, local, policy, prepare_local=prepare_local)
 
 
 def create_search(settings: Settings, *, knowledge_dir=None):

@@ -47,6 +47,8 @@ from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 from pipecat.transports.base_output import BaseOutputTransport
 
+from processors.fallback import ServiceFallbackFrame
+
 _SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([.,!?;:])")
 
 STAGES = ("vad", "stt", "turn", "llm_ttft", "tool", "tts_ttfb", "voice_to_voice", "barge_in_stop")
@@ -82,6 +84,8 @@ class TurnRecord:
     llm_done: bool = False
     bot_text_spoken: list[str] = field(default_factory=list)
     bot_text_generated: list[str] = field(default_factory=list)
+    # Provider switches during the turn (processors/fallback.py), e.g. "llm:timeout".
+    fallbacks: list[str] = field(default_factory=list)
 
     def stages_ms(self) -> dict[str, float]:
         """Stage durations in ms; only the stages that happened."""
@@ -122,6 +126,8 @@ class TurnRecord:
             "interrupted": self.interrupted,
             "stages_ms": self.stages_ms(),
         }
+        if self.fallbacks:
+            record["fallbacks"] = list(self.fallbacks)
         if self.audio_after_interruption_ms is not None:
             record["audio_after_interruption_ms"] = round(self.audio_after_interruption_ms, 1)
         return record
@@ -157,6 +163,7 @@ class TurnMetricsObserver(BaseObserver):
         self._bot_speaking = False
         self._pending_tools = 0
         self._tts_done = True
+        self._fallbacks_before_turn: list[str] = []  # provider switches while no turn was open
 
     def subscribe(self, callback: TurnSubscriber) -> None:
         self._subscribers.append(callback)
@@ -186,6 +193,15 @@ class TurnMetricsObserver(BaseObserver):
                 self._interrupted.audio_after_interruption_ms = 0.0
             return
         if not data.first_push:
+            return
+        if isinstance(frame, ServiceFallbackFrame):
+            switch = f"{frame.stage}:{frame.reason if frame.event == 'fallback' else frame.event}"
+            if turn:
+                turn.fallbacks.append(switch)
+                if frame.retracted:  # the failed LLM's words were withdrawn; the local one answers
+                    turn.bot_text_generated.clear()
+            else:  # e.g. at connect time, or the STT failing before the turn began
+                self._fallbacks_before_turn.append(switch)
             return
 
         # --- user side: the user aggregator broadcasts these both ways; count the upstream copy
@@ -271,6 +287,7 @@ class TurnMetricsObserver(BaseObserver):
             turn=self._turn_count,
             speech_start_at=self._vad_started_at if self._vad_started_at else t,
         )
+        self._current.fallbacks, self._fallbacks_before_turn = self._fallbacks_before_turn, []
         self._pending_tools = 0
 
     async def flush(self) -> None:

@@ -39,6 +39,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from bot.config import Settings
 from bot.providers import ProviderNames
+from processors.fallback import ServiceFallbackFrame
 from processors.metrics import STAGES
 from web.sessions import LiveSession, SessionRegistry
 
@@ -92,6 +93,12 @@ class Metrics:
             ["stage", "provider", "category"],
             registry=r,
         )
+        self.fallbacks = Counter(
+            "voice_agent_fallbacks",
+            "Stages switched from their cloud provider to the local model, by stage and reason.",
+            ["stage", "reason"],
+            registry=r,
+        )
         self.sessions = Counter(
             "voice_agent_sessions", "Sessions started, by transport.", ["transport"], registry=r
         )
@@ -119,12 +126,14 @@ class Metrics:
 
 
 class ProviderErrorObserver(BaseObserver):
-    """Counts every `ErrorFrame` once, where it was raised, by stage and provider."""
+    """Counts every `ErrorFrame` once, where it was raised, by stage and provider; and
+    every provider fallback (`ServiceFallbackFrame`, processors/fallback.py)."""
 
-    def __init__(self, errors: Counter, providers: ProviderNames | None, **kwargs):
+    def __init__(self, errors: Counter, providers: ProviderNames | None, fallbacks: Counter | None = None, **kwargs):
         super().__init__(**kwargs)
         self._errors = errors
         self._providers = providers
+        self._fallbacks = fallbacks
 
     def label(self, processor) -> tuple[str, str]:
         names = self._providers
@@ -137,6 +146,10 @@ class ProviderErrorObserver(BaseObserver):
 
     async def on_push_frame(self, data: FramePushed):
         frame = data.frame
+        if isinstance(frame, ServiceFallbackFrame) and data.first_push and self._fallbacks is not None:
+            if frame.event == "fallback":
+                self._fallbacks.labels(stage=frame.stage, reason=frame.reason).inc()
+            return
         if not data.first_push or not isinstance(frame, ErrorFrame):
             return
         stage, provider = self.label(frame.processor or data.source)
@@ -202,7 +215,7 @@ class Observability:
 
     # --- feeds ---------------------------------------------------------------------------
     def error_observer(self) -> ProviderErrorObserver:
-        return ProviderErrorObserver(self.metrics.errors, self.providers)
+        return ProviderErrorObserver(self.metrics.errors, self.providers, self.metrics.fallbacks)
 
     def on_session_event(self, event: str, live: LiveSession, payload: Any) -> None:
         if event == "turn":
