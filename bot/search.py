@@ -13,6 +13,7 @@ default) indexed once per process with SQLite FTS5 and shared by every session.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import sqlite3
 import threading
@@ -26,21 +27,26 @@ from loguru import logger
 from pipecat.adapters.llm.schemas.direct_function import tool_options
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.frames.frames import FunctionCallResultProperties, TTSSpeakFrame
+from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.services.llm_service import FunctionCallParams
 
 DEFAULT_KNOWLEDGE_DIR = Path(__file__).parent / "knowledge"
 KNOWLEDGE_SUFFIXES = {".md", ".markdown", ".txt"}
 MAX_KNOWLEDGE_FILE_BYTES = 512 * 1024
+# Longest wait for the tool-free answer to a question the search found nothing for.
+ANSWER_TIMEOUT_SECS = 15.0
 PASSAGE_CHARS = 700  # paragraphs are merged into passages of about this size
 RELATIVE_SCORE_FLOOR = 0.4  # a passage is returned if at least this relevant as the best
+MIN_TERM_COVERAGE = 0.5  # ...and if it has at least this share of the query's words
 
 TOOL_NAME = "web_search"
-# Kept short and explicit: the 0.5B local model calls any tool it is offered for almost
-# anything unless the description says when NOT to (measured; see README "Search").
+# With DEFAULT_SYSTEM_PROMPT, the wording measured best with the 0.5B local model, which
+# calls a tool it is offered for greetings and arithmetic unless told when not to (README,
+# "Web search"). Name your own knowledge base here and in SYSTEM_PROMPT if you replace it.
 TOOL_DESCRIPTION = (
-    "Look up facts you do not know: news, recent events, prices, opening hours, or "
-    "anything about Brightline Telecom or this voice agent. Do not use it for greetings, "
-    "small talk, general knowledge, maths or opinions."
+    "Search Brightline Telecom's help pages and the web. Only for questions about Brightline "
+    "Telecom, this voice agent, news or prices; never for greetings, thanks, chit-chat, "
+    "arithmetic or general knowledge."
 )
 
 
@@ -149,10 +155,15 @@ def _passages(text: str) -> tuple[str | None, list[str]]:
     return title, passages
 
 
+def query_terms(query: str) -> list[str]:
+    """The meaningful words of a free-text query, once each."""
+    words = [w for w in re.findall(r"\w+", query.lower()) if len(w) > 1 and w not in _STOPWORDS]
+    return list(dict.fromkeys(words))
+
+
 def fts_query(query: str) -> str:
     """Free text → an FTS5 query: every meaningful word, OR-ed, each one quoted."""
-    words = [w for w in re.findall(r"\w+", query.lower()) if len(w) > 1 and w not in _STOPWORDS]
-    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+    return " OR ".join(f'"{w}"' for w in query_terms(query))
 
 
 class KnowledgeBase:
@@ -205,21 +216,32 @@ class KnowledgeBase:
             return kb
 
     def lookup(self, query: str, limit: int | None = None) -> list[SearchResult]:
-        match = fts_query(query)
-        if not match:
+        terms = query_terms(query)
+        if not terms:
             return []
         with self._lock:
             rows = self._db.execute(
-                "SELECT title, body, source, bm25(passages, 4.0, 1.0) AS score FROM passages "
-                "WHERE passages MATCH ? ORDER BY score LIMIT ?",
-                (match, limit or self.max_results),
+                "SELECT rowid, title, body, source, bm25(passages, 4.0, 1.0) AS score "
+                "FROM passages WHERE passages MATCH ? ORDER BY score",
+                (fts_query(query),),
             ).fetchall()
+            # Which of the query's words each passage has (stemmed as the index is).
+            hits: dict[int, int] = {}
+            for term in terms:
+                for (rowid,) in self._db.execute(
+                    "SELECT rowid FROM passages WHERE passages MATCH ?", (f'"{term}"',)
+                ):
+                    hits[rowid] = hits.get(rowid, 0) + 1
+        # A passage must have at least half the query's words: "seven times eight" is not
+        # answered by a page that mentions a repair *time*.
+        needed = max(1, math.ceil(len(terms) * MIN_TERM_COVERAGE))
+        rows = [r for r in rows if hits.get(r[0], 0) >= needed][: limit or self.max_results]
         # bm25 is negative, lower is better. Passages far weaker than the best one are
         # noise that only distracts a small model.
-        best = rows[0][3] if rows else 0.0
+        best = rows[0][4] if rows else 0.0
         return [
             SearchResult(title=t, content=b, url=f"kb://{s}")
-            for t, b, s, score in rows
+            for _, t, b, s, score in rows
             if score <= RELATIVE_SCORE_FLOOR * best
         ]
 
@@ -269,7 +291,7 @@ class WebSearchTool:
         self._turn_results: list[SearchResult] = []
 
         # Pipecat's own per-tool timeout is only a backstop: ours answers first, with speech.
-        @tool_options(timeout_secs=timeout_secs + 5.0)
+        @tool_options(timeout_secs=timeout_secs + ANSWER_TIMEOUT_SECS + 5.0)
         async def web_search(params: FunctionCallParams) -> None:
             await self._run(params)
 
@@ -302,7 +324,12 @@ class WebSearchTool:
         except Exception as e:  # noqa: BLE001 - any failure becomes an apology
             outcome, detail = "error", str(e) or type(e).__name__
         ms = round(1000 * (time.monotonic() - started))
+        if outcome == "ok" and not results:
+            outcome = "empty"
         self.calls.append({"query": query, "outcome": outcome, "ms": ms})
+        if outcome == "empty":
+            await self._answer_without_search(params, query)
+            return
         if outcome != "ok":
             logger.warning(f"web_search({query!r}) via {self.backend.name} failed: {detail}")
             # Say sorry ourselves and end the turn: a small model asked to explain a failure
@@ -317,6 +344,32 @@ class WebSearchTool:
         text = format_results(query, results, self.max_result_chars)
         logger.info(f"web_search({query!r}) via {self.backend.name}: {len(results)} results in {ms} ms")
         await params.result_callback(text)
+
+    async def _answer_without_search(self, params: FunctionCallParams, query: str) -> None:
+        """Nothing found: the question was not one for the tool (small models over-call it,
+        e.g. for "What is the capital of France?"). The LLM answers it again, offered no
+        tools, and the bot says that answer; a model that cannot do that gets a plain
+        "nothing found"."""
+        history = list(params.context.messages)
+        last = _last_user_message(history)
+        if last is not None:
+            history = history[: max(i for i, m in enumerate(history) if m is last) + 1]
+        answer = None
+        try:
+            answer = await asyncio.wait_for(
+                params.llm.run_inference(LLMContext(messages=history)), ANSWER_TIMEOUT_SECS
+            )
+        except Exception as e:  # noqa: BLE001 - NotImplementedError, timeouts, HTTP errors
+            logger.debug(f"web_search: no tool-free answer ({type(e).__name__}: {e})")
+        answer = (answer or "").strip()
+        if not answer or answer.startswith(("{", "[", "<", "`")):
+            answer = "I couldn't find anything about that."
+        logger.info(f"web_search({query!r}) found nothing; answered without it")
+        await params.llm.push_frame(TTSSpeakFrame(answer))
+        await params.result_callback(
+            f"No results for '{query}'; the user got an answer without the search.",
+            properties=FunctionCallResultProperties(run_llm=False),
+        )
 
     async def _read_out(self, params: FunctionCallParams, query: str) -> None:
         """A second call in the same user turn: the model did not use the results it got.

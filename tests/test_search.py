@@ -150,6 +150,8 @@ def test_shipped_knowledge_base_is_indexed_once_and_finds_facts():
     assert "0800 555 0199" in kb.lookup("Brightline support phone number hours")[0].content
     assert "7860" in kb.lookup("which port does the voice agent web server listen on")[0].content
     assert kb.lookup("the capital of France") == []  # nothing relevant: nothing at all
+    # A passage needs half the query's words: one shared word ("times" ~ repair "time") is not enough.
+    assert kb.lookup("What is seven times eight?") == []
     # FTS5 syntax in a spoken query is just words, never an error.
     for hostile in ('"; DROP TABLE passages; --', "NEAR(a b)", "*", "AND OR NOT", "", "?!"):
         assert isinstance(kb.lookup(hostile), list)
@@ -243,14 +245,16 @@ async def test_a_failing_or_hanging_search_gets_a_spoken_apology_and_ends_the_tu
         groq.reply_text("This must never be said: the turn ends with the apology.")
 
         async with conversation(settings, tool, "Is Brightline down today?") as (pushed, context):
-            # A hung search is given up at SEARCH_TIMEOUT_SECS (1 s here); bound the wait
-            # well above it, but below Pipecat's own tool timeout (SEARCH_TIMEOUT_SECS + 5).
-            await until(lambda: "couldn't look that up" in spoken(pushed), 5.5, "spoken apology")
+            await until(lambda: "couldn't look that up" in spoken(pushed), WAIT, "spoken apology")
             await until(lambda: tool_message_in(context), WAIT, "tool result in the context")
             # No second LLM request follows the failure: the apology closed the turn.
             await until(lambda: len(tavily.searches) == 1, WAIT, "search request")
 
         assert tool.calls[0]["outcome"] == ("timeout" if fault is Fault.HANG else "error")
+        if fault is Fault.HANG:
+            # Our SEARCH_TIMEOUT_SECS (1 s) gave up on it, not Pipecat's backstop (6 s),
+            # which would have cancelled the handler without a word.
+            assert 1000 <= tool.calls[0]["ms"] < 6000, tool.calls
         assert len(groq.completions) == 1
         assert [f.text for f in pushed.of(TTSSpeakFrame)] == [settings.search_filler, settings.search_apology]
         assert "search failed" in tool_message_in(context)["content"]
@@ -294,6 +298,42 @@ async def test_local_llm_searches_the_knowledge_base_when_asked_to_look_somethin
     settings = Settings(_env_file=None, llm_provider="local", search_provider="local")
     tool = make_tool(settings)
     async with conversation(settings, tool, "Look up Brightline's loyalty programme.", models) as (pushed, _):
-        await until(lambda: tool.calls, 60, "web_search call from the local LLM")
-        await until(lambda: "Lantern" in spoken(pushed), 90, "the fact in the spoken answer")
+        # Bounds for a loaded 2-core machine: these only stop a hung test.
+        await until(lambda: pushed.of(LLMFullResponseEndFrame), 180, "first response from the local LLM")
+        await until(lambda: tool.calls, 10, f"web_search call (the LLM said: {spoken(pushed)!r})")
+        await until(lambda: "Lantern" in spoken(pushed), 180, "the fact in the spoken answer")
     assert tool.calls[0]["outcome"] == "ok" and "loyalty" in tool.calls[0]["query"].lower()
+
+
+def test_the_server_indexes_the_knowledge_base_at_start_up(tmp_path: Path):
+    from bot.local_models import LocalModels
+    from web.app import create_app
+
+    (tmp_path / "vault.md").write_text("The vault code is 9931.")
+    settings = Settings(_env_file=None, llm_provider="fake", search_provider="local", knowledge_dir=tmp_path)
+    assert tmp_path.resolve() not in KnowledgeBase._shared
+    create_app(settings, LocalModels(settings))  # before any session
+    assert KnowledgeBase._shared[tmp_path.resolve()].files == 1
+
+
+async def test_a_search_that_finds_nothing_is_answered_without_the_tool():
+    """Small models call the tool for general questions; an empty search must not cost the
+    answer: the LLM is asked again with no tools, and the bot says that answer."""
+    async with GroqPeer(api_key=GROQ_KEY) as groq:
+        settings = search_settings(groq)
+        tool = make_tool(settings)
+        groq.reply_tool_call("web_search", {"query": "capital of France"})
+        groq.reply_text("Paris is the capital of France.")
+
+        async with conversation(settings, tool, "What is the capital of France?") as (pushed, _):
+            await until(lambda: "Paris" in spoken(pushed), WAIT, "answer without the tool")
+
+        assert [c["outcome"] for c in tool.calls] == ["empty"]
+        first, second = groq.completions
+        assert first["stream"] is True and "tools" in first
+        # The second request is a one-shot completion with no tools, ending at the question.
+        assert not second.get("stream") and not second.get("tools")
+        assert second["messages"][-1] == {"role": "user", "content": "What is the capital of France?"}
+        assert second["messages"][0] == {"role": "system", "content": settings.system_prompt}
+        said = [f.text for f in pushed.of(TTSSpeakFrame)]
+        assert said == [settings.search_filler, "Paris is the capital of France."]

@@ -23,6 +23,7 @@ from pipecat.transports.smallwebrtc.request_handler import (
 from bot.config import Settings, Stage
 from bot.local_models import LocalModels
 from bot.pipeline import Session, run_bot
+from bot.providers import create_search
 from transports.webrtc import create_webrtc_transport
 from transports.websocket import create_websocket_transport
 from web.admin import create_admin_router
@@ -56,6 +57,8 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
     observability = install_observability(app, settings, registry)
     # /api/sessions: list, inspect and steer live sessions (ADMIN_TOKEN; web/admin.py)
     app.include_router(create_admin_router(settings, registry))
+    if settings.search_enabled:
+        create_search(settings)  # web_search's knowledge base: indexed now, once per process
 
     def worker_env() -> dict[str, str]:
         # Bot processes share this server's local LLM rather than loading their own.
