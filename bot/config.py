@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     # this many dB below the bot's own output level (louder than its echo could be).
     echo_guard_enabled: bool = True
     echo_guard_margin_db: float = Field(10.0, ge=0.0)
+    # How long after a bot audio frame left its echo may still arrive (client playout,
+    # network, and this server running behind real time under load).
+    echo_tail_secs: float = Field(1.5, gt=0.0)
 
     # --- Conversation ---------------------------------------------------------------------
     system_prompt: str = DEFAULT_SYSTEM_PROMPT

@@ -137,7 +137,8 @@ def normalise_messages(messages: list[dict]) -> list[dict]:
 
     `developer` becomes `system`; consecutive system messages merge into the first so
     the prompt prefix (and llama.cpp's cache of it) stays stable; tool-call arguments
-    become dicts, since templates serialise them with `tojson`.
+    become dicts, since templates serialise them with `tojson`; a tool result is given
+    as a user message (see below).
     """
     out: list[dict] = []
     for m in messages:
@@ -158,7 +159,10 @@ def normalise_messages(messages: list[dict]) -> list[dict]:
                 calls.append({"type": "function", "function": {"name": fn.get("name"), "arguments": args}})
             msg["tool_calls"] = calls
         if role == "tool":
-            msg["tool_call_id"] = m.get("tool_call_id")
+            # Small models answer from a tool result they are *told* (9/9 measured) but
+            # not from the template's tool turn (0/9: they call the tool again).
+            msg = {"role": "user", "content": f"Here is what the search found:\n{msg['content']}\n"
+                   "Answer my question from it, in one or two spoken sentences."}
         if role == "system" and out and out[-1]["role"] == "system" and len(out) == 1:
             out[-1]["content"] += "\n\n" + msg["content"]
             continue
@@ -280,9 +284,8 @@ def create_app(engine: Engine) -> FastAPI:
             raise HTTPException(400, f"body is not JSON: {e}") from e
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             raise HTTPException(400, "body must be an object with a 'messages' list")
-        tool_names = {
-            t.get("function", {}).get("name") for t in body.get("tools") or [] if isinstance(t, dict)
-        }
+        offered = body.get("tools") if body.get("tool_choice") != "none" else None
+        tool_names = {t.get("function", {}).get("name") for t in offered or [] if isinstance(t, dict)}
         tool_names.discard(None)
         cid = f"chatcmpl-{uuid.uuid4().hex[:16]}"
         model = engine.model_name

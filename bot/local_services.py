@@ -8,12 +8,14 @@ each session keeps only its own state (Silero's RNN state, the turn audio buffer
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
-from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
 from pipecat.services.piper.tts import PiperTTSService
 from pipecat.services.tts_service import TTSService
 from pipecat.services.whisper.stt import WhisperSTTService
@@ -79,11 +81,30 @@ class _SharedSileroModel(SileroOnnxModel):
 
 
 class SharedSileroVADAnalyzer(SileroVADAnalyzer):
-    def __init__(self, *, session: onnxruntime.InferenceSession, params: VADParams | None = None):
+    """Silero over the shared session, run in a shared thread pool only when it must run.
+
+    Pipecat hands every audio frame to a per-session thread; most 20 ms frames only top up
+    the model's 32 ms window, and for those the thread hop costs more than the work.
+    """
+
+    def __init__(
+        self,
+        *,
+        session: onnxruntime.InferenceSession,
+        executor: Executor,
+        params: VADParams | None = None,
+    ):
         VADAnalyzer.__init__(self, params=params)  # skip loading the model again
         self._model = _SharedSileroModel(session)
         self._windows_since_reset = 0
         self._low_confidence_windows = 0
+        self._shared_executor = executor
+
+    async def analyze_audio(self, buffer: bytes) -> VADState:
+        if len(self._vad_buffer) + len(buffer) < self._vad_frames_num_bytes:
+            return self._run_analyzer(buffer)  # no model call: just buffer it
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._shared_executor, self._run_analyzer, buffer)
 
 
 class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):

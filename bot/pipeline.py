@@ -129,6 +129,7 @@ def create_user_params(
     """VAD and turn taking for one session (their ONNX models are shared)."""
     vad = SharedSileroVADAnalyzer(
         session=models.silero_session,
+        executor=models.vad_executor,
         params=VADParams(
             confidence=settings.vad_confidence,
             start_secs=settings.vad_start_secs,
@@ -186,7 +187,7 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
     context = LLMContext(tools=ToolsSchema(tools)) if tools else LLMContext()
     # Every LLM request (system instruction + tools + turns) stays within CONTEXT_TOKEN_BUDGET.
     budget, assistant_params = create_memory(settings, context, lambda: llm.settings.system_instruction)
-    bot_level = BotAudioLevel()
+    bot_level = BotAudioLevel(window_secs=settings.echo_tail_secs)
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context,
         user_params=create_user_params(settings, session.models, bot_level),

@@ -2,9 +2,10 @@
 
 Without headphones the microphone hears the bot; the browser's echo cancellation
 removes most of it, and Silero VAD fires even on what is left (measured: -26 dB of
-echo still starts "speech" several times a minute). So, while the bot is speaking,
-a user turn starts only when the microphone is louder than the echo of the bot's
-recent audio could be: its level must reach the bot's output level minus `margin_db`.
+echo still starts "speech" several times a minute). So, while the bot is speaking and
+for an echo tail after it stops, a user turn starts only when the microphone is louder
+than the echo of the bot's recent audio could be: its level must reach the bot's output
+level minus `margin_db`.
 That is a level-based double-talk detector (like Geigel's), referenced to what the
 bot actually sent. Echo sits far below that line (-20 dB in the measured scenario),
 a person talking over the bot sits near or above it.
@@ -21,8 +22,6 @@ from collections import deque
 
 import numpy as np
 from pipecat.frames.frames import (
-    BotStartedSpeakingFrame,
-    BotStoppedSpeakingFrame,
     Frame,
     InputAudioRawFrame,
     InterimTranscriptionFrame,
@@ -47,9 +46,14 @@ def rms_db(pcm: bytes) -> float:
 
 
 class BotAudioLevel:
-    """The bot's recent output levels: the reference any echo is compared with."""
+    """The bot's recent output levels: the reference any echo is compared with.
 
-    def __init__(self, window_secs: float = 0.6):
+    The echo of a frame reaches us after the client's playout buffer, the room and the
+    network, and later still when this server runs behind real time: the window keeps
+    each frame as a reference for that long (the echo tail).
+    """
+
+    def __init__(self, window_secs: float = 1.5):
         self.window_secs = window_secs
         self._levels: deque[tuple[float, float]] = deque()
 
@@ -81,7 +85,7 @@ class BotAudioTap(FrameProcessor):
 
 
 class EchoGuardedVADStartStrategy(VADUserTurnStartStrategy):
-    """VAD turn start that, while the bot speaks, ignores speech no louder than its echo."""
+    """VAD turn start that ignores speech no louder than the echo of the bot's recent audio."""
 
     def __init__(
         self,
@@ -96,7 +100,6 @@ class EchoGuardedVADStartStrategy(VADUserTurnStartStrategy):
         self._margin_db = margin_db
         self._mic: deque[float] = deque()  # mean-square of recent mic frames
         self._mic_window_secs = mic_window_secs
-        self._bot_speaking = False
         self._vad_speaking = False
         self._held = False  # VAD heard speech we judged to be echo
         self._drop_transcript = False
@@ -118,8 +121,8 @@ class EchoGuardedVADStartStrategy(VADUserTurnStartStrategy):
         return 10 * math.log10(mean_square / 32768.0**2) if mean_square > 0 else SILENCE_DB
 
     def _louder_than_echo(self) -> bool:
-        if not self._bot_speaking:
-            return True
+        # While the bot speaks, and for the echo tail after it stops (its last words are
+        # still on their way back), only speech above the echo's ceiling counts.
         reference = self._bot_level.reference_db()
         return reference is None or self._mic_db() >= reference - self._margin_db
 
@@ -128,10 +131,6 @@ class EchoGuardedVADStartStrategy(VADUserTurnStartStrategy):
             self._remember_mic(frame)
             if self._held and self._vad_speaking and self._louder_than_echo():
                 return await self._start()
-        elif isinstance(frame, BotStartedSpeakingFrame):
-            self._bot_speaking = True
-        elif isinstance(frame, BotStoppedSpeakingFrame):
-            self._bot_speaking = False
         elif isinstance(frame, VADUserStartedSpeakingFrame):
             self._vad_speaking = True
             if self._louder_than_echo():
