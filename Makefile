@@ -14,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := chromium portaudio19-dev
 MIC_STAMP := $(VENV)/.installed-mic
 
-.PHONY: run test setup test-setup system-deps client bench-smoke clean
+.PHONY: run test setup test-setup system-deps client clean
 
 run: setup client
 	$(PY) -m bot serve

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -110,6 +111,8 @@ def _looks_like_call_start(text: str) -> bool:
     """Whether streamed text so far may be the start of a tool call (so hold it back)."""
     s = text.lstrip()
     if not s:
+        return True
+    if s.startswith("<"):  # tool markup, or the tool list echoed back: never speech
         return True
     for marker in (TOOL_CALL_OPEN, "```", "{"):
         if s.startswith(marker) or marker.startswith(s):
@@ -265,6 +268,68 @@ async def _pieces(engine: Engine, body: dict, cancelled: threading.Event) -> Asy
         cancelled.set()
 
 
+
+def _speakable(text: str) -> bool:
+    """Text a person could hear: not empty, not JSON, not tool markup."""
+    s = text.strip().strip("`").strip()
+    return bool(s) and not s.startswith(("{", "<", "[")) and '"name"' not in s
+
+
+def _first_json_object(text: str) -> str | None:
+    """The first complete `{...}` object in `text`, or None while it may still be growing."""
+    start = text.find("{")
+    if start < 0:
+        return None
+    try:
+        _, end = json.JSONDecoder().raw_decode(text[start:])
+    except json.JSONDecodeError:
+        return None
+    return text[start : start + end]
+
+
+def _without_tools(body: dict) -> dict:
+    return {**body, "tools": None, "tool_choice": "none"}
+
+
+async def _speech_or_calls(
+    engine: Engine, body: dict, tool_names: set[str], *, hold_markup: bool = False
+) -> AsyncIterator[tuple[str, Any]]:
+    """Generate, yielding ("text", piece) for speech as it comes, or one ("calls", [...]).
+
+    Text that may be the start of a call is held back until it is clearly speech. Once a
+    whole JSON object has been written the answer is known: generation stops there (the
+    small model otherwise repeats its call until max_tokens).
+    """
+    held, full, streaming = "", "", not tool_names and not hold_markup
+    cancelled = threading.Event()
+    async with contextlib.aclosing(_pieces(engine, body, cancelled)) as pieces:
+        async for piece in pieces:
+            full += piece
+            if streaming:
+                if tool_names and TOOL_CALL_OPEN in full:  # a call after some speech: stop speaking
+                    streaming = False
+                    held = full[full.index(TOOL_CALL_OPEN):]
+                    continue
+                yield "text", piece
+                continue
+            held += piece
+            if TOOL_CALL_OPEN not in full and not _looks_like_call_start(held):
+                streaming = True
+                yield "text", held
+                held = ""
+            elif _first_json_object(held) is not None:
+                break  # aclosing cancels the generation
+    if not tool_names:
+        if held and _speakable(held):
+            yield "text", held
+        return
+    spoken, calls = extract_tool_calls(full, tool_names)
+    if calls:
+        yield "calls", calls
+    elif held and _speakable(held) and _speakable(spoken):
+        yield "text", held
+
+
 def create_app(engine: Engine) -> FastAPI:
     app = FastAPI(title="local llama.cpp (OpenAI-compatible)")
 
@@ -294,6 +359,9 @@ def create_app(engine: Engine) -> FastAPI:
         if not body.get("stream"):
             text = "".join([p async for p in _pieces(engine, body, cancelled)])
             content, calls = extract_tool_calls(text, tool_names) if tool_names else (text, [])
+            if tool_names and not calls and not _speakable(content):
+                text = "".join([p async for p in _pieces(engine, _without_tools(body), threading.Event())])
+                content = text if _speakable(text) else ""
             message: dict[str, Any] = {"role": "assistant", "content": content or None}
             if calls:
                 message["tool_calls"] = _tool_call_deltas(calls)
@@ -317,31 +385,23 @@ def create_app(engine: Engine) -> FastAPI:
 
         async def events() -> AsyncIterator[str]:
             yield _chunk(model, cid, {"role": "assistant", "content": ""})
-            held = ""  # text held back while it may still turn out to be a tool call
-            streaming_text = not tool_names
-            full = ""
-            async for piece in _pieces(engine, body, cancelled):
-                full += piece
-                if streaming_text:
-                    if tool_names and TOOL_CALL_OPEN in full:  # a call after some speech: stop speaking it
-                        streaming_text = False
-                        continue
-                    yield _chunk(model, cid, {"content": piece})
-                    continue
-                held += piece
-                if TOOL_CALL_OPEN not in full and not _looks_like_call_start(held):
-                    streaming_text = True
-                    yield _chunk(model, cid, {"content": held})
-                    held = ""
-            if tool_names:
-                spoken, calls = extract_tool_calls(full, tool_names)
-                if calls:
-                    yield _chunk(model, cid, {"tool_calls": _tool_call_deltas(calls)})
+            spoke = False
+            async for kind, value in _speech_or_calls(engine, body, tool_names):
+                if kind == "calls":
+                    yield _chunk(model, cid, {"tool_calls": _tool_call_deltas(value)})
                     yield _chunk(model, cid, {}, "tool_calls")
                     yield "data: [DONE]\n\n"
                     return
-                if held and spoken:  # held-back text that was not a call after all
-                    yield _chunk(model, cid, {"content": held})
+                spoke = True
+                yield _chunk(model, cid, {"content": value})
+            if not spoke and tool_names:
+                # Neither speech nor a call we can make (a call to a tool that does not
+                # exist, the tool list echoed back): answer again without tools, never
+                # leave the caller in silence.
+                async for _, value in _speech_or_calls(
+                    engine, _without_tools(body), set(), hold_markup=True
+                ):
+                    yield _chunk(model, cid, {"content": value})
             yield _chunk(model, cid, {}, "stop")
             yield "data: [DONE]\n\n"
 

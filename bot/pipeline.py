@@ -167,7 +167,7 @@ async def run_bot(transport: BaseTransport, session: Session) -> None:
     # Every line logged by this session, Pipecat's own included (every task it starts
     # inherits the context), carries the session id and the turn in progress.
     def current_turn() -> int | None:
-        return getattr(session.metrics, "_turn_count", 0) or None
+        return session.metrics.turn_number or None
 
     with session_context(session.id, turn=current_turn):
         await _run_bot(transport, session)

@@ -169,6 +169,11 @@ class TurnMetricsObserver(BaseObserver):
         self._subscribers.append(callback)
 
     @property
+    def turn_number(self) -> int:
+        """The number of the turn in progress (or the last one); 0 before the first."""
+        return self._turn_count
+
+    @property
     def turns_completed(self) -> int:
         return self._turn_count - (1 if self._current else 0)
 

@@ -189,7 +189,9 @@ def question_wavs(tmp_path_factory) -> dict[str, Path]:
     return wavs
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running on this
+# thread while it is open, and every async test after this module needs that thread free.
+@pytest.fixture(scope="module")
 def playwright():
     with playwright_api.sync_playwright() as p:
         yield p

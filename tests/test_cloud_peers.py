@@ -340,7 +340,8 @@ class StubModels:
 def test_no_keys_selects_the_local_services():
     from pipecat.services.openai.llm import OpenAILLMService
 
-    from bot.local_services import SharedPiperTTSService, SharedWhisperSTTService
+    from bot.eager_whisper import EagerWhisperSTTService
+    from bot.local_services import SharedPiperTTSService
 
     settings = Settings(
         _env_file=None,
@@ -356,7 +357,7 @@ def test_no_keys_selects_the_local_services():
     assert not any(settings.uses_cloud(stage) for stage in Stage)
     models = StubModels()
     stt, llm, tts = (f(settings, models) for f in (create_stt, create_llm, create_tts))
-    assert type(stt) is SharedWhisperSTTService
+    assert type(stt) is EagerWhisperSTTService  # whisper_eager is on by default
     assert type(llm) is OpenAILLMService
     assert type(tts) is SharedPiperTTSService
     assert models.touched == ["whisper", "llm_server", "piper"]

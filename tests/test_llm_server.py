@@ -125,3 +125,61 @@ def test_unreadable_call_json_is_never_streamed_as_speech():
         "messages": [{"role": "user", "content": "?"}], "stream": True, "tools": TOOLS}) as r:
         choices = sse_deltas(r)
     assert not "".join(c["delta"].get("content") or "" for c in choices)
+
+
+class RepliesEngine(ScriptedEngine):
+    """A different scripted reply per request; records which requests offered tools."""
+
+    def __init__(self, *replies):
+        super().__init__([])
+        self.replies = list(replies)
+        self.offered_tools = []
+
+    def stream(self, body, cancelled):
+        self.offered_tools.append(bool(body.get("tools")) and body.get("tool_choice") != "none")
+        self.pieces = self.replies.pop(0)
+        yield from super().stream(body, cancelled)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("first_reply", [
+    ['{"name": "capital_of_france", ', '"arguments": {"query": "Paris"}}'],  # a tool that is not offered
+    ["<tools>\n", '{"type": "function", "function": {"name": "city_info"}}', "\n</tools>"],  # tools echoed
+])
+def test_no_speech_and_no_usable_call_is_answered_again_without_tools(first_reply, stream):
+    engine = RepliesEngine(first_reply, ["Paris is the capital", " of France."])
+    client = TestClient(create_app(engine))
+    body = {"messages": [{"role": "user", "content": "?"}], "stream": stream, "tools": TOOLS}
+    if stream:
+        with client.stream("POST", "/v1/chat/completions", json=body) as r:
+            choices = sse_deltas(r)
+        text = "".join(c["delta"].get("content") or "" for c in choices)
+        assert choices[-1]["finish_reason"] == "stop"
+    else:
+        text = client.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]["content"]
+    assert text == "Paris is the capital of France."
+    assert engine.offered_tools == [True, False]
+
+
+class RepeatingEngine(ScriptedEngine):
+    """Writes a call, then would repeat it (as the small model does) unless stopped."""
+
+    def stream(self, body, cancelled):
+        yield from self.pieces
+        if cancelled.wait(10):
+            self.stopped_early.set()
+            return
+        for _ in range(3):
+            yield "\n"
+            yield from self.pieces
+
+
+def test_generation_stops_once_the_call_is_written():
+    engine = RepeatingEngine(['{"name": "web_search", ', '"arguments": {"query": "q"}}'])
+    client = TestClient(create_app(engine))
+    with client.stream("POST", "/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "?"}], "stream": True, "tools": TOOLS}) as r:
+        choices = sse_deltas(r)
+    calls = [tc for c in choices for tc in c["delta"].get("tool_calls") or []]
+    assert len(calls) == 1 and json.loads(calls[0]["function"]["arguments"]) == {"query": "q"}
+    assert engine.stopped_early.wait(5)
