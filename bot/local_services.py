@@ -21,6 +21,8 @@ from pipecat.services.tts_service import TTSService
 from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
 
+from bot.text_aggregation import FirstClauseTextAggregator
+
 if TYPE_CHECKING:
     import onnxruntime
     from faster_whisper import WhisperModel
@@ -69,6 +71,9 @@ class SharedPiperTTSService(PiperTTSService):
             **kwargs,
         )
         self._voice = voice
+        # TTSService builds a plain sentence aggregator; ours cuts each reply's first
+        # sentence at a clause so that Piper starts speaking sooner.
+        self._text_aggregator = FirstClauseTextAggregator(language=self._text_aggregator.language)
 
 
 class _SharedSileroModel(SileroOnnxModel):

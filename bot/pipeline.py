@@ -167,7 +167,7 @@ async def run_bot(transport: BaseTransport, session: Session) -> None:
     # Every line logged by this session, Pipecat's own included (every task it starts
     # inherits the context), carries the session id and the turn in progress.
     def current_turn() -> int | None:
-        return session.metrics.turn_number or None
+        return session.metrics.turn_number or None if session.metrics else None
 
     with session_context(session.id, turn=current_turn):
         await _run_bot(transport, session)
@@ -253,6 +253,11 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
     @transport.event_handler("on_client_connected")
     async def on_client_connected(transport, client):
         log.info(f"Client connected over {session.transport_kind}")
+
+    @worker.rtvi.event_handler("on_client_ready")
+    async def on_client_ready(rtvi):
+        # Tell the session and greet once the client can hear it: a message sent while the
+        # RTVI handshake is in flight may never reach the client.
         await tell_client(
             {
                 "type": "session",
@@ -261,10 +266,6 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
                 "state": state.state.value,
             }
         )
-
-    @worker.rtvi.event_handler("on_client_ready")
-    async def on_client_ready(rtvi):
-        # Greet once the client can play audio, not merely once it has connected.
         if session.greeting:
             await worker.queue_frames([TTSSpeakFrame(session.greeting)])
 
