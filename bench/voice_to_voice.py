@@ -1,7 +1,7 @@
 """Voice-to-voice latency over the real WebSocket endpoint, streaming vs sequential bridge.
 
-    .venv/bin/python -m bench.voice_to_voice            # 24 questions + the shared recordings
-    .venv/bin/python -m bench.voice_to_voice --smoke    # 2 questions, checks the bench works
+    .venv/bin/python -m bench.voice_to_voice            # 24 short + 8 long-answer questions + the shared recordings
+    .venv/bin/python -m bench.voice_to_voice --smoke    # 3 questions, checks the bench works
 
 Two real servers (`python -m bot serve`) run side by side: the production pipeline
 (STREAMING_BRIDGE=true: the TTS speaks each sentence as the LLM writes it) and the
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -77,6 +78,19 @@ QUESTIONS = [
     "How many hours are there in a day?",
     "What color do you get by mixing blue and yellow?",
 ]
+# Questions that draw replies of more than one sentence: where "speak the first sentence
+# while the rest is written" and "write it all, then speak" differ.
+LONG_QUESTIONS = [
+    "Tell me a short story about a brave little fox.",
+    "Explain how a rainbow forms.",
+    "Give me some tips for sleeping better.",
+    "Describe the city of Paris for a visitor.",
+    "Why is the sky blue? Explain it simply.",
+    "Tell me about the history of the bicycle.",
+    "How do airplanes stay in the air?",
+    "What should I pack for a week at the beach?",
+]
+LONG = "long answer"
 WARM_UP = "Hello, can you hear me?"
 STAGES = ("vad", "stt", "turn", "llm_ttft", "tool", "tts_ttfb")
 VARIANTS = {"streaming": {"STREAMING_BRIDGE": "true"}, "sequential": {"STREAMING_BRIDGE": "false"}}
@@ -90,6 +104,7 @@ class Turn:
     client_v2v_ms: float | None = None
     stages: dict = field(default_factory=dict)
     records: int = 0
+    bot_words: int = 0
     problem: str = ""  # "no answer", "premature" (the bot spoke before the question ended)
 
     @property
@@ -114,6 +129,7 @@ async def ask(variant: str, client: AgentClient, mic: Microphone, q: Question, t
     turn.records = len(records)
     if records:
         turn.stages = records[-1]["stages_ms"]
+        turn.bot_words = sum(len(r.get("bot_text", "").split()) for r in records)
     first = utterance.first_speech_sent_at
     first_audio = first_audio_after(client.received, last)
     if audio_between(client.received, first, last):
@@ -132,7 +148,15 @@ def summarize(turns: list[Turn], variants: list[str]) -> tuple[str, dict]:
     figures: dict[str, dict] = {}
     for v in variants:
         client = [t.client_v2v_ms for t in ok[v]]
+        short = [t for t in ok[v] if t.source != LONG]
+        long = [t for t in ok[v] if t.source == LONG]
         figures[v] = {
+            "short_n": len(short),
+            "short_words_p50": p50([t.bot_words for t in short]),
+            "short_reply_p50": p50([t.reply_first_audio_ms for t in short]),
+            "long_n": len(long),
+            "long_words_p50": p50([t.bot_words for t in long]),
+            "long_reply_p50": p50([t.reply_first_audio_ms for t in long]),
             "n": len(client),
             "client_p50": p50(client),
             "client_p95": p95(client),
@@ -159,6 +183,14 @@ def summarize(turns: list[Turn], variants: list[str]) -> tuple[str, dict]:
         ["server voice_to_voice p50 (ms)", *[fmt(figures[v]["server_p50"]) for v in variants], ratio("server_p50")],
         ["LLM request → first audio p50 (ms)", *[fmt(figures[v]["reply_p50"]) for v in variants], ratio("reply_p50")],
         ["LLM request → first audio p95 (ms)", *[fmt(figures[v]["reply_p95"]) for v in variants], ratio("reply_p95")],
+        ["  short questions (n, words in the reply p50)",
+         *[f"{figures[v]['short_n']}, {fmt(figures[v]['short_words_p50'])} words" for v in variants], ""],
+        ["  short questions, LLM request → first audio p50 (ms)",
+         *[fmt(figures[v]["short_reply_p50"]) for v in variants], ratio("short_reply_p50")],
+        ["  long-answer questions (n, words in the reply p50)",
+         *[f"{figures[v]['long_n']}, {fmt(figures[v]['long_words_p50'])} words" for v in variants], ""],
+        ["  long-answer questions, LLM request → first audio p50 (ms)",
+         *[fmt(figures[v]["long_reply_p50"]) for v in variants], ratio("long_reply_p50")],
     ]
     rows += [[f"  {s} p50 (ms)", *[fmt(figures[v][f"{s}_p50"]) for v in variants], ""] for s in STAGES]
     rows += [
@@ -190,15 +222,24 @@ def verdicts(figures: dict, local: bool) -> list[str]:
             f"{fmt(r2, 2)}× end to end (client voice-to-voice) — {'reached' if r1 >= 2 else 'NOT reached'} "
             "(judged on the LLM request → first audio part, which is all the bridge changes)"
         )
+    if s and q and s["long_reply_p50"] and q["long_reply_p50"]:
+        r3 = q["long_reply_p50"] / s["long_reply_p50"]
+        lines.append(
+            f"- the same on the long-answer questions alone (replies of {fmt(s['long_words_p50'])} words): "
+            f"{r3:.2f}× — {'reached' if r3 >= 2 else 'NOT reached'}"
+        )
     return lines
 
 
 async def run(args) -> tuple[str, dict]:
     variants = ["streaming", "sequential"] if args.variants == "both" else [args.variants]
     texts = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.turns)]
-    print(f"synthesizing {len(texts)} questions with the local voice…", flush=True)
-    questions = synthesize(texts + [WARM_UP])
+    long_texts = [LONG_QUESTIONS[i % len(LONG_QUESTIONS)] for i in range(args.long_turns)]
+    print(f"synthesizing {len(texts) + len(long_texts)} questions with the local voice…", flush=True)
+    questions = synthesize(texts + long_texts + [WARM_UP])
     warm_up, questions = questions[-1], questions[:-1]
+    for i in range(len(texts), len(questions)):
+        questions[i] = dataclasses.replace(questions[i], source=LONG)
     if args.recordings:
         questions += shared_recordings()
     servers = {v: Server(f"v2v-{v}", VARIANTS[v]) for v in variants}
@@ -244,13 +285,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
     parser.add_argument("--turns", type=int, default=24, help="Synthesized questions per variant.")
+    parser.add_argument("--long-turns", type=int, default=8,
+                        help="Synthesized questions that draw multi-sentence replies, per variant.")
     parser.add_argument("--no-recordings", dest="recordings", action="store_false",
                         help="Leave out the real recordings in ../shared/audio.")
     parser.add_argument("--variants", choices=["both", "streaming", "sequential"], default="both")
     parser.add_argument("--timeout", type=float, default=60.0, help="Longest wait for an answer (s).")
     args = parser.parse_args()
     if args.smoke:
-        args.turns, args.recordings = 2, False
+        args.turns, args.long_turns, args.recordings = 2, 1, False
     wait_for_quiet_machine(args.wait_load, timeout_secs=3 * 3600)
     local = not any(os.environ.get(k, "auto") not in ("auto", "local") for k in FAKE_PROVIDERS) and not any(
         os.environ.get(k) for k in ("DEEPGRAM_API_KEY", "GROQ_API_KEY", "CARTESIA_API_KEY")

@@ -246,8 +246,12 @@ class LocalModels:
         if stt:
             import numpy as np
 
-            segments, _ = self.whisper.transcribe(np.zeros(16000, dtype=np.float32), beam_size=1)
-            list(segments)
+            from bot.whisper_window import WindowedWhisper
+
+            # Both windows: the stock 30 s one is the fallback.
+            silence = np.zeros(16000, dtype=np.float32)
+            list(WindowedWhisper(self.whisper, window_secs=self.settings.whisper_window_secs).transcribe(silence)[0])
+            list(self.whisper.transcribe(silence, beam_size=1)[0])
         if tts:
             for _ in self.piper.synthesize("Ready."):
                 pass

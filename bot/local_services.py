@@ -22,6 +22,7 @@ from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
 
 from bot.text_aggregation import FirstClauseTextAggregator
+from bot.whisper_window import WindowedWhisper
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -29,27 +30,11 @@ if TYPE_CHECKING:
     from piper import PiperVoice
 
 
-class _FixedBeamWhisper:
-    """A `WhisperModel` view whose `transcribe` uses our beam size (greedy is fastest)."""
-
-    def __init__(self, model: WhisperModel, beam_size: int):
-        self._model = model
-        self._beam_size = beam_size
-
-    def transcribe(self, audio: Any, **kwargs: Any):
-        kwargs.setdefault("beam_size", self._beam_size)
-        # Each turn is its own utterance: conditioning on earlier text only invites
-        # hallucinated repeats in a live conversation.
-        kwargs.setdefault("condition_on_previous_text", False)
-        return self._model.transcribe(audio, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
-
-
 class SharedWhisperSTTService(WhisperSTTService):
-    def __init__(self, *, model: WhisperModel, beam_size: int = 1, **kwargs: Any):
-        self._shared_model = _FixedBeamWhisper(model, beam_size)
+    def __init__(
+        self, *, model: WhisperModel, beam_size: int = 1, window_secs: float = 12.0, **kwargs: Any
+    ):
+        self._shared_model = WindowedWhisper(model, beam_size, window_secs)
         super().__init__(
             settings=WhisperSTTService.Settings(model="shared", language=Language.EN),
             device="cpu",

@@ -62,6 +62,7 @@ def create_stt(settings: Settings, models: LocalModels) -> STTService:
     return whisper(
         model=models.whisper,
         beam_size=settings.whisper_beam_size,
+        window_secs=settings.whisper_window_secs,
         # Whisper transcribes a whole segment at once and marks it final, so this only
         # bounds the turn detector's fallback wait for a transcript.
         ttfs_p99_latency=1.5,

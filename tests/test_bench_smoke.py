@@ -29,7 +29,7 @@ from processors.sequential_bridge import SequentialBridge
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = {"STT_PROVIDER": "fake", "LLM_PROVIDER": "fake", "TTS_PROVIDER": "fake"}
-BENCHES = {"voice_to_voice": FAKE, "barge_in": FAKE, "capacity": {}, "soak": {}, "frame_cost": {}}
+BENCHES = {"voice_to_voice": FAKE, "barge_in": FAKE, "capacity": {}, "soak": {}, "frame_cost": {}, "stt_window": {}}
 NUMBER = r"-?\d+(\.\d+)?"
 
 # --- the sequential bridge (processors/sequential_bridge.py) ---------------------------------
@@ -113,12 +113,14 @@ def test_voice_to_voice_smoke(smoke_runs):
     rows, out = result(smoke_runs, "voice_to_voice")
     measured = [int(n) for n in rows["turns measured"][:2]]
     problems = [int(n) for n in rows["turns without a usable answer"][:2]]
-    # Two questions per variant; on a loaded machine one may go unanswered, not both.
-    assert [m + p for m, p in zip(measured, problems)] == [2, 2] and min(measured) >= 1, out[-3000:]
+    # Two short and one long-answer question per variant; on a loaded machine one may go
+    # unanswered, not all.
+    assert [m + p for m, p in zip(measured, problems)] == [3, 3] and min(measured) >= 2, out[-3000:]
     streaming, sequential, ratio = rows["client voice-to-voice p50 (ms)"]
     assert re.fullmatch(NUMBER, streaming) and re.fullmatch(NUMBER, sequential), out[-3000:]
     assert re.fullmatch(NUMBER + "×", ratio), rows
     assert "vad p50 (ms)" in {k.strip() for k in rows}
+    assert "long-answer questions, LLM request → first audio p50 (ms)" in {k.strip() for k in rows}
     assert "target streaming bridge" in out or "target local voice-to-voice" in out
 
 @pytest.mark.slow
@@ -159,3 +161,12 @@ def test_frame_cost_smoke(smoke_runs):
     for component in ("RNNoise", "Silero VAD", "echo guard", "protobuf"):
         assert component in names, rows
     assert all(re.fullmatch(NUMBER, cells[0]) for cells in rows.values()), rows
+
+
+@pytest.mark.slow
+def test_stt_window_smoke(smoke_runs):
+    rows, out = result(smoke_runs, "stt_window")
+    assert set(rows) == {"clean", "noise 10 dB", "VAD segment"}, rows
+    for cells in rows.values():
+        assert cells[0] == "3" and all(re.fullmatch(NUMBER, c) for c in cells[1:7]), cells
+    assert re.search(r"fitted window: 9 transcripts", out), out

@@ -1,0 +1,130 @@
+"""Whisper over a window that fits the utterance, not Whisper's fixed 30 seconds.
+
+faster-whisper pads every input to 30 s of audio, so Whisper's encoder reads 1,500
+positions for a 2 s question: ~0.4 s of the ~0.6 s a turn's transcript costs here.
+CTranslate2 accepts a shorter mel window, and Whisper tiny.en transcribes as well from a
+12 s window (measured in bench/RESULTS.md: the encoder takes ~1/5 of the time). Shorter
+windows than that make Whisper repeat its own words, so the window never goes below
+`window_secs`, and a decode that still runs away (repeats, or fills its token budget) is
+thrown away and the audio transcribed the stock way.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from loguru import logger
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+
+SAMPLE_RATE = 16000
+TAIL_SECS = 1.0  # silence after the speech inside the window, so Whisper sees it end
+# Fast speech is ~4 words/s, ~1.3 tokens a word: a budget well above that catches a
+# decode that loops without cutting off a real one.
+TOKENS_PER_SEC = 6
+TOKENS_MIN = 10
+MAX_COMPRESSION_RATIO = 2.4  # Whisper's own threshold for "this text repeats itself"
+
+
+@dataclass(frozen=True)
+class WindowedSegment:
+    """The fields of faster-whisper's `Segment` that our callers read."""
+
+    text: str
+    no_speech_prob: float
+
+
+def trailing_repeat_start(tokens: list[int], min_len: int = 3) -> int | None:
+    """Where `tokens` starts repeating its own beginning ("How are you? How are"), or None."""
+    n = len(tokens)
+    for k in range(min_len, n - 1):
+        if tokens[k:] == tokens[: n - k]:
+            return k
+    return None
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode()
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+class WindowedWhisper:
+    """A `WhisperModel` view: greedy by default, no cross-turn conditioning, and a
+    window fitted to short audio (`window_secs` 0 keeps the stock 30 s window)."""
+
+    def __init__(self, model: WhisperModel, beam_size: int = 1, window_secs: float = 12.0):
+        from faster_whisper.tokenizer import Tokenizer
+
+        self._model = model
+        self._beam_size = beam_size
+        self._window_secs = window_secs
+        self._tokenizer = Tokenizer(
+            model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en"
+        )
+        self._prompt = model.get_prompt(self._tokenizer, [], without_timestamps=True)
+        self.windowed_runs = 0  # transcriptions the short window served
+        self.fallbacks = 0  # ... and those it handed back to the 30 s window
+
+    def transcribe(self, audio: np.ndarray, **kwargs: Any):
+        """Like `WhisperModel.transcribe`: (segments, info); info is None on the short path."""
+        if self._fits(audio, kwargs):
+            segment = self._transcribe_windowed(audio)
+            if segment is not None:
+                self.windowed_runs += 1
+                return [segment], None
+            self.fallbacks += 1
+        kwargs.setdefault("beam_size", self._beam_size)
+        # Each turn is its own utterance: conditioning on earlier text only invites
+        # hallucinated repeats in a live conversation.
+        kwargs.setdefault("condition_on_previous_text", False)
+        return self._model.transcribe(audio, **kwargs)
+
+    def _fits(self, audio: np.ndarray, kwargs: dict[str, Any]) -> bool:
+        if self._window_secs <= 0 or self._model.model.is_multilingual:
+            return False  # the prompt below is tiny.en's; other models go the stock way
+        if kwargs.get("language") not in (None, "en") or kwargs.get("initial_prompt") or kwargs.get("hotwords"):
+            return False
+        return len(audio) / SAMPLE_RATE + TAIL_SECS <= self._model.feature_extractor.chunk_length
+
+    def _transcribe_windowed(self, audio: np.ndarray) -> WindowedSegment | None:
+        import ctranslate2
+
+        secs = len(audio) / SAMPLE_RATE
+        window = min(max(self._window_secs, secs + TAIL_SECS), self._model.feature_extractor.chunk_length)
+        padded = np.zeros(int(window * SAMPLE_RATE), dtype=np.float32)
+        padded[: len(audio)] = audio
+        features = self._model.feature_extractor(padded, padding=0)
+        features = features[:, : features.shape[1] // 2 * 2]  # the encoder's conv has stride 2
+        encoded = self._model.model.encode(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])), to_cpu=False
+        )
+        budget = int(TOKENS_MIN + secs * TOKENS_PER_SEC)
+        result = self._model.model.generate(
+            encoded,
+            [self._prompt],
+            beam_size=self._beam_size,
+            # CTranslate2 stops Whisper after max_length // 2 tokens here (measured): room
+            # for one token past the budget, so that "no end of text" shows as len > budget.
+            max_length=2 * (budget + 1),
+            return_no_speech_prob=True,
+            suppress_blank=True,
+        )[0]
+        tokens = result.sequences_ids[0]
+        repeat = trailing_repeat_start(tokens)
+        if repeat is not None:
+            tokens = tokens[:repeat]
+        elif len(tokens) > budget:
+            logger.debug(f"windowed Whisper used its whole token budget ({budget}); 30 s window instead")
+            return None
+        text = self._tokenizer.decode(tokens).strip()
+        if compression_ratio(text) > MAX_COMPRESSION_RATIO:
+            logger.debug(f"windowed Whisper repeated itself ({text!r}); 30 s window instead")
+            return None
+        return WindowedSegment(text=text, no_speech_prob=result.no_speech_prob)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
