@@ -10,7 +10,7 @@ turn tile its voice-to-voice interval:
 `voice_to_voice` runs from the moment the user stopped speaking (VAD stop minus its
 stop_secs) to the first bot audio frame leaving the output transport. `barge_in_stop`
 runs from the moment the user started speaking over the bot (VAD start minus its
-start_secs) to the bot's last audio of the interrupted answer. A stage that did not
+start_secs) to the last audio frame of the interrupted answer leaving the output. A stage that did not
 happen is absent from the record, never 0.
 """
 
@@ -161,6 +161,7 @@ class TurnMetricsObserver(BaseObserver):
         self._interrupted: TurnRecord | None = None
         self._vad_started_at: float | None = None
         self._bot_speaking = False
+        self._last_bot_audio_out_at: float | None = None
         self._pending_tools = 0
         self._tts_done = True
         self._fallbacks_before_turn: list[str] = []  # provider switches while no turn was open
@@ -252,6 +253,8 @@ class TurnMetricsObserver(BaseObserver):
     async def _on_output(self, frame, t: float) -> None:
         turn = self._current
         if isinstance(frame, OutputAudioRawFrame):
+            # Pushed on after it was written: when the caller last received bot audio.
+            self._last_bot_audio_out_at = t
             if self._interrupted and self._interrupted.audio_after_interruption_ms is not None:
                 self._interrupted.audio_after_interruption_ms += (
                     1000.0 * frame.num_frames / frame.sample_rate
@@ -268,7 +271,9 @@ class TurnMetricsObserver(BaseObserver):
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self._bot_speaking = False
             if self._interrupted:
-                self._interrupted.bot_stopped_at = t
+                # BotStoppedSpeaking comes a silence timeout after the last audio: the
+                # barge-in stopped the bot when its last audio went out.
+                self._interrupted.bot_stopped_at = self._last_bot_audio_out_at or t
                 done, self._interrupted = self._interrupted, None
                 await self._emit(done)
             elif turn and turn.bot_audio_out_at is not None and turn.llm_done:

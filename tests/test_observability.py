@@ -86,6 +86,50 @@ def synthetic_turn(session_id: str, n: int, interrupted: bool = False) -> TurnRe
     return record
 
 
+async def test_barge_in_stop_ends_at_the_last_bot_audio_out_not_at_bot_stopped_speaking():
+    """BotStoppedSpeaking follows the last audio by a silence timeout; the caller heard
+    the bot stop when its last audio frame went out."""
+    from pipecat.frames.frames import (
+        BotStartedSpeakingFrame,
+        BotStoppedSpeakingFrame,
+        LLMContextFrame,
+        OutputAudioRawFrame,
+        UserStartedSpeakingFrame,
+        VADUserStartedSpeakingFrame,
+    )
+    from pipecat.observers.base_observer import FramePushed
+    from pipecat.processors.aggregators.llm_context import LLMContext
+    from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+    from pipecat.services.llm_service import LLMService
+    from pipecat.transports.base_output import BaseOutputTransport
+    from pipecat.transports.base_transport import TransportParams
+
+    from processors.metrics import TurnMetricsObserver
+
+    observer, records = TurnMetricsObserver("s1"), []
+    observer.subscribe(records.append)
+    output, other, llm = BaseOutputTransport(TransportParams()), FrameProcessor(), LLMService()
+
+    async def push(frame, t, source=other, destination=other, upstream=False):
+        direction = FrameDirection.UPSTREAM if upstream else FrameDirection.DOWNSTREAM
+        await observer.on_push_frame(FramePushed(source, destination, frame, direction, int(t * 1e9)))
+
+    def audio():
+        return OutputAudioRawFrame(b"\0\0" * 480, 24000, 1)
+
+    await push(UserStartedSpeakingFrame(), 0.0, upstream=True)
+    await push(LLMContextFrame(LLMContext()), 1.0, destination=llm)
+    await push(BotStartedSpeakingFrame(), 1.5, source=output)
+    for i in range(20):  # the answer plays from 1.5 s
+        await push(audio(), 1.5 + i * 0.02, source=output)
+    await push(VADUserStartedSpeakingFrame(start_secs=0.2), 2.0, upstream=True)  # speech began at 1.8
+    await push(UserStartedSpeakingFrame(), 2.0, upstream=True)
+    await push(audio(), 2.05, source=output)  # the last audio out, before the interruption lands
+    await push(BotStoppedSpeakingFrame(), 2.45, source=output)
+    assert len(records) == 1 and records[0].interrupted
+    assert records[0].stages_ms()["barge_in_stop"] == pytest.approx(250.0)
+
+
 # --- Logs ---------------------------------------------------------------------------------
 
 
