@@ -196,51 +196,30 @@ def chat(
 
 
 @app.command(hidden=True)
-def daily():
-    """Join a Daily room as the bot (run by the server's spawner; the job comes on stdin)."""
+def worker():
+    """Run one session in this process (started by the server's spawner; the job comes on stdin)."""
     import json
     import sys
 
-    from bot.pipeline import Session, run_bot
-    from transports.daily import create_daily_transport
+    from web.worker import read_line, serve
 
-    settings = Settings()
-    configure_logging(settings)
     try:
-        job = json.loads(sys.stdin.readline())
-        room_url, token, session_id = job["room_url"], job["token"], job["session_id"]
-    except (ValueError, KeyError) as e:
-        _fail(f"expected a JSON job with room_url, token and session_id on stdin ({e})")
+        settings = Settings(_env_file=None, **read_line()["settings"])
+    except (ValueError, KeyError, TypeError) as e:
+        _fail(f"expected a JSON line with the settings on stdin ({e})")
+    # stdout carries the events to the server; the logs go to stderr.
+    configure_logging(settings, stream=sys.stderr)
     models = _load_models(settings)
-    transport = create_daily_transport(room_url, token, settings)
-    session = Session(settings=settings, models=models, id=session_id, transport_kind="daily",
-                      greeting=settings.greeting)
-    joined = asyncio.Event()
-
-    @transport.event_handler("on_joined")
-    async def on_joined(transport, data):
-        joined.set()
-
-    @transport.event_handler("on_error")
-    async def on_error(transport, error):
-        typer.echo(f"error: Daily reported: {error}", err=True)
-
-    async def run() -> int:
-        bot = asyncio.create_task(run_bot(transport, session))
-        try:
-            await asyncio.wait_for(joined.wait(), settings.daily_join_timeout_secs)
-        except TimeoutError:
-            typer.echo(f"error: could not join the Daily room {room_url} within "
-                       f"{settings.daily_join_timeout_secs:.0f}s", err=True)
-            bot.cancel()
-            await asyncio.gather(bot, return_exceptions=True)
-            return 3
-        await bot
-        return 0
-
-    print("READY", flush=True)
+    print(json.dumps({"event": "loaded"}), flush=True)
     try:
-        code = asyncio.run(run())
+        job = read_line()  # the session: given when one comes (a spare worker waits here)
+        if missing := {"session_id", "transport"} - job.keys():
+            raise KeyError(", ".join(sorted(missing)))
+    except (ValueError, KeyError, TypeError) as e:
+        models.close()
+        _fail(f"expected a JSON job with session_id and transport on stdin ({e})")
+    try:
+        code = asyncio.run(serve(job, settings, models))
     finally:
         models.close()
     raise typer.Exit(code)

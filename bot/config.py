@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     idle_timeout_secs: float = Field(300.0, gt=0)
     # Said when a browser session starts; empty for none.
     greeting: str = "Hi! I'm listening. Ask me anything."
+    # Run each WebSocket/WebRTC session in its own worker process (as Daily bots always
+    # are): a crashing bot takes only its session down, and sessions use every core.
+    # Each worker loads its own STT/TTS/VAD models (~2-4 s at connect, ~250 MB).
+    session_processes: bool = False
+    # With SESSION_PROCESSES: workers kept loaded and waiting, so a session starts at once.
+    worker_spares: int = Field(1, ge=0, le=8)
     # How long a spawned bot process (Daily rooms) may take to load and say it is ready.
     spawn_ready_timeout_secs: float = Field(60.0, gt=0)
     # How long a Daily bot waits to join its room before giving up.
@@ -236,6 +242,14 @@ class Settings(BaseSettings):
                 f"{stage.value.upper()}_PROVIDER=cloud needs its API key; see .env.example"
             )
         return choice is ProviderChoice.CLOUD or (choice is ProviderChoice.AUTO and has_key)
+
+    def secret_values(self) -> dict[str, str]:
+        """The `SecretStr` settings' values by field name (for a worker process's job)."""
+        return {
+            name: value.get_secret_value()
+            for name in type(self).model_fields
+            if isinstance(value := getattr(self, name), SecretStr)
+        }
 
     def secrets(self) -> list[str]:
         """Every secret value that is set, for redaction in logs.

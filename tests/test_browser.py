@@ -87,13 +87,14 @@ def free_port() -> int:
 class Server:
     """`python -m bot serve` on a free loopback port, its output kept for failure reports."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log: deque[str] = deque(maxlen=400)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=ROOT,
+            env={**os.environ, **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -151,9 +152,7 @@ def client_bundle() -> Path:
     return bundle
 
 
-@pytest.fixture(scope="session")
-def server(client_bundle):
-    server = Server()
+def started(server: Server):
     try:
         server.wait_until(
             lambda h: h.get("status") == "ok", SERVER_START_TIMEOUT, "the server to start"
@@ -161,6 +160,17 @@ def server(client_bundle):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def server(client_bundle):
+    yield from started(Server())
+
+
+@pytest.fixture(scope="module")
+def worker_server(client_bundle):
+    """The server with SESSION_PROCESSES on: every session in its own worker process."""
+    yield from started(Server(env={"SESSION_PROCESSES": "true"}))
 
 
 @pytest.fixture(scope="session")
@@ -320,6 +330,31 @@ def test_browser_conversation(server, playwright, question_wavs, transport, tmp_
 
         caller.disconnect()
         server.wait_until(lambda h: h["sessions"] == 0, 30, "the session to end on the server")
+    finally:
+        caller.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transport", ["websocket", "webrtc"])
+def test_browser_conversation_with_the_session_in_a_worker_process(
+    worker_server, playwright, question_wavs, transport
+):
+    """The page is the same; the server relays the WebSocket (or hands the WebRTC offer on)
+    to the session's own process."""
+    caller = Caller(playwright, worker_server, question_wavs["france"], transport)
+    try:
+        caller.connect()
+        caller.wait_connected()
+        with urllib.request.urlopen(f"{worker_server.url}/api/sessions", timeout=5) as response:
+            [session] = json.load(response)
+        assert session["transport"] == transport and session["pid"] != worker_server.process.pid
+        caller.wait_for_answer("france")
+        agent = caller.agent()
+        assert agent["sessionId"] == session["id"]
+        assert agent["errors"] == [] and caller.page_errors == []
+        assert agent["stats"]["playedAudioMs"] > 500
+        caller.disconnect()
+        worker_server.wait_until(lambda h: h["sessions"] == 0, 30, "the session to end on the server")
     finally:
         caller.close()
 

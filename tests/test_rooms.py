@@ -42,12 +42,12 @@ async def test_room_and_tokens_are_created_and_a_bot_process_is_spawned(serve_ap
                 owners = sorted(bool(t.get("is_owner")) for t in daily.tokens)
                 assert owners == [False, True], daily.tokens  # the bot owns the room, the user does not
                 assert [p.id for p in server.registry.processes()] == [answer["session_id"]]
-                pid = server.registry.processes()[0].process.pid
+                pid = server.registry.processes()[0].pid
 
                 # It failed to join (no Daily here), exited, and freed its slot; the server lives.
                 assert await wait_until(lambda: not server.registry.processes(), 60)
                 assert (await http.get(f"{server.url}/api/health")).status_code == 200
-                assert pid not in [p.process.pid for p in server.registry.processes()]
+                assert pid not in [p.pid for p in server.registry.processes()]
 
 
 async def test_a_bot_that_crashes_at_start_is_reported(serve_app, monkeypatch):

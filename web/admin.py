@@ -25,8 +25,8 @@ from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.config import Settings
-from bot.session_control import InstructionMode, SessionControl
-from web.sessions import LiveSession, SessionRegistry
+from bot.session_control import InstructionMode
+from web.sessions import LiveSession, SessionLevers, SessionRegistry
 
 MAX_INSTRUCTIONS_CHARS = 4000
 MAX_SAY_CHARS = 1000
@@ -52,6 +52,7 @@ class SessionSummary(BaseModel):
     started_at: float = Field(description="Unix time")
     duration_secs: float
     turns: int = Field(description="Completed turns")
+    pid: int = Field(description="The process running the session (the server's, or its worker's)")
 
 
 class ContextInfo(BaseModel):
@@ -202,8 +203,8 @@ def create_admin_router(settings: Settings, registry: SessionRegistry) -> APIRou
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no live session {session_id!r}")
         return live
 
-    def control_of(live: LiveSession) -> SessionControl:
-        control = live.session.control
+    def control_of(live: LiveSession) -> SessionLevers:
+        control = live.control
         if control is None:
             raise HTTPException(
                 status.HTTP_409_CONFLICT, f"session {live.id!r} is starting or ending; try again"
@@ -222,7 +223,7 @@ def create_admin_router(settings: Settings, registry: SessionRegistry) -> APIRou
     )
     async def get_session(session_id: str):
         live = live_session(session_id)
-        control = live.session.control
+        control = live.control
         return SessionDetail(
             **live.summary(),
             instructions=control.instructions if control else None,
@@ -240,7 +241,10 @@ def create_admin_router(settings: Settings, registry: SessionRegistry) -> APIRou
     async def update_context(session_id: str, body: ContextUpdate):
         live = live_session(session_id)
         control = control_of(live)
-        applied = await control.update_instructions(body.instructions, InstructionMode(body.mode))
+        try:
+            applied = await control.update_instructions(body.instructions, InstructionMode(body.mode))
+        except ConnectionError as e:  # a worker process's session that is starting or ending
+            raise HTTPException(status.HTTP_409_CONFLICT, f"session {live.id!r}: {e}") from e
         logger.bind(session_id=live.id).info(
             f"Admin API: instructions {body.mode}d ({len(body.instructions)} chars); "
             f"{'applied' if applied else 'queued'}"
@@ -258,7 +262,10 @@ def create_admin_router(settings: Settings, registry: SessionRegistry) -> APIRou
     )
     async def say(session_id: str, body: SayRequest):
         live = live_session(session_id)
-        await control_of(live).say(body.text)
+        try:
+            await control_of(live).say(body.text)
+        except ConnectionError as e:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"session {live.id!r}: {e}") from e
         return SayResult(id=live.id, queued=True)
 
     @router.delete(
@@ -268,7 +275,10 @@ def create_admin_router(settings: Settings, registry: SessionRegistry) -> APIRou
         live = live_session(session_id)
         control = control_of(live)
         task = live.task
-        await control.end()
+        try:
+            await control.end()
+        except ConnectionError:  # its worker process is already on its way out
+            pass
         graceful = await _finished(task, END_GRACE_SECS)
         if not graceful:
             logger.bind(session_id=live.id).warning("Admin API: session did not end in time; cancelling")

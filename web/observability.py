@@ -219,7 +219,7 @@ class Observability:
 
     def on_session_event(self, event: str, live: LiveSession, payload: Any) -> None:
         if event == "turn":
-            record = payload.to_dict()
+            record = {**payload}
             record["transport"] = live.transport
             self.metrics.observe_turn(record)
             self.recent_turns.append(record)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from loguru import logger
 
@@ -19,10 +20,27 @@ class SessionLimitError(RuntimeError):
     """The server already holds its maximum number of sessions."""
 
 
+class SessionLevers(Protocol):
+    """What the admin API steers a session with: `bot.session_control.SessionControl` in
+    this process, `web.worker_link.WorkerLink` for a session in a worker process."""
+
+    instructions: str
+    updates: int
+
+    async def update_instructions(self, text: str, mode: Any = ..., *, timeout: float = ...) -> bool: ...
+    async def say(self, text: str) -> None: ...
+    async def end(self) -> None: ...
+    async def cancel(self) -> None: ...
+    def context_summary(self) -> dict: ...
+
+
 @dataclass
 class LiveSession:
-    session: Session
+    id: str
     transport: str
+    session: Session | None = None  # the session, when it runs in this process
+    remote: SessionLevers | None = None  # its link, when it runs in a worker process
+    pid: int = field(default_factory=os.getpid)
     started_at: float = field(default_factory=time.time)
     state: SessionState = SessionState.LISTENING
     turns: int = 0
@@ -31,8 +49,15 @@ class LiveSession:
     history: deque[dict] = field(default_factory=lambda: deque(maxlen=50))
 
     @property
-    def id(self) -> str:
-        return self.session.id
+    def control(self) -> SessionLevers | None:
+        """None while the session is starting or ending."""
+        if self.remote is not None:
+            return self.remote
+        return self.session.control if self.session else None
+
+    @property
+    def in_worker(self) -> bool:
+        return self.remote is not None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -42,30 +67,12 @@ class LiveSession:
             "started_at": self.started_at,
             "duration_secs": round(time.time() - self.started_at, 1),
             "turns": self.turns,
-        }
-
-
-@dataclass
-class ProcessSession:
-    """A session whose bot runs in a worker subprocess (web/spawner.py)."""
-
-    id: str
-    transport: str
-    process: asyncio.subprocess.Process
-    started_at: float = field(default_factory=time.time)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "transport": self.transport,
-            "pid": self.process.pid,
-            "started_at": self.started_at,
-            "duration_secs": round(time.time() - self.started_at, 1),
+            "pid": self.pid,
         }
 
 
 # (event, session, payload): "started" / "ended" (None), "state" (SessionState),
-# "turn" (TurnRecord). Called in the session's task; must not block.
+# "turn" (`TurnRecord.to_dict()`). Called in the session's task; must not block.
 SessionListener = Callable[[str, LiveSession, Any], None]
 
 
@@ -75,7 +82,6 @@ class SessionRegistry:
         self.history_turns = history_turns
         self.listeners: list[SessionListener] = []
         self._sessions: dict[str, LiveSession] = {}
-        self._processes: dict[str, ProcessSession] = {}
         self._reserved = 0
 
     def _notify(self, event: str, live: LiveSession, payload: Any = None) -> None:
@@ -86,10 +92,11 @@ class SessionRegistry:
                 logger.exception(f"Session listener failed on {event!r}")
 
     def __len__(self) -> int:
-        return len(self._sessions) + len(self._processes) + self._reserved
+        return len(self._sessions) + self._reserved
 
-    def processes(self) -> list[ProcessSession]:
-        return list(self._processes.values())
+    def processes(self) -> list[LiveSession]:
+        """The sessions that run in worker processes."""
+        return [live for live in self._sessions.values() if live.in_worker]
 
     def get(self, session_id: str) -> LiveSession | None:
         return self._sessions.get(session_id)
@@ -114,27 +121,49 @@ class SessionRegistry:
 
     async def run(self, session: Session, transport: str, bot: Coroutine) -> None:
         """Run a reserved session's bot to completion; always frees its slot."""
-        live = LiveSession(
-            session=session, transport=transport, history=deque(maxlen=self.history_turns)
-        )
-        self.release_reservation()
-        self._sessions[session.id] = live
+        live = self._open(LiveSession(id=session.id, transport=transport, session=session))
+        session.on_state.append(lambda state: self.set_state(live, state))
+        session.on_turn.append(lambda record: self.add_turn(live, record.to_dict()))
+        try:
+            await self._until_done(live, bot)
+        finally:
+            # Drop references so the session's pipeline can be garbage-collected.
+            session.worker = session.context = session.metrics = session.state = None
+            session.control = None
+
+    def open_remote(self, session_id: str, transport: str, pid: int, link: SessionLevers) -> LiveSession:
+        """Register a reserved session whose bot runs in a worker process; then `track` it.
+
+        The worker's link reports its state and turns through `set_state` / `add_turn`."""
+        return self._open(LiveSession(id=session_id, transport=transport, remote=link, pid=pid))
+
+    async def track(self, live: LiveSession, until_exit: Coroutine) -> None:
+        """Keep a worker's session registered until `until_exit` returns (run as live.task)."""
+        await self._until_done(live, until_exit)
+
+    def set_state(self, live: LiveSession, state: SessionState) -> None:
+        live.state = state
+        self._notify("state", live, state)
+
+    def add_turn(self, live: LiveSession, record: dict) -> None:
+        live.turns = max(live.turns, record.get("turn", 0))
+        live.history.append(record)
+        self._notify("turn", live, record)
+
+    def _open(self, live: LiveSession) -> LiveSession:
+        live.history = deque(maxlen=self.history_turns)
         live.task = asyncio.current_task()
-
-        def on_state(state: SessionState) -> None:
-            live.state = state
-            self._notify("state", live, state)
-
-        def on_turn(record) -> None:
-            live.turns = max(live.turns, record.turn)
-            live.history.append(record.to_dict())
-            self._notify("turn", live, record)
-
-        session.on_state.append(on_state)
-        session.on_turn.append(on_turn)
-        log = logger.bind(session_id=session.id)
-        log.info(f"Session started ({transport}); {len(self._sessions)} live")
+        self.release_reservation()
+        self._sessions[live.id] = live
+        where = f" in process {live.pid}" if live.in_worker else ""
+        logger.bind(session_id=live.id).info(
+            f"Session started ({live.transport}){where}; {len(self._sessions)} live"
+        )
         self._notify("started", live)
+        return live
+
+    async def _until_done(self, live: LiveSession, bot: Coroutine) -> None:
+        log = logger.bind(session_id=live.id)
         try:
             await bot
         except asyncio.CancelledError:
@@ -143,40 +172,11 @@ class SessionRegistry:
         except Exception:
             log.exception("Session failed")
         finally:
-            self._sessions.pop(session.id, None)
-            # Drop references so the session's pipeline can be garbage-collected.
-            session.worker = session.context = session.metrics = session.state = None
-            session.control = None
+            self._sessions.pop(live.id, None)
             log.info(f"Session ended; {len(self._sessions)} live")
             self._notify("ended", live)
 
-    async def run_process(
-        self, session_id: str, transport: str, process: asyncio.subprocess.Process, until_exit: Coroutine
-    ) -> None:
-        """Track a reserved session running in a worker process until the process exits."""
-        self.release_reservation()
-        self._processes[session_id] = ProcessSession(session_id, transport, process)
-        logger.bind(session_id=session_id).info(f"Session started in process {process.pid} ({transport})")
-        try:
-            await until_exit
-        finally:
-            self._processes.pop(session_id, None)
-
-    async def end_process(self, session_id: str, timeout: float = 10.0) -> bool:
-        entry = self._processes.get(session_id)
-        if entry is None:
-            return False
-        if entry.process.returncode is None:
-            entry.process.terminate()
-            try:
-                await asyncio.wait_for(entry.process.wait(), timeout)
-            except TimeoutError:
-                entry.process.kill()
-        return True
-
     async def cancel_all(self) -> None:
-        for session_id in list(self._processes):
-            await self.end_process(session_id)
         tasks = [live.task for live in self._sessions.values() if live.task]
         for task in tasks:
             task.cancel()

@@ -1,107 +1,306 @@
-"""Bots in worker subprocesses: a crashing bot never takes the server down.
+"""Bots in worker processes: a crashing bot never takes the server down.
 
-`BotSpawner.spawn_daily()` starts `python -m bot daily`, hands it the room and token on
-stdin (never on the command line, where `ps` would show the token), waits until the
-worker says it is ready, and then tracks it in the session registry until it exits.
+`BotSpawner.spawn()` gives one session to a `python -m bot worker` process (web/worker.py):
+the worker gets the settings (secrets included, on stdin, never on the command line, where
+`ps` would show them) and loads its models, then gets the session's job, says when it is
+ready, and the session is registered in the `SessionRegistry`, where it counts towards
+MAX_SESSIONS and shows on the dashboard like any other. Loading takes seconds, so with
+SESSION_PROCESSES on the spawner keeps WORKER_SPARES workers loaded and waiting: a new
+session takes one and another starts loading behind it. `WorkerLink` is this side of the worker's pipes: the worker's events
+(state, turns, its session's instructions) come on its stdout, the admin API's commands go
+to its stdin, and its log lines (stderr) are passed on to this process's log stream.
 Workers share the server's loopback LLM server instead of loading their own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-import os
 import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TextIO
 
 from loguru import logger
 
+from bot.config import Settings
+from bot.session_control import InstructionMode
+from processors.session_state import SessionState
 from web.sessions import SessionRegistry
 
-READY_LINE = "READY"
 ROOT = Path(__file__).resolve().parents[1]
+COMMAND_TIMEOUT_SECS = 15.0
 
 
 class SpawnError(RuntimeError):
     """The worker process could not start or exited before it was ready."""
 
 
+def worker_settings(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """The settings as the worker's job carries them: JSON, with the secrets' values."""
+    data = settings.model_dump(mode="json")
+    data.update(settings.secret_values())
+    data.update(overrides)
+    return data
+
+
+class WorkerLink:
+    """One worker process's pipes, and the admin levers of its session."""
+
+    def __init__(self, process: asyncio.subprocess.Process, registry: SessionRegistry,
+                 instructions: str, log_stream: TextIO):
+        self.process = process
+        self.session_id = ""  # set by `assign`
+        self.transport = ""
+        self.port: int | None = None
+        self.on_exit: list[Callable[[], Any]] = []
+        # The session's levers as the worker last reported them.
+        self.instructions = instructions
+        self.updates = 0
+        self._context: dict = {"messages": 0}
+        self._registry = registry
+        self._log_stream = log_stream
+        self._ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._replies: dict[int, asyncio.Future] = {}
+        self._ids = itertools.count(1)
+        self._stderr_tail: list[str] = []
+        self._readers = [
+            asyncio.create_task(self._read_events()),
+            asyncio.create_task(self._pass_logs_on()),
+        ]
+
+    # --- the admin API's levers (web/admin.py) ---------------------------------------------
+    async def update_instructions(
+        self, text: str, mode: InstructionMode = InstructionMode.REPLACE, *, timeout: float = 10.0
+    ) -> bool:
+        reply = await self._command("instructions", text=text, mode=str(mode), timeout=timeout)
+        return bool(reply.get("applied"))
+
+    async def say(self, text: str) -> None:
+        await self._command("say", text=text)
+
+    async def end(self) -> None:
+        await self._command("end")
+
+    async def cancel(self) -> None:
+        if self.process.returncode is None:
+            self.process.terminate()
+
+    def context_summary(self) -> dict:
+        return dict(self._context)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None
+
+    async def assign(self, session_id: str, transport: str, **job: Any) -> None:
+        """Give the (loaded or loading) worker its session."""
+        self.session_id, self.transport = session_id, transport
+        self.process.stdin.write((json.dumps({"session_id": session_id, "transport": transport, **job}) + "\n").encode())
+        await self.process.stdin.drain()
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Until the worker has its models loaded and its session's transport up."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), timeout)
+        except (TimeoutError, EOFError) as e:
+            if self.process.returncode is None:
+                self.process.kill()
+            await self.process.wait()
+            await asyncio.gather(*self._readers, return_exceptions=True)
+            why = ("did not get ready in time" if isinstance(e, TimeoutError)
+                   else f"exited with code {self.process.returncode}")
+            raise SpawnError(f"the bot process {why}: {self.error_summary()}") from e
+
+    async def until_exit(self) -> None:
+        """Wait for the worker to exit; if the wait is cancelled, stop the worker."""
+        log = logger.bind(session_id=self.session_id)
+        try:
+            code = await self.process.wait()
+        except asyncio.CancelledError:
+            await self.stop()
+            raise
+        finally:
+            await asyncio.gather(*self._readers, return_exceptions=True)
+            for callback in self.on_exit:
+                callback()
+            for reply in self._replies.values():
+                if not reply.done():
+                    reply.set_exception(ConnectionError("the session's process has ended"))
+        if code == 0:
+            log.info(f"Worker process {self.process.pid} finished")
+        else:
+            log.warning(f"Worker process {self.process.pid} exited with code {code}: {self.error_summary()}")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        if self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+    def error_summary(self) -> str:
+        lines = self._stderr_tail
+        interesting = [l for l in lines if "error" in l.lower() or "exception" in l.lower()] or lines
+        return " | ".join(interesting[-3:])[-600:] or "(no output)"
+
+    # --- pipes --------------------------------------------------------------------------------
+    async def _command(self, cmd: str, **args: Any) -> dict:
+        if self.process.returncode is not None or self.process.stdin is None:
+            raise ConnectionError("the session's process has ended")
+        request_id = next(self._ids)
+        reply = asyncio.get_running_loop().create_future()
+        self._replies[request_id] = reply
+        try:
+            self.process.stdin.write((json.dumps({"id": request_id, "cmd": cmd, **args}) + "\n").encode())
+            await self.process.stdin.drain()
+            result = await asyncio.wait_for(reply, COMMAND_TIMEOUT_SECS)
+        finally:
+            self._replies.pop(request_id, None)
+        if result.get("error"):
+            raise ConnectionError(result["error"])
+        return result
+
+    async def _read_events(self) -> None:
+        while line := await self.process.stdout.readline():
+            try:
+                event = json.loads(line)
+                kind = event["event"]
+            except (ValueError, KeyError, TypeError):
+                self._log_line(line.decode(errors="replace"))
+                continue
+            self._on_event(kind, event)
+        if not self._ready.done():
+            self._ready.set_exception(EOFError())
+
+    def _on_event(self, kind: str, event: dict) -> None:
+        if kind == "loaded":  # models loaded; the worker waits for its job
+            return
+        if kind == "ready":
+            self.port = event.get("port")
+            if not self._ready.done():
+                self._ready.set_result(None)
+            return
+        if kind == "reply":
+            reply = self._replies.get(event.get("id"))
+            if reply is not None and not reply.done():
+                reply.set_result(event)
+            return
+        if kind == "levers":
+            self.instructions = event.get("instructions", self.instructions)
+            self.updates = event.get("updates", self.updates)
+            self._context = event.get("context") or self._context
+            return
+        live = self._registry.get(self.session_id)
+        if live is None:
+            return
+        if kind == "state":
+            try:
+                self._registry.set_state(live, SessionState(event["state"]))
+            except (KeyError, ValueError):
+                pass
+        elif kind == "turn" and isinstance(event.get("record"), dict):
+            self._registry.add_turn(live, event["record"])
+
+    async def _pass_logs_on(self) -> None:
+        while line := await self.process.stderr.readline():
+            self._log_line(line.decode(errors="replace"))
+
+    def _log_line(self, text: str) -> None:
+        # The worker tags and redacts its own lines (bot/logs.py): they go on as they are.
+        self._stderr_tail.append(text.rstrip())
+        del self._stderr_tail[:-40]
+        try:
+            self._log_stream.write(text if text.endswith("\n") else text + "\n")
+            self._log_stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
 class BotSpawner:
-    def __init__(
-        self,
-        registry: SessionRegistry,
-        ready_timeout_secs: float,
-        worker_env: Callable[[], dict[str, str]] = dict,
-    ):
+    def __init__(self, settings: Settings, registry: SessionRegistry, ready_timeout_secs: float,
+                 worker_overrides: Callable[[], dict[str, Any]] = dict, spares: int = 0):
+        self.settings = settings
         self.registry = registry
         self.ready_timeout_secs = ready_timeout_secs
-        self.worker_env = worker_env  # evaluated per spawn: e.g. the running LLM server's URL
+        # Evaluated per worker: e.g. the running LLM server's URL.
+        self.worker_overrides = worker_overrides
+        self.spares = spares
+        self._spares: list[WorkerLink] = []
+        self._starting: set[asyncio.Task] = set()
+
+    @property
+    def waiting(self) -> int:
+        """Spare workers alive or starting."""
+        return sum(link.alive for link in self._spares) + len(self._starting)
+
+    def keep_spares(self) -> None:
+        """Start loading workers until `spares` are alive and waiting (in the background)."""
+        self._spares = [link for link in self._spares if link.alive]
+        for _ in range(self.spares - len(self._spares) - len(self._starting)):
+            task = asyncio.create_task(self._start_worker())
+            self._starting.add(task)
+            task.add_done_callback(self._spare_started)
+
+    def _spare_started(self, task: asyncio.Task) -> None:
+        self._starting.discard(task)
+        if not task.cancelled() and task.exception() is None:
+            self._spares.append(task.result())
+        elif not task.cancelled():
+            logger.warning(f"Could not start a spare worker: {task.exception()}")
+
+    async def close(self) -> None:
+        for task in self._starting:
+            task.cancel()
+        await asyncio.gather(*self._starting, return_exceptions=True)
+        spares, self._spares = self._spares, []
+        await asyncio.gather(*(link.stop() for link in spares), return_exceptions=True)
+
+    async def spawn(self, transport: str, **job: Any) -> WorkerLink:
+        """Run a session in a worker; registered once ready. Its slot must be reserved."""
+        spare = next((link for link in self._spares if link.alive), None)
+        try:
+            if spare is not None:
+                self._spares.remove(spare)
+                link = spare
+            else:
+                link = await self._start_worker()
+            try:
+                await link.assign(uuid.uuid4().hex[:12], transport, **job)
+            except (OSError, ConnectionError):
+                pass  # the worker has died already: wait_ready says how
+            await link.wait_ready(self.ready_timeout_secs)
+        except (SpawnError, OSError, ConnectionError) as e:
+            self.registry.release_reservation()
+            raise e if isinstance(e, SpawnError) else SpawnError(f"could not start a bot process: {e}") from e
+        finally:
+            if self.spares:
+                self.keep_spares()
+        live = self.registry.open_remote(link.session_id, transport, link.process.pid, link)
+        live.task = asyncio.create_task(self.registry.track(live, link.until_exit()))
+        return link
 
     async def spawn_daily(self, room_url: str, token: str) -> str:
-        """Start a bot for a Daily room; returns its session id. The slot must be reserved."""
-        session_id = uuid.uuid4().hex[:12]
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", "daily",
-                cwd=ROOT,
-                env={**os.environ, **self.worker_env()},
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-        except OSError as e:
-            self.registry.release_reservation()
-            raise SpawnError(f"could not start a bot process: {e}") from e
-        job = {"room_url": room_url, "token": token, "session_id": session_id}
-        proc.stdin.write((json.dumps(job) + "\n").encode())
-        await proc.stdin.drain()
-        proc.stdin.close()
+        """A bot for a Daily room; returns its session id. The slot must be reserved."""
+        link = await self.spawn("daily", room_url=room_url, token=token)
+        return link.session_id
 
-        stderr_tail: list[str] = []
-        drain_stderr = asyncio.create_task(_collect(proc.stderr, stderr_tail))
-        try:
-            await asyncio.wait_for(_until_ready(proc.stdout), self.ready_timeout_secs)
-        except (TimeoutError, EOFError) as e:
-            if proc.returncode is None:
-                proc.kill()
-            await proc.wait()
-            await drain_stderr
-            self.registry.release_reservation()
-            why = "did not get ready in time" if isinstance(e, TimeoutError) else f"exited with code {proc.returncode}"
-            raise SpawnError(f"the bot process {why}: {_tail(stderr_tail)}") from e
-
-        async def run_until_exit():
-            code = await proc.wait()
-            await drain_stderr
-            log = logger.bind(session_id=session_id)
-            if code == 0:
-                log.info("Daily bot process finished")
-            else:
-                log.warning(f"Daily bot process exited with code {code}: {_tail(stderr_tail)}")
-
-        # Registered like any session (counts towards MAX_SESSIONS, listed, cancellable).
-        task = asyncio.create_task(
-            self.registry.run_process(session_id, "daily", proc, run_until_exit())
+    async def _start_worker(self) -> WorkerLink:
+        """A worker process loading its models, its settings on its stdin."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "worker",
+            cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
-        del task  # the registry owns it
-        return session_id
-
-
-async def _until_ready(stream: asyncio.StreamReader) -> None:
-    while line := await stream.readline():
-        if line.decode(errors="replace").strip() == READY_LINE:
-            return
-    raise EOFError
-
-
-async def _collect(stream: asyncio.StreamReader, tail: list[str], keep: int = 40) -> None:
-    while line := await stream.readline():
-        tail.append(line.decode(errors="replace").rstrip())
-        del tail[:-keep]
-
-
-def _tail(lines: list[str]) -> str:
-    interesting = [l for l in lines if "error" in l.lower() or "exception" in l.lower()] or lines
-    return " | ".join(interesting[-3:])[-600:] or "(no output)"
+        settings = worker_settings(self.settings, **self.worker_overrides())
+        process.stdin.write((json.dumps({"settings": settings}) + "\n").encode())
+        await process.stdin.drain()
+        log_stream = sys.stdout if self.settings.log_format == "json" else sys.stderr
+        return WorkerLink(process, self.registry, self.settings.system_prompt, log_stream)

@@ -1,0 +1,126 @@
+"""SESSION_PROCESSES: each WebSocket session in its own worker process, seen and steered
+from the server like any other; a worker that dies takes only its own session down."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import httpx
+import pytest
+
+from tests.peers.daily import DailyPeer
+from tests.text import contains_words
+from web.ws_client import AgentClient
+
+pytestmark = pytest.mark.slow
+WORKER_READY_SECS = 90  # the worker loads Whisper, Piper and the VAD models itself
+
+
+def turn_count(n):
+    return lambda r: len(r.turns) >= n
+
+
+async def until(predicate, timeout: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def ready_session(server, client: AgentClient) -> dict:
+    assert await client.wait_for(lambda r: r.server_messages("session"), WORKER_READY_SECS), "no session message"
+    return client.received.server_messages("session")[0]
+
+
+async def test_a_websocket_session_runs_in_its_worker_and_is_steered_from_the_server(serve_app, speech):
+    async with serve_app(session_processes=True) as server, httpx.AsyncClient(timeout=60) as http:
+        async with AgentClient(server.ws_url) as client:
+            session_id = (await ready_session(server, client))["session_id"]
+            [live] = server.registry.processes()
+            assert live.id == session_id and live.pid != os.getpid()
+            # It took the spare worker loaded at start-up; another is loading behind it.
+            assert server.app.state.spawner.waiting == 1
+
+            # A question through the relay: heard, answered, timed.
+            await client.speak(speech("What is the capital of France?"))
+            assert await client.silence_until(turn_count(1), 90), client.received.turns
+            turn = client.received.turns[0]
+            assert contains_words(turn["user_text"], "capital", "France"), turn
+            assert contains_words(turn["bot_text"], "Paris"), turn
+            assert client.received.audio_ms() > 500
+
+            # The server sees it: admin API, dashboard snapshot, Prometheus.
+            listed = (await http.get(f"{server.url}/api/sessions")).json()
+            assert [(s["id"], s["pid"], s["transport"]) for s in listed] == [(session_id, live.pid, "websocket")]
+            await until(lambda: live.turns >= 1, 10, "the worker's turn to reach the registry")
+            snapshot = (await http.get(f"{server.url}/api/dashboard")).json()
+            [shown] = snapshot["sessions"]
+            assert shown["id"] == session_id and shown["history"][0]["bot_text"] == turn["bot_text"]
+            metrics = (await http.get(f"{server.url}/metrics")).text
+            assert "voice_agent_turns_total 1.0" in metrics, metrics[:2000]
+            assert "voice_agent_live_sessions 1.0" in metrics
+
+            # Steered over the worker's pipes: instructions, speech, then the end.
+            r = await http.put(f"{server.url}/api/sessions/{session_id}/context",
+                               json={"instructions": "Always answer in French.", "mode": "append"})
+            assert r.status_code == 200 and r.json()["applied"], r.text
+            detail = (await http.get(f"{server.url}/api/sessions/{session_id}")).json()
+            assert detail["instructions"].endswith("Always answer in French.")
+            assert detail["instruction_updates"] == 1 and detail["context"]["messages"] >= 2, detail
+
+            audio_before = client.received.audio_ms()
+            r = await http.post(f"{server.url}/api/sessions/{session_id}/say", json={"text": "One moment please."})
+            assert r.status_code == 202, r.text
+            assert await client.silence_until(lambda rec: rec.audio_ms() > audio_before + 500, 30)
+
+            r = await http.delete(f"{server.url}/api/sessions/{session_id}")
+            assert r.status_code == 200 and r.json()["graceful"], r.text
+            await until(lambda: client.closed, 15, "the client's WebSocket to close")
+        await until(lambda: len(server.registry) == 0, 15, "the session to be released")
+        with pytest.raises(ProcessLookupError):
+            os.kill(live.pid, 0)  # the worker has exited (and been reaped)
+
+
+async def test_a_worker_that_dies_takes_only_its_own_session(serve_app, speech):
+    async with serve_app(session_processes=True, max_sessions=2) as server:
+        async with AgentClient(server.ws_url) as doomed, AgentClient(server.ws_url) as survivor:
+            doomed_id = (await ready_session(server, doomed))["session_id"]
+            await ready_session(server, survivor)
+            doomed_pid = next(live.pid for live in server.registry.processes() if live.id == doomed_id)
+
+            os.kill(doomed_pid, signal.SIGKILL)
+            await until(lambda: doomed.closed, 15, "the dead worker's client to be closed")
+            assert doomed.close_code == 1011, (doomed.close_code, doomed.close_reason)
+            await until(lambda: len(server.registry) == 1, 15, "the dead session to be released")
+
+            await survivor.speak(speech("What is the capital of Japan?"))
+            assert await survivor.silence_until(turn_count(1), 90), survivor.received.turns
+            assert contains_words(survivor.received.turns[0]["bot_text"], "Tokyo")
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{server.url}/api/health")).json()["status"] == "ok"
+
+
+async def test_a_worker_ends_when_the_server_goes(serve_app):
+    """The worker's stdin is the server: when it closes, the session and the worker end."""
+    async with serve_app(session_processes=True) as server, AgentClient(server.ws_url) as client:
+        await ready_session(server, client)
+        [live] = server.registry.processes()
+        live.remote.process.stdin.close()
+        await until(lambda: client.closed, 20, "the client to be closed")
+        code = await asyncio.wait_for(live.remote.process.wait(), 20)
+        assert code == 0
+
+
+async def test_a_daily_bot_reports_to_the_server_like_any_session(serve_app, monkeypatch):
+    monkeypatch.setenv("DAILY_JOIN_TIMEOUT_SECS", "30")
+    async with DailyPeer(api_key="k") as daily, serve_app(daily_api_key="k", daily_api_url=daily.base_url) as server:
+        async with httpx.AsyncClient(timeout=120) as http:
+            answer = (await http.post(f"{server.url}/api/rooms")).json()
+            listed = (await http.get(f"{server.url}/api/sessions")).json()
+            assert [(s["id"], s["transport"]) for s in listed] == [(answer["session_id"], "daily")]
+            assert listed[0]["pid"] != os.getpid()
+            r = await http.delete(f"{server.url}/api/sessions/{answer['session_id']}")
+            assert r.status_code in (200, 409), r.text
+        await until(lambda: len(server.registry) == 0, 30, "the Daily worker to end")
