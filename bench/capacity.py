@@ -51,9 +51,11 @@ from bench.common import (
     markdown_table,
     p50,
     p95,
+    process_tree,
     record,
-    rss_mb,
     synthesize,
+    tree_cpu_seconds,
+    tree_rss_mb,
     wait_for_quiet_machine,
     wait_quiet,
 )
@@ -150,10 +152,13 @@ async def run_level(server: Server, n: int, questions, args, seed: int) -> dict:
     shares = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
 
     async def server_cpu():
+        # The server and its session worker processes (SESSION_PROCESSES), if any.
         await asyncio.sleep(max(0.0, measure_from - time.monotonic()))
-        c0, t0 = cpu_seconds(server.pid), time.monotonic()
+        c0, t0 = tree_cpu_seconds(process_tree(server.pid)), time.monotonic()
         await asyncio.sleep(max(0.0, deadline - time.monotonic()))
-        return (cpu_seconds(server.pid) - c0) / (time.monotonic() - t0), rss_mb(server.pid)
+        c1 = tree_cpu_seconds(list(c0))
+        used = sum(c1[p] - c0[p] for p in c1)
+        return used / (time.monotonic() - t0), tree_rss_mb(server.pid)
 
     cpu_task = asyncio.create_task(server_cpu())
     if procs == 1:
@@ -310,6 +315,8 @@ async def run(args) -> tuple[str, dict]:
     print("synthesizing the questions with the local voice…", flush=True)
     questions = [q.audio for q in synthesize(QUESTIONS)]
     env = {**FAKE_PROVIDERS, "MAX_SESSIONS": "1000"}
+    if args.session_processes:
+        env |= {"SESSION_PROCESSES": "true", "WORKER_SPARES": str(args.spares)}
     results, verdicts = [], []
     baseline = None
     started_load = loadavg()
@@ -379,7 +386,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
     parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[1, 5, 10, 20, 30, 40, 50, 60, 80, 100, 120, 150])
+                        default=[1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 40, 50, 60, 80, 100])
+    parser.add_argument("--session-processes", action="store_true",
+                        help="SESSION_PROCESSES=true: each session in its own worker process.")
+    parser.add_argument("--spares", type=int, default=4, help="WORKER_SPARES with --session-processes.")
     parser.add_argument("--secs", type=float, default=40.0, help="Measured seconds per level.")
     parser.add_argument("--warmup", type=float, default=5.0, help="Unmeasured seconds at the start of a level.")
     parser.add_argument("--client-procs", type=int, default=1, help="Client processes to drive the sessions.")
@@ -396,14 +406,19 @@ def main() -> None:
         f"- N=1 voice-to-voice median (the baseline of 'added'): {fmt(figures['baseline'])} ms",
         "- real time = p95 added latency < 50 ms, backlog growth < 20 ms, no failed/refused/closed session",
     ]
-    print(f"\ncapacity (fake STT/LLM/TTS); load average at start {figures['load']}; "
+    mode = "each session in its own process" if args.session_processes else "all sessions in the server process"
+    print(f"\ncapacity (fake STT/LLM/TTS, {mode}); load average at start {figures['load']}; "
           f"{time.monotonic() - started:.0f} s")
     print("\n".join(lines))
     print()
     print(table)
     if args.record:
         body = "\n".join(lines) + "\n\n" + table + ("\n\n" + figures["profile"] if figures["profile"] else "")
-        record("capacity", "Capacity (fake providers)", body, figures["load"])
+        if args.session_processes:
+            record("capacity_processes", "Capacity, each session in its own process (fake providers)",
+                   body, figures["load"])
+        else:
+            record("capacity", "Capacity (fake providers)", body, figures["load"])
 
 
 if __name__ == "__main__":

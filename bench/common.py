@@ -179,6 +179,41 @@ def rss_mb(pid: int | str = "self") -> float:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE / 2**20
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants alive now (a server and its session workers)."""
+    tree, stack = [], [pid]
+    while stack:
+        p = stack.pop()
+        tree.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                stack += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    return tree
+
+
+def tree_cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """CPU seconds of each process still alive among `pids`."""
+    out = {}
+    for p in pids:
+        try:
+            out[p] = cpu_seconds(p)
+        except OSError:
+            pass
+    return out
+
+
+def tree_rss_mb(pid: int) -> float:
+    total = 0.0
+    for p in process_tree(pid):
+        try:
+            total += rss_mb(p)
+        except OSError:
+            pass
+    return total
+
+
 class Server:
     """`python -m bot serve` in a subprocess on a free port, as in production.
 
