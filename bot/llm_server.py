@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import uvicorn
+from loguru import logger
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -287,6 +288,47 @@ def _first_json_object(text: str) -> str | None:
     return text[start : start + end]
 
 
+_STOPWORDS = frozenset(
+    "the and for are was were what which who whom whose when where why how does did can could "
+    "would should will you your yours our ours their them they this that these those with from "
+    "about into tell please just some any have has had not but its it's is".split()
+)
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) >= 3 and w not in _STOPWORDS}
+
+
+def _last_user_words(messages: list) -> set[str]:
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return _content_words(_text_of(message.get("content")))
+    return set()
+
+
+def _about_the_user(call: dict, user_words: set[str]) -> bool:
+    """Whether a call's arguments share a word (or a word's stem) with what the user said.
+
+    The 0.5B model sometimes answers "What is the capital of France?" with a search for
+    something from its instructions ("Brightline Telecom help page"); a search that shares
+    nothing with the question is not the user's.
+    """
+    if not user_words:
+        return True  # nothing to compare with ("?", "hi")
+    words = _content_words(" ".join(str(v) for v in call["arguments"].values()))
+    stems = {w[:4] for w in user_words}
+    return any(w in user_words or w[:4] in stems for w in words)
+
+
+def _calls_for_the_user(calls: list[dict], body: dict) -> list[dict]:
+    user_words = _last_user_words(body.get("messages", []))
+    kept = [c for c in calls if _about_the_user(c, user_words)]
+    for call in calls:
+        if call not in kept:
+            logger.info(f"Dropped a {call['name']} call unrelated to the user's words: {call['arguments']}")
+    return kept
+
+
 def _without_tools(body: dict) -> dict:
     return {**body, "tools": None, "tool_choice": "none"}
 
@@ -324,6 +366,7 @@ async def _speech_or_calls(
             yield "text", held
         return
     spoken, calls = extract_tool_calls(full, tool_names)
+    calls = _calls_for_the_user(calls, body)
     if calls:
         yield "calls", calls
     elif held and _speakable(held) and _speakable(spoken):
@@ -359,6 +402,7 @@ def create_app(engine: Engine) -> FastAPI:
         if not body.get("stream"):
             text = "".join([p async for p in _pieces(engine, body, cancelled)])
             content, calls = extract_tool_calls(text, tool_names) if tool_names else (text, [])
+            calls = _calls_for_the_user(calls, body)
             if tool_names and not calls and not _speakable(content):
                 text = "".join([p async for p in _pieces(engine, _without_tools(body), threading.Event())])
                 content = text if _speakable(text) else ""

@@ -161,6 +161,37 @@ def test_no_speech_and_no_usable_call_is_answered_again_without_tools(first_repl
     assert engine.offered_tools == [True, False]
 
 
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_search_unrelated_to_the_question_is_not_made(stream):
+    """Seen live: "What is the capital of France?" answered with a search for a help page."""
+    call = ['{"name": "web_search", "arguments": {"query": "What is the help page for Brightline Telecom?"}}']
+    engine = RepliesEngine(call, ["The capital of France is Paris."])
+    client = TestClient(create_app(engine))
+    body = {"messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "stream": stream, "tools": TOOLS}
+    if stream:
+        with client.stream("POST", "/v1/chat/completions", json=body) as r:
+            choices = sse_deltas(r)
+        text = "".join(c["delta"].get("content") or "" for c in choices)
+        assert not any(c["delta"].get("tool_calls") for c in choices)
+    else:
+        message = client.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]
+        text = message["content"]
+        assert "tool_calls" not in message
+    assert text == "The capital of France is Paris."
+    assert engine.offered_tools == [True, False]
+
+
+def test_a_search_about_the_question_is_made():
+    call = ['{"name": "web_search", "arguments": {"query": "Brightline roaming charges"}}']
+    client = TestClient(create_app(RepliesEngine(call)))
+    body = {"messages": [{"role": "user", "content": "How much does Brightline charge for roaming abroad?"}],
+            "tools": TOOLS}
+    message = client.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]
+    arguments = json.loads(message["tool_calls"][0]["function"]["arguments"])
+    assert arguments == {"query": "Brightline roaming charges"}
+
+
 class RepeatingEngine(ScriptedEngine):
     """Writes a call, then would repeat it (as the small model does) unless stopped."""
 
