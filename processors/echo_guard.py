@@ -84,6 +84,11 @@ class BotAudioTap(FrameProcessor):
         await self.push_frame(frame, direction)
 
 
+# The guard compares the microphone's level over this window with the bot's echo level:
+# a voice that rises above the echo crosses the bar within about this long.
+MIC_WINDOW_SECS = 0.2
+
+
 class EchoGuardedVADStartStrategy(VADUserTurnStartStrategy):
     """VAD turn start that ignores speech no louder than the echo of the bot's recent audio."""
 
@@ -92,7 +97,7 @@ class EchoGuardedVADStartStrategy(VADUserTurnStartStrategy):
         *,
         bot_level: BotAudioLevel,
         margin_db: float = 10.0,
-        mic_window_secs: float = 0.2,
+        mic_window_secs: float = MIC_WINDOW_SECS,
         **kwargs,
     ):
         super().__init__(**kwargs)

@@ -47,10 +47,13 @@ from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 from pipecat.transports.base_output import BaseOutputTransport
 
+from processors.echo_guard import MIC_WINDOW_SECS
 from processors.fallback import ServiceFallbackFrame
 
 _SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([.,!?;:])")
 
+# A turn that starts this long after the VAD's start was held back by the echo guard.
+HELD_START_SLACK_SECS = 0.1
 STAGES = ("vad", "stt", "turn", "llm_ttft", "tool", "tts_ttfb", "voice_to_voice", "barge_in_stop")
 
 
@@ -160,6 +163,7 @@ class TurnMetricsObserver(BaseObserver):
         self._current: TurnRecord | None = None
         self._interrupted: TurnRecord | None = None
         self._vad_started_at: float | None = None
+        self._vad_frame_at: float | None = None
         self._bot_speaking = False
         self._last_bot_audio_out_at: float | None = None
         self._pending_tools = 0
@@ -212,7 +216,7 @@ class TurnMetricsObserver(BaseObserver):
 
         # --- user side: the user aggregator broadcasts these both ways; count the upstream copy
         if isinstance(frame, VADUserStartedSpeakingFrame) and upstream:
-            self._vad_started_at = t - frame.start_secs
+            self._vad_started_at, self._vad_frame_at = t - frame.start_secs, t
         elif isinstance(frame, UserStartedSpeakingFrame) and upstream:
             await self._start_turn(t)
         elif isinstance(frame, VADUserStoppedSpeakingFrame) and upstream:
@@ -280,12 +284,23 @@ class TurnMetricsObserver(BaseObserver):
                 self._current = None
                 await self._emit(turn)
 
+    def _speech_start(self, t: float) -> float:
+        """When the user began the turn that starts at `t`."""
+        if self._vad_started_at is None:
+            return t
+        if self._vad_frame_at is not None and t - self._vad_frame_at > HELD_START_SLACK_SECS:
+            # The echo guard held this start: the VAD had been hearing the bot's echo, and
+            # the user's voice rose above it within the guard's window before `t`.
+            return max(self._vad_started_at, t - MIC_WINDOW_SECS)
+        return self._vad_started_at
+
     async def _start_turn(self, t: float) -> None:
         previous = self._current
+        speech_start = self._speech_start(t)
         if previous is not None:
             if self._bot_speaking and previous.bot_audio_out_at is not None:
                 previous.interrupted = True
-                previous.barge_in_at = self._vad_started_at if self._vad_started_at else t
+                previous.barge_in_at = speech_start
                 if self._interrupted:  # an earlier interrupted answer never reported its stop
                     await self._emit(self._interrupted)
                 self._interrupted = previous
@@ -295,7 +310,7 @@ class TurnMetricsObserver(BaseObserver):
         self._current = TurnRecord(
             session_id=self.session_id,
             turn=self._turn_count,
-            speech_start_at=self._vad_started_at if self._vad_started_at else t,
+            speech_start_at=speech_start,
         )
         self._current.fallbacks, self._fallbacks_before_turn = self._fallbacks_before_turn, []
         self._pending_tools = 0

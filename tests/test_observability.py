@@ -129,6 +129,21 @@ async def test_barge_in_stop_ends_at_the_last_bot_audio_out_not_at_bot_stopped_s
     assert len(records) == 1 and records[0].interrupted
     assert records[0].stages_ms()["barge_in_stop"] == pytest.approx(250.0)
 
+    # With echo in the microphone the VAD is already "speaking" (the echo guard holds that
+    # back) when the user's voice rises above the echo: the start is the guard's window
+    # before the turn, not the echo's onset.
+    await push(LLMContextFrame(LLMContext()), 3.0, destination=llm)
+    await push(BotStartedSpeakingFrame(), 3.5, source=output)
+    await push(audio(), 3.5, source=output)
+    await push(VADUserStartedSpeakingFrame(start_secs=0.2), 3.7, upstream=True)  # the echo
+    for i in range(1, 40):
+        await push(audio(), 3.5 + i * 0.02, source=output)
+    await push(UserStartedSpeakingFrame(), 4.5, upstream=True)  # the user, over the echo
+    await push(audio(), 4.55, source=output)
+    await push(BotStoppedSpeakingFrame(), 4.95, source=output)
+    assert len(records) == 2 and records[1].interrupted, records
+    assert records[1].stages_ms()["barge_in_stop"] == pytest.approx(250.0)
+
 
 # --- Logs ---------------------------------------------------------------------------------
 
