@@ -124,3 +124,22 @@ async def test_a_daily_bot_reports_to_the_server_like_any_session(serve_app, mon
             r = await http.delete(f"{server.url}/api/sessions/{answer['session_id']}")
             assert r.status_code in (200, 409), r.text
         await until(lambda: len(server.registry) == 0, 30, "the Daily worker to end")
+
+
+async def test_a_workers_provider_fallback_is_counted_in_the_servers_metrics(serve_app, speech):
+    """Cartesia fails for the worker's first answer: Piper speaks it, and the server's
+    /metrics counts the worker's error and fallback."""
+    from tests.peers import CartesiaPeer, Fault
+
+    async with CartesiaPeer(api_key="sk-test") as cartesia:
+        cartesia.faults.inject(Fault.HTTP_500, times=1)
+        async with serve_app(session_processes=True, tts_provider="cloud", cartesia_api_key="sk-test",
+                             cartesia_base_url=cartesia.ws_url) as server, AgentClient(server.ws_url) as client:
+            await ready_session(server, client)
+            await client.speak(speech("What is the capital of France?"))
+            assert await client.silence_until(turn_count(1), 90), client.received.turns
+            assert client.received.audio_ms() > 500  # the answer was heard
+            async with httpx.AsyncClient() as http:
+                metrics = (await http.get(f"{server.url}/metrics")).text
+            fallbacks = [l for l in metrics.splitlines() if l.startswith("voice_agent_fallbacks_total{")]
+            assert any('stage="tts"' in l and not l.endswith(" 0.0") for l in fallbacks), fallbacks

@@ -231,6 +231,12 @@ class Observability:
             self.events.publish("session-started", {"session": self.session_detail(live)})
         elif event == "ended":
             self.events.publish("session-ended", {"session": live.summary()})
+        elif event == "count":
+            counter = {"errors": self.metrics.errors, "fallbacks": self.metrics.fallbacks}.get(payload.get("counter"))
+            try:
+                counter.labels(**payload["labels"]).inc(float(payload.get("amount", 1.0)))
+            except (AttributeError, KeyError, TypeError, ValueError):
+                logger.warning(f"Ignored a malformed count from session {live.id}'s worker: {payload}")
 
     # --- views ---------------------------------------------------------------------------
     def session_detail(self, live: LiveSession) -> dict:

@@ -206,6 +206,8 @@ class WorkerLink:
                 pass
         elif kind == "turn" and isinstance(event.get("record"), dict):
             self._registry.add_turn(live, event["record"])
+        elif kind == "count":
+            self._registry.count(live, event)
 
     async def _pass_logs_on(self) -> None:
         while line := await self.process.stderr.readline():

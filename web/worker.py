@@ -8,7 +8,8 @@ The pipes (one JSON object per line), the other side being web/spawner.py's `Wor
   `{"id", "cmd": "instructions" | "say" | "end", ...}`, each answered by a `reply` event.
   End of input (the server has gone) ends the session.
 - stdout: events only: `loaded`, `ready` (with the loopback `port` of a WebSocket/WebRTC worker),
-  `state`, `turn` (a `TurnRecord.to_dict()`), `levers` (instructions, context size), `reply`.
+  `state`, `turn` (a `TurnRecord.to_dict()`), `levers` (instructions, context size),
+  `count` (a provider error or fallback for /metrics), `reply`.
 - stderr: the session's log lines (bot/logs.py), which the server passes on.
 
 A WebSocket or WebRTC worker serves the in-process session routes (web/session_routes.py)
@@ -30,9 +31,28 @@ from bot.config import Settings
 from bot.local_models import LocalModels
 from bot.pipeline import Session, run_bot
 from bot.session_control import InstructionMode
+from bot.providers import ProviderNames
+from web.observability import ProviderErrorObserver
 from web.sessions import LiveSession, SessionRegistry
 
 EXIT_OK, EXIT_NO_CONNECTION = 0, 3
+
+
+class ForwardedCounter:
+    """A prometheus `Counter` stand-in whose increments go to the server as `count` events."""
+
+    def __init__(self, name: str, out: EventWriter):
+        self._name, self._out = name, out
+
+    def labels(self, **labels: str) -> ForwardedCounter._Child:
+        return ForwardedCounter._Child(self._name, labels, self._out)
+
+    class _Child:
+        def __init__(self, name: str, labels: dict, out: EventWriter):
+            self._name, self._labels, self._out = name, labels, out
+
+        def inc(self, amount: float = 1.0) -> None:
+            self._out.emit("count", counter=self._name, labels=self._labels, amount=amount)
 
 
 class EventWriter:
@@ -74,9 +94,16 @@ async def serve(job: dict, settings: Settings, models: LocalModels) -> int:
 
     registry.listeners.append(on_lifecycle)
 
+    # Provider errors and fallbacks are counted in the server's /metrics.
+    try:
+        providers: ProviderNames | None = ProviderNames.from_settings(settings)
+    except ValueError:
+        providers = None
+    errors = ProviderErrorObserver(ForwardedCounter("errors", out), providers, ForwardedCounter("fallbacks", out))
+
     def new_session(transport: str) -> Session:
         return Session(settings=settings, models=models, id=job["session_id"],
-                       transport_kind=transport, greeting=settings.greeting)
+                       transport_kind=transport, greeting=settings.greeting, observers=[errors])
 
     stdin = await _stdin_reader()
     server_gone = asyncio.create_task(_obey_commands(stdin, registry, out))
