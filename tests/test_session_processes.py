@@ -58,6 +58,7 @@ async def test_a_websocket_session_runs_in_its_worker_and_is_steered_from_the_se
             snapshot = (await http.get(f"{server.url}/api/dashboard")).json()
             [shown] = snapshot["sessions"]
             assert shown["id"] == session_id and shown["history"][0]["bot_text"] == turn["bot_text"]
+            assert snapshot["pid"] == os.getpid() != shown["pid"]  # the dashboard tells them apart
             metrics = (await http.get(f"{server.url}/metrics")).text
             assert "voice_agent_turns_total 1.0" in metrics, metrics[:2000]
             assert "voice_agent_live_sessions 1.0" in metrics

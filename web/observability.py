@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections import deque
 from pathlib import Path
@@ -245,6 +246,7 @@ class Observability:
     def snapshot(self) -> dict:
         return {
             "now": time.time(),
+            "pid": os.getpid(),
             "stages": list(STAGES),
             "chart_turns": self.recent_turns.maxlen,
             "session_turns": self.sessions.history_turns,

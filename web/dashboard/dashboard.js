@@ -230,7 +230,9 @@
     const s = entry.summary;
     const st = entry.ended ? "ended" : s.state;
     card.dataset.state = st;
-    $(".transport", card).textContent = s.transport;
+    // A session in its own worker process (SESSION_PROCESSES, Daily) says which.
+    const inWorker = s.pid && state.serverPid && s.pid !== state.serverPid;
+    $(".transport", card).textContent = inWorker ? `${s.transport} · process ${s.pid}` : s.transport;
     const pill = $(".pill.state", card);
     pill.textContent = st;
     pill.dataset.state = st;
@@ -354,6 +356,7 @@
       state.stages = data.stages;
       state.chartTurns = data.chart_turns;
       state.sessionTurns = data.session_turns;
+      state.serverPid = data.pid;
       state.recent = data.recent_turns.slice(-state.chartTurns);
       if (data.providers) {
         $("#providers").textContent = `STT ${data.providers.stt} · LLM ${data.providers.llm} · TTS ${data.providers.tts}`;
