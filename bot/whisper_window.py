@@ -5,14 +5,16 @@ positions for a 2 s question: ~0.4 s of the ~0.6 s a turn's transcript costs her
 CTranslate2 accepts a shorter mel window, and Whisper tiny.en transcribes as well from a
 12 s window (measured in bench/RESULTS.md: the encoder takes ~1/5 of the time). Shorter
 windows than that make Whisper repeat its own words, so the window never goes below
-`window_secs`, and a decode that still runs away (repeats, or fills its token budget) is
-thrown away and the audio transcribed the stock way.
+`window_secs`; a decode that still runs away (repeats, or fills its token budget), or
+that is unsure of itself (mean token log-probability under -0.35: noisy or mangled audio,
+where the short window does worse), is thrown away and the audio transcribed the stock way.
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +30,9 @@ TAIL_SECS = 1.0  # silence after the speech inside the window, so Whisper sees i
 TOKENS_PER_SEC = 6
 TOKENS_MIN = 10
 MAX_COMPRESSION_RATIO = 2.4  # Whisper's own threshold for "this text repeats itself"
+# Below this mean token log-probability the short window is unsure (noisy or mangled
+# audio, where it does worse than the 30 s window): the stock window decides.
+MIN_AVG_LOGPROB = -0.35
 
 
 @dataclass(frozen=True)
@@ -57,17 +62,23 @@ class WindowedWhisper:
     window fitted to short audio (`window_secs` 0 keeps the stock 30 s window)."""
 
     def __init__(self, model: WhisperModel, beam_size: int = 1, window_secs: float = 12.0):
-        from faster_whisper.tokenizer import Tokenizer
-
+        # `model` may be a lazy stand-in (processors/fallback.py): touch it only to transcribe.
         self._model = model
         self._beam_size = beam_size
         self._window_secs = window_secs
-        self._tokenizer = Tokenizer(
-            model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en"
-        )
-        self._prompt = model.get_prompt(self._tokenizer, [], without_timestamps=True)
         self.windowed_runs = 0  # transcriptions the short window served
         self.fallbacks = 0  # ... and those it handed back to the 30 s window
+
+    @cached_property
+    def _tokenizer(self):
+        from faster_whisper.tokenizer import Tokenizer
+
+        model = self._model
+        return Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
+
+    @cached_property
+    def _prompt(self) -> list[int]:
+        return self._model.get_prompt(self._tokenizer, [], without_timestamps=True)
 
     def transcribe(self, audio: np.ndarray, **kwargs: Any):
         """Like `WhisperModel.transcribe`: (segments, info); info is None on the short path."""
@@ -110,6 +121,7 @@ class WindowedWhisper:
             # CTranslate2 stops Whisper after max_length // 2 tokens here (measured): room
             # for one token past the budget, so that "no end of text" shows as len > budget.
             max_length=2 * (budget + 1),
+            return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
         )[0]
@@ -121,6 +133,10 @@ class WindowedWhisper:
             logger.debug(f"windowed Whisper used its whole token budget ({budget}); 30 s window instead")
             return None
         text = self._tokenizer.decode(tokens).strip()
+        # CTranslate2's score is the mean log-probability (length_penalty 1).
+        if result.no_speech_prob < 0.5 and result.scores[0] < MIN_AVG_LOGPROB:
+            logger.debug(f"windowed Whisper unsure ({result.scores[0]:.2f}: {text!r}); 30 s window instead")
+            return None
         if compression_ratio(text) > MAX_COMPRESSION_RATIO:
             logger.debug(f"windowed Whisper repeated itself ({text!r}); 30 s window instead")
             return None

@@ -82,6 +82,7 @@ async def test_denoise_improves_snr_by_5db_and_keeps_speech_intelligible(speech,
 
     samples = speech_samples(speech, shared=(SHARED_AUDIO / "transcripts.tsv").exists())
     report, clean_energy, noise_before, noise_after, errors, words = [], 0.0, 0.0, 0.0, 0.0, 0
+    noisy_errors = 0.0
     for name, clean, text in samples:
         noisy = add_noise(clean, 5.0, kind)
         out, _ = await denoise(noisy)
@@ -94,17 +95,20 @@ async def test_denoise_improves_snr_by_5db_and_keeps_speech_intelligible(speech,
         wer_noisy = word_error_rate(text, await transcribe(settings, models, noisy))
         wer_clean = word_error_rate(text, await transcribe(settings, models, out))
         n = len(text.split())
-        errors, words = errors + wer_clean * n, words + n
+        errors, words, noisy_errors = errors + wer_clean * n, words + n, noisy_errors + wer_noisy * n
         report.append(f"{name}: SNR {before:.1f} → {after:.1f} dB, lag {lag / RATE * 1000:.1f} ms, "
                       f"WER noisy {wer_noisy:.0%} → denoised {wer_clean:.0%}")
         # RNNoise's own look-ahead is 20 ms; the processor adds at most 1 ms to it.
         assert lag <= 0.021 * RATE, "\n".join(report)
         assert after - before >= 4.0, "\n".join(report)
-        assert wer_clean <= wer_noisy + 0.2, "\n".join(report)
     overall_before = 10 * np.log10(clean_energy / noise_before)
     overall_after = 10 * np.log10(clean_energy / noise_after)
-    report.append(f"overall: {overall_before:.1f} → {overall_after:.1f} dB, WER {errors / words:.0%}")
+    report.append(f"overall: {overall_before:.1f} → {overall_after:.1f} dB, "
+                  f"WER noisy {noisy_errors / words:.0%} → denoised {errors / words:.0%}")
     assert overall_after - overall_before >= 5.0, "\n".join(report)
+    # Intelligibility over all the samples, not per sample: Piper samples its voice afresh
+    # on every call, and one synthesized sentence at 5 dB swings by 2-4 words either way.
+    assert errors / words <= noisy_errors / words + 0.15, "\n".join(report)
     assert errors / words <= 0.30, "\n".join(report)
 
 

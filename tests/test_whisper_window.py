@@ -50,8 +50,19 @@ def test_real_recordings_through_the_short_window(shared_audio, models):
         n = len(reference.split())
         errors += round(word_error_rate(reference, hypothesis) * n)
         words += n
-    assert windowed.windowed_runs == len(shared_transcripts())
+    n = len(shared_transcripts())
+    # Most go through the short window; one it is unsure of may go to the 30 s window.
+    assert windowed.windowed_runs + windowed.fallbacks == n and windowed.windowed_runs >= n - 1, (
+        windowed.windowed_runs, windowed.fallbacks)
     assert errors / words <= 0.15, f"{errors} errors in {words} words"
+
+
+def test_an_unsure_decode_falls_back_to_the_stock_window(models, speech, monkeypatch):
+    monkeypatch.setattr(whisper_window, "MIN_AVG_LOGPROB", 0.0)  # no decode is that sure
+    windowed = WindowedWhisper(models.whisper)
+    text = text_of(windowed, speech(QUESTIONS[1]))
+    assert (windowed.windowed_runs, windowed.fallbacks) == (0, 1)
+    assert word_error_rate(QUESTIONS[1], text) <= 0.2, text
 
 
 def test_a_runaway_decode_falls_back_to_the_stock_window(models, speech, monkeypatch):
