@@ -81,7 +81,7 @@ def main() -> None:
         ["condition", "utterances", "WER stock", "WER fitted", "p50 ms stock", "p50 ms fitted",
          "p95 ms stock", "p95 ms fitted", "speed-up (p50)"], rows)
     table += (f"\n\nfitted window: {fitted.windowed_runs} transcripts, {fitted.fallbacks} handed back to the "
-              "30 s window (a runaway decode)\n")
+              "30 s window (a runaway or unsure decode)\n")
     print(f"\nWhisper tiny.en, int8, greedy, {models.settings.whisper_threads} threads; load at start {load}\n")
     print(table)
     if args.record:
