@@ -38,7 +38,7 @@ from bench.common import (
     markdown_table,
     p50,
     p95,
-    record,
+    report,
     synthesize,
     wait_for_quiet_machine,
     wait_quiet,
@@ -206,12 +206,8 @@ def main() -> None:
         f"{'reached' if figures['false_turns'] == figures['false_interruptions'] == 0 else 'NOT reached'}"
         + ("" if args.echo_db == -20 else f" (this run: echo {args.echo_db})"),
     ]
-    print(f"\nbarge-in; load average at start {figures['load']}; {time.monotonic() - started:.0f} s")
-    print("\n".join(lines))
-    print()
-    print(table)
-    if args.record:
-        record("barge_in", "Barge-in and echo", "\n".join(lines) + "\n\n" + table, figures["load"])
+    report(args, "barge_in", "Barge-in and echo", table=table, started_load=figures["load"], verdicts=lines,
+           heading=f"barge-in; load average at start {figures['load']}; {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ from bench.common import (
     p50,
     p95,
     process_tree,
-    record,
+    report,
     synthesize,
     tree_cpu_seconds,
     tree_rss_mb,
@@ -407,18 +407,12 @@ def main() -> None:
         "- real time = p95 added latency < 50 ms, backlog growth < 20 ms, no failed/refused/closed session",
     ]
     mode = "each session in its own process" if args.session_processes else "all sessions in the server process"
-    print(f"\ncapacity (fake STT/LLM/TTS, {mode}); load average at start {figures['load']}; "
-          f"{time.monotonic() - started:.0f} s")
-    print("\n".join(lines))
-    print()
-    print(table)
-    if args.record:
-        body = "\n".join(lines) + "\n\n" + table + ("\n\n" + figures["profile"] if figures["profile"] else "")
-        if args.session_processes:
-            record("capacity_processes", "Capacity, each session in its own process (fake providers)",
-                   body, figures["load"])
-        else:
-            record("capacity", "Capacity (fake providers)", body, figures["load"])
+    name, title = (("capacity_processes", "Capacity, each session in its own process (fake providers)")
+                   if args.session_processes else ("capacity", "Capacity (fake providers)"))
+    report(args, name, title, table=table, started_load=figures["load"], verdicts=lines,
+           appendix=figures["profile"],
+           heading=f"capacity (fake STT/LLM/TTS, {mode}); load average at start {figures['load']}; "
+                   f"{time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -131,6 +131,19 @@ def command_line() -> str:
     return ".venv/bin/python -m bench." + module + "".join(" " + shlex.quote(a) for a in sys.argv[1:])
 
 
+def report(args: argparse.Namespace, name: str, title: str, heading: str, table: str, started_load: str, *,
+           verdicts: Iterable[str] = (), appendix: str = "", env: dict[str, str] | None = None) -> None:
+    """Every bench's ending: its heading, verdicts and table printed (the table last), and
+    with --record the same written into its section of RESULTS.md."""
+    lines = "\n".join(verdicts)
+    print(f"\n{heading}")
+    print(lines + "\n" if lines else "")
+    print(table)
+    if args.record:
+        body = (lines + "\n\n" if lines else "") + table + (f"\n\n{appendix}" if appendix else "")
+        record(name, title, body, started_load, env)
+
+
 def record(name: str, title: str, body: str, started_load: str, env: dict[str, str] | None = None) -> None:
     """Replace this bench's section of RESULTS.md (between its markers) with this run."""
     info = machine_info()

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from bench.common import FRAME_SECS, add_common_args, loadavg, markdown_table, record, synthesize
+from bench.common import FRAME_SECS, add_common_args, loadavg, markdown_table, report, synthesize
 
 FRAME_US = FRAME_SECS * 1e6
 
@@ -112,10 +112,8 @@ def main() -> None:
         args.frames = 200
     load = loadavg()
     table, figures = asyncio.run(run(args.frames))
-    print(f"\nper-frame CPU cost ({args.frames} frames each); load average at start {load}\n")
-    print(table)
-    if args.record:
-        record("frame_cost", "Per-frame CPU cost of the audio path", table, load)
+    report(args, "frame_cost", "Per-frame CPU cost of the audio path", table=table, started_load=load,
+           heading=f"per-frame CPU cost ({args.frames} frames each); load average at start {load}")
 
 
 if __name__ == "__main__":

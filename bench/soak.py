@@ -46,7 +46,7 @@ from bench.common import (
     add_common_args,
     loadavg,
     markdown_table,
-    record,
+    report,
     rss_mb,
     synthesize,
     wait_for_quiet_machine,
@@ -277,14 +277,9 @@ def main() -> None:
         f"- target RSS growth < 5 % after the first {figures['mark']:.0f} minutes: {figures['growth']:+.2f} % — "
         f"{'reached' if figures['growth'] < 5 else 'NOT reached'}",
     ]
-    print(f"\nsoak (fake STT/LLM/TTS, in process); load average at start {figures['load']}")
-    print("\n".join(lines))
-    print()
-    print(table)
-    if args.record:
-        body = "\n".join(lines) + "\n\n" + table + "\n\n<details><summary>Every sample</summary>\n\n" + \
-            minutes_table + "\n\n</details>"
-        record("soak", "Soak (one session, fake providers)", body, figures["load"])
+    report(args, "soak", "Soak (one session, fake providers)", table=table, started_load=figures["load"],
+           verdicts=lines, appendix=f"<details><summary>Every sample</summary>\n\n{minutes_table}\n\n</details>",
+           heading=f"soak (fake STT/LLM/TTS, in process); load average at start {figures['load']}")
 
 
 if __name__ == "__main__":

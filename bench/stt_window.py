@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from bench.common import add_common_args, fmt, loadavg, markdown_table, p50, p95, record, shared_recordings, synthesize
+from bench.common import add_common_args, fmt, loadavg, markdown_table, p50, p95, report, shared_recordings, synthesize
 from bench.voice_to_voice import QUESTIONS
 
 EXTRA = [
@@ -82,10 +82,8 @@ def main() -> None:
          "p95 ms stock", "p95 ms fitted", "speed-up (p50)"], rows)
     table += (f"\n\nfitted window: {fitted.windowed_runs} transcripts, {fitted.fallbacks} handed back to the "
               "30 s window (a runaway or unsure decode)\n")
-    print(f"\nWhisper tiny.en, int8, greedy, {models.settings.whisper_threads} threads; load at start {load}\n")
-    print(table)
-    if args.record:
-        record("stt_window", "Whisper's encoder window", table, load)
+    report(args, "stt_window", "Whisper's encoder window", table=table, started_load=load,
+           heading=f"Whisper tiny.en, int8, greedy, {models.settings.whisper_threads} threads; load at start {load}")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from bench.common import (
     markdown_table,
     p50,
     p95,
-    record,
+    report,
     shared_recordings,
     synthesize,
     wait_for_quiet_machine,
@@ -301,15 +301,11 @@ def main() -> None:
     started = time.monotonic()
     table, figures = asyncio.run(run(args))
     lines = verdicts(figures, local)
-    print(f"\nvoice-to-voice, {'local stack' if local else 'providers from the environment'}; "
-          f"load average at start {figures['load']}; {time.monotonic() - started:.0f} s")
-    print("\n".join(lines))
-    print()
-    print(table)
-    if args.record:
-        env = {k: os.environ[k] for k in ("STT_PROVIDER", "LLM_PROVIDER", "TTS_PROVIDER") if k in os.environ}
-        record("voice_to_voice", "Voice-to-voice and the streaming bridge", "\n".join(lines) + "\n\n" + table,
-               figures["load"], env)
+    report(args, "voice_to_voice", "Voice-to-voice and the streaming bridge", table=table,
+           started_load=figures["load"], verdicts=lines,
+           heading=f"voice-to-voice, {'local stack' if local else 'providers from the environment'}; "
+                   f"load average at start {figures['load']}; {time.monotonic() - started:.0f} s",
+           env={k: os.environ[k] for k in ("STT_PROVIDER", "LLM_PROVIDER", "TTS_PROVIDER") if k in os.environ})
 
 
 if __name__ == "__main__":
