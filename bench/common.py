@@ -405,6 +405,9 @@ class Microphone:
         self.lateness: list[float] = []
         self.frames_sent = 0
         self.speaking = False
+        # A muted microphone sends nothing between utterances (a browser whose mic track
+        # is off): its server session has no audio to process.
+        self.muted = False
 
     def say(self, audio: np.ndarray) -> Utterance:
         first, last = speech_bounds(audio)
@@ -433,7 +436,7 @@ class Microphone:
                 self.queue.pop(0)
                 self.speaking = False
                 u.done.set()
-        else:
+        elif not self.muted:
             await self.client.send_audio(self.silence.tobytes())
         self.frames_sent += 1
         self.next_due += FRAME_SECS

@@ -7,8 +7,10 @@ Two real servers (`python -m bot serve`) run side by side: the production pipeli
 (STREAMING_BRIDGE=true: the TTS speaks each sentence as the LLM writes it) and the
 sequential baseline (STREAMING_BRIDGE=false: the whole reply, then TTS of it;
 processors/sequential_bridge.py). A client per server streams each question in real time
-(20 ms frames, the microphone never pauses: silence between questions) and the questions
-alternate between the servers, so both see the same questions under the same load.
+(20 ms frames, silence between questions) and the questions alternate between the servers,
+so both see the same questions under the same load. One user talks at a time: the client
+of the server not being asked mutes its microphone (sends nothing), so that server's audio
+path does not compete for the two cores (`--both-mics-live` keeps both streaming).
 
 Per turn, client-side voice-to-voice = arrival of the first bot audio byte − the moment
 the 20 ms frame holding the last speech sample of the question was sent (the user stopped
@@ -263,6 +265,8 @@ async def run(args) -> tuple[str, dict]:
         for i, q in enumerate(questions):
             order = variants if i % 2 == 0 else variants[::-1]
             for v in order:
+                for other, mic in mics.items():  # one user at a time: the other server idles
+                    mic.muted = other != v and not args.both_mics_live
                 t = await ask(v, clients[v], mics[v], q, args.timeout)
                 turns.append(t)
                 print(
@@ -290,6 +294,9 @@ def main() -> None:
     parser.add_argument("--no-recordings", dest="recordings", action="store_false",
                         help="Leave out the real recordings in ../shared/audio.")
     parser.add_argument("--variants", choices=["both", "streaming", "sequential"], default="both")
+    parser.add_argument("--both-mics-live", action="store_true",
+                        help="Keep streaming silence to the server not being asked (its audio path "
+                        "then competes for the CPU, as in the runs before 2026-11-26 06:30).")
     parser.add_argument("--timeout", type=float, default=60.0, help="Longest wait for an answer (s).")
     args = parser.parse_args()
     if args.smoke:

@@ -22,6 +22,14 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
+class FirstChunk(StrEnum):
+    """Where the TTS cuts a reply's first sentence (bot/text_aggregation.py)."""
+
+    SENTENCE = "sentence"
+    CLAUSE = "clause"
+    PHRASE = "phrase"
+
+
 class ProviderChoice(StrEnum):
     AUTO = "auto"
     LOCAL = "local"
@@ -114,6 +122,9 @@ class Settings(BaseSettings):
     # The TTS speaks each sentence as the LLM writes it. false: the whole reply is written
     # first, then spoken (processors/sequential_bridge.py; bench/voice_to_voice.py's baseline).
     streaming_bridge: bool = True
+    # Where the local TTS cuts a reply's first sentence so that speech starts sooner:
+    # phrase ("The capital of Japan | is Tokyo."), clause (at a comma) or sentence.
+    tts_first_chunk: FirstChunk = FirstChunk.PHRASE
     input_sample_rate: int = 16000
     output_sample_rate: int = 24000
 

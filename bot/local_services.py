@@ -9,6 +9,7 @@ each session keeps only its own state (Silero's RNN state, the turn audio buffer
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
@@ -16,12 +17,14 @@ from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
+from pipecat.frames.frames import Frame
 from pipecat.services.piper.tts import PiperTTSService
 from pipecat.services.tts_service import TTSService
 from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
 
-from bot.text_aggregation import FirstClauseTextAggregator
+from bot.config import FirstChunk
+from bot.text_aggregation import FirstChunkTextAggregator, speakable_chunk
 from bot.whisper_window import WindowedWhisper
 
 if TYPE_CHECKING:
@@ -46,7 +49,14 @@ class SharedWhisperSTTService(WhisperSTTService):
 
 
 class SharedPiperTTSService(PiperTTSService):
-    def __init__(self, *, voice: PiperVoice, voice_name: str, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        voice: PiperVoice,
+        voice_name: str,
+        first_chunk: FirstChunk = FirstChunk.PHRASE,
+        **kwargs: Any,
+    ):
         # Skip PiperTTSService.__init__: it would load (or download) a voice per session.
         TTSService.__init__(
             self,
@@ -57,8 +67,14 @@ class SharedPiperTTSService(PiperTTSService):
         )
         self._voice = voice
         # TTSService builds a plain sentence aggregator; ours cuts each reply's first
-        # sentence at a clause so that Piper starts speaking sooner.
-        self._text_aggregator = FirstClauseTextAggregator(language=self._text_aggregator.language)
+        # sentence early so that Piper starts speaking sooner.
+        self._text_aggregator = FirstChunkTextAggregator(
+            first_chunk=first_chunk, language=self._text_aggregator.language
+        )
+
+    async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
+        async for frame in super().run_tts(speakable_chunk(text), context_id):
+            yield frame
 
 
 class _SharedSileroModel(SileroOnnxModel):

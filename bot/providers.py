@@ -116,7 +116,9 @@ def create_tts(settings: Settings, models: LocalModels) -> TTSService:
         return with_fallback(Stage.TTS, tts, settings, models)
     from bot.local_services import SharedPiperTTSService
 
-    return SharedPiperTTSService(voice=models.piper, voice_name=settings.piper_voice)
+    return SharedPiperTTSService(
+        voice=models.piper, voice_name=settings.piper_voice, first_chunk=settings.tts_first_chunk
+    )
 
 
 def with_fallback(stage: Stage, cloud, settings: Settings, models: LocalModels | None):

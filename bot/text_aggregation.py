@@ -1,9 +1,17 @@
-"""Sentences for the TTS, except that a reply's first one is cut at its first clause.
+"""Sentences for the TTS, except that a reply's first one goes early, cut at a phrase.
 
 Piper synthesises a whole chunk before its first sample, so the first audio waits for the
-LLM to finish the first sentence and for Piper to speak all of it. Cutting the first
-sentence at a clause ("Paris is the capital of France, | and it is known for…") lets
-speech start on the clause; the rest follows while the first clause plays.
+LLM to finish the first chunk and for Piper to speak all of it. A reply's first sentence
+is therefore cut early (TTS_FIRST_CHUNK):
+
+- `clause`: at its first clause punctuation ("Paris is the capital of France, | and…");
+- `phrase` (default): there too, or before the first word that opens a phrase
+  ("The capital of Japan | is Tokyo.", "The sky is blue | because…"), or after
+  MAX_PHRASE_WORDS words; the rest follows while the first chunk plays;
+- `sentence`: not at all (Pipecat's plain sentence aggregation).
+
+A chunk cut without punctuation is synthesised with a trailing comma (see
+`speakable_chunk`), so Piper gives it a continuing, not a final, intonation.
 """
 
 from __future__ import annotations
@@ -13,43 +21,78 @@ from collections.abc import AsyncIterator
 from pipecat.utils.text.base_text_aggregator import Aggregation, TextType
 from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
 
+from bot.config import FirstChunk
+
 CLAUSE_PUNCTUATION = ",;:"
+SENTENCE_PUNCTUATION = ".!?"
+# Words that open a phrase: a cut before one falls where a speaker could pause.
+PHRASE_OPENERS = frozenset(
+    "is are was were has have had will would can could should does did "
+    "and but or so because since although though while when where which who whose that "
+    "in on at of for with by from to into about after before during than like as if".split()
+)
+MIN_PHRASE_WORDS = 3
+MAX_PHRASE_WORDS = 8
 
 
-class FirstClauseTextAggregator(SimpleTextAggregator):
-    def __init__(self, *, min_words: int = 4, **kwargs):
+def speakable_chunk(text: str) -> str:
+    """The text Piper speaks for a chunk: a phrase cut mid-sentence gets a comma."""
+    stripped = text.rstrip()
+    if stripped and stripped[-1].isalnum():
+        return stripped + ","
+    return text
+
+
+class FirstChunkTextAggregator(SimpleTextAggregator):
+    def __init__(self, *, first_chunk: FirstChunk = FirstChunk.PHRASE, min_words: int = 4, **kwargs):
         super().__init__(**kwargs)
+        self._first_chunk = FirstChunk(first_chunk)
         self._min_words = min_words
-        self._first = True
+        self._first = self._first_chunk != FirstChunk.SENTENCE
 
     async def aggregate(self, text: str) -> AsyncIterator[Aggregation]:
         for char in text:
             self._text += char
-            # A clause ends at punctuation followed by a space ("1,000" is not a clause).
-            if (
-                self._first
-                and char.isspace()
-                and len(self._text) > 1
-                and self._text[-2] in CLAUSE_PUNCTUATION
-                and len(self._text.split()) >= self._min_words
-            ):
-                clause, self._text = self._text.strip(), ""
+            if self._first and char.isspace() and (chunk := self._early_cut()):
                 self._first = False
-                yield Aggregation(text=clause, type=TextType.SENTENCE)
+                yield Aggregation(text=chunk, type=TextType.SENTENCE)
                 continue
             result = await self._check_sentence_with_lookahead(char)
             if result:
                 self._first = False
                 yield result
 
+    def _early_cut(self) -> str | None:
+        """The first chunk, if it can end at the space just added; keeps the rest."""
+        words = self._text.split()
+        # A clause ends at punctuation followed by a space ("1,000" is not a clause).
+        if len(self._text) > 1 and self._text[-2] in CLAUSE_PUNCTUATION and len(words) >= self._min_words:
+            chunk, self._text = self._text.strip(), ""
+            return chunk
+        if self._first_chunk != FirstChunk.PHRASE or not words or words[-1][-1] in SENTENCE_PUNCTUATION:
+            return None
+        opener = words[-1].lower() in PHRASE_OPENERS and len(words) - 1 >= MIN_PHRASE_WORDS
+        if opener:  # cut before the opener, which starts the rest
+            head = self._text.rstrip()
+            cut = head.rfind(words[-1])
+            chunk, self._text = head[:cut].strip(), head[cut:] + " "
+            return chunk
+        if len(words) >= MAX_PHRASE_WORDS:
+            chunk, self._text = self._text.strip(), ""
+            return chunk
+        return None
+
+    def _start_over(self) -> None:
+        self._first = self._first_chunk != FirstChunk.SENTENCE
+
     async def flush(self) -> Aggregation | None:
-        self._first = True  # the next reply starts over
+        self._start_over()  # the next reply starts over
         return await super().flush()
 
     async def handle_interruption(self):
-        self._first = True
+        self._start_over()
         await super().handle_interruption()
 
     async def reset(self):
-        self._first = True
+        self._start_over()
         await super().reset()
