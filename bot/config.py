@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     vad_min_volume: float = Field(0.6, ge=0.0, le=1.0)
     smart_turn_enabled: bool = True
     smart_turn_stop_secs: float = Field(2.0, gt=0.0)
+    # Run smart-turn when the audio first pauses, so its verdict is ready at the VAD stop.
+    smart_turn_speculate: bool = True
     # Seconds the user aggregator waits for a transcript after the turn ended.
     user_turn_stop_timeout: float = Field(5.0, gt=0.0)
     denoise_enabled: bool = True

@@ -35,12 +35,9 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.utils.time import time_now_iso8601
 
 from bot.local_services import SharedWhisperSTTService
+from bot.speech_pause import PauseDetector
 
 MIN_PASS_SECS = 0.5  # less audio than this is not worth a pass
-QUIET_BELOW_PEAK = 0.05  # a frame 26 dB under the utterance's loudest is "quiet"
-# This many quiet 20 ms frames in a row suggest the speech ended: longer than the gaps
-# between words, shorter than the VAD's stop_secs.
-QUIET_FRAMES = 5
 MAX_PASSES = 2  # passes in flight at once, counting the end-of-speech pass
 EAGER_RESULT = {"source": "eager-pass"}  # marks a final transcript an eager pass produced
 
@@ -57,8 +54,7 @@ class EagerWhisperSTTService(SharedWhisperSTTService):
         self._interim_interval = interim_interval_secs
         self._passes: list[_Pass] = []
         self._last_interim_pass = 0.0
-        self._peak = 0.0
-        self._quiet_frames = 0
+        self._pause = PauseDetector()
         self._quiet_from = 0  # buffer offset where the current run of quiet frames began
         self._speech_until: int | None = None  # at the VAD stop: where the speech ended
         self._stop_secs = 0.2
@@ -66,28 +62,24 @@ class EagerWhisperSTTService(SharedWhisperSTTService):
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         if isinstance(frame, VADUserStartedSpeakingFrame):
             await self._drop_passes()
-            self._peak, self._quiet_frames = 0.0, 0
+            self._pause.reset()
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             self._stop_secs = frame.stop_secs
             # Quiet since `_quiet_from` up to now: nothing after it needs transcribing.
-            self._speech_until = self._quiet_from if self._quiet_frames else None
+            self._speech_until = self._quiet_from if self._pause.quiet else None
         await super().process_frame(frame, direction)
 
     async def process_audio_frame(self, frame: InputAudioRawFrame, direction: FrameDirection):
         await super().process_audio_frame(frame, direction)
         if not self._user_speaking or not frame.audio:
             return
-        samples = np.frombuffer(frame.audio, dtype=np.int16)
-        level = float(np.sqrt(np.mean(samples.astype(np.float32) ** 2)))
-        self._peak = max(self._peak, level)
-        quiet = level < self._peak * QUIET_BELOW_PEAK
-        self._quiet_frames = self._quiet_frames + 1 if quiet else 0
-        if self._quiet_frames == 1:
+        paused = self._pause.update(frame.audio)
+        if self._pause.quiet_frames == 1:
             self._quiet_from = len(self._audio_buffer) - len(frame.audio)
         now = time.monotonic()
-        if self._quiet_frames == QUIET_FRAMES:  # speech just paused: maybe the end
+        if paused:  # speech just paused: maybe the end
             self._start_pass(interim=False)
-        elif not quiet and now - self._last_interim_pass >= self._interim_interval:
+        elif not self._pause.quiet and now - self._last_interim_pass >= self._interim_interval:
             self._last_interim_pass = now
             self._start_pass(interim=True)
 

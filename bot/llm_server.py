@@ -182,11 +182,12 @@ def normalise_messages(messages: list[dict]) -> list[dict]:
 class Engine:
     """One llama.cpp model; one generation at a time (a second request waits)."""
 
-    def __init__(self, model_path: str, threads: int, n_ctx: int, model_name: str):
-        from llama_cpp import Llama
+    def __init__(self, model_path: str, threads: int, n_ctx: int, model_name: str, shift: bool = True):
+        from bot.llm_cache import ContextShiftingLlama
 
         self.model_name = model_name
-        self.llm = Llama(
+        self.llm = ContextShiftingLlama(
+            shift=shift,
             model_path=model_path,
             n_ctx=n_ctx,
             n_threads=threads,
@@ -194,6 +195,7 @@ class Engine:
             verbose=False,
         )
         self.lock = threading.Lock()
+        self._conversation: str | None = None  # whose prompt the cache holds
 
     def stream(self, body: dict, cancelled: threading.Event) -> Iterator[str]:
         """Yield text pieces of the completion until done or cancelled."""
@@ -208,7 +210,12 @@ class Engine:
             kwargs["tools"] = body["tools"]
         if body.get("seed") is not None:
             kwargs["seed"] = int(body["seed"])
+        conversation = body.get("user")
         with self.lock:
+            # Another conversation's cache may hold the same words, computed with that
+            # conversation in view: shift only within one (OpenAI's `user` field).
+            self.llm.shift_allowed = conversation is not None and conversation == self._conversation
+            self._conversation = conversation
             chunks = self.llm.create_chat_completion(**kwargs)
             try:
                 for chunk in chunks:

@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any
 
+from pipecat.audio.turn.base_turn_analyzer import EndOfTurnState
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
 from pipecat.frames.frames import Frame
+from pipecat.metrics.metrics import MetricsData
 from pipecat.services.piper.tts import PiperTTSService
 from pipecat.services.tts_service import TTSService
 from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
 
 from bot.config import FirstChunk
+from bot.speech_pause import PauseDetector
 from bot.text_aggregation import FirstChunkTextAggregator, speakable_chunk
 from bot.whisper_window import WindowedWhisper
 
@@ -114,7 +117,56 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
 
 
 class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
-    def __init__(self, *, session: onnxruntime.InferenceSession, **kwargs: Any):
+    """Smart-turn over the shared session, judging the turn before the VAD stop comes.
+
+    Pipecat runs the model (~90 ms on one core) when the VAD reports a stop, i.e.
+    stop_secs after the last word, and the turn waits for it. This analyzer also runs it
+    the moment the audio pauses (bot/speech_pause.py, ~100 ms after the last word). If
+    nothing but quiet follows until the VAD stop and that run heard a finished turn, the
+    turn ends at once; otherwise (speech came back, or the run heard an unfinished turn)
+    the model judges the whole silence at the stop, as stock. With only ~100 ms of
+    trailing silence the model calls more turns unfinished, so an "unfinished" from the
+    pause is not trusted: it would make the turn wait for SMART_TURN_STOP_SECS
+    (bench/RESULTS.md, "Smart-turn at the pause": right as often as stock either way).
+    """
+
+    def __init__(self, *, session: onnxruntime.InferenceSession, speculate: bool = True, **kwargs: Any):
         BaseSmartTurn.__init__(self, **kwargs)  # skip loading the model again
         self._log_data = False
         self._session = session
+        self._speculate = speculate
+        self._pause = PauseDetector()
+        self._speculation: Future | None = None
+        self.speculations_started = 0  # for tests
+        self.speculations_used = 0
+
+    def append_audio(self, buffer: bytes, is_speech: bool) -> EndOfTurnState:
+        state = super().append_audio(buffer, is_speech)
+        # `is_speech` stays true until the VAD stop: the frames in between are the pause.
+        if not self._speculate or not is_speech or state == EndOfTurnState.COMPLETE:
+            return state
+        paused = self._pause.update(buffer)
+        if not self._pause.quiet:
+            self._speculation = None  # speaking again: that pause was not the end
+        elif paused and self._speculation is None:
+            snapshot = list(self._audio_buffer)
+            self._speculation = self._model_executor.submit(self._process_speech_segment, snapshot)
+            self.speculations_started += 1
+        return state
+
+    async def analyze_end_of_turn(self) -> tuple[EndOfTurnState, MetricsData | None]:
+        speculation, self._speculation = self._speculation, None
+        if speculation is not None and self._pause.quiet:  # only quiet since the snapshot
+            state, result = await asyncio.wrap_future(speculation)
+            if state == EndOfTurnState.COMPLETE:
+                self.speculations_used += 1
+                self._clear(state)
+                return state, result
+        # No pause run, or it heard an unfinished turn: judge all of the silence, as stock.
+        return await super().analyze_end_of_turn()
+
+    def _clear(self, turn_state: EndOfTurnState):
+        super()._clear(turn_state)
+        if turn_state == EndOfTurnState.COMPLETE:
+            self._pause.reset()
+            self._speculation = None

@@ -141,6 +141,7 @@ def create_user_params(
         stop = TurnAnalyzerUserTurnStopStrategy(
             turn_analyzer=SharedSmartTurnAnalyzer(
                 session=models.smart_turn_session,
+                speculate=settings.smart_turn_speculate,
                 params=SmartTurnParams(stop_secs=settings.smart_turn_stop_secs),
             )
         )

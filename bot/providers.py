@@ -7,6 +7,8 @@ them at loopback peers.
 
 from __future__ import annotations
 
+import uuid
+
 from dataclasses import dataclass
 
 from pipecat.services.llm_service import LLMService
@@ -94,7 +96,11 @@ def create_llm(settings: Settings, models: LocalModels) -> LLMService:
     return OpenAILLMService(
         api_key="local",  # the loopback server ignores it; the client requires one
         base_url=server.base_url,
-        settings=OpenAILLMService.Settings(model=server.model_name, **common),
+        # OpenAI's `user` names the conversation: the server shifts its cache across
+        # dropped turns only within one (bot/llm_cache.py).
+        settings=OpenAILLMService.Settings(
+            model=server.model_name, extra={"user": uuid.uuid4().hex}, **common
+        ),
     )
 
 

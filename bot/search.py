@@ -255,6 +255,17 @@ class KnowledgeBase:
 # --------------------------------------------------------------------------------------
 
 
+def web_search_schema(handler=None) -> FunctionSchema:
+    """The tool as the LLM sees it (the handler runs it in a session)."""
+    return FunctionSchema(
+        name=TOOL_NAME,
+        description=TOOL_DESCRIPTION,
+        properties={"query": {"type": "string", "description": "What to look up, in a few words."}},
+        required=["query"],
+        handler=handler,
+    )
+
+
 def format_results(query: str, results: list[SearchResult], max_chars: int) -> str:
     """Results as compact text for the LLM, never longer than `max_chars`."""
     if not results:
@@ -295,13 +306,7 @@ class WebSearchTool:
         async def web_search(params: FunctionCallParams) -> None:
             await self._run(params)
 
-        self.schema = FunctionSchema(
-            name=TOOL_NAME,
-            description=TOOL_DESCRIPTION,
-            properties={"query": {"type": "string", "description": "What to look up, in a few words."}},
-            required=["query"],
-            handler=web_search,
-        )
+        self.schema = web_search_schema(handler=web_search)
 
     async def _run(self, params: FunctionCallParams) -> None:
         query = str((params.arguments or {}).get("query") or "").strip()[:300]

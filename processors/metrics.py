@@ -141,9 +141,11 @@ class TurnRecord:
         Word frames follow the audio clock and can trail the last audio frame, so an
         answer that played to its end is reported as generated.
         """
-        heard = self.interrupted or not self.bot_text_generated
-        words = self.bot_text_spoken if heard else self.bot_text_generated
-        return _SPACE_BEFORE_PUNCTUATION.sub(r"\1", " ".join(" ".join(words).split()))
+        if self.interrupted or not self.bot_text_generated:
+            text = " ".join(self.bot_text_spoken)  # words or sentences
+        else:
+            text = "".join(self.bot_text_generated)  # LLM deltas carry their own spaces
+        return _SPACE_BEFORE_PUNCTUATION.sub(r"\1", " ".join(text.split()))
 
     def moments(self) -> dict[str, float]:
         return {k: v for k, v in asdict(self).items() if k.endswith("_at") and v is not None}

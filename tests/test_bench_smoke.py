@@ -29,7 +29,8 @@ from processors.sequential_bridge import SequentialBridge
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = {"STT_PROVIDER": "fake", "LLM_PROVIDER": "fake", "TTS_PROVIDER": "fake"}
-BENCHES = {"voice_to_voice": FAKE, "barge_in": FAKE, "capacity": {}, "soak": {}, "frame_cost": {}, "stt_window": {}}
+BENCHES = {"voice_to_voice": FAKE, "barge_in": FAKE, "capacity": {}, "soak": {}, "frame_cost": {}, "stt_window": {},
+           "llm_context": {}, "turn_pause": {}}
 NUMBER = r"-?\d+(\.\d+)?"
 
 # --- the sequential bridge (processors/sequential_bridge.py) ---------------------------------
@@ -171,3 +172,23 @@ def test_stt_window_smoke(smoke_runs):
         assert cells[0] == "3" and all(re.fullmatch(NUMBER, c) for c in cells[1:7]), cells
     counts = re.search(r"fitted window: (\d+) transcripts, (\d+) handed back", out)
     assert counts and sum(map(int, counts.groups())) == 9, out[-2000:]  # 3 utterances × 3 conditions
+
+
+@pytest.mark.slow
+def test_llm_context_smoke(smoke_runs):
+    rows, out = result(smoke_runs, "llm_context")
+    assert set(rows) == {"before the first trim", "after it"}, rows
+    before, after = rows["before the first trim"], rows["after it"]
+    assert int(before[0]) + int(after[0]) == 5, rows  # turns 2–6 (the first reads the tool prompt)
+    assert int(after[0]) >= 1 and all(re.fullmatch(NUMBER, c) for c in after), rows
+    # After a trim the shifted cache reads only the new turn; the plain prefix cache reads more.
+    assert int(after[7]) < int(after[3]), rows
+
+
+@pytest.mark.slow
+def test_turn_pause_smoke(smoke_runs):
+    rows, _ = result(smoke_runs, "turn_pause")
+    assert len(rows) == 4, rows
+    for cells in rows.values():  # 2 finished questions and 2 fragments
+        assert re.fullmatch(r"[0-2]/2", cells[0]) and re.fullmatch(r"[0-2]/2", cells[1]), cells
+        assert re.fullmatch(r"[0-4]/4", cells[2]), cells

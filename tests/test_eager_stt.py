@@ -43,4 +43,4 @@ async def test_interim_transcripts_and_a_final_from_the_eager_pass(settings, mod
     final = transcripts.final[-1]
     # Spoken in real time, the pause after the last word starts a pass that hears it all.
     assert final.result == EAGER_RESULT, "the final transcript came from the eager pass"
-    assert contains_words(result.turn_dicts()[-1]["bot_text"], "Paris")
+    assert contains_words(result.turn_dicts()[-1]["bot_text"], "Paris"), [str(t) for t in result.turns]

@@ -214,3 +214,55 @@ def test_generation_stops_once_the_call_is_written():
     calls = [tc for c in choices for tc in c["delta"].get("tool_calls") or []]
     assert len(calls) == 1 and json.loads(calls[0]["function"]["arguments"]) == {"query": "q"}
     assert engine.stopped_early.wait(5)
+
+
+def test_dropping_the_oldest_turns_keeps_the_rest_of_the_cache(models):
+    """The context budget drops whole turns from the front; only the new turn is read."""
+    from bot.config import DEFAULT_SYSTEM_PROMPT
+    from bot.llm_server import Engine
+
+    engine = Engine(str(models.gguf_path()), threads=2, n_ctx=2048, model_name="test")
+    tools = [{"type": "function", "function": {"name": "web_search", "description": "Search the web.",
+              "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
+    history = [
+        ("What is the capital of France?", "The capital of France is Paris."),
+        ("What is the capital of Spain?", "The capital of Spain is Madrid."),
+        ("What is the capital of Italy?", "The capital of Italy is Rome."),
+        ("What is the capital of Japan?", "The capital of Japan is Tokyo."),
+    ]
+
+    def ask(turns, question, conversation="one"):
+        messages = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}]
+        for user, bot in turns:
+            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": bot}]
+        messages.append({"role": "user", "content": question})
+        body = {"messages": messages, "tools": tools, "max_tokens": 16, "temperature": 0.0, "seed": 1,
+                "user": conversation}
+        return "".join(engine.stream(body, threading.Event()))
+
+    ask([], "Hello.")  # a short cache that cannot hold the next prompt's continuation
+    ask(history, "What is the capital of Egypt?")
+    read_whole = engine.llm.prompt_tokens_evaluated
+    engine.llm.reset()
+    ask(history, "What is the capital of Egypt?")
+    assert engine.llm.prompt_tokens_evaluated > read_whole - 10  # a cold cache reads it all
+
+    kept = history[2:] + [("What is the capital of Egypt?", "The capital of Egypt is Cairo.")]
+    answer = ask(kept, "What is the capital of Germany?")
+    assert engine.llm.tokens_shifted > 30, "the kept turns stayed in the cache"
+    assert engine.llm.prompt_tokens_evaluated < 40, engine.llm.prompt_tokens_evaluated
+    assert "Berlin" in answer
+
+    # Another conversation with the same words: the cache was computed with the first
+    # conversation's turns in view, so it is not shifted into this one.
+    ask(history, "What is the capital of Egypt?")
+    ask(kept, "What is the capital of Germany?", conversation="two")
+    assert engine.llm.tokens_shifted == 0
+
+
+def test_each_local_llm_service_names_its_own_conversation(settings, models):
+    from bot.providers import create_llm
+
+    first, second = create_llm(settings, models), create_llm(settings, models)
+    users = {first._settings.extra["user"], second._settings.extra["user"]}
+    assert len(users) == 2 and all(users)

@@ -148,6 +148,14 @@ async def test_barge_in_stop_ends_at_the_last_bot_audio_out_not_at_bot_stopped_s
 # --- Logs ---------------------------------------------------------------------------------
 
 
+def test_bot_text_joins_llm_deltas_as_written_and_spoken_words_with_spaces():
+    answered = TurnRecord("s", 1, bot_text_generated=["Rom", "eo", " and", " Juliet", " cost", " 1", "0", "0", "."])
+    assert answered.spoken_text() == "Romeo and Juliet cost 100."
+    cut = TurnRecord("s", 2, interrupted=True, bot_text_generated=["Rom", "eo", " and"],
+                     bot_text_spoken=["Romeo", "and", "Juliet", "."])
+    assert cut.spoken_text() == "Romeo and Juliet."
+
+
 def test_json_and_console_lines_tag_sessions_and_redact_secrets(planted_keys, tmp_path, restore_logging):
     settings = local_settings(log_format="json", log_file=tmp_path / "agent.log")
     secrets = settings.secrets()

@@ -1,0 +1,69 @@
+"""llama.cpp that keeps its cache when the oldest turns of a conversation are dropped.
+
+llama-cpp-python reuses the KV cache for the longest common prefix of two prompts, so a
+conversation that only grows costs one new turn per request. But once the context budget
+(processors/context_budget.py) drops the oldest turns, the prompt differs right after the
+system instruction and everything after it was read again: measured here, the LLM's first
+token went from ~0.3 s to 15–20 s per turn once a local conversation filled its budget.
+
+`ContextShiftingLlama` finds where the new prompt's continuation sits further on in the
+cache, removes the dropped tokens from the KV cache and shifts the kept ones back (what
+llama.cpp's own server calls a context shift), so only the new turn is read. As with
+llama.cpp's context shift, the kept turns' cache entries were computed while the dropped
+turns were still in view; the dropped text itself is gone from the prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from llama_cpp import Llama
+
+PROBE_TOKENS = 16  # how much of the new prompt must match the cache after a gap
+
+
+class ContextShiftingLlama(Llama):
+    def __init__(self, *args, shift: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.shift = shift  # False: llama-cpp-python's plain prefix cache (bench baseline)
+        self.shift_allowed = True  # per request: the cache holds this conversation's prompt
+        self.prompt_tokens_evaluated = 0  # of the last request: what a cache miss costs
+        self.tokens_shifted = 0  # of the last request: the cache kept across a gap
+
+    def generate(self, tokens: Sequence[int], *args, **kwargs) -> Iterator[int]:
+        tokens = list(tokens)
+        shift = self.shift and self.shift_allowed and kwargs.get("reset", True)
+        self.tokens_shifted = self._close_gap(tokens) if shift else 0
+        self._first_eval = True
+        yield from super().generate(tokens, *args, **kwargs)
+
+    def eval(self, tokens: Sequence[int]):
+        if self._first_eval:  # the prompt's uncached part; later calls are one token each
+            self.prompt_tokens_evaluated = len(tokens)
+            self._first_eval = False
+        super().eval(tokens)
+
+    def _close_gap(self, tokens: list[int]) -> int:
+        """Drop cached tokens the new prompt skips; returns how many cached tokens were kept."""
+        n = self.n_tokens
+        cached = self.input_ids[:n]
+        limit = min(n, len(tokens))
+        mismatch = np.flatnonzero(cached[:limit] != np.asarray(tokens[:limit], dtype=cached.dtype))
+        start = int(mismatch[0]) if len(mismatch) else limit
+        probe = np.asarray(tokens[start : start + PROBE_TOKENS], dtype=cached.dtype)
+        if len(probe) < PROBE_TOKENS or n - (start + 1) < PROBE_TOKENS:
+            return 0  # nothing cached past the mismatch that could hold the continuation
+        windows = np.lib.stride_tricks.sliding_window_view(cached[start + 1 :], PROBE_TOKENS)
+        hits = np.flatnonzero((windows == probe).all(axis=1))
+        if not len(hits):
+            return 0
+        resume = start + 1 + int(hits[0])  # the new prompt continues with cached[resume:]
+        gap = resume - start
+        if not self._ctx.kv_cache_seq_rm(0, start, resume):
+            return 0
+        self._ctx.kv_cache_seq_shift(0, resume, n, -gap)
+        self.input_ids[start : n - gap] = self.input_ids[resume:n].copy()
+        self.n_tokens = n - gap
+        self._requires_eval = True
+        return n - resume
