@@ -15,12 +15,28 @@ turns were still in view; the dropped text itself is gone from the prompt.
 
 from __future__ import annotations
 
+import ctypes
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
+import llama_cpp
 import numpy as np
 from llama_cpp import Llama
 
 PROBE_TOKENS = 16  # how much of the new prompt must match the cache after a gap
+
+
+@dataclass
+class SavedCache:
+    """One conversation's KV cache (~12 KB a token for the 0.5B model) and its tokens."""
+
+    data: ctypes.Array
+    tokens: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
 
 
 class ContextShiftingLlama(Llama):
@@ -43,6 +59,25 @@ class ContextShiftingLlama(Llama):
             self.prompt_tokens_evaluated = len(tokens)
             self._first_eval = False
         super().eval(tokens)
+
+    def save_cache(self) -> SavedCache | None:
+        if self.n_tokens == 0:
+            return None
+        size = llama_cpp.llama_state_seq_get_size(self.ctx, 0)
+        data = (ctypes.c_uint8 * size)()
+        if llama_cpp.llama_state_seq_get_data(self.ctx, data, size, 0) != size:
+            return None
+        return SavedCache(data, self.input_ids[: self.n_tokens].copy())
+
+    def restore_cache(self, saved: SavedCache) -> bool:
+        self._ctx.kv_cache_seq_rm(0, -1, -1)
+        self.n_tokens, self._requires_eval = 0, True
+        if llama_cpp.llama_state_seq_set_data(self.ctx, saved.data, saved.size, 0) == 0:
+            return False
+        n = len(saved.tokens)
+        self.input_ids[:n] = saved.tokens
+        self.n_tokens = n
+        return True
 
     def _close_gap(self, tokens: list[int]) -> int:
         """Drop cached tokens the new prompt skips; returns how many cached tokens were kept."""
@@ -67,3 +102,37 @@ class ContextShiftingLlama(Llama):
         self.n_tokens = n - gap
         self._requires_eval = True
         return n - resume
+
+
+class ConversationCaches:
+    """The KV caches of the conversations not being served, least recently used first.
+
+    The one model serves every local session, one request at a time. Without these, a
+    session whose turn follows another's reads its whole history again (the cache holds
+    the other's); with them it gets its own cache back (a copy of ~12 KB a token).
+    """
+
+    def __init__(self, llm: ContextShiftingLlama, max_bytes: int = 512 * 1024 * 1024):
+        self.llm = llm
+        self.max_bytes = max_bytes
+        self.current: str | None = None  # whose prompt the model's cache holds
+        self._saved: OrderedDict[str, SavedCache] = OrderedDict()
+        self.restored = 0  # for tests
+
+    def switch_to(self, conversation: str | None) -> None:
+        """Before a request: make the cache this conversation's, and say if it may shift."""
+        if conversation == self.current:
+            self.llm.shift_allowed = conversation is not None
+            return
+        if self.current is not None and (saved := self.llm.save_cache()) is not None:
+            self._saved[self.current] = saved
+        own = self._saved.pop(conversation, None) if conversation is not None else None
+        self.llm.shift_allowed = own is not None and self.llm.restore_cache(own)
+        self.restored += self.llm.shift_allowed
+        self.current = conversation
+        while self._saved and sum(s.size for s in self._saved.values()) > self.max_bytes:
+            self._saved.popitem(last=False)
+
+    @property
+    def saved_bytes(self) -> int:
+        return sum(s.size for s in self._saved.values())

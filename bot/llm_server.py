@@ -183,7 +183,7 @@ class Engine:
     """One llama.cpp model; one generation at a time (a second request waits)."""
 
     def __init__(self, model_path: str, threads: int, n_ctx: int, model_name: str, shift: bool = True):
-        from bot.llm_cache import ContextShiftingLlama
+        from bot.llm_cache import ContextShiftingLlama, ConversationCaches
 
         self.model_name = model_name
         self.llm = ContextShiftingLlama(
@@ -195,7 +195,7 @@ class Engine:
             verbose=False,
         )
         self.lock = threading.Lock()
-        self._conversation: str | None = None  # whose prompt the cache holds
+        self.caches = ConversationCaches(self.llm)
 
     def stream(self, body: dict, cancelled: threading.Event) -> Iterator[str]:
         """Yield text pieces of the completion until done or cancelled."""
@@ -210,12 +210,10 @@ class Engine:
             kwargs["tools"] = body["tools"]
         if body.get("seed") is not None:
             kwargs["seed"] = int(body["seed"])
-        conversation = body.get("user")
         with self.lock:
-            # Another conversation's cache may hold the same words, computed with that
-            # conversation in view: shift only within one (OpenAI's `user` field).
-            self.llm.shift_allowed = conversation is not None and conversation == self._conversation
-            self._conversation = conversation
+            # Each conversation (OpenAI's `user` field) gets its own cache back; another's
+            # may hold the same words, computed with that conversation in view.
+            self.caches.switch_to(body.get("user"))
             chunks = self.llm.create_chat_completion(**kwargs)
             try:
                 for chunk in chunks:

@@ -255,9 +255,35 @@ def test_dropping_the_oldest_turns_keeps_the_rest_of_the_cache(models):
 
     # Another conversation with the same words: the cache was computed with the first
     # conversation's turns in view, so it is not shifted into this one.
-    ask(history, "What is the capital of Egypt?")
-    ask(kept, "What is the capital of Germany?", conversation="two")
+    ask(history, "What is the capital of Egypt?", conversation="two")
+    ask(kept, "What is the capital of Germany?", conversation="three")
     assert engine.llm.tokens_shifted == 0
+
+
+def test_conversations_taking_turns_each_get_their_own_cache_back(models):
+    from bot.config import DEFAULT_SYSTEM_PROMPT
+    from bot.llm_server import Engine
+
+    engine = Engine(str(models.gguf_path()), threads=2, n_ctx=2048, model_name="test")
+    said = {"alice": [], "bob": []}
+    topics = {"alice": ["France", "Spain", "Italy"], "bob": ["Japan", "China", "India"]}
+    read = {"alice": [], "bob": []}
+    for round_ in range(3):
+        for who in ("alice", "bob"):
+            messages = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}]
+            for question, answer in said[who]:
+                messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            question = f"My name is {who}. What is the capital of {topics[who][round_]}?"
+            messages.append({"role": "user", "content": question})
+            body = {"messages": messages, "max_tokens": 16, "temperature": 0.0, "seed": 1, "user": who}
+            answer = "".join(engine.stream(body, threading.Event()))
+            said[who].append((question, answer))
+            read[who].append(engine.llm.prompt_tokens_evaluated)
+    assert engine.caches.restored == 4  # every turn after each one's first
+    # Only the new turn (and the previous answer as the template writes it) is read again.
+    for who in read:
+        assert all(n < 60 for n in read[who][1:]), read
+    assert "Madrid" in said["alice"][1][1] and "Beijing" in said["bob"][1][1], said
 
 
 def test_each_local_llm_service_names_its_own_conversation(settings, models):
