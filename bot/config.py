@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     llm_model_name: str = "qwen2.5-coder-0.5b-instruct-q4"
     llm_threads: int = Field(2, ge=1)
     llm_context_tokens: int = Field(4096, ge=512)
+    # Keep the local LLM's cache across turns the context budget drops (bot/llm_cache.py).
+    llm_context_shift: bool = True
     llm_max_tokens: int = Field(160, ge=16)
     llm_temperature: float = Field(0.3, ge=0.0, le=2.0)
     model_cache_dir: Path = Path.home() / ".cache" / "voice-agent"
@@ -106,8 +108,10 @@ class Settings(BaseSettings):
     vad_min_volume: float = Field(0.6, ge=0.0, le=1.0)
     smart_turn_enabled: bool = True
     smart_turn_stop_secs: float = Field(2.0, gt=0.0)
-    # Run smart-turn when the audio first pauses, so its verdict is ready at the VAD stop.
-    smart_turn_speculate: bool = True
+    # Also run smart-turn when the audio first pauses, so a "finished" verdict is ready at
+    # the VAD stop (~75 ms sooner per turn; costs a model run per pause in the speech, and
+    # more questions get cut at a comma: bench/RESULTS.md). Off by default.
+    smart_turn_speculate: bool = False
     # Seconds the user aggregator waits for a transcript after the turn ended.
     user_turn_stop_timeout: float = Field(5.0, gt=0.0)
     denoise_enabled: bool = True

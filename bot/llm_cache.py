@@ -19,12 +19,14 @@ import ctypes
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import llama_cpp
 import numpy as np
 from llama_cpp import Llama
 
 PROBE_TOKENS = 16  # how much of the new prompt must match the cache after a gap
+USER_TURN = "<|im_start|>user"
 
 
 @dataclass
@@ -79,21 +81,42 @@ class ContextShiftingLlama(Llama):
         self.n_tokens = n
         return True
 
+    @cached_property
+    def _turn_marker(self) -> np.ndarray:
+        """The tokens that open a user turn (ChatML's, as the shipped model's template)."""
+        return np.asarray(self.tokenize(USER_TURN.encode(), add_bos=False, special=True), dtype=np.intc)
+
+    def _turn_starts(self, ids: np.ndarray) -> np.ndarray:
+        marker = self._turn_marker
+        if len(ids) < len(marker):
+            return np.array([], dtype=int)
+        windows = np.lib.stride_tricks.sliding_window_view(ids, len(marker))
+        return np.flatnonzero((windows == marker).all(axis=1))
+
     def _close_gap(self, tokens: list[int]) -> int:
-        """Drop cached tokens the new prompt skips; returns how many cached tokens were kept."""
+        """Drop the cached turns the new prompt dropped from its front; returns the tokens kept.
+
+        Only the context budget's cut is shifted over: the new prompt's first user turn is
+        one of the cached turns further on, and everything between is whole turns.
+        Any other difference (an edited message) is left to the plain prefix match.
+        """
         n = self.n_tokens
         cached = self.input_ids[:n]
-        limit = min(n, len(tokens))
-        mismatch = np.flatnonzero(cached[:limit] != np.asarray(tokens[:limit], dtype=cached.dtype))
-        start = int(mismatch[0]) if len(mismatch) else limit
-        probe = np.asarray(tokens[start : start + PROBE_TOKENS], dtype=cached.dtype)
-        if len(probe) < PROBE_TOKENS or n - (start + 1) < PROBE_TOKENS:
-            return 0  # nothing cached past the mismatch that could hold the continuation
-        windows = np.lib.stride_tricks.sliding_window_view(cached[start + 1 :], PROBE_TOKENS)
-        hits = np.flatnonzero((windows == probe).all(axis=1))
-        if not len(hits):
+        new = np.asarray(tokens, dtype=cached.dtype)
+        cached_turns, new_turns = self._turn_starts(cached), self._turn_starts(new)
+        if len(cached_turns) < 2 or not len(new_turns):
             return 0
-        resume = start + 1 + int(hits[0])  # the new prompt continues with cached[resume:]
+        start = int(cached_turns[0])  # the first (oldest) user turn in the cache
+        if start != int(new_turns[0]) or not np.array_equal(cached[:start], new[:start]):
+            return 0  # a different system prompt or tools: nothing to keep past it
+        probe = new[start : start + PROBE_TOKENS]
+        if len(probe) < PROBE_TOKENS or np.array_equal(cached[start : start + PROBE_TOKENS], probe):
+            return 0  # the first turn is still there: nothing was dropped
+        # The new first turn must start one of the cached turns, and match it for a while.
+        later = [int(t) for t in cached_turns[1:] if np.array_equal(cached[t : t + PROBE_TOKENS], probe)]
+        if not later:
+            return 0
+        resume = later[0]
         gap = resume - start
         if not self._ctx.kv_cache_seq_rm(0, start, resume):
             return 0

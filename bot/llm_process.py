@@ -71,6 +71,7 @@ class LLMServerProcess:
             str(self.settings.llm_context_tokens),
             "--parent-pid",
             str(os.getpid()),
+            *([] if self.settings.llm_context_shift else ["--no-context-shift"]),
         ]
         logger.info(f"Starting the local LLM server on 127.0.0.1:{self.port} ({self.gguf.name})")
         self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)

@@ -480,10 +480,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ctx", type=int, default=4096)
     parser.add_argument("--parent-pid", type=int, default=0)
+    parser.add_argument("--no-context-shift", dest="context_shift", action="store_false",
+                        help="Re-read the history after dropped turns (bot/llm_cache.py).")
     args = parser.parse_args()
     if args.parent_pid:
         _exit_with_parent(args.parent_pid)
-    engine = Engine(args.model, args.threads, args.ctx, args.model_name)
+    engine = Engine(args.model, args.threads, args.ctx, args.model_name, shift=args.context_shift)
     uvicorn.run(create_app(engine), host=args.host, port=args.port, log_level="warning")
 
 

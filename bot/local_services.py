@@ -120,17 +120,19 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
     """Smart-turn over the shared session, judging the turn before the VAD stop comes.
 
     Pipecat runs the model (~90 ms on one core) when the VAD reports a stop, i.e.
-    stop_secs after the last word, and the turn waits for it. This analyzer also runs it
-    the moment the audio pauses (bot/speech_pause.py, ~100 ms after the last word). If
+    stop_secs after the last word, and the turn waits for it. With `speculate`
+    (SMART_TURN_SPECULATE, off by default) this analyzer also runs it the moment the audio pauses (bot/speech_pause.py, ~100 ms after the last word). If
     nothing but quiet follows until the VAD stop and that run heard a finished turn, the
     turn ends at once; otherwise (speech came back, or the run heard an unfinished turn)
     the model judges the whole silence at the stop, as stock. With only ~100 ms of
     trailing silence the model calls more turns unfinished, so an "unfinished" from the
     pause is not trusted: it would make the turn wait for SMART_TURN_STOP_SECS
     (bench/RESULTS.md, "Smart-turn at the pause": right as often as stock either way).
+    The cost: a model run at every pause inside the speech, and a turn can now end on
+    either verdict, so more questions are cut at a comma.
     """
 
-    def __init__(self, *, session: onnxruntime.InferenceSession, speculate: bool = True, **kwargs: Any):
+    def __init__(self, *, session: onnxruntime.InferenceSession, speculate: bool = False, **kwargs: Any):
         BaseSmartTurn.__init__(self, **kwargs)  # skip loading the model again
         self._log_data = False
         self._session = session

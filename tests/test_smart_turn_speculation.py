@@ -89,7 +89,9 @@ async def test_no_pause_no_speculation(models, speech):
     tail = np.zeros(FRAME * VAD_STOP_FRAMES, dtype=np.int32)
     audio = np.concatenate([words, tail])
     audio = np.clip(audio + rng.normal(0, 0.2 * np.abs(words).max(), len(audio)), -32768, 32767).astype(np.int16)
-    analyzer = SharedSmartTurnAnalyzer(session=models.smart_turn_session, params=SmartTurnParams(stop_secs=2.0))
+    analyzer = SharedSmartTurnAnalyzer(
+        session=models.smart_turn_session, speculate=True, params=SmartTurnParams(stop_secs=2.0)
+    )
     analyzer.set_sample_rate(16000)
     for pcm in frames(audio):
         analyzer.append_audio(pcm, is_speech=True)
