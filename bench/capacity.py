@@ -18,7 +18,9 @@ Per turn, measured on the client:
 - input lag: arrival of the server's `user-started-speaking` − the frame holding the first
   speech sample sent (VAD start_secs plus however far the server is behind the microphone).
   Backlog growth = median input lag over the last third of the level's window − over the
-  first third: a server that falls behind the 20 ms frames shows a growing lag.
+  first third: a server that falls behind the 20 ms frames shows a growing lag. Levels
+  with few sessions run longer than `--secs` so that every level has ~30 turns (with 10,
+  the medians of three-turn thirds moved by 25 ms at N=1 from VAD frame alignment alone).
 
 A level N keeps real time when p95 added latency < 50 ms, backlog growth < 20 ms, every
 turn got its answer and no session was refused. CPU per session is the server process's
@@ -73,6 +75,16 @@ ADDED_P95_LIMIT_MS = 50.0
 # smart-turn judged the question unfinished and the turn waited for its timeout
 # (SMART_TURN_STOP_SECS, 2 s): a verdict on the audio, not a sign of load.
 TURN_HELD_MS = 1500.0
+# A session asks about one question every ~3.6 s. The backlog check compares medians of
+# thirds of a level's turns, so small levels run long enough to have this many turns.
+MIN_TURNS = 30
+SECS_PER_TURN = 3.6
+
+
+def level_secs(args, n: int) -> float:
+    """Measured seconds for level N: --secs, or longer when N is too small for MIN_TURNS."""
+    min_turns = 0 if args.smoke else args.min_turns
+    return max(args.secs, min_turns * SECS_PER_TURN / n)
 BACKLOG_GROWTH_LIMIT_MS = 20.0
 
 
@@ -157,7 +169,7 @@ def _clients_process(url, n, questions, start_at, measure_from, deadline, seed) 
 async def run_level(server: Server, n: int, questions, args, seed: int) -> dict:
     start_at = time.monotonic() + 1.0
     measure_from = start_at + args.warmup
-    deadline = measure_from + args.secs
+    deadline = measure_from + level_secs(args, n)
     procs = max(1, min(args.client_procs, n))
     shares = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
 
@@ -334,7 +346,8 @@ async def run(args) -> tuple[str, dict]:
     profile_text = ""
     async with Server("capacity", env) as server:
         # One conversation first: the server loads its VAD and smart-turn models lazily.
-        await run_level(server, 1, questions, argparse.Namespace(warmup=0.0, secs=3.0, client_procs=1), seed=1)
+        warm_up = argparse.Namespace(warmup=0.0, secs=3.0, client_procs=1, smoke=True)
+        await run_level(server, 1, questions, warm_up, seed=1)
         for i, n in enumerate(args.levels):
             level = await run_level(server, n, questions, args, seed=1000 + i)
             if baseline is None:
@@ -402,6 +415,8 @@ def main() -> None:
                         help="SESSION_PROCESSES=true: each session in its own worker process.")
     parser.add_argument("--spares", type=int, default=4, help="WORKER_SPARES with --session-processes.")
     parser.add_argument("--secs", type=float, default=40.0, help="Measured seconds per level.")
+    parser.add_argument("--min-turns", type=int, default=MIN_TURNS,
+                        help="Run small levels longer than --secs to measure about this many turns.")
     parser.add_argument("--warmup", type=float, default=5.0, help="Unmeasured seconds at the start of a level.")
     parser.add_argument("--client-procs", type=int, default=1, help="Client processes to drive the sessions.")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
