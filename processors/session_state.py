@@ -9,8 +9,8 @@ from enum import StrEnum
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
+    LLMContextFrame,
     UserStartedSpeakingFrame,
-    UserStoppedSpeakingFrame,
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
@@ -26,7 +26,12 @@ StateSubscriber = Callable[[SessionState], Awaitable[None] | None]
 
 
 class SessionStateObserver(BaseObserver):
-    """listening → (user turn ends) thinking → (bot audio starts) speaking → listening."""
+    """listening → (the LLM is asked) thinking → (bot audio starts) speaking → listening.
+
+    Thinking starts when a context reaches the LLM, not when the user stops speaking: a
+    turn with nothing transcribed (a cough, noise) is left unanswered, and a badge that
+    went to "thinking" on it would stay there, since no bot audio follows.
+    """
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -37,13 +42,16 @@ class SessionStateObserver(BaseObserver):
         self._subscribers.append(callback)
 
     async def on_push_frame(self, data: FramePushed):
-        # Each of these is broadcast both ways; one direction is enough.
+        frame = data.frame
+        if isinstance(frame, LLMContextFrame):
+            # A tool result's re-run while the filler is still playing stays "speaking".
+            if data.first_push and self.state is not SessionState.SPEAKING:
+                await self._set(SessionState.THINKING)
+            return
+        # The speaking frames are broadcast both ways; one direction is enough.
         if not data.first_push or data.direction != FrameDirection.UPSTREAM:
             return
-        frame = data.frame
-        if isinstance(frame, UserStoppedSpeakingFrame):
-            await self._set(SessionState.THINKING)
-        elif isinstance(frame, BotStartedSpeakingFrame):
+        if isinstance(frame, BotStartedSpeakingFrame):
             await self._set(SessionState.SPEAKING)
         elif isinstance(frame, BotStoppedSpeakingFrame) and self.state is SessionState.SPEAKING:
             await self._set(SessionState.LISTENING)
