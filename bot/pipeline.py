@@ -43,6 +43,7 @@ from bot.search import WebSearchTool
 from bot.session_control import SessionControl
 from processors.context_budget import ContextBudget, tools_tokens
 from processors.denoise import RNNoiseDenoiser
+from processors.input_audio_stop import InputAudioStop
 from processors.echo_guard import BotAudioLevel, BotAudioTap, EchoGuardedVADStartStrategy
 from processors.metrics import TurnMetricsObserver, TurnRecord, TurnSubscriber
 from processors.recording import SessionRecorder
@@ -195,12 +196,15 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
         assistant_params=assistant_params,
     )
 
+    records_user_audio = bool(recorder and recorder.audio_path)
     pipeline = Pipeline(
         [
             transport.input(),
             RNNoiseDenoiser(enabled=settings.denoise_enabled),
             stt,
             user_aggregator,
+            # The microphone's audio goes no further unless the recorder needs it.
+            *([] if records_user_audio else [InputAudioStop()]),
             budget.guard(),  # the user's turns
             llm,
             budget.guard(),  # re-runs after tool results (upstream)
@@ -208,7 +212,7 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
             *([] if settings.streaming_bridge else [SequentialBridge()]),
             tts,
             transport.output(),
-            *([recorder.audio_processor()] if recorder and recorder.audio_path else []),
+            *([recorder.audio_processor()] if records_user_audio else []),
             BotAudioTap(bot_level),
             assistant_aggregator,
         ]

@@ -47,7 +47,7 @@ class SessionControl(BaseObserver):
         instructions: str,
         budget: ContextBudget | None = None,
     ):
-        super().__init__()
+        super().__init__(observe_every_push=False)  # it watches the LLM process frames only
         self._worker = worker
         self._llm = llm
         self.context = context

@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 
+from loguru import logger
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
@@ -13,6 +14,7 @@ from pipecat.frames.frames import (
     UserStartedSpeakingFrame,
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregator
 from pipecat.processors.frame_processor import FrameDirection
 
 
@@ -34,7 +36,7 @@ class SessionStateObserver(BaseObserver):
     """
 
     def __init__(self, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(observe_every_push=False, **kwargs)
         self.state = SessionState.LISTENING
         self._subscribers: list[StateSubscriber] = []
 
@@ -44,12 +46,16 @@ class SessionStateObserver(BaseObserver):
     async def on_push_frame(self, data: FramePushed):
         frame = data.frame
         if isinstance(frame, LLMContextFrame):
-            # A tool result's re-run while the filler is still playing stays "speaking".
-            if data.first_push and self.state is not SessionState.SPEAKING:
+            # A context on its way to the LLM: down from the user aggregator, or up from
+            # the assistant aggregator (a tool's result). The assistant aggregator also
+            # sends the context on downstream when a reply ends, which asks nothing. A
+            # tool's re-run while the filler still plays stays "speaking".
+            to_llm = data.direction == FrameDirection.UPSTREAM or isinstance(data.source, LLMUserAggregator)
+            if to_llm and self.state is not SessionState.SPEAKING:
                 await self._set(SessionState.THINKING)
             return
         # The speaking frames are broadcast both ways; one direction is enough.
-        if not data.first_push or data.direction != FrameDirection.UPSTREAM:
+        if data.direction != FrameDirection.UPSTREAM:
             return
         if isinstance(frame, BotStartedSpeakingFrame):
             await self._set(SessionState.SPEAKING)
@@ -62,6 +68,7 @@ class SessionStateObserver(BaseObserver):
         if state is self.state:
             return
         self.state = state
+        logger.debug(f"Session state: {state.value}")
         for callback in self._subscribers:
             result = callback(state)
             if inspect.isawaitable(result):

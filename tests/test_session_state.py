@@ -11,6 +11,9 @@ from pipecat.frames.frames import (
     EndFrame,
     Frame,
     LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
     TranscriptionFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
@@ -37,17 +40,17 @@ TIMEOUT = 30  # seconds: generous, only a hung pipeline reaches it
 
 
 class Checkpoint(DataFrame):
-    """Sent after a turn: once the observer sees it leave the fake output, it has seen
-    everything the pipeline did before it."""
+    """Sent after a step: once the observer sees the tail push it on, it has seen every
+    frame the pipeline pushed before it."""
 
 
 class BotSpeaks(DataFrame):
-    """Makes the fake output say something: bot started, then stopped, speaking."""
+    """Makes the fake LLM and output answer: the reply's text and the bot's speech."""
 
 
-class FakeOutput(FrameProcessor):
-    """The output transport's part in turn taking: it announces the bot's speech both ways,
-    and keeps the LLM's contexts (there is no LLM here) for the test to see."""
+class FakeLLMAndOutput(FrameProcessor):
+    """Keeps the contexts sent to the LLM; on `BotSpeaks`, streams a reply and announces
+    the bot's speech both ways, as the LLM, the TTS and the output transport would."""
 
     def __init__(self):
         super().__init__()
@@ -55,13 +58,30 @@ class FakeOutput(FrameProcessor):
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
-        if isinstance(frame, BotSpeaks):
-            await self.broadcast_frame(BotStartedSpeakingFrame)
-            await self.broadcast_frame(BotStoppedSpeakingFrame)
-        elif isinstance(frame, LLMContextFrame):
+        if isinstance(frame, LLMContextFrame):
             self.contexts.append(frame)
+        elif isinstance(frame, BotSpeaks):
+            await self.broadcast_frame(BotStartedSpeakingFrame)
+            for reply in (LLMFullResponseStartFrame(), LLMTextFrame("Paris."), LLMFullResponseEndFrame()):
+                await self.push_frame(reply)
+            await self.broadcast_frame(BotStoppedSpeakingFrame)
         else:
             await self.push_frame(frame, direction)
+
+
+class Tail(FrameProcessor):
+    """The pipeline's end: keeps what the assistant aggregator sends on, and pushes each
+    checkpoint on as a frame of its own (the state observer sees first pushes only)."""
+
+    def __init__(self):
+        super().__init__()
+        self.contexts: list[LLMContextFrame] = []
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, LLMContextFrame):
+            self.contexts.append(frame)
+        await self.push_frame(Checkpoint() if isinstance(frame, Checkpoint) else frame, direction)
 
 
 class CheckpointedStateObserver(SessionStateObserver):
@@ -71,15 +91,15 @@ class CheckpointedStateObserver(SessionStateObserver):
 
     async def on_push_frame(self, data: FramePushed):
         await super().on_push_frame(data)
-        if isinstance(data.frame, Checkpoint) and isinstance(data.source, FakeOutput):
+        if isinstance(data.frame, Checkpoint) and isinstance(data.source, Tail):
             self.checkpoints.put_nowait(self.state)
 
 
 class Conversation:
-    """Pipecat's user aggregator (our empty-turn prompt) → fake output, observed."""
+    """Pipecat's aggregators (our empty-turn prompt) around a fake LLM and output, observed."""
 
     def __init__(self):
-        self.user, _ = LLMContextAggregatorPair(
+        self.user, self.assistant = LLMContextAggregatorPair(
             LLMContext(),
             user_params=LLMUserAggregatorParams(
                 user_turn_strategies=UserTurnStrategies(
@@ -90,12 +110,15 @@ class Conversation:
                 empty_user_turn=EmptyUserTurnConfig(interrupted_prompt=EMPTY_TURN_PROMPT),
             ),
         )
-        self.output = FakeOutput()
+        self.llm = FakeLLMAndOutput()
+        self.tail = Tail()
         self.observer = CheckpointedStateObserver()
         self.states: list[SessionState] = []
         self.observer.subscribe(self.states.append)
         self.turns_stopped: asyncio.Queue[str | None] = asyncio.Queue()
-        self.worker = PipelineWorker(Pipeline([self.user, self.output]), observers=[self.observer])
+        self.worker = PipelineWorker(
+            Pipeline([self.user, self.llm, self.assistant, self.tail]), observers=[self.observer]
+        )
 
         @self.user.event_handler("on_user_turn_stopped")
         async def on_user_turn_stopped(aggregator, strategy, message):
@@ -133,8 +156,11 @@ async def test_a_transcribed_turn_is_thinking_until_the_bot_speaks():
     async with Conversation() as talk:
         content, state = await talk.user_turn("What is the capital of France?")
         assert content == "What is the capital of France?"
-        assert state is SessionState.THINKING and len(talk.output.contexts) == 1
+        assert state is SessionState.THINKING and len(talk.llm.contexts) == 1
+        # The assistant aggregator sends the finished reply's context on downstream: that
+        # asks the LLM nothing, so the bot is listening.
         assert await talk.bot_speaks() is SessionState.LISTENING
+        assert talk.tail.contexts
     assert talk.states == [SessionState.THINKING, SessionState.SPEAKING, SessionState.LISTENING]
 
 
@@ -144,12 +170,12 @@ async def test_an_untranscribed_turn_while_idle_goes_back_to_listening():
     async with Conversation() as talk:
         await talk.user_turn("Hello.")
         await talk.bot_speaks()
-        contexts = len(talk.output.contexts)
+        contexts = len(talk.llm.contexts)
 
         content, state = await talk.user_turn(None)
         assert not content
         assert state is SessionState.LISTENING
-        assert len(talk.output.contexts) == contexts  # the LLM was not asked
+        assert len(talk.llm.contexts) == contexts  # the LLM was not asked
 
 
 async def test_an_untranscribed_first_turn_is_answered_so_it_is_thinking():
@@ -159,5 +185,5 @@ async def test_an_untranscribed_first_turn_is_answered_so_it_is_thinking():
         content, state = await talk.user_turn(None)
         assert not content
         assert state is SessionState.THINKING
-        [context] = talk.output.contexts
+        [context] = talk.llm.contexts
         assert context.context.messages[-1]["content"] == EMPTY_TURN_PROMPT

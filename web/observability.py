@@ -131,7 +131,7 @@ class ProviderErrorObserver(BaseObserver):
     every provider fallback (`ServiceFallbackFrame`, processors/fallback.py)."""
 
     def __init__(self, errors: Counter, providers: ProviderNames | None, fallbacks: Counter | None = None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(observe_every_push=False, **kwargs)
         self._errors = errors
         self._providers = providers
         self._fallbacks = fallbacks
@@ -147,11 +147,11 @@ class ProviderErrorObserver(BaseObserver):
 
     async def on_push_frame(self, data: FramePushed):
         frame = data.frame
-        if isinstance(frame, ServiceFallbackFrame) and data.first_push and self._fallbacks is not None:
+        if isinstance(frame, ServiceFallbackFrame) and self._fallbacks is not None:
             if frame.event == "fallback":
                 self._fallbacks.labels(stage=frame.stage, reason=frame.reason).inc()
             return
-        if not data.first_push or not isinstance(frame, ErrorFrame):
+        if not isinstance(frame, ErrorFrame):
             return
         stage, provider = self.label(frame.processor or data.source)
         category = frame.category.value if frame.category else "unknown"
