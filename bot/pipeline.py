@@ -43,6 +43,7 @@ from bot.search import WebSearchTool
 from bot.session_control import SessionControl
 from processors.context_budget import ContextBudget, tools_tokens
 from processors.denoise import RNNoiseDenoiser
+from processors.empty_turn_reply import EmptyTurnReply
 from processors.input_audio_stop import InputAudioStop
 from processors.echo_guard import BotAudioLevel, BotAudioTap, EchoGuardedVADStartStrategy
 from processors.metrics import TurnMetricsObserver, TurnRecord, TurnSubscriber
@@ -51,10 +52,10 @@ from processors.sequential_bridge import SequentialBridge
 from processors.session_state import SessionState, SessionStateObserver, StateSubscriber
 
 
-EMPTY_TURN_PROMPT = (
-    "The user spoke but it was not understood. Reply with exactly: "
-    "Sorry, I didn't catch that. Could you say it again?"
-)
+EMPTY_TURN_REPLY = "Sorry, I didn't catch that. Could you say it again?"
+# What Pipecat's user aggregator would ask the LLM after a barge-in with no words;
+# EmptyTurnReply says EMPTY_TURN_REPLY instead (processors/empty_turn_reply.py).
+EMPTY_TURN_PROMPT = f"The user spoke but it was not understood. Reply with exactly: {EMPTY_TURN_REPLY}"
 
 
 @dataclass
@@ -158,8 +159,8 @@ def create_user_params(
         vad_analyzer=vad,
         user_turn_strategies=UserTurnStrategies(start=[start], stop=[stop]),
         user_turn_stop_timeout=settings.user_turn_stop_timeout,
-        # Pipecat's default prompt for a barge-in nobody could transcribe is long and
-        # descriptive, and a small local model reads it aloud; ask for the words instead.
+        # A barge-in nobody could transcribe: Pipecat decides when it deserves a reply,
+        # EmptyTurnReply gives it (its default prompt, long and descriptive, was read aloud).
         empty_user_turn=EmptyUserTurnConfig(interrupted_prompt=EMPTY_TURN_PROMPT),
     )
 
@@ -203,6 +204,7 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
             RNNoiseDenoiser(enabled=settings.denoise_enabled),
             stt,
             user_aggregator,
+            EmptyTurnReply(prompt=EMPTY_TURN_PROMPT, reply=EMPTY_TURN_REPLY),
             # The microphone's audio goes no further unless the recorder needs it.
             *([] if records_user_audio else [InputAudioStop()]),
             budget.guard(),  # the user's turns

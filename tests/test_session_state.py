@@ -15,6 +15,7 @@ from pipecat.frames.frames import (
     LLMFullResponseStartFrame,
     LLMTextFrame,
     TranscriptionFrame,
+    TTSSpeakFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
@@ -33,7 +34,8 @@ from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
-from bot.pipeline import EMPTY_TURN_PROMPT
+from bot.pipeline import EMPTY_TURN_PROMPT, EMPTY_TURN_REPLY
+from processors.empty_turn_reply import EmptyTurnReply
 from processors.session_state import SessionState, SessionStateObserver
 
 TIMEOUT = 30  # seconds: generous, only a hung pipeline reaches it
@@ -55,11 +57,14 @@ class FakeLLMAndOutput(FrameProcessor):
     def __init__(self):
         super().__init__()
         self.contexts: list[LLMContextFrame] = []
+        self.spoken: list[str] = []
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, LLMContextFrame):
             self.contexts.append(frame)
+        elif isinstance(frame, TTSSpeakFrame):
+            self.spoken.append(frame.text)
         elif isinstance(frame, BotSpeaks):
             await self.broadcast_frame(BotStartedSpeakingFrame)
             for reply in (LLMFullResponseStartFrame(), LLMTextFrame("Paris."), LLMFullResponseEndFrame()):
@@ -98,7 +103,8 @@ class CheckpointedStateObserver(SessionStateObserver):
 class Conversation:
     """Pipecat's aggregators (our empty-turn prompt) around a fake LLM and output, observed."""
 
-    def __init__(self):
+    def __init__(self, *processors: FrameProcessor):
+        """`processors` go between the user aggregator and the LLM, as in the pipeline."""
         self.user, self.assistant = LLMContextAggregatorPair(
             LLMContext(),
             user_params=LLMUserAggregatorParams(
@@ -117,7 +123,8 @@ class Conversation:
         self.observer.subscribe(self.states.append)
         self.turns_stopped: asyncio.Queue[str | None] = asyncio.Queue()
         self.worker = PipelineWorker(
-            Pipeline([self.user, self.llm, self.assistant, self.tail]), observers=[self.observer]
+            Pipeline([self.user, *processors, self.llm, self.assistant, self.tail]),
+            observers=[self.observer],
         )
 
         @self.user.event_handler("on_user_turn_stopped")
@@ -187,3 +194,10 @@ async def test_an_untranscribed_first_turn_is_answered_so_it_is_thinking():
         assert state is SessionState.THINKING
         [context] = talk.llm.contexts
         assert context.context.messages[-1]["content"] == EMPTY_TURN_PROMPT
+
+
+async def test_with_our_reply_the_untranscribed_first_turn_never_reaches_the_llm():
+    async with Conversation(EmptyTurnReply(prompt=EMPTY_TURN_PROMPT, reply=EMPTY_TURN_REPLY)) as talk:
+        content, _ = await talk.user_turn(None)
+        assert not content
+        assert talk.llm.contexts == [] and talk.llm.spoken == [EMPTY_TURN_REPLY]
