@@ -45,6 +45,7 @@ from processors.context_budget import ContextBudget, tools_tokens
 from processors.denoise import RNNoiseDenoiser
 from processors.empty_turn_reply import EmptyTurnReply
 from processors.input_audio_stop import InputAudioStop
+from processors.observer_group import ObserverGroup
 from processors.echo_guard import BotAudioLevel, BotAudioTap, EchoGuardedVADStartStrategy
 from processors.metrics import TurnMetricsObserver, TurnRecord, TurnSubscriber
 from processors.recording import SessionRecorder
@@ -223,6 +224,7 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
     metrics = TurnMetricsObserver(session.id)
     state = SessionStateObserver()
 
+    observers = ObserverGroup(metrics, state, *session.observers)
     worker = PipelineWorker(
         pipeline,
         params=PipelineParams(
@@ -231,7 +233,10 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
             audio_in_sample_rate=settings.input_sample_rate,
             audio_out_sample_rate=settings.output_sample_rate,
         ),
-        observers=[metrics, state, *session.observers],
+        # Ours share one of Pipecat's observer queues (processors/observer_group.py);
+        # TurnMetricsObserver times the turns, so Pipecat's own turn tracker is left out.
+        observers=[observers],
+        enable_turn_tracking=False,
         conversation_id=session.id,
         idle_timeout_secs=settings.idle_timeout_secs,
     )
@@ -239,7 +244,7 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
     session.control = SessionControl(
         worker=worker, llm=llm, context=context, instructions=settings.system_prompt, budget=budget
     )
-    worker.add_observer(session.control)
+    await observers.add(session.control)
     runner = WorkerRunner(handle_sigint=session.handle_sigint)
 
     # The client (RTVI) hears about every turn and state change, the host's subscribers too.
