@@ -10,8 +10,9 @@ STAMP := $(VENV)/.installed
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests need: chromium for the real-browser tests, PortAudio's
-# headers to build PyAudio for the microphone CLI (`python -m bot chat`).
-APT_PACKAGES := chromium portaudio19-dev
+# headers to build PyAudio for the microphone CLI (`python -m bot chat`), and a PulseAudio
+# server with its tools and ALSA plugin for that CLI's virtual sound card.
+APT_PACKAGES := chromium portaudio19-dev pulseaudio pulseaudio-utils libasound2-plugins
 MIC_STAMP := $(VENV)/.installed-mic
 
 .PHONY: run test setup test-setup system-deps client clean
