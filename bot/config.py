@@ -225,6 +225,7 @@ class Settings(BaseSettings):
     fallback_hold_phrase: str = "Sorry, one moment."
     # The local counterpart's own budget; past it, or on its error, the bot apologises.
     fallback_local_timeout_secs: float = Field(10.0, gt=0.0)
+    # Also said when an LLM with no fallback (the local one) fails a turn.
     fallback_apology: str = "Sorry, I'm having trouble answering right now. Please try again in a moment."
 
     def key_for(self, stage: Stage) -> SecretStr | None:

@@ -45,6 +45,7 @@ from processors.context_budget import ContextBudget, tools_tokens
 from processors.denoise import RNNoiseDenoiser
 from processors.empty_turn_reply import EmptyTurnReply
 from processors.input_audio_stop import InputAudioStop
+from processors.llm_error_apology import LLMErrorApology
 from processors.observer_group import ObserverGroup
 from processors.echo_guard import BotAudioLevel, BotAudioTap, EchoGuardedVADStartStrategy
 from processors.metrics import TurnMetricsObserver, TurnRecord, TurnSubscriber
@@ -209,6 +210,9 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
             # The microphone's audio goes no further unless the recorder needs it.
             *([] if records_user_audio else [InputAudioStop()]),
             budget.guard(),  # the user's turns
+            # A failed completion is answered with an apology, not silence (a cloud LLM's
+            # fallback switcher handles its own failures and passes this by).
+            LLMErrorApology(llm, apology=settings.fallback_apology),
             llm,
             budget.guard(),  # re-runs after tool results (upstream)
             # STREAMING_BRIDGE=false: whole reply, then TTS (the benchmark's baseline).
