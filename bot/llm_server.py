@@ -401,62 +401,79 @@ def create_app(engine: Engine) -> FastAPI:
         tool_names = {t.get("function", {}).get("name") for t in offered or [] if isinstance(t, dict)}
         tool_names.discard(None)
         cid = f"chatcmpl-{uuid.uuid4().hex[:16]}"
-        model = engine.model_name
-        cancelled = threading.Event()
 
         if not body.get("stream"):
-            text = "".join([p async for p in _pieces(engine, body, cancelled)])
-            content, calls = extract_tool_calls(text, tool_names) if tool_names else (text, [])
-            calls = _calls_for_the_user(calls, body)
-            if tool_names and not calls and not _speakable(content):
-                text = "".join([p async for p in _pieces(engine, _without_tools(body), threading.Event())])
-                content = text if _speakable(text) else ""
-            message: dict[str, Any] = {"role": "assistant", "content": content or None}
-            if calls:
-                message["tool_calls"] = _tool_call_deltas(calls)
-                for tc in message["tool_calls"]:
-                    tc.pop("index")
-            return JSONResponse(
-                {
-                    "id": cid,
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": message,
-                            "finish_reason": "tool_calls" if calls else "stop",
-                        }
-                    ],
-                }
-            )
+            try:
+                return await _complete(engine, body, tool_names, cid)
+            except Exception as e:  # noqa: BLE001 - the engine's failure, told to the client
+                logger.exception("The model failed a completion")
+                return JSONResponse(_error(e), status_code=500)
 
         async def events() -> AsyncIterator[str]:
-            yield _chunk(model, cid, {"role": "assistant", "content": ""})
-            spoke = False
-            async for kind, value in _speech_or_calls(engine, body, tool_names):
-                if kind == "calls":
-                    yield _chunk(model, cid, {"tool_calls": _tool_call_deltas(value)})
-                    yield _chunk(model, cid, {}, "tool_calls")
-                    yield "data: [DONE]\n\n"
-                    return
-                spoke = True
-                yield _chunk(model, cid, {"content": value})
-            if not spoke and tool_names:
-                # Neither speech nor a call we can make (a call to a tool that does not
-                # exist, the tool list echoed back): answer again without tools, never
-                # leave the caller in silence.
-                async for _, value in _speech_or_calls(
-                    engine, _without_tools(body), set(), hold_markup=True
-                ):
-                    yield _chunk(model, cid, {"content": value})
-            yield _chunk(model, cid, {}, "stop")
-            yield "data: [DONE]\n\n"
+            try:
+                async for event in _stream(engine, body, tool_names, cid):
+                    yield event
+            except Exception as e:  # noqa: BLE001 - headers are sent: an error event instead
+                logger.exception("The model failed a streamed completion")
+                yield f"data: {json.dumps(_error(e))}\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return app
+
+
+def _error(e: Exception) -> dict:
+    """OpenAI's error shape: the SDK raises it as an APIError with this message, streamed or not."""
+    return {"error": {"message": f"the local model failed: {type(e).__name__}: {e}", "type": "server_error"}}
+
+
+async def _complete(engine: Engine, body: dict, tool_names: set[str], cid: str) -> JSONResponse:
+    """A whole (non-streamed) chat completion."""
+    text = "".join([p async for p in _pieces(engine, body, threading.Event())])
+    content, calls = extract_tool_calls(text, tool_names) if tool_names else (text, [])
+    calls = _calls_for_the_user(calls, body)
+    if tool_names and not calls and not _speakable(content):
+        text = "".join([p async for p in _pieces(engine, _without_tools(body), threading.Event())])
+        content = text if _speakable(text) else ""
+    message: dict[str, Any] = {"role": "assistant", "content": content or None}
+    if calls:
+        message["tool_calls"] = _tool_call_deltas(calls)
+        for tc in message["tool_calls"]:
+            tc.pop("index")
+    return JSONResponse(
+        {
+            "id": cid,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": engine.model_name,
+            "choices": [
+                {"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}
+            ],
+        }
+    )
+
+
+async def _stream(engine: Engine, body: dict, tool_names: set[str], cid: str) -> AsyncIterator[str]:
+    """A streamed chat completion's server-sent events."""
+    model = engine.model_name
+    yield _chunk(model, cid, {"role": "assistant", "content": ""})
+    spoke = False
+    async for kind, value in _speech_or_calls(engine, body, tool_names):
+        if kind == "calls":
+            yield _chunk(model, cid, {"tool_calls": _tool_call_deltas(value)})
+            yield _chunk(model, cid, {}, "tool_calls")
+            yield "data: [DONE]\n\n"
+            return
+        spoke = True
+        yield _chunk(model, cid, {"content": value})
+    if not spoke and tool_names:
+        # Neither speech nor a call we can make (a call to a tool that does not exist, the
+        # tool list echoed back): answer again without tools, never leave the caller in
+        # silence.
+        async for _, value in _speech_or_calls(engine, _without_tools(body), set(), hold_markup=True):
+            yield _chunk(model, cid, {"content": value})
+    yield _chunk(model, cid, {}, "stop")
+    yield "data: [DONE]\n\n"
 
 
 def _exit_with_parent(parent_pid: int) -> None:

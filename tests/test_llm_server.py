@@ -110,6 +110,39 @@ def test_malformed_request_is_a_clear_400():
     assert r.status_code == 400 and "messages" in r.json()["detail"]
 
 
+class FailingEngine(ScriptedEngine):
+    """Yields its pieces, then fails as llama.cpp does on a prompt too long for its context."""
+
+    def stream(self, body, cancelled):
+        yield from super().stream(body, cancelled)
+        raise ValueError("Requested tokens (4100) exceed context window of 4096")
+
+
+def test_a_failing_model_is_a_clear_500():
+    client = TestClient(create_app(FailingEngine([])))
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "?"}]})
+    assert r.status_code == 500
+    assert "exceed context window" in r.json()["error"]["message"]
+
+
+def test_a_model_failing_mid_stream_ends_the_stream_with_an_error_the_sdk_raises():
+    from openai import APIError, OpenAI
+
+    client = TestClient(create_app(FailingEngine(["The capital"])))
+    with client.stream("POST", "/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "?"}], "stream": True}) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1]["error"]["type"] == "server_error"
+    assert "exceed context window" in events[-1]["error"]["message"]
+    # Pipecat's OpenAI service reads it through the SDK: an APIError that names the cause
+    # (a dropped connection said only "Connection error.").
+    sdk = OpenAI(api_key="local", base_url="http://testserver/v1", http_client=client, max_retries=0)
+    stream = sdk.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "?"}], stream=True)
+    with pytest.raises(APIError, match="exceed context window"):
+        for _ in stream:
+            pass
+
+
 def test_real_model_answers_a_simple_question(models):
     server = models.llm_server
     r = httpx.post(f"{server.base_url}/chat/completions", timeout=60, json={
