@@ -96,20 +96,21 @@ class EagerWhisperSTTService(SharedWhisperSTTService):
         self._passes = [p for p in self._passes if not p.task.done()] + [_Pass(len(snapshot), task)]
 
     async def _transcribe_pass(self, pcm: bytes, interim: bool) -> str:
-        text = await self._transcribe(pcm + self._trailing_silence())
+        # An interim is a draft for the page; the end-of-speech pass may become the final.
+        text = await self._transcribe(pcm + self._trailing_silence(), draft=interim)
         # Once the final transcript is out (the passes were consumed), an interim is stale.
         current = any(p.task is asyncio.current_task() for p in self._passes)
         if interim and text and current:
             await self.push_frame(InterimTranscriptionFrame(text, self._user_id, time_now_iso8601()))
         return text
 
-    async def _transcribe(self, pcm: bytes) -> str:
+    async def _transcribe(self, pcm: bytes, draft: bool = False) -> str:
         audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
         model, language = self._model, self._settings.language
         threshold = self._settings.no_speech_prob
 
         def run() -> str:
-            segments, _ = model.transcribe(audio, language=language)
+            segments, _ = model.transcribe(audio, language=language, draft=draft)
             return " ".join(s.text.strip() for s in segments if s.no_speech_prob < threshold)
 
         return await asyncio.to_thread(run)

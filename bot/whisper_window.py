@@ -80,13 +80,21 @@ class WindowedWhisper:
     def _prompt(self) -> list[int]:
         return self._model.get_prompt(self._tokenizer, [], without_timestamps=True)
 
-    def transcribe(self, audio: np.ndarray, **kwargs: Any):
-        """Like `WhisperModel.transcribe`: (segments, info); info is None on the short path."""
+    def transcribe(self, audio: np.ndarray, *, draft: bool = False, **kwargs: Any):
+        """Like `WhisperModel.transcribe`: (segments, info); info is None on the short path.
+
+        `draft`: a transcript only shown while the user speaks (an interim). The short
+        window's decode is taken even when unsure (a cut-off "What is the..." always is),
+        and never handed back to the 30 s window: that costs ~0.5-1 s of CPU the final
+        transcript and the LLM are about to need. A runaway draft is no text at all.
+        """
         if self._fits(audio, kwargs):
-            segment = self._transcribe_windowed(audio)
+            segment = self._transcribe_windowed(audio, accept_unsure=draft)
             if segment is not None:
                 self.windowed_runs += 1
                 return [segment], None
+            if draft:
+                return [], None
             self.fallbacks += 1
         kwargs.setdefault("beam_size", self._beam_size)
         # Each turn is its own utterance: conditioning on earlier text only invites
@@ -101,7 +109,7 @@ class WindowedWhisper:
             return False
         return len(audio) / SAMPLE_RATE + TAIL_SECS <= self._model.feature_extractor.chunk_length
 
-    def _transcribe_windowed(self, audio: np.ndarray) -> WindowedSegment | None:
+    def _transcribe_windowed(self, audio: np.ndarray, accept_unsure: bool = False) -> WindowedSegment | None:
         import ctranslate2
 
         secs = len(audio) / SAMPLE_RATE
@@ -134,7 +142,7 @@ class WindowedWhisper:
             return None
         text = self._tokenizer.decode(tokens).strip()
         # CTranslate2's score is the mean log-probability (length_penalty 1).
-        if result.no_speech_prob < 0.5 and result.scores[0] < MIN_AVG_LOGPROB:
+        if result.no_speech_prob < 0.5 and result.scores[0] < MIN_AVG_LOGPROB and not accept_unsure:
             logger.debug(f"windowed Whisper unsure ({result.scores[0]:.2f}: {text!r}); 30 s window instead")
             return None
         if compression_ratio(text) > MAX_COMPRESSION_RATIO:

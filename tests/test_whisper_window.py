@@ -17,8 +17,8 @@ QUESTIONS = [
 ]
 
 
-def text_of(model: WindowedWhisper, audio: np.ndarray) -> str:
-    segments, _ = model.transcribe(audio.astype(np.float32) / 32768.0, language="en")
+def text_of(model: WindowedWhisper, audio: np.ndarray, **kwargs) -> str:
+    segments, _ = model.transcribe(audio.astype(np.float32) / 32768.0, language="en", **kwargs)
     return " ".join(s.text.strip() for s in segments)
 
 
@@ -63,6 +63,23 @@ def test_an_unsure_decode_falls_back_to_the_stock_window(models, speech, monkeyp
     text = text_of(windowed, speech(QUESTIONS[1]))
     assert (windowed.windowed_runs, windowed.fallbacks) == (0, 1)
     assert word_error_rate(QUESTIONS[1], text) <= 0.2, text
+
+
+def test_an_unsure_draft_keeps_the_short_windows_words(models, speech, monkeypatch):
+    """An interim (a draft for the page) never pays for the 30 s window."""
+    monkeypatch.setattr(whisper_window, "MIN_AVG_LOGPROB", 0.0)  # no decode is that sure
+    windowed = WindowedWhisper(models.whisper)
+    text = text_of(windowed, speech(QUESTIONS[1]), draft=True)
+    assert (windowed.windowed_runs, windowed.fallbacks) == (1, 0)
+    assert word_error_rate(QUESTIONS[1], text) <= 0.2, text
+
+
+def test_a_runaway_draft_is_no_text(models, speech, monkeypatch):
+    monkeypatch.setattr(whisper_window, "TOKENS_PER_SEC", 0)
+    monkeypatch.setattr(whisper_window, "TOKENS_MIN", 3)
+    windowed = WindowedWhisper(models.whisper)
+    assert text_of(windowed, speech(QUESTIONS[0]), draft=True) == ""
+    assert (windowed.windowed_runs, windowed.fallbacks) == (0, 0)
 
 
 def test_a_runaway_decode_falls_back_to_the_stock_window(models, speech, monkeypatch):
