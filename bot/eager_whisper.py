@@ -12,6 +12,11 @@ But while the user speaks the CPU is otherwise idle. This service:
 When the VAD stop comes, a pass that started after the user's last word already holds
 the whole utterance: it becomes the final transcript as soon as it is done. Only when no
 pass covers the end is the segment transcribed again, as a plain segmented STT would.
+
+Passes are drafts (`WindowedWhisper.transcribe(draft=True)`): Whisper's short window only,
+never its 30 s one, which cut-off audio ("What is the...") always sent them to and which
+cost ~0.5-1 s of CPU beside the final transcript. A covering pass the short window was
+unsure of is not taken as final: the segment goes to the 30 s window then.
 """
 
 from __future__ import annotations
@@ -95,23 +100,26 @@ class EagerWhisperSTTService(SharedWhisperSTTService):
         task = self.create_task(self._transcribe_pass(snapshot, interim), "eager-whisper-pass")
         self._passes = [p for p in self._passes if not p.task.done()] + [_Pass(len(snapshot), task)]
 
-    async def _transcribe_pass(self, pcm: bytes, interim: bool) -> str:
-        # An interim is a draft for the page; the end-of-speech pass may become the final.
-        text = await self._transcribe(pcm + self._trailing_silence(), draft=interim)
+    async def _transcribe_pass(self, pcm: bytes, interim: bool) -> tuple[str, bool]:
+        # Every pass is a draft: most are superseded, and the final path below re-checks
+        # one the short window was unsure of.
+        text, trusted = await self._transcribe(pcm + self._trailing_silence(), draft=True)
         # Once the final transcript is out (the passes were consumed), an interim is stale.
         current = any(p.task is asyncio.current_task() for p in self._passes)
         if interim and text and current:
             await self.push_frame(InterimTranscriptionFrame(text, self._user_id, time_now_iso8601()))
-        return text
+        return text, trusted
 
-    async def _transcribe(self, pcm: bytes, draft: bool = False) -> str:
+    async def _transcribe(self, pcm: bytes, *, draft: bool = False, stock: bool = False) -> tuple[str, bool]:
+        """(text, trusted): see `WindowedWhisper.transcribe` for `draft` and `stock`."""
         audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
         model, language = self._model, self._settings.language
         threshold = self._settings.no_speech_prob
 
-        def run() -> str:
-            segments, _ = model.transcribe(audio, language=language, draft=draft)
-            return " ".join(s.text.strip() for s in segments if s.no_speech_prob < threshold)
+        def run() -> tuple[str, bool]:
+            segments = list(model.transcribe(audio, language=language, draft=draft, stock=stock)[0])
+            text = " ".join(s.text.strip() for s in segments if s.no_speech_prob < threshold)
+            return text, all(getattr(s, "trusted", True) for s in segments)
 
         return await asyncio.to_thread(run)
 
@@ -129,11 +137,16 @@ class EagerWhisperSTTService(SharedWhisperSTTService):
         text, result = None, None
         if covering:
             try:
-                text, result = await covering[-1].task, EAGER_RESULT
+                draft, trusted = await covering[-1].task
+                if trusted:
+                    text, result = draft, EAGER_RESULT
+                else:  # noisy or mangled audio: Whisper's own 30 s window decides
+                    logger.debug(f"{self}: unsure of the eager pass ({draft!r}); the 30 s window instead")
+                    text, _ = await self._transcribe(audio, stock=True)
             except Exception as e:  # a failed pass: transcribe the segment instead
                 logger.warning(f"{self}: eager pass failed ({e}); transcribing the segment")
         if text is None:
-            text = await self._transcribe(audio)
+            text, _ = await self._transcribe(audio)
         await self.stop_processing_metrics()
         if text:
             yield TranscriptionFrame(

@@ -37,10 +37,12 @@ MIN_AVG_LOGPROB = -0.35
 
 @dataclass(frozen=True)
 class WindowedSegment:
-    """The fields of faster-whisper's `Segment` that our callers read."""
+    """The fields of faster-whisper's `Segment` that our callers read, and whether the
+    short window's decode can be trusted (a draft's may not: see `transcribe`)."""
 
     text: str
     no_speech_prob: float
+    trusted: bool = True
 
 
 def trailing_repeat_start(tokens: list[int], min_len: int = 3) -> int | None:
@@ -80,21 +82,25 @@ class WindowedWhisper:
     def _prompt(self) -> list[int]:
         return self._model.get_prompt(self._tokenizer, [], without_timestamps=True)
 
-    def transcribe(self, audio: np.ndarray, *, draft: bool = False, **kwargs: Any):
+    def transcribe(self, audio: np.ndarray, *, draft: bool = False, stock: bool = False, **kwargs: Any):
         """Like `WhisperModel.transcribe`: (segments, info); info is None on the short path.
 
-        `draft`: a transcript only shown while the user speaks (an interim). The short
-        window's decode is taken even when unsure (a cut-off "What is the..." always is),
-        and never handed back to the 30 s window: that costs ~0.5-1 s of CPU the final
-        transcript and the LLM are about to need. A runaway draft is no text at all.
+        `draft`: a transcript taken while the user may still be speaking (an eager pass).
+        The short window's decode is returned even when unsure (a cut-off "What is the..."
+        always is), marked `trusted=False`, and never handed back to the 30 s window: that
+        costs ~0.5-1 s of CPU next to the final transcript and the LLM, and most drafts are
+        superseded anyway. A runaway draft is an untrusted empty segment. `stock`: the 30 s
+        window straight away (a draft that was not trusted became the final transcript).
         """
-        if self._fits(audio, kwargs):
+        if stock:
+            self.fallbacks += 1
+        elif self._fits(audio, kwargs):
             segment = self._transcribe_windowed(audio, accept_unsure=draft)
             if segment is not None:
                 self.windowed_runs += 1
                 return [segment], None
             if draft:
-                return [], None
+                return [WindowedSegment(text="", no_speech_prob=0.0, trusted=False)], None
             self.fallbacks += 1
         kwargs.setdefault("beam_size", self._beam_size)
         # Each turn is its own utterance: conditioning on earlier text only invites
@@ -142,13 +148,14 @@ class WindowedWhisper:
             return None
         text = self._tokenizer.decode(tokens).strip()
         # CTranslate2's score is the mean log-probability (length_penalty 1).
-        if result.no_speech_prob < 0.5 and result.scores[0] < MIN_AVG_LOGPROB and not accept_unsure:
+        unsure = result.no_speech_prob < 0.5 and result.scores[0] < MIN_AVG_LOGPROB
+        if unsure and not accept_unsure:
             logger.debug(f"windowed Whisper unsure ({result.scores[0]:.2f}: {text!r}); 30 s window instead")
             return None
         if compression_ratio(text) > MAX_COMPRESSION_RATIO:
             logger.debug(f"windowed Whisper repeated itself ({text!r}); 30 s window instead")
             return None
-        return WindowedSegment(text=text, no_speech_prob=result.no_speech_prob)
+        return WindowedSegment(text=text, no_speech_prob=result.no_speech_prob, trusted=not unsure)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)

@@ -44,3 +44,22 @@ async def test_interim_transcripts_and_a_final_from_the_eager_pass(settings, mod
     # Spoken in real time, the pause after the last word starts a pass that hears it all.
     assert final.result == EAGER_RESULT, "the final transcript came from the eager pass"
     assert contains_words(result.turn_dicts()[-1]["bot_text"], "Paris"), [str(t) for t in result.turns]
+
+
+async def test_an_unsure_eager_pass_is_shown_but_the_final_comes_from_the_30_s_window(
+    settings, models, speech, monkeypatch
+):
+    from bot import whisper_window
+
+    monkeypatch.setattr(whisper_window, "MIN_AVG_LOGPROB", 0.0)  # no decode is that sure
+    transcripts = Transcripts()
+    session = Session(settings=settings, models=models, observers=[transcripts])
+    question = "Please tell me which city is the capital of France and what it is famous for."
+    await converse([Utterance(audio=speech(question))], session, FileTransportParams())
+
+    # The drafts still reach the page: an interim never waits for the 30 s window.
+    assert transcripts.interim and all(text.strip() for text in transcripts.interim), transcripts.interim
+    assert transcripts.final, "a final transcript"
+    heard = " ".join(final.text for final in transcripts.final)
+    assert contains_words(heard, "capital", "France"), heard
+    assert all(final.result != EAGER_RESULT for final in transcripts.final), "an unsure pass became final"

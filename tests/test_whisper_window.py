@@ -69,9 +69,13 @@ def test_an_unsure_draft_keeps_the_short_windows_words(models, speech, monkeypat
     """An interim (a draft for the page) never pays for the 30 s window."""
     monkeypatch.setattr(whisper_window, "MIN_AVG_LOGPROB", 0.0)  # no decode is that sure
     windowed = WindowedWhisper(models.whisper)
-    text = text_of(windowed, speech(QUESTIONS[1]), draft=True)
+    audio = speech(QUESTIONS[1]).astype(np.float32) / 32768.0
+    [segment], _ = windowed.transcribe(audio, language="en", draft=True)
     assert (windowed.windowed_runs, windowed.fallbacks) == (1, 0)
-    assert word_error_rate(QUESTIONS[1], text) <= 0.2, text
+    assert word_error_rate(QUESTIONS[1], segment.text) <= 0.2, segment.text
+    assert not segment.trusted  # so the final transcript takes the 30 s window instead
+    assert text_of(windowed, speech(QUESTIONS[1]), stock=True)
+    assert (windowed.windowed_runs, windowed.fallbacks) == (1, 1)
 
 
 def test_a_runaway_draft_is_no_text(models, speech, monkeypatch):
