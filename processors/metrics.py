@@ -167,6 +167,7 @@ class TurnMetricsObserver(BaseObserver):
         self._vad_started_at: float | None = None
         self._vad_frame_at: float | None = None
         self._bot_speaking = False
+        self._bot_started_at: float | None = None
         self._last_bot_audio_out_at: float | None = None
         self._pending_tools = 0
         self._tts_done = True
@@ -273,7 +274,7 @@ class TurnMetricsObserver(BaseObserver):
             if target:
                 target.bot_text_spoken.append(frame.text)
         elif isinstance(frame, BotStartedSpeakingFrame):
-            self._bot_speaking = True
+            self._bot_speaking, self._bot_started_at = True, t
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self._bot_speaking = False
             if self._interrupted:
@@ -283,6 +284,19 @@ class TurnMetricsObserver(BaseObserver):
                 done, self._interrupted = self._interrupted, None
                 await self._emit(done)
             elif turn and turn.bot_audio_out_at is not None and turn.llm_done:
+                self._current = None
+                await self._emit(turn)
+            elif (
+                turn
+                and turn.llm_request_at is None
+                and turn.user_turn_end_at is not None
+                and self._bot_started_at is not None
+                and self._bot_started_at >= turn.user_turn_end_at
+            ):
+                # Spoken after the user's turn, without the LLM (EmptyTurnReply's "Sorry, I
+                # didn't catch that"): done now, not when the next turn starts. No
+                # voice-to-voice: it is not an answer. (A greeting still playing when the
+                # turn ended started before it, and is not mistaken for the reply.)
                 self._current = None
                 await self._emit(turn)
 

@@ -145,6 +145,51 @@ async def test_barge_in_stop_ends_at_the_last_bot_audio_out_not_at_bot_stopped_s
     assert records[1].stages_ms()["barge_in_stop"] == pytest.approx(250.0)
 
 
+async def test_a_turn_answered_without_the_llm_is_reported_when_the_bot_stops():
+    """An untranscribed barge-in answered by EmptyTurnReply's fixed sentence (spoken by the
+    TTS, no LLM request) is reported when the sentence ends, not at the next turn."""
+    from pipecat.frames.frames import (
+        BotStartedSpeakingFrame,
+        BotStoppedSpeakingFrame,
+        OutputAudioRawFrame,
+        TTSTextFrame,
+        UserStartedSpeakingFrame,
+        UserStoppedSpeakingFrame,
+    )
+    from pipecat.observers.base_observer import FramePushed
+    from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+    from pipecat.transports.base_output import BaseOutputTransport
+    from pipecat.transports.base_transport import TransportParams
+    from pipecat.utils.text.base_text_aggregator import AggregationType
+
+    from bot.pipeline import EMPTY_TURN_REPLY
+    from processors.metrics import TurnMetricsObserver
+
+    observer, records = TurnMetricsObserver("s1"), []
+    observer.subscribe(records.append)
+    output, other = BaseOutputTransport(TransportParams()), FrameProcessor()
+
+    async def push(frame, t, source=other, upstream=False):
+        direction = FrameDirection.UPSTREAM if upstream else FrameDirection.DOWNSTREAM
+        await observer.on_push_frame(FramePushed(source, other, frame, direction, int(t * 1e9)))
+
+    await push(UserStartedSpeakingFrame(), 0.0, upstream=True)
+    # A greeting playing across the end of the user's turn is not the reply to it.
+    await push(BotStartedSpeakingFrame(), 0.3, source=output)
+    await push(TTSTextFrame("Hi!", AggregationType.WORD), 0.3, source=output)
+    await push(UserStoppedSpeakingFrame(), 1.0, upstream=True)
+    await push(BotStoppedSpeakingFrame(), 1.1, source=output)
+    assert records == []
+    await push(BotStartedSpeakingFrame(), 1.2, source=output)
+    for i, word in enumerate(EMPTY_TURN_REPLY.split()):
+        await push(TTSTextFrame(word, AggregationType.WORD), 1.2 + i * 0.1, source=output)
+        await push(OutputAudioRawFrame(b"\0\0" * 480, 24000, 1), 1.2 + i * 0.1, source=output)
+    await push(BotStoppedSpeakingFrame(), 2.5, source=output)
+    [record] = records
+    assert record.to_dict()["bot_text"].endswith(EMPTY_TURN_REPLY) and not record.to_dict()["user_text"]
+    assert "voice_to_voice" not in record.stages_ms()
+
+
 # --- Logs ---------------------------------------------------------------------------------
 
 
