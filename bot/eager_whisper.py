@@ -95,6 +95,8 @@ class EagerWhisperSTTService(SharedWhisperSTTService):
         # An interim pass is a nicety and waits for a free moment; an end-of-speech pass
         # may run beside one other.
         if running >= (1 if interim else MAX_PASSES):
+            if not interim:
+                logger.debug(f"{self}: no pass at this pause: {running} passes still running")
             return
         snapshot = bytes(self._audio_buffer)
         task = self.create_task(self._transcribe_pass(snapshot, interim), "eager-whisper-pass")
@@ -146,6 +148,8 @@ class EagerWhisperSTTService(SharedWhisperSTTService):
             except Exception as e:  # a failed pass: transcribe the segment instead
                 logger.warning(f"{self}: eager pass failed ({e}); transcribing the segment")
         if text is None:
+            if not covering:
+                logger.debug(f"{self}: no eager pass heard the end; transcribing the segment")
             text, _ = await self._transcribe(audio)
         await self.stop_processing_metrics()
         if text:

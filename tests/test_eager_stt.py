@@ -27,7 +27,19 @@ class Transcripts(BaseObserver):
             self.final.append(data.frame)
 
 
-async def test_interim_transcripts_and_a_final_from_the_eager_pass(settings, models, speech):
+@pytest.fixture
+def stt_log():
+    """The eager STT's own log lines (DEBUG) during the test."""
+    from loguru import logger
+
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="DEBUG",
+                      filter=lambda r: r["name"] in ("bot.eager_whisper", "bot.whisper_window"))
+    yield lines
+    logger.remove(sink)
+
+
+async def test_interim_transcripts_and_a_final_from_the_eager_pass(settings, models, speech, stt_log):
     transcripts = Transcripts()
     session = Session(settings=settings, models=models, observers=[transcripts])
     # Long and without commas: Piper pauses at a comma, and the VAD would end the segment.
@@ -41,13 +53,17 @@ async def test_interim_transcripts_and_a_final_from_the_eager_pass(settings, mod
     heard = " ".join(final.text for final in transcripts.final)
     assert contains_words(heard, "capital", "France"), heard
     final = transcripts.final[-1]
-    # Spoken in real time, the pause after the last word starts a pass that hears it all.
-    assert final.result == EAGER_RESULT, "the final transcript came from the eager pass"
+    # Spoken in real time, the pause after the last word starts a pass that hears it all:
+    # its words are the final transcript, unless the service said why not (a busy machine
+    # with two passes still running; a pass the short window was unsure of).
+    if final.result != EAGER_RESULT:
+        why = [line for line in stt_log if "passes still running" in line or "unsure of the eager pass" in line]
+        assert why, f"the final transcript did not come from the eager pass: {stt_log}"
     assert contains_words(result.turn_dicts()[-1]["bot_text"], "Paris"), [str(t) for t in result.turns]
 
 
 async def test_an_unsure_eager_pass_is_shown_but_the_final_comes_from_the_30_s_window(
-    settings, models, speech, monkeypatch
+    settings, models, speech, monkeypatch, stt_log
 ):
     from bot import whisper_window
 
@@ -63,3 +79,4 @@ async def test_an_unsure_eager_pass_is_shown_but_the_final_comes_from_the_30_s_w
     heard = " ".join(final.text for final in transcripts.final)
     assert contains_words(heard, "capital", "France"), heard
     assert all(final.result != EAGER_RESULT for final in transcripts.final), "an unsure pass became final"
+    assert any("unsure of the eager pass" in line for line in stt_log), stt_log
