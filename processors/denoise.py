@@ -9,7 +9,6 @@ per-frame path does no Python-level allocation beyond the resampler's output.
 from __future__ import annotations
 
 import ctypes
-import functools
 
 import numpy as np
 import soxr
@@ -24,23 +23,6 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pyrnnoise import rnnoise
 
-
-@functools.cache
-def _rnnoise_process_frame():
-    """`rnnoise_process_frame`, called holding the GIL (`ctypes.PyDLL`).
-
-    pyrnnoise loads the library with `ctypes.CDLL`, which releases the GIL for every call
-    and takes it back afterwards. A call takes ~0.1 ms, but taking the GIL back waits for
-    whichever thread holds it to hand it over: up to Python's 5 ms switch interval. With
-    one busy Python thread beside the event loop, a call measured 5.3 ms of wall time
-    (p50) through CDLL and 0.12 ms through PyDLL; two calls per 20 ms frame per session.
-    """
-    fn = ctypes.PyDLL(rnnoise.LIBRNNOISE).rnnoise_process_frame
-    fn.argtypes = rnnoise.lib.rnnoise_process_frame.argtypes
-    fn.restype = rnnoise.lib.rnnoise_process_frame.restype
-    return fn
-
-
 RNNOISE_RATE = 48000
 RNNOISE_FRAME = rnnoise.FRAME_SIZE  # 480 samples = 10 ms at 48 kHz
 # Low-latency resampling: soxr's "quick" cubic filter delays by well under 1 ms.
@@ -53,7 +35,6 @@ class _RNNoiseStream:
     def __init__(self, sample_rate: int):
         self.sample_rate = sample_rate
         self._state = rnnoise.create()
-        self._process_frame = _rnnoise_process_frame()
         self._resample = sample_rate != RNNOISE_RATE
         if self._resample:
             self._up = soxr.ResampleStream(sample_rate, RNNOISE_RATE, 1, dtype="float32", quality=_RESAMPLE_QUALITY)
@@ -93,7 +74,9 @@ class _RNNoiseStream:
             if self._pending_len == RNNOISE_FRAME:
                 self._frame[:] = self._pending[:RNNOISE_FRAME]
                 # RNNoise works on int16-scaled floats, in place.
-                self.last_speech_prob = self._process_frame(self._state, self._frame_ptr, self._frame_ptr)
+                self.last_speech_prob = rnnoise.lib.rnnoise_process_frame(
+                    self._state, self._frame_ptr, self._frame_ptr
+                )
                 out[n_out : n_out + RNNOISE_FRAME] = self._frame
                 n_out += RNNOISE_FRAME
                 self._pending_len = 0
