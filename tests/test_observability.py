@@ -86,6 +86,38 @@ def synthetic_turn(session_id: str, n: int, interrupted: bool = False) -> TurnRe
     return record
 
 
+class ObservedTurns:
+    """A TurnMetricsObserver fed pushes by hand: `push(frame, t)` from a plain processor,
+    the output transport (`source=turns.output`) or to the LLM (`destination=turns.llm`)."""
+
+    def __init__(self):
+        from pipecat.processors.frame_processor import FrameProcessor
+        from pipecat.services.llm_service import LLMService
+        from pipecat.transports.base_output import BaseOutputTransport
+        from pipecat.transports.base_transport import TransportParams
+
+        from processors.metrics import TurnMetricsObserver
+
+        self.observer, self.records = TurnMetricsObserver("s1"), []
+        self.observer.subscribe(self.records.append)
+        self.output, self.other, self.llm = BaseOutputTransport(TransportParams()), FrameProcessor(), LLMService()
+
+    async def push(self, frame, t, source=None, destination=None, upstream=False):
+        from pipecat.observers.base_observer import FramePushed
+        from pipecat.processors.frame_processor import FrameDirection
+
+        direction = FrameDirection.UPSTREAM if upstream else FrameDirection.DOWNSTREAM
+        await self.observer.on_push_frame(
+            FramePushed(source or self.other, destination or self.other, frame, direction, int(t * 1e9))
+        )
+
+    @staticmethod
+    def audio():
+        from pipecat.frames.frames import OutputAudioRawFrame
+
+        return OutputAudioRawFrame(b"\0\0" * 480, 24000, 1)
+
+
 async def test_barge_in_stop_ends_at_the_last_bot_audio_out_not_at_bot_stopped_speaking():
     """BotStoppedSpeaking follows the last audio by a silence timeout; the caller heard
     the bot stop when its last audio frame went out."""
@@ -93,29 +125,13 @@ async def test_barge_in_stop_ends_at_the_last_bot_audio_out_not_at_bot_stopped_s
         BotStartedSpeakingFrame,
         BotStoppedSpeakingFrame,
         LLMContextFrame,
-        OutputAudioRawFrame,
         UserStartedSpeakingFrame,
         VADUserStartedSpeakingFrame,
     )
-    from pipecat.observers.base_observer import FramePushed
     from pipecat.processors.aggregators.llm_context import LLMContext
-    from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
-    from pipecat.services.llm_service import LLMService
-    from pipecat.transports.base_output import BaseOutputTransport
-    from pipecat.transports.base_transport import TransportParams
 
-    from processors.metrics import TurnMetricsObserver
-
-    observer, records = TurnMetricsObserver("s1"), []
-    observer.subscribe(records.append)
-    output, other, llm = BaseOutputTransport(TransportParams()), FrameProcessor(), LLMService()
-
-    async def push(frame, t, source=other, destination=other, upstream=False):
-        direction = FrameDirection.UPSTREAM if upstream else FrameDirection.DOWNSTREAM
-        await observer.on_push_frame(FramePushed(source, destination, frame, direction, int(t * 1e9)))
-
-    def audio():
-        return OutputAudioRawFrame(b"\0\0" * 480, 24000, 1)
+    turns = ObservedTurns()
+    push, audio, output, llm, records = turns.push, turns.audio, turns.output, turns.llm, turns.records
 
     await push(UserStartedSpeakingFrame(), 0.0, upstream=True)
     await push(LLMContextFrame(LLMContext()), 1.0, destination=llm)
@@ -151,27 +167,16 @@ async def test_a_turn_answered_without_the_llm_is_reported_when_the_bot_stops():
     from pipecat.frames.frames import (
         BotStartedSpeakingFrame,
         BotStoppedSpeakingFrame,
-        OutputAudioRawFrame,
         TTSTextFrame,
         UserStartedSpeakingFrame,
         UserStoppedSpeakingFrame,
     )
-    from pipecat.observers.base_observer import FramePushed
-    from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
-    from pipecat.transports.base_output import BaseOutputTransport
-    from pipecat.transports.base_transport import TransportParams
     from pipecat.utils.text.base_text_aggregator import AggregationType
 
     from bot.pipeline import EMPTY_TURN_REPLY
-    from processors.metrics import TurnMetricsObserver
 
-    observer, records = TurnMetricsObserver("s1"), []
-    observer.subscribe(records.append)
-    output, other = BaseOutputTransport(TransportParams()), FrameProcessor()
-
-    async def push(frame, t, source=other, upstream=False):
-        direction = FrameDirection.UPSTREAM if upstream else FrameDirection.DOWNSTREAM
-        await observer.on_push_frame(FramePushed(source, other, frame, direction, int(t * 1e9)))
+    turns = ObservedTurns()
+    push, output = turns.push, turns.output
 
     await push(UserStartedSpeakingFrame(), 0.0, upstream=True)
     # A greeting playing across the end of the user's turn is not the reply to it.
@@ -179,13 +184,13 @@ async def test_a_turn_answered_without_the_llm_is_reported_when_the_bot_stops():
     await push(TTSTextFrame("Hi!", AggregationType.WORD), 0.3, source=output)
     await push(UserStoppedSpeakingFrame(), 1.0, upstream=True)
     await push(BotStoppedSpeakingFrame(), 1.1, source=output)
-    assert records == []
+    assert turns.records == []
     await push(BotStartedSpeakingFrame(), 1.2, source=output)
     for i, word in enumerate(EMPTY_TURN_REPLY.split()):
         await push(TTSTextFrame(word, AggregationType.WORD), 1.2 + i * 0.1, source=output)
-        await push(OutputAudioRawFrame(b"\0\0" * 480, 24000, 1), 1.2 + i * 0.1, source=output)
+        await push(turns.audio(), 1.2 + i * 0.1, source=output)
     await push(BotStoppedSpeakingFrame(), 2.5, source=output)
-    [record] = records
+    [record] = turns.records
     assert record.to_dict()["bot_text"].endswith(EMPTY_TURN_REPLY) and not record.to_dict()["user_text"]
     assert "voice_to_voice" not in record.stages_ms()
 
