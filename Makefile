@@ -6,8 +6,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # llama-cpp-python compiles from its sdist (~5-8 min on 2 cores, once per venv).
-# The multimodal (llava) library is not used, so it is not built.
-export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+# The multimodal (llava) library is not used, so it is not built. On x86-64 llama.cpp is
+# built for this CPU without its AMX kernels: on this machine class they crash the process
+# (SIGSEGV in ggml_backend_amx_mul_mat) on the Q4_K weights of the default LLM; GCC keeps an
+# explicit -mno-amx-* even where -march=native would enable AMX.
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF $(if $(filter x86_64,$(shell uname -m)),"-DCMAKE_C_FLAGS=$(NO_AMX)" "-DCMAKE_CXX_FLAGS=$(NO_AMX)")
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests need: chromium for the real-browser tests, PortAudio's
 # headers to build PyAudio for the microphone CLI (`python -m bot chat`), and a PulseAudio
