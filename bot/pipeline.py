@@ -29,7 +29,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
 )
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_start import VADUserTurnStartStrategy
-from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy, TurnAnalyzerUserTurnStopStrategy
+from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.empty_user_turn import EmptyUserTurnConfig
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
@@ -38,9 +38,9 @@ from bot.config import Settings, Stage
 from bot.local_models import LocalModels
 from bot.local_services import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
 from bot.logs import log_turn, session_context
-from bot.providers import create_llm, create_search, create_stt, create_tts
-from bot.search import WebSearchTool
+from bot.providers import create_knowledge, create_llm, create_stt, create_tts
 from bot.session_control import SessionControl
+from bot.speculation import SpeculativeTurnStopStrategy
 from processors.context_budget import ContextBudget, tools_tokens
 from processors.denoise import RNNoiseDenoiser
 from processors.empty_turn_reply import EmptyTurnReply
@@ -82,20 +82,6 @@ class Session:
     control: SessionControl | None = None
 
 
-def create_tools(settings: Settings) -> list:
-    """The LLM's tools: `web_search` (Tavily, or the local knowledge base without a key)."""
-    if not settings.search_enabled:
-        return []
-    tool = WebSearchTool(
-        create_search(settings),
-        timeout_secs=settings.search_timeout_secs,
-        max_result_chars=settings.search_max_result_chars,
-        filler=settings.search_filler,
-        apology=settings.search_apology,
-    )
-    return [tool.schema]
-
-
 async def warm_up_llm(settings: Settings, models: LocalModels) -> None:
     """Send one request shaped exactly like a session's first turn (same system
     instruction, same tools, through the same service and adapter), so llama.cpp has that
@@ -104,7 +90,7 @@ async def warm_up_llm(settings: Settings, models: LocalModels) -> None:
     if settings.uses_cloud(Stage.LLM) or settings.uses_fake(Stage.LLM):
         return
     llm = create_llm(settings.model_copy(update={"llm_max_tokens": 1}), models)
-    tools = create_tools(settings)
+    tools, _ = create_knowledge(settings)
     context = LLMContext(messages=[{"role": "user", "content": "Hello."}])
     if tools:
         context = LLMContext(messages=context.messages, tools=ToolsSchema(tools))
@@ -142,12 +128,13 @@ def create_user_params(
         )
     )
     if settings.smart_turn_enabled:
-        stop = TurnAnalyzerUserTurnStopStrategy(
+        stop = SpeculativeTurnStopStrategy(
             turn_analyzer=SharedSmartTurnAnalyzer(
                 session=models.smart_turn_session,
                 speculate=settings.smart_turn_speculate,
                 params=SmartTurnParams(stop_secs=settings.smart_turn_stop_secs),
-            )
+            ),
+            speculate=settings.speculative_reply,
         )
     else:
         stop = SpeechTimeoutUserTurnStopStrategy()
@@ -188,7 +175,8 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
     # Opt-in: a JSONL of turns and, with RECORDING_AUDIO, a stereo WAV (processors/recording.py).
     recorder = SessionRecorder.from_settings(settings, session.id) if settings.recording_enabled else None
 
-    tools = create_tools(settings)
+    # A cloud LLM searches with a tool; a local one is told what a turn needs (passages, sums).
+    tools, notes = create_knowledge(settings)
     context = LLMContext(tools=ToolsSchema(tools)) if tools else LLMContext()
     # Every LLM request (system instruction + tools + turns) stays within CONTEXT_TOKEN_BUDGET.
     budget, assistant_params = create_memory(settings, context, lambda: llm.settings.system_instruction)
@@ -213,6 +201,7 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
             # A failed completion is answered with an apology, not silence (a cloud LLM's
             # fallback switcher handles its own failures and passes this by).
             LLMErrorApology(llm, apology=settings.fallback_apology),
+            *([notes] if notes else []),
             llm,
             budget.guard(),  # re-runs after tool results (upstream)
             # STREAMING_BRIDGE=false: whole reply, then TTS (the benchmark's baseline).

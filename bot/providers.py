@@ -65,10 +65,23 @@ def create_stt(settings: Settings, models: LocalModels) -> STTService:
         model=models.whisper,
         beam_size=settings.whisper_beam_size,
         window_secs=settings.whisper_window_secs,
+        vocabulary=stt_vocabulary(settings),
+        # Its pass at a pause starts a speculative answer (bot/speculation.py).
+        **({"enable_eager_end_of_turn": settings.speculative_reply} if settings.whisper_eager else {}),
         # Whisper transcribes a whole segment at once and marks it final, so this only
         # bounds the turn detector's fallback wait for a transcript.
         ttfs_p99_latency=1.5,
     )
+
+
+def stt_vocabulary(settings: Settings) -> str:
+    """Names the user may say, for the local recogniser's prompt (WHISPER_VOCABULARY)."""
+    if not (settings.whisper_vocabulary and settings.search_enabled):
+        return ""
+    from bot.knowledge import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase
+
+    folder = settings.knowledge_dir or DEFAULT_KNOWLEDGE_DIR
+    return KnowledgeBase.shared(folder, max_results=settings.search_max_results).vocabulary()
 
 
 def create_llm(settings: Settings, models: LocalModels) -> LLMService:
@@ -93,13 +106,14 @@ def create_llm(settings: Settings, models: LocalModels) -> LLMService:
     from pipecat.services.openai.llm import OpenAILLMService
 
     server = models.llm_server
+    seed = {"seed": settings.llm_seed} if settings.llm_seed >= 0 else {}
     return OpenAILLMService(
         api_key="local",  # the loopback server ignores it; the client requires one
         base_url=server.base_url,
         # OpenAI's `user` names the conversation: the server shifts its cache across
         # dropped turns only within one (bot/llm_cache.py).
         settings=OpenAILLMService.Settings(
-            model=server.model_name, extra={"user": uuid.uuid4().hex}, **common
+            model=server.model_name, extra={"user": uuid.uuid4().hex, **seed}, **common
         ),
     )
 
@@ -178,7 +192,8 @@ def create_search(settings: Settings, *, knowledge_dir=None):
     The knowledge base is indexed once per process and shared (`KnowledgeBase.shared`);
     `knowledge_dir` overrides KNOWLEDGE_DIR (tests).
     """
-    from bot.search import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase, TavilySearch
+    from bot.knowledge import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase
+    from bot.search import TavilySearch
 
     if settings.uses_cloud(Stage.SEARCH):
         return TavilySearch(
@@ -188,3 +203,46 @@ def create_search(settings: Settings, *, knowledge_dir=None):
         )
     folder = knowledge_dir or settings.knowledge_dir or DEFAULT_KNOWLEDGE_DIR
     return KnowledgeBase.shared(folder, max_results=settings.search_max_results)
+
+
+def create_knowledge(settings: Settings, *, knowledge_dir=None):
+    """How the LLM reaches the knowledge (local files, or Tavily with its key).
+
+    Returns (tools, notes): a cloud LLM is offered `web_search` (Tavily, or the local
+    knowledge base without a key) and searches when it decides to; a small local LLM is
+    offered no tool (it calls one for greetings and arithmetic, and ignores what comes
+    back) and instead gets notes with each turn that needs them: the knowledge base's
+    passages, worked arithmetic (processors/turn_notes.py).
+    """
+    if settings.uses_cloud(Stage.LLM) or settings.uses_fake(Stage.LLM):
+        if not settings.search_enabled:
+            return [], None
+        from bot.search import WebSearchTool
+
+        tool = WebSearchTool(
+            create_search(settings, knowledge_dir=knowledge_dir),
+            timeout_secs=settings.search_timeout_secs,
+            max_result_chars=settings.search_max_result_chars,
+            filler=settings.search_filler,
+            apology=settings.search_apology,
+        )
+        return [tool.schema], None
+    from processors.turn_notes import TurnNotes
+
+    return [], TurnNotes(local_note_sources(settings, knowledge_dir=knowledge_dir))
+
+
+def local_note_sources(settings: Settings, *, knowledge_dir=None) -> list:
+    """What a local LLM is told with a turn: matching knowledge-base passages, and the
+    results of the arithmetic it asks for (processors/turn_notes.py)."""
+    from bot.knowledge import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase
+    from processors.turn_notes import calculator_notes, knowledge_notes
+
+    if not settings.search_enabled:  # no knowledge base at all
+        return [calculator_notes]
+    folder = knowledge_dir or settings.knowledge_dir or DEFAULT_KNOWLEDGE_DIR
+    knowledge = KnowledgeBase.shared(folder, max_results=settings.search_max_results)
+    return [
+        knowledge_notes(knowledge, settings.knowledge_match_threshold, settings.search_max_result_chars),
+        calculator_notes,
+    ]

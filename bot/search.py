@@ -6,20 +6,15 @@ Pipecat `FunctionSchema` that carries its handler, advertised on the session's
 (SEARCH_TIMEOUT_SECS) is answered with a spoken apology and ends the turn, so a turn never
 hangs on the tool. Results are cut to SEARCH_MAX_RESULT_CHARS before they enter the context.
 
-The knowledge base is a folder of Markdown/text files (KNOWLEDGE_DIR, `bot/knowledge/` by
-default) indexed once per process with SQLite FTS5 and shared by every session.
+The knowledge-base backend is `bot.knowledge.KnowledgeBase`. The tool is offered to cloud
+LLMs only: a small local model gets knowledge-base passages with the user's turn instead
+(processors/knowledge_retrieval.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-import re
-import sqlite3
-import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
@@ -30,14 +25,10 @@ from pipecat.frames.frames import FunctionCallResultProperties, TTSSpeakFrame
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.services.llm_service import FunctionCallParams
 
-DEFAULT_KNOWLEDGE_DIR = Path(__file__).parent / "knowledge"
-KNOWLEDGE_SUFFIXES = {".md", ".markdown", ".txt"}
-MAX_KNOWLEDGE_FILE_BYTES = 512 * 1024
+from bot.knowledge import SearchResult
+
 # Longest wait for the tool-free answer to a question the search found nothing for.
 ANSWER_TIMEOUT_SECS = 15.0
-PASSAGE_CHARS = 700  # paragraphs are merged into passages of about this size
-RELATIVE_SCORE_FLOOR = 0.4  # a passage is returned if at least this relevant as the best
-MIN_TERM_COVERAGE = 0.5  # ...and if it has at least this share of the query's words
 
 TOOL_NAME = "web_search"
 # With DEFAULT_SYSTEM_PROMPT, the wording measured best with the 0.5B local model, which
@@ -52,13 +43,6 @@ TOOL_DESCRIPTION = (
 
 class SearchError(RuntimeError):
     """The search backend failed (HTTP error, bad payload, unreachable)."""
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    title: str
-    content: str
-    url: str = ""
 
 
 class SearchBackend(Protocol):
@@ -119,135 +103,6 @@ class TavilySearch:
                     )
                 )
         return results
-
-
-# --------------------------------------------------------------------------------------
-# Local knowledge base (SQLite FTS5, in memory, once per process)
-# --------------------------------------------------------------------------------------
-
-_STOPWORDS = frozenset(
-    """a an and are as at be by can could did do does for from has have how i if in is it
-    its me my of on or our please should tell than that the their them then there these
-    they this to us was we what when where which who whom why will with would you your
-    about any some much many know""".split()
-)
-
-
-def _passages(text: str) -> tuple[str | None, list[str]]:
-    """A file's first heading and its body cut into passages of whole paragraphs."""
-    title = None
-    paragraphs = []
-    for block in re.split(r"\n\s*\n", text):
-        block = " ".join(line.strip() for line in block.strip().splitlines())
-        if not block:
-            continue
-        if block.startswith("#"):
-            heading = block.lstrip("#").strip()
-            title = title or heading
-            continue
-        paragraphs.append(block)
-    passages: list[str] = []
-    for paragraph in paragraphs:
-        if passages and len(passages[-1]) + len(paragraph) < PASSAGE_CHARS:
-            passages[-1] += " " + paragraph
-        else:
-            passages.append(paragraph)
-    return title, passages
-
-
-def query_terms(query: str) -> list[str]:
-    """The meaningful words of a free-text query, once each."""
-    words = [w for w in re.findall(r"\w+", query.lower()) if len(w) > 1 and w not in _STOPWORDS]
-    return list(dict.fromkeys(words))
-
-
-def fts_query(query: str) -> str:
-    """Free text → an FTS5 query: every meaningful word, OR-ed, each one quoted."""
-    return " OR ".join(f'"{w}"' for w in query_terms(query))
-
-
-class KnowledgeBase:
-    """Markdown/text files indexed with SQLite FTS5; one instance per folder per process."""
-
-    name = "knowledge"
-    _shared: dict[Path, KnowledgeBase] = {}
-    _shared_lock = threading.Lock()
-
-    def __init__(self, folder: Path, *, max_results: int = 3):
-        started = time.monotonic()
-        self.folder = folder
-        self.max_results = max_results
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(":memory:", check_same_thread=False)
-        self._db.execute(
-            "CREATE VIRTUAL TABLE passages USING fts5("
-            "title, body, source UNINDEXED, tokenize = 'porter unicode61')"
-        )
-        self.files = 0
-        self.passages = 0
-        if not folder.is_dir():
-            logger.warning(f"Knowledge base folder {folder} does not exist; search finds nothing")
-        for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
-            if path.suffix.lower() not in KNOWLEDGE_SUFFIXES or not path.is_file():
-                continue
-            if path.stat().st_size > MAX_KNOWLEDGE_FILE_BYTES:
-                logger.warning(f"Knowledge base: skipped {path.name} (over 512 KB)")
-                continue
-            heading, passages = _passages(path.read_text(encoding="utf-8", errors="replace"))
-            title = heading or path.stem.replace("-", " ").replace("_", " ")
-            rows = [(title, p, path.name) for p in passages]
-            self._db.executemany("INSERT INTO passages VALUES (?, ?, ?)", rows)
-            self.files += 1
-            self.passages += len(rows)
-        self._db.commit()
-        logger.info(
-            f"Knowledge base: {self.files} files, {self.passages} passages from {folder} "
-            f"indexed in {1000 * (time.monotonic() - started):.0f} ms"
-        )
-
-    @classmethod
-    def shared(cls, folder: Path, *, max_results: int = 3) -> KnowledgeBase:
-        """The process-wide index of `folder`, built on first use."""
-        key = folder.resolve()
-        with cls._shared_lock:
-            kb = cls._shared.get(key)
-            if kb is None:
-                kb = cls._shared[key] = cls(key, max_results=max_results)
-            return kb
-
-    def lookup(self, query: str, limit: int | None = None) -> list[SearchResult]:
-        terms = query_terms(query)
-        if not terms:
-            return []
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT rowid, title, body, source, bm25(passages, 4.0, 1.0) AS score "
-                "FROM passages WHERE passages MATCH ? ORDER BY score",
-                (fts_query(query),),
-            ).fetchall()
-            # Which of the query's words each passage has (stemmed as the index is).
-            hits: dict[int, int] = {}
-            for term in terms:
-                for (rowid,) in self._db.execute(
-                    "SELECT rowid FROM passages WHERE passages MATCH ?", (f'"{term}"',)
-                ):
-                    hits[rowid] = hits.get(rowid, 0) + 1
-        # A passage must have at least half the query's words: "seven times eight" is not
-        # answered by a page that mentions a repair *time*.
-        needed = max(1, math.ceil(len(terms) * MIN_TERM_COVERAGE))
-        rows = [r for r in rows if hits.get(r[0], 0) >= needed][: limit or self.max_results]
-        # bm25 is negative, lower is better. Passages far weaker than the best one are
-        # noise that only distracts a small model.
-        best = rows[0][4] if rows else 0.0
-        return [
-            SearchResult(title=t, content=b, url=f"kb://{s}")
-            for _, t, b, s, score in rows
-            if score <= RELATIVE_SCORE_FLOOR * best
-        ]
-
-    async def search(self, query: str) -> list[SearchResult]:
-        # A dozen-file index answers in well under a millisecond: no thread needed.
-        return self.lookup(query)
 
 
 # --------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Bounded memory: the context keeps to CONTEXT_TOKEN_BUDGET and the process stays flat.
 
 Turns are driven with frames straight into the context aggregators (no audio), through
-the same pieces `run_bot` wires: `create_tools`, `create_memory` (the budget and, with
+the same pieces `run_bot` wires: `create_knowledge`, `create_memory` (the budget and, with
 CONTEXT_SUMMARIZE, Pipecat's summarizer) and the budget guards around the LLM.
 """
 
@@ -24,7 +24,8 @@ from pipecat.workers.runner import WorkerRunner
 
 from bot.config import Settings
 from bot.fake_services import InstantLLMService
-from bot.pipeline import create_memory, create_tools
+from bot.pipeline import create_memory
+from bot.providers import create_knowledge
 from bot.providers import create_llm
 from processors.context_budget import ContextBudget, messages_tokens
 from tests.peers.groq import GroqPeer, TextReply
@@ -53,7 +54,7 @@ class Conversation:
 
     def __init__(self, settings: Settings, llm):
         self.llm = llm
-        tools = create_tools(settings)
+        tools, _ = create_knowledge(settings)
         self.context = LLMContext(tools=ToolsSchema(tools)) if tools else LLMContext()
         self.budget, assistant_params = create_memory(
             settings, self.context, lambda: llm.settings.system_instruction

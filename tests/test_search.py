@@ -19,7 +19,6 @@ from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.frames.frames import (
     Frame,
     LLMContextFrame,
-    LLMFullResponseEndFrame,
     LLMTextFrame,
     TTSAudioRawFrame,
     TTSSpeakFrame,
@@ -35,9 +34,8 @@ from pipecat.workers.runner import WorkerRunner
 from bot.config import Settings
 from bot.fake_services import InstantTTSService
 from bot.providers import create_llm, create_search
+from bot.knowledge import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase
 from bot.search import (
-    DEFAULT_KNOWLEDGE_DIR,
-    KnowledgeBase,
     TavilySearch,
     WebSearchTool,
     format_results,
@@ -288,21 +286,6 @@ async def test_a_second_call_in_the_same_turn_reads_the_best_result_instead_of_l
         said = [f.text for f in pushed.of(TTSSpeakFrame)]
         assert said[0] == settings.search_filler and len(said) == 2  # one filler only
         assert said[1].startswith("Here's what I found: Brightline's loyalty programme is called the Lantern Club.")
-
-
-@pytest.mark.slow
-async def test_local_llm_searches_the_knowledge_base_when_asked_to_look_something_up(models):
-    """Best effort with the 0.5B local model: it calls the tool for explicit requests (12/12
-    measured) but never answers from a tool result itself (0/9): it asks again, and the bot
-    reads the best result out. Either way the fact is spoken."""
-    settings = Settings(_env_file=None, llm_provider="local", search_provider="local")
-    tool = make_tool(settings)
-    async with conversation(settings, tool, "Look up Brightline's loyalty programme.", models) as (pushed, _):
-        # Bounds for a loaded 2-core machine: these only stop a hung test.
-        await until(lambda: pushed.of(LLMFullResponseEndFrame), 180, "first response from the local LLM")
-        await until(lambda: tool.calls, 10, f"web_search call (the LLM said: {spoken(pushed)!r})")
-        await until(lambda: "Lantern" in spoken(pushed), 180, "the fact in the spoken answer")
-    assert tool.calls[0]["outcome"] == "ok" and "loyalty" in tool.calls[0]["query"].lower()
 
 
 def test_the_server_indexes_the_knowledge_base_at_start_up(tmp_path: Path):
