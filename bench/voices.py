@@ -112,7 +112,7 @@ def _external(text: str, voice: Voice) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "out.wav"
         if voice.engine == "espeak":
-            cmd = [binary, "-v", voice.voice, "-w", str(wav)]
+            cmd = [binary, "-v", voice.voice, "-w", str(wav), *(["-m"] if text.startswith("<speak>") else [])]
             if voice.rate:
                 cmd += ["-s", str(voice.rate)]
             if voice.pitch:
@@ -149,6 +149,16 @@ def with_pauses(text: str, voice: Voice | str, pause_secs: float, piper=None) ->
             parts.append(gap)
         parts.append(synthesize(clause, voice, piper))
     return np.concatenate(parts)
+
+
+def with_break(before: str, after: str, voice: Voice | str, pause_secs: float) -> np.ndarray:
+    """One sentence with a silence inside it, intonation unbroken (espeak-ng's SSML <break>):
+    "What is the capital of … France?" sounds unfinished at the break, as people sound."""
+    voice = get(voice) if isinstance(voice, str) else voice
+    if voice.engine != "espeak":
+        raise VoiceUnavailable(f"{voice.name}: only espeak-ng voices take SSML breaks")
+    ms = int(pause_secs * 1000)
+    return synthesize(f'<speak>{before} <break time="{ms}ms"/> {after}</speak>', voice)
 
 
 def add_noise(audio: np.ndarray, snr_db: float, kind: str = "babble", seed: int = 0) -> np.ndarray:

@@ -86,6 +86,18 @@ class _RNNoiseStream:
         return np.clip(y, -32768, 32767).astype(np.int16).tobytes()
 
 
+def denoise(audio: np.ndarray, sample_rate: int, chunk_secs: float = 0.02) -> np.ndarray:
+    """A whole int16 recording through the denoiser, in chunks as the pipeline sends them."""
+    stream = _RNNoiseStream(sample_rate)
+    try:
+        step = int(sample_rate * chunk_secs)
+        pcm = audio.astype(np.int16).tobytes()
+        out = b"".join(stream.process(pcm[i : i + 2 * step]) for i in range(0, len(pcm), 2 * step))
+    finally:
+        stream.close()
+    return np.frombuffer(out, dtype=np.int16)
+
+
 class RNNoiseDenoiser(FrameProcessor):
     """Denoises `InputAudioRawFrame`s in place; every other frame passes untouched.
 

@@ -30,7 +30,7 @@ from processors.sequential_bridge import SequentialBridge
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = {"STT_PROVIDER": "fake", "LLM_PROVIDER": "fake", "TTS_PROVIDER": "fake"}
 BENCHES = {"voice_to_voice": FAKE, "barge_in": FAKE, "capacity": {}, "soak": {}, "frame_cost": {}, "stt_window": {},
-           "llm_context": {}, "turn_pause": {}}
+           "llm_context": {}, "turn_pause": {}, "spoken_qa": {}}
 NUMBER = r"-?\d+(\.\d+)?"
 
 # --- the sequential bridge (processors/sequential_bridge.py) ---------------------------------
@@ -192,3 +192,14 @@ def test_turn_pause_smoke(smoke_runs):
     for cells in rows.values():  # 2 finished questions and 2 fragments
         assert re.fullmatch(r"[0-2]/2", cells[0]) and re.fullmatch(r"[0-2]/2", cells[1]), cells
         assert re.fullmatch(r"[0-4]/4", cells[2]), cells
+
+
+@pytest.mark.slow
+def test_spoken_qa_smoke(smoke_runs):
+    rows, out = result(smoke_runs, "spoken_qa")
+    # The category table: three items (a general question, a near-kb one, a follow-up), each
+    # asked over /ws in an unfamiliar voice and judged.
+    assert sum(int(cells[0].split("/")[1].split()[0]) for cells in rows.values()) == 3, rows
+    assert all(re.fullmatch(r"\d+/\d+ \(\d+ %\)", cells[0]) for cells in rows.values()), rows
+    assert re.search(r"\| flite-slt \| clean \| \d+/3 ", out), out[-3000:]
+    assert "right answers, clean:" in out and "knowledge-base leaks:" in out
