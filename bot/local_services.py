@@ -38,11 +38,20 @@ if TYPE_CHECKING:
 
 class SharedWhisperSTTService(WhisperSTTService):
     def __init__(
-        self, *, model: WhisperModel, beam_size: int = 1, window_secs: float = 12.0, **kwargs: Any
+        self,
+        *,
+        model: WhisperModel,
+        beam_size: int = 1,
+        window_secs: float = 12.0,
+        vocabulary: str = "",
+        **kwargs: Any,
     ):
         self._shared_model = WindowedWhisper(model, beam_size, window_secs)
         super().__init__(
-            settings=WhisperSTTService.Settings(model="shared", language=Language.EN),
+            # `vocabulary`: names the user may say (the knowledge base's), as Whisper's prompt.
+            settings=WhisperSTTService.Settings(
+                model="shared", language=Language.EN, initial_prompt=vocabulary or None
+            ),
             device="cpu",
             **kwargs,
         )

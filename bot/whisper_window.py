@@ -68,6 +68,7 @@ class WindowedWhisper:
         self._model = model
         self._beam_size = beam_size
         self._window_secs = window_secs
+        self._prompts: dict[str, list[int]] = {}
         self.windowed_runs = 0  # transcriptions the short window served
         self.fallbacks = 0  # ... and those it handed back to the 30 s window
 
@@ -78,11 +79,18 @@ class WindowedWhisper:
         model = self._model
         return Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
 
-    @cached_property
-    def _prompt(self) -> list[int]:
-        return self._model.get_prompt(self._tokenizer, [], without_timestamps=True)
+    def _prompt(self, vocabulary: str) -> list[int]:
+        """Whisper's decoder prompt: its start tokens, after `vocabulary` as "previous text"."""
+        if vocabulary not in self._prompts:
+            if len(self._prompts) > 32:  # a conversation's words change every turn
+                self._prompts.clear()
+            previous = self._tokenizer.encode(" " + vocabulary.strip()) if vocabulary.strip() else []
+            self._prompts[vocabulary] = self._model.get_prompt(self._tokenizer, previous, without_timestamps=True)
+        return self._prompts[vocabulary]
 
-    def transcribe(self, audio: np.ndarray, *, draft: bool = False, stock: bool = False, **kwargs: Any):
+    def transcribe(
+        self, audio: np.ndarray, *, draft: bool = False, stock: bool = False, vocabulary: str = "", **kwargs: Any
+    ):
         """Like `WhisperModel.transcribe`: (segments, info); info is None on the short path.
 
         `draft`: a transcript taken while the user may still be speaking (an eager pass).
@@ -91,11 +99,14 @@ class WindowedWhisper:
         costs ~0.5-1 s of CPU next to the final transcript and the LLM, and most drafts are
         superseded anyway. A runaway draft is an untrusted empty segment. `stock`: the 30 s
         window straight away (a draft that was not trusted became the final transcript).
+        `vocabulary` (or `initial_prompt`): words the speaker is likely to use, given to
+        Whisper as previous text, e.g. the knowledge base's names.
         """
+        vocabulary = vocabulary or kwargs.pop("initial_prompt", None) or ""
         if stock:
             self.fallbacks += 1
         elif self._fits(audio, kwargs):
-            segment = self._transcribe_windowed(audio, accept_unsure=draft)
+            segment = self._transcribe_windowed(audio, vocabulary, accept_unsure=draft)
             if segment is not None:
                 self.windowed_runs += 1
                 return [segment], None
@@ -106,16 +117,20 @@ class WindowedWhisper:
         # Each turn is its own utterance: conditioning on earlier text only invites
         # hallucinated repeats in a live conversation.
         kwargs.setdefault("condition_on_previous_text", False)
+        if vocabulary.strip():
+            kwargs.setdefault("initial_prompt", vocabulary.strip())
         return self._model.transcribe(audio, **kwargs)
 
     def _fits(self, audio: np.ndarray, kwargs: dict[str, Any]) -> bool:
-        if self._window_secs <= 0 or self._model.model.is_multilingual:
-            return False  # the prompt below is tiny.en's; other models go the stock way
-        if kwargs.get("language") not in (None, "en") or kwargs.get("initial_prompt") or kwargs.get("hotwords"):
+        if self._window_secs <= 0:
+            return False
+        if kwargs.get("language") not in (None, "en") or kwargs.get("hotwords"):
             return False
         return len(audio) / SAMPLE_RATE + TAIL_SECS <= self._model.feature_extractor.chunk_length
 
-    def _transcribe_windowed(self, audio: np.ndarray, accept_unsure: bool = False) -> WindowedSegment | None:
+    def _transcribe_windowed(
+        self, audio: np.ndarray, vocabulary: str = "", accept_unsure: bool = False
+    ) -> WindowedSegment | None:
         import ctranslate2
 
         secs = len(audio) / SAMPLE_RATE
@@ -130,7 +145,7 @@ class WindowedWhisper:
         budget = int(TOKENS_MIN + secs * TOKENS_PER_SEC)
         result = self._model.model.generate(
             encoded,
-            [self._prompt],
+            [self._prompt(vocabulary)],
             beam_size=self._beam_size,
             # CTranslate2 stops Whisper after max_length // 2 tokens here (measured): room
             # for one token past the budget, so that "no end of text" shows as len > budget.
