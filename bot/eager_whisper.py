@@ -13,6 +13,10 @@ When the VAD stop comes, a pass that started after the user's last word already 
 the whole utterance: it becomes the final transcript as soon as it is done. Only when no
 pass covers the end is the segment transcribed again, as a plain segmented STT would.
 
+With SPECULATIVE_REPLY a trusted pass at a pause is also an eager end of turn (Pipecat's
+`EagerEndOfTurnSTTServiceMixin`): the LLM starts answering it while the turn detector still
+waits (bot/speculation.py), and speech resuming withdraws it.
+
 Passes are drafts (`WindowedWhisper.transcribe(draft=True)`): Whisper's short window only,
 never its 30 s one, which cut-off audio ("What is the...") always sent them to and which
 cost ~0.5-1 s of CPU beside the final transcript. A covering pass the short window was
@@ -37,6 +41,7 @@ from pipecat.frames.frames import (
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection
+from pipecat.turns.eager_end_of_turn_mixin import EagerEndOfTurnSTTServiceMixin
 from pipecat.utils.time import time_now_iso8601
 
 from bot.local_services import SharedWhisperSTTService
@@ -53,7 +58,7 @@ class _Pass:
     task: asyncio.Task
 
 
-class EagerWhisperSTTService(SharedWhisperSTTService):
+class EagerWhisperSTTService(EagerEndOfTurnSTTServiceMixin, SharedWhisperSTTService):
     def __init__(self, *, interim_interval_secs: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self._interim_interval = interim_interval_secs
@@ -67,6 +72,7 @@ class EagerWhisperSTTService(SharedWhisperSTTService):
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         if isinstance(frame, VADUserStartedSpeakingFrame):
             await self._drop_passes()
+            await self._cancel_eager_end_of_turn()
             self._pause.reset()
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             self._stop_secs = frame.stop_secs
@@ -78,7 +84,10 @@ class EagerWhisperSTTService(SharedWhisperSTTService):
         await super().process_audio_frame(frame, direction)
         if not self._user_speaking or not frame.audio:
             return
+        was_quiet = self._pause.quiet
         paused = self._pause.update(frame.audio)
+        if was_quiet and not self._pause.quiet:  # speaking again: that pause was not the end
+            await self._cancel_eager_end_of_turn()
         if self._pause.quiet_frames == 1:
             self._quiet_from = len(self._audio_buffer) - len(frame.audio)
         now = time.monotonic()
@@ -110,6 +119,9 @@ class EagerWhisperSTTService(SharedWhisperSTTService):
         current = any(p.task is asyncio.current_task() for p in self._passes)
         if interim and text and current:
             await self.push_frame(InterimTranscriptionFrame(text, self._user_id, time_now_iso8601()))
+        elif text and trusted and current and self._user_speaking and self._pause.quiet:
+            # Still quiet since the pause this pass started at: the likely whole utterance.
+            await self._push_eager_end_of_turn(text, user_id=self._user_id, language=self._settings.language)
         return text, trusted
 
     async def _transcribe(self, pcm: bytes, *, draft: bool = False, stock: bool = False) -> tuple[str, bool]:
@@ -117,9 +129,12 @@ class EagerWhisperSTTService(SharedWhisperSTTService):
         audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
         model, language = self._model, self._settings.language
         threshold = self._settings.no_speech_prob
+        vocabulary = self._settings.initial_prompt or ""
 
         def run() -> tuple[str, bool]:
-            segments = list(model.transcribe(audio, language=language, draft=draft, stock=stock)[0])
+            segments = list(
+                model.transcribe(audio, language=language, draft=draft, stock=stock, vocabulary=vocabulary)[0]
+            )
             text = " ".join(s.text.strip() for s in segments if s.no_speech_prob < threshold)
             return text, all(getattr(s, "trusted", True) for s in segments)
 
@@ -152,6 +167,7 @@ class EagerWhisperSTTService(SharedWhisperSTTService):
                 logger.debug(f"{self}: no eager pass heard the end; transcribing the segment")
             text, _ = await self._transcribe(audio)
         await self.stop_processing_metrics()
+        self._clear_eager_end_of_turn()  # committed: the turn strategy compares the two
         if text:
             yield TranscriptionFrame(
                 text, self._user_id, time_now_iso8601(), self._settings.language, result=result

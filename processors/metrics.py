@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
+    EagerEndOfTurnCancelFrame,
     FunctionCallInProgressFrame,
     FunctionCallResultFrame,
     FunctionCallsStartedFrame,
@@ -85,6 +86,8 @@ class TurnRecord:
     barge_in_at: float | None = None
     bot_stopped_at: float | None = None
     llm_done: bool = False
+    # The answer was started before the turn ended and released when it did (bot/speculation.py).
+    speculative: bool = False
     bot_text_spoken: list[str] = field(default_factory=list)
     bot_text_generated: list[str] = field(default_factory=list)
     # Provider switches during the turn (processors/fallback.py), e.g. "llm:timeout".
@@ -131,6 +134,8 @@ class TurnRecord:
         }
         if self.fallbacks:
             record["fallbacks"] = list(self.fallbacks)
+        if self.speculative:
+            record["speculative"] = True
         if self.audio_after_interruption_ms is not None:
             record["audio_after_interruption_ms"] = round(self.audio_after_interruption_ms, 1)
         return record
@@ -172,6 +177,7 @@ class TurnMetricsObserver(BaseObserver):
         self._pending_tools = 0
         self._tts_done = True
         self._fallbacks_before_turn: list[str] = []  # provider switches while no turn was open
+        self._speculation_at: float | None = None  # a speculative answer requested, unresolved
 
     def subscribe(self, callback: TurnSubscriber) -> None:
         self._subscribers.append(callback)
@@ -197,8 +203,13 @@ class TurnMetricsObserver(BaseObserver):
             await self._on_output(frame, t)
             return
         if isinstance(frame, LLMContextFrame) and isinstance(data.destination, LLMService):
-            if turn and turn.llm_request_at is None:
+            if frame.speculation:  # held by the LLM until the turn ends (bot/speculation.py)
+                self._speculation_at = t
+            elif turn and turn.llm_request_at is None:
                 turn.llm_request_at = t
+            return
+        if isinstance(frame, EagerEndOfTurnCancelFrame):
+            self._speculation_at = None
             return
         if isinstance(frame, InterruptionFrame) and isinstance(data.destination, BaseOutputTransport):
             # From here on, any audio of the interrupted answer is audio that got out.
@@ -229,6 +240,10 @@ class TurnMetricsObserver(BaseObserver):
         elif isinstance(frame, UserStoppedSpeakingFrame) and upstream:
             if turn and turn.llm_request_at is None:
                 turn.user_turn_end_at = t
+                if self._speculation_at is not None:
+                    # The turn ended as speculated: its answer, started earlier, goes out now.
+                    turn.llm_request_at, turn.speculative = t, True
+                    self._speculation_at = None
         # --- STT
         elif isinstance(frame, TranscriptionFrame) and isinstance(src, STTService) and not upstream:
             if turn and turn.llm_request_at is None:

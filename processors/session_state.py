@@ -50,8 +50,9 @@ class SessionStateObserver(BaseObserver):
             # the assistant aggregator (a tool's result). The assistant aggregator also
             # sends the context on downstream when a reply ends, which asks nothing. A
             # tool's re-run while the filler still plays stays "speaking".
+            # A speculative one (bot/speculation.py) comes while the user may still speak.
             to_llm = data.direction == FrameDirection.UPSTREAM or isinstance(data.source, LLMUserAggregator)
-            if to_llm and self.state is not SessionState.SPEAKING:
+            if to_llm and not frame.speculation and self.state is not SessionState.SPEAKING:
                 await self._set(SessionState.THINKING)
             return
         # The speaking frames are broadcast both ways; one direction is enough.
