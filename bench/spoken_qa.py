@@ -56,6 +56,7 @@ from bench.qa_judge import Item, judge, load_items
 DEFAULT_VOICES = ["piper-joe", "flite-slt", "flite-awb", "espeak-us-f"]
 CONDITIONS = {"clean": None, "noisy": 10.0}  # babble noise at this SNR (dB)
 LEAD_IN_SECS = 0.6  # silence before each question, as a person draws breath
+NOISE_TAIL_SECS = 1.0  # the noisy room goes on after the words
 
 
 @dataclass
@@ -77,13 +78,16 @@ class Outcome:
 
 
 def spoken(item_text: str, voice: str, condition: str, piper) -> np.ndarray:
-    audio = voices.synthesize(item_text, voice, piper)
+    """The utterance as the microphone hears it: a breath of room before and after the words,
+    and in the noisy condition the room's noise throughout (the same noise in every run)."""
+    words = voices.synthesize(item_text, voice, piper)
+    room = np.zeros(int(LEAD_IN_SECS * voices.SAMPLE_RATE), np.int16)
+    tail = np.zeros(int(NOISE_TAIL_SECS * voices.SAMPLE_RATE), np.int16)
     snr = CONDITIONS[condition]
-    if snr is not None:
-        # One noise per utterance, the same in every run.
-        audio = voices.add_noise(audio, snr, "babble", seed=zlib.crc32(item_text.encode()))
-    lead = np.zeros(int(LEAD_IN_SECS * voices.SAMPLE_RATE), np.int16)
-    return np.concatenate([lead, audio])
+    if snr is None:
+        return np.concatenate([room, words])
+    audio = np.concatenate([room, words, tail])
+    return voices.add_noise(audio, snr, "babble", seed=zlib.crc32(item_text.encode()))
 
 
 # --- text mode: the LLM alone --------------------------------------------------------------
