@@ -376,8 +376,9 @@ def main() -> None:
              "stt": "Spoken QA, the recogniser alone (WER)"}[args.mode]
     report(args, name, title, table=table, started_load=started_load,
            verdicts=verdicts(outcomes, figures, args.mode), env=settings_env,
-           heading=f"spoken QA ({args.mode}): {len(items)} items, voices {', '.join(voice_names)}, "
-                   f"{', '.join(conditions)}; load at start {started_load}; {time.monotonic() - started:.0f} s")
+           heading=f"spoken QA ({args.mode}): {len(items)} items"
+                   + (f", voices {', '.join(voice_names)}, {', '.join(conditions)}" if args.mode != "text" else "")
+                   + f"; load at start {started_load}; {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":
