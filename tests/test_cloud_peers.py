@@ -60,12 +60,10 @@ from tests.peers.daily import DailyPeer
 from tests.peers.deepgram import DeepgramPeer
 from tests.peers.faults import Fault
 from tests.peers.groq import GroqPeer
-from tests.peers.tavily import TavilyPeer
 
 DG_KEY = "dg-loopback-key"
 GROQ_KEY = "gsk-loopback-key"
 CARTESIA_KEY = "sk-cartesia-loopback-key"
-TAVILY_KEY = "tvly-loopback-key"
 DAILY_KEY = "daily-loopback-key"
 
 IN_RATE = 16000
@@ -293,12 +291,6 @@ async def groq():
 @pytest.fixture
 async def cartesia():
     async with CartesiaPeer(api_key=CARTESIA_KEY) as peer:
-        yield peer
-
-
-@pytest.fixture
-async def tavily():
-    async with TavilyPeer(api_key=TAVILY_KEY) as peer:
         yield peer
 
 
@@ -1116,98 +1108,11 @@ async def test_cartesia_wrong_shaped_message_is_skipped(cartesia):
 
 
 # --------------------------------------------------------------------------------------
-# Tavily: search REST API (no client of ours yet: the documented HTTP calls)
-# --------------------------------------------------------------------------------------
-
-CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=2.0)  # the bound a caller must set itself
-
-
-async def tavily_search(peer: TavilyPeer, body: dict, key: str | None = TAVILY_KEY, **kw):
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    async with aiohttp.ClientSession(timeout=kw.pop("timeout", None)) as session:
-        async with session.post(f"{peer.base_url}/search", json=body, headers=headers) as r:
-            return r.status, await r.text(), dict(r.headers)
-
-
-async def test_tavily_search_contract(tavily):
-    tavily.add_results(
-        "capital of France",
-        [{"title": "Paris", "url": "https://en.wikipedia.org/wiki/Paris",
-          "content": "Paris is the capital of France.", "score": 0.98}],
-        answer="Paris.",
-    )
-    status, text, _ = await tavily_search(
-        tavily, {"query": "capital of France", "max_results": 3, "search_depth": "basic",
-                 "include_answer": True},
-    )
-    assert status == 200
-    body = json.loads(text)
-    assert body["query"] == "capital of France" and body["answer"] == "Paris."
-    (result,) = body["results"]
-    assert set(result) >= {"title", "url", "content", "score"}
-    assert result["url"] == "https://en.wikipedia.org/wiki/Paris"
-    assert isinstance(body["response_time"], float)
-
-    # Unscripted queries get generated results, cut to max_results; no answer unless asked.
-    status, text, _ = await tavily_search(tavily, {"query": "latest news", "max_results": 2})
-    body = json.loads(text)
-    assert status == 200 and len(body["results"]) == 2 and body["answer"] is None
-
-    # The key may also come in the body (older clients).
-    status, _, _ = await tavily_search(tavily, {"query": "x", "api_key": TAVILY_KEY}, key=None)
-    assert status == 200
-    assert [s["query"] for s in tavily.searches] == ["capital of France", "latest news", "x"]
-
-
-@pytest.mark.parametrize(
-    "body, key, status",
-    [
-        ({"query": "x"}, "tvly-wrong", 401),
-        ({"query": "x"}, None, 401),
-        ({"max_results": 3}, TAVILY_KEY, 400),
-        ({"query": "x", "search_depth": "deepest"}, TAVILY_KEY, 400),
-    ],
-    ids=["bad_key", "no_key", "no_query", "bad_depth"],
-)
-async def test_tavily_rejects_bad_requests(tavily, body, key, status):
-    got, text, _ = await tavily_search(tavily, body, key=key)
-    assert got == status
-    assert "error" in json.loads(text)["detail"]
-    assert not tavily.searches
-
-
-@pytest.mark.parametrize("fault, status", [(Fault.HTTP_429, 429), (Fault.HTTP_500, 500)])
-async def test_tavily_server_errors(tavily, fault, status):
-    tavily.faults.inject(fault, retry_after=3)
-    got, text, headers = await tavily_search(tavily, {"query": "x"})
-    assert got == status and json.loads(text)["detail"]["error"]
-    if status == 429:
-        assert headers["Retry-After"] == "3"
-
-
-async def test_tavily_hang_and_slow_answer_need_a_client_timeout(tavily):
-    tavily.faults.inject(Fault.HANG, times=1)
-    with pytest.raises(TimeoutError):
-        await tavily_search(tavily, {"query": "x"}, timeout=CLIENT_TIMEOUT)
-    tavily.faults.inject(Fault.SLOW_FIRST_BYTE, seconds=1.0, times=1)
-    status, _, _ = await tavily_search(tavily, {"query": "x"}, timeout=CLIENT_TIMEOUT)
-    assert status == 200
-
-
-async def test_tavily_broken_responses(tavily):
-    tavily.faults.inject(Fault.MALFORMED, times=1)
-    status, text, _ = await tavily_search(tavily, {"query": "x"})
-    assert status == 200
-    with pytest.raises(json.JSONDecodeError):
-        json.loads(text)
-    tavily.faults.inject(Fault.DISCONNECT, times=1)
-    with pytest.raises(aiohttp.ServerDisconnectedError):
-        await tavily_search(tavily, {"query": "x"})
-
-
-# --------------------------------------------------------------------------------------
 # Daily: REST API, through Pipecat's own DailyRESTHelper
 # --------------------------------------------------------------------------------------
+
+
+CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=2.0)  # the bound a caller must set itself
 
 
 def daily_helper(peer: DailyPeer, session: aiohttp.ClientSession, key: str = DAILY_KEY):
@@ -1245,18 +1150,6 @@ async def test_daily_rooms_and_tokens_through_the_rest_helper(daily):
         with pytest.raises(Exception, match="status: 400"):
             await helper.create_room(DailyRoomParams(name=generated.name))
     assert all(r.headers["Authorization"] == f"Bearer {DAILY_KEY}" for r in daily.requests)
-
-
-async def test_daily_rejects_requests_without_a_valid_key(daily):
-    from pipecat.transports.daily.utils import DailyRoomParams
-
-    async with aiohttp.ClientSession() as session:
-        with pytest.raises(Exception, match="status: 401"):
-            await daily_helper(daily, session, key="wrong").create_room(DailyRoomParams())
-        async with session.post(f"{daily.base_url}/rooms", json={}) as r:
-            assert r.status == 401
-            assert (await r.json())["error"] == "authentication-error"
-    assert not daily.rooms
 
 
 @pytest.mark.parametrize("fault, status", [(Fault.HTTP_429, 429), (Fault.HTTP_500, 500)])
