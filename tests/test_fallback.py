@@ -317,8 +317,8 @@ async def test_stt_fault_is_answered_by_whisper_then_deepgram_again(converse_wit
 # --------------------------------------------------------------------------------------
 
 LLM_FAULTS = {
-    # The OpenAI SDK tries three times before it reports the 500.
-    "http_500": ({"kind": Fault.HTTP_500, "times": 3}, "error"),
+    # No SDK retries (bot/cloud_services.GroqLLM): the first 500 fails the turn.
+    "http_500": ({"kind": Fault.HTTP_500, "times": 1}, "error"),
     "never_answers": ({"kind": Fault.HANG, "times": 1}, "timeout"),
     "dropped_connection": ({"kind": Fault.DISCONNECT, "after": 3, "times": 1}, "error"),
     "malformed_message": ({"kind": Fault.MALFORMED, "after": 3, "times": 1}, "error"),
@@ -430,7 +430,7 @@ async def test_local_llm_failing_too_means_an_apology(converse_with, models, pee
         # The local server answers the warm-up, then fails every answer.
         broken_local.faults.inject(Fault.SLOW_FIRST_BYTE, seconds=0.0, times=1)
         broken_local.faults.inject(Fault.HTTP_500)
-        peers.groq.faults.inject(Fault.HTTP_500, times=3)
+        peers.groq.faults.inject(Fault.HTTP_500, times=1)
         local = models_with(models, local_llm_url=f"{broken_local.base_url}/v1")
         o = await converse_with("llm", local_models=local)
     assert_apologised(o, "llm")
@@ -472,36 +472,31 @@ def cloud_only(**overrides) -> Settings:
 
 
 def test_cloud_stages_get_a_local_fallback_built_without_loading_a_model():
-    from pipecat.services.cartesia.tts import CartesiaTTSService
-    from pipecat.services.deepgram.stt import DeepgramSTTService
-    from pipecat.services.groq.llm import GroqLLMService
-    from pipecat.services.openai.llm import OpenAILLMService
-
+    from bot.cloud_services import CartesiaTTS, DeepgramSTT, GroqLLM
     from bot.local_services import SharedPiperTTSService, SharedWhisperSTTService
-    from bot.providers import create_llm, create_stt, create_tts
+    from bot.providers import LocalLLMService, create_llm, create_stt, create_tts
     from processors.fallback import LLMFallback, STTFallback, TTSFallback
 
     models = Untouchable()
     settings = cloud_only()
     stt, llm, tts = (create(settings, models) for create in (create_stt, create_llm, create_tts))
     assert not models.touched
-    assert isinstance(stt, STTFallback) and type(stt.cloud) is DeepgramSTTService
+    assert isinstance(stt, STTFallback) and type(stt.cloud) is DeepgramSTT
     assert type(stt.local) is SharedWhisperSTTService  # plain: it transcribes replays whole
-    assert isinstance(llm, LLMFallback) and type(llm.cloud) is GroqLLMService
-    assert type(llm.local) is OpenAILLMService and llm.settings.system_instruction == settings.system_prompt
-    assert isinstance(tts, TTSFallback) and type(tts.cloud) is CartesiaTTSService
+    assert isinstance(llm, LLMFallback) and type(llm.cloud) is GroqLLM
+    assert type(llm.local) is LocalLLMService
+    assert llm.settings.system_instruction == settings.system_prompt
+    assert isinstance(tts, TTSFallback) and type(tts.cloud) is CartesiaTTS
     assert type(tts.local) is SharedPiperTTSService
 
 
 def test_no_fallback_when_disabled_local_or_without_local_models():
-    from pipecat.services.deepgram.stt import DeepgramSTTService
-    from pipecat.services.groq.llm import GroqLLMService
-
+    from bot.cloud_services import DeepgramSTT, GroqLLM
     from bot.local_services import SharedPiperTTSService
     from bot.providers import create_llm, create_stt, create_tts
 
-    assert type(create_stt(cloud_only(fallback_enabled=False), Untouchable())) is DeepgramSTTService
-    assert type(create_llm(cloud_only(), None)) is GroqLLMService  # no local stack to fall back on
+    assert type(create_stt(cloud_only(fallback_enabled=False), Untouchable())) is DeepgramSTT
+    assert type(create_llm(cloud_only(), None)) is GroqLLM  # no local stack to fall back on
     piper = SimpleNamespace(piper=object())
     assert type(create_tts(cloud_only(tts_provider="local"), piper)) is SharedPiperTTSService
 

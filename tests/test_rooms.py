@@ -114,3 +114,28 @@ async def test_rooms_eject_everyone_when_they_expire_and_expiry_is_bounded():
                 r = await http.post("/api/rooms", json={"expiry_secs": bad})
                 assert r.status_code == 422, (bad, r.text)
             assert len(daily.rooms) == 1 and len(spawner.rooms) == 1
+
+
+async def test_a_hung_daily_api_is_a_clear_502_not_a_hung_request():
+    from fastapi import FastAPI
+
+    from bot.config import Settings
+    from web.rooms import rooms_router
+    from web.sessions import SessionRegistry
+
+    async with DailyPeer(api_key=KEY) as daily:
+        settings = Settings(
+            _env_file=None, daily_api_key=KEY, daily_api_url=daily.base_url,
+            daily_api_timeout_secs=1.0,
+        )
+        app, registry = FastAPI(), SessionRegistry(max_sessions=1)
+        app.include_router(rooms_router(settings, registry, NoBotProcess()))
+        daily.faults.inject(Fault.HANG, times=1)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://rooms") as http:
+            r = await http.post("/api/rooms")
+            assert r.status_code == 502, r.text
+            # The reservation was given back: the one session slot is free again.
+            daily.faults.inject(Fault.HTTP_429, times=1)
+            r = await http.post("/api/rooms")
+            assert r.status_code == 502 and "429" in r.json()["detail"], r.text

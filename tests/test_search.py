@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.frames.frames import (
     Frame,
@@ -32,6 +31,7 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
 from pipecat.workers.runner import WorkerRunner
+from pydantic import SecretStr
 
 from bot.config import Settings
 from bot.fake_services import InstantTTSService
@@ -383,3 +383,24 @@ async def test_a_search_that_finds_nothing_is_answered_without_the_tool():
         assert second["messages"][0] == {"role": "system", "content": settings.system_prompt}
         said = [f.text for f in pushed.of(TTSSpeakFrame)]
         assert said == [settings.search_filler, "Paris is the capital of France."]
+
+
+async def test_text_before_a_tool_call_is_not_followed_by_the_filler():
+    """Groq's models may say something before calling the tool ("Let me check that."):
+    that is the preamble; the filler on top of it would be said twice over."""
+    async with GroqPeer(api_key=GROQ_KEY) as groq:
+        settings = search_settings(groq)
+        tool = make_tool(settings)
+        groq.reply_tool_call(
+            "web_search", {"query": "Brightline loyalty programme"}, preamble="Let me check that."
+        )
+        groq.reply_text("It is called the Lantern Club.")
+
+        async with conversation(settings, tool, "What's Brightline's loyalty scheme?") as (pushed, _):
+            await until(lambda: "Lantern" in spoken(pushed), WAIT, "the answer")
+
+        assert [c["outcome"] for c in tool.calls] == ["ok"]
+        said = spoken(pushed)
+        assert said.count("Let me check that.") == 1, said
+        assert settings.search_filler not in said, said
+        assert said.index("Let me check") < said.index("Lantern")

@@ -18,7 +18,6 @@ from bot.config import Settings
 from web.sessions import SessionLimitError, SessionRegistry
 from web.spawner import BotSpawner, SpawnError
 
-
 MIN_ROOM_SECS = 60
 MAX_ROOM_SECS = 24 * 3600
 
@@ -57,7 +56,8 @@ def rooms_router(settings: Settings, registry: SessionRegistry, spawner: BotSpaw
         except SessionLimitError as e:
             raise HTTPException(503, str(e)) from e
         try:
-            async with aiohttp.ClientSession() as http:
+            timeout = aiohttp.ClientTimeout(total=settings.daily_api_timeout_secs)
+            async with aiohttp.ClientSession(timeout=timeout) as http:
                 daily = DailyRESTHelper(
                     daily_api_key=settings.daily_api_key.get_secret_value(),
                     daily_api_url=settings.daily_api_url,
