@@ -178,7 +178,8 @@ class CartesiaTTS(Muteable, _BoundedConnect, CartesiaTTSService):
 
     def _expired(self, context_id: str) -> bool:
         last = self._last_audio.get(context_id)
-        return last is not None and time.monotonic() - last >= CONTEXT_EXPIRY_SECS - EXPIRY_MARGIN_SECS
+        expiry = CONTEXT_EXPIRY_SECS - EXPIRY_MARGIN_SECS
+        return last is not None and time.monotonic() - last >= expiry
 
     def _wire_id(self, context_id: str, *, renew: bool = False) -> str:
         if renew and self._expired(context_id):

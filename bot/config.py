@@ -223,7 +223,7 @@ class Settings(BaseSettings):
     recording_max_bytes: int = Field(1024**3, ge=1024)
     recording_sample_rate: int = Field(16000, ge=8000)
 
-    # --- Provider fallback (processors/fallback.py) ------------------------------------------
+    # --- Provider fallback (processors/fallback/) ------------------------------------------
     # A cloud stage that fails (an error, a dropped connection, no first byte within its
     # budget) hands the turn to its local counterpart; the cloud is retried after a back-off.
     fallback_enabled: bool = True

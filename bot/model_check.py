@@ -35,25 +35,25 @@ def _http_base(url: str) -> str:
     return url
 
 
+async def _get(http: httpx.AsyncClient, url: str, **kwargs) -> Any:
+    response = await http.get(url, **kwargs)
+    response.raise_for_status()
+    return response.json()
+
+
 async def _groq(settings: Settings, http: httpx.AsyncClient) -> tuple[str, set[str]]:
     key = settings.groq_api_key.get_secret_value()
-    r = await http.get(
-        f"{settings.groq_base_url.rstrip('/')}/models",
-        headers={"Authorization": f"Bearer {key}"},
-    )
-    r.raise_for_status()
-    return settings.groq_model, {m.get("id") for m in r.json().get("data", [])}
+    url = f"{settings.groq_base_url.rstrip('/')}/models"
+    body = await _get(http, url, headers={"Authorization": f"Bearer {key}"})
+    return settings.groq_model, {m.get("id") for m in body.get("data", [])}
 
 
 async def _deepgram(settings: Settings, http: httpx.AsyncClient) -> tuple[str, set[str]]:
     key = settings.deepgram_api_key.get_secret_value()
-    r = await http.get(
-        f"{_http_base(settings.deepgram_base_url)}/v1/models",
-        headers={"Authorization": f"Token {key}"},
-    )
-    r.raise_for_status()
+    url = f"{_http_base(settings.deepgram_base_url)}/v1/models"
+    body = await _get(http, url, headers={"Authorization": f"Token {key}"})
     names: set[str] = set()
-    for m in r.json().get("stt", []):
+    for m in body.get("stt", []):
         names |= {m.get("canonical_name"), m.get("architecture")}
         if m.get("architecture") and m.get("name"):
             names.add(f"{m['architecture']}-{m['name']}")
@@ -62,13 +62,12 @@ async def _deepgram(settings: Settings, http: httpx.AsyncClient) -> tuple[str, s
 
 async def _cartesia(settings: Settings, http: httpx.AsyncClient) -> tuple[str, set[str]]:
     key = settings.cartesia_api_key.get_secret_value()
-    r = await http.get(
+    body = await _get(
+        http,
         f"{_http_base(settings.cartesia_base_url)}/models",
         params={"capability": "tts"},
         headers={"X-API-Key": key, "Cartesia-Version": CARTESIA_VERSION},
     )
-    r.raise_for_status()
-    body: Any = r.json()
     items = body if isinstance(body, list) else body.get("data") or body.get("models") or []
     return settings.cartesia_model, {m.get("id") if isinstance(m, dict) else m for m in items}
 

@@ -155,7 +155,7 @@ def create_tts(settings: Settings, models: LocalModels) -> TTSService:
 
 
 def with_fallback(stage: Stage, cloud, settings: Settings, models: LocalModels | None):
-    """`cloud` behind a switch to its local counterpart (processors/fallback.py).
+    """`cloud` behind a switch to its local counterpart (processors/fallback/).
 
     With FALLBACK_ENABLED and local models to fall back on (`models` None: a caller with
     no local stack gets the bare cloud service). The local service is built here from the

@@ -10,8 +10,9 @@ so a `Gate` placed before the service holds `Await` markers until a condition ho
 frame came out, the peer saw a message...) — nothing here sleeps and hopes. Every wait is
 bounded and fails with the condition it was waiting for.
 
-Fault tests pin down what Pipecat 1.14 does today when a provider misbehaves (see the
-module-level FINDINGS below); they are the baseline for the local fallback to come.
+Fault tests inject the failures the providers' docs describe and check what OUR services
+(`bot/cloud_services.py`) make of them, with the fallback off; tests/test_fallback.py
+checks the whole turn with it. Nothing here tests a peer by itself or pins a Pipecat bug.
 """
 
 from __future__ import annotations
@@ -722,6 +723,28 @@ async def test_groq_decommissioned_model_is_reported_at_start_up(groq):
     await drive(llm, [LLMContextFrame(user_context()), Await(llm_done(rec), "LLM response end")],
                 rec)
     assert "has been decommissioned" in rec.error_text()
+
+
+async def test_the_server_says_once_at_start_up_when_a_model_is_not_offered(groq):
+    from loguru import logger
+
+    from bot.local_models import LocalModels
+    from web.app import create_app
+
+    settings = cloud_settings(
+        groq=groq, stt_provider="local", tts_provider="local", groq_model="llama-3.3-70b-versatile"
+    )
+    app = create_app(settings, LocalModels(settings))
+    said: list[str] = []
+    sink = logger.add(lambda m: said.append(m.record["message"]), level="WARNING")
+    try:
+        async with app.router.lifespan_context(app):
+            await app.state.model_check
+    finally:
+        logger.remove(sink)
+    checks = [m for m in said if m.startswith("Model check:")]
+    assert len(checks) == 1 and "GROQ_MODEL='llama-3.3-70b-versatile'" in checks[0], said
+    assert [r.path for r in groq.requests] == ["/openai/v1/models"]
 
 
 async def test_deepgram_and_cartesia_models_are_checked_at_start_up(deepgram, cartesia):

@@ -1,4 +1,4 @@
-"""Provider fallback (processors/fallback.py): every injected cloud fault ends in speech.
+"""Provider fallback (processors/fallback/): every injected cloud fault ends in speech.
 
 Each test holds a real conversation through `run_bot` (file transport, fast mode) with
 every stage on its cloud provider, the providers being the loopback peers of
@@ -312,6 +312,24 @@ async def test_stt_fault_is_answered_by_whisper_then_deepgram_again(converse_wit
     assert first["bot_text"] == GROQ_SAID and second["bot_text"] == GROQ_SAID
 
 
+async def test_an_utterance_whose_tail_is_never_finalized_is_finished_by_whisper(
+    converse_with, peers
+):
+    """Real Deepgram finalizes an utterance in pieces, and its `Finalize` is not always
+    answered: the words after the last final ("question.") would be lost. Within the STT
+    budget Whisper transcribes the audio since that final; the turn goes on."""
+    peers.deepgram.final_every_ms = 600  # a final mid-utterance, as at a pause
+    peers.deepgram.lose_tails = 1
+    o = await converse_with("stt", fast=False)
+
+    assert_fell_back_and_recovered(o, "stt", "timeout")
+    first, second = o.turns
+    heard_first = " ".join(DG_HEARD.split()[:-1])  # what Deepgram finalized before the tail
+    assert first["user_text"].startswith(heard_first), first
+    assert len(first["user_text"]) > len(heard_first) + 2, first  # ...and Whisper's tail
+    assert second["user_text"] == DG_HEARD, second
+
+
 # --------------------------------------------------------------------------------------
 # LLM: Groq → local llama.cpp
 # --------------------------------------------------------------------------------------
@@ -342,6 +360,18 @@ async def test_llm_fault_is_answered_by_the_local_llm_then_groq_again(converse_w
     assert peers.groq.completions[-1]["messages"][-1]["content"] == DG_HEARD
 
 
+async def test_a_mid_stream_tool_use_failed_is_answered_by_the_local_llm(converse_with, peers):
+    """Groq answers 200, writes a few words, then `data: {"error": {"code":
+    "tool_use_failed"}}`: the words are withdrawn and the local LLM answers, in time."""
+    peers.groq.reply_midstream_error(after_text="Groq says")
+    o = await converse_with("llm")
+
+    assert_fell_back_and_recovered(o, "llm", "error")
+    first, second = o.turns
+    assert first["bot_text"] and not first["bot_text"].startswith("Groq"), first
+    assert second["bot_text"] == GROQ_SAID, second
+
+
 # --------------------------------------------------------------------------------------
 # TTS: Cartesia → Piper
 # --------------------------------------------------------------------------------------
@@ -355,10 +385,14 @@ TTS_FAULTS = {
 }
 
 
-@pytest.mark.parametrize("fault", list(TTS_FAULTS))
+@pytest.mark.parametrize("fault", [*TTS_FAULTS, "concurrency_limited"])
 async def test_tts_fault_is_spoken_by_piper_then_cartesia_again(converse_with, peers, fault):
-    spec, reason, overrides = TTS_FAULTS[fault]
-    peers.cartesia.faults.inject(**spec)
+    if fault == "concurrency_limited":  # a 429 for the answer's context, mid-session
+        spec, reason, overrides = None, "error", {}
+        peers.cartesia.refuse_contexts = 1
+    else:
+        spec, reason, overrides = TTS_FAULTS[fault]
+        peers.cartesia.faults.inject(**spec)
     o = await converse_with("tts", **overrides)
 
     assert_fell_back_and_recovered(o, "tts", reason)

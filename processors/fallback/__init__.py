@@ -3,7 +3,9 @@
 `bot/providers.py` wraps each cloud service (with FALLBACK_ENABLED) in one of these
 switchers, Pipecat `ServiceSwitcher`s over ``[cloud, local]`` with its failover strategy:
 
-    STTFallback  Deepgram → Whisper     LLMFallback  Groq → llama.cpp     TTSFallback  Cartesia → Piper
+    STTFallback  Deepgram → Whisper
+    LLMFallback  Groq → llama.cpp
+    TTSFallback  Cartesia → Piper
 
 | module | what |
 |---|---|

@@ -18,7 +18,7 @@ class FallbackPolicy:
     hold_phrase: str = "Sorry, one moment."
     apology: str = "Sorry, I'm having trouble answering right now. Please try again in a moment."
     local_timeout_secs: float = 10.0
-    warm: bool = True  # prepare the local counterpart when the session starts, not at the first fault
+    warm: bool = True  # prepare the local one when the session starts, not at the first fault
     reconnect_timeout_secs: float = 5.0
 
     def backoff(self, failures: int) -> float:

@@ -61,7 +61,9 @@ class LocalCounterpart:
         await self._disarm("hold", "local")
         if time.monotonic() - self._apologized_at < self._policy.local_timeout_secs:
             # The apology itself failed (no TTS works at all): never loop on it.
-            logger.error(f"{self.stage.upper()}: {self._local} failed too ({why}); already apologised")
+            logger.error(
+                f"{self.stage.upper()}: {self._local} failed too ({why}); already apologised"
+            )
             return
         self._apologized_at = time.monotonic()
         logger.error(f"{self.stage.upper()}: {self._local} failed too ({why}); apologising")

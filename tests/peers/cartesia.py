@@ -22,8 +22,9 @@ context_id?}`, `context_id` only when the error concerns one:
   `timestamps` messages (`word_timestamps: {words, start, end}`, seconds from the
   context's start) when `add_timestamps` is set, and one `done` per finished context.
   An invalid request gets an `error` (400 `invalid_request`); an input on a context that
-  expired (`expiry_secs` after its last audio) a 400 `context_expired`; a new context
-  beyond `max_concurrent_contexts` a 429 `concurrency_limited`, all with `context_id`.
+  expired (`expiry_secs` after its last audio) a 400 `context_expired`; the next
+  `refuse_contexts` new contexts a 429 `concurrency_limited` (the account's concurrency
+  used up, e.g. by other sessions), all with `context_id`.
   `error_without_context()` sends an error with no `context_id` on every connection.
 - Cancellation: `{"context_id": ..., "cancel": true}` stops that context's output at
   once: no further `chunk`, `timestamps` or `done` for it.
@@ -82,9 +83,6 @@ class CartesiaContext:
         idle = self.last_audio_at is not None and not self.generating
         return idle and time.monotonic() - self.last_audio_at >= self.expiry_secs
 
-    @property
-    def active(self) -> bool:
-        return not (self.done or self.cancelled or self.expired)
 
 
 class CartesiaPeer(PeerServer):
@@ -100,12 +98,12 @@ class CartesiaPeer(PeerServer):
         frequency: float = 330.0,
         hold_after_chunks: int | None = None,
         expiry_secs: float = 1.0,
-        max_concurrent_contexts: int | None = None,
+        refuse_contexts: int = 0,
         models: tuple[str, ...] = ("sonic-3", "sonic-3.5", "sonic-2", "sonic-turbo"),
     ):
         super().__init__(api_key=api_key)
         self.expiry_secs = expiry_secs
-        self.max_concurrent_contexts = max_concurrent_contexts
+        self.refuse_contexts = refuse_contexts
         self.models = models
         self._outs: list[FaultyStream] = []
         self.secs_per_char = secs_per_char
@@ -118,6 +116,7 @@ class CartesiaPeer(PeerServer):
         self.cancels: list[str] = []
         self.connections: list[dict] = []  # handshake query and headers
         self.errors_sent: list[dict] = []
+        self.refused: list[str] = []  # contexts refused with concurrency_limited
 
     def release_holds(self) -> None:
         self.holds_released.set()
@@ -212,8 +211,9 @@ class CartesiaPeer(PeerServer):
             await self._error(out, context_id, "Context has expired.", 400, "context_expired")
             return
         if ctx is None or ctx.done:
-            limit = self.max_concurrent_contexts
-            if limit is not None and sum(c.active for c in mine) >= limit:
+            if self.refuse_contexts > 0:
+                self.refuse_contexts -= 1
+                self.refused.append(context_id)
                 await self._error(
                     out, context_id, "Too many concurrent requests.", 429, "concurrency_limited"
                 )

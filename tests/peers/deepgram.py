@@ -24,7 +24,8 @@ v7 (`deepgram.listen.v1.types`):
   gets several finals; `final_every_ms` also finalizes long stretches of speech. After
   `utterance_gap_ms` the words left are finalized, and `UtteranceEnd` follows when
   `utterance_end_ms` was requested.
-  `lose_tail=True`: the words after an utterance's last final are never finalized.
+  `lose_tails=N`: in the next N utterances the words after the last final are never
+  finalized, and a `Finalize` gets no answer.
 - Text frames: `{"type": "KeepAlive"}` (no reply), `{"type": "Finalize"}` (the open
   utterance is finalised at once with `from_finalize: true` — unless
   `confirm_finalize=False`: not answered at all), `{"type": "CloseStream"}` (flush, then
@@ -96,6 +97,7 @@ class _Utterance:
     speech_ms_since_final: float = 0.0
     silence_ms: float = 0.0
     endpointed: bool = False  # a final went out at the current pause
+    lose_tail: bool = False
     segment_start: float = 0.0
     last_speech_end: float = 0.0
 
@@ -119,7 +121,7 @@ class DeepgramPeer(PeerServer):
         interim_every_ms: float = 200.0,
         final_every_ms: float | None = None,
         confirm_finalize: bool = True,
-        lose_tail: bool = False,
+        lose_tails: int = 0,
         idle_timeout: float | None = 10.0,
         models: tuple[str, ...] = DEFAULT_MODELS,
     ):
@@ -132,7 +134,7 @@ class DeepgramPeer(PeerServer):
         self.interim_every_ms = interim_every_ms
         self.final_every_ms = final_every_ms
         self.confirm_finalize = confirm_finalize
-        self.lose_tail = lose_tail
+        self.lose_tails = lose_tails
         self.idle_timeout = idle_timeout
         self.models = models
         self.connections: list[DeepgramConnection] = []
@@ -278,6 +280,9 @@ class _Session:
                 text = peer.transcripts.popleft() if peer.transcripts else ""
                 self.utt = _Utterance(text=text, start=self.now - WINDOW_SECS)
                 self.utt.segment_start = self.utt.start
+                if peer.lose_tails > 0:
+                    peer.lose_tails -= 1
+                    self.utt.lose_tail = True
                 self.last_word_end = None
             utt = self.utt
             if utt.endpointed:  # speech again after a final: a new segment
@@ -325,7 +330,7 @@ class _Session:
         utt = self.utt
         utt.speech_ms_since_final = 0.0
         last = utt.words_shown >= len(utt.words)
-        if utt.words_shown <= utt.words_final or (last and self.peer.lose_tail):
+        if utt.words_shown <= utt.words_final or (last and utt.lose_tail):
             return
         words = utt.words[utt.words_final : utt.words_shown]
         utt.words_final = utt.words_shown
@@ -375,7 +380,7 @@ class _Session:
         if kind == "KeepAlive":
             return True
         if kind == "Finalize":
-            if self.peer.confirm_finalize:
+            if self.peer.confirm_finalize and not (self.utt and self.utt.lose_tail):
                 await self.finalize(speech_final=False, from_finalize=True)
             return True
         if kind == "CloseStream":
