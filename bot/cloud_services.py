@@ -47,20 +47,35 @@ from websockets.protocol import State
 from bot.tool_preamble import NoFillerAfterPreamble
 from processors.fallback import ConnectTimeout, ContextFreeError, Muteable
 
-DEFAULT_CONNECT_TIMEOUT_SECS = 3.0
+DEFAULT_CONNECT_TIMEOUT_SECS = 2.0
 
 
 class _BoundedConnect:
-    """Setup (which connects) returns within `connect_timeout_secs`; see the module doc."""
+    """Setup (which connects) returns within `connect_timeout_secs`, or at the first failed
+    attempt (reported already; the service goes on trying in the background)."""
 
     connect_timeout_secs: float = DEFAULT_CONNECT_TIMEOUT_SECS
 
     async def setup(self, setup: FrameProcessorSetup):
+        failed = asyncio.Event()  # the first attempt failed: that error says it all
+
+        async def on_error(processor, error):
+            failed.set()
+
+        self.add_event_handler("on_error", on_error)
         connecting = asyncio.ensure_future(super().setup(setup))
         connecting.add_done_callback(_log_failure)
+        failing = asyncio.ensure_future(failed.wait())
         try:
-            await asyncio.wait_for(asyncio.shield(connecting), self.connect_timeout_secs)
-        except TimeoutError:
+            await asyncio.wait(
+                {connecting, failing},
+                timeout=self.connect_timeout_secs,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            failing.cancel()
+            self.remove_event_handler("on_error", on_error)
+        if not connecting.done() and not failed.is_set():
             await self.push_error(
                 f"not connected within {self.connect_timeout_secs:g}s",
                 exception=ConnectTimeout(self.connect_timeout_secs),

@@ -232,7 +232,7 @@ class Settings(BaseSettings):
     fallback_warm: bool = True
     # Longest a cloud service may take to connect before the session starts without it
     # (it goes on connecting in the background; with the fallback, the local one answers).
-    cloud_connect_timeout_secs: float = Field(3.0, gt=0.0)
+    cloud_connect_timeout_secs: float = Field(2.0, gt=0.0)
     # First-byte budgets: STT from the VAD stop to a final transcript, LLM from the request
     # to the first token, TTS from the text sent to the first audio.
     fallback_stt_budget_secs: float = Field(1.0, gt=0.0)

@@ -671,7 +671,7 @@ async def test_deepgram_unanswered_handshake_does_not_hold_the_pipeline_start(de
 
 async def test_deepgram_slow_handshake_only_delays(deepgram):
     deepgram.script(UTTERANCE)
-    deepgram.faults.inject(Fault.SLOW_FIRST_BYTE, seconds=1.5, stage="handshake")
+    deepgram.faults.inject(Fault.SLOW_FIRST_BYTE, seconds=1.0, stage="handshake")
     stt = create_stt(cloud_settings(deepgram=deepgram), NoLocalModels())
     rec = Recorder(stt)
     await drive(stt, [*speech(), Await(rec.has(TranscriptionFrame), "TranscriptionFrame")], rec)

@@ -5,6 +5,10 @@ of pre-roll), or, once the cloud has finalized part of it (Deepgram sends severa
 in one utterance), the audio since its last final. The budget runs from the VAD stop to
 a final that covers the end of the speech: a tail that never gets one (an unconfirmed
 `Finalize`) is transcribed by Whisper from the buffer, within the budget.
+
+The cloud's finals for an utterance are held until one covers the end of the speech (or
+Whisper has transcribed the tail): the user's turn ends on the whole question, not on
+its first half.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class STTFallback(FallbackSwitcher):
         self._local_pending = False  # the local STT owes a transcript
         self._utterances = 0
         self._hold_at_stop = False  # redone mid-utterance: the hold waits for the VAD stop
+        self._held: list[TranscriptionFrame] = []  # the cloud's finals, until the end is heard
 
     def _tracks(self, frame):
         return isinstance(
@@ -96,7 +101,9 @@ class STTFallback(FallbackSwitcher):
             # A final that came after the speech ended covers its end.
             speech_end = time.monotonic() - frame.stop_secs
             self._heard = self._heard or self._last_final_at >= speech_end
-            if not self._heard:
+            if self._heard:
+                await self._release()
+            else:
                 self._awaiting = True
                 self.watchdog.expect(UTTERANCE)
 
@@ -112,17 +119,27 @@ class STTFallback(FallbackSwitcher):
 
     async def _on_output(self, service, frame, direction):
         if self._first_byte(frame) is None:
-            return
+            return True
         if service is not self._cloud:
             self._local_pending = False
             self._local_output()
-            return
+            await self._release()  # what the cloud heard of the utterance comes first
+            return True
         self._last_final_at = time.monotonic()
         if self._speaking:
             # Part of the utterance is transcribed: only what follows may need a redo.
             self._segment = self._since_last_final()
-        else:
-            self._heard, self._awaiting, self._segment = True, False, None
+            self._held.append(frame)
+            return False
+        self._heard, self._awaiting, self._segment = True, False, None
+        await self._release()
+        return True
+
+    async def _release(self) -> None:
+        """Let the held finals go on, in order."""
+        held, self._held = self._held, []
+        for frame in held:
+            await self.push_frame(frame)
 
     def _since_last_final(self) -> list[InputAudioRawFrame]:
         kept, secs = [], 0.0
@@ -147,6 +164,12 @@ class STTFallback(FallbackSwitcher):
 
     async def _replay(self, replay):
         frames, stopped = replay
+        if stopped:
+            # Whisper's transcript of the tail releases the held finals; if it has none
+            # to give, they go on after the budget anyway.
+            await self._arm("release", self._policy.budget_secs, self._release)
+        else:
+            await self._release()
         await self._inject(self._local, VADUserStartedSpeakingFrame())
         for f in frames:
             copy = InputAudioRawFrame(

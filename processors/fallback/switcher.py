@@ -169,8 +169,7 @@ class FallbackSwitcher(LocalCounterpart, ServiceSwitcher):
             return True
         if self._silenced(service):
             return False
-        await self._on_output(service, frame, direction)
-        return True
+        return await self._on_output(service, frame, direction) is not False
 
     def _silenced(self, service: FrameProcessor) -> bool:
         # Only the cloud service is ever silenced (once it failed, until it is active
@@ -365,8 +364,9 @@ class FallbackSwitcher(LocalCounterpart, ServiceSwitcher):
     async def _on_input(self, frame: Frame, direction: FrameDirection) -> None:
         """A tracked frame, before it is routed to the active service."""
 
-    async def _on_output(self, service, frame: Frame, direction: FrameDirection) -> None:
-        """A frame the active member pushes (before it leaves the switcher)."""
+    async def _on_output(self, service, frame: Frame, direction: FrameDirection) -> bool | None:
+        """A frame the active member pushes (before it leaves the switcher); False holds
+        it back (the stage pushes it itself later, or never)."""
 
     def _first_byte(self, frame: Frame) -> str | None:
         """The watchdog key `frame` answers, if it is the cloud's first byte for one."""

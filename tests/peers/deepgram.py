@@ -19,7 +19,8 @@ v7 (`deepgram.listen.v1.types`):
   per utterance (speech up to `utterance_gap_ms`, 300, of silence), its words revealed as
   the speech goes on (`ms_per_word`), the last one at the utterance's end. Interim
   `Results` (`is_final: false`) every `interim_every_ms` of speech; at every endpoint
-  (`endpointing` ms of silence, 10 by default as Deepgram's) a final (`is_final: true,
+  (`endpointing` ms, 10 by default as Deepgram's, after a pause its VAD hears: `pause_ms`
+  of low energy, not the gaps between words) a final (`is_final: true,
   speech_final: true`) with the words heard since the last final, so one utterance often
   gets several finals; `final_every_ms` also finalizes long stretches of speech. After
   `utterance_gap_ms` the words left are finalized, and `UtteranceEnd` follows when
@@ -116,6 +117,7 @@ class DeepgramPeer(PeerServer):
         api_key: str | None = None,
         rms_threshold: float = 400.0,
         endpointing_ms: float = 10.0,
+        pause_ms: float = 150.0,
         utterance_gap_ms: float = 300.0,
         ms_per_word: float = 200.0,
         interim_every_ms: float = 200.0,
@@ -129,6 +131,7 @@ class DeepgramPeer(PeerServer):
         self.transcripts: deque[str] = deque(transcripts)
         self.rms_threshold = rms_threshold
         self.endpointing_ms = endpointing_ms
+        self.pause_ms = pause_ms
         self.utterance_gap_ms = utterance_gap_ms
         self.ms_per_word = ms_per_word
         self.interim_every_ms = interim_every_ms
@@ -309,7 +312,10 @@ class _Session:
         elif self.utt is not None:
             utt = self.utt
             utt.silence_ms += step_ms
-            if utt.silence_ms >= self.endpointing_ms and not utt.endpointed:
+            # Deepgram's own VAD does not hear the gaps between words as silence: a
+            # pause is `pause_ms`, and endpointing counts from there.
+            pause = self.peer.pause_ms + self.endpointing_ms
+            if utt.silence_ms >= pause and not utt.endpointed:
                 utt.endpointed = True
                 await self.final_segment(speech_final=True)
             if utt.silence_ms >= peer.utterance_gap_ms:
