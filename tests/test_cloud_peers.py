@@ -833,7 +833,7 @@ class ByServiceType(BaseObserver):
 
     async def on_push_frame(self, data: FramePushed):
         kind = type(data.source).__name__
-        services = ("DeepgramSTTService", "GroqLLMService", "CartesiaTTSService")
+        services = ("DeepgramSTT", "GroqLLM", "CartesiaTTS")
         if data.first_push and kind in services:
             self.pushed.append((kind, data.frame))
 
@@ -896,11 +896,11 @@ async def test_whole_conversation_on_the_cloud_stack(cloud_conversation):
     # answer became Cartesia's text, Cartesia's words and audio came out.
     (conn,) = c.deepgram.connections
     assert conn.audio_bytes >= len(c.question) * 2 and conn.results(final=True)
-    assert c.spy.texts("DeepgramSTTService", TranscriptionFrame) == [UTTERANCE]
+    assert " ".join(c.spy.texts("DeepgramSTT", TranscriptionFrame)) == UTTERANCE
     assert c.groq.completions[0]["messages"][-1] == {"role": "user", "content": UTTERANCE}
-    assert "".join(c.spy.texts("GroqLLMService", LLMTextFrame)) == ANSWER
+    assert "".join(c.spy.texts("GroqLLM", LLMTextFrame)) == ANSWER
     assert [ctx.text.strip() for ctx in c.cartesia.contexts.values()] == [ANSWER]
-    assert " ".join(c.spy.texts("CartesiaTTSService", TTSTextFrame)) == ANSWER
+    assert " ".join(c.spy.texts("CartesiaTTS", TTSTextFrame)) == ANSWER
 
     # The bot's audio is Cartesia's (peer) tone, played out: not silence.
     bot_audio = bytes(c.result.transport.bot_audio)

@@ -14,7 +14,6 @@ its first half.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 
 from pipecat.frames.frames import (
@@ -44,7 +43,8 @@ class STTFallback(FallbackSwitcher):
         self._speaking = False
         self._awaiting = False  # VAD stopped, the end of the speech not finalized yet
         self._heard = False  # the cloud finalized the end of this segment
-        self._last_final_at = 0.0
+        self._finalized = False  # the cloud sent a final in this segment...
+        self._unfinalized = False  # ...and interim text since its last final
         self._local_pending = False  # the local STT owes a transcript
         self._utterances = 0
         self._hold_at_stop = False  # redone mid-utterance: the hold waits for the VAD stop
@@ -87,6 +87,7 @@ class STTFallback(FallbackSwitcher):
                 self._segment.extend(f for f in self._preroll if id(f) not in seen)
             else:
                 self._segment = list(self._preroll)
+                self._finalized = self._unfinalized = False
             self._speaking, self._awaiting, self._heard = True, False, False
             await self.watchdog.stop(UTTERANCE)
         elif isinstance(frame, UserStoppedSpeakingFrame):
@@ -98,9 +99,10 @@ class STTFallback(FallbackSwitcher):
             if self.on_local:
                 await self._local_utterance_ended()
                 return
-            # A final that came after the speech ended covers its end.
-            speech_end = time.monotonic() - frame.stop_secs
-            self._heard = self._heard or self._last_final_at >= speech_end
+            # The end of the speech is finalized when the cloud's last word on this
+            # segment was a final: no interim text came after it. (Clock-free: under
+            # load, or in fast mode, the VAD's stop lags the audio the cloud has heard.)
+            self._heard = self._heard or (self._finalized and not self._unfinalized)
             if self._heard:
                 await self._release()
             else:
@@ -119,13 +121,15 @@ class STTFallback(FallbackSwitcher):
 
     async def _on_output(self, service, frame, direction):
         if self._first_byte(frame) is None:
+            if service is self._cloud and isinstance(frame, InterimTranscriptionFrame):
+                self._unfinalized = self._unfinalized or bool(frame.text.strip())
             return True
         if service is not self._cloud:
             self._local_pending = False
             self._local_output()
             await self._release()  # what the cloud heard of the utterance comes first
             return True
-        self._last_final_at = time.monotonic()
+        self._finalized, self._unfinalized = True, False
         if self._speaking:
             # Part of the utterance is transcribed: only what follows may need a redo.
             self._segment = self._since_last_final()

@@ -295,9 +295,8 @@ class _Session:
             utt.speech_ms += step_ms
             utt.speech_ms_since_interim += step_ms
             utt.speech_ms_since_final += step_ms
-            # The last word waits for the end of the utterance.
             heard = int(utt.speech_ms / peer.ms_per_word) + 1
-            utt.words_shown = max(utt.words_shown, min(len(utt.words) - 1, heard))
+            utt.words_shown = max(utt.words_shown, min(len(utt.words), heard))
             if self.interim and utt.speech_ms_since_interim >= peer.interim_every_ms:
                 utt.speech_ms_since_interim = 0.0
                 if utt.words_shown > utt.words_final:
@@ -331,15 +330,18 @@ class _Session:
                 )
                 self.last_word_end = None
 
-    async def final_segment(self, *, speech_final: bool, from_finalize: bool | None = None):
-        """A final with the words heard since the last one (nothing if there are none)."""
+    async def final_segment(
+        self, *, speech_final: bool, from_finalize: bool | None = None, end: bool = False
+    ):
+        """A final with the words heard since the last one (nothing if there are none).
+        Before the utterance's `end`, the last word waits for it."""
         utt = self.utt
         utt.speech_ms_since_final = 0.0
-        last = utt.words_shown >= len(utt.words)
-        if utt.words_shown <= utt.words_final or (last and utt.lose_tail):
+        upto = utt.words_shown if end else min(utt.words_shown, len(utt.words) - 1)
+        if upto <= utt.words_final or (end and utt.lose_tail):
             return
-        words = utt.words[utt.words_final : utt.words_shown]
-        utt.words_final = utt.words_shown
+        words = utt.words[utt.words_final : upto]
+        utt.words_final = upto
         await self.send_results(
             " ".join(words),
             is_final=True,
@@ -361,7 +363,7 @@ class _Session:
             return
         utt.words_shown = len(utt.words)
         before = utt.words_final
-        await self.final_segment(speech_final=speech_final, from_finalize=from_finalize)
+        await self.final_segment(speech_final=speech_final, from_finalize=from_finalize, end=True)
         if utt.words_final == before and from_finalize:
             # Nothing left to say: Deepgram still confirms the Finalize, empty.
             await self.send_results(
