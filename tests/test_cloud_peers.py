@@ -388,6 +388,11 @@ UTTERANCE = "What is the capital of France?"
 
 
 
+def transcribed(rec: Recorder, text: str = UTTERANCE) -> Callable[[], bool]:
+    """The final transcripts so far add up to `text` (Deepgram may send several)."""
+    return lambda: " ".join(f.text for f in rec.frames(TranscriptionFrame)) == text
+
+
 def speech(secs: float = 1.2) -> list[InputAudioRawFrame]:
     """Loud audio, then enough silence for the peer's 300 ms endpointing."""
     return mic_frames(silence(0.2), tone(secs), silence(0.5))
@@ -398,7 +403,7 @@ async def test_deepgram_streams_interim_then_final_transcripts(deepgram):
     stt = create_stt(cloud_settings(deepgram=deepgram), NoLocalModels())
     rec = Recorder(stt)
     audio = speech()
-    await drive(stt, [*audio, Await(rec.has(TranscriptionFrame), "TranscriptionFrame")], rec)
+    await drive(stt, [*audio, Await(transcribed(rec), "the whole transcript")], rec)
 
     interims = [f.text for f in rec.frames(InterimTranscriptionFrame)]
     finals = [f.text for f in rec.frames(TranscriptionFrame)]
@@ -643,7 +648,7 @@ async def test_deepgram_concurrency_429_is_retried_with_backoff_not_given_up(dee
     frames = [
         Await(lambda: len(deepgram.connections) == 2 and stt.connected, "the retry"),
         *[Send(f) for f in speech()],  # audio is a system frame: held only inside a Send
-        Await(rec.has(TranscriptionFrame), "TranscriptionFrame"),
+        Await(transcribed(rec), "the whole transcript"),
     ]
     await drive(stt, frames, rec)
 
@@ -674,7 +679,7 @@ async def test_deepgram_slow_handshake_only_delays(deepgram):
     deepgram.faults.inject(Fault.SLOW_FIRST_BYTE, seconds=1.0, stage="handshake")
     stt = create_stt(cloud_settings(deepgram=deepgram), NoLocalModels())
     rec = Recorder(stt)
-    await drive(stt, [*speech(), Await(rec.has(TranscriptionFrame), "TranscriptionFrame")], rec)
+    await drive(stt, [*speech(), Await(transcribed(rec), "the whole transcript")], rec)
     assert " ".join(f.text for f in rec.frames(TranscriptionFrame)) == UTTERANCE
     assert not rec.errors(), rec.error_text()
 

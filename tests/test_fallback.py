@@ -318,15 +318,19 @@ async def test_an_utterance_whose_tail_is_never_finalized_is_finished_by_whisper
     """Real Deepgram finalizes an utterance in pieces, and its `Finalize` is not always
     answered: the words after the last final ("question.") would be lost. Within the STT
     budget Whisper transcribes the audio since that final; the turn goes on."""
-    peers.deepgram.final_every_ms = 600  # a final mid-utterance, as at a pause
+    peers.deepgram.final_every_ms = 600  # a final mid-utterance, as at a pause...
+    peers.deepgram.ms_per_word = 500  # ...with words still to come after it
     peers.deepgram.lose_tails = 1
     o = await converse_with("stt", fast=False)
 
     assert_fell_back_and_recovered(o, "stt", "timeout")
     first, second = o.turns
-    heard_first = " ".join(DG_HEARD.split()[:-1])  # what Deepgram finalized before the tail
-    assert first["user_text"].startswith(heard_first), first
-    assert len(first["user_text"]) > len(heard_first) + 2, first  # ...and Whisper's tail
+    finals = [r["channel"]["alternatives"][0]["transcript"]
+              for r in peers.deepgram.connections[0].results(final=True)]
+    finalized = " ".join(t for t in finals if t)
+    assert finalized and "question" not in finalized, finals
+    assert first["user_text"].startswith(finalized), first
+    assert len(first["user_text"]) > len(finalized) + 2, first  # ...and Whisper's tail
     assert second["user_text"] == DG_HEARD, second
 
 

@@ -17,7 +17,7 @@ v7 (`deepgram.listen.v1.types`):
 - Binary frames: raw linear16 PCM. The peer cannot recognise speech: it measures energy
   (RMS per 20 ms of audio, in audio time) and plays a queue of scripted transcripts, one
   per utterance (speech up to `utterance_gap_ms`, 300, of silence), its words revealed as
-  the speech goes on (`ms_per_word`), the last one at the utterance's end. Interim
+  the speech goes on (`ms_per_word`; any left at the utterance's end). Interim
   `Results` (`is_final: false`) every `interim_every_ms` of speech; at every endpoint
   (`endpointing` ms, 10 by default as Deepgram's, after a pause its VAD hears: `pause_ms`
   of low energy, not the gaps between words) a final (`is_final: true,
@@ -25,8 +25,8 @@ v7 (`deepgram.listen.v1.types`):
   gets several finals; `final_every_ms` also finalizes long stretches of speech. After
   `utterance_gap_ms` the words left are finalized, and `UtteranceEnd` follows when
   `utterance_end_ms` was requested.
-  `lose_tails=N`: in the next N utterances the words after the last final are never
-  finalized, and a `Finalize` gets no answer.
+  `lose_tails=N`: the next N utterances get their periodic finals (`final_every_ms`)
+  only: the words after the last one are never finalized, a `Finalize` gets no answer.
 - Text frames: `{"type": "KeepAlive"}` (no reply), `{"type": "Finalize"}` (the open
   utterance is finalised at once with `from_finalize: true` — unless
   `confirm_finalize=False`: not answered at all), `{"type": "CloseStream"}` (flush, then
@@ -307,7 +307,7 @@ class _Session:
                         start=utt.segment_start,
                     )
             if peer.final_every_ms and utt.speech_ms_since_final >= peer.final_every_ms:
-                await self.final_segment(speech_final=False)
+                await self.final_segment(speech_final=False, periodic=True)
         elif self.utt is not None:
             utt = self.utt
             utt.silence_ms += step_ms
@@ -331,14 +331,14 @@ class _Session:
                 self.last_word_end = None
 
     async def final_segment(
-        self, *, speech_final: bool, from_finalize: bool | None = None, end: bool = False
+        self, *, speech_final: bool, from_finalize: bool | None = None, periodic: bool = False
     ):
         """A final with the words heard since the last one (nothing if there are none).
-        Before the utterance's `end`, the last word waits for it."""
+        An utterance losing its tail gets only its periodic finals."""
         utt = self.utt
         utt.speech_ms_since_final = 0.0
-        upto = utt.words_shown if end else min(utt.words_shown, len(utt.words) - 1)
-        if upto <= utt.words_final or (end and utt.lose_tail):
+        upto = utt.words_shown
+        if upto <= utt.words_final or (utt.lose_tail and not periodic):
             return
         words = utt.words[utt.words_final : upto]
         utt.words_final = upto
@@ -363,7 +363,7 @@ class _Session:
             return
         utt.words_shown = len(utt.words)
         before = utt.words_final
-        await self.final_segment(speech_final=speech_final, from_finalize=from_finalize, end=True)
+        await self.final_segment(speech_final=speech_final, from_finalize=from_finalize)
         if utt.words_final == before and from_finalize:
             # Nothing left to say: Deepgram still confirms the Finalize, empty.
             await self.send_results(
