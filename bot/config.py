@@ -65,11 +65,11 @@ class Settings(BaseSettings):
 
     # --- Cloud endpoints and models (base URLs are overridable, e.g. for loopback peers) --
     deepgram_base_url: str = "wss://api.deepgram.com"
-    deepgram_model: str = "nova-3-general"
+    deepgram_model: str = "nova-3"
     groq_base_url: str = "https://api.groq.com/openai/v1"
-    groq_model: str = "llama-3.3-70b-versatile"
+    groq_model: str = "openai/gpt-oss-120b"
     cartesia_base_url: str = "wss://api.cartesia.ai"
-    cartesia_model: str = "sonic-2"
+    cartesia_model: str = "sonic-3"
     cartesia_voice: str = "71a7ad14-091c-4e8e-a314-022ece01c121"
     tavily_base_url: str = "https://api.tavily.com"
     daily_api_url: str = "https://api.daily.co/v1"
@@ -165,6 +165,8 @@ class Settings(BaseSettings):
     worker_spares: int = Field(1, ge=0, le=8)
     # How long a spawned bot process (Daily rooms) may take to load and say it is ready.
     spawn_ready_timeout_secs: float = Field(60.0, gt=0)
+    # Longest wait for Daily's REST API (creating a room and its tokens).
+    daily_api_timeout_secs: float = Field(15.0, gt=0)
     # How long a Daily bot waits to join its room before giving up.
     daily_join_timeout_secs: float = Field(20.0, gt=0)
 
@@ -221,13 +223,16 @@ class Settings(BaseSettings):
     recording_max_bytes: int = Field(1024**3, ge=1024)
     recording_sample_rate: int = Field(16000, ge=8000)
 
-    # --- Provider fallback (processors/fallback.py) ------------------------------------------
+    # --- Provider fallback (processors/fallback/) ------------------------------------------
     # A cloud stage that fails (an error, a dropped connection, no first byte within its
     # budget) hands the turn to its local counterpart; the cloud is retried after a back-off.
     fallback_enabled: bool = True
     # Load the local counterparts (per process, shared) in the background when a session
     # starts, so a fault is answered at once. false: on the first fault (seconds later).
     fallback_warm: bool = True
+    # Longest a cloud service may take to connect before the session starts without it
+    # (it goes on connecting in the background; with the fallback, the local one answers).
+    cloud_connect_timeout_secs: float = Field(2.0, gt=0.0)
     # First-byte budgets: STT from the VAD stop to a final transcript, LLM from the request
     # to the first token, TTS from the text sent to the first audio.
     fallback_stt_budget_secs: float = Field(1.0, gt=0.0)

@@ -8,15 +8,16 @@ them at loopback peers.
 from __future__ import annotations
 
 import uuid
-
 from dataclasses import dataclass
 
 from pipecat.services.llm_service import LLMService
+from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 
 from bot.config import ProviderChoice, Settings, Stage
 from bot.local_models import LocalModels
+from bot.tool_preamble import NoFillerAfterPreamble
 
 
 @dataclass(frozen=True)
@@ -47,14 +48,15 @@ def create_stt(settings: Settings, models: LocalModels) -> STTService:
 
         return InstantSTTService()
     if settings.uses_cloud(Stage.STT):
-        from pipecat.services.deepgram.stt import DeepgramSTTService
+        from bot.cloud_services import DeepgramSTT
 
-        stt = DeepgramSTTService(
+        stt = DeepgramSTT(
             api_key=settings.deepgram_api_key.get_secret_value(),
             base_url=settings.deepgram_base_url,
-            settings=DeepgramSTTService.Settings(
+            settings=DeepgramSTT.Settings(
                 model=settings.deepgram_model, interim_results=True, smart_format=True
             ),
+            connect_timeout_secs=settings.cloud_connect_timeout_secs,
         )
         return with_fallback(Stage.STT, stt, settings, models)
     from bot.eager_whisper import EagerWhisperSTTService
@@ -95,27 +97,37 @@ def create_llm(settings: Settings, models: LocalModels) -> LLMService:
 
         return InstantLLMService()
     if settings.uses_cloud(Stage.LLM):
-        from pipecat.services.groq.llm import GroqLLMService
+        from bot.cloud_services import GroqLLM
 
-        llm = GroqLLMService(
+        llm = GroqLLM(
             api_key=settings.groq_api_key.get_secret_value(),
             base_url=settings.groq_base_url,
-            settings=GroqLLMService.Settings(model=settings.groq_model, **common),
+            settings=GroqLLM.Settings(model=settings.groq_model, **common),
         )
         return with_fallback(Stage.LLM, llm, settings, models)
-    from pipecat.services.openai.llm import OpenAILLMService
-
     server = models.llm_server
     seed = {"seed": settings.llm_seed} if settings.llm_seed >= 0 else {}
-    return OpenAILLMService(
+    return LocalLLMService(
         api_key="local",  # the loopback server ignores it; the client requires one
         base_url=server.base_url,
         # OpenAI's `user` names the conversation: the server shifts its cache across
         # dropped turns only within one (bot/llm_cache.py).
-        settings=OpenAILLMService.Settings(
+        settings=LocalLLMService.Settings(
             model=server.model_name, extra={"user": uuid.uuid4().hex, **seed}, **common
         ),
     )
+
+
+class LocalLLMService(NoFillerAfterPreamble, OpenAILLMService):
+    """The local llama.cpp server's client; `use_server` points it at a server started
+    after it was built (a fallback's, started lazily)."""
+
+    def create_client(self, *args, **kwargs):
+        self._openai = super().create_client(*args, **kwargs)
+        return self._openai
+
+    def use_server(self, base_url: str) -> None:
+        self._openai.base_url = base_url  # the OpenAI client's own (public) setter
 
 
 def create_tts(settings: Settings, models: LocalModels) -> TTSService:
@@ -124,14 +136,15 @@ def create_tts(settings: Settings, models: LocalModels) -> TTSService:
 
         return InstantTTSService()
     if settings.uses_cloud(Stage.TTS):
-        from pipecat.services.cartesia.tts import CartesiaTTSService
+        from bot.cloud_services import CartesiaTTS
 
-        tts = CartesiaTTSService(
+        tts = CartesiaTTS(
             api_key=settings.cartesia_api_key.get_secret_value(),
             url=f"{settings.cartesia_base_url.rstrip('/')}/tts/websocket",
-            settings=CartesiaTTSService.Settings(
+            settings=CartesiaTTS.Settings(
                 model=settings.cartesia_model, voice=settings.cartesia_voice
             ),
+            connect_timeout_secs=settings.cloud_connect_timeout_secs,
         )
         return with_fallback(Stage.TTS, tts, settings, models)
     from bot.local_services import SharedPiperTTSService
@@ -142,7 +155,7 @@ def create_tts(settings: Settings, models: LocalModels) -> TTSService:
 
 
 def with_fallback(stage: Stage, cloud, settings: Settings, models: LocalModels | None):
-    """`cloud` behind a switch to its local counterpart (processors/fallback.py).
+    """`cloud` behind a switch to its local counterpart (processors/fallback/).
 
     With FALLBACK_ENABLED and local models to fall back on (`models` None: a caller with
     no local stack gets the bare cloud service). The local service is built here from the
@@ -171,7 +184,7 @@ def with_fallback(stage: Stage, cloud, settings: Settings, models: LocalModels |
             models.warm_up(stt=stage is Stage.STT, llm=stage is Stage.LLM, tts=stage is Stage.TTS)
         if stage is Stage.LLM:
             # Built before the server was started: point its client at the server now.
-            local._client.base_url = models.llm_server.base_url
+            local.use_server(models.llm_server.base_url)
 
     policy = fallback.FallbackPolicy(
         budget_secs=getattr(settings, f"fallback_{stage.value}_budget_secs"),

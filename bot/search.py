@@ -17,13 +17,15 @@ import asyncio
 import time
 from typing import Any, Protocol
 
-import aiohttp
+import httpx
 from loguru import logger
 from pipecat.adapters.llm.schemas.direct_function import tool_options
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.frames.frames import FunctionCallResultProperties, TTSSpeakFrame
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.services.llm_service import FunctionCallParams
+from tavily import AsyncTavilyClient
+from tavily import errors as tavily_errors
 
 from bot.knowledge import SearchResult
 
@@ -52,37 +54,51 @@ class SearchBackend(Protocol):
 
 
 # --------------------------------------------------------------------------------------
-# Tavily (docs.tavily.com/api-reference: POST {base}/search, Authorization: Bearer tvly-…)
+# Tavily, through its own client (tavily-python's AsyncTavilyClient)
 # --------------------------------------------------------------------------------------
 
 
 class TavilySearch:
+    """Tavily search (docs.tavily.com, `POST {base_url}/search`) via `AsyncTavilyClient`.
+
+    `base_url` is TAVILY_BASE_URL (a loopback peer in tests). Every failure is a
+    `SearchError` saying what went wrong; the caller bounds the wait (SEARCH_TIMEOUT_SECS).
+    """
+
     name = "tavily"
 
     def __init__(self, *, api_key: str, base_url: str, max_results: int = 3):
         self._api_key = api_key
-        self._url = f"{base_url.rstrip('/')}/search"
+        self._base_url = base_url.rstrip("/")
         self._max_results = max_results
 
     async def search(self, query: str) -> list[SearchResult]:
-        body = {
-            "query": query,
-            "search_depth": "basic",
-            "topic": "general",
-            "max_results": self._max_results,
-            "include_answer": True,
-        }
-        headers = {"Authorization": f"Bearer {self._api_key}"}
-        # The caller bounds the whole call (SEARCH_TIMEOUT_SECS); no timeout of our own.
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http:
-            async with http.post(self._url, json=body, headers=headers) as response:
-                if response.status != 200:
-                    text = (await response.text())[:200]
-                    raise SearchError(f"Tavily answered HTTP {response.status}: {text}")
-                try:
-                    payload = await response.json(content_type=None)
-                except ValueError as e:
-                    raise SearchError(f"Tavily sent a body that is not JSON: {e}") from e
+        # One client per search, closed with it: sessions never share a connection pool
+        # bound to another event loop, and a cancelled search leaves no socket behind.
+        async with AsyncTavilyClient(api_key=self._api_key, api_base_url=self._base_url) as tavily:
+            try:
+                payload = await tavily.search(
+                    query,
+                    search_depth="basic",
+                    topic="general",
+                    max_results=self._max_results,
+                    include_answer=True,
+                )
+            except tavily_errors.UsageLimitExceededError as e:
+                raise SearchError(f"Tavily rate limit (HTTP 429): {e}") from e
+            except tavily_errors.ForbiddenError as e:
+                # 432: the plan's monthly credits are used up; 433: the pay-as-you-go cap.
+                raise SearchError(f"Tavily refused the search (plan or usage limit): {e}") from e
+            except tavily_errors.InvalidAPIKeyError as e:
+                raise SearchError(f"Tavily rejected TAVILY_API_KEY: {e}") from e
+            except tavily_errors.BadRequestError as e:
+                raise SearchError(f"Tavily rejected the request: {e}") from e
+            except httpx.HTTPStatusError as e:
+                raise SearchError(f"Tavily answered HTTP {e.response.status_code}") from e
+            except (httpx.HTTPError, tavily_errors.TimeoutError) as e:
+                raise SearchError(f"Tavily unreachable: {type(e).__name__}: {e}") from e
+            except ValueError as e:  # a 200 whose body is not JSON
+                raise SearchError(f"Tavily sent a body that is not JSON: {e}") from e
         return self._parse(payload)
 
     @staticmethod

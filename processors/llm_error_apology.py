@@ -5,7 +5,7 @@ Pipecat's LLM service push an `ErrorFrame` upstream and end the response with no
 the turn would simply go quiet. Placed just before the LLM, this processor sees that
 error on its way up and has the TTS say `apology` (which the assistant aggregator then
 adds to the context as the bot's words). A cloud LLM with fallback does not need it: the
-fallback switcher answers with the local LLM, or apologises itself (processors/fallback.py).
+fallback switcher answers with the local LLM, or apologises itself (processors/fallback/).
 """
 
 from __future__ import annotations

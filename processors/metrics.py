@@ -90,7 +90,7 @@ class TurnRecord:
     speculative: bool = False
     bot_text_spoken: list[str] = field(default_factory=list)
     bot_text_generated: list[str] = field(default_factory=list)
-    # Provider switches during the turn (processors/fallback.py), e.g. "llm:timeout".
+    # Provider switches during the turn (processors/fallback/), e.g. "llm:timeout".
     fallbacks: list[str] = field(default_factory=list)
 
     def stages_ms(self) -> dict[str, float]:

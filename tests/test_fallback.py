@@ -1,4 +1,4 @@
-"""Provider fallback (processors/fallback.py): every injected cloud fault ends in speech.
+"""Provider fallback (processors/fallback/): every injected cloud fault ends in speech.
 
 Each test holds a real conversation through `run_bot` (file transport, fast mode) with
 every stage on its cloud provider, the providers being the loopback peers of
@@ -312,13 +312,35 @@ async def test_stt_fault_is_answered_by_whisper_then_deepgram_again(converse_wit
     assert first["bot_text"] == GROQ_SAID and second["bot_text"] == GROQ_SAID
 
 
+async def test_an_utterance_whose_tail_is_never_finalized_is_finished_by_whisper(
+    converse_with, peers
+):
+    """Real Deepgram finalizes an utterance in pieces, and its `Finalize` is not always
+    answered: the words after the last final ("question.") would be lost. Within the STT
+    budget Whisper transcribes the audio since that final; the turn goes on."""
+    peers.deepgram.final_every_ms = 600  # a final mid-utterance, as at a pause...
+    peers.deepgram.ms_per_word = 500  # ...with words still to come after it
+    peers.deepgram.lose_tails = 1
+    o = await converse_with("stt", fast=False)
+
+    assert_fell_back_and_recovered(o, "stt", "timeout")
+    first, second = o.turns
+    finals = [r["channel"]["alternatives"][0]["transcript"]
+              for r in peers.deepgram.connections[0].results(final=True)]
+    finalized = " ".join(t for t in finals if t)
+    assert finalized and "question" not in finalized, finals
+    assert first["user_text"].startswith(finalized), first
+    assert len(first["user_text"]) > len(finalized) + 2, first  # ...and Whisper's tail
+    assert second["user_text"] == DG_HEARD, second
+
+
 # --------------------------------------------------------------------------------------
 # LLM: Groq → local llama.cpp
 # --------------------------------------------------------------------------------------
 
 LLM_FAULTS = {
-    # The OpenAI SDK tries three times before it reports the 500.
-    "http_500": ({"kind": Fault.HTTP_500, "times": 3}, "error"),
+    # No SDK retries (bot/cloud_services.GroqLLM): the first 500 fails the turn.
+    "http_500": ({"kind": Fault.HTTP_500, "times": 1}, "error"),
     "never_answers": ({"kind": Fault.HANG, "times": 1}, "timeout"),
     "dropped_connection": ({"kind": Fault.DISCONNECT, "after": 3, "times": 1}, "error"),
     "malformed_message": ({"kind": Fault.MALFORMED, "after": 3, "times": 1}, "error"),
@@ -342,6 +364,18 @@ async def test_llm_fault_is_answered_by_the_local_llm_then_groq_again(converse_w
     assert peers.groq.completions[-1]["messages"][-1]["content"] == DG_HEARD
 
 
+async def test_a_mid_stream_tool_use_failed_is_answered_by_the_local_llm(converse_with, peers):
+    """Groq answers 200, writes a few words, then `data: {"error": {"code":
+    "tool_use_failed"}}`: the words are withdrawn and the local LLM answers, in time."""
+    peers.groq.reply_midstream_error(after_text="Groq says")
+    o = await converse_with("llm")
+
+    assert_fell_back_and_recovered(o, "llm", "error")
+    first, second = o.turns
+    assert first["bot_text"] and not first["bot_text"].startswith("Groq"), first
+    assert second["bot_text"] == GROQ_SAID, second
+
+
 # --------------------------------------------------------------------------------------
 # TTS: Cartesia → Piper
 # --------------------------------------------------------------------------------------
@@ -355,10 +389,14 @@ TTS_FAULTS = {
 }
 
 
-@pytest.mark.parametrize("fault", list(TTS_FAULTS))
+@pytest.mark.parametrize("fault", [*TTS_FAULTS, "concurrency_limited"])
 async def test_tts_fault_is_spoken_by_piper_then_cartesia_again(converse_with, peers, fault):
-    spec, reason, overrides = TTS_FAULTS[fault]
-    peers.cartesia.faults.inject(**spec)
+    if fault == "concurrency_limited":  # a 429 for the answer's context, mid-session
+        spec, reason, overrides = None, "error", {}
+        peers.cartesia.refuse_contexts = 1
+    else:
+        spec, reason, overrides = TTS_FAULTS[fault]
+        peers.cartesia.faults.inject(**spec)
     o = await converse_with("tts", **overrides)
 
     assert_fell_back_and_recovered(o, "tts", reason)
@@ -426,11 +464,11 @@ async def test_whisper_failing_too_means_an_apology(converse_with, models, peers
 
 
 async def test_local_llm_failing_too_means_an_apology(converse_with, models, peers):
-    async with GroqPeer(api_key=None) as broken_local:
+    async with GroqPeer(api_key=None, check_models=False) as broken_local:
         # The local server answers the warm-up, then fails every answer.
         broken_local.faults.inject(Fault.SLOW_FIRST_BYTE, seconds=0.0, times=1)
         broken_local.faults.inject(Fault.HTTP_500)
-        peers.groq.faults.inject(Fault.HTTP_500, times=3)
+        peers.groq.faults.inject(Fault.HTTP_500, times=1)
         local = models_with(models, local_llm_url=f"{broken_local.base_url}/v1")
         o = await converse_with("llm", local_models=local)
     assert_apologised(o, "llm")
@@ -472,36 +510,31 @@ def cloud_only(**overrides) -> Settings:
 
 
 def test_cloud_stages_get_a_local_fallback_built_without_loading_a_model():
-    from pipecat.services.cartesia.tts import CartesiaTTSService
-    from pipecat.services.deepgram.stt import DeepgramSTTService
-    from pipecat.services.groq.llm import GroqLLMService
-    from pipecat.services.openai.llm import OpenAILLMService
-
+    from bot.cloud_services import CartesiaTTS, DeepgramSTT, GroqLLM
     from bot.local_services import SharedPiperTTSService, SharedWhisperSTTService
-    from bot.providers import create_llm, create_stt, create_tts
+    from bot.providers import LocalLLMService, create_llm, create_stt, create_tts
     from processors.fallback import LLMFallback, STTFallback, TTSFallback
 
     models = Untouchable()
     settings = cloud_only()
     stt, llm, tts = (create(settings, models) for create in (create_stt, create_llm, create_tts))
     assert not models.touched
-    assert isinstance(stt, STTFallback) and type(stt.cloud) is DeepgramSTTService
+    assert isinstance(stt, STTFallback) and type(stt.cloud) is DeepgramSTT
     assert type(stt.local) is SharedWhisperSTTService  # plain: it transcribes replays whole
-    assert isinstance(llm, LLMFallback) and type(llm.cloud) is GroqLLMService
-    assert type(llm.local) is OpenAILLMService and llm.settings.system_instruction == settings.system_prompt
-    assert isinstance(tts, TTSFallback) and type(tts.cloud) is CartesiaTTSService
+    assert isinstance(llm, LLMFallback) and type(llm.cloud) is GroqLLM
+    assert type(llm.local) is LocalLLMService
+    assert llm.settings.system_instruction == settings.system_prompt
+    assert isinstance(tts, TTSFallback) and type(tts.cloud) is CartesiaTTS
     assert type(tts.local) is SharedPiperTTSService
 
 
 def test_no_fallback_when_disabled_local_or_without_local_models():
-    from pipecat.services.deepgram.stt import DeepgramSTTService
-    from pipecat.services.groq.llm import GroqLLMService
-
+    from bot.cloud_services import DeepgramSTT, GroqLLM
     from bot.local_services import SharedPiperTTSService
     from bot.providers import create_llm, create_stt, create_tts
 
-    assert type(create_stt(cloud_only(fallback_enabled=False), Untouchable())) is DeepgramSTTService
-    assert type(create_llm(cloud_only(), None)) is GroqLLMService  # no local stack to fall back on
+    assert type(create_stt(cloud_only(fallback_enabled=False), Untouchable())) is DeepgramSTT
+    assert type(create_llm(cloud_only(), None)) is GroqLLM  # no local stack to fall back on
     piper = SimpleNamespace(piper=object())
     assert type(create_tts(cloud_only(tts_provider="local"), piper)) is SharedPiperTTSService
 

@@ -111,6 +111,29 @@ async def test_a_failed_completion_is_answered_with_the_apology(server, request)
     assert [f.processor for f in up if isinstance(f, ErrorFrame)] == [llm]
 
 
+async def test_a_groq_turn_that_fails_mid_stream_is_answered_with_the_apology():
+    """Groq's `tool_use_failed` after a 200 (no fallback configured): the apology, at
+    once — our Groq client does not retry, so no `Retry-After` is slept through."""
+    from bot.config import Settings
+    from bot.providers import create_llm
+    from tests.peers.groq import GroqPeer
+
+    async with GroqPeer(api_key="gsk-apology") as groq:
+        groq.reply_midstream_error(after_text="Let me")
+        settings = Settings(
+            _env_file=None, llm_provider="cloud", groq_api_key="gsk-apology",
+            groq_base_url=f"{groq.base_url}/openai/v1", fallback_enabled=False,
+        )
+        llm = create_llm(settings, None)
+        context = LLMContext(messages=[{"role": "user", "content": "Any news?"}])
+        down, up = await run(
+            [LLMErrorApology(llm, apology=APOLOGY), llm], [LLMContextFrame(context)], TTSSpeakFrame
+        )
+    assert [f.text for f in down if isinstance(f, TTSSpeakFrame)] == [APOLOGY]
+    assert [f.processor for f in up if isinstance(f, ErrorFrame)] == [llm]
+    assert len(groq.completions) == 1
+
+
 class FailingTTS(FrameProcessor):
     """Raises an error upstream for each text it is given, then passes the text on."""
 

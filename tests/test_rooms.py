@@ -1,6 +1,7 @@
 """POST /api/rooms: a Daily room and a bot in its own process, against a Daily REST peer."""
 
 import asyncio
+import time
 
 import httpx
 import pytest
@@ -75,3 +76,66 @@ async def test_daily_api_errors_and_the_session_limit(serve_app):
                     assert await client.wait_for(lambda r: r.server_messages("session"), 20)
                     r = await http.post(f"{server.url}/api/rooms")
                     assert r.status_code == 503 and "MAX_SESSIONS" in r.json()["detail"]
+
+
+class NoBotProcess:
+    """BotSpawner's `spawn_daily` without a process: records the room it was given."""
+
+    def __init__(self):
+        self.rooms: list[str] = []
+
+    async def spawn_daily(self, room_url: str, token: str) -> str:
+        self.rooms.append(room_url)
+        return f"session-{len(self.rooms)}"
+
+
+async def test_rooms_eject_everyone_when_they_expire_and_expiry_is_bounded():
+    from fastapi import FastAPI
+
+    from bot.config import Settings
+    from web.rooms import MAX_ROOM_SECS, rooms_router
+    from web.sessions import SessionRegistry
+
+    async with DailyPeer(api_key=KEY) as daily:
+        settings = Settings(_env_file=None, daily_api_key=KEY, daily_api_url=daily.base_url)
+        app, spawner = FastAPI(), NoBotProcess()
+        app.include_router(rooms_router(settings, SessionRegistry(max_sessions=4), spawner))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://rooms") as http:
+            r = await http.post("/api/rooms", json={"expiry_secs": 600})
+            assert r.status_code == 200, r.text
+            (room,) = daily.rooms.values()
+            # Like Pipecat's runner: when the room expires, its participants (the bot
+            # too) are removed, not left talking in a dead room.
+            assert room["config"]["eject_at_room_exp"] is True
+            assert room["config"]["exp"] == pytest.approx(time.time() + 600, abs=10)
+            assert room["privacy"] == "private" and spawner.rooms == [room["url"]]
+            for bad in (-5, 0, 59, MAX_ROOM_SECS + 1, "soon"):
+                r = await http.post("/api/rooms", json={"expiry_secs": bad})
+                assert r.status_code == 422, (bad, r.text)
+            assert len(daily.rooms) == 1 and len(spawner.rooms) == 1
+
+
+async def test_a_hung_daily_api_is_a_clear_502_not_a_hung_request():
+    from fastapi import FastAPI
+
+    from bot.config import Settings
+    from web.rooms import rooms_router
+    from web.sessions import SessionRegistry
+
+    async with DailyPeer(api_key=KEY) as daily:
+        settings = Settings(
+            _env_file=None, daily_api_key=KEY, daily_api_url=daily.base_url,
+            daily_api_timeout_secs=1.0,
+        )
+        app, registry = FastAPI(), SessionRegistry(max_sessions=1)
+        app.include_router(rooms_router(settings, registry, NoBotProcess()))
+        daily.faults.inject(Fault.HANG, times=1)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://rooms") as http:
+            r = await http.post("/api/rooms")
+            assert r.status_code == 502, r.text
+            # The reservation was given back: the one session slot is free again.
+            daily.faults.inject(Fault.HTTP_429, times=1)
+            r = await http.post("/api/rooms")
+            assert r.status_code == 502 and "429" in r.json()["detail"], r.text

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from pathlib import Path
 
@@ -30,12 +31,14 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
 from pipecat.workers.runner import WorkerRunner
+from pydantic import SecretStr
 
 from bot.config import Settings
 from bot.fake_services import InstantTTSService
 from bot.providers import create_llm, create_search
 from bot.knowledge import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase
 from bot.search import (
+    SearchError,
     TavilySearch,
     WebSearchTool,
     format_results,
@@ -233,12 +236,15 @@ async def test_llm_tool_call_searches_tavily_per_its_documented_api():
         assert tool.calls[0]["outcome"] == "ok"
 
 
-@pytest.mark.parametrize("fault", [Fault.HANG, Fault.HTTP_500])
+@pytest.mark.parametrize("fault", ["slow", Fault.HANG, Fault.HTTP_500])
 async def test_a_failing_or_hanging_search_gets_a_spoken_apology_and_ends_the_turn(fault):
-    async with GroqPeer(api_key=GROQ_KEY) as groq, TavilyPeer(api_key=TAVILY_KEY) as tavily:
+    # "slow": an include_answer search that takes longer than SEARCH_TIMEOUT_SECS.
+    slow = dict(answer_latency_secs=3.0) if fault == "slow" else {}
+    async with GroqPeer(api_key=GROQ_KEY) as groq, TavilyPeer(api_key=TAVILY_KEY, **slow) as tavily:
         settings = search_settings(groq, tavily, search_timeout_secs=1.0)
         tool = make_tool(settings)
-        tavily.faults.inject(fault)
+        if fault != "slow":
+            tavily.faults.inject(fault)
         groq.reply_tool_call("web_search", {"query": "Brightline outage today"})
         groq.reply_text("This must never be said: the turn ends with the apology.")
 
@@ -248,8 +254,8 @@ async def test_a_failing_or_hanging_search_gets_a_spoken_apology_and_ends_the_tu
             # No second LLM request follows the failure: the apology closed the turn.
             await until(lambda: len(tavily.searches) == 1, WAIT, "search request")
 
-        assert tool.calls[0]["outcome"] == ("timeout" if fault is Fault.HANG else "error")
-        if fault is Fault.HANG:
+        assert tool.calls[0]["outcome"] == ("error" if fault is Fault.HTTP_500 else "timeout")
+        if fault is not Fault.HTTP_500:
             # Our SEARCH_TIMEOUT_SECS (1 s) gave up on it, not Pipecat's backstop (6 s),
             # which would have cancelled the handler without a word.
             assert 1000 <= tool.calls[0]["ms"] < 6000, tool.calls
@@ -259,6 +265,63 @@ async def test_a_failing_or_hanging_search_gets_a_spoken_apology_and_ends_the_tu
         # The apology is in the context as the bot's own words.
         assert any(m["role"] == "assistant" and "couldn't look that up" in (m.get("content") or "")
                    for m in context.messages)
+
+
+TAVILY_FAILURES = {
+    "rate_limited": ({"kind": Fault.HTTP_429}, "rate limit"),
+    "plan_limit_432": ({"kind": Fault.HTTP_432}, "plan's set usage limit"),
+    "pay_as_you_go_limit_433": ({"kind": Fault.HTTP_433}, "pay-as-you-go limit"),
+    "server_error": ({"kind": Fault.HTTP_500}, "HTTP 500"),
+    "not_json": ({"kind": Fault.MALFORMED}, "not JSON"),
+    "wrong_shape": ({"kind": Fault.MALFORMED, "variant": "schema"}, "unexpected payload"),
+    "dropped": ({"kind": Fault.DISCONNECT}, "unreachable"),
+}
+
+
+@pytest.mark.parametrize("failure", list(TAVILY_FAILURES))
+async def test_tavily_failures_are_clear_search_errors(failure):
+    """Our client (tavily-python underneath) turns each documented failure into a
+    SearchError that says what happened; the tool then apologises (test above)."""
+    spec, says = TAVILY_FAILURES[failure]
+    async with TavilyPeer(api_key=TAVILY_KEY, latency_secs=0, answer_latency_secs=0) as tavily:
+        tavily.faults.inject(**spec, times=1)
+        backend = create_search(search_settings_for(tavily))
+        with pytest.raises(SearchError, match=re.escape(says)):
+            await backend.search("Brightline outage")
+        # The next search, with no fault, works: nothing is left broken.
+        assert await backend.search("Brightline outage")
+
+
+async def test_tavily_rejects_a_bad_key_clearly():
+    async with TavilyPeer(api_key=TAVILY_KEY) as tavily:
+        settings = search_settings_for(tavily).model_copy(update={"tavily_api_key": SecretStr("x")})
+        with pytest.raises(SearchError, match="rejected TAVILY_API_KEY"):
+            await create_search(settings).search("anything")
+        assert not tavily.searches
+
+
+async def test_tavily_client_speaks_the_documented_request():
+    async with TavilyPeer(api_key=TAVILY_KEY) as tavily:
+        tavily.add_results(
+            "Brightline CEO",
+            [{"title": "Leadership", "url": "https://example.com/ceo", "content": " Marta Q. "}],
+            answer="Marta Quintela.",
+        )
+        results = await create_search(search_settings_for(tavily)).search("Brightline CEO")
+    assert [(r.title, r.content, r.url) for r in results] == [
+        ("Answer", "Marta Quintela.", ""),
+        ("Leadership", "Marta Q.", "https://example.com/ceo"),
+    ]
+    (request,) = tavily.requests
+    assert request.headers["Authorization"] == f"Bearer {TAVILY_KEY}"
+    assert request.headers["X-Client-Source"] == "tavily-python"  # through the library
+
+
+def search_settings_for(tavily: TavilyPeer) -> Settings:
+    return Settings(
+        _env_file=None, search_provider="cloud", tavily_api_key=TAVILY_KEY,
+        tavily_base_url=tavily.base_url,
+    )
 
 
 def tool_message_in(context: LLMContext) -> dict | None:
@@ -320,3 +383,24 @@ async def test_a_search_that_finds_nothing_is_answered_without_the_tool():
         assert second["messages"][0] == {"role": "system", "content": settings.system_prompt}
         said = [f.text for f in pushed.of(TTSSpeakFrame)]
         assert said == [settings.search_filler, "Paris is the capital of France."]
+
+
+async def test_text_before_a_tool_call_is_not_followed_by_the_filler():
+    """Groq's models may say something before calling the tool ("Let me check that."):
+    that is the preamble; the filler on top of it would be said twice over."""
+    async with GroqPeer(api_key=GROQ_KEY) as groq:
+        settings = search_settings(groq)
+        tool = make_tool(settings)
+        groq.reply_tool_call(
+            "web_search", {"query": "Brightline loyalty programme"}, preamble="Let me check that."
+        )
+        groq.reply_text("It is called the Lantern Club.")
+
+        async with conversation(settings, tool, "What's Brightline's loyalty scheme?") as (pushed, _):
+            await until(lambda: "Lantern" in spoken(pushed), WAIT, "the answer")
+
+        assert [c["outcome"] for c in tool.calls] == ["ok"]
+        said = spoken(pushed)
+        assert said.count("Let me check that.") == 1, said
+        assert settings.search_filler not in said, said
+        assert said.index("Let me check") < said.index("Lantern")

@@ -8,6 +8,7 @@ web/session_routes.py).
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from pipecat.transports.smallwebrtc.request_handler import SmallWebRTCRequestHan
 
 from bot.config import Settings, Stage
 from bot.local_models import LocalModels
+from bot.model_check import warn_about_models
 from bot.pipeline import Session
 from bot.providers import create_search
 from web.admin import create_admin_router
@@ -40,7 +42,10 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         spawner.keep_spares()
+        # Configured cloud models that the providers no longer offer: said once, now.
+        app.state.model_check = asyncio.create_task(warn_about_models(settings))
         yield
+        app.state.model_check.cancel()
         await registry.cancel_all()
         await spawner.close()
         await webrtc.close()

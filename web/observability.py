@@ -128,7 +128,7 @@ class Metrics:
 
 class ProviderErrorObserver(BaseObserver):
     """Counts every `ErrorFrame` once, where it was raised, by stage and provider; and
-    every provider fallback (`ServiceFallbackFrame`, processors/fallback.py)."""
+    every provider fallback (`ServiceFallbackFrame`, processors/fallback/)."""
 
     def __init__(self, errors: Counter, providers: ProviderNames | None, fallbacks: Counter | None = None, **kwargs):
         super().__init__(observe_every_push=False, **kwargs)

@@ -6,21 +6,30 @@ bot for the room in a worker process, and returns what the browser needs to join
 
 from __future__ import annotations
 
+import time
+
 import aiohttp
 from fastapi import APIRouter, HTTPException, Request
 from loguru import logger
-from pipecat.transports.daily.utils import DailyRESTHelper, DailyRoomParams
-from pydantic import BaseModel
+from pipecat.transports.daily.utils import DailyRESTHelper, DailyRoomParams, DailyRoomProperties
+from pydantic import BaseModel, Field, ValidationError
 
 from bot.config import Settings
 from web.sessions import SessionLimitError, SessionRegistry
 from web.spawner import BotSpawner, SpawnError
 
+MIN_ROOM_SECS = 60
+MAX_ROOM_SECS = 24 * 3600
+
 
 class RoomRequest(BaseModel):
-    """Optional room settings; the default is a private room that expires in an hour."""
+    """Optional room settings; the default is a private room that expires in an hour.
 
-    expiry_secs: int = 3600
+    Bounded: a room shorter than a minute is useless, a negative one already expired, and
+    a room (and its bot process) is not kept for more than a day.
+    """
+
+    expiry_secs: int = Field(3600, ge=MIN_ROOM_SECS, le=MAX_ROOM_SECS)
 
 
 class RoomAnswer(BaseModel):
@@ -38,22 +47,29 @@ def rooms_router(settings: Settings, registry: SessionRegistry, spawner: BotSpaw
         if not settings.daily_api_key or not settings.daily_api_key.get_secret_value():
             raise HTTPException(503, "Daily rooms are not configured: set DAILY_API_KEY")
         body = await request.body()
-        params = RoomRequest.model_validate_json(body) if body.strip() else RoomRequest()
+        try:
+            params = RoomRequest.model_validate_json(body) if body.strip() else RoomRequest()
+        except ValidationError as e:
+            raise HTTPException(422, e.errors(include_url=False, include_input=False)) from e
         try:
             registry.reserve()
         except SessionLimitError as e:
             raise HTTPException(503, str(e)) from e
         try:
-            async with aiohttp.ClientSession() as http:
+            timeout = aiohttp.ClientTimeout(total=settings.daily_api_timeout_secs)
+            async with aiohttp.ClientSession(timeout=timeout) as http:
                 daily = DailyRESTHelper(
                     daily_api_key=settings.daily_api_key.get_secret_value(),
                     daily_api_url=settings.daily_api_url,
                     aiohttp_session=http,
                 )
-                import time
-
+                # Participants (the bot included) are removed when the room expires, as
+                # Pipecat's own runner does: an expired room must not keep a bot talking.
+                properties = DailyRoomProperties(
+                    exp=time.time() + params.expiry_secs, eject_at_room_exp=True
+                )
                 room = await daily.create_room(
-                    DailyRoomParams(privacy="private", properties={"exp": time.time() + params.expiry_secs})
+                    DailyRoomParams(privacy="private", properties=properties)
                 )
                 bot_token = await daily.get_token(room.url, params.expiry_secs, owner=True)
                 user_token = await daily.get_token(room.url, params.expiry_secs, owner=False)

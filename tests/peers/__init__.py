@@ -7,14 +7,16 @@ the providers.
 
 | module | provider | protocol |
 |---|---|---|
-| `deepgram` | Deepgram live STT | WebSocket `/v1/listen` |
+| `deepgram` | Deepgram live STT | WebSocket `/v1/listen`, HTTP `/v1/models` |
 | `groq` | Groq chat completions | HTTP + SSE `/openai/v1/chat/completions`, `/openai/v1/models` |
-| `cartesia` | Cartesia TTS | WebSocket `/tts/websocket` |
+| `cartesia` | Cartesia TTS (API 2026-03-01) | WebSocket `/tts/websocket`, HTTP `/models` |
 | `tavily` | Tavily search | HTTP `POST /search` |
 | `daily` | Daily REST | HTTP `/rooms`, `/rooms/{name}`, `/meeting-tokens` |
 
 Each peer binds 127.0.0.1 on an ephemeral port (`base_url`, `ws_url`), records what it
-received, takes scripted answers, and injects faults (`peer.faults`, see `faults.py`).
+received, takes scripted answers, and injects faults (`peer.faults`, see `faults.py`) and
+each provider's own failures (its module doc). Each module names, at its top, the doc
+pages it follows and when they were read.
 """
 
 from tests.peers.cartesia import CartesiaPeer

@@ -1,8 +1,13 @@
 """Cartesia TTS over a loopback WebSocket (`/tts/websocket`).
 
-Implements, after Cartesia's API reference (docs.cartesia.ai: "TTS — WebSocket",
-"Contexts" / "Stream inputs using continuations", "Compare TTS endpoints"), API version
-2026-03-01 as pinned by `pipecat.services.cartesia.tts`:
+Follows (as read 2026-12-04) https://docs.cartesia.ai/api-reference/tts/websocket,
+https://docs.cartesia.ai/use-the-api/tts-websocket/contexts ("Contexts automatically
+expire 1 second after the last audio output is streamed out"; no input after that),
+https://docs.cartesia.ai/use-the-api/compare-tts-endpoints,
+https://docs.cartesia.ai/api-reference/models/list (`GET /models`) and the error format
+of API version 2026-03-01 (as pinned by `pipecat.services.cartesia.tts`):
+`{type: "error", done, status_code, error_code, title, message, request_id,
+context_id?}`, `context_id` only when the error concerns one:
 
 - `GET /tts/websocket` upgraded to a WebSocket. Credentials either as headers
   (`X-API-Key`, `Cartesia-Version`, which Pipecat sends) or as the query parameters
@@ -16,7 +21,11 @@ Implements, after Cartesia's API reference (docs.cartesia.ai: "TTS — WebSocket
   rate: a NON-SILENT tone whose length grows with the text, `secs_per_char`),
   `timestamps` messages (`word_timestamps: {words, start, end}`, seconds from the
   context's start) when `add_timestamps` is set, and one `done` per finished context.
-  An invalid request gets an `error` message (`done: true`, `status_code: 400`).
+  An invalid request gets an `error` (400 `invalid_request`); an input on a context that
+  expired (`expiry_secs` after its last audio) a 400 `context_expired`; the next
+  `refuse_contexts` new contexts a 429 `concurrency_limited` (the account's concurrency
+  used up, e.g. by other sessions), all with `context_id`.
+  `error_without_context()` sends an error with no `context_id` on every connection.
 - Cancellation: `{"context_id": ..., "cancel": true}` stops that context's output at
   once: no further `chunk`, `timestamps` or `done` for it.
 
@@ -31,6 +40,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,12 +67,22 @@ class CartesiaContext:
     done: bool = False
     finished_input: bool = False
     audio_secs: float = 0.0  # audio generated so far: where the next word starts
+    last_audio_at: float | None = None  # when its last chunk went out
+    generating: bool = False
+    expiry_secs: float = 1.0
+    rejected: list[str] = field(default_factory=list)  # inputs refused (expired)
     queue: asyncio.Queue = field(default_factory=asyncio.Queue, repr=False)
     task: asyncio.Task | None = field(default=None, repr=False)
 
     @property
     def text(self) -> str:
         return "".join(self.texts)
+
+    @property
+    def expired(self) -> bool:
+        idle = self.last_audio_at is not None and not self.generating
+        return idle and time.monotonic() - self.last_audio_at >= self.expiry_secs
+
 
 
 class CartesiaPeer(PeerServer):
@@ -76,8 +97,15 @@ class CartesiaPeer(PeerServer):
         chunk_delay: float = 0.0,
         frequency: float = 330.0,
         hold_after_chunks: int | None = None,
+        expiry_secs: float = 1.0,
+        refuse_contexts: int = 0,
+        models: tuple[str, ...] = ("sonic-3", "sonic-3.5", "sonic-2", "sonic-turbo"),
     ):
         super().__init__(api_key=api_key)
+        self.expiry_secs = expiry_secs
+        self.refuse_contexts = refuse_contexts
+        self.models = models
+        self._outs: list[FaultyStream] = []
         self.secs_per_char = secs_per_char
         self.chunk_secs = chunk_secs
         self.chunk_delay = chunk_delay
@@ -88,6 +116,7 @@ class CartesiaPeer(PeerServer):
         self.cancels: list[str] = []
         self.connections: list[dict] = []  # handshake query and headers
         self.errors_sent: list[dict] = []
+        self.refused: list[str] = []  # contexts refused with concurrency_limited
 
     def release_holds(self) -> None:
         self.holds_released.set()
@@ -100,9 +129,25 @@ class CartesiaPeer(PeerServer):
 
     def setup_routes(self, app: web.Application) -> None:
         app.router.add_get("/tts/websocket", self._websocket)
+        app.router.add_get("/models", self._models)
 
     def error_body(self, status: int, message: str) -> dict:
         return {"error": message, "status_code": status}
+
+    async def _models(self, request: web.Request):
+        await self.record(request)
+        key = request.headers.get("X-API-Key") or self.bearer(request)
+        if not self.key_ok(key):
+            return self.error_response(401, "Invalid API key")
+        if not request.headers.get("Cartesia-Version"):
+            return self.error_response(400, "Cartesia-Version header required")
+        data = [{"id": m, "capability": "tts"} for m in self.models]
+        return web.json_response({"data": data})
+
+    async def error_without_context(self, status: int = 400, code: str = "invalid_request"):
+        """An error tied to no context, on every open connection (API 2026-03-01)."""
+        for out in list(self._outs):
+            await self._error(out, None, "Something went wrong with this request.", status, code)
 
     # --- the connection -------------------------------------------------------------------
 
@@ -125,6 +170,7 @@ class CartesiaPeer(PeerServer):
             self, ws, request, spec, wrong_shape={"type": "chunk", "context_id": None}
         )
         mine: list[CartesiaContext] = []
+        self._outs.append(out)
         try:
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
@@ -134,6 +180,7 @@ class CartesiaPeer(PeerServer):
             for ctx in mine:
                 if ctx.task and not ctx.task.done():
                     ctx.task.cancel()
+            self._outs.remove(out)
             self.forget_ws(ws)
             await self.changed()
         return ws
@@ -159,13 +206,25 @@ class CartesiaPeer(PeerServer):
             await self._error(out, context_id, problem)
             return
         ctx = self.contexts.get(context_id)
+        if ctx is not None and ctx.expired and not ctx.finished_input:
+            ctx.rejected.append(msg.get("transcript", ""))
+            await self._error(out, context_id, "Context has expired.", 400, "context_expired")
+            return
         if ctx is None or ctx.done:
+            if self.refuse_contexts > 0:
+                self.refuse_contexts -= 1
+                self.refused.append(context_id)
+                await self._error(
+                    out, context_id, "Too many concurrent requests.", 429, "concurrency_limited"
+                )
+                return
             ctx = CartesiaContext(
                 context_id=context_id,
                 model_id=msg["model_id"],
                 voice=msg["voice"],
                 output_format=msg["output_format"],
                 add_timestamps=bool(msg.get("add_timestamps")),
+                expiry_secs=self.expiry_secs,
             )
             self.contexts[context_id] = ctx
             mine.append(ctx)
@@ -202,14 +261,21 @@ class CartesiaPeer(PeerServer):
             return "transcript must be a string"
         return None
 
-    async def _error(self, out: FaultyStream, context_id, message: str) -> None:
+    async def _error(
+        self, out: FaultyStream, context_id, message: str, status=400, code="invalid_request"
+    ) -> None:
+        titles = {400: "Invalid request", 429: "Too many requests", 500: "Internal error"}
         payload = {
             "type": "error",
-            "context_id": context_id,
-            "status_code": 400,
             "done": True,
-            "error": message,
+            "status_code": status,
+            "error_code": code,
+            "title": titles.get(status, "Error"),
+            "message": message,
+            "request_id": str(uuid.uuid4()),
         }
+        if context_id:
+            payload["context_id"] = context_id
         self.errors_sent.append(payload)
         await out.send(payload)
         await self.changed()
@@ -221,7 +287,11 @@ class CartesiaPeer(PeerServer):
             while True:
                 transcript, more = await ctx.queue.get()
                 if transcript.strip():
-                    await self._speak(out, ctx, transcript)
+                    ctx.generating = True
+                    try:
+                        await self._speak(out, ctx, transcript)
+                    finally:
+                        ctx.generating = False
                 if not more:
                     done = {"type": "done", "done": True, "status_code": 206}
                     if await out.send({**done, "context_id": ctx.context_id}):
@@ -279,6 +349,7 @@ class CartesiaPeer(PeerServer):
             if sent:
                 ctx.chunks_sent += 1
                 ctx.audio_bytes_sent += len(piece)
+                ctx.last_audio_at = time.monotonic()
             await self.changed()
 
     def waveform(self, secs: float, rate: int, offset: float, encoding: str) -> np.ndarray:

@@ -1,11 +1,16 @@
 """Daily REST API (rooms and meeting tokens) over loopback HTTP.
 
-Implements, after Daily's REST API reference (docs.daily.co/reference/rest-api: "Create
-room", "Get room configuration", "Delete room", "Create meeting token") and the models
-Pipecat's `DailyRESTHelper` parses (`pipecat.transports.daily.utils`):
+Follows (as read 2026-12-04): https://docs.daily.co/reference/rest-api (auth and errors),
+https://docs.daily.co/reference/rest-api/rooms/create-room, .../rooms/config (room
+properties: `exp`, `eject_at_room_exp`, ...), .../rooms/get-room-config,
+.../rooms/delete-room, https://docs.daily.co/reference/rest-api/meeting-tokens/create-meeting-token,
+and the models Pipecat's `DailyRESTHelper` parses (`pipecat.transports.daily.utils`):
 
-- Auth: `Authorization: Bearer <key>`; missing or bad → HTTP 401
+- Auth: `Authorization: Bearer <key>`. No header at all → HTTP 400
+  `{"error": "authorization-header-error", ...}`; a bad key → HTTP 401
   `{"error": "authentication-error", "info": ...}`.
+- Room properties are checked as Daily checks them: `exp` a Unix time in the future,
+  booleans (`eject_at_room_exp`, ...) booleans; a bad one → HTTP 400.
 - `POST /rooms` with optional `name` (only `[A-Za-z0-9_-]`, at most 128 characters,
   random by default), `privacy` ("public" | "private", default "public") and
   `properties`; returns the room object `{id, name, api_created, privacy, url,
@@ -71,6 +76,12 @@ class DailyPeer(PeerServer):
     async def _start(self, request: web.Request):
         """Record, authenticate and apply a fault: (body, spec, early response)."""
         rec = await self.record(request)
+        if "Authorization" not in request.headers:
+            missing = web.json_response(
+                {"error": "authorization-header-error", "info": "Authorization header missing"},
+                status=400,
+            )
+            return rec.body, None, missing
         if not self.bearer(request) or not self.key_ok(self.bearer(request)):
             rejected = self.error_response(401, "authorization header missing or invalid")
             return rec.body, None, rejected
@@ -99,6 +110,9 @@ class DailyPeer(PeerServer):
             return self.error_response(400, "privacy must be 'public' or 'private'")
         if not isinstance(properties, dict):
             return self.error_response(400, "properties must be an object")
+        problem = self._invalid_properties(properties)
+        if problem:
+            return self.error_response(400, problem)
         if name in self.rooms:
             return self.error_response(400, f"a room named {name} already exists")
         room = {
@@ -113,6 +127,16 @@ class DailyPeer(PeerServer):
         self.rooms[name] = room
         await self.changed()
         return self._json(room, spec)
+
+    @staticmethod
+    def _invalid_properties(properties: dict) -> str | None:
+        exp = properties.get("exp")
+        if exp is not None and (not isinstance(exp, (int, float)) or exp <= time.time()):
+            return f"exp must be a Unix time in the future, not {exp!r}"
+        for flag in ("eject_at_room_exp", "enable_chat", "enable_prejoin_ui", "start_video_off"):
+            if flag in properties and not isinstance(properties[flag], bool):
+                return f"{flag} must be a boolean"
+        return None
 
     async def _get_room(self, request: web.Request):
         _, spec, response = await self._start(request)

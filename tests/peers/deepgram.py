@@ -1,28 +1,41 @@
 """Deepgram live streaming STT (Nova, `/v1/listen`) over a loopback WebSocket.
 
-Implements, after Deepgram's public docs (developers.deepgram.com: "Live Audio" API
-reference, "Configure Endpointing and Interim Results", "Utterance End", "Finalize",
-"Close Stream", "Audio Keep Alive") and the message schemas of deepgram-sdk v7
-(`deepgram.listen.v1.types`):
+Follows (as read 2026-12-04) developers.deepgram.com: https://developers.deepgram.com/
+reference/speech-to-text/listen-streaming (the live API), .../docs/understand-endpointing-
+interim-results (endpointing, default 10 ms; several `is_final` results per utterance),
+.../docs/utterance-end, .../docs/finalize ("not guaranteed" to be answered with
+`from_finalize: true`), .../docs/close-stream, .../docs/audio-keep-alive,
+.../docs/errors (429 on the handshake: the concurrency limit), .../reference/
+management-api/models/list (`GET /v1/models`), and the message schemas of deepgram-sdk
+v7 (`deepgram.listen.v1.types`):
 
 - `GET /v1/listen` upgraded to a WebSocket; query parameters as the SDK sends them
   (`model`, `encoding=linear16`, `sample_rate`, `channels`, `interim_results`,
   `endpointing`, `utterance_end_ms`, `punctuate`, `smart_format`, ...); auth header
-  `Authorization: Token <key>` (or `Bearer <token>`); a bad key is refused with HTTP 401.
+  `Authorization: Token <key>` (or `Bearer <token>`); a bad key is refused with HTTP 401,
+  an unknown model with HTTP 400, and `Fault.HTTP_429` is the concurrency limit.
 - Binary frames: raw linear16 PCM. The peer cannot recognise speech: it measures energy
-  (RMS per 20 ms of audio, in audio time, not wall-clock time) and plays a queue of
-  scripted transcripts. While speech energy lasts it sends interim `Results`
-  (`is_final: false`, a growing prefix of the scripted words) every `interim_every_ms` of
-  speech; after `endpointing` ms (default 300) of silence it sends the final `Results`
-  (`is_final: true, speech_final: true`), and, when `utterance_end_ms` was requested,
-  an `UtteranceEnd` once that much silence follows the last word.
+  (RMS per 20 ms of audio, in audio time) and plays a queue of scripted transcripts, one
+  per utterance (speech up to `utterance_gap_ms`, 300, of silence), its words revealed as
+  the speech goes on (`ms_per_word`; any left at the utterance's end). Interim
+  `Results` (`is_final: false`) every `interim_every_ms` of speech; at every endpoint
+  (`endpointing` ms, 10 by default as Deepgram's, after a pause its VAD hears: `pause_ms`
+  of low energy, not the gaps between words) a final (`is_final: true,
+  speech_final: true`) with the words heard since the last final, so one utterance often
+  gets several finals; `final_every_ms` also finalizes long stretches of speech. After
+  `utterance_gap_ms` the words left are finalized, and `UtteranceEnd` follows when
+  `utterance_end_ms` was requested.
+  `lose_tails=N`: the next N utterances get their periodic finals (`final_every_ms`)
+  only: the words after the last one are never finalized, a `Finalize` gets no answer.
 - Text frames: `{"type": "KeepAlive"}` (no reply), `{"type": "Finalize"}` (the open
-  utterance is finalised at once with `from_finalize: true`; with nothing open, an empty
-  final with `from_finalize: true`), `{"type": "CloseStream"}` (flush, then a `Metadata`
-  summary, then a normal 1000 close). An unparsable text frame gets an `Error` message
-  (`variant: SchemaError`).
+  utterance is finalised at once with `from_finalize: true` — unless
+  `confirm_finalize=False`: not answered at all), `{"type": "CloseStream"}` (flush, then
+  a `Metadata` summary, then a normal 1000 close). An unparsable text frame gets an
+  `Error` message (`variant: SchemaError`).
 - No audio and no KeepAlive for `idle_timeout` seconds (10 by default, as documented)
   closes the socket with code 1011 and reason `NET-0001`.
+- `GET /v1/models`: `{"stt": [{name, canonical_name, architecture, languages, ...}],
+  "tts": [...]}`.
 
 The URL layout matches what `DeepgramSTTService(base_url=peer.ws_url)` requests: Pipecat's
 `_derive_deepgram_urls` keeps `ws://` for an insecure base URL and the SDK appends
@@ -44,6 +57,7 @@ from aiohttp import WSMsgType, web
 from tests.peers._server import FaultyStream, PeerServer
 
 WINDOW_SECS = 0.02
+DEFAULT_MODELS = ("nova-3", "nova-3-general", "nova-3-medical", "nova-2", "nova-2-general")
 
 
 @dataclass
@@ -78,9 +92,19 @@ class _Utterance:
     text: str
     start: float
     words_shown: int = 0
+    words_final: int = 0  # words already sent in a final
+    speech_ms: float = 0.0
     speech_ms_since_interim: float = 0.0
+    speech_ms_since_final: float = 0.0
     silence_ms: float = 0.0
+    endpointed: bool = False  # a final went out at the current pause
+    lose_tail: bool = False
+    segment_start: float = 0.0
     last_speech_end: float = 0.0
+
+    @property
+    def words(self) -> list[str]:
+        return self.text.split()
 
 
 class DeepgramPeer(PeerServer):
@@ -92,16 +116,30 @@ class DeepgramPeer(PeerServer):
         *,
         api_key: str | None = None,
         rms_threshold: float = 400.0,
-        endpointing_ms: float = 300.0,
+        endpointing_ms: float = 10.0,
+        pause_ms: float = 150.0,
+        utterance_gap_ms: float = 300.0,
+        ms_per_word: float = 200.0,
         interim_every_ms: float = 200.0,
+        final_every_ms: float | None = None,
+        confirm_finalize: bool = True,
+        lose_tails: int = 0,
         idle_timeout: float | None = 10.0,
+        models: tuple[str, ...] = DEFAULT_MODELS,
     ):
         super().__init__(api_key=api_key)
         self.transcripts: deque[str] = deque(transcripts)
         self.rms_threshold = rms_threshold
         self.endpointing_ms = endpointing_ms
+        self.pause_ms = pause_ms
+        self.utterance_gap_ms = utterance_gap_ms
+        self.ms_per_word = ms_per_word
         self.interim_every_ms = interim_every_ms
+        self.final_every_ms = final_every_ms
+        self.confirm_finalize = confirm_finalize
+        self.lose_tails = lose_tails
         self.idle_timeout = idle_timeout
+        self.models = models
         self.connections: list[DeepgramConnection] = []
 
     def script(self, *texts: str) -> None:
@@ -110,6 +148,32 @@ class DeepgramPeer(PeerServer):
 
     def setup_routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/listen", self._listen)
+        app.router.add_get("/v1/models", self._models)
+
+    async def _models(self, request: web.Request):
+        await self.record(request)
+        if not self.key_ok(self._key(request)):
+            return self.error_response(401, "Invalid credentials.")
+        arch = {"nova-3": "nova-3", "nova-2": "nova-2"}
+        stt = [
+            {
+                "name": m.split("-")[-1] if m.count("-") > 1 else "general",
+                "canonical_name": m,
+                "architecture": next((a for a in arch if m.startswith(a)), m),
+                "languages": ["en"],
+                "version": "2025-01-01.0",
+                "uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, m)),
+                "batch": True,
+                "streaming": True,
+            }
+            for m in self.models
+        ]
+        return web.json_response({"stt": stt, "tts": []})
+
+    @staticmethod
+    def _key(request: web.Request) -> str | None:
+        auth = request.headers.get("Authorization", "")
+        return auth.split(" ", 1)[1] if auth.startswith(("Token ", "Bearer ")) else None
 
     def error_body(self, status: int, message: str) -> dict:
         return {
@@ -121,8 +185,7 @@ class DeepgramPeer(PeerServer):
     # --- the session ----------------------------------------------------------------------
 
     async def _listen(self, request: web.Request):
-        auth = request.headers.get("Authorization", "")
-        key = auth.split(" ", 1)[1] if auth.startswith(("Token ", "Bearer ")) else None
+        key = self._key(request)
         conn = DeepgramConnection(dict(request.query), dict(request.headers))
         self.connections.append(conn)
         await self.changed()
@@ -132,6 +195,9 @@ class DeepgramPeer(PeerServer):
         if conn.query.get("encoding", "linear16") != "linear16":
             conn.closed_by = "rejected"
             return self.error_response(400, "this peer only speaks linear16")
+        if conn.query.get("model", "nova-3") not in self.models:
+            conn.closed_by = "rejected"
+            return self.error_response(400, f"No such model: {conn.query.get('model')}")
         spec, response = await self.ws_handshake_fault(request)
         if response is not None:
             conn.closed_by = "fault"
@@ -211,27 +277,47 @@ class _Session:
 
     async def on_window(self, speech: bool) -> None:
         step_ms = WINDOW_SECS * 1000
+        peer = self.peer
         if speech:
             if self.utt is None:
-                text = self.peer.transcripts.popleft() if self.peer.transcripts else ""
+                text = peer.transcripts.popleft() if peer.transcripts else ""
                 self.utt = _Utterance(text=text, start=self.now - WINDOW_SECS)
+                self.utt.segment_start = self.utt.start
+                if peer.lose_tails > 0:
+                    peer.lose_tails -= 1
+                    self.utt.lose_tail = True
                 self.last_word_end = None
             utt = self.utt
+            if utt.endpointed:  # speech again after a final: a new segment
+                utt.segment_start, utt.endpointed = self.now - WINDOW_SECS, False
             utt.silence_ms = 0.0
             utt.last_speech_end = self.now
+            utt.speech_ms += step_ms
             utt.speech_ms_since_interim += step_ms
-            if self.interim and utt.speech_ms_since_interim >= self.peer.interim_every_ms:
+            utt.speech_ms_since_final += step_ms
+            heard = int(utt.speech_ms / peer.ms_per_word) + 1
+            utt.words_shown = max(utt.words_shown, min(len(utt.words), heard))
+            if self.interim and utt.speech_ms_since_interim >= peer.interim_every_ms:
                 utt.speech_ms_since_interim = 0.0
-                words = utt.text.split()
-                # A growing prefix; the last word waits for the final.
-                utt.words_shown = min(utt.words_shown + 1, max(len(words) - 1, 1))
-                if words:
+                if utt.words_shown > utt.words_final:
                     await self.send_results(
-                        " ".join(words[: utt.words_shown]), is_final=False, speech_final=False
+                        " ".join(utt.words[utt.words_final : utt.words_shown]),
+                        is_final=False,
+                        speech_final=False,
+                        start=utt.segment_start,
                     )
+            if peer.final_every_ms and utt.speech_ms_since_final >= peer.final_every_ms:
+                await self.final_segment(speech_final=False, periodic=True)
         elif self.utt is not None:
-            self.utt.silence_ms += step_ms
-            if self.utt.silence_ms >= self.endpointing_ms:
+            utt = self.utt
+            utt.silence_ms += step_ms
+            # Deepgram's own VAD does not hear the gaps between words as silence: a
+            # pause is `pause_ms`, and endpointing counts from there.
+            pause = self.peer.pause_ms + self.endpointing_ms
+            if utt.silence_ms >= pause and not utt.endpointed:
+                utt.endpointed = True
+                await self.final_segment(speech_final=True)
+            if utt.silence_ms >= peer.utterance_gap_ms:
                 await self.finalize(speech_final=True)
         elif self.last_word_end is not None and self.utterance_end_ms is not None:
             if (self.now - self.last_word_end) * 1000 >= self.utterance_end_ms:
@@ -244,23 +330,47 @@ class _Session:
                 )
                 self.last_word_end = None
 
+    async def final_segment(
+        self, *, speech_final: bool, from_finalize: bool | None = None, periodic: bool = False
+    ):
+        """A final with the words heard since the last one (nothing if there are none).
+        An utterance losing its tail gets only its periodic finals."""
+        utt = self.utt
+        utt.speech_ms_since_final = 0.0
+        upto = utt.words_shown
+        if upto <= utt.words_final or (utt.lose_tail and not periodic):
+            return
+        words = utt.words[utt.words_final : upto]
+        utt.words_final = upto
+        await self.send_results(
+            " ".join(words),
+            is_final=True,
+            speech_final=speech_final,
+            from_finalize=from_finalize,
+            start=utt.segment_start,
+            end=utt.last_speech_end or self.now,
+        )
+        utt.segment_start = utt.last_speech_end or self.now
+        self.last_word_end = utt.last_speech_end
+
     async def finalize(self, *, speech_final: bool, from_finalize: bool | None = None) -> None:
-        utt, self.utt = self.utt, None
+        """The utterance ends: every word not finalized yet goes in one last final."""
+        utt = self.utt
         if utt is None:
             await self.send_results(
                 "", is_final=True, speech_final=False, from_finalize=from_finalize
             )
             return
-        end = utt.last_speech_end or self.now
-        await self.send_results(
-            utt.text,
-            is_final=True,
-            speech_final=speech_final,
-            from_finalize=from_finalize,
-            start=utt.start,
-            end=end,
-        )
-        self.last_word_end = end if utt.text else None
+        utt.words_shown = len(utt.words)
+        before = utt.words_final
+        await self.final_segment(speech_final=speech_final, from_finalize=from_finalize)
+        if utt.words_final == before and from_finalize:
+            # Nothing left to say: Deepgram still confirms the Finalize, empty.
+            await self.send_results(
+                "", is_final=True, speech_final=False, from_finalize=True
+            )
+        self.utt = None
+        self.last_word_end = (utt.last_speech_end or self.now) if utt.text else None
 
     # --- control messages -----------------------------------------------------------------
 
@@ -278,7 +388,8 @@ class _Session:
         if kind == "KeepAlive":
             return True
         if kind == "Finalize":
-            await self.finalize(speech_final=False, from_finalize=True)
+            if self.peer.confirm_finalize and not (self.utt and self.utt.lose_tail):
+                await self.finalize(speech_final=False, from_finalize=True)
             return True
         if kind == "CloseStream":
             if self.utt is not None:

@@ -12,8 +12,9 @@ A test arms a fault before (or during) a run::
 Each request (HTTP) or connection (WebSocket) takes at most one armed fault when it
 starts, so `times=1` means "the next request/connection only". On the wire:
 
-- HTTP_429 / HTTP_500: HTTP peers answer that status with the provider's error body
-  (429 with `Retry-After: retry_after`); WebSocket peers refuse the upgrade with it.
+- HTTP_429 / HTTP_432 / HTTP_433 / HTTP_500: HTTP peers answer that status with the
+  provider's error body (429 with `Retry-After: retry_after`, seconds as real providers
+  send); WebSocket peers refuse the upgrade with it.
 - SLOW_FIRST_BYTE: HTTP response headers wait `seconds`; on a WebSocket the first
   message waits `seconds` (`stage="handshake"`: the upgrade answer waits).
 - DISCONNECT: the TCP connection is dropped (no close frame, no final chunk) after
@@ -39,12 +40,14 @@ class Fault(StrEnum):
     SLOW_FIRST_BYTE = "slow_first_byte"
     DISCONNECT = "disconnect"
     HTTP_429 = "http_429"
+    HTTP_432 = "http_432"  # Tavily: the plan's usage limit
+    HTTP_433 = "http_433"  # Tavily: the pay-as-you-go limit
     HTTP_500 = "http_500"
     MALFORMED = "malformed"
     HANG = "hang"
 
 
-HTTP_STATUS = {Fault.HTTP_429: 429, Fault.HTTP_500: 500}
+HTTP_STATUS = {Fault.HTTP_429: 429, Fault.HTTP_432: 432, Fault.HTTP_433: 433, Fault.HTTP_500: 500}
 
 
 @dataclass
@@ -55,7 +58,8 @@ class FaultSpec:
     variant: str = "json"  # MALFORMED: "json" (unparsable) or "schema" (parsable, wrong shape)
     stage: str = "stream"  # WebSocket SLOW_FIRST_BYTE / HANG: "stream" or "handshake"
     times: int | None = None  # how many requests/connections it applies to; None: all
-    retry_after: float | None = 0.0  # HTTP_429: the Retry-After header (seconds); None: absent
+    # HTTP_429: the Retry-After header (seconds; providers say seconds, not 0); None: absent
+    retry_after: float | None = 7.0
 
     @property
     def status(self) -> int | None:

@@ -1,9 +1,14 @@
 """Groq's OpenAI-compatible chat completions API over loopback HTTP.
 
-Implements, after Groq's API reference (console.groq.com/docs/api-reference: "Chat —
-Create chat completion", "Models — List models") and the OpenAI chat completions wire
-format it mirrors (request body, `chat.completion` / `chat.completion.chunk` objects,
-server-sent events ending with `data: [DONE]`, streamed `delta.tool_calls` fragments):
+Follows (as read 2026-12-04) https://console.groq.com/docs/api-reference (chat
+completions, models), https://console.groq.com/docs/errors (error body; 429 with
+`retry-after` in seconds; a tool call that fails mid-stream arrives as an SSE `error`
+event with code `tool_use_failed` after a 200), https://console.groq.com/docs/tool-use,
+https://console.groq.com/docs/rate-limits and https://console.groq.com/docs/deprecations
+(`llama-3.3-70b-versatile` decommissioned 2026-08-16, replaced by `openai/gpt-oss-120b`),
+and the OpenAI chat completions wire format it mirrors (request body,
+`chat.completion` / `chat.completion.chunk`, server-sent events ending with
+`data: [DONE]`, streamed `delta.tool_calls` fragments):
 
 - `POST /openai/v1/chat/completions` (also `/v1/chat/completions`): `stream: true` sends
   SSE chunks — a first chunk with `delta.role`, content chunks token by token (with a
@@ -12,9 +17,16 @@ server-sent events ending with `data: [DONE]`, streamed `delta.tool_calls` fragm
   one `chat.completion`. Tool calls stream as `delta.tool_calls[{index, id, type,
   function: {name, arguments}}]` with the arguments split in fragments, and finish with
   `finish_reason: "tool_calls"`.
-- `GET /openai/v1/models` (also `/v1/models`): the model list.
+- `GET /openai/v1/models` (also `/v1/models`): the model list (`models`).
+- Models: a model in `decommissioned` gets HTTP 400 `model_decommissioned`, one not in
+  `models` HTTP 404 `model_not_found`, on every request.
 - Auth: `Authorization: Bearer <key>`; a bad key gets HTTP 401 with an OpenAI-style
   error body (`invalid_api_key`). A body without `model` or `messages` gets HTTP 400.
+- `reply_tool_call(..., preamble="Let me check.")`: text streamed before the tool call
+  in the same response, as Groq's models do.
+- `reply_midstream_error(after_text=...)`: HTTP 200, some content, then `data:
+  {"error": {"message", "type", "code": "tool_use_failed", "failed_generation"}}` and
+  the stream ends (no `[DONE]`).
 
 Replies are scripted: a queue of `TextReply` / `ToolCallReply`, one per completion
 request. Every request body is recorded in `completions` (so a test can check that a tool
@@ -36,7 +48,13 @@ from aiohttp import web
 from tests.peers._server import PeerServer
 from tests.peers.faults import Fault, malformed_payload
 
-DEFAULT_MODELS = ("llama-3.3-70b-versatile", "openai/gpt-oss-120b")
+DEFAULT_MODELS = (
+    "openai/gpt-oss-120b",
+    "openai/gpt-oss-20b",
+    "llama-3.1-8b-instant",
+    "qwen/qwen3-32b",
+)
+DECOMMISSIONED = ("llama-3.3-70b-versatile", "llama3-70b-8192", "gemma2-9b-it")
 
 
 @dataclass
@@ -56,6 +74,15 @@ class ToolCall:
 class ToolCallReply:
     calls: list[ToolCall]
     token_delay: float | None = None
+    preamble: str = ""  # text streamed before the call, in the same response
+
+
+@dataclass
+class MidStreamError:
+    after_text: str = ""
+    code: str = "tool_use_failed"
+    message: str = "Failed to call a function. Please adjust your prompt."
+    token_delay: float | None = None
 
 
 def tokens(text: str) -> list[str]:
@@ -72,12 +99,16 @@ class GroqPeer(PeerServer):
         api_key: str | None = None,
         token_delay: float = 0.0,
         models: tuple[str, ...] = DEFAULT_MODELS,
+        decommissioned: tuple[str, ...] = DECOMMISSIONED,
+        check_models: bool = True,
         default_reply: str = "I have nothing scripted to say.",
     ):
         super().__init__(api_key=api_key)
-        self.replies: deque[TextReply | ToolCallReply] = deque()
+        self.replies: deque[TextReply | ToolCallReply | MidStreamError] = deque()
         self.token_delay = token_delay
         self.models = models
+        self.decommissioned = decommissioned
+        self.check_models = check_models
         self.default_reply = default_reply
         self.completions: list[dict] = []  # every chat completion request body, in order
         self.chunks_sent = 0
@@ -85,10 +116,15 @@ class GroqPeer(PeerServer):
     def reply_text(self, text: str, token_delay: float | None = None) -> None:
         self.replies.append(TextReply(text, token_delay))
 
-    def reply_tool_call(self, name: str, arguments: dict, call_id: str | None = None) -> ToolCall:
+    def reply_tool_call(
+        self, name: str, arguments: dict, call_id: str | None = None, preamble: str = ""
+    ) -> ToolCall:
         call = ToolCall(name, arguments, **({"id": call_id} if call_id else {}))
-        self.replies.append(ToolCallReply([call]))
+        self.replies.append(ToolCallReply([call], preamble=preamble))
         return call
+
+    def reply_midstream_error(self, after_text: str = "", **kwargs) -> None:
+        self.replies.append(MidStreamError(after_text, **kwargs))
 
     def setup_routes(self, app: web.Application) -> None:
         for prefix in ("/openai/v1", "/v1"):
@@ -98,6 +134,7 @@ class GroqPeer(PeerServer):
     def error_body(self, status: int, message: str) -> dict:
         kind, code = {
             401: ("invalid_request_error", "invalid_api_key"),
+            404: ("invalid_request_error", "model_not_found"),
             429: ("tokens", "rate_limit_exceeded"),
             500: ("internal_server_error", "internal_server_error"),
         }.get(status, ("invalid_request_error", None))
@@ -133,6 +170,19 @@ class GroqPeer(PeerServer):
         body = rec.body
         if not isinstance(body, dict) or "model" not in body or "messages" not in body:
             return self.error_response(400, "'model' and 'messages' are required")
+        model = body["model"]
+        if self.check_models and model in self.decommissioned:
+            error = {
+                "message": f"The model `{model}` has been decommissioned and is no longer "
+                "supported.",
+                "type": "invalid_request_error",
+                "code": "model_decommissioned",
+            }
+            return web.json_response({"error": error}, status=400)
+        if self.check_models and model not in self.models:
+            return self.error_response(
+                404, f"The model `{model}` does not exist or you do not have access to it."
+            )
         self.completions.append(body)
         await self.changed()
 
@@ -149,6 +199,9 @@ class GroqPeer(PeerServer):
     # --- non-streaming --------------------------------------------------------------------
 
     def _complete(self, body, reply, completion_id, spec):
+        if isinstance(reply, MidStreamError):
+            error = {"message": reply.message, "type": "invalid_request_error", "code": reply.code}
+            return web.json_response({"error": error}, status=400)
         if isinstance(reply, ToolCallReply):
             message = {
                 "role": "assistant",
@@ -207,7 +260,20 @@ class GroqPeer(PeerServer):
 
         delay = reply.token_delay if reply.token_delay is not None else self.token_delay
         chunks: list[dict] = [chunk({"role": "assistant", "content": ""})]
-        if isinstance(reply, ToolCallReply):
+        failure = None
+        if isinstance(reply, MidStreamError):
+            chunks.extend(chunk({"content": t}) for t in tokens(reply.after_text) if t)
+            failure = {
+                "error": {
+                    "message": reply.message,
+                    "type": "invalid_request_error",
+                    "code": reply.code,
+                    "failed_generation": '<function=web_search{"query": ',
+                }
+            }
+        elif isinstance(reply, ToolCallReply):
+            if reply.preamble:
+                chunks.extend(chunk({"content": t}) for t in tokens(reply.preamble))
             for index, call in enumerate(reply.calls):
                 chunks.append(
                     chunk(
@@ -233,8 +299,11 @@ class GroqPeer(PeerServer):
             finish = "stop"
         usage = self._usage(body, reply)
         x_groq = {"id": f"req_{uuid.uuid4().hex[:24]}", "usage": usage}
-        chunks.append(chunk({}, finish, x_groq=x_groq))
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if failure is not None:
+            chunks.append(failure)
+        else:
+            chunks.append(chunk({}, finish, x_groq=x_groq))
+        if failure is None and (body.get("stream_options") or {}).get("include_usage"):
             final = chunk({}, None, usage=usage)
             final["choices"] = []
             chunks.append(final)
@@ -256,16 +325,20 @@ class GroqPeer(PeerServer):
                 return response  # the client went away (e.g. an interruption)
             self.chunks_sent += 1
             await self.changed()
-        await response.write(b"data: [DONE]\n\n")
+        if failure is None:
+            await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
 
     @staticmethod
     def _usage(body: dict, reply) -> dict:
         prompt = sum(len(str(m.get("content") or "").split()) for m in body["messages"])
-        completion = (
-            len(tokens(reply.text)) if isinstance(reply, TextReply) else 8 * len(reply.calls)
-        )
+        if isinstance(reply, TextReply):
+            completion = len(tokens(reply.text))
+        elif isinstance(reply, ToolCallReply):
+            completion = 8 * len(reply.calls)
+        else:
+            completion = len(tokens(reply.after_text))
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,

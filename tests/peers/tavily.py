@@ -1,7 +1,9 @@
 """Tavily Search REST API over loopback HTTP.
 
-Implements, after Tavily's API reference (docs.tavily.com/api-reference: "Introduction"
-— base URL and `Authorization: Bearer tvly-...` — and "Search"):
+Follows (as read 2026-12-04): https://docs.tavily.com/documentation/api-reference/introduction
+(base URL, `Authorization: Bearer tvly-...`), https://docs.tavily.com/documentation/api-reference/
+endpoint/search (request, response, error codes) and https://docs.tavily.com/documentation/
+rate-limits, as spoken by tavily-python 0.8.5 (`AsyncTavilyClient.search`):
 
 - `POST /search` with a JSON body: `query` (required), `search_depth` ("basic" |
   "advanced" | "fast" | "ultra-fast"), `max_results` (0..20, default 5), `topic`,
@@ -11,8 +13,11 @@ Implements, after Tavily's API reference (docs.tavily.com/api-reference: "Introd
 - Response: `{query, answer, images, results: [{title, url, content, score,
   raw_content}], follow_up_questions, response_time, request_id}`; `answer` is null
   unless `include_answer` was requested.
-- Errors: HTTP 401 `{"detail": {"error": ...}}` for a missing or bad key, HTTP 400 for a
-  missing query or bad parameter.
+- Errors, each `{"detail": {"error": ...}}`: 401 for a missing or bad key, 400 for a
+  missing query or bad parameter, 429 (rate limit, `Retry-After`), 432 (the plan's usage
+  limit), 433 (the pay-as-you-go limit), 500 (`Fault.HTTP_*`).
+- Latency: real searches take time, more with `include_answer` (an LLM writes the answer):
+  `latency_secs` per search plus `answer_latency_secs` when an answer is asked for.
 
 Results are scripted per query (`add_results`), else generated from the query.
 """
@@ -33,8 +38,16 @@ DEPTHS = ("basic", "advanced", "fast", "ultra-fast")
 class TavilyPeer(PeerServer):
     name = "tavily"
 
-    def __init__(self, *, api_key: str | None = None):
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        latency_secs: float = 0.3,
+        answer_latency_secs: float = 0.7,
+    ):
         super().__init__(api_key=api_key)
+        self.latency_secs = latency_secs
+        self.answer_latency_secs = answer_latency_secs
         self.scripted: dict[str, dict] = {}  # query -> {"results": [...], "answer": str}
         self.searches: list[dict] = []  # every accepted search request body
 
@@ -45,7 +58,13 @@ class TavilyPeer(PeerServer):
         app.router.add_post("/search", self._search)
 
     def error_body(self, status: int, message: str) -> dict:
-        return {"detail": {"error": message}}
+        documented = {
+            429: "Your request has been blocked due to excessive requests.",
+            432: "This request exceeds your plan's set usage limit. Please upgrade your plan.",
+            433: "This request exceeds the pay-as-you-go limit. You can increase your limit "
+            "on the Tavily dashboard.",
+        }
+        return {"detail": {"error": documented.get(status, message)}}
 
     async def _search(self, request: web.Request):
         rec = await self.record(request)
@@ -69,6 +88,8 @@ class TavilyPeer(PeerServer):
             return response
 
         started = time.monotonic()
+        answering = bool(body.get("include_answer"))
+        await self.faults.sleep(self.latency_secs + self.answer_latency_secs * answering)
         query = body["query"]
         scripted = self.scripted.get(query)
         results = (
