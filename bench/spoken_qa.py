@@ -8,8 +8,8 @@
 The items are `bench/spoken_qa.yaml` (general knowledge, arithmetic, definitions, advice,
 stories and jokes, follow-ups, the knowledge base's topics and general questions that share
 its words). In `voice` mode (the yardstick) each is spoken by every voice (bench/voices.py:
-Piper joe, the bot's own voice, and voices unlike it), clean and with babble noise at 10 dB
-SNR, and streamed in real time over the real `/ws` endpoint of `python -m bot serve`, one
+Piper joe, the bot's own voice, and voices unlike it), clean and with noise at 10 dB SNR
+(white, pink or babble, a third of the utterances each), and streamed in real time over the real `/ws` endpoint of `python -m bot serve`, one
 session per item (a follow-up's lead-in first). Per voice and condition: transcript WER,
 answers right, refusals, knowledge-base leaks (bench/qa_judge.py: no LLM judges), and
 client-side voice-to-voice p50/p95 (the first bot audio after the last speech frame went out).
@@ -57,6 +57,8 @@ DEFAULT_VOICES = ["piper-joe", "flite-slt", "flite-awb", "espeak-us-f"]
 CONDITIONS = {"clean": None, "noisy": 10.0}  # babble noise at this SNR (dB)
 LEAD_IN_SECS = 0.6  # silence before each question, as a person draws breath
 NOISE_TAIL_SECS = 1.0  # the noisy room goes on after the words
+# Rooms differ: each utterance gets one of these (by its text), a third each.
+NOISE_KINDS = ("white", "pink", "babble")
 
 
 @dataclass
@@ -87,7 +89,8 @@ def spoken(item_text: str, voice: str, condition: str, piper) -> np.ndarray:
     if snr is None:
         return np.concatenate([room, words])
     audio = np.concatenate([room, words, tail])
-    return voices.add_noise(audio, snr, "babble", seed=zlib.crc32(item_text.encode()))
+    seed = zlib.crc32(item_text.encode())
+    return voices.add_noise(audio, snr, NOISE_KINDS[seed % len(NOISE_KINDS)], seed=seed)
 
 
 # --- text mode: the LLM alone --------------------------------------------------------------
