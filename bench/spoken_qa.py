@@ -54,7 +54,7 @@ from bench.common import (
 from bench.qa_judge import Item, judge, load_items
 
 DEFAULT_VOICES = ["piper-joe", "flite-slt", "flite-awb", "espeak-us-f"]
-CONDITIONS = {"clean": None, "noisy": 10.0}  # babble noise at this SNR (dB)
+CONDITIONS = {"clean": None, "noisy": 10.0}  # noise at this SNR (dB)
 LEAD_IN_SECS = 0.6  # silence before each question, as a person draws breath
 NOISE_TAIL_SECS = 1.0  # the noisy room goes on after the words
 # Rooms differ: each utterance gets one of these (by its text), a third each.
