@@ -143,13 +143,15 @@ class WindowedWhisper:
             ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])), to_cpu=False
         )
         budget = int(TOKENS_MIN + secs * TOKENS_PER_SEC)
+        prompt = self._prompt(vocabulary)
         result = self._model.model.generate(
             encoded,
-            [self._prompt(vocabulary)],
+            [prompt],
             beam_size=self._beam_size,
-            # CTranslate2 stops Whisper after max_length // 2 tokens here (measured): room
-            # for one token past the budget, so that "no end of text" shows as len > budget.
-            max_length=2 * (budget + 1),
+            # CTranslate2 stops Whisper after max_length // 2 tokens here (measured), the
+            # prompt's included: room for one token past the budget, so that "no end of
+            # text" shows as len > budget.
+            max_length=2 * (budget + 1 + len(prompt)),
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
