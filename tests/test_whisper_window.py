@@ -105,3 +105,21 @@ def test_audio_longer_than_any_window_goes_the_stock_way(models, speech):
     text = text_of(windowed, long_audio)
     assert windowed.windowed_runs == 0 and windowed.fallbacks == 0
     assert "dragon" in text.lower()
+
+
+def test_a_vocabulary_prompt_spells_the_names_and_keeps_every_word(models):
+    """WHISPER_VOCABULARY: the knowledge base's names as Whisper's prompt, on the short window."""
+    from bench import voices
+    from bot.knowledge import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase
+
+    if not voices.get("flite-slt").available():
+        pytest.skip("flite is not installed (`make test` installs it)")
+    audio = voices.synthesize("Who is the CEO of Brightline Telecom?", "flite-slt")
+    vocabulary = KnowledgeBase.shared(DEFAULT_KNOWLEDGE_DIR).vocabulary()
+    windowed = WindowedWhisper(models.whisper)
+    # As the eager passes transcribe: on the short window, even when unsure.
+    plain = text_of(windowed, audio, draft=True)
+    prompted = text_of(windowed, audio, vocabulary=vocabulary, draft=True)
+    assert (windowed.windowed_runs, windowed.fallbacks) == (2, 0)
+    assert "Brightline" not in plain, plain  # an unfamiliar name, heard as two words
+    assert "Brightline" in prompted and prompted.lower().rstrip("?. ").endswith("telecom"), prompted
