@@ -24,11 +24,21 @@ from bench import voices
 from bench.common import add_common_args, loadavg, markdown_table, report
 
 QUESTIONS = [
-    "What is the capital of France?", "How many legs does a spider have?", "Who wrote Romeo and Juliet?",
-    "What time does the shop close?", "Can you book a table for two?", "How far is the station from here?",
-    "What is the weather like tomorrow?", "Tell me a joke please.", "How do I reset my password?",
-    "Which bus goes to the airport?", "What is my account balance?", "Is the museum open on Sunday?",
-    "Play some relaxing music.", "How long does the pasta need to cook?", "Remind me to call my mother.",
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+    "Who wrote Romeo and Juliet?",
+    "What time does the shop close?",
+    "Can you book a table for two?",
+    "How far is the station from here?",
+    "What is the weather like tomorrow?",
+    "Tell me a joke please.",
+    "How do I reset my password?",
+    "Which bus goes to the airport?",
+    "What is my account balance?",
+    "Is the museum open on Sunday?",
+    "Play some relaxing music.",
+    "How long does the pasta need to cook?",
+    "Remind me to call my mother.",
     "What does this word mean?",
 ]
 ROOMS = {
@@ -52,7 +62,9 @@ def room_audio(questions, voice_names, level, kind, snr, seed=0):
         track += [speech, np.zeros(int(gap * RATE))]
         t += len(speech) / RATE + gap
     clean = np.concatenate(track)
-    noisy = voices.add_noise(np.clip(clean, -32768, 32767).astype(np.int16), snr, kind=kind, seed=seed)
+    noisy = voices.add_noise(
+        np.clip(clean, -32768, 32767).astype(np.int16), snr, kind=kind, seed=seed
+    )
     return noisy, spans
 
 
@@ -83,28 +95,59 @@ def run(args) -> tuple[str, dict]:
     from bot.local_models import LocalModels
 
     models = LocalModels(settings)
-    params = dict(confidence=settings.vad_confidence, start_secs=settings.vad_start_secs,
-                  stop_secs=settings.vad_stop_secs, min_volume=settings.vad_min_volume)
+    params = dict(
+        confidence=settings.vad_confidence,
+        start_secs=settings.vad_start_secs,
+        stop_secs=settings.vad_stop_secs,
+        min_volume=settings.vad_min_volume,
+    )
     questions = QUESTIONS[:4] if args.smoke else QUESTIONS
     voice_names = voices.UNFAMILIAR[:5]  # the chatter's six voices are these and one more
     rows, totals = [], {"fixed": [0, 0], "adaptive": [0, 0]}
     for room, spec in ROOMS.items():
         audio, spans = room_audio(questions, voice_names, spec["level"], spec["kind"], spec["snr"])
         for name, cls in (("fixed", SharedSileroVADAnalyzer), ("adaptive", AdaptiveVADAnalyzer)):
-            analyzer = cls(session=models.silero_session, executor=models.vad_executor, params=VADParams(**params))
+            analyzer = cls(
+                session=models.silero_session,
+                executor=models.vad_executor,
+                params=VADParams(**params),
+            )
             starts, speaking = vad_run(analyzer, audio)
             false = [s for s in starts if not any(a - 0.2 <= s <= b + 0.5 for a, b in spans)]
             # Speech the VAD heard where nobody asked anything (0.5 s of its stop allowed).
-            outside = 0.02 * sum(1 for t in speaking if not any(a - 0.2 <= t <= b + 0.5 for a, b in spans))
-            missed = [q for q, (a, b) in zip(questions, spans) if not any(a - 0.2 <= s <= b + 0.5 for s in starts)]
+            outside = 0.02 * sum(
+                1 for t in speaking if not any(a - 0.2 <= t <= b + 0.5 for a, b in spans)
+            )
+            missed = [
+                q
+                for q, (a, b) in zip(questions, spans)
+                if not any(a - 0.2 <= s <= b + 0.5 for s in starts)
+            ]
             totals[name][0] += len(false)
             totals[name][1] += len(missed)
             floor = getattr(analyzer, "noise_floor", None)
-            rows.append([room, name, len(false), f"{outside:.1f} s", f"{len(missed)}/{len(spans)}",
-                         "–" if floor is None else f"{floor:.2f} → bar {analyzer.params.min_volume:.2f}"])
+            rows.append(
+                [
+                    room,
+                    name,
+                    len(false),
+                    f"{outside:.1f} s",
+                    f"{len(missed)}/{len(spans)}",
+                    "–" if floor is None else f"{floor:.2f} → bar {analyzer.params.min_volume:.2f}",
+                ]
+            )
         print(f"  {room}: done", flush=True)
-    table = markdown_table(["room", "VAD", "false starts", "speech heard outside the questions",
-                            "missed questions", "noise floor → bar (0-1)"], rows)
+    table = markdown_table(
+        [
+            "room",
+            "VAD",
+            "false starts",
+            "speech heard outside the questions",
+            "missed questions",
+            "noise floor → bar (0-1)",
+        ],
+        rows,
+    )
     return table, totals
 
 
@@ -115,9 +158,19 @@ def main() -> None:
     load = loadavg()
     started = time.monotonic()
     table, totals = run(args)
-    verdicts = [f"- {name}: {f} false starts, {m} missed questions over the three rooms" for name, (f, m) in totals.items()]
-    report(args, "adaptive_vad", "Adaptive VAD", table=table, started_load=load, verdicts=verdicts,
-           heading=f"adaptive VAD; load average at start {load}; {time.monotonic() - started:.0f} s")
+    verdicts = [
+        f"- {name}: {f} false starts, {m} missed questions over the three rooms"
+        for name, (f, m) in totals.items()
+    ]
+    report(
+        args,
+        "adaptive_vad",
+        "Adaptive VAD",
+        table=table,
+        started_load=load,
+        verdicts=verdicts,
+        heading=f"adaptive VAD; load average at start {load}; {time.monotonic() - started:.0f} s",
+    )
 
 
 if __name__ == "__main__":

@@ -68,7 +68,9 @@ def at_level(audio: np.ndarray, dbfs: float) -> np.ndarray:
 
 
 def with_lead(audio: np.ndarray, secs: float = 0.3) -> np.ndarray:
-    return np.concatenate([np.zeros(int(secs * 16000), np.int16), audio, np.zeros(int(0.3 * 16000), np.int16)])
+    return np.concatenate(
+        [np.zeros(int(secs * 16000), np.int16), audio, np.zeros(int(0.3 * 16000), np.int16)]
+    )
 
 
 async def answer_playing(client, since: float, secs: float, timeout: float) -> bool:
@@ -87,9 +89,14 @@ async def answer_playing(client, since: float, secs: float, timeout: float) -> b
     return False
 
 
-async def session(server: Server, echo_db: float, browser_aec: bool, levels: list[float], args) -> dict:
+async def session(
+    server: Server, echo_db: float, browser_aec: bool, levels: list[float], args
+) -> dict:
     client = AgentClient(
-        server.ws_url, echo_gain_db=echo_db, echo_delay_secs=args.echo_delay, echo_room=True,
+        server.ws_url,
+        echo_gain_db=echo_db,
+        echo_delay_secs=args.echo_delay,
+        echo_room=True,
         browser_aec=browser_aec,
     )
     clock = MicrophoneClock().start()
@@ -114,9 +121,14 @@ async def session(server: Server, echo_db: float, browser_aec: bool, levels: lis
         current = await say(text, -20)
         levels = list(levels)
         while levels:
-            playing = await answer_playing(client, current.last_speech_sent_at, args.into, args.timeout)
+            playing = await answer_playing(
+                client, current.last_speech_sent_at, args.into, args.timeout
+            )
             if not playing:  # no answer, or one too short to talk over: ask for another
-                print(f"  the answer to {text!r} was over before {args.into:.1f} s; asking again", flush=True)
+                print(
+                    f"  the answer to {text!r} was over before {args.into:.1f} s; asking again",
+                    flush=True,
+                )
                 text, words = next(pool)
                 current = await say(text, -20)
                 continue
@@ -124,8 +136,11 @@ async def session(server: Server, echo_db: float, browser_aec: bool, levels: lis
             text, words = next(pool)
             current = await say(text, level)
             overlaps.append((current, level, text, words))
-            print(f"  [{echo_db} dB, browser AEC {'on' if browser_aec else 'off'}] overlap {len(overlaps)} "
-                  f"at {level} dBFS: {text!r}", flush=True)
+            print(
+                f"  [{echo_db} dB, browser AEC {'on' if browser_aec else 'off'}] overlap {len(overlaps)} "
+                f"at {level} dBFS: {text!r}",
+                flush=True,
+            )
             if len(overlaps) % 3 == 0:
                 await answer_playing(client, current.last_speech_sent_at, 0.1, args.timeout)
                 await wait_quiet(client, 1.5, args.timeout)  # this answer heard to the end
@@ -137,7 +152,9 @@ async def session(server: Server, echo_db: float, browser_aec: bool, levels: lis
         await client.close()
 
     received = client.received
-    windows = [(u.first_speech_sent_at, u.last_speech_sent_at + WINDOW_AFTER_SPEECH) for u in utterances]
+    windows = [
+        (u.first_speech_sent_at, u.last_speech_sent_at + WINDOW_AFTER_SPEECH) for u in utterances
+    ]
 
     def outside(t: float) -> bool:
         return not any(a <= t <= b for a, b in windows)
@@ -163,7 +180,9 @@ async def session(server: Server, echo_db: float, browser_aec: bool, levels: lis
 
 
 async def run(args) -> tuple[str, dict]:
-    server = Server("echo-matrix", {"GREETING": "Hi! I'm listening. Ask me anything.", "LOG_LEVEL": "DEBUG"})
+    server = Server(
+        "echo-matrix", {"GREETING": "Hi! I'm listening. Ask me anything.", "LOG_LEVEL": "DEBUG"}
+    )
     rows, totals = [], {"overlaps": 0, "false": 0, "dropped": 0, "misheard": 0, "holds": 0}
     conditions = [(-20, False), (-20, True), (-10, False), (-10, True)]
     if args.smoke:
@@ -180,17 +199,37 @@ async def run(args) -> tuple[str, dict]:
             totals["dropped"] += len(figures["dropped"])
             totals["misheard"] += len(figures["misheard"])
             totals["holds"] += echo_judged
-            rows.append([
-                f"{echo_db} dB", "on" if browser_aec else "off", figures["overlaps"],
-                figures["false_interruptions"], figures["false_turns"],
-                len(figures["dropped"]) and ", ".join(f"{lv} dBFS" for lv, _ in figures["dropped"]) or 0,
-                len(figures["misheard"]) and ", ".join(f"{lv} dBFS" for lv, _ in figures["misheard"]) or 0,
-                holds, echo_judged, f"{figures['seconds']:.0f}",
-            ])
+            rows.append(
+                [
+                    f"{echo_db} dB",
+                    "on" if browser_aec else "off",
+                    figures["overlaps"],
+                    figures["false_interruptions"],
+                    figures["false_turns"],
+                    len(figures["dropped"])
+                    and ", ".join(f"{lv} dBFS" for lv, _ in figures["dropped"])
+                    or 0,
+                    len(figures["misheard"])
+                    and ", ".join(f"{lv} dBFS" for lv, _ in figures["misheard"])
+                    or 0,
+                    holds,
+                    echo_judged,
+                    f"{figures['seconds']:.0f}",
+                ]
+            )
     table = markdown_table(
-        ["echo", "browser AEC", "overlaps", "false interruptions", "false user turns",
-         "dropped user turns (level)", "heard, words wrong (level)", "holds (bot paused)",
-         "of which its own echo, let pass", "seconds"],
+        [
+            "echo",
+            "browser AEC",
+            "overlaps",
+            "false interruptions",
+            "false user turns",
+            "dropped user turns (level)",
+            "heard, words wrong (level)",
+            "holds (bot paused)",
+            "of which its own echo, let pass",
+            "seconds",
+        ],
         rows,
     )
     return table, totals
@@ -200,14 +239,20 @@ def server_log_counts(server: Server, start: int) -> tuple[int, int]:
     with server.log_path.open() as f:
         f.seek(start)
         text = f.read()
-    return len(re.findall(r"holding the bot's speech", text)), len(re.findall(r": echo over the bot", text))
+    return len(re.findall(r"holding the bot's speech", text)), len(
+        re.findall(r": echo over the bot", text)
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
-    parser.add_argument("--into", type=float, default=1.5, help="Seconds of the answer before talking over it.")
-    parser.add_argument("--echo-delay", type=float, default=0.15, help="Playout buffer + room delay (s).")
+    parser.add_argument(
+        "--into", type=float, default=1.5, help="Seconds of the answer before talking over it."
+    )
+    parser.add_argument(
+        "--echo-delay", type=float, default=0.15, help="Playout buffer + room delay (s)."
+    )
     parser.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args()
     wait_for_quiet_machine(args.wait_load, timeout_secs=3 * 3600)
@@ -220,9 +265,16 @@ def main() -> None:
         f"{'reached' if totals['false'] == totals['dropped'] == 0 and totals['overlaps'] >= 40 else 'NOT reached'}",
         f"- questions heard but with their key word wrong (STT, not turn-taking): {totals['misheard']}",
     ]
-    report(args, "echo_matrix", "Echo matrix", table=table, started_load=load, verdicts=verdicts,
-           heading=f"echo matrix; load average at start {load}; {time.monotonic() - started:.0f} s; "
-                   f"echo delay {args.echo_delay:.2f} s, talk-over {args.into:.1f} s into each answer")
+    report(
+        args,
+        "echo_matrix",
+        "Echo matrix",
+        table=table,
+        started_load=load,
+        verdicts=verdicts,
+        heading=f"echo matrix; load average at start {load}; {time.monotonic() - started:.0f} s; "
+        f"echo delay {args.echo_delay:.2f} s, talk-over {args.into:.1f} s into each answer",
+    )
 
 
 if __name__ == "__main__":

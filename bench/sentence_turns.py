@@ -85,7 +85,9 @@ class Judge:
         silence = np.zeros(int(VAD_STOP * 16000), np.float32)
         segment = np.concatenate([np.zeros(int(PRE_SPEECH * 16000), np.float32), x, silence])
         result = self.smart_turn._predict_endpoint(segment)
-        segments, _ = self.whisper.transcribe(np.concatenate([x, silence]), language="en", draft=True)
+        segments, _ = self.whisper.transcribe(
+            np.concatenate([x, silence]), language="en", draft=True
+        )
         text = " ".join(s.text.strip() for s in segments)
         return result["prediction"] == 1, text
 
@@ -113,7 +115,10 @@ def run(args) -> tuple[str, dict, list[str]]:
             seen_pauses: list[float] = []  # the speaker's comma pauses so far in this "session"
             for question in comma + plain:
                 parts = clauses(question)
-                prefixes = [voices.with_pauses(", ".join(parts[: i + 1]), voice, pause, piper) for i in range(len(parts) - 1)]
+                prefixes = [
+                    voices.with_pauses(", ".join(parts[: i + 1]), voice, pause, piper)
+                    for i in range(len(parts) - 1)
+                ]
                 whole = voices.with_pauses(question, voice, pause, piper)
                 at_commas = [judge.at_stop(p) for p in prefixes]
                 at_end = judge.at_stop(whole)
@@ -125,21 +130,33 @@ def run(args) -> tuple[str, dict, list[str]]:
                         f["n_comma"] += 1
                         f["cut"] += cut
                         if cut and rule == "ours" and len(examples) < 8:
-                            examples.append(f"{name} {pause:.1f} s: {question!r} cut at {[v[1] for v in at_commas]}")
+                            examples.append(
+                                f"{name} {pause:.1f} s: {question!r} cut at {[v[1] for v in at_commas]}"
+                            )
                     latency = end_latency(rule, at_end, wait)
                     f["added"].append(latency - VAD_STOP)
                     f["timeouts"] += latency >= SMART_TURN_TIMEOUT
                 seen_pauses += [pause] * (len(parts) - 1)
             print(f"  {name}, {pause:.1f} s pauses: done", flush=True)
     for rule, f in figures.items():
-        rows.append([
-            rule, f"{f['cut']}/{f['n_comma']} ({100 * f['cut'] / max(1, f['n_comma']):.0f} %)",
-            fmt(p50([a * 1000 for a in f["added"]])), fmt(np.mean(f["added"]) * 1000),
-            f"{f['timeouts']}/{len(f['added'])}",
-        ])
+        rows.append(
+            [
+                rule,
+                f"{f['cut']}/{f['n_comma']} ({100 * f['cut'] / max(1, f['n_comma']):.0f} %)",
+                fmt(p50([a * 1000 for a in f["added"]])),
+                fmt(np.mean(f["added"]) * 1000),
+                f"{f['timeouts']}/{len(f['added'])}",
+            ]
+        )
     table = markdown_table(
-        ["rule", "questions cut at a comma", "added latency p50 (ms)", "added latency mean (ms)",
-         "turns ended by smart-turn's 2 s timeout"], rows,
+        [
+            "rule",
+            "questions cut at a comma",
+            "added latency p50 (ms)",
+            "added latency mean (ms)",
+            "turns ended by smart-turn's 2 s timeout",
+        ],
+        rows,
     )
     return table, figures, examples
 
@@ -185,12 +202,22 @@ def main() -> None:
         f"(stock {100 * stock['cut'] / max(1, stock['n_comma']):.0f} %) — {'reached' if cut_rate <= 0.10 else 'NOT reached'}",
         f"- target <= +150 ms median added latency: {added:.0f} ms — {'reached' if added <= 150 else 'NOT reached'}",
     ]
-    appendix = "Questions our rule still cut (voice, pause: the draft words at each comma):\n\n" + "\n".join(
-        f"- {e}" for e in examples
-    ) if examples else ""
-    report(args, "sentence_turns", "Sentences kept whole at comma pauses", table=table, started_load=load,
-           verdicts=verdicts, appendix=appendix,
-           heading=f"comma pauses; load average at start {load}; {time.monotonic() - started:.0f} s")
+    appendix = (
+        "Questions our rule still cut (voice, pause: the draft words at each comma):\n\n"
+        + "\n".join(f"- {e}" for e in examples)
+        if examples
+        else ""
+    )
+    report(
+        args,
+        "sentence_turns",
+        "Sentences kept whole at comma pauses",
+        table=table,
+        started_load=load,
+        verdicts=verdicts,
+        appendix=appendix,
+        heading=f"comma pauses; load average at start {load}; {time.monotonic() - started:.0f} s",
+    )
 
 
 if __name__ == "__main__":

@@ -72,11 +72,18 @@ class AdaptiveVADAnalyzer(SharedSileroVADAnalyzer):
     def _adapt(self, state: VADState, now: float) -> None:
         self.noise_floor = float(np.percentile(self._volumes, 20))
         min_volume = min(self._high, max(self._low, self.noise_floor + self._margin))
-        confidence = self._base.confidence + (self._noisy_step if self.noise_floor > self._noisy_floor else 0.0)
+        confidence = self._base.confidence + (
+            self._noisy_step if self.noise_floor > self._noisy_floor else 0.0
+        )
         current = self.params
-        changed = abs(min_volume - current.min_volume) >= self._step or confidence != current.confidence
+        changed = (
+            abs(min_volume - current.min_volume) >= self._step or confidence != current.confidence
+        )
         if changed and (state == VADState.QUIET or now < min_volume):
-            logger.debug(f"{self}: room at {self.noise_floor:.2f}: VAD bar {min_volume:.2f}, confidence {confidence:.2f}")
+            logger.debug(
+                f"{self}: room at {self.noise_floor:.2f}: "
+                f"VAD bar {min_volume:.2f}, confidence {confidence:.2f}"
+            )
             self.set_params(
                 VADParams(
                     confidence=confidence,

@@ -151,6 +151,8 @@ class BargeIn:
         self.policy = policy
         self.echo_tail_secs = echo_tail_secs
         self.canceller = canceller
+        # The STT answers every speech segment (words, or a NoWordsFrame): no timer needed.
+        self.stt_answers_every_segment = False
         self._bot_speaking = False
         self._bot_stopped_at = -1e9
         # What the latest transcript heard over the bot meant (None: nothing yet).
@@ -288,13 +290,20 @@ class BargeInStartStrategy(VADUserTurnStartStrategy):
             return ProcessFrameResult.STOP
         if isinstance(frame, InputAudioRawFrame):
             # The VAD is hearing what so far was only the bot's echo: hold if a voice rises.
-            if self._vad_speaking and not (self._held or self._in_turn) and self._barge_in.listening_over_bot:
+            if (
+                self._vad_speaking
+                and not (self._held or self._in_turn)
+                and self._barge_in.listening_over_bot
+            ):
                 await self._maybe_hold()
             return ProcessFrameResult.CONTINUE
         if isinstance(frame, VADUserStoppedSpeakingFrame):
             self._vad_speaking = False
-            if self._held:
-                self._quiet_timer = await self._restart(self._quiet_timer, self._false_interruption_secs, self._resume)
+            if self._held and not self._barge_in.stt_answers_every_segment:
+                # An STT that never says "no words": a timer says it for it.
+                self._quiet_timer = await self._restart(
+                    self._quiet_timer, self._false_interruption_secs, self._resume
+                )
         elif isinstance(frame, NoWordsFrame):
             if self._held and not self._vad_speaking:
                 await self._resume()  # the STT is sure: no words are coming
@@ -321,7 +330,10 @@ class BargeInStartStrategy(VADUserTurnStartStrategy):
         if not self._barge_in.echo_segment:
             canceller = self._barge_in.canceller
             if canceller is not None and canceller.echo_present:
-                logger.debug(f"{self}: a voice over the echo ({canceller.above_floor_db()} dB over its residual)")
+                logger.debug(
+                    f"{self}: a voice over the echo "
+                    f"({canceller.above_floor_db()} dB over its residual)"
+                )
             await self._hold()
 
     async def _hold(self) -> None:
@@ -331,7 +343,9 @@ class BargeInStartStrategy(VADUserTurnStartStrategy):
             self._held = True
             self._barge_in.heard = None
             self._barge_in.gate.hold()
-            self._hold_timer = await self._restart(self._hold_timer, self._max_hold_secs, self._long_hold)
+            self._hold_timer = await self._restart(
+                self._hold_timer, self._max_hold_secs, self._long_hold
+            )
 
     async def _long_hold(self) -> None:
         """No verdict for this long (an STT without interim transcripts): someone still

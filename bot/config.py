@@ -157,8 +157,8 @@ class Settings(BaseSettings):
     # this long after it ends (+ the VAD's 0.2 s stop) if no words came.
     false_interruption_secs: float = Field(2.0, gt=0.0)
     # The longest the bot stays paused for speech over it with no verdict from the STT
-    # (one without interim transcripts): then a barge-in if the user is still talking.
-    barge_in_max_hold_secs: float = Field(4.0, gt=0.0)
+    # (a slow or silent one): then a barge-in if the user is still talking, else it goes on.
+    barge_in_max_hold_secs: float = Field(5.0, gt=0.0)
     # For this long after the bot stops, its last words may still come back (the client's
     # playout buffer, the room): speech that is only its own words then is not a turn.
     echo_tail_secs: float = Field(1.0, ge=0.0)

@@ -30,7 +30,10 @@ class IdleCheckIn:
                 logger.info("The user has been quiet: checking in")
                 # The second wait (before goodbye) starts once the check-in has been said.
                 await worker.queue_frames(
-                    [TTSSpeakFrame(self._check_in), UserIdleTimeoutUpdateFrame(timeout=self._end_secs)]
+                    [
+                        TTSSpeakFrame(self._check_in),
+                        UserIdleTimeoutUpdateFrame(timeout=self._end_secs),
+                    ]
                 )
             else:
                 logger.info("The user is still quiet: saying goodbye and ending the session")

@@ -201,6 +201,7 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
     barge_in = BargeIn(
         gate, BargeInPolicy.from_settings(settings), settings.echo_tail_secs, echo_canceller
     )
+    barge_in.stt_answers_every_segment = settings.stt_answers_every_segment
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context,
         user_params=create_user_params(settings, session.models, barge_in),
@@ -311,8 +312,9 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
         # A user who is already talking is heard, not talked over.
         if session.greeting and not user_spoke:
             if settings.greeting_from_llm:
-                instruction = {"role": "user", "content": f"(The caller has just connected. {session.greeting})"}
-                await worker.queue_frames([LLMMessagesAppendFrame(messages=[instruction], run_llm=True)])
+                ask = f"(The caller has just connected. {session.greeting})"
+                greet = LLMMessagesAppendFrame(messages=[{"role": "user", "content": ask}], run_llm=True)
+                await worker.queue_frames([greet])
             else:
                 await worker.queue_frames([TTSSpeakFrame(session.greeting)])
 

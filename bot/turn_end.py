@@ -21,7 +21,8 @@ Words that stop mid-sentence: a comma or dash at the end, a last word no sentenc
 waiting for its main clause.
 
 It extends the speculative stop strategy (bot/speculation.py: the answer started on the
-words heard while the turn waits), so both live on one stop path. `decide()` is the rule alone (bench/sentence_turns.py runs it).
+words heard while the turn waits), so both live on one stop path. `decide()` is the rule
+alone (bench/sentence_turns.py runs it).
 """
 
 from __future__ import annotations
@@ -63,8 +64,24 @@ DANGLING_UNLESS_ASKED = frozenset(
 )
 # A sentence opening with these is a subordinate clause until a comma (or "then") leads
 # into its main clause: "If you had to pick one city" is not yet a question.
-OPENERS = ("if", "when", "whenever", "because", "although", "though", "while", "since",
-           "unless", "until", "after", "before", "once", "as soon as", "even if", "whether")
+OPENERS = (
+    "if",
+    "when",
+    "whenever",
+    "because",
+    "although",
+    "though",
+    "while",
+    "since",
+    "unless",
+    "until",
+    "after",
+    "before",
+    "once",
+    "as soon as",
+    "even if",
+    "whether",
+)
 
 
 class Verdict(Enum):
@@ -176,14 +193,22 @@ class SentenceTurnStop(SpeculativeTurnStopStrategy):
         if self._end_when_heard is not None and not self._words_pending:
             kwargs, self._end_when_heard = self._end_when_heard, None
             await self.trigger_user_turn_stopped(**kwargs)
-        if isinstance(frame, TranscriptionFrame) and self._in_turn and self._text and self._stopped_at is not None and self._wait is None:
+        if (
+            isinstance(frame, TranscriptionFrame)
+            and self._in_turn
+            and self._text
+            and self._stopped_at is not None
+            and self._wait is None
+        ):
             # Smart-turn thought the turn unfinished (or has not said yet): the words may
             # still end it sooner than its timeout.
             verdict = decide(False, self._text)
             if verdict is Verdict.END:
                 await self.trigger_user_turn_stopped()
             elif verdict is Verdict.WAIT:
-                self._wait = self.task_manager.create_task(self._end_after_wait({}), f"{self}::wait")
+                self._wait = self.task_manager.create_task(
+                    self._end_after_wait({}), f"{self}::wait"
+                )
         return result
 
     @property
@@ -199,14 +224,20 @@ class SentenceTurnStop(SpeculativeTurnStopStrategy):
             await self._cancel_wait()
             await super().trigger_user_turn_stopped(**kwargs)
         elif self._wait is None:
-            self._wait = self.task_manager.create_task(self._end_after_wait(kwargs), f"{self}::wait")
+            self._wait = self.task_manager.create_task(
+                self._end_after_wait(kwargs), f"{self}::wait"
+            )
 
     async def _listen_for_more(self, frame: InputAudioRawFrame) -> None:
         """While a turn waits to end, a voice coming back (by its level, before the VAD's
         start_secs) holds the end; if the VAD then hears no speech, the turn ends."""
         self._level.update(frame.audio)
         self._loud_frames = 0 if self._level.quiet else self._loud_frames + 1
-        if self._wait is not None and self._loud_frames >= RESUMED_FRAMES and self._stopped_at is not None:
+        if (
+            self._wait is not None
+            and self._loud_frames >= RESUMED_FRAMES
+            and self._stopped_at is not None
+        ):
             self._pending_end = self._wait_kwargs
             await self._cancel_wait()
             self._wait = self.task_manager.create_task(self._confirm_resumed(), f"{self}::resumed")

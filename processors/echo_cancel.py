@@ -95,7 +95,9 @@ class EchoReference:
         audio = np.frombuffer(pcm, dtype=np.int16)
         if sample_rate != self.sample_rate:
             if sample_rate != self._source_rate:
-                self._resampler = soxr.ResampleStream(sample_rate, self.sample_rate, 1, dtype="int16")
+                self._resampler = soxr.ResampleStream(
+                    sample_rate, self.sample_rate, 1, dtype="int16"
+                )
                 self._source_rate = sample_rate
             audio = self._resampler.resample_chunk(audio)
         duration = len(audio) / self.sample_rate
@@ -232,11 +234,17 @@ class EchoPath:
             self._misses = 0
             self.delay_secs = lag / self.RATE
             if not self.present:
-                logger.debug(f"Echo heard ({self.delay_secs * 1000:.0f} ms late): the microphone is echo-cancelled")
+                logger.debug(
+                    f"Echo heard ({self.delay_secs * 1000:.0f} ms late): "
+                    "the microphone is echo-cancelled"
+                )
             self.present = True
             wanted = self.delay_secs - self._keep if self.delay_secs > self._aec_range else 0.0
             if abs(wanted - self.shift_secs) > 0.05:  # move only on a clear change
-                logger.debug(f"Echo {self.delay_secs * 1000:.0f} ms late: reference shifted by {wanted * 1000:.0f} ms")
+                logger.debug(
+                    f"Echo {self.delay_secs * 1000:.0f} ms late: "
+                    f"reference shifted by {wanted * 1000:.0f} ms"
+                )
                 self.shift_secs = wanted
         elif not sharp and self.present:
             self._misses += 1
@@ -263,7 +271,14 @@ class ResidualEcho:
     """
 
     def __init__(
-        self, *, window_secs=0.3, history_secs=5.0, margin_db=18.0, onset_secs=0.6, onset_margin_db=10.0, rate_hz=50
+        self,
+        *,
+        window_secs=0.3,
+        history_secs=5.0,
+        margin_db=18.0,
+        onset_secs=0.6,
+        onset_margin_db=10.0,
+        rate_hz=50,
     ):
         self._recent: deque[float] = deque(maxlen=max(1, int(window_secs * rate_hz)))
         self._history: deque[float] = deque(maxlen=int(history_secs * rate_hz))
@@ -300,7 +315,9 @@ class ResidualEcho:
         above = self.above_floor_db()
         if above is None:
             return False  # an echo is due and its residual is not known yet: transcripts decide
-        margin = self._margin + (self._onset_margin if self._since_quiet < self._onset_frames else 0.0)
+        margin = self._margin + (
+            self._onset_margin if self._since_quiet < self._onset_frames else 0.0
+        )
         return above >= margin
 
 
@@ -371,7 +388,10 @@ class EchoCanceller(FrameProcessor):
     def _process(self, frame: InputAudioRawFrame) -> bool:
         if frame.num_channels != 1 or frame.sample_rate not in (16000, 48000):
             if not self._warned:
-                logger.warning(f"{self}: {frame.num_channels} ch at {frame.sample_rate} Hz is not echo-cancelled")
+                logger.warning(
+                    f"{self}: {frame.num_channels} ch at {frame.sample_rate} Hz "
+                    "is not echo-cancelled"
+                )
                 self._warned = True
             return True
         if self._apm is None or self._rate != frame.sample_rate:
@@ -391,7 +411,9 @@ class EchoCanceller(FrameProcessor):
             # The bot audio whose echo these samples hold: REFERENCE_SPAN_SECS up to the
             # echo's delay before them; its loudest 10 ms says how loud that echo can be.
             delay = int(self._path.delay_secs * self._rate)
-            span = self._reference.read(first + whole - delay + block * 5, int(REFERENCE_SPAN_SECS * self._rate))
+            span = self._reference.read(
+                first + whole - delay + block * 5, int(REFERENCE_SPAN_SECS * self._rate)
+            )
             loudest = max(_log_energy(b) for b in span.reshape(-1, block))
             self._residual.add(_log_energy(out[:whole]), loudest)
         self._pending = audio[whole:].copy()
@@ -440,4 +462,3 @@ class EchoCanceller(FrameProcessor):
         self._apm.process_stream(near)
         if self._path.present or self._noise_suppression:
             mic[:] = np.frombuffer(bytes(near.data), dtype=np.int16)
-

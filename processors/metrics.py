@@ -30,6 +30,7 @@ from pipecat.frames.frames import (
     FunctionCallsStartedFrame,
     InterruptionFrame,
     LLMContextFrame,
+    LLMContextUserTurnFrame,
     LLMFullResponseEndFrame,
     LLMTextFrame,
     OutputAudioRawFrame,
@@ -245,6 +246,11 @@ class TurnMetricsObserver(BaseObserver):
             if turn and turn.llm_request_at is None:
                 turn.user_text += " " + frame.text
                 turn.stt_final_at = t
+        elif isinstance(frame, LLMContextUserTurnFrame) and not upstream:
+            # What the turn put in the context: its words, even those heard before the turn
+            # started (a barge-in starts on its words), and none the turn-taking let pass.
+            if turn and frame.text.strip():
+                turn.user_text = frame.text
         # --- LLM
         elif isinstance(src, LLMService) and not upstream:
             if turn and turn.llm_request_at is not None:

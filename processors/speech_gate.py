@@ -189,8 +189,12 @@ class SpeechGate(FrameProcessor):
     def _copy(frame: OutputAudioRawFrame, audio: bytes | None = None) -> OutputAudioRawFrame:
         audio = frame.audio if audio is None else audio
         if isinstance(frame, TTSAudioRawFrame):
-            copy = TTSAudioRawFrame(audio, frame.sample_rate, frame.num_channels, context_id=frame.context_id)
+            copy = TTSAudioRawFrame(
+                audio, frame.sample_rate, frame.num_channels, context_id=frame.context_id
+            )
         else:
-            copy = type(frame)(audio=audio, sample_rate=frame.sample_rate, num_channels=frame.num_channels)
+            copy = type(frame)(
+                audio=audio, sample_rate=frame.sample_rate, num_channels=frame.num_channels
+            )
         copy.transport_destination = frame.transport_destination
         return copy

@@ -10,7 +10,11 @@ from bot.config import Settings
 from bot.local_models import LocalModels
 from bot.local_services import SharedSileroVADAnalyzer
 
-QUESTIONS = ["What is the capital of France?", "How many legs does a spider have?", "Tell me a joke please."]
+QUESTIONS = [
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+    "Tell me a joke please.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +24,9 @@ def silero():
 
 def heard(silero, cls, room):
     spec = ROOMS[room]
-    audio, spans = room_audio(QUESTIONS, voices.UNFAMILIAR[:3], spec["level"], spec["kind"], spec["snr"])
+    audio, spans = room_audio(
+        QUESTIONS, voices.UNFAMILIAR[:3], spec["level"], spec["kind"], spec["snr"]
+    )
     analyzer = cls(session=silero.silero_session, executor=silero.vad_executor, params=VADParams())
     starts, _ = vad_run(analyzer, audio)
     return sum(any(a - 0.2 <= s <= b + 0.5 for s in starts) for a, b in spans), analyzer

@@ -122,7 +122,9 @@ def test_the_user_is_heard_over_the_echo():
     assert canceller.echo_present
     starts = speech_starts(out)
     assert any(user.start / RATE - 0.1 <= t <= user.stop / RATE for t in starts), starts
-    assert all(user.start / RATE - 0.1 <= t <= user.stop / RATE + 0.5 for t in starts if t > 6), starts
+    assert all(user.start / RATE - 0.1 <= t <= user.stop / RATE + 0.5 for t in starts if t > 6), (
+        starts
+    )
     # Not cancelled away with the echo: most of the user's voice is still there.
     assert dbfs(out[user]) >= dbfs(mic[user]) - 10, (dbfs(mic[user]), dbfs(out[user]))
 

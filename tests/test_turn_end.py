@@ -7,8 +7,15 @@ from bot.turn_end import Verdict, decide, looks_unfinished, pause_wait
 
 @pytest.mark.parametrize(
     "text",
-    ["Tell me a long,", "My name is Alex and", "Tell me about the", "I want to go to",
-     "If you had to pick one city.", "When I get home tonight", "So, um"],
+    [
+        "Tell me a long,",
+        "My name is Alex and",
+        "Tell me about the",
+        "I want to go to",
+        "If you had to pick one city.",
+        "When I get home tonight",
+        "So, um",
+    ],
 )
 def test_words_that_stop_mid_sentence(text):
     assert looks_unfinished(text)
@@ -16,8 +23,14 @@ def test_words_that_stop_mid_sentence(text):
 
 @pytest.mark.parametrize(
     "text",
-    ["What is the capital of France?", "How many legs does a spider have?", "Where are you from?",
-     "If you had to pick one city, which would you visit first?", "Tell me about Paris.", "Thanks."],
+    [
+        "What is the capital of France?",
+        "How many legs does a spider have?",
+        "Where are you from?",
+        "If you had to pick one city, which would you visit first?",
+        "Tell me about Paris.",
+        "Thanks.",
+    ],
 )
 def test_whole_sentences(text):
     assert not looks_unfinished(text)

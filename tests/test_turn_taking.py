@@ -115,7 +115,9 @@ async def test_a_sound_without_words_resumes_the_interrupted_sentence(settings, 
 
 async def test_the_bots_own_echo_does_not_interrupt_it(settings, models):
     """Without headphones: the whole answer comes back at -10 dB, 150 ms late."""
-    script = [Utterance(audio=say("Can you explain photosynthesis to me?", "flite-rms"), name="question")]
+    script = [
+        Utterance(audio=say("Can you explain photosynthesis to me?", "flite-rms"), name="question")
+    ]
     result = await talk(models, script, echo_gain_db=-10, tail_secs=2.0)
     turns = result.turn_dicts()
     assert len(turns) == 1 and not turns[0]["interrupted"] and turns[0]["bot_text"] == ANSWER, turns
@@ -126,10 +128,17 @@ async def test_the_bots_own_echo_does_not_interrupt_it(settings, models):
 async def test_a_question_over_the_greeting_is_answered(models):
     """Asked while the greeting plays, its echo in the microphone: heard and answered."""
     script = [
-        Utterance(audio=say("What is the capital of France?", "espeak-us-f"), name="question", at=1.3),
+        Utterance(
+            audio=say("What is the capital of France?", "espeak-us-f"), name="question", at=1.3
+        ),
     ]
     result = await talk(
-        models, script, greeting=GREETING, echo_gain_db=-15, lead_in_secs=0.3, answer_timeout_secs=30
+        models,
+        script,
+        greeting=GREETING,
+        echo_gain_db=-15,
+        lead_in_secs=0.3,
+        answer_timeout_secs=30,
     )
     turns = result.turn_dicts()
     assert result.transport.playback.bot_starts >= 2, "the greeting, then the answer"
@@ -144,7 +153,11 @@ async def test_a_question_over_the_end_of_an_answer_is_answered(models):
     settings = settings_for().model_copy(update={"fake_llm_answer": short})
     script = [
         Utterance(audio=say("What is the capital of France?", "flite-slt"), name="first"),
-        Utterance(audio=say("And what is the capital of Spain?", "flite-awb"), name="next", after_bot_audio=1.4),
+        Utterance(
+            audio=say("And what is the capital of Spain?", "flite-awb"),
+            name="next",
+            after_bot_audio=1.4,
+        ),
     ]
     result = await talk(models, script, settings=settings)
     turns = result.turn_dicts()

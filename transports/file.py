@@ -156,7 +156,9 @@ class FileInputTransport(BaseInputTransport):
         await self._transport._call_event_handler("on_client_connected", self)
         # Like a client that has set up and can hear the bot now (RTVI's client-ready):
         # the session greets it, as it greets a browser.
-        ready = {"label": "rtvi-ai", "type": "client-ready", "id": "file", "data": {"version": "2.2.0"}}
+        ready = {
+            "label": "rtvi-ai", "type": "client-ready", "id": "file", "data": {"version": "2.2.0"}
+        }
         await self.broadcast_frame(InputTransportMessageFrame, message=ready)
 
     async def stop(self, frame):
@@ -330,7 +332,8 @@ class _Echo:
         segment = np.zeros(n, dtype=np.float32)
         lo, hi = max(start, 0), min(start + n, len(played) // 2)
         if hi > lo:
-            segment[lo - start : hi - start] = np.frombuffer(played[2 * lo : 2 * hi], dtype=np.int16)
+            heard = np.frombuffer(played[2 * lo : 2 * hi], dtype=np.int16)
+            segment[lo - start : hi - start] = heard
         echo = self._resampler.resample_chunk(segment * self._gain)
         out = mic.astype(np.float32)
         out[: len(echo)] += echo[: len(out)]

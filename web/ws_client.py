@@ -70,7 +70,12 @@ class _Speaker:
     """
 
     def __init__(
-        self, gain_db: float, delay_secs: float, mic_rate: int, room: bool = False, browser_aec: bool = False
+        self,
+        gain_db: float,
+        delay_secs: float,
+        mic_rate: int,
+        room: bool = False,
+        browser_aec: bool = False,
     ):
         self.gain = 10 ** (gain_db / 20)
         self.delay_samples = int(delay_secs * mic_rate)
@@ -120,7 +125,8 @@ class _Speaker:
         rtc, block = self._rtc, self.mic_rate // 100
         out = mic.copy()
         for i in range(0, len(mic) - block + 1, block):
-            self._aec.process_reverse_stream(rtc.AudioFrame(played[i : i + block].tobytes(), self.mic_rate, 1, block))
+            far = rtc.AudioFrame(played[i : i + block].tobytes(), self.mic_rate, 1, block)
+            self._aec.process_reverse_stream(far)
             frame = rtc.AudioFrame(mic[i : i + block].tobytes(), self.mic_rate, 1, block)
             self._aec.process_stream(frame)
             out[i : i + block] = np.frombuffer(bytes(frame.data), dtype=np.int16)
@@ -151,7 +157,9 @@ class AgentClient:
         self.url = url
         self.sample_rate = sample_rate
         self.speaker = (
-            _Speaker(echo_gain_db, echo_delay_secs, sample_rate, room=echo_room, browser_aec=browser_aec)
+            _Speaker(
+                echo_gain_db, echo_delay_secs, sample_rate, room=echo_room, browser_aec=browser_aec
+            )
             if echo_gain_db is not None
             else None
         )
