@@ -159,7 +159,7 @@ def main() -> None:
     started = time.monotonic()
     table, totals = run(args)
     verdicts = [
-        f"- {name}: {f} false starts, {m} missed questions over the three rooms"
+        f"- {name}: {f} false starts, {m} missed questions over all the rooms"
         for name, (f, m) in totals.items()
     ]
     report(

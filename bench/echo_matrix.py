@@ -4,7 +4,8 @@ always heard over it?
     .venv/bin/python -m bench.echo_matrix            # 4 sessions x 12 overlaps (~15 min)
     .venv/bin/python -m bench.echo_matrix --smoke    # 1 session, 2 overlaps
 
-One real server (`python -m bot serve`, its defaults, the greeting on) and one client per
+One real server (`python -m bot serve`, its defaults but a fixed long answer for every
+question, the greeting on) and one client per
 condition over the `/ws` endpoint. The client plays every bot audio byte back into its own
 microphone (`web.ws_client._Speaker`) through a playout buffer and a room (delay
 `--echo-delay`, a reverberant tail), at -20 or -10 dB, with or without a browser-style echo
@@ -179,9 +180,21 @@ async def session(
     }
 
 
+LONG_ANSWER = (
+    "That is a good question, and there is a lot to say about it. It began a very long time "
+    "ago, when people first started to write things down. Over the centuries many changes "
+    "came, some slow and some sudden. Today we know much more than we did, but there are "
+    "still open questions. Scientists keep studying it, and every year brings something new."
+)
+
+
 async def run(args) -> tuple[str, dict]:
+    # The answers are a fixed long text (LLM_PROVIDER=fake): what is measured is turn-taking
+    # over the bot's real Piper voice, not the LLM; --local-llm asks the local model instead.
+    llm = {} if args.local_llm else {"LLM_PROVIDER": "fake", "FAKE_LLM_ANSWER": LONG_ANSWER}
     server = Server(
-        "echo-matrix", {"GREETING": "Hi! I'm listening. Ask me anything.", "LOG_LEVEL": "DEBUG"}
+        "echo-matrix",
+        {"GREETING": "Hi! I'm listening. Ask me anything.", "LOG_LEVEL": "DEBUG", **llm},
     )
     rows, totals = [], {"overlaps": 0, "false": 0, "dropped": 0, "misheard": 0, "holds": 0}
     conditions = [(-20, False), (-20, True), (-10, False), (-10, True)]
@@ -254,6 +267,7 @@ def main() -> None:
         "--echo-delay", type=float, default=0.15, help="Playout buffer + room delay (s)."
     )
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--local-llm", action="store_true", help="Answer with the local LLM.")
     args = parser.parse_args()
     wait_for_quiet_machine(args.wait_load, timeout_secs=3 * 3600)
     load = loadavg()
