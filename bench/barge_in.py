@@ -82,7 +82,7 @@ def interrupted_answer_end(received, barge_at: float) -> tuple[bool, float | Non
 async def run(args) -> tuple[str, dict]:
     print("synthesizing the questions with the local voice…", flush=True)
     questions = synthesize(LONG_QUESTIONS)
-    env = {} if args.echo_guard is None else {"ECHO_GUARD_ENABLED": str(args.echo_guard).lower()}
+    env = {} if args.echo_cancel is None else {"ECHO_CANCEL_ENABLED": str(args.echo_cancel).lower()}
     server = Server("barge-in", env)
     clock = MicrophoneClock().start()
     print("starting the server (models load and warm up)…", flush=True)
@@ -189,8 +189,8 @@ def main() -> None:
     parser.add_argument("--listen-every", type=int, default=5, help="Hear every Nth answer to the end (0: never).")
     parser.add_argument("--echo-db", type=float, default=-20.0, help="Echo of the bot in the mic (dB).")
     parser.add_argument("--no-echo", dest="echo_db", action="store_const", const=None)
-    parser.add_argument("--echo-guard", type=lambda s: s.lower() in ("1", "true", "on", "yes"), default=None,
-                        help="Override ECHO_GUARD_ENABLED on the server (default: its setting).")
+    parser.add_argument("--echo-cancel", type=lambda s: s.lower() in ("1", "true", "on", "yes"), default=None,
+                        help="Override ECHO_CANCEL_ENABLED on the server (default: its setting).")
     parser.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args()
     if args.smoke:

@@ -5,7 +5,7 @@
 
 The server (`python -m bot serve`) runs with the instant fake STT, LLM and TTS
 (bot/fake_services.py) and everything else real: WebSocket transport, RNNoise denoise,
-Silero VAD, smart-turn v3, echo guard, context aggregation, metrics. N clients, driven
+Silero VAD, smart-turn v3, echo cancellation, context aggregation, metrics. N clients, driven
 from one asyncio process (`--client-procs 2` splits them over two), each stream a live
 microphone in real time (20 ms frames, silence between questions, random phase): a spoken
 question, then silence until the answer has played, a pause, the next question.
@@ -262,7 +262,8 @@ COMPONENTS = [
     ("RNNoise denoise (processors/denoise.py)", ("processors/denoise.py",)),
     ("smart-turn v3 model (end of turn)", ("smart_turn",)),
     ("Silero VAD (ONNX + analyzer)", ("vad/silero", "vad_analyzer", "vad_controller")),
-    ("echo guard (processors/echo_guard.py)", ("processors/echo_guard.py",)),
+    ("echo cancellation (processors/echo_cancel.py)", ("processors/echo_cancel.py", "livekit/")),
+    ("speech gate (processors/speech_gate.py)", ("processors/speech_gate.py",)),
     ("turn metrics / state observers", ("processors/metrics.py", "processors/session_state.py")),
     ("RTVI observer and messages", ("rtvi",)),
     ("logging (loguru, bot/logs.py)", ("loguru", "bot/logs.py")),

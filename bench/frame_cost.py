@@ -52,7 +52,7 @@ async def run(count: int) -> tuple[str, dict]:
     from bot.local_models import LocalModels
     from bot.local_services import SharedSileroVADAnalyzer
     from processors.denoise import _RNNoiseStream
-    from processors.echo_guard import BotAudioLevel, EchoGuardedVADStartStrategy, rms_db
+    from processors.echo_cancel import EchoCanceller, EchoReference
     from transports.websocket import GuardedProtobufSerializer
 
     speech = synthesize(["What is the capital of France? Tell me about its history."])[0].audio
@@ -84,12 +84,17 @@ async def run(count: int) -> tuple[str, dict]:
         f"wall {wall:.0f} µs per frame; hand-off = this − inline")
     figures["vad_handoff"] = cpu - figures["Silero VAD, analyzer inline (`_run_analyzer`)"]
 
-    guard = EchoGuardedVADStartStrategy(bot_level=BotAudioLevel())
     from pipecat.frames.frames import InputAudioRawFrame
 
-    add("echo guard mic level (`_remember_mic`)",
-        cpu_us_per_frame(lambda f: guard._remember_mic(InputAudioRawFrame(f, 16000, 1)), frames))
-    add("bot audio level (`rms_db`, per 40 ms output chunk)", cpu_us_per_frame(rms_db, frames))
+    # The bot's own speech as the reference, so the echo path estimate runs as in a call.
+    reference = EchoReference(16000)
+    canceller = EchoCanceller(reference)
+
+    def cancel(f):
+        reference.add(f, 16000)
+        canceller._process(InputAudioRawFrame(f, 16000, 1))
+
+    add("echo cancellation (AEC3 both ways + the echo path estimate)", cpu_us_per_frame(cancel, frames))
 
     serializer = GuardedProtobufSerializer(16000)
     messages = []

@@ -6,7 +6,9 @@ synthesis: accents, rates, pitches) and `flite` (CMU's diphone/cluster voices: s
 two synthesizers unlike Piper's neural one. `Makefile` installs both.
 
 `with_pauses` speaks a sentence clause by clause with a chosen silence at each comma (any
-voice), the way people pause mid-question; `add_noise` mixes deterministic noise in at an SNR.
+voice), the way people pause mid-question; `add_noise` mixes deterministic noise in at an SNR;
+`muffled` makes a voice a sound with no words in it (a mumble through a wall, a cough's
+murmur: the VAD hears speech, Whisper no words).
 Generated audio is cached under `out/voices/` (git-ignored), keyed by voice and text.
 """
 
@@ -159,13 +161,22 @@ def with_break(before: str, after: str, voice: Voice | str, pause_secs: float) -
         raise VoiceUnavailable(f"{voice.name}: only espeak-ng voices take SSML breaks")
     ms = int(pause_secs * 1000)
     return synthesize(f'<speak>{before} <break time="{ms}ms"/> {after}</speak>', voice)
+def muffled(audio: np.ndarray, cutoff_hz: float = 400.0) -> np.ndarray:
+    """Speech with everything above `cutoff_hz` removed (and made up in level): voice-like
+    sound without intelligible words."""
+    spectrum = np.fft.rfft(audio.astype(np.float64))
+    spectrum[np.fft.rfftfreq(len(audio), 1 / SAMPLE_RATE) > cutoff_hz] = 0
+    low = np.fft.irfft(spectrum, n=len(audio))
+    low *= np.sqrt(np.mean(audio.astype(np.float64) ** 2) / (np.mean(low**2) + 1e-9))
+    return np.clip(low, -32768, 32767).astype(np.int16)
 
 
 def add_noise(audio: np.ndarray, snr_db: float, kind: str = "babble", seed: int = 0) -> np.ndarray:
     """`audio` with noise mixed in at `snr_db` (speech power over noise power), deterministic.
 
-    `kind`: "white", "pink" (1/f, like a fan or traffic) or "babble" (several other voices'
-    speech-shaped noise, the café case a VAD finds hardest).
+    `kind`: "white", "pink" (1/f, like a fan or traffic), "babble" (several talkers'
+    speech-shaped noise) or "chatter" (six synthetic voices really talking over each other,
+    the café a VAD finds hardest: it is speech).
     """
     rng = np.random.default_rng(seed)
     n = len(audio)
@@ -173,6 +184,8 @@ def add_noise(audio: np.ndarray, snr_db: float, kind: str = "babble", seed: int 
         noise = rng.standard_normal(n)
     elif kind == "pink":
         noise = _shaped(rng.standard_normal(n), lambda f: 1 / np.sqrt(np.maximum(f, 20.0)))
+    elif kind == "chatter":
+        noise = _chatter(n, rng)
     elif kind == "babble":
         # Six talkers' worth of speech-band noise, each with a syllable-rate (3-5 Hz) envelope.
         noise = np.zeros(n)
@@ -189,6 +202,28 @@ def add_noise(audio: np.ndarray, snr_db: float, kind: str = "babble", seed: int 
     speech_power = np.mean(speech[active] ** 2) if active.any() else np.mean(speech**2)
     noise *= np.sqrt(speech_power / (np.mean(noise**2) * 10 ** (snr_db / 10)))
     return np.clip(speech + noise, -32768, 32767).astype(np.int16)
+
+
+CHATTER = [
+    "So I told him we would meet at the station at nine, but he never came.",
+    "The soup here is really good, you should try it next time.",
+    "Did you see the game last night? It went to extra time.",
+    "My sister is moving to another city after the summer.",
+    "We need to finish the report before the end of the week.",
+    "I think the new place around the corner opens on Monday.",
+]
+
+
+def _chatter(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Six voices talking at once, each looping its sentences from a random point."""
+    out = np.zeros(n)
+    for voice, text in zip(UNFAMILIAR[1:] + UNFAMILIAR[:1], CHATTER):
+        talk = synthesize(text, voice).astype(np.float64)
+        talk = np.concatenate([talk, np.zeros(int(rng.uniform(0.3, 1.0) * SAMPLE_RATE))])
+        loop = np.tile(talk, n // len(talk) + 2)
+        start = int(rng.integers(0, len(talk)))
+        out += loop[start : start + n] / (np.std(talk) + 1e-9)
+    return out
 
 
 def _shaped(white: np.ndarray, gain: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # Transcribe while the user is still speaking (interim transcripts; the final one is
     # usually ready when the turn ends). False: transcribe each segment once, at its end.
     whisper_eager: bool = True
+    # Words the local STT treats as no words at all (comma-separated): a test's stand-in
+    # for a sound nobody can transcribe (Pipecat's empty_user_turn eval says "Pineapple.").
+    stt_untranscribable_words: str = ""
     # Whisper's encoder reads this many seconds (or the utterance + 1 s, if longer)
     # instead of a fixed 30 s: ~3x faster transcripts. 0: the stock 30 s window.
     whisper_window_secs: float = Field(12.0, ge=0.0, le=30.0)
@@ -115,6 +118,9 @@ class Settings(BaseSettings):
     vad_start_secs: float = Field(0.2, ge=0.0)
     vad_stop_secs: float = Field(0.2, ge=0.0)
     vad_min_volume: float = Field(0.6, ge=0.0, le=1.0)
+    # Let the loudness bar (VAD_MIN_VOLUME) follow the room: 5 LU over its noise floor,
+    # within 0.45-0.85 (bot/adaptive_vad.py). false: VAD_MIN_VOLUME, fixed.
+    vad_adaptive: bool = True
     smart_turn_enabled: bool = True
     smart_turn_stop_secs: float = Field(2.0, gt=0.0)
     # Also run smart-turn when the audio first pauses, so a "finished" verdict is ready at
@@ -128,13 +134,34 @@ class Settings(BaseSettings):
     # Seconds the user aggregator waits for a transcript after the turn ended.
     user_turn_stop_timeout: float = Field(5.0, gt=0.0)
     denoise_enabled: bool = True
-    # While the bot speaks, a user turn starts only if the microphone is no more than
-    # this many dB below the bot's own output level (louder than its echo could be).
-    echo_guard_enabled: bool = True
-    echo_guard_margin_db: float = Field(10.0, ge=0.0)
-    # How long after a bot audio frame left its echo may still arrive (client playout,
-    # network, and this server running behind real time under load).
-    echo_tail_secs: float = Field(1.5, gt=0.0)
+    # Cancel the bot's own voice from the microphone (WebRTC AEC3, referenced to the audio
+    # the bot sent) before the VAD and STT hear it; processors/echo_cancel.py.
+    echo_cancel_enabled: bool = True
+    # WebRTC's noise suppression in the same module (RNNoise stays the denoiser unless
+    # DENOISE_ENABLED=false; switching belongs with a measurement of both).
+    echo_cancel_noise_suppression: bool = False
+
+    # --- Barge-in: what the user's voice means while the bot speaks (bot/barge_in.py) -----
+    # Said over the bot, these let it go on (comma-separated; spellings like "Mm-hmm",
+    # "mhm" and "mmhmm" are one word); they reach the client as backchannels, not turns.
+    barge_in_backchannels: str = (
+        "mm-hmm, mhm, mm, hmm, uh-huh, yeah, yep, yes, right, okay, ok, sure, got it, i see, "
+        "alright, cool, nice, great, exactly, true, oh, ah, wow, of course"
+    )
+    # Any of these stops the bot, however short the utterance.
+    barge_in_interrupt_words: str = "wait, stop, no, hold on, hang on, pause, excuse me, actually"
+    # Fewer words than this (and none of the above) is a backchannel.
+    barge_in_min_words: int = Field(2, ge=1)
+    # A sound over the bot with no words (a cough): the bot says the interrupted sentence
+    # again once the local STT finds no words in it, or, with an STT that cannot say so,
+    # this long after it ends (+ the VAD's 0.2 s stop) if no words came.
+    false_interruption_secs: float = Field(2.0, gt=0.0)
+    # The longest the bot stays paused for speech over it with no verdict from the STT
+    # (a slow or silent one): then a barge-in if the user is still talking, else it goes on.
+    barge_in_max_hold_secs: float = Field(5.0, gt=0.0)
+    # For this long after the bot stops, its last words may still come back (the client's
+    # playout buffer, the room): speech that is only its own words then is not a turn.
+    echo_tail_secs: float = Field(1.0, ge=0.0)
 
     # --- Conversation ---------------------------------------------------------------------
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
@@ -155,8 +182,19 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(256 * 1024, ge=1024)
     # A session with no speech from either side for this long is ended.
     idle_timeout_secs: float = Field(300.0, gt=0)
+    # The user quiet this long after the bot spoke: the bot checks in once, and after
+    # USER_IDLE_END_SECS more says goodbye and ends the session (bot/idle.py). 0: never.
+    user_idle_secs: float = Field(30.0, ge=0.0)
+    user_idle_end_secs: float = Field(20.0, gt=0.0)
+    user_idle_check_in: str = "Are you still there?"
+    user_idle_goodbye: str = "I'll let you go now. Goodbye!"
     # Said when a browser session starts; empty for none.
     greeting: str = "Hi! I'm listening. Ask me anything."
+    # The LLM writes the greeting (GREETING is then its instruction), as a reply of its
+    # own: Pipecat's text-modality evals wait for one.
+    greeting_from_llm: bool = False
+    # What LLM_PROVIDER=fake answers (capacity, soak, turn-taking tests and benches).
+    fake_llm_answer: str = "Hi. This is a fixed answer."
     # Run each WebSocket/WebRTC session in its own worker process (as Daily bots always
     # are): a crashing bot takes only its session down, and sessions use every core.
     # Each worker loads its own STT/TTS/VAD models (~2-4 s at connect, ~250 MB).
@@ -254,6 +292,9 @@ class Settings(BaseSettings):
     def llm_model_name(self) -> str:
         """The local LLM's name on its OpenAI-compatible server."""
         return self.llm_gguf_path.stem if self.llm_gguf_path else f"{self.local_llm}-instruct-q4"
+    def stt_answers_every_segment(self) -> bool:
+        """The local eager Whisper answers every speech segment, with words or without."""
+        return self.whisper_eager and not self.uses_cloud(Stage.STT) and not self.uses_fake(Stage.STT)
 
     def key_for(self, stage: Stage) -> SecretStr | None:
         return {

@@ -44,6 +44,7 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.turns.eager_end_of_turn_mixin import EagerEndOfTurnSTTServiceMixin
 from pipecat.utils.time import time_now_iso8601
 
+from bot.barge_in import NoWordsFrame
 from bot.local_services import SharedWhisperSTTService
 from bot.speech_pause import PauseDetector
 
@@ -59,8 +60,9 @@ class _Pass:
 
 
 class EagerWhisperSTTService(EagerEndOfTurnSTTServiceMixin, SharedWhisperSTTService):
-    def __init__(self, *, interim_interval_secs: float = 1.0, **kwargs):
+    def __init__(self, *, interim_interval_secs: float = 1.0, untranscribable: list[str] = (), **kwargs):
         super().__init__(**kwargs)
+        self._untranscribable = tuple(untranscribable)
         self._interim_interval = interim_interval_secs
         self._passes: list[_Pass] = []
         self._last_interim_pass = 0.0
@@ -168,10 +170,15 @@ class EagerWhisperSTTService(EagerEndOfTurnSTTServiceMixin, SharedWhisperSTTServ
             text, _ = await self._transcribe(audio)
         await self.stop_processing_metrics()
         self._clear_eager_end_of_turn()  # committed: the turn strategy compares the two
+        if text and any(word in text.lower() for word in self._untranscribable):
+            logger.debug(f"{self}: {text!r} counts as no words (STT_UNTRANSCRIBABLE_WORDS)")
+            text = ""
         if text:
             yield TranscriptionFrame(
                 text, self._user_id, time_now_iso8601(), self._settings.language, result=result
             )
+        else:
+            yield NoWordsFrame()
 
     async def _drop_passes(self) -> None:
         for p in self._passes:

@@ -1,7 +1,7 @@
 """`run_bot`: the one voice pipeline every transport shares.
 
-    transport in → denoise → STT → user context (VAD + smart turn) → LLM → TTS
-      → transport out → assistant context
+    transport in → echo cancel → denoise → STT → backchannels → user context (VAD + turns)
+      → LLM → TTS → speech gate → transport out → echo reference → assistant context
 
 One call is one session: its own services, VAD and turn state, context and worker.
 Model weights are shared through `Session.models`.
@@ -16,7 +16,7 @@ from loguru import logger
 from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.audio.vad.vad_analyzer import VADParams
-from pipecat.frames.frames import TTSSpeakFrame
+from pipecat.frames.frames import LLMMessagesAppendFrame, TTSSpeakFrame
 from pipecat.processors.frameworks.rtvi.frames import RTVIServerMessageFrame
 from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.pipeline import Pipeline
@@ -28,29 +28,32 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregatorParams,
 )
 from pipecat.transports.base_transport import BaseTransport
-from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.empty_user_turn import EmptyUserTurnConfig
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
+from bot.adaptive_vad import AdaptiveVADAnalyzer
+from bot.barge_in import BackchannelFilter, BargeIn, BargeInPolicy, BargeInStartStrategy
 from bot.config import Settings, Stage
+from bot.idle import IdleCheckIn
+from bot.turn_end import SentenceTurnStop
 from bot.local_models import LocalModels
 from bot.local_services import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
 from bot.logs import log_turn, session_context
 from bot.providers import create_knowledge, create_llm, create_stt, create_tts
 from bot.session_control import SessionControl
-from bot.speculation import SpeculativeTurnStopStrategy
 from processors.context_budget import ContextBudget, tools_tokens
 from processors.denoise import RNNoiseDenoiser
 from processors.empty_turn_reply import EmptyTurnReply
 from processors.input_audio_stop import InputAudioStop
 from processors.llm_error_apology import LLMErrorApology
 from processors.observer_group import ObserverGroup
-from processors.echo_guard import BotAudioLevel, BotAudioTap, EchoGuardedVADStartStrategy
+from processors.echo_cancel import BotAudioTap, EchoCanceller, EchoReference
 from processors.metrics import TurnMetricsObserver, TurnRecord, TurnSubscriber
 from processors.recording import SessionRecorder
 from processors.sequential_bridge import SequentialBridge
+from processors.speech_gate import SpeechGate
 from processors.session_state import SessionState, SessionStateObserver, StateSubscriber
 
 
@@ -114,10 +117,12 @@ def create_memory(
 
 
 def create_user_params(
-    settings: Settings, models: LocalModels, bot_level: BotAudioLevel
+    settings: Settings, models: LocalModels, barge_in: BargeIn
 ) -> LLMUserAggregatorParams:
     """VAD and turn taking for one session (their ONNX models are shared)."""
-    vad = SharedSileroVADAnalyzer(
+    # The VAD's loudness bar follows the room's noise floor (bot/adaptive_vad.py).
+    vad_class = AdaptiveVADAnalyzer if settings.vad_adaptive else SharedSileroVADAnalyzer
+    vad = vad_class(
         session=models.silero_session,
         executor=models.vad_executor,
         params=VADParams(
@@ -128,7 +133,10 @@ def create_user_params(
         )
     )
     if settings.smart_turn_enabled:
-        stop = SpeculativeTurnStopStrategy(
+        # Smart-turn, checked against the words and the speaker's pauses (bot/turn_end.py),
+        # with the answer started early on the words heard (SPECULATIVE_REPLY, bot/speculation.py).
+        stop = SentenceTurnStop(
+            final_per_segment=settings.stt_answers_every_segment,
             turn_analyzer=SharedSmartTurnAnalyzer(
                 session=models.smart_turn_session,
                 speculate=settings.smart_turn_speculate,
@@ -138,16 +146,17 @@ def create_user_params(
         )
     else:
         stop = SpeechTimeoutUserTurnStopStrategy()
-    if settings.echo_guard_enabled:
-        start = EchoGuardedVADStartStrategy(
-            bot_level=bot_level, margin_db=settings.echo_guard_margin_db, enable_interruptions=True
-        )
-    else:
-        start = VADUserTurnStartStrategy(enable_interruptions=True)
+    start = BargeInStartStrategy(
+        barge_in=barge_in,
+        false_interruption_secs=settings.false_interruption_secs,
+        max_hold_secs=settings.barge_in_max_hold_secs,
+        enable_interruptions=True,
+    )
     return LLMUserAggregatorParams(
         vad_analyzer=vad,
         user_turn_strategies=UserTurnStrategies(start=[start], stop=[stop]),
         user_turn_stop_timeout=settings.user_turn_stop_timeout,
+        user_idle_timeout=settings.user_idle_secs,
         # A barge-in nobody could transcribe: Pipecat decides when it deserves a reply,
         # EmptyTurnReply gives it (its default prompt, long and descriptive, was read aloud).
         empty_user_turn=EmptyUserTurnConfig(interrupted_prompt=EMPTY_TURN_PROMPT),
@@ -180,10 +189,22 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
     context = LLMContext(tools=ToolsSchema(tools)) if tools else LLMContext()
     # Every LLM request (system instruction + tools + turns) stays within CONTEXT_TOKEN_BUDGET.
     budget, assistant_params = create_memory(settings, context, lambda: llm.settings.system_instruction)
-    bot_level = BotAudioLevel(window_secs=settings.echo_tail_secs)
+    # The bot's speech, paced so that it can pause while a barge-in is judged, and the
+    # audio it sent, which the echo canceller subtracts from the microphone.
+    gate = SpeechGate()
+    echo_reference = EchoReference(settings.input_sample_rate)
+    echo_canceller = EchoCanceller(
+        echo_reference,
+        enabled=settings.echo_cancel_enabled,
+        noise_suppression=settings.echo_cancel_noise_suppression,
+    )
+    barge_in = BargeIn(
+        gate, BargeInPolicy.from_settings(settings), settings.echo_tail_secs, echo_canceller
+    )
+    barge_in.stt_answers_every_segment = settings.stt_answers_every_segment
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context,
-        user_params=create_user_params(settings, session.models, bot_level),
+        user_params=create_user_params(settings, session.models, barge_in),
         assistant_params=assistant_params,
     )
 
@@ -191,8 +212,10 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
     pipeline = Pipeline(
         [
             transport.input(),
+            echo_canceller,
             RNNoiseDenoiser(enabled=settings.denoise_enabled),
             stt,
+            BackchannelFilter(barge_in),
             user_aggregator,
             EmptyTurnReply(prompt=EMPTY_TURN_PROMPT, reply=EMPTY_TURN_REPLY),
             # The microphone's audio goes no further unless the recorder needs it.
@@ -207,9 +230,10 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
             # STREAMING_BRIDGE=false: whole reply, then TTS (the benchmark's baseline).
             *([] if settings.streaming_bridge else [SequentialBridge()]),
             tts,
+            gate,
             transport.output(),
             *([recorder.audio_processor()] if records_user_audio else []),
-            BotAudioTap(bot_level),
+            BotAudioTap(echo_reference),
             assistant_aggregator,
         ]
     )
@@ -234,6 +258,13 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
         idle_timeout_secs=settings.idle_timeout_secs,
     )
     session.worker, session.context, session.metrics, session.state = worker, context, metrics, state
+    if settings.user_idle_secs:
+        IdleCheckIn(
+            check_in=settings.user_idle_check_in,
+            goodbye=settings.user_idle_goodbye,
+            idle_secs=settings.user_idle_secs,
+            end_secs=settings.user_idle_end_secs,
+        ).attach(user_aggregator, worker)
     session.control = SessionControl(
         worker=worker, llm=llm, context=context, instructions=settings.system_prompt, budget=budget
     )
@@ -255,6 +286,13 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
     for subscriber in (report_state, *session.on_state):
         state.subscribe(subscriber)
 
+    user_spoke = False
+
+    @user_aggregator.event_handler("on_user_turn_started")
+    async def on_user_turn_started(aggregator, strategy):
+        nonlocal user_spoke
+        user_spoke = True
+
     @transport.event_handler("on_client_connected")
     async def on_client_connected(transport, client):
         log.info(f"Client connected over {session.transport_kind}")
@@ -271,8 +309,14 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
                 "state": state.state.value,
             }
         )
-        if session.greeting:
-            await worker.queue_frames([TTSSpeakFrame(session.greeting)])
+        # A user who is already talking is heard, not talked over.
+        if session.greeting and not user_spoke:
+            if settings.greeting_from_llm:
+                ask = f"(The caller has just connected. {session.greeting})"
+                greet = LLMMessagesAppendFrame(messages=[{"role": "user", "content": ask}], run_llm=True)
+                await worker.queue_frames([greet])
+            else:
+                await worker.queue_frames([TTSSpeakFrame(session.greeting)])
 
     @transport.event_handler("on_client_disconnected")
     async def on_client_disconnected(transport, client):

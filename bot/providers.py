@@ -62,8 +62,16 @@ def create_stt(settings: Settings, models: LocalModels) -> STTService:
     from bot.eager_whisper import EagerWhisperSTTService
     from bot.local_services import SharedWhisperSTTService
 
-    whisper = EagerWhisperSTTService if settings.whisper_eager else SharedWhisperSTTService
-    return whisper(
+    if settings.whisper_eager:
+        untranscribable = [w.strip().lower() for w in settings.stt_untranscribable_words.split(",") if w.strip()]
+        return EagerWhisperSTTService(
+            model=models.whisper,
+            beam_size=settings.whisper_beam_size,
+            window_secs=settings.whisper_window_secs,
+            untranscribable=untranscribable,
+            ttfs_p99_latency=1.5,
+        )
+    return SharedWhisperSTTService(
         model=models.whisper,
         beam_size=settings.whisper_beam_size,
         window_secs=settings.whisper_window_secs,
@@ -95,7 +103,7 @@ def create_llm(settings: Settings, models: LocalModels) -> LLMService:
     if settings.uses_fake(Stage.LLM):
         from bot.fake_services import InstantLLMService
 
-        return InstantLLMService()
+        return InstantLLMService(answer=settings.fake_llm_answer)
     if settings.uses_cloud(Stage.LLM):
         from bot.cloud_services import GroqLLM
 

@@ -17,6 +17,7 @@ from pipecat.runner.types import (
     SmallWebRTCRunnerArguments,
     WebSocketRunnerArguments,
 )
+from pipecat.evals.transport import EvalTransportParams
 from pipecat.runner.utils import create_transport
 from pipecat.transports.daily.transport import DailyParams
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
@@ -35,6 +36,8 @@ def _process_models() -> tuple[Settings, LocalModels]:
 
 
 def _transport_kind(runner_args: RunnerArguments) -> str:
+    if getattr(runner_args, "transport_type", None) == "eval":
+        return "eval"
     if isinstance(runner_args, DailyRunnerArguments):
         return "daily"
     if isinstance(runner_args, SmallWebRTCRunnerArguments):
@@ -56,6 +59,9 @@ async def run_session(runner_args: RunnerArguments) -> None:
                 audio_out_enabled=True,
                 serializer=GuardedProtobufSerializer(settings.input_sample_rate),
             ),
+            # Pipecat's eval harness (`pipecat eval run --bot-url ws://HOST:PORT/ws`): its
+            # first message asks for this transport; its serializer is the harness's own.
+            "eval": lambda: EvalTransportParams(audio_in_enabled=True, audio_out_enabled=True),
         },
     )
     session = Session(

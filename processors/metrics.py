@@ -30,6 +30,7 @@ from pipecat.frames.frames import (
     FunctionCallsStartedFrame,
     InterruptionFrame,
     LLMContextFrame,
+    LLMContextUserTurnFrame,
     LLMFullResponseEndFrame,
     LLMTextFrame,
     OutputAudioRawFrame,
@@ -48,13 +49,10 @@ from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 from pipecat.transports.base_output import BaseOutputTransport
 
-from processors.echo_guard import MIC_WINDOW_SECS
 from processors.fallback import ServiceFallbackFrame
 
 _SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([.,!?;:])")
 
-# A turn that starts this long after the VAD's start was held back by the echo guard.
-HELD_START_SLACK_SECS = 0.1
 STAGES = ("vad", "stt", "turn", "llm_ttft", "tool", "tts_ttfb", "voice_to_voice", "barge_in_stop")
 
 
@@ -170,7 +168,6 @@ class TurnMetricsObserver(BaseObserver):
         self._current: TurnRecord | None = None
         self._interrupted: TurnRecord | None = None
         self._vad_started_at: float | None = None
-        self._vad_frame_at: float | None = None
         self._bot_speaking = False
         self._bot_started_at: float | None = None
         self._last_bot_audio_out_at: float | None = None
@@ -230,7 +227,7 @@ class TurnMetricsObserver(BaseObserver):
 
         # --- user side: the user aggregator broadcasts these both ways; count the upstream copy
         if isinstance(frame, VADUserStartedSpeakingFrame) and upstream:
-            self._vad_started_at, self._vad_frame_at = t - frame.start_secs, t
+            self._vad_started_at = t - frame.start_secs
         elif isinstance(frame, UserStartedSpeakingFrame) and upstream:
             await self._start_turn(t)
         elif isinstance(frame, VADUserStoppedSpeakingFrame) and upstream:
@@ -249,6 +246,11 @@ class TurnMetricsObserver(BaseObserver):
             if turn and turn.llm_request_at is None:
                 turn.user_text += " " + frame.text
                 turn.stt_final_at = t
+        elif isinstance(frame, LLMContextUserTurnFrame) and not upstream:
+            # What the turn put in the context: its words, even those heard before the turn
+            # started (a barge-in starts on its words), and none the turn-taking let pass.
+            if turn and frame.text.strip():
+                turn.user_text = frame.text
         # --- LLM
         elif isinstance(src, LLMService) and not upstream:
             if turn and turn.llm_request_at is not None:
@@ -317,13 +319,9 @@ class TurnMetricsObserver(BaseObserver):
 
     def _speech_start(self, t: float) -> float:
         """When the user began the turn that starts at `t`."""
-        if self._vad_started_at is None:
-            return t
-        if self._vad_frame_at is not None and t - self._vad_frame_at > HELD_START_SLACK_SECS:
-            # The echo guard held this start: the VAD had been hearing the bot's echo, and
-            # the user's voice rose above it within the guard's window before `t`.
-            return max(self._vad_started_at, t - MIC_WINDOW_SECS)
-        return self._vad_started_at
+        # A barge-in starts its turn once its words are known (bot/barge_in.py), but the
+        # bot fell silent at the VAD's start: that is where the user began.
+        return t if self._vad_started_at is None else self._vad_started_at
 
     async def _start_turn(self, t: float) -> None:
         previous = self._current

@@ -30,7 +30,7 @@ from processors.sequential_bridge import SequentialBridge
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = {"STT_PROVIDER": "fake", "LLM_PROVIDER": "fake", "TTS_PROVIDER": "fake"}
 BENCHES = {"voice_to_voice": FAKE, "barge_in": FAKE, "capacity": {}, "soak": {}, "frame_cost": {}, "stt_window": {},
-           "llm_context": {}, "turn_pause": {}, "spoken_qa": {}}
+           "llm_context": {}, "turn_pause": {}, "spoken_qa": {}, "sentence_turns": {}, "adaptive_vad": {}}
 NUMBER = r"-?\d+(\.\d+)?"
 
 # --- the sequential bridge (processors/sequential_bridge.py) ---------------------------------
@@ -159,7 +159,7 @@ def test_soak_smoke(smoke_runs):
 def test_frame_cost_smoke(smoke_runs):
     rows, _ = result(smoke_runs, "frame_cost")
     names = " ".join(rows)
-    for component in ("RNNoise", "Silero VAD", "echo guard", "protobuf"):
+    for component in ("RNNoise", "Silero VAD", "echo cancellation", "protobuf"):
         assert component in names, rows
     assert all(re.fullmatch(NUMBER, cells[0]) for cells in rows.values()), rows
 
@@ -203,3 +203,19 @@ def test_spoken_qa_smoke(smoke_runs):
     assert all(re.fullmatch(r"\d+/\d+ \(\d+ %\)", cells[0]) for cells in rows.values()), rows
     assert re.search(r"\| flite-slt \| clean \| \d+/3 ", out), out[-3000:]
     assert "right answers, clean:" in out and "knowledge-base leaks:" in out
+
+
+@pytest.mark.slow
+def test_sentence_turns_smoke(smoke_runs):
+    rows, out = result(smoke_runs, "sentence_turns")
+    assert set(rows) == {"stock", "ours"}, rows
+    for cells in rows.values():  # 2 comma questions in 2 voices, 8 turns in all
+        assert re.fullmatch(r"[0-4]/4 \(\d+ %\)", cells[0]) and re.fullmatch(r"[0-8]/8", cells[3]), cells
+    assert "false cut-offs" in out
+
+
+@pytest.mark.slow
+def test_adaptive_vad_smoke(smoke_runs):
+    rows, out = result(smoke_runs, "adaptive_vad")
+    assert len(rows) == 4, rows  # the first cell is the room: two rows each, the last wins
+    assert "fixed:" in out and "adaptive:" in out

@@ -171,10 +171,9 @@ def server(client_bundle):
 def worker_server(client_bundle):
     """The server with SESSION_PROCESSES on: every session in its own worker process.
 
-    No greeting: a worker's session can come up seconds after the page opened the mic, and
-    in loaded runs the question then overlapped the greeting, arriving quieter than the
-    bot's own audio, so the echo guard (processors/echo_guard.py) took it for echo and
-    dropped it. What this server is here for is the relay."""
+    No greeting: a worker's session can come up seconds after the page opened the mic, so
+    when the question plays against the greeting is left to chance here; what this server
+    is here for is the relay. (A question over the greeting: tests/test_turn_taking.py.)"""
     yield from started(Server(env={"SESSION_PROCESSES": "true", "GREETING": ""}))
 
 

@@ -1,4 +1,6 @@
-"""The bot does not interrupt itself on its own echo (-20 dB), yet a person still can."""
+"""Over the WebSocket endpoint, a laptop without headphones: the bot's own voice comes back
+into the microphone (-20 dB, 150 ms late). It never cuts
+the bot off, and a person talking over the bot still does."""
 
 import pytest
 
@@ -7,38 +9,40 @@ from web.ws_client import AgentClient
 
 pytestmark = pytest.mark.slow
 LONG_QUESTION = "Please explain in detail how photosynthesis works in plants."
+# A fixed long answer (LLM_PROVIDER=fake): what is tested is the echo, not the model.
+ANSWER = (
+    "Plants make their food in the leaves, by photosynthesis. The chlorophyll in each leaf "
+    "catches the energy of sunlight and keeps it. Water from the roots and carbon dioxide from "
+    "the air become sugar. Oxygen is what the plant gives back to the air around it."
+)
+SETTINGS = {"llm_provider": "fake", "fake_llm_answer": ANSWER}
 
 
-async def long_answer_with_echo(server, speech, client: AgentClient):
-    await client.speak(speech(LONG_QUESTION))
-    # Keep the microphone live (hearing the bot at -20 dB) until the answer is over.
-    assert await client.silence_until(lambda r: len(r.turns) >= 1, 90), client.received.turns
-    # ...and a little longer, in case an echo turn is still being transcribed.
-    await client.silence(1.5)
-    return client.received.turns
+def echoing_client(server) -> AgentClient:
+    return AgentClient(server.ws_url, echo_gain_db=-20, echo_delay_secs=0.15)
 
 
 async def test_echo_does_not_interrupt_the_bot(serve_app, speech):
-    async with serve_app(echo_guard_enabled=True) as server:
-        async with AgentClient(server.ws_url, echo_gain_db=-20) as client:
-            turns = await long_answer_with_echo(server, speech, client)
+    async with serve_app(**SETTINGS) as server:
+        async with echoing_client(server) as client:
+            await client.speak(speech(LONG_QUESTION))
+            # Keep the microphone live (hearing the bot) until the answer is over...
+            assert await client.silence_until(lambda r: len(r.turns) >= 1, 90), client.received.turns
+            # ...and a little longer, in case an echo turn is still being transcribed.
+            await client.silence(2.0)
+            turns = client.received.turns
+            # Never a turn of its own, never the answer cut short. (A residual the canceller
+            # let through can still pause the bot and have a sentence said again: counted
+            # in bench.echo_matrix.)
             assert len(turns) == 1 and not turns[0]["interrupted"], turns
-            assert len(turns[0]["bot_text"].split()) >= 8, "a long enough answer to have echoed"
-
-
-async def test_without_the_guard_the_echo_interrupts(serve_app, speech):
-    """Why the guard exists: the same scenario with it switched off."""
-    async with serve_app(echo_guard_enabled=False) as server:
-        async with AgentClient(server.ws_url, echo_gain_db=-20) as client:
-            turns = await long_answer_with_echo(server, speech, client)
-            assert turns[0]["interrupted"] or len(turns) > 1, turns
+            assert turns[0]["bot_text"] == ANSWER, turns
 
 
 async def test_a_person_still_interrupts_over_the_echo(serve_app, speech):
-    async with serve_app(echo_guard_enabled=True) as server:
-        async with AgentClient(server.ws_url, echo_gain_db=-20) as client:
+    async with serve_app(**SETTINGS) as server:
+        async with echoing_client(server) as client:
             await client.speak(speech(LONG_QUESTION))
-            assert await client.silence_until(lambda r: r.audio_ms() >= 1000, 60)
+            assert await client.silence_until(lambda r: r.audio_ms() >= 1500, 60)
             await client.speak(speech("What is the capital of France?"))
             assert await client.silence_until(lambda r: len(r.turns) >= 2, 90), client.received.turns
             first, second = client.received.turns[:2]

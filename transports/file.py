@@ -13,6 +13,9 @@ the conversation started), or `after_bot_audio` seconds into the bot's answer to
 previous one (counted in bot audio played, so a barge-in lands at the same point of
 the answer however slow the machine), or, by default, once the bot has answered and
 fallen silent for `reply_pause_secs`, like a person taking turns.
+
+Echo. With `echo_gain_db`, the microphone also hears the bot's audio as it plays,
+`echo_delay_secs` later and that much quieter (a laptop without headphones); real time only.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pipecat.frames.frames import (
     EndWorkerFrame,
     Frame,
     InputAudioRawFrame,
+    InputTransportMessageFrame,
     InterruptionFrame,
     OutputAudioRawFrame,
     StartFrame,
@@ -98,6 +102,9 @@ class FileTransportParams(TransportParams):
     answer_timeout_secs: float = 60.0
     # Silence after the last answer before the conversation ends.
     tail_secs: float = 0.5
+    # The bot's own voice in the microphone: None for none (headphones).
+    echo_gain_db: float | None = None
+    echo_delay_secs: float = 0.15
 
 
 @dataclass
@@ -134,13 +141,25 @@ class FileInputTransport(BaseInputTransport):
         self._params: FileTransportParams = params
         self._feed_task: asyncio.Task | None = None
         self._silence = b""
+        self._echo: _Echo | None = None
+        self._next_frame_at = 0.0
 
     async def start(self, frame: StartFrame):
         await super().start(frame)
         await self.set_transport_ready(frame)
         self._silence = b"\x00\x00" * int(self.sample_rate * FRAME_SECS)
+        if self._params.echo_gain_db is not None:
+            if self._params.fast:
+                raise ValueError("an echo needs real-time playback (fast=False)")
+            self._echo = _Echo(self._transport, self._params, self.sample_rate)
         self._feed_task = self.create_task(self._feed(), "file-input-feed")
         await self._transport._call_event_handler("on_client_connected", self)
+        # Like a client that has set up and can hear the bot now (RTVI's client-ready):
+        # the session greets it, as it greets a browser.
+        ready = {
+            "label": "rtvi-ai", "type": "client-ready", "id": "file", "data": {"version": "2.2.0"}
+        }
+        await self.broadcast_frame(InputTransportMessageFrame, message=ready)
 
     async def stop(self, frame):
         await self._cancel_feed()
@@ -171,30 +190,41 @@ class FileInputTransport(BaseInputTransport):
             playback.notify()
 
     async def _push_mic(self, pcm: bytes) -> None:
+        if self._echo is not None:
+            pcm = self._echo.mix(pcm)
         await self.push_audio_frame(
             InputAudioRawFrame(audio=pcm, sample_rate=self.sample_rate, num_channels=1)
         )
+
+    async def _tick(self) -> None:
+        """Wait until the next frame is due on the microphone's clock, which, like a sound
+        card's, neither drifts nor skips: a late frame is followed by early ones."""
+        now = time.monotonic()
+        if not self._next_frame_at:
+            self._next_frame_at = now  # the microphone's clock starts with its first frame
+        self._next_frame_at = max(self._next_frame_at, now - 1.0) + FRAME_SECS
+        await asyncio.sleep(max(0.0, self._next_frame_at - now))
 
     async def _silence_for(self, secs: float) -> None:
         """Real-time silence, as a live microphone would deliver it."""
         for _ in range(max(1, round(secs / FRAME_SECS))):
             await self._push_mic(self._silence)
-            await asyncio.sleep(FRAME_SECS)
+            await self._tick()
 
     async def _speak(self, utterance: Utterance) -> None:
         n = int(self.sample_rate * FRAME_SECS)
         audio = utterance.audio
-        start = time.monotonic()
-        for i, offset in enumerate(range(0, len(audio), n)):
+        for offset in range(0, len(audio), n):
             chunk = audio[offset : offset + n]
             if len(chunk) < n:
                 chunk = np.pad(chunk, (0, n - len(chunk)))
             await self._push_mic(chunk.tobytes())
             if self._params.fast:
                 await asyncio.sleep(0)
-            else:  # pace against the start, so scheduling jitter does not accumulate
-                delay = start + (i + 1) * FRAME_SECS - time.monotonic()
-                await asyncio.sleep(max(0.0, delay))
+            else:
+                await self._tick()
+        if self._params.fast:
+            self._next_frame_at = time.monotonic()
         self._transport.utterances_sent += 1
         logger.debug(f"{self}: sent utterance {utterance.name or self._transport.utterances_sent}")
 
@@ -206,7 +236,7 @@ class FileInputTransport(BaseInputTransport):
                 logger.warning(f"{self}: gave up waiting for {what} after {timeout:.0f}s")
                 return
             await self._push_mic(self._silence)
-            await asyncio.sleep(FRAME_SECS)
+            await self._tick()
 
     def _answered(self, starts_before: int):
         playback = self._transport.playback
@@ -268,6 +298,48 @@ class FileInputTransport(BaseInputTransport):
         await self.push_frame(EndWorkerFrame(reason="file conversation finished"))
 
 
+class _Echo:
+    """What the microphone hears of the bot: its played audio, delayed and attenuated.
+
+    Each microphone frame is captured at its own clock's time (the first frame's time plus
+    the frames since), and hears what the bot was playing `echo_delay_secs` before that.
+    """
+
+    def __init__(self, transport: FileTransport, params: FileTransportParams, mic_rate: int):
+        self._transport = transport
+        self._gain = 10 ** (params.echo_gain_db / 20)
+        self._delay = params.echo_delay_secs
+        self._mic_rate = mic_rate
+        self._resampler: soxr.ResampleStream | None = None
+        self._mic_started: float | None = None
+        self._mic_samples = 0
+
+    def mix(self, pcm: bytes) -> bytes:
+        output = self._transport._output
+        rate = self._transport.playback.sample_rate
+        mic = np.frombuffer(pcm, dtype=np.int16)
+        if self._mic_started is None:
+            self._mic_started = time.monotonic()
+        captured = self._mic_started + self._mic_samples / self._mic_rate
+        self._mic_samples += len(mic)
+        if output is None or not rate:
+            return pcm
+        if self._resampler is None:
+            self._resampler = soxr.ResampleStream(rate, self._mic_rate, 1, dtype="float32")
+        n = len(mic) * rate // self._mic_rate
+        start = int((captured - self._delay - output.began) * rate)
+        played = self._transport.bot_audio
+        segment = np.zeros(n, dtype=np.float32)
+        lo, hi = max(start, 0), min(start + n, len(played) // 2)
+        if hi > lo:
+            heard = np.frombuffer(played[2 * lo : 2 * hi], dtype=np.int16)
+            segment[lo - start : hi - start] = heard
+        echo = self._resampler.resample_chunk(segment * self._gain)
+        out = mic.astype(np.float32)
+        out[: len(echo)] += echo[: len(out)]
+        return np.clip(out, -32768, 32767).astype(np.int16).tobytes()
+
+
 class FileOutputTransport(BaseOutputTransport):
     def __init__(self, transport: FileTransport, params: FileTransportParams, **kwargs):
         super().__init__(params, **kwargs)
@@ -275,6 +347,10 @@ class FileOutputTransport(BaseOutputTransport):
         self._params: FileTransportParams = params
         self._began = 0.0
         self._next_play = 0.0
+
+    @property
+    def began(self) -> float:
+        return self._began
 
     async def start(self, frame: StartFrame):
         await super().start(frame)

@@ -62,17 +62,35 @@ class _Speaker:
     """Plays the bot's audio back into our microphone, as a laptop without headphones does.
 
     Bot audio joins a playout queue as it arrives; each microphone frame we send takes
-    the next 20 ms of it, attenuated by `gain_db`, after an acoustic delay. An
-    interruption from the server flushes the queue, as the browser client does.
+    the next 20 ms of it, attenuated by `gain_db`, after `delay_secs` (the playout buffer
+    and the room). An interruption from the server flushes the queue, as the browser
+    client does. With `room`, the echo also has a reverberant tail (~0.3 s); with
+    `browser_aec`, the microphone goes through WebRTC's echo canceller with the played
+    audio as its reference before it is sent, as a browser's `echoCancellation` does.
     """
 
-    def __init__(self, gain_db: float, delay_secs: float, mic_rate: int):
+    def __init__(
+        self,
+        gain_db: float,
+        delay_secs: float,
+        mic_rate: int,
+        room: bool = False,
+        browser_aec: bool = False,
+    ):
         self.gain = 10 ** (gain_db / 20)
         self.delay_samples = int(delay_secs * mic_rate)
         self.mic_rate = mic_rate
         self.queue = np.zeros(0, dtype=np.float32)
         self._resampler = None
         self._rate = 0
+        self._room = _room_impulse(mic_rate) if room else None
+        self._tail = np.zeros(0 if self._room is None else len(self._room) - 1, dtype=np.float32)
+        self._aec = None
+        if browser_aec:
+            from livekit import rtc
+
+            self._rtc = rtc
+            self._aec = rtc.AudioProcessingModule(echo_cancellation=True, high_pass_filter=True)
 
     def receive(self, pcm: bytes, rate: int) -> None:
         import soxr
@@ -90,10 +108,38 @@ class _Speaker:
 
     def mix(self, mic: np.ndarray) -> np.ndarray:
         n = len(mic)
-        echo, self.queue = self.queue[:n], self.queue[n:]
-        out = mic.astype(np.float32)
-        out[: len(echo)] += echo * self.gain
-        return np.clip(out, -32768, 32767).astype(np.int16)
+        played = np.zeros(n, dtype=np.float32)
+        chunk, self.queue = self.queue[:n], self.queue[n:]
+        played[: len(chunk)] = chunk
+        echo = played * self.gain
+        if self._room is not None:
+            full = np.convolve(echo, self._room)
+            full[: len(self._tail)] += self._tail
+            echo, self._tail = full[:n], full[n:]
+        out = np.clip(mic.astype(np.float32) + echo, -32768, 32767).astype(np.int16)
+        if self._aec is not None:
+            out = self._cancel(out, played.astype(np.int16))
+        return out
+
+    def _cancel(self, mic: np.ndarray, played: np.ndarray) -> np.ndarray:
+        rtc, block = self._rtc, self.mic_rate // 100
+        out = mic.copy()
+        for i in range(0, len(mic) - block + 1, block):
+            far = rtc.AudioFrame(played[i : i + block].tobytes(), self.mic_rate, 1, block)
+            self._aec.process_reverse_stream(far)
+            frame = rtc.AudioFrame(mic[i : i + block].tobytes(), self.mic_rate, 1, block)
+            self._aec.process_stream(frame)
+            out[i : i + block] = np.frombuffer(bytes(frame.data), dtype=np.int16)
+        return out
+
+
+def _room_impulse(rate: int) -> np.ndarray:
+    """A direct path and an exponentially decaying reverberant tail (RT60 ~0.3 s)."""
+    rng = np.random.default_rng(7)
+    n = int(0.25 * rate)
+    impulse = rng.standard_normal(n) * np.exp(-np.arange(n) / (0.045 * rate))
+    impulse[0] += 3.0
+    return (impulse / np.linalg.norm(impulse)).astype(np.float32)
 
 
 class AgentClient:
@@ -103,12 +149,19 @@ class AgentClient:
         sample_rate: int = 16000,
         echo_gain_db: float | None = None,
         echo_delay_secs: float = 0.1,
+        echo_room: bool = False,
+        browser_aec: bool = False,
     ):
-        """`echo_gain_db` (e.g. -20) plays the bot's audio back into the microphone."""
+        """`echo_gain_db` (e.g. -20) plays the bot's audio back into the microphone (see
+        `_Speaker` for the room and the browser's echo canceller)."""
         self.url = url
         self.sample_rate = sample_rate
         self.speaker = (
-            _Speaker(echo_gain_db, echo_delay_secs, sample_rate) if echo_gain_db is not None else None
+            _Speaker(
+                echo_gain_db, echo_delay_secs, sample_rate, room=echo_room, browser_aec=browser_aec
+            )
+            if echo_gain_db is not None
+            else None
         )
         self.received = Received()
         self.last_speech_sent_at: float | None = None
@@ -118,6 +171,7 @@ class AgentClient:
         self._ws = None
         self._reader: asyncio.Task | None = None
         self._changed = asyncio.Event()
+        self._next_frame_at = 0.0
 
     async def __aenter__(self) -> AgentClient:
         await self.connect()
@@ -161,18 +215,26 @@ class AgentClient:
         frame.audio.num_channels = 1
         await self._ws.send(frame.SerializeToString())
 
+    async def _tick(self) -> None:
+        """Wait for the next 20 ms frame on the microphone's clock, which, like a sound
+        card's, does not drift: a late frame is followed by early ones (up to 1 s behind)."""
+        now = time.monotonic()
+        if not self._next_frame_at:
+            self._next_frame_at = now  # the microphone's clock starts with its first frame
+        self._next_frame_at = max(self._next_frame_at, now - 1.0) + FRAME_SECS
+        await asyncio.sleep(max(0.0, self._next_frame_at - now))
+
     async def speak(self, audio: np.ndarray, realtime: bool = True) -> None:
         """Stream int16 samples as 20 ms microphone frames."""
         n = int(self.sample_rate * FRAME_SECS)
-        start = time.monotonic()
-        self.first_speech_sent_at = start
-        for i, offset in enumerate(range(0, len(audio), n)):
+        self.first_speech_sent_at = time.monotonic()
+        for offset in range(0, len(audio), n):
             chunk = audio[offset : offset + n]
             if len(chunk) < n:
                 chunk = np.pad(chunk, (0, n - len(chunk)))
             await self.send_audio(chunk.astype(np.int16).tobytes())
             if realtime:
-                await asyncio.sleep(max(0.0, start + (i + 1) * FRAME_SECS - time.monotonic()))
+                await self._tick()
         self.last_speech_sent_at = time.monotonic()
 
     async def silence(self, secs: float) -> None:
@@ -186,7 +248,7 @@ class AgentClient:
             if time.monotonic() > deadline or self.closed:
                 return False
             await self.send_audio(silence)
-            await asyncio.sleep(FRAME_SECS)
+            await self._tick()
         return True
 
     async def wait_for(self, predicate: Callable[[Received], bool], timeout: float) -> bool:

@@ -1,0 +1,393 @@
+"""What the user's voice means while the bot is speaking.
+
+When the VAD hears the user over the bot, the bot falls silent at once (`SpeechGate.hold`,
+nothing is lost) and what was said decides what happens next:
+
+- words that are not the bot's own and not a backchannel, or an interrupt word
+  ("wait", "stop", "no"): a real barge-in. The user's turn starts, the answer is dropped.
+- a backchannel ("mm-hmm", "yeah", "okay"; fewer than `min_words` words, or only
+  backchannel words): the bot goes on where it stopped. The transcript becomes a
+  `UserBackchannelFrame` (the user aggregator's `on_user_backchannel`), never a turn.
+- the bot's own words (its echo, transcribed): it goes on; nothing reaches the context.
+- nothing transcribable (a cough, a door): as soon as the STT says so (`NoWordsFrame`;
+  an STT that cannot: `false_interruption_secs` after the sound ends), the bot says the
+  interrupted sentence again and carries on, as LiveKit's `resume_false_interruption`
+  does, instead of apologising.
+
+A hold with no verdict after `max_hold_secs` (an STT without interim transcripts) ends:
+a barge-in if the user is still talking, the bot goes on if not.
+When the bot is not speaking, the VAD starts the user's turn as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+from loguru import logger
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    Frame,
+    InputAudioRawFrame,
+    InterimTranscriptionFrame,
+    InterruptionFrame,
+    SystemFrame,
+    TranscriptionFrame,
+    UserBackchannelFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.turns.types import ProcessFrameResult
+from pipecat.turns.user_start import VADUserTurnStartStrategy
+
+from processors.speech_gate import SpeechGate
+
+
+@dataclass
+class NoWordsFrame(SystemFrame):
+    """The STT transcribed a stretch of speech and found no words in it (a cough, a door,
+    a mumble), so nothing more is coming for it: a barge-in it caused can be undone now."""
+
+
+class Meaning(Enum):
+    INTERRUPTION = "interruption"
+    BACKCHANNEL = "backchannel"
+    ECHO = "echo"
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+(?:-[a-z0-9']+)*", text.lower())
+
+
+def _canonical(word: str) -> str:
+    """One spelling for the many of a backchannel: "Mm-hmm", "mmhmm", "mhm" → "mhm"."""
+    return re.sub(r"(.)\1+", r"\1", word.replace("-", ""))
+
+
+def _phrases(words: str) -> list[tuple[str, ...]]:
+    return [tuple(_canonical(w) for w in _words(p)) for p in words.split(",") if _words(p)]
+
+
+@dataclass
+class BargeInPolicy:
+    """Which words interrupt the bot and which it lets pass (BARGE_IN_* settings)."""
+
+    @classmethod
+    def from_settings(cls, settings) -> BargeInPolicy:
+        return cls(
+            backchannels=settings.barge_in_backchannels,
+            interrupt_words=settings.barge_in_interrupt_words,
+            min_words=settings.barge_in_min_words,
+        )
+
+    backchannels: str  # comma-separated words and phrases
+    interrupt_words: str
+    min_words: int
+
+    def __post_init__(self):
+        self._backchannels = sorted(_phrases(self.backchannels), key=len, reverse=True)
+        self._interrupts = _phrases(self.interrupt_words)
+
+    def meaning(self, text: str, bot_text: str = "") -> Meaning | None:
+        """What `text`, heard while the bot said `bot_text`, means (None: no words)."""
+        words = [_canonical(w) for w in _words(text)]
+        if not words:
+            return None
+        if any(_contains(words, phrase) for phrase in self._interrupts):
+            return Meaning.INTERRUPTION
+        if _is_echo(words, [_canonical(w) for w in _words(bot_text)]):
+            return Meaning.ECHO
+        if len(words) < self.min_words or self._only_backchannels(words):
+            return Meaning.BACKCHANNEL
+        return Meaning.INTERRUPTION
+
+    def _only_backchannels(self, words: list[str]) -> bool:
+        i = 0
+        while i < len(words):
+            match = next((p for p in self._backchannels if tuple(words[i : i + len(p)]) == p), None)
+            if match is None:
+                return False
+            i += len(match)
+        return True
+
+
+def _contains(words: list[str], phrase: tuple[str, ...]) -> bool:
+    n = len(phrase)
+    return any(tuple(words[i : i + n]) == phrase for i in range(len(words) - n + 1))
+
+
+def _is_echo(words: list[str], bot_words: list[str]) -> bool:
+    """The words are (nearly all, in order) some of what the bot just said."""
+    if len(words) < 2 or not bot_words:
+        return False
+    # Longest common subsequence, words against the bot's words.
+    previous = [0] * (len(bot_words) + 1)
+    for w in words:
+        current = [0]
+        for j, b in enumerate(bot_words):
+            current.append(previous[j] + 1 if w == b else max(previous[j + 1], current[j]))
+        previous = current
+    common = previous[-1]
+    return common == len(words) if len(words) < 4 else common >= 0.75 * len(words)
+
+
+class BargeIn:
+    """One session's barge-in state, shared by the start strategy and the filter.
+
+    For `echo_tail_secs` after the bot stops, its last words are still coming back through
+    the client's playout buffer and the room: speech heard then is judged too, but only as
+    echo or not (a "yes" right after the bot asked something is an answer, not a backchannel).
+    """
+
+    def __init__(
+        self, gate: SpeechGate, policy: BargeInPolicy, echo_tail_secs: float = 1.0, canceller=None
+    ):
+        self.gate = gate
+        self.policy = policy
+        self.echo_tail_secs = echo_tail_secs
+        self.canceller = canceller
+        # The STT answers every speech segment (words, or a NoWordsFrame): no timer needed.
+        self.stt_answers_every_segment = False
+        self._bot_speaking = False
+        self._bot_stopped_at = -1e9
+        # What the latest transcript heard over the bot meant (None: nothing yet).
+        self.heard: Meaning | None = None
+        # The speech the VAD hears now is, by the echo canceller's measure, only the bot's
+        # own echo: whatever the STT makes of it is not the user's.
+        self.echo_segment = False
+        self.backchannels = 0
+        self.echoes = 0
+        self.resumed = 0
+
+    @property
+    def bot_speaking(self) -> bool:
+        return self._bot_speaking
+
+    @bot_speaking.setter
+    def bot_speaking(self, speaking: bool) -> None:
+        if self._bot_speaking and not speaking:
+            self._bot_stopped_at = time.monotonic()
+        self._bot_speaking = speaking
+
+    @property
+    def talking(self) -> bool:
+        """The bot is speaking, or held mid-speech."""
+        return self._bot_speaking or (self.gate.held and self.gate.cut_off)
+
+    @property
+    def listening_over_bot(self) -> bool:
+        """What the user says now is judged, not just heard: the bot is talking, or its
+        last words may still be echoing."""
+        return self.talking or time.monotonic() - self._bot_stopped_at < self.echo_tail_secs
+
+    def voice_over_echo(self) -> bool:
+        """The echo canceller's view: more than the bot's cancelled echo in the microphone."""
+        return self.canceller is None or self.canceller.voice_over_echo()
+
+    def meaning(self, text: str) -> Meaning | None:
+        meaning = self.policy.meaning(text, self.gate.recent_text())
+        if meaning is Meaning.BACKCHANNEL and not self.talking:
+            return Meaning.INTERRUPTION  # the bot has finished: these are words for it
+        return meaning
+
+
+class BackchannelFilter(FrameProcessor):
+    """Before the user aggregator: backchannels and echo said over the bot never become turns.
+
+    A final transcript heard over the bot that is a backchannel becomes a
+    `UserBackchannelFrame` (kept out of the context, reported as such); one that is the bot's
+    own words is dropped. Either way the bot goes on. Interim transcripts of either are
+    dropped too. Everything else passes.
+    """
+
+    def __init__(self, barge_in: BargeIn, **kwargs):
+        super().__init__(**kwargs)
+        self._barge_in = barge_in
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, BotStartedSpeakingFrame):
+            self._barge_in.bot_speaking = True
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self._barge_in.bot_speaking = False
+        elif isinstance(frame, (TranscriptionFrame, InterimTranscriptionFrame)):
+            if self._barge_in.listening_over_bot and self._barge_in.echo_segment:
+                await self._let_pass(frame, Meaning.ECHO)
+                return
+            if self._barge_in.listening_over_bot:
+                meaning = self._barge_in.meaning(frame.text)
+                self._barge_in.heard = meaning
+                if meaning in (Meaning.BACKCHANNEL, Meaning.ECHO):
+                    await self._let_pass(frame, meaning)
+                    return
+        await self.push_frame(frame, direction)
+
+    async def _let_pass(self, frame: Frame, meaning: Meaning) -> None:
+        if isinstance(frame, InterimTranscriptionFrame):
+            return  # the final transcript decides
+        logger.debug(f"{self}: {meaning.value} over the bot: {frame.text!r}")
+        if meaning is Meaning.BACKCHANNEL:
+            self._barge_in.backchannels += 1
+            await self.push_frame(UserBackchannelFrame(frame.text, frame.user_id, frame.timestamp))
+        else:
+            self._barge_in.echoes += 1
+        self._barge_in.gate.release()
+
+
+class BargeInStartStrategy(VADUserTurnStartStrategy):
+    """VAD turn start, except over the bot: hold it, and start the turn only for real words.
+
+    A transcript that arrives with no turn started (speech the VAD did not catch, or words
+    that came after the bot had gone on) starts one too, so no words are left waiting in the
+    aggregator for the next turn.
+    """
+
+    def __init__(
+        self,
+        *,
+        barge_in: BargeIn,
+        false_interruption_secs: float = 1.0,
+        max_hold_secs: float = 4.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self._barge_in = barge_in
+        self._false_interruption_secs = false_interruption_secs
+        self._max_hold_secs = max_hold_secs
+        self._in_turn = False
+        self._held = False
+        self._vad_speaking = False
+        self._quiet_timer: asyncio.Task | None = None
+        self._hold_timer: asyncio.Task | None = None
+
+    async def handle_user_turn_started(self):
+        await super().handle_user_turn_started()
+        self._in_turn = True
+        await self._end_hold()
+
+    async def handle_user_turn_stopped(self):
+        await super().handle_user_turn_stopped()
+        self._in_turn = False
+
+    async def cleanup(self):
+        await self._end_hold()
+        await super().cleanup()
+
+    async def process_frame(self, frame: Frame) -> ProcessFrameResult:
+        if isinstance(frame, VADUserStartedSpeakingFrame):
+            self._vad_speaking = True
+            self._barge_in.echo_segment = False
+            if self._in_turn:
+                return ProcessFrameResult.CONTINUE  # the user going on with their turn
+            if not self._barge_in.listening_over_bot:
+                return await self._start()
+            await self._maybe_hold()
+            return ProcessFrameResult.STOP
+        if isinstance(frame, InputAudioRawFrame):
+            # The VAD is hearing what so far was only the bot's echo: hold if a voice rises.
+            if (
+                self._vad_speaking
+                and not (self._held or self._in_turn)
+                and self._barge_in.listening_over_bot
+            ):
+                await self._maybe_hold()
+            return ProcessFrameResult.CONTINUE
+        if isinstance(frame, VADUserStoppedSpeakingFrame):
+            self._vad_speaking = False
+            if self._held and not self._barge_in.stt_answers_every_segment:
+                # An STT that never says "no words": a timer says it for it.
+                self._quiet_timer = await self._restart(
+                    self._quiet_timer, self._false_interruption_secs, self._resume
+                )
+        elif isinstance(frame, NoWordsFrame):
+            if self._held and not self._vad_speaking:
+                await self._resume()  # the STT is sure: no words are coming
+        elif isinstance(frame, (UserBackchannelFrame, InterruptionFrame)) or (
+            self._held and not self._barge_in.gate.held
+        ):
+            await self._end_hold()  # the filter let it pass (a backchannel, or echo), or done
+        elif isinstance(frame, (TranscriptionFrame, InterimTranscriptionFrame)):
+            # The filter has let backchannels and echo pass: these are words for the bot.
+            if self._in_turn or (isinstance(frame, InterimTranscriptionFrame) and not self._held):
+                return ProcessFrameResult.CONTINUE
+            listening = self._barge_in.listening_over_bot
+            if not listening or self._barge_in.meaning(frame.text) is Meaning.INTERRUPTION:
+                logger.debug(f"{self}: words with no turn started: {frame.text!r}")
+                return await self._start()
+        return ProcessFrameResult.CONTINUE
+
+    async def _start(self) -> ProcessFrameResult:
+        await self.trigger_user_turn_started()
+        return ProcessFrameResult.STOP
+
+    async def _maybe_hold(self) -> None:
+        self._barge_in.echo_segment = not self._barge_in.voice_over_echo()
+        if not self._barge_in.echo_segment:
+            canceller = self._barge_in.canceller
+            if canceller is not None and canceller.echo_present:
+                logger.debug(
+                    f"{self}: a voice over the echo "
+                    f"({canceller.above_floor_db()} dB over its residual)"
+                )
+            await self._hold()
+
+    async def _hold(self) -> None:
+        await self._cancel(self._quiet_timer)
+        self._quiet_timer = None
+        if not self._held:
+            self._held = True
+            self._barge_in.heard = None
+            self._barge_in.gate.hold()
+            self._hold_timer = await self._restart(
+                self._hold_timer, self._max_hold_secs, self._long_hold
+            )
+
+    async def _long_hold(self) -> None:
+        """No verdict for this long (an STT without interim transcripts): someone still
+        talking over the silent bot is a barge-in; otherwise the bot goes on. (Its own echo
+        stops with it, so a hold on echo ends with the VAD and the transcript.)"""
+        self._hold_timer = None
+        if not self._held:
+            return
+        if self._vad_speaking:
+            logger.debug(f"{self}: {self._max_hold_secs:.1f} s of speech over the bot: a barge-in")
+            await self.trigger_user_turn_started()
+        else:
+            await self._resume()
+
+    async def _resume(self) -> None:
+        """The sound that cut the bot off had no words: the interrupted sentence again.
+        (Words that come later still start a turn: nothing is thrown away.)"""
+        self._quiet_timer = None
+        if not self._held or self._in_turn:
+            return
+        await self._end_hold()
+        if self._barge_in.gate.cut_off:
+            self._barge_in.resumed += 1
+            await self._barge_in.gate.replay_sentence()
+        else:
+            self._barge_in.gate.release()  # nothing was cut off (the bot had finished)
+
+    async def _end_hold(self) -> None:
+        self._held = False
+        await self._cancel(self._quiet_timer)
+        await self._cancel(self._hold_timer)
+        self._quiet_timer = self._hold_timer = None
+
+    async def _restart(self, timer: asyncio.Task | None, secs: float, then) -> asyncio.Task:
+        await self._cancel(timer)
+
+        async def wait_then():
+            await asyncio.sleep(secs)
+            await then()
+
+        return self.task_manager.create_task(wait_then(), f"{self}::barge-in-timer")
+
+    async def _cancel(self, timer: asyncio.Task | None) -> None:
+        if timer and timer is not asyncio.current_task():
+            await self.task_manager.cancel_task(timer)

@@ -1,0 +1,464 @@
+"""Acoustic echo cancellation of the bot's own voice, referenced to what the bot sent.
+
+Without headphones the microphone hears the bot. The browser's echo canceller removes
+most of it when it can (WebRTC's `<audio>` path), but not always (a page that plays PCM
+itself, a phone line, a loud room), and Silero VAD fires on what is left. So the server
+cancels the echo too: WebRTC's audio processing module (AEC3, from the `livekit` package)
+subtracts the bot's own audio from the microphone before anything listens to it, and the
+VAD, smart-turn and the STT hear the cleaned signal.
+
+The canceller needs the far end (what the loudspeaker played) as its reference, in step
+with the microphone. Here that is the audio the output transport actually sent:
+
+- `BotAudioTap` (after `transport.output()`) writes every bot audio frame that went out
+  into an `EchoReference`: one continuous timeline on this server's clock, silence where
+  the bot was quiet.
+- `EchoCanceller` (right after `transport.input()`) places each microphone frame on the
+  same clock by its sample count, anchored at the earliest arrival seen (so a server that
+  falls behind and then catches up does not move the alignment), and hands the canceller
+  the reference for the same moment. The echo comes back later than that by the network's
+  round trip, the client's playout buffer and the room: AEC3 estimates and tracks that
+  delay itself up to about 500 ms (measured: bench/RESULTS.md, "Echo cancellation");
+  longer paths are brought into its range by a coarse delay estimate of our own
+  (`CoarseDelay`, the peak of the envelopes' cross-correlation).
+
+The same module does WebRTC's noise suppression when asked (`noise_suppression`), so a
+deployment can switch from RNNoise to it by setting; it is off by default.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import numpy as np
+import soxr
+from loguru import logger
+from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InputAudioRawFrame,
+    OutputAudioRawFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+BLOCK_SECS = 0.01  # the audio processing module works on 10 ms blocks
+# The tap sees a frame when the transport has written it and waited out its playing time
+# (paced transports send one frame ahead of that): a frame's reference starts a frame's
+# duration before the tap saw it, i.e. about when it was sent. A microphone frame is then
+# matched with the reference from this long before it, which the tap has surely written by
+# the time the frame is processed. The echo of what was sent comes back after the network's
+# round trip and the client's playout buffer, which together are longer than this wait;
+# AEC3 handles a reference that leads its echo (up to ~500 ms), not one that lags it.
+REFERENCE_WAIT_SECS = 0.06
+# A frame this much later than the one before it ended starts a new burst on the timeline:
+# the output stalled (a paced transport then plays a gap; a client's playout buffer absorbs
+# short stalls, longer ones it plays as gaps too).
+BURST_GAP_SECS = 0.08
+HISTORY_SECS = 4.0
+# The reference's level is taken over this long before a frame's echo (the echo's reverb
+# and the delay's uncertainty spread it).
+REFERENCE_SPAN_SECS = 0.3
+# The microphone's clock is anchored at its earliest arrival over this long: a server that
+# falls behind for less does not move it, and the client's clock may drift slowly.
+ANCHOR_WINDOW_SECS = 10.0
+
+
+class EchoReference:
+    """The bot's sent audio on one clock, at the microphone's sample rate.
+
+    Sample index i is `t0 + i / sample_rate` on `time.monotonic()`; reading an index
+    nothing was written to gives silence.
+    """
+
+    def __init__(self, sample_rate: int = 16000, *, clock=time.monotonic):
+        self.clock = clock
+        self.t0 = clock()
+        self.reset(sample_rate)
+
+    def reset(self, sample_rate: int) -> None:
+        """Start again, empty, at `sample_rate` (the microphone's)."""
+        self.sample_rate = sample_rate
+        self._ring = np.zeros(int(HISTORY_SECS * sample_rate), dtype=np.int16)
+        self._written_until = 0  # one past the last sample written
+        self._last_add = -1e9
+        self._resampler: soxr.ResampleStream | None = None
+        self._source_rate = 0
+
+    def index_at(self, t: float) -> int:
+        return int(round((t - self.t0) * self.sample_rate))
+
+    def add(self, pcm: bytes, sample_rate: int, now: float | None = None) -> None:
+        """Record a frame the output just sent (`now`: when the tap saw it)."""
+        now = self.clock() if now is None else now
+        audio = np.frombuffer(pcm, dtype=np.int16)
+        if sample_rate != self.sample_rate:
+            if sample_rate != self._source_rate:
+                self._resampler = soxr.ResampleStream(
+                    sample_rate, self.sample_rate, 1, dtype="int16"
+                )
+                self._source_rate = sample_rate
+            audio = self._resampler.resample_chunk(audio)
+        duration = len(audio) / self.sample_rate
+        if now - self._last_add > BURST_GAP_SECS + duration:
+            # A new burst: place it where it started playing, never before what came before.
+            start = max(self._written_until, self.index_at(now - duration))
+            self._zero(self._written_until, start)
+        else:
+            start = self._written_until  # within a burst the audio is contiguous
+        self._write(start, audio)
+        self._last_add = now
+
+    def read(self, end: int, n: int) -> np.ndarray:
+        """The `n` samples before index `end`."""
+        out = np.zeros(n, dtype=np.int16)
+        size = len(self._ring)
+        lo = max(end - n, self._written_until - size)
+        hi = min(end, self._written_until)
+        if hi > lo:
+            idx = np.arange(lo, hi) % size
+            out[lo - (end - n) : hi - (end - n)] = self._ring[idx]
+        return out
+
+    def _zero(self, start: int, end: int) -> None:
+        if end > start:
+            idx = np.arange(max(start, end - len(self._ring)), end) % len(self._ring)
+            self._ring[idx] = 0
+
+    def _write(self, start: int, audio: np.ndarray) -> None:
+        if not len(audio):
+            return
+        audio = audio[-len(self._ring) :]
+        idx = np.arange(start, start + len(audio)) % len(self._ring)
+        self._ring[idx] = audio
+        self._written_until = start + len(audio)
+
+
+class BotAudioTap(FrameProcessor):
+    """After the output transport: every bot audio frame that went out becomes reference."""
+
+    def __init__(self, reference: EchoReference, **kwargs):
+        super().__init__(**kwargs)
+        self._reference = reference
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, OutputAudioRawFrame) and direction == FrameDirection.DOWNSTREAM:
+            if frame.num_channels == 1 and frame.audio:
+                self._reference.add(frame.audio, frame.sample_rate)
+        await self.push_frame(frame, direction)
+
+
+class EchoPath:
+    """Whether the microphone hears the bot at all, and how late.
+
+    Every `period_secs` with the bot's speech in most of the last `span_secs`, the raw
+    microphone and the reference (both at 8 kHz) are cross-correlated with the phase
+    transform (GCC-PHAT) over lags 0..`max_secs`. An echo makes a sharp peak, many times
+    the correlation's RMS, at the same lag every time; two voices that merely speak at
+    the same time do not (envelope correlation did: two utterances that start a second
+    apart correlate at that second). Two such peaks in a row turn `present` on; it goes off
+    again after `absent_secs` of the bot's speech without one (headphones put on, the
+    browser's own canceller took over). A lag beyond `aec_range_secs` also shifts the
+    reference by all but `keep_secs` of it, so AEC3 is left a delay it tracks itself.
+
+    Why gate on it: until AEC3 has heard an echo it assumes the worst (an echo as loud as
+    the bot), so with no echo at all (headphones, a fake microphone, a browser that
+    already cancelled it) it suppresses whoever talks over the bot by 5-30 dB (measured:
+    bench/RESULTS.md). Where there is no echo, nothing needs cancelling.
+    """
+
+    RATE = 8000
+
+    def __init__(
+        self,
+        *,
+        span_secs: float = 2.0,
+        max_secs: float = 1.5,
+        aec_range_secs: float = 0.5,
+        keep_secs: float = 0.2,
+        period_secs: float = 0.5,
+        peak_ratio: float = 8.0,
+        absent_secs: float = 6.0,
+    ):
+        self._span = int(span_secs * self.RATE)
+        self._max_lag = int(max_secs * self.RATE)
+        self._aec_range = aec_range_secs
+        self._keep = keep_secs
+        self._period_blocks = int(period_secs / BLOCK_SECS)
+        self._peak_ratio = peak_ratio
+        self._absent_estimates = int(absent_secs / period_secs)
+        size = self._span + self._max_lag
+        self._mic = np.zeros(size, dtype=np.float32)
+        self._ref = np.zeros(size, dtype=np.float32)
+        self._active: deque[bool] = deque(maxlen=int(span_secs / BLOCK_SECS))
+        self._fft = 1 << int(np.ceil(np.log2(2 * size)))
+        self._blocks = 0
+        self._misses = 0
+        self._last_lag: int | None = None
+        self.present = False
+        self.shift_secs = 0.0  # the reference is read this much earlier
+        self.delay_secs: float | None = None
+
+    def add(self, mic_block: np.ndarray, ref_block: np.ndarray) -> None:
+        """One 10 ms block of each, at 16 kHz (or any even multiple of 8 kHz)."""
+        self._push(self._mic, mic_block)
+        self._push(self._ref, ref_block)
+        self._active.append(_log_energy(ref_block) > SILENT_DB)
+        self._blocks += 1
+        if self._blocks % self._period_blocks == 0:
+            self._estimate()
+
+    def _push(self, history: np.ndarray, block: np.ndarray) -> None:
+        step = max(1, len(block) * 100 // self.RATE)
+        down = block.astype(np.float32).reshape(-1, step).mean(axis=1)
+        history[: -len(down)] = history[len(down) :]
+        history[-len(down) :] = down
+
+    def _estimate(self) -> None:
+        if sum(self._active) < len(self._active) // 2 or len(self._active) < self._active.maxlen:
+            return
+        mic = np.zeros(len(self._ref), dtype=np.float32)
+        mic[-self._span :] = self._mic[-self._span :]
+        cross = np.fft.rfft(mic, self._fft) * np.conj(np.fft.rfft(self._ref, self._fft))
+        cross /= np.abs(cross) + 1e-9
+        correlation = np.fft.irfft(cross, self._fft)[: self._max_lag + 1]
+        margin = int(0.01 * self.RATE)  # peaks at the very ends of the range are artefacts
+        lag = margin + int(np.argmax(correlation[margin:-margin]))
+        ratio = correlation[lag] / (np.sqrt(np.mean(correlation**2)) + 1e-12)
+        sharp = ratio >= self._peak_ratio
+        repeated = sharp and self._last_lag is not None and abs(lag - self._last_lag) <= margin
+        self._last_lag = lag if sharp else None
+        if repeated:
+            self._misses = 0
+            self.delay_secs = lag / self.RATE
+            if not self.present:
+                logger.debug(
+                    f"Echo heard ({self.delay_secs * 1000:.0f} ms late): "
+                    "the microphone is echo-cancelled"
+                )
+            self.present = True
+            wanted = self.delay_secs - self._keep if self.delay_secs > self._aec_range else 0.0
+            if abs(wanted - self.shift_secs) > 0.05:  # move only on a clear change
+                logger.debug(
+                    f"Echo {self.delay_secs * 1000:.0f} ms late: "
+                    f"reference shifted by {wanted * 1000:.0f} ms"
+                )
+                self.shift_secs = wanted
+        elif not sharp and self.present:
+            self._misses += 1
+            if self._misses >= self._absent_estimates:
+                logger.debug("No echo heard for a while: the microphone passes uncancelled")
+                self.present = False
+
+
+SILENT_DB = -60.0
+# AEC3 silences a frame it is sure holds only echo down to about this (80 dB under full scale).
+SILENCED_DB = -75.0
+
+
+class ResidualEcho:
+    """What is left of the echo after cancellation, to tell it from a voice over it.
+
+    While the bot's echo is due and an echo path is present, the cancelled microphone's
+    level relative to the reference's loudest recent moment is tracked per 20 ms frame.
+    The residual's floor is the 30th percentile over the last `history_secs` of the frames
+    AEC3 left any sound in (those it silenced entirely say nothing about the residual; the
+    bot talks far more than the user does). A voice is over the echo when the last
+    `window_secs` sit `margin_db` above that floor; in the first `onset_secs` of the echo
+    after a silence, while AEC3 settles on the new speech, `onset_margin_db` more.
+    """
+
+    def __init__(
+        self,
+        *,
+        window_secs=0.3,
+        history_secs=5.0,
+        margin_db=18.0,
+        onset_secs=0.6,
+        onset_margin_db=10.0,
+        rate_hz=50,
+    ):
+        self._recent: deque[float] = deque(maxlen=max(1, int(window_secs * rate_hz)))
+        self._history: deque[float] = deque(maxlen=int(history_secs * rate_hz))
+        self._margin = margin_db
+        self._onset_frames = int(onset_secs * rate_hz)
+        self._onset_margin = onset_margin_db
+        self._floor: float | None = None
+        self._frames = 0
+        self._since_quiet = 0
+
+    def add(self, clean_db: float, reference_db: float) -> None:
+        if reference_db <= SILENT_DB:
+            self._recent.clear()  # no echo due: nothing to tell a voice from
+            self._since_quiet = 0
+            return
+        self._since_quiet += 1
+        relative = clean_db - reference_db
+        self._recent.append(relative)
+        if clean_db > SILENCED_DB:
+            self._history.append(relative)
+        self._frames += 1
+        if self._frames % 25 == 0 and len(self._history) >= 25:
+            self._floor = float(np.percentile(self._history, 30))
+
+    def above_floor_db(self) -> float | None:
+        """How far the last moments sit above the residual's floor (None: nothing to compare)."""
+        if self._floor is None or not self._recent:
+            return None
+        return float(np.mean(self._recent)) - self._floor
+
+    def voice_over_echo(self) -> bool:
+        if not self._recent:
+            return True  # no echo due now
+        above = self.above_floor_db()
+        if above is None:
+            return False  # an echo is due and its residual is not known yet: transcripts decide
+        margin = self._margin + (
+            self._onset_margin if self._since_quiet < self._onset_frames else 0.0
+        )
+        return above >= margin
+
+
+def _log_energy(block: np.ndarray) -> float:
+    x = block.astype(np.float64)
+    return max(-80.0, 10 * np.log10(float(np.dot(x, x)) / max(1, len(x)) / 32768.0**2 + 1e-10))
+
+
+class EchoCanceller(FrameProcessor):
+    """Removes the bot's echo from the microphone (AEC3), optionally its noise too.
+
+    `enabled=False` passes audio through untouched. Mono audio at 16 or 48 kHz (the
+    module's native rates); anything else passes through with one warning.
+    """
+
+    def __init__(
+        self,
+        reference: EchoReference,
+        *,
+        enabled: bool = True,
+        noise_suppression: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self._reference = reference
+        self._enabled = enabled
+        self._noise_suppression = noise_suppression
+        self._apm = None
+        self._rate = 0
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._mic_samples = 0  # samples of microphone audio seen
+        self._anchor = 0  # reference index of microphone sample 0
+        self._recent_offsets: deque[tuple[float, int]] = deque()
+        self._path = EchoPath()
+        self._residual = ResidualEcho()
+        self._warned = False
+
+    @property
+    def echo_present(self) -> bool:
+        return self._path.present
+
+    def above_floor_db(self) -> float | None:
+        return self._residual.above_floor_db()
+
+    def voice_over_echo(self) -> bool:
+        """Whether the microphone's last moments hold more than the bot's own echo (always,
+        where there is no echo to cancel)."""
+        voice = not self._path.present or self._residual.voice_over_echo()
+        if self._path.present:
+            logger.trace(f"{self}: {self._residual.above_floor_db()} dB over the echo's residual")
+        return voice
+
+    @property
+    def echo_delay_ms(self) -> int | None:
+        """The echo's delay as last measured (for logs and benches)."""
+        delay = self._path.delay_secs
+        return None if delay is None else round(delay * 1000)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InputAudioRawFrame) and self._enabled and frame.audio:
+            if not self._process(frame):
+                return  # less than a block so far: it goes out with the next frame
+        elif isinstance(frame, (EndFrame, CancelFrame)):
+            self._apm = None
+        await self.push_frame(frame, direction)
+
+    def _process(self, frame: InputAudioRawFrame) -> bool:
+        if frame.num_channels != 1 or frame.sample_rate not in (16000, 48000):
+            if not self._warned:
+                logger.warning(
+                    f"{self}: {frame.num_channels} ch at {frame.sample_rate} Hz "
+                    "is not echo-cancelled"
+                )
+                self._warned = True
+            return True
+        if self._apm is None or self._rate != frame.sample_rate:
+            self._start(frame.sample_rate)
+        mic = np.frombuffer(frame.audio, dtype=np.int16)
+        self._place(len(mic))
+        audio = np.concatenate([self._pending, mic]) if len(self._pending) else mic.copy()
+        block = int(self._rate * BLOCK_SECS)
+        whole = len(audio) - len(audio) % block
+        out = audio[:whole].copy()
+        # Microphone sample k of `audio` is matched with reference index `first + k`.
+        wait = int(REFERENCE_WAIT_SECS * self._rate)
+        first = self._anchor + self._mic_samples - len(audio) - wait
+        for start in range(0, whole, block):
+            self._cancel_block(out[start : start + block], first + start)
+        if whole and self._path.present:
+            # The bot audio whose echo these samples hold: REFERENCE_SPAN_SECS up to the
+            # echo's delay before them; its loudest 10 ms says how loud that echo can be.
+            delay = int(self._path.delay_secs * self._rate)
+            span = self._reference.read(
+                first + whole - delay + block * 5, int(REFERENCE_SPAN_SECS * self._rate)
+            )
+            loudest = max(_log_energy(b) for b in span.reshape(-1, block))
+            self._residual.add(_log_energy(out[:whole]), loudest)
+        self._pending = audio[whole:].copy()
+        if not whole:
+            return False
+        frame.audio = out.tobytes()
+        frame.num_frames = whole
+        return True
+
+    def _start(self, rate: int) -> None:
+        from livekit import rtc
+
+        self._apm = rtc.AudioProcessingModule(
+            echo_cancellation=True, noise_suppression=self._noise_suppression, high_pass_filter=True
+        )
+        self._rtc = rtc
+        self._rate = rate
+        if rate != self._reference.sample_rate:
+            logger.warning(f"{self}: echo reference reset for a {rate} Hz microphone")
+            self._reference.reset(rate)
+        self._pending = np.zeros(0, dtype=np.int16)
+
+    def _place(self, n: int) -> None:
+        """Advance the microphone's clock by `n` samples; its anchor is the earliest arrival
+        of the last ANCHOR_WINDOW_SECS (a late arrival says the server is behind, not the mic)."""
+        now = self._reference.clock()
+        self._mic_samples += n
+        offset = self._reference.index_at(now) - self._mic_samples
+        recent = self._recent_offsets
+        while recent and recent[-1][1] >= offset:  # monotonic queue: a sliding minimum
+            recent.pop()
+        recent.append((now, offset))
+        while now - recent[0][0] > ANCHOR_WINDOW_SECS:
+            recent.popleft()
+        self._anchor = recent[0][1]
+
+    def _cancel_block(self, mic: np.ndarray, index: int) -> None:
+        n = len(mic)
+        shift = int(self._path.shift_secs * self._rate)
+        ref = self._reference.read(index + n - shift, n)
+        self._path.add(mic, self._reference.read(index + n, n))
+        rtc = self._rtc
+        # AEC3 keeps adapting either way, so it is converged when an echo shows up.
+        self._apm.process_reverse_stream(rtc.AudioFrame(ref.tobytes(), self._rate, 1, n))
+        near = rtc.AudioFrame(mic.tobytes(), self._rate, 1, n)
+        self._apm.process_stream(near)
+        if self._path.present or self._noise_suppression:
+            mic[:] = np.frombuffer(bytes(near.data), dtype=np.int16)

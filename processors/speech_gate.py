@@ -1,0 +1,200 @@
+"""The bot's speech, released in real time so that it can be paused and picked up again.
+
+A TTS delivers a sentence's audio faster than real time, and the output transport queues
+all of it: once queued it can only be thrown away (an interruption), not paused. This
+gate, just before `transport.output()`, keeps the bot's frames in order and lets audio
+out at the pace it plays, `lead_secs` ahead. That makes three things possible:
+
+- `hold()`: the bot falls silent at once (within the lead and the transport's own chunk)
+  without losing anything, while what the user said is being worked out;
+- `release()`: it goes on from where it stopped (a backchannel, or its own echo);
+- `replay_sentence()`: it stops its output for real (an interruption downstream only:
+  the client drops what it has queued; the LLM and TTS upstream carry on) and says the
+  interrupted sentence again, then the rest (a cough or a door cut it off).
+
+Everything else (text, TTS and LLM markers) keeps its place behind the audio it follows.
+A real interruption (an `InterruptionFrame` from upstream) empties the gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+
+from loguru import logger
+from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+    StartFrame,
+    SystemFrame,
+    TTSAudioRawFrame,
+    TTSStartedFrame,
+    TTSTextFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+CHUNK_SECS = 0.02
+# How far ahead of real time the gate lets audio go: the transport sends a 40 ms chunk
+# ahead of playing it, so this is about what remains audible after a hold.
+LEAD_SECS = 0.04
+# Recent sentences kept as "what the bot just said" (its echo can only be those).
+RECENT_TEXT_SECS = 6.0
+
+
+class SpeechGate(FrameProcessor):
+    def __init__(self, *, lead_secs: float = LEAD_SECS, **kwargs):
+        super().__init__(**kwargs)
+        self._lead = lead_secs
+        self._queue: deque[Frame] = deque()
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._held = False
+        self._play_until = 0.0  # when the audio released so far has played
+        self._sentence: list[OutputAudioRawFrame] = []  # audio of the sentence being said
+        self._recent_text: deque[tuple[float, str]] = deque()
+        self.holds = 0
+        self.replays = 0
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    @property
+    def cut_off(self) -> bool:
+        """Whether a sentence is part-said (held mid-way, or more of it still to come)."""
+        return bool(self._sentence) or any(isinstance(f, OutputAudioRawFrame) for f in self._queue)
+
+    def recent_text(self) -> str:
+        """What the bot said in the last seconds, or is about to say."""
+        now = time.monotonic()
+        while self._recent_text and now - self._recent_text[0][0] > RECENT_TEXT_SECS:
+            self._recent_text.popleft()
+        upcoming = [f.text for f in self._queue if isinstance(f, TTSTextFrame)]
+        return " ".join([t for _, t in self._recent_text] + upcoming)
+
+    def hold(self) -> None:
+        if not self._held:
+            self._held = True
+            self.holds += 1
+            logger.debug(f"{self}: holding the bot's speech")
+
+    def release(self) -> None:
+        """Go on from where the hold stopped."""
+        if self._held:
+            self._held = False
+            logger.debug(f"{self}: going on")
+            self._changed.set()
+
+    async def replay_sentence(self) -> None:
+        """Stop the output for real and say the interrupted sentence again."""
+        self._held = False
+        self.replays += 1
+        replay = [self._copy(f) for f in self._sentence]
+        self._sentence = []
+        logger.debug(f"{self}: saying the interrupted sentence again ({len(replay)} chunks)")
+        await self.push_frame(InterruptionFrame())
+        self._queue.extendleft(reversed(replay))
+        self._play_until = 0.0
+        self._changed.set()
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if direction == FrameDirection.UPSTREAM:
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, StartFrame):
+            await self.push_frame(frame, direction)
+            self._task = self.create_task(self._release_loop(), "speech-gate")
+        elif isinstance(frame, InterruptionFrame):
+            self._clear()
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, CancelFrame):
+            await self._stop()
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, SystemFrame):
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, EndFrame):
+            self._held = False
+            self._queue.append(frame)
+            self._changed.set()
+        else:
+            self._queue.append(frame)
+            self._changed.set()
+
+    def _clear(self) -> None:
+        self._queue.clear()
+        self._sentence = []
+        self._held = False
+        self._play_until = 0.0
+
+    async def _stop(self) -> None:
+        self._clear()
+        if self._task:
+            await self.cancel_task(self._task)
+            self._task = None
+
+    async def cleanup(self):
+        await self._stop()
+        await super().cleanup()
+
+    async def _release_loop(self) -> None:
+        while True:
+            if self._held or not self._queue:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            frame = self._queue[0]
+            if isinstance(frame, OutputAudioRawFrame) and frame.audio:
+                await self._release_audio(frame)
+                continue
+            self._queue.popleft()
+            if isinstance(frame, (TTSTextFrame, TTSStartedFrame)):
+                # A sentence's text follows its audio: the next audio is a new sentence.
+                self._sentence = []
+                if isinstance(frame, TTSTextFrame):
+                    self._recent_text.append((time.monotonic(), frame.text))
+            await self.push_frame(frame)
+            if isinstance(frame, EndFrame):
+                return
+
+    async def _release_audio(self, frame: OutputAudioRawFrame) -> None:
+        """Let out the next chunk of the frame at the head of the queue, in real time."""
+        bytes_per_sec = frame.sample_rate * frame.num_channels * 2
+        size = max(2 * frame.num_channels, int(CHUNK_SECS * bytes_per_sec) // 2 * 2)
+        now = time.monotonic()
+        wait = self._play_until - now - self._lead
+        if wait > 0:
+            # Sleep, but wake for a hold or an interruption.
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), wait)
+            except TimeoutError:
+                pass
+            return
+        if len(frame.audio) <= size:
+            self._queue.popleft()
+            chunk = frame
+        else:
+            chunk = self._copy(frame, frame.audio[:size])
+            frame.audio = frame.audio[size:]
+            frame.num_frames = len(frame.audio) // (2 * frame.num_channels)
+        self._play_until = max(self._play_until, now) + len(chunk.audio) / bytes_per_sec
+        self._sentence.append(self._copy(chunk))
+        await self.push_frame(chunk)
+
+    @staticmethod
+    def _copy(frame: OutputAudioRawFrame, audio: bytes | None = None) -> OutputAudioRawFrame:
+        audio = frame.audio if audio is None else audio
+        if isinstance(frame, TTSAudioRawFrame):
+            copy = TTSAudioRawFrame(
+                audio, frame.sample_rate, frame.num_channels, context_id=frame.context_id
+            )
+        else:
+            copy = type(frame)(
+                audio=audio, sample_rate=frame.sample_rate, num_channels=frame.num_channels
+            )
+        copy.transport_destination = frame.transport_destination
+        return copy

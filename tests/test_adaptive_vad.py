@@ -1,0 +1,44 @@
+"""The adaptive VAD against the fixed one, in rooms where the fixed bar is wrong."""
+
+import pytest
+from pipecat.audio.vad.vad_analyzer import VADParams
+
+from bench.adaptive_vad import ROOMS, room_audio, vad_run
+from bench import voices
+from bot.adaptive_vad import AdaptiveVADAnalyzer
+from bot.config import Settings
+from bot.local_models import LocalModels
+from bot.local_services import SharedSileroVADAnalyzer
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+    "Tell me a joke please.",
+]
+
+
+@pytest.fixture(scope="module")
+def silero():
+    return LocalModels(Settings(_env_file=None))
+
+
+def heard(silero, cls, room):
+    spec = ROOMS[room]
+    audio, spans = room_audio(
+        QUESTIONS, voices.UNFAMILIAR[:3], spec["level"], spec["kind"], spec["snr"]
+    )
+    analyzer = cls(session=silero.silero_session, executor=silero.vad_executor, params=VADParams())
+    starts, _ = vad_run(analyzer, audio)
+    return sum(any(a - 0.2 <= s <= b + 0.5 for s in starts) for a, b in spans), analyzer
+
+
+def test_a_soft_voice_in_a_quiet_room_is_heard(silero):
+    room = "quiet room, soft voice (-52 dBFS)"
+    assert heard(silero, SharedSileroVADAnalyzer, room)[0] == 0  # the fixed bar is too high
+    assert heard(silero, AdaptiveVADAnalyzer, room)[0] == len(QUESTIONS)
+
+
+def test_in_a_chattering_cafe_the_bar_rises_and_each_question_starts_speech(silero):
+    found, analyzer = heard(silero, AdaptiveVADAnalyzer, "café (chatter, 10 dB SNR)")
+    assert analyzer.params.min_volume > VADParams().min_volume + 0.1
+    assert found == len(QUESTIONS)

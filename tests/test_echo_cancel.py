@@ -1,0 +1,149 @@
+"""The echo canceller on real speech: the bot's echo goes, the user's voice stays.
+
+The bot (one synthetic voice) talks; the microphone hears it back through a small room,
+late and quieter, and the user (another voice) talks over it. Frames reach the canceller on
+a simulated clock as they would from a client: the bot's audio as the output sent it, the
+microphone's 20 ms frames as they arrive.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soxr
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams, VADState
+from pipecat.frames.frames import InputAudioRawFrame
+
+from bench import voices
+from processors.echo_cancel import EchoCanceller, EchoReference
+
+RATE, OUT_RATE = 16000, 24000
+BOT = (
+    "Photosynthesis is the process by which plants turn light, water and carbon dioxide into "
+    "sugar and oxygen. It happens in the chloroplasts of the leaves, and it powers almost all "
+    "life on earth."
+)
+USER = "What is the capital of France?"
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def dbfs(x: np.ndarray) -> float:
+    x = x.astype(np.float64)
+    return 10 * np.log10(np.mean(x**2) / 32768.0**2 + 1e-12)
+
+
+def room_echo(played: np.ndarray, gain_db: float, delay_secs: float) -> np.ndarray:
+    """The loudspeaker's sound at the microphone: late, quieter, with a short reverb tail."""
+    rng = np.random.default_rng(0)
+    n = int(0.1 * RATE)
+    impulse = rng.standard_normal(n) * np.exp(-np.arange(n) / (0.02 * RATE))
+    impulse[0] += 3.0
+    impulse /= np.linalg.norm(impulse)
+    echo = np.convolve(played, impulse)[: len(played)] * 10 ** (gain_db / 20)
+    return np.concatenate([np.zeros(int(delay_secs * RATE)), echo])[: len(played)]
+
+
+def call(echo_db: float | None, delay_secs: float, user_at: float | None = None, user_dbfs=-25.0):
+    """(microphone in, microphone out after the canceller, canceller, user segment)."""
+    bot = voices.synthesize(BOT, "espeak-rp-slow")
+    bot_24k = soxr.resample(bot.astype(np.float32), RATE, OUT_RATE).astype(np.int16)
+    start, total = 0.5, len(bot) / RATE + 2.0
+    played = np.zeros(int(total * RATE))
+    played[int(start * RATE) : int(start * RATE) + len(bot)] = bot
+    mic = np.zeros_like(played) if echo_db is None else room_echo(played, echo_db, delay_secs)
+    segment = None
+    if user_at is not None:
+        user = voices.synthesize(USER, "flite-slt").astype(np.float64)
+        user *= 10 ** ((user_dbfs - dbfs(user)) / 20)
+        a = int(user_at * RATE)
+        mic[a : a + len(user)] += user
+        segment = slice(a, a + len(user))
+    mic += np.random.default_rng(1).standard_normal(len(mic)) * 32768 * 10 ** (-70 / 20)
+    mic = np.clip(mic, -32768, 32767).astype(np.int16)
+
+    clock = Clock()
+    reference = EchoReference(RATE, clock=clock)
+    canceller = EchoCanceller(reference)
+    events = []  # (time, order, kind, data): the tap sees a 40 ms chunk once it has played
+    chunk = int(0.04 * OUT_RATE)
+    for k, i in enumerate(range(0, len(bot_24k), chunk)):
+        events.append((start + (k + 1) * 0.04, 0, "tap", bot_24k[i : i + chunk]))
+    frame = int(0.02 * RATE)
+    for i in range(0, len(mic) - frame + 1, frame):
+        events.append(((i + frame) / RATE + 0.02, 1, "mic", mic[i : i + frame]))
+    out, voice = [], []
+    for t, _, kind, data in sorted(events, key=lambda e: (e[0], e[1])):
+        clock.now = t
+        if kind == "tap":
+            reference.add(data.tobytes(), OUT_RATE)
+        else:
+            f = InputAudioRawFrame(audio=data.tobytes(), sample_rate=RATE, num_channels=1)
+            assert canceller._process(f)
+            out.append(np.frombuffer(f.audio, dtype=np.int16))
+            voice.append(canceller.voice_over_echo())
+    canceller.voice = np.array(voice)  # per 20 ms frame, for the double-talk test
+    return mic, np.concatenate(out), canceller, segment
+
+
+def speech_starts(audio: np.ndarray) -> list[float]:
+    vad = SileroVADAnalyzer(params=VADParams())
+    vad.set_sample_rate(RATE)
+    starts, previous, n = [], VADState.QUIET, int(0.02 * RATE)
+    for i in range(0, len(audio) - n + 1, n):
+        state = vad._run_analyzer(audio[i : i + n].tobytes())
+        if state == VADState.SPEAKING and previous != VADState.SPEAKING:
+            starts.append(i / RATE)
+        previous = state
+    return starts
+
+
+@pytest.mark.parametrize("echo_db,delay_secs", [(-10, 0.2), (-20, 0.35), (-10, 0.8)])
+def test_the_bots_echo_is_cancelled(echo_db, delay_secs):
+    """Including a path longer than AEC3 follows by itself (0.8 s: network, playout buffer)."""
+    mic, out, canceller, _ = call(echo_db, delay_secs)
+    assert canceller.echo_present
+    assert abs(canceller.echo_delay_ms - 1000 * delay_secs) <= 100, canceller.echo_delay_ms
+    late = slice(int(6 * RATE), int(11 * RATE))  # once it has heard a few seconds of the bot
+    assert dbfs(mic[late]) - dbfs(out[late]) >= 20, (dbfs(mic[late]), dbfs(out[late]))
+    # The VAD hears the echo in the raw microphone, and nothing once it is cancelled.
+    assert len(speech_starts(mic[late])) >= 1
+    assert speech_starts(out[late]) == []
+
+
+def test_the_user_is_heard_over_the_echo():
+    mic, out, canceller, user = call(-20, 0.2, user_at=7.0)
+    assert canceller.echo_present
+    starts = speech_starts(out)
+    assert any(user.start / RATE - 0.1 <= t <= user.stop / RATE for t in starts), starts
+    assert all(user.start / RATE - 0.1 <= t <= user.stop / RATE + 0.5 for t in starts if t > 6), (
+        starts
+    )
+    # Not cancelled away with the echo: most of the user's voice is still there.
+    assert dbfs(out[user]) >= dbfs(mic[user]) - 10, (dbfs(mic[user]), dbfs(out[user]))
+
+
+@pytest.mark.parametrize("echo_db,user_dbfs", [(-20, -30), (-10, -25)])
+def test_a_voice_is_told_from_what_is_left_of_the_echo(echo_db, user_dbfs):
+    """What the barge-in logic asks before it pauses the bot: never yes on the echo alone
+    once it is cancelled, yes within the user's question."""
+    mic, out, canceller, user = call(echo_db, 0.2, user_at=7.0, user_dbfs=user_dbfs)
+    frame = int(0.02 * RATE)
+    during = canceller.voice[user.start // frame : user.stop // frame]
+    echo_only = canceller.voice[int(4.0 * RATE) // frame : user.start // frame]
+    assert during.any()
+    assert not echo_only.any()
+
+
+def test_with_no_echo_the_microphone_is_untouched():
+    """Headphones, or a browser that cancelled it already: nothing to cancel, so nothing is
+    (AEC3 alone would suppress the user talking over the bot until it had heard an echo)."""
+    mic, out, canceller, user = call(None, 0.2, user_at=2.0, user_dbfs=-30)
+    assert not canceller.echo_present
+    np.testing.assert_array_equal(out, mic[: len(out)])

@@ -1,0 +1,197 @@
+"""Turn-taking in the local voice loop, real audio both ways: what the user says over the bot.
+
+The bot gives a long, fixed answer (LLM_PROVIDER=fake, FAKE_LLM_ANSWER), spoken by Piper;
+the user's voice is a synthesizer the bot has never heard (bench/voices.py). Whisper, the
+VAD, the turn strategies, the echo canceller and the speech gate are the real ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soxr
+from pipecat.frames.frames import UserBackchannelFrame
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+
+from bench import voices
+from bot.conversation import converse
+from bot.pipeline import Session
+from tests.conftest import local_settings
+from tests.test_stt import transcribe
+from tests.text import contains_words
+from transports.file import FileTransportParams, Utterance
+
+pytestmark = pytest.mark.slow
+
+# One keyword per sentence, so what the bot said (and said again) can be told apart.
+ANSWER = (
+    "Plants make their food in the leaves, by photosynthesis. "
+    "The chlorophyll in each leaf catches the energy of sunlight and keeps it. "
+    "Water from the roots and carbon dioxide from the air become sugar. "
+    "Oxygen is what the plant gives back to the air around it."
+)
+GREETING = "Hi! I'm listening. Ask me anything."
+
+
+def settings_for(**overrides):
+    return local_settings(**{"llm_provider": "fake", "fake_llm_answer": ANSWER, **overrides})
+
+
+class Frames(BaseObserver):
+    """The frames of some types that moved in the session, each counted once."""
+
+    def __init__(self, *types):
+        super().__init__()
+        self.types, self.seen = types, {}
+
+    async def on_push_frame(self, data: FramePushed):
+        if isinstance(data.frame, self.types):
+            self.seen[data.frame.id] = data.frame
+
+    def of(self, cls) -> list:
+        return [f for f in self.seen.values() if isinstance(f, cls)]
+
+
+def say(text: str, voice: str) -> np.ndarray:
+    return voices.synthesize(text, voice)
+
+
+async def bot_heard(settings, models, result) -> str:
+    """What the bot's audio says, as Whisper hears it."""
+    audio = np.frombuffer(bytes(result.transport.bot_audio), dtype=np.int16)
+    rate = result.transport.output_sample_rate
+    return await transcribe(settings, models, soxr.resample(audio, rate, 16000).astype(np.int16))
+
+
+async def talk(models, script, settings=None, greeting="", observers=(), **params):
+    session = Session(settings=settings or settings_for(), models=models, greeting=greeting)
+    session.observers = list(observers)
+    return await converse(script, session, FileTransportParams(**params))
+
+
+async def test_a_backchannel_does_not_stop_the_bot(settings, models):
+    frames = Frames(UserBackchannelFrame)
+    script = [
+        Utterance(audio=say("Can you explain photosynthesis to me?", "flite-rms"), name="question"),
+        Utterance(audio=say("Okay.", "flite-slt"), name="backchannel", after_bot_audio=2.0),
+    ]
+    result = await talk(models, script, observers=[frames], tail_secs=1.0)
+    turns = result.turn_dicts()
+    assert len(turns) == 1, turns
+    assert not turns[0]["interrupted"] and turns[0]["bot_text"] == ANSWER, turns
+    assert [f.text.strip() for f in frames.of(UserBackchannelFrame)] == ["Okay."], frames.seen
+    heard = (await bot_heard(settings, models, result)).lower()
+    assert heard.count("leaves") == 1 and contains_words(heard, "oxygen"), heard
+
+
+async def test_stop_stops_the_bot(models):
+    script = [
+        Utterance(audio=say("Can you explain photosynthesis to me?", "flite-slt"), name="question"),
+        Utterance(audio=say("Stop.", "flite-awb"), name="stop", after_bot_audio=2.0),
+    ]
+    result = await talk(models, script)
+    turns = result.turn_dicts()
+    assert len(turns) == 2 and turns[0]["interrupted"], turns
+    assert contains_words(turns[1]["user_text"], "stop"), turns
+    assert "barge_in_stop" in turns[0]["stages_ms"], turns
+
+
+async def test_a_sound_without_words_resumes_the_interrupted_sentence(settings, models):
+    """A mumble (the VAD hears a voice, Whisper no words) over the first sentence: the bot
+    says that sentence again and goes on to the end, with no apology and no new turn."""
+    mumble = voices.muffled(say("Hmm let me think about it", "flite-rms"))
+    script = [
+        Utterance(audio=say("Can you explain photosynthesis to me?", "flite-slt"), name="question"),
+        Utterance(audio=mumble, name="mumble", after_bot_audio=1.5),
+    ]
+    result = await talk(models, script, tail_secs=1.0)
+    turns = result.turn_dicts()
+    assert len(turns) == 1, turns
+    heard = (await bot_heard(settings, models, result)).lower()
+    assert heard.count("leaves") == 2, heard  # the first sentence, again
+    assert contains_words(heard, "oxygen"), heard  # ... and on to the end
+    assert "catch that" not in heard, heard
+
+
+async def test_the_bots_own_echo_does_not_interrupt_it(settings, models):
+    """Without headphones: the whole answer comes back at -10 dB, 150 ms late."""
+    script = [
+        Utterance(audio=say("Can you explain photosynthesis to me?", "flite-rms"), name="question")
+    ]
+    result = await talk(models, script, echo_gain_db=-10, tail_secs=2.0)
+    turns = result.turn_dicts()
+    assert len(turns) == 1 and not turns[0]["interrupted"] and turns[0]["bot_text"] == ANSWER, turns
+    heard = (await bot_heard(settings, models, result)).lower()
+    assert heard.count("leaves") == 1 and contains_words(heard, "oxygen"), heard  # never cut off
+
+
+async def test_a_question_over_the_greeting_is_answered(models):
+    """Asked while the greeting plays, its echo in the microphone: heard and answered."""
+    script = [
+        Utterance(
+            audio=say("What is the capital of France?", "espeak-us-f"), name="question", at=1.3
+        ),
+    ]
+    result = await talk(
+        models,
+        script,
+        greeting=GREETING,
+        echo_gain_db=-15,
+        lead_in_secs=0.3,
+        answer_timeout_secs=30,
+    )
+    turns = result.turn_dicts()
+    assert result.transport.playback.bot_starts >= 2, "the greeting, then the answer"
+    assert len(turns) == 1, turns
+    assert contains_words(turns[0]["user_text"], "capital", "France"), turns
+    assert turns[0]["bot_text"] == ANSWER, turns
+
+
+async def test_a_question_over_the_end_of_an_answer_is_answered(models):
+    """The next question starts while the bot says its last words: heard whole, answered."""
+    short = "Paris is the capital of France."
+    settings = settings_for().model_copy(update={"fake_llm_answer": short})
+    script = [
+        Utterance(audio=say("What is the capital of France?", "flite-slt"), name="first"),
+        Utterance(
+            audio=say("And what is the capital of Spain?", "flite-awb"),
+            name="next",
+            after_bot_audio=1.4,
+        ),
+    ]
+    result = await talk(models, script, settings=settings)
+    turns = result.turn_dicts()
+    assert len(turns) == 2, turns
+    assert contains_words(turns[1]["user_text"], "capital", "Spain"), turns
+    assert turns[1]["bot_text"] == short, turns
+
+
+@pytest.mark.parametrize("voice", ["flite-slt", "espeak-rp-slow"])
+async def test_a_question_with_comma_pauses_is_one_turn(models, voice):
+    """Half-second pauses at its commas (longer than the VAD's stop): still one question."""
+    question = "Tell me a long, detailed story, about the history of Paris."
+    script = [Utterance(audio=voices.with_pauses(question, voice, 0.45), name="paused")]
+    result = await talk(models, script)
+    turns = result.turn_dicts()
+    assert len(turns) == 1, turns
+    assert contains_words(turns[0]["user_text"], "tell", "Paris"), turns  # first clause and last
+
+
+async def test_a_quiet_user_is_checked_in_on_once_then_the_session_ends(settings, models):
+    """USER_IDLE_SECS after the answer the bot asks once, USER_IDLE_END_SECS later it says
+    goodbye and ends the session (the script's long tail of silence never runs out)."""
+    quiet = settings_for(fake_llm_answer="Paris.", user_idle_secs=2.0, user_idle_end_secs=2.0)
+    script = [Utterance(audio=say("What is the capital of France?", "flite-slt"), name="question")]
+    result = await talk(models, script, settings=quiet, tail_secs=30.0)
+    heard = (await bot_heard(settings, models, result)).lower()
+    assert heard.count("still there") == 1, heard
+    assert "goodbye" in heard, heard
+    assert len(result.turn_dicts()) == 1
+
+
+async def test_with_idle_check_ins_off_a_quiet_user_is_left_alone(settings, models):
+    quiet = settings_for(fake_llm_answer="Paris.", user_idle_secs=0.0)
+    script = [Utterance(audio=say("What is the capital of France?", "flite-slt"), name="question")]
+    result = await talk(models, script, settings=quiet, tail_secs=6.0)
+    heard = (await bot_heard(settings, models, result)).lower()
+    assert "still there" not in heard and "goodbye" not in heard, heard
