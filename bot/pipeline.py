@@ -1,6 +1,6 @@
 """`run_bot`: the one voice pipeline every transport shares.
 
-    transport in → echo cancel → denoise → STT → backchannels → user context (VAD + turns)
+    transport in → echo cancel → STT → denoise → backchannels → user context (VAD + turns)
       → LLM → TTS → speech gate → transport out → echo reference → assistant context
 
 One call is one session: its own services, VAD and turn state, context and worker.
@@ -213,8 +213,10 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
         [
             transport.input(),
             echo_canceller,
-            RNNoiseDenoiser(enabled=settings.denoise_enabled),
             stt,
+            # After the STT: the VAD and smart-turn hear denoised audio, the recogniser the
+            # microphone's own (RNNoise costs Whisper a third more errors: docs/answers.md).
+            RNNoiseDenoiser(enabled=settings.denoise_enabled),
             BackchannelFilter(barge_in),
             user_aggregator,
             EmptyTurnReply(prompt=EMPTY_TURN_PROMPT, reply=EMPTY_TURN_REPLY),
