@@ -48,6 +48,8 @@ from bench.common import (
     p50,
     p95,
     report,
+    process_tree,
+    tree_cpu_seconds,
     wait_for_quiet_machine,
     wait_quiet,
 )
@@ -228,7 +230,17 @@ async def ask_voice(server: Server, clock: MicrophoneClock, item: Item, voice: s
     return outcome
 
 
-async def ask_voices(items: list[Item], voice_names: list[str], conditions: list[str], timeout: float) -> list[Outcome]:
+@dataclass
+class ServerCost:
+    """What the server spent over the measured run: CPU (its process tree) and, with
+    SPECULATIVE_REPLY, what became of its speculative answers (from its log)."""
+
+    cpu_secs: float = 0.0
+    speculations: dict[str, int] = field(default_factory=dict)
+
+
+async def ask_voices(items: list[Item], voice_names: list[str], conditions: list[str], timeout: float,
+                     cost: ServerCost) -> list[Outcome]:
     from bot.config import Settings
     from bot.local_models import LocalModels
 
@@ -239,6 +251,9 @@ async def ask_voices(items: list[Item], voice_names: list[str], conditions: list
         try:
             warm = items[0]  # the first turn of a process warms caches: not counted
             await ask_voice(server, clock, warm, voice_names[-1], "clean", piper_models.synthesize, timeout)
+            pids = process_tree(server.pid)
+            cpu_before = sum(tree_cpu_seconds(pids).values())
+            log_before = server.log_path.stat().st_size
             for voice in voice_names:
                 for condition in conditions:
                     for item in items:
@@ -247,6 +262,13 @@ async def ask_voices(items: list[Item], voice_names: list[str], conditions: list
                         mark = "OK " if o.verdict.right else "BAD"
                         print(f"{mark} {voice:16s} {condition:6s} {fmt(o.v2v_ms):>5s} ms {item.id:20s} "
                               f"heard {o.heard[-1][:50]!r} → {o.answer[:70]!r} {o.problem}", flush=True)
+            cost.cpu_secs = sum(tree_cpu_seconds(pids).values()) - cpu_before
+            with server.log_path.open(errors="replace") as log:
+                log.seek(log_before)
+                for line in log:
+                    if "Speculative answer " in line:
+                        outcome = line.split("Speculative answer ", 1)[1].split(":")[0].strip()
+                        cost.speculations[outcome] = cost.speculations.get(outcome, 0) + 1
         finally:
             await clock.stop()
             piper_models.close()
@@ -347,6 +369,7 @@ def main() -> None:
     parser.add_argument("--categories", default="", help="Only these categories (comma-separated).")
     parser.add_argument("--limit", type=int, default=0, help="Only the first N items.")
     parser.add_argument("--timeout", type=float, default=45.0, help="Longest wait for an answer (s).")
+    parser.add_argument("--label", default="", help="Record as a section of its own (an A/B arm).")
     args = parser.parse_args()
     items = load_items()
     if args.categories:
@@ -368,17 +391,30 @@ def main() -> None:
     elif args.mode == "stt":
         outcomes = transcribe_all(items, voice_names, conditions)
     else:
-        outcomes = asyncio.run(ask_voices(items, voice_names, conditions, args.timeout))
+        cost = ServerCost()
+        outcomes = asyncio.run(ask_voices(items, voice_names, conditions, args.timeout, cost))
     table, figures = summarize(outcomes, args.mode)
+    lines = verdicts(outcomes, figures, args.mode)
+    if args.mode == "voice":
+        asked = sum(len(o.item.utterances) for o in outcomes)
+        lines.append(f"- server CPU: {cost.cpu_secs:.0f} s over {asked} questions asked "
+                     f"({cost.cpu_secs / max(1, asked):.2f} s a question)")
+        if cost.speculations:
+            confirmed = cost.speculations.get("confirmed", 0)
+            total = sum(cost.speculations.values())
+            lines.append(f"- speculative answers: {confirmed} of {total} released "
+                         f"({', '.join(f'{k} {v}' for k, v in sorted(cost.speculations.items()))})")
     settings_env = {k: os.environ[k] for k in sorted(os.environ)
                     if k in ("LOCAL_LLM", "LLM_GGUF_PATH", "WHISPER_MODEL", "WHISPER_BEAM_SIZE", "SYSTEM_PROMPT",
-                             "KNOWLEDGE_MATCH_THRESHOLD", "LLM_TEMPERATURE", "WHISPER_VOCABULARY", "DENOISE_ENABLED")}
+                             "KNOWLEDGE_MATCH_THRESHOLD", "LLM_TEMPERATURE", "WHISPER_VOCABULARY", "DENOISE_ENABLED",
+                             "SPECULATIVE_REPLY")}
     name = "spoken_qa" if args.mode == "voice" else f"spoken_qa_{args.mode}"
+    name += f"_{args.label}" if args.label else ""
     title = {"voice": "Spoken QA: right answers in unfamiliar voices, over /ws",
              "text": "Spoken QA, the LLM alone (question text)",
              "stt": "Spoken QA, the recogniser alone (WER)"}[args.mode]
-    report(args, name, title, table=table, started_load=started_load,
-           verdicts=verdicts(outcomes, figures, args.mode), env=settings_env,
+    title += f" ({args.label})" if args.label else ""
+    report(args, name, title, table=table, started_load=started_load, verdicts=lines, env=settings_env,
            heading=f"spoken QA ({args.mode}): {len(items)} items"
                    + (f", voices {', '.join(voice_names)}, {', '.join(conditions)}" if args.mode != "text" else "")
                    + f"; load at start {started_load}; {time.monotonic() - started:.0f} s")

@@ -84,7 +84,10 @@ class SpeculativeTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
             )
             return
         if speculation:
-            logger.info(f"Speculative answer withdrawn: it answered [{speculation.text}], the turn said [{self.heard}]")
+            logger.info(
+                f"Speculative answer withdrawn: it answered [{speculation.text}], "
+                f"the turn said [{self.heard}]"
+            )
             await self.trigger_user_turn_speculation_cancelled()
         await super().trigger_user_turn_stopped(enable_user_speaking_frames=enable_user_speaking_frames)
 
