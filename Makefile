@@ -36,6 +36,14 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	@# pip's wheel cache ignores CMAKE_ARGS: a llama.cpp wheel built elsewhere with AMX is
+	@# thrown away and rebuilt with the flags above.
+	@if grep -q ggml_backend_amx_mul_mat $(VENV)/lib/python3*/site-packages/llama_cpp/lib/libggml-cpu.so; then \
+		echo "The cached llama-cpp-python wheel has AMX kernels: rebuilding it without them"; \
+		$(PY) -m pip cache remove llama_cpp_python; \
+		$(PY) -m pip install --quiet --force-reinstall --no-deps \
+			"$$(grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)"; \
+	fi
 	touch $(STAMP)
 
 # Order matters: PyAudio (the mic extra) compiles against portaudio19-dev.
