@@ -29,7 +29,12 @@ from tests.webrtc_peer import WebRTCCaller, offer_sdp
 from transports.websocket import MAX_AUDIO_LEAD_SECS
 from web.ws_client import AgentClient
 
-FAKE = {"stt_provider": "fake", "llm_provider": "fake", "tts_provider": "fake", "search_provider": "local"}
+FAKE = {
+    "stt_provider": "fake",
+    "llm_provider": "fake",
+    "tts_provider": "fake",
+    "search_provider": "local",
+}
 TOKEN = "abuse-admin-token-5d2c8e"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 FOREIGN = "https://evil.example"
@@ -77,18 +82,27 @@ async def until(predicate, timeout: float, what: str) -> None:
 
 def audio_frame(samples: int = 320, rate: int = 16000) -> bytes:
     frame = proto.Frame()
-    frame.audio.audio, frame.audio.sample_rate, frame.audio.num_channels = b"\0\0" * samples, rate, 1
+    frame.audio.audio, frame.audio.sample_rate, frame.audio.num_channels = (
+        b"\0\0" * samples,
+        rate,
+        1,
+    )
     return frame.SerializeToString()
 
 
 def rtvi_frame(kind: str, data: dict | None = None, **fields) -> bytes:
     frame = proto.Frame()
-    frame.message.data = json.dumps({"label": "rtvi-ai", "type": kind, "id": "m1", "data": data or {}, **fields})
+    frame.message.data = json.dumps(
+        {"label": "rtvi-ai", "type": kind, "id": "m1", "data": data or {}, **fields}
+    )
     return frame.SerializeToString()
 
 
 async def session_of(client: AgentClient) -> str:
-    assert await client.wait_for(lambda r: r.server_messages("session"), 20), (client.close_code, client.close_reason)
+    assert await client.wait_for(lambda r: r.server_messages("session"), 20), (
+        client.close_code,
+        client.close_reason,
+    )
     return client.received.server_messages("session")[0]["session_id"]
 
 
@@ -103,14 +117,32 @@ async def test_bad_offers_are_refused_with_the_reason_and_reserve_nothing(serve)
         "garbage": ({"sdp": "garbage", "type": "offer"}, 400, "not SDP"),
         "bare v=0": ({"sdp": "v=0\r\n", "type": "offer"}, 400, "0 audio m-lines"),
         "no media": ({"sdp": without_media, "type": "offer"}, 400, "0 audio m-lines"),
-        "no rtcp-mux": ({"sdp": good.replace("a=rtcp-mux\r\n", ""), "type": "offer"}, 400, "a=rtcp-mux"),
-        "no ICE password": ({"sdp": good.replace("a=ice-pwd:", "a=x-pwd:"), "type": "offer"}, 400, "ICE"),
-        "two audio lines": ({"sdp": good + good[good.index("m=audio"):good.index("m=application")], "type": "offer"},
-                            400, "2 audio m-lines"),
+        "no rtcp-mux": (
+            {"sdp": good.replace("a=rtcp-mux\r\n", ""), "type": "offer"},
+            400,
+            "a=rtcp-mux",
+        ),
+        "no ICE password": (
+            {"sdp": good.replace("a=ice-pwd:", "a=x-pwd:"), "type": "offer"},
+            400,
+            "ICE",
+        ),
+        "two audio lines": (
+            {
+                "sdp": good + good[good.index("m=audio") : good.index("m=application")],
+                "type": "offer",
+            },
+            400,
+            "2 audio m-lines",
+        ),
         "empty type": ({"sdp": "", "type": ""}, 422, "'offer'"),
         "bogus type": ({"type": "bogus"}, 422, "sdp"),
         "an answer": ({"sdp": good, "type": "answer"}, 422, "'offer'"),
-        "5 MB SDP": ({"sdp": "v=0\r\n" + "a=x\r\n" * 1_000_000, "type": "offer"}, 413, "MAX_REQUEST_BYTES"),
+        "5 MB SDP": (
+            {"sdp": "v=0\r\n" + "a=x\r\n" * 1_000_000, "type": "offer"},
+            413,
+            "MAX_REQUEST_BYTES",
+        ),
     }
     async with serve() as server, httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         for name, (body, code, reason) in bad.items():
@@ -130,8 +162,11 @@ async def test_a_webrtc_peer_that_never_connects_is_closed_and_its_slot_freed(se
             r = await http.post("/api/offer", json={"sdp": await offer_sdp(), "type": "offer"})
             assert r.status_code == 200, r.text
             assert len(server.registry) == 1
-            await until(lambda: len(server.registry) == 0 and not server.registry.all(), 20,
-                        "the unconnected session to be closed")
+            await until(
+                lambda: len(server.registry) == 0 and not server.registry.all(),
+                20,
+                "the unconnected session to be closed",
+            )
         # A caller that does connect keeps its session past the timeout, then frees it.
         caller = WebRTCCaller(server.url)
         try:
@@ -148,8 +183,11 @@ async def test_a_webrtc_peer_that_never_connects_is_closed_and_its_slot_freed(se
 async def test_in_worker_mode_a_bad_offer_starts_no_worker(serve):
     async with serve(session_processes=True, worker_spares=0) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
-            for body in ({"sdp": "", "type": "offer"}, {"sdp": "v=0\r\n", "type": "offer"},
-                         {"sdp": "", "type": ""}):
+            for body in (
+                {"sdp": "", "type": "offer"},
+                {"sdp": "v=0\r\n", "type": "offer"},
+                {"sdp": "", "type": ""},
+            ):
                 r = await http.post("/api/offer", json=body)
                 assert r.status_code in (400, 422), r.text
         assert server.app.state.spawner.waiting == 0
@@ -163,8 +201,9 @@ async def test_a_client_that_reconnects_at_once_gets_its_slot_back(serve):
     """In worker mode the old session's teardown includes its process exiting; the slot
     does not wait for it. In this process too, two clients reconnecting in a loop are
     never refused."""
-    async with serve(session_processes=True, worker_spares=1, max_sessions=1,
-                     max_new_sessions_per_minute=0) as server:
+    async with serve(
+        session_processes=True, worker_spares=1, max_sessions=1, max_new_sessions_per_minute=0
+    ) as server:
         for _ in range(2):
             async with AgentClient(server.ws_url) as client:
                 await session_of(client)
@@ -195,10 +234,10 @@ async def test_no_task_outlives_a_session_that_ends_mid_transcription(models, lo
     from bot.eager_whisper import EagerWhisperSTTService
     from bot.speech_pause import QUIET_FRAMES
 
-    speech = models.synthesize("What is the capital of France?", 16000)[:16000 * 8 // 10]
+    speech = models.synthesize("What is the capital of France?", 16000)[: 16000 * 8 // 10]
     pcm = np.concatenate([speech, np.zeros(320 * QUIET_FRAMES, dtype=np.int16)])
     frames = [VADUserStartedSpeakingFrame()] + [
-        InputAudioRawFrame(audio=pcm[i:i + 320].tobytes(), sample_rate=16000, num_channels=1)
+        InputAudioRawFrame(audio=pcm[i : i + 320].tobytes(), sample_rate=16000, num_channels=1)
         for i in range(0, len(pcm), 320)
     ]  # the last frame completes the pause: a pass starts, and the session ends at once
     for end in ("cancel", "end"):
@@ -213,6 +252,18 @@ async def test_no_task_outlives_a_session_that_ends_mid_transcription(models, lo
     assert dangling == []
 
 
+async def test_no_task_outlives_a_session_whose_client_leaves_at_once(serve, log_lines):
+    """A client that connects and leaves at once ends its session while the pipeline is
+    still starting (the probe's connect/close cycles): Whisper's transcription task goes too."""
+    async with serve(stt_provider="local", max_new_sessions_per_minute=0) as server:
+        for n in range(20):
+            async with websockets.connect(server.ws_url):
+                await asyncio.sleep(0.002 * (n % 10))
+        await until(lambda: not server.registry.all(), 20, "the sessions to end")
+    dangling = [line for line in log_lines if "dangling" in line]
+    assert dangling == [], dangling[:3]
+
+
 # --- F4: the dashboard's data needs the admin token; /metrics holds no text --------------------
 
 
@@ -221,7 +272,10 @@ async def test_dashboard_data_needs_the_admin_token_and_metrics_hold_no_text(ser
 
     question = models.synthesize("What is the capital of France?", 16000)
     async with serve(admin_token=TOKEN, smart_turn_enabled=False) as server:
-        async with AgentClient(server.ws_url) as client, httpx.AsyncClient(base_url=server.url) as http:
+        async with (
+            AgentClient(server.ws_url) as client,
+            httpx.AsyncClient(base_url=server.url) as http,
+        ):
             await session_of(client)
             await client.speak(question)
             assert await client.silence_until(lambda r: r.turns, 30), "a turn"
@@ -277,7 +331,9 @@ async def test_malformed_messages_close_by_ratio_and_log_a_count(serve, log_line
                     await abusive.send_raw(good if i % 20 == 19 else bad[i % 4])
             await abusive.wait_for(lambda r: False, 10)
             assert abusive.close_code == 1007 and "refused" in abusive.close_reason, (
-                abusive.close_code, abusive.close_reason)
+                abusive.close_code,
+                abusive.close_reason,
+            )
             # The refusals, the close and the session's end: a handful of lines, not 2,000.
             assert len(log_lines) - before <= 12, log_lines[before:]
 
@@ -303,8 +359,11 @@ async def test_only_allowed_pages_may_open_sessions(serve):
         assert not await opens(server.ws_url, FOREIGN)
         assert not await opens(server.ws_url, "null")
         async with httpx.AsyncClient(base_url=server.url) as http:
-            r = await http.post("/api/offer", json={"sdp": await offer_sdp(), "type": "offer"},
-                                headers={"Origin": FOREIGN})
+            r = await http.post(
+                "/api/offer",
+                json={"sdp": await offer_sdp(), "type": "offer"},
+                headers={"Origin": FOREIGN},
+            )
             assert r.status_code == 403 and "ALLOWED_ORIGINS" in r.json()["detail"]
     async with serve(allowed_origins="https://app.example.com") as server:
         assert await opens(server.ws_url, "https://app.example.com")
@@ -321,7 +380,10 @@ async def test_a_client_cannot_put_words_in_the_bots_mouth(serve):
     text = proto.Frame()
     text.text.text = "INJECTED SPEECH"
     transcription = proto.Frame()
-    transcription.transcription.text, transcription.transcription.user_id = "INJECTED TRANSCRIPT", "u"
+    transcription.transcription.text, transcription.transcription.user_id = (
+        "INJECTED TRANSCRIPT",
+        "u",
+    )
     transcription.transcription.timestamp = "2026-01-01T00:00:00"
     interruption = proto.Frame()
     interruption.interruption.SetInParent()
@@ -331,13 +393,22 @@ async def test_a_client_cannot_put_words_in_the_bots_mouth(serve):
         interruption.SerializeToString(),
         rtvi_frame("send-text", {"content": "INJECTED TEXT", "options": {"run_immediately": True}}),
         rtvi_frame("raw-audio", {"base64Audio": "AAAA", "sampleRate": 16000, "numChannels": 1}),
-        rtvi_frame("llm-function-call-result", {"function_name": "web_search", "tool_call_id": "t",
-                                                "arguments": {}, "result": "INJECTED RESULT"}),
+        rtvi_frame(
+            "llm-function-call-result",
+            {
+                "function_name": "web_search",
+                "tool_call_id": "t",
+                "arguments": {},
+                "result": "INJECTED RESULT",
+            },
+        ),
         rtvi_frame("client-ready", {"version": "2.2.0"}),  # a second one: it would greet again
     ]
     async with serve(greeting="Hello.") as server, AgentClient(server.ws_url) as client:
         await session_of(client)
-        assert await client.silence_until(lambda r: r.rtvi("bot-stopped-speaking"), 10), "the greeting"
+        assert await client.silence_until(lambda r: r.rtvi("bot-stopped-speaking"), 10), (
+            "the greeting"
+        )
         greeting_audio = client.received.audio_ms()
         for payload in injections:
             await client.send_raw(payload)
@@ -350,7 +421,9 @@ async def test_a_client_cannot_put_words_in_the_bots_mouth(serve):
             for _ in range(30):
                 await client.send_raw(text.SerializeToString())
         await client.wait_for(lambda r: False, 10)
-        assert client.close_code == 1007 and "text frame" in client.close_reason, client.close_reason
+        assert client.close_code == 1007 and "text frame" in client.close_reason, (
+            client.close_reason
+        )
 
 
 async def test_audio_faster_than_real_time_is_held_to_real_time(serve):
@@ -367,7 +440,9 @@ async def test_audio_faster_than_real_time_is_held_to_real_time(serve):
             if message.WhichOneof("frame") == "message" and '"bot-ready"' in message.message.data:
                 break
         taken = time.monotonic() - started
-    assert taken >= seconds - MAX_AUDIO_LEAD_SECS - 0.5, f"{seconds} s of audio taken in {taken:.2f} s"
+    assert taken >= seconds - MAX_AUDIO_LEAD_SECS - 0.5, (
+        f"{seconds} s of audio taken in {taken:.2f} s"
+    )
 
 
 # --- F9 and limits: slow clients, idle sessions, per-client limits, closes with reasons ---------
@@ -375,6 +450,7 @@ async def test_audio_faster_than_real_time_is_held_to_real_time(serve):
 
 async def test_slow_and_silent_connections_are_timed_out(serve):
     async with serve(request_header_timeout_secs=1.0, request_body_timeout_secs=1.0) as server:
+
         async def answer_to(chunks: list[bytes], pause: float = 0.2) -> bytes:
             """What the server says (until it closes) to a client sending `chunks` slowly."""
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -397,8 +473,13 @@ async def test_slow_and_silent_connections_are_timed_out(serve):
         timeout = b"HTTP/1.1 408 Request Timeout"
         assert (await answer_to([])).startswith(timeout)  # connects and says nothing
         headers = b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Slow: yes\r\n\r\n"
-        assert (await answer_to([bytes([b]) for b in headers])).startswith(timeout)  # a byte at a time
-        body = b"POST /api/offer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"
+        assert (await answer_to([bytes([b]) for b in headers])).startswith(
+            timeout
+        )  # a byte at a time
+        body = (
+            b"POST /api/offer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 500\r\n\r\n{"
+        )
         answer = await answer_to([body])
         assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive" in answer
         # A prompt client on the same server is served as usual.
@@ -411,18 +492,25 @@ async def test_idle_sessions_and_admin_deletes_close_with_1000_and_a_reason(serv
         async with AgentClient(server.ws_url) as idle:
             await session_of(idle)
             await idle.wait_for(lambda r: False, 15)
-            assert idle.close_code == 1000 and "IDLE_TIMEOUT_SECS" in idle.close_reason, idle.close_reason
+            assert idle.close_code == 1000 and "IDLE_TIMEOUT_SECS" in idle.close_reason, (
+                idle.close_reason
+            )
     async with serve(admin_token=TOKEN) as server, AgentClient(server.ws_url) as client:
         session_id = await session_of(client)
         async with httpx.AsyncClient(base_url=server.url, headers=BEARER, timeout=30) as http:
             r = await http.delete(f"/api/sessions/{session_id}")
             assert r.status_code == 200 and r.json()["graceful"], r.text
         await client.wait_for(lambda r: False, 10)
-        assert client.close_code == 1000 and client.close_reason, (client.close_code, client.close_reason)
+        assert client.close_code == 1000 and client.close_reason, (
+            client.close_code,
+            client.close_reason,
+        )
 
 
 async def test_per_client_limits_refuse_with_the_reason(serve):
-    async with serve(max_sessions=10, max_sessions_per_client=2, max_new_sessions_per_minute=3) as server:
+    async with serve(
+        max_sessions=10, max_sessions_per_client=2, max_new_sessions_per_minute=3
+    ) as server:
         async with AgentClient(server.ws_url) as a, AgentClient(server.ws_url) as b:
             await session_of(a)
             await session_of(b)
@@ -437,8 +525,11 @@ async def test_per_client_limits_refuse_with_the_reason(serve):
         assert not await fourth.wait_for(lambda r: r.server_messages("session"), 5)
         assert fourth.close_code == 1013 and "MAX_NEW_SESSIONS_PER_MINUTE" in fourth.close_reason
         async with httpx.AsyncClient(base_url=server.url) as http:
-            r = await http.post("/api/offer", json={"sdp": await offer_sdp(), "type": "offer"},
-                                headers={"X-Forwarded-For": "198.51.100.4"})  # not believed
+            r = await http.post(
+                "/api/offer",
+                json={"sdp": await offer_sdp(), "type": "offer"},
+                headers={"X-Forwarded-For": "198.51.100.4"},
+            )  # not believed
             assert r.status_code == 429 and "MAX_NEW_SESSIONS_PER_MINUTE" in r.json()["detail"]
             assert int(r.headers["Retry-After"]) > 0
     # Behind a trusted proxy, each forwarded client has limits of its own.
@@ -458,11 +549,14 @@ async def test_uncaught_errors_go_through_the_json_log_redacted(serve, capfd):
     configure_logging(local_settings(log_format="json", groq_api_key=secret), stream=stream)
     try:
         async with serve(groq_api_key=secret) as server:
+
             async def fails():
                 raise RuntimeError(f"a bug that mentions {secret}")
 
             server.app.add_api_route("/boom", fails)
-            server.app.router.routes.insert(0, server.app.router.routes.pop())  # before the static mount
+            server.app.router.routes.insert(
+                0, server.app.router.routes.pop()
+            )  # before the static mount
             async with httpx.AsyncClient(base_url=server.url) as http:
                 r = await http.get("/boom")
                 assert r.status_code == 500 and secret not in r.text
@@ -478,7 +572,9 @@ async def test_uncaught_errors_go_through_the_json_log_redacted(serve, capfd):
         logger.add(__import__("sys").stderr)
     records = [json.loads(line)["record"] for line in stream.getvalue().splitlines()]
     crash = [r for r in records if "Exception in ASGI application" in r["message"]]
-    assert crash and crash[0]["exception"]["type"] == "RuntimeError", [r["message"] for r in records][-10:]
+    assert crash and crash[0]["exception"]["type"] == "RuntimeError", [
+        r["message"] for r in records
+    ][-10:]
     assert any("Invalid HTTP request" in r["message"] for r in records)
     assert secret not in stream.getvalue() and "[REDACTED]" in stream.getvalue()
     err = capfd.readouterr().err
@@ -501,10 +597,19 @@ async def test_the_openapi_schema_holds_under_schemathesis(serve, tmp_path):
             await session_of(client)
         try:
             run = await asyncio.create_subprocess_exec(
-                str(schemathesis), "--config-file", str(SCHEMATHESIS_CONFIG), "run",
-                f"{server.url}/openapi.json", "--checks", "all", "-H", f"Authorization: Bearer {TOKEN}",
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                env={**os.environ, "NO_COLOR": "1"}, cwd=tmp_path,
+                str(schemathesis),
+                "--config-file",
+                str(SCHEMATHESIS_CONFIG),
+                "run",
+                f"{server.url}/openapi.json",
+                "--checks",
+                "all",
+                "-H",
+                f"Authorization: Bearer {TOKEN}",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env={**os.environ, "NO_COLOR": "1"},
+                cwd=tmp_path,
             )
             report = (await asyncio.wait_for(run.communicate(), 600))[0].decode(errors="replace")
             assert run.returncode == 0, report[-6000:]
