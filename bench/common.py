@@ -237,8 +237,10 @@ class Server:
 
     def __init__(self, name: str, env: dict[str, str] | None = None, startup_timeout: float = 240.0):
         self.name = name
-        self.env = {"GREETING": "", "MAX_SESSIONS_PER_CLIENT": "0", "MAX_NEW_SESSIONS_PER_MINUTE": "0",
-                    **(env or {})}
+        self.env = {
+            "GREETING": "", "MAX_SESSIONS_PER_CLIENT": "0", "MAX_NEW_SESSIONS_PER_MINUTE": "0",
+            **(env or {}),
+        }
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"

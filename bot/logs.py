@@ -257,7 +257,9 @@ class ThrottledLog:
     def flush(self) -> None:
         """Write the count held back, if any (e.g. before the source goes away)."""
         if self._held:
-            logger.opt(depth=1).log(self.level, f"{self._held} more held back; the last: {self._last_message}")
+            logger.opt(depth=1).log(
+                self.level, f"{self._held} more held back; the last: {self._last_message}"
+            )
             self._last_at, self._held = self._clock(), 0
 
 

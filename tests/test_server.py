@@ -78,7 +78,8 @@ async def test_session_limit_refuses_the_next_session_with_a_reason(serve_app):
             assert await refused.wait_for(lambda r: False, 5) is False
             assert refused.close_code == 1013 and "MAX_SESSIONS" in refused.close_reason
             async with httpx.AsyncClient() as http:
-                r = await http.post(f"{server.url}/api/offer", json={"sdp": await offer_sdp(), "type": "offer"})
+                offer = {"sdp": await offer_sdp(), "type": "offer"}
+                r = await http.post(f"{server.url}/api/offer", json=offer)
             assert r.status_code == 503 and "MAX_SESSIONS" in r.json()["detail"]
             assert not first.closed
 

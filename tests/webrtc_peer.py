@@ -39,7 +39,9 @@ class WebRTCCaller:
         self.pc.createDataChannel("chat")
         await self.pc.setLocalDescription(await self.pc.createOffer())
         async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as http:
-            r = await http.post("/api/offer", json={"sdp": self.pc.localDescription.sdp, "type": "offer"})
+            r = await http.post(
+                "/api/offer", json={"sdp": self.pc.localDescription.sdp, "type": "offer"}
+            )
         if r.status_code == 200:
             answer = r.json()
             self.pc_id = answer["pc_id"]

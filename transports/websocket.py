@@ -168,7 +168,9 @@ class GuardedProtobufSerializer(ProtobufFrameSerializer):
     def _audio(self, audio) -> InputAudioRawFrame:
         rate, channels, pcm = audio.sample_rate, audio.num_channels, audio.audio
         if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-            raise RefusedMessage(f"audio at {rate} Hz (outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE})")
+            raise RefusedMessage(
+                f"audio at {rate} Hz (outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE})"
+            )
         if channels not in (1, 2):
             raise RefusedMessage(f"audio with {channels} channels (1 or 2 supported)")
         if not pcm or len(pcm) % (2 * channels):
@@ -180,14 +182,20 @@ class GuardedProtobufSerializer(ProtobufFrameSerializer):
             samples = samples.reshape(-1, 2).mean(axis=1).astype(np.int16)
         if rate != self._sample_rate:
             if self._resampler is None or self._resampler_rate != rate:
-                self._resampler = soxr.ResampleStream(rate, self._sample_rate, 1, dtype="int16", quality="QQ")
+                self._resampler = soxr.ResampleStream(
+                    rate, self._sample_rate, 1, dtype="int16", quality="QQ"
+                )
                 self._resampler_rate = rate
             samples = self._resampler.resample_chunk(samples)
-        return InputAudioRawFrame(audio=samples.tobytes(), sample_rate=self._sample_rate, num_channels=1)
+        return InputAudioRawFrame(
+            audio=samples.tobytes(), sample_rate=self._sample_rate, num_channels=1
+        )
 
     def _rtvi(self, text: str) -> InputTransportMessageFrame:
         if len(text) > MAX_CLIENT_MESSAGE_BYTES:
-            raise RefusedMessage(f"a message of {len(text)} characters (at most {MAX_CLIENT_MESSAGE_BYTES})")
+            raise RefusedMessage(
+                f"a message of {len(text)} characters (at most {MAX_CLIENT_MESSAGE_BYTES})"
+            )
         try:
             raw = json.loads(text)
             message = RTVI.Message.model_validate(raw)
@@ -236,8 +244,11 @@ class SessionWebSocket:
     @property
     def open(self) -> bool:
         ws = self._websocket
-        return (not self._closed and ws.client_state == WebSocketState.CONNECTED
-                and ws.application_state == WebSocketState.CONNECTED)
+        return (
+            not self._closed
+            and ws.client_state == WebSocketState.CONNECTED
+            and ws.application_state == WebSocketState.CONNECTED
+        )
 
     async def close(self, code: int | None = None, reason: str | None = None) -> None:
         if not self.open:
@@ -257,7 +268,9 @@ def end_reason(frame: Frame, settings: Settings) -> str:
     return reason or "the session has ended"
 
 
-def create_websocket_transport(websocket: SessionWebSocket, settings: Settings) -> FastAPIWebsocketTransport:
+def create_websocket_transport(
+    websocket: SessionWebSocket, settings: Settings
+) -> FastAPIWebsocketTransport:
     async def close_for_abuse(reason: str) -> None:
         logger.warning(f"Closing a WebSocket session: {reason}")
         await websocket.close(CLOSE_INVALID_DATA, reason)

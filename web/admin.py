@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.config import Settings
 from bot.session_control import InstructionMode
+from web.http_hygiene import BODY_RESPONSES
 from web.sessions import LiveSession, SessionLevers, SessionRegistry
 
 MAX_INSTRUCTIONS_CHARS = 4000
@@ -47,11 +48,6 @@ _BLANK = set("\t\n\v\f\r \u00a0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff") | {
 
 def has_text(value: str) -> bool:
     return any(c not in _BLANK for c in value)
-BODY_RESPONSES: dict[int | str, dict] = {
-    400: {"description": "The body is not JSON (e.g. not UTF-8)"},
-    408: {"description": "The body did not arrive in time"},
-    413: {"description": "The body is over MAX_REQUEST_BYTES"},
-}
 
 FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
 

@@ -24,6 +24,12 @@ from web.sessions import ClientLimitError, SessionLimitError, SessionRegistry, S
 
 CLOSE_TRY_AGAIN_LATER = 1013
 REFUSAL_LOG_SECS = 10.0
+# What a route that starts sessions may answer because of this module.
+ADMISSION_RESPONSES: dict[int | str, dict] = {
+    403: {"description": "The page's origin may not open sessions (ALLOWED_ORIGINS)"},
+    429: {"description": "This client is at its session limits (the reason; Retry-After)"},
+    503: {"description": "The server is at MAX_SESSIONS (the reason; Retry-After)"},
+}
 
 
 def client_address(connection: HTTPConnection) -> str:
@@ -83,13 +89,15 @@ class Admission:
             return self.registry.reserve(client)
         except SessionLimitError as e:
             self._refusals(f"Refused a {what} session: {e}")
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e),
-                                headers={"Retry-After": "5"}) from e
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE, str(e), headers={"Retry-After": "5"}
+            ) from e
         except ClientLimitError as e:
             self._refusals(f"Refused a {what} session from {client}: {e}")
             retry = self.registry.clients.retry_after(client) if self.registry.clients else 1
-            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(e),
-                                headers={"Retry-After": str(retry)}) from e
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS, str(e), headers={"Retry-After": str(retry)}
+            ) from e
 
     # --- WebSocket (/ws) ---------------------------------------------------------------------
     async def websocket(self, websocket: WebSocket) -> Slot | None:

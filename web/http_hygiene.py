@@ -21,6 +21,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+# What every route with a body may answer because of this module or of FastAPI's parsing.
+BODY_RESPONSES: dict[int | str, dict] = {
+    400: {"description": "The body is not JSON (e.g. not UTF-8)"},
+    408: {"description": "The body did not arrive in time (REQUEST_BODY_TIMEOUT_SECS)"},
+    413: {"description": "The body is over MAX_REQUEST_BYTES"},
+}
 HTTP_METHODS = {"GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"}
 # After a 413, what is still read of the refused body before the connection closes.
 DRAIN_BYTES, DRAIN_SECS = 8 * 1024 * 1024, 2.0
@@ -39,11 +45,17 @@ class RequestBodyLimits:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        too_big = _BodyRefused(413, f"the request body is over {self.max_bytes} bytes (MAX_REQUEST_BYTES)")
+        too_big = _BodyRefused(
+            413, f"the request body is over {self.max_bytes} bytes (MAX_REQUEST_BYTES)"
+        )
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await _refuse(too_big if length.isdigit() else _BodyRefused(400, "bad Content-Length"),
-                          scope, receive, send)
+            await _refuse(
+                too_big if length.isdigit() else _BodyRefused(400, "bad Content-Length"),
+                scope,
+                receive,
+                send,
+            )
             return
         # Read the whole body first, within the deadline and the size; the app then gets it.
         deadline = asyncio.get_running_loop().time() + self.timeout
@@ -87,7 +99,9 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 async def _refuse(refusal: _BodyRefused, scope: Scope, receive: Receive, send: Send) -> None:
     if refusal.status == 413:
         await _drain(receive)
-    response = JSONResponse({"detail": refusal.detail}, refusal.status, headers={"Connection": "close"})
+    response = JSONResponse(
+        {"detail": refusal.detail}, refusal.status, headers={"Connection": "close"}
+    )
     await response(scope, receive, send)
 
 
@@ -121,7 +135,9 @@ class AllowedMethods:
                 if scope["method"] == "OPTIONS":
                     response: Response = Response(status_code=204, headers={"Allow": allow})
                 else:
-                    response = JSONResponse({"detail": "Method Not Allowed"}, 405, headers={"Allow": allow})
+                    response = JSONResponse(
+                        {"detail": "Method Not Allowed"}, 405, headers={"Allow": allow}
+                    )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -57,7 +57,9 @@ class HeaderDeadlineH11Protocol(H11Protocol):
 
     def _arm_header_deadline(self) -> None:
         if self._header_deadline is None:
-            self._header_deadline = self.loop.call_later(self.header_timeout_secs, self._headers_too_slow)
+            self._header_deadline = self.loop.call_later(
+                self.header_timeout_secs, self._headers_too_slow
+            )
 
     def _disarm_header_deadline(self) -> None:
         if self._header_deadline is not None:
@@ -73,10 +75,19 @@ class HeaderDeadlineH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def server_config(app: Any, settings: Settings, *, host: str | None = None,
-                  port: int | None = None, **overrides: Any) -> uvicorn.Config:
-    protocol = type("HeaderDeadlineProtocol", (HeaderDeadlineH11Protocol,),
-                    {"header_timeout_secs": settings.request_header_timeout_secs})
+def server_config(
+    app: Any,
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    **overrides: Any,
+) -> uvicorn.Config:
+    protocol = type(
+        "HeaderDeadlineProtocol",
+        (HeaderDeadlineH11Protocol,),
+        {"header_timeout_secs": settings.request_header_timeout_secs},
+    )
     proxies = settings.trusted_proxy_list
     options: dict[str, Any] = dict(
         host=host if host is not None else settings.host,

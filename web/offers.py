@@ -44,8 +44,9 @@ class Offer(BaseModel):
     request_data: Any | None = Field(None, description="Ignored by this server")
 
     def for_pipecat(self) -> SmallWebRTCRequest:
-        return SmallWebRTCRequest(sdp=self.sdp, type=self.type, pc_id=self.pc_id,
-                                  restart_pc=self.restart_pc)
+        return SmallWebRTCRequest(
+            sdp=self.sdp, type=self.type, pc_id=self.pc_id, restart_pc=self.restart_pc
+        )
 
 
 class Answer(BaseModel):
@@ -55,7 +56,9 @@ class Answer(BaseModel):
 
 
 class Candidate(BaseModel):
-    candidate: str = Field(max_length=1000, description="An SDP a=candidate value; empty: end of candidates")
+    candidate: str = Field(
+        max_length=1000, description="An SDP a=candidate value; empty: end of candidates"
+    )
     sdp_mid: str = Field(max_length=64)
     sdp_mline_index: int = Field(ge=0, le=MAX_MEDIA)
 
@@ -69,7 +72,9 @@ class CandidatesPatch(BaseModel):
     def for_pipecat(self) -> SmallWebRTCPatchRequest:
         return SmallWebRTCPatchRequest(
             pc_id=self.pc_id,
-            candidates=[IceCandidate(c.candidate, c.sdp_mid, c.sdp_mline_index) for c in self.candidates],
+            candidates=[
+                IceCandidate(c.candidate, c.sdp_mid, c.sdp_mline_index) for c in self.candidates
+            ],
         )
 
 
@@ -96,10 +101,15 @@ def check_offer(sdp: str) -> None:
         raise bad_offer(f"it offers {', '.join(kinds)}; at most audio, video and a data channel")
     for media in description.media:
         if not media.ice.usernameFragment or not media.ice.password:
-            raise bad_offer(f"its {media.kind} m-line has no ICE credentials (a=ice-ufrag, a=ice-pwd)")
+            raise bad_offer(
+                f"its {media.kind} m-line has no ICE credentials (a=ice-ufrag, a=ice-pwd)"
+            )
         if media.dtls is None or not media.dtls.fingerprints:
             raise bad_offer(f"its {media.kind} m-line has no DTLS fingerprint (a=fingerprint)")
         if media.kind in ("audio", "video") and not media.rtcp_mux:
             raise bad_offer(f"its {media.kind} m-line does not multiplex RTCP (a=rtcp-mux)")
-        if media.kind == "audio" and not {c.mimeType.lower() for c in media.rtp.codecs} & AUDIO_CODECS:
+        if (
+            media.kind == "audio"
+            and not {c.mimeType.lower() for c in media.rtp.codecs} & AUDIO_CODECS
+        ):
             raise bad_offer("no audio codec in common (Opus, G.722, PCMU or PCMA)")

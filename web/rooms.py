@@ -15,20 +15,18 @@ from pipecat.transports.daily.utils import DailyRESTHelper, DailyRoomParams, Dai
 from pydantic import BaseModel, Field, ValidationError
 
 from bot.config import Settings
-from web.admission import Admission
+from web.admission import ADMISSION_RESPONSES, Admission
+from web.http_hygiene import BODY_RESPONSES
 from web.sessions import SessionRegistry
 from web.spawner import BotSpawner, SpawnError
 
 MIN_ROOM_SECS = 60
 MAX_ROOM_SECS = 24 * 3600
 ROOM_RESPONSES: dict[int | str, dict] = {
-    400: {"description": "The body is not JSON"},
-    408: {"description": "The body did not arrive in time"},
-    413: {"description": "The body is over MAX_REQUEST_BYTES"},
+    **BODY_RESPONSES,
+    **ADMISSION_RESPONSES,
     422: {"description": "The body is not a RoomRequest (the field and the reason)"},
-    429: {"description": "This client is at its session limits (the reason; Retry-After)"},
     502: {"description": "Daily's API, or the room's bot process, failed (the reason)"},
-    503: {"description": "The server is at MAX_SESSIONS (the reason; Retry-After)"},
 }
 
 
@@ -55,7 +53,9 @@ def rooms_router(settings: Settings, registry: SessionRegistry, spawner: BotSpaw
     configured = bool(settings.daily_api_key and settings.daily_api_key.get_secret_value())
 
     @router.post(
-        "/api/rooms", response_model=RoomAnswer, responses=ROOM_RESPONSES,
+        "/api/rooms",
+        response_model=RoomAnswer,
+        responses=ROOM_RESPONSES,
         include_in_schema=configured,
     )
     @router.post("/api/connect", response_model=RoomAnswer, include_in_schema=False)

@@ -33,7 +33,8 @@ from bot.config import Settings
 from bot.pipeline import Session, run_bot
 from transports.webrtc import create_webrtc_transport
 from transports.websocket import CLOSE_NORMAL, SessionWebSocket, create_websocket_transport
-from web.admission import Admission
+from web.admission import ADMISSION_RESPONSES, Admission
+from web.http_hygiene import BODY_RESPONSES
 from web.offers import Answer, CandidatesPatch, Offer, PatchResult, check_offer
 from web.sessions import SessionRegistry, Slot
 from web.spawner import BotSpawner, SpawnError, WorkerLink
@@ -43,19 +44,15 @@ CLOSE_INTERNAL_ERROR = 1011
 END_GRACE_SECS = 5.0
 
 OFFER_RESPONSES: dict[int | str, dict] = {
-    400: {"description": "The offer is not one this server can answer (the reason)"},
-    403: {"description": "The page's origin may not open sessions (ALLOWED_ORIGINS)"},
-    408: {"description": "The body did not arrive in time"},
-    413: {"description": "The body is over MAX_REQUEST_BYTES"},
-    429: {"description": "This client is at its session limits (the reason; Retry-After)"},
-    503: {"description": "The server is at MAX_SESSIONS (the reason; Retry-After)"},
+    **BODY_RESPONSES,
+    **ADMISSION_RESPONSES,
+    400: {"description": "The offer is not one this server can answer, or not JSON (the reason)"},
 }
 PATCH_RESPONSES: dict[int | str, dict] = {
-    400: {"description": "A candidate does not parse"},
-    403: OFFER_RESPONSES[403],
+    **BODY_RESPONSES,
+    400: {"description": "A candidate does not parse, or the body is not JSON"},
+    403: ADMISSION_RESPONSES[403],
     404: {"description": "No WebRTC connection has this pc_id"},
-    408: OFFER_RESPONSES[408],
-    413: OFFER_RESPONSES[413],
 }
 WORKER_RESPONSES: dict[int | str, dict] = {
     502: {"description": "The session's worker process could not be started or reached"},
@@ -99,14 +96,20 @@ def in_process_session_router(
             # Ended by the server (admin API, idle, shutdown) and not closed yet: say so.
             await socket.close(CLOSE_NORMAL, socket.reason or "the session was ended by the server")
 
-    @router.post("/api/offer", response_model=Answer, responses=OFFER_RESPONSES,
-                 summary="Start (or renegotiate) a WebRTC session")
+    @router.post(
+        "/api/offer",
+        response_model=Answer,
+        responses=OFFER_RESPONSES,
+        summary="Start (or renegotiate) a WebRTC session",
+    )
     async def webrtc_offer(offer: Offer, request: Request):
         admission.check_origin(request)
         check_offer(offer.sdp)
         connection = peers.get(offer.pc_id) if offer.pc_id else None
         if connection is not None:
-            return await _answer(webrtc, offer, None, "renegotiate")
+            answer = await _answer(webrtc, offer, None, "renegotiate")
+            peers[answer["pc_id"]] = connection  # a restarted connection has a new id
+            return answer
 
         slot = admission.slot(request, "WebRTC")
         started: list[asyncio.Task] = []
@@ -116,9 +119,15 @@ def in_process_session_router(
             transport = create_webrtc_transport(connection, settings)
             transport.add_event_handler("on_client_disconnected", client_left(session, slot))
             connected = asyncio.Event()
-            transport.add_event_handler("on_client_connected", lambda transport, client: connected.set())
-            bot = _connected_within(run_bot(transport, session), connected, connection,
-                                    settings.webrtc_connect_timeout_secs)
+            transport.add_event_handler(
+                "on_client_connected", lambda transport, client: connected.set()
+            )
+            bot = _connected_within(
+                run_bot(transport, session),
+                connected,
+                connection,
+                settings.webrtc_connect_timeout_secs,
+            )
             task = asyncio.create_task(registry.run(slot, session, "webrtc", bot))
             sessions.add(task)
             task.add_done_callback(sessions.discard)
@@ -143,12 +152,18 @@ def in_process_session_router(
             raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, "the session did not start")
         return answer
 
-    @router.patch("/api/offer", response_model=PatchResult, responses=PATCH_RESPONSES,
-                  summary="Trickle ICE candidates to a WebRTC connection")
+    @router.patch(
+        "/api/offer",
+        response_model=PatchResult,
+        responses=PATCH_RESPONSES,
+        summary="Trickle ICE candidates to a WebRTC connection",
+    )
     async def webrtc_ice_candidate(patch: CandidatesPatch, request: Request):
         admission.check_origin(request)
         if patch.pc_id not in peers:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no WebRTC connection {patch.pc_id[:80]!r}")
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND, f"no WebRTC connection {patch.pc_id[:80]!r}"
+            )
         try:
             await webrtc.handle_patch_request(patch.for_pipecat())
         except HTTPException:
@@ -175,18 +190,22 @@ async def _answer(webrtc: SmallWebRTCRequestHandler, offer: Offer, start, what: 
     return answer
 
 
-async def _connected_within(bot: Coroutine, connected: asyncio.Event,
-                            connection: SmallWebRTCConnection, timeout: float) -> None:
+async def _connected_within(
+    bot: Coroutine, connected: asyncio.Event, connection: SmallWebRTCConnection, timeout: float
+) -> None:
     """Run a WebRTC session's bot; if its peer has not connected within `timeout`, close the
     peer, which ends the session (cancelled if it has not ended soon after)."""
     bot_task = asyncio.ensure_future(bot)
     waiter = asyncio.ensure_future(connected.wait())
     try:
-        done, _ = await asyncio.wait({bot_task, waiter}, timeout=timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {bot_task, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         if not done:
-            logger.warning(f"The WebRTC peer did not connect within {timeout:g} s "
-                           "(WEBRTC_CONNECT_TIMEOUT_SECS); closing it")
+            logger.warning(
+                f"The WebRTC peer did not connect within {timeout:g} s "
+                "(WEBRTC_CONNECT_TIMEOUT_SECS); closing it"
+            )
             await connection.disconnect()
             done, _ = await asyncio.wait({bot_task}, timeout=END_GRACE_SECS)
             if not done:
@@ -201,7 +220,9 @@ async def _connected_within(bot: Coroutine, connected: asyncio.Event,
             await asyncio.gather(bot_task, return_exceptions=True)
 
 
-def worker_session_router(settings: Settings, registry: SessionRegistry, spawner: BotSpawner) -> APIRouter:
+def worker_session_router(
+    settings: Settings, registry: SessionRegistry, spawner: BotSpawner
+) -> APIRouter:
     router = APIRouter(tags=["sessions"])
     admission = Admission(settings, registry)
     peers: dict[str, WorkerLink] = {}  # WebRTC pc_id → the worker that holds the connection
@@ -215,8 +236,11 @@ def worker_session_router(settings: Settings, registry: SessionRegistry, spawner
             link = await spawner.spawn(slot, "websocket")
         except SpawnError as e:
             logger.warning(f"Could not start a WebSocket session's worker: {e}")
-            await websocket.close(code=CLOSE_INTERNAL_ERROR, reason=f"could not start the bot: {e}"[:120])
+            await websocket.close(
+                code=CLOSE_INTERNAL_ERROR, reason=f"could not start the bot: {e}"[:120]
+            )
             return
+
         def browser_left() -> None:  # its slot is free now; the worker ends its session
             live = registry.get(link.session_id)
             if live is not None:
@@ -224,46 +248,73 @@ def worker_session_router(settings: Settings, registry: SessionRegistry, spawner
             slot.release()
 
         try:
-            await _relay(websocket, f"ws://127.0.0.1:{link.port}/ws", settings.max_message_bytes,
-                         link, browser_left)
+            await _relay(
+                websocket,
+                f"ws://127.0.0.1:{link.port}/ws",
+                settings.max_message_bytes,
+                link,
+                browser_left,
+            )
         finally:
             browser_left()
 
-    @router.post("/api/offer", response_model=Answer, responses={**OFFER_RESPONSES, **WORKER_RESPONSES},
-                 summary="Start (or renegotiate) a WebRTC session")
+    @router.post(
+        "/api/offer",
+        response_model=Answer,
+        responses={**OFFER_RESPONSES, **WORKER_RESPONSES},
+        summary="Start (or renegotiate) a WebRTC session",
+    )
     async def webrtc_offer(offer: Offer, request: Request):
         admission.check_origin(request)
         check_offer(offer.sdp)
         body = dataclasses.asdict(offer.for_pipecat())
         link = peers.get(offer.pc_id or "")
-        if link is not None:
-            return await _forward(link, "POST", body)
-        slot = admission.slot(request, "WebRTC")
-        try:
-            link = await spawner.spawn(slot, "webrtc")
-        except SpawnError as e:
-            raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"Could not start the bot: {e}") from e
-        try:
+        if link is None:
+            slot = admission.slot(request, "WebRTC")
+            link = await _spawn(spawner, slot)
+            answer = await _forward_or_stop(link, body, slot)
+        else:  # a renegotiation
             answer = await _forward(link, "POST", body)
-        except BaseException:  # the worker and its session go, and the slot with them
-            slot.release()
-            await link.stop()
-            raise
         pc_id = answer["pc_id"]
-        peers[pc_id] = link
-        link.on_exit.append(lambda: peers.pop(pc_id, None))
+        if pc_id not in peers:  # a new connection, or a restarted one (a new id)
+            peers[pc_id] = link
+            link.on_exit.append(lambda: peers.pop(pc_id, None))
         return answer
 
-    @router.patch("/api/offer", response_model=PatchResult, responses={**PATCH_RESPONSES, **WORKER_RESPONSES},
-                  summary="Trickle ICE candidates to a WebRTC connection")
+    @router.patch(
+        "/api/offer",
+        response_model=PatchResult,
+        responses={**PATCH_RESPONSES, **WORKER_RESPONSES},
+        summary="Trickle ICE candidates to a WebRTC connection",
+    )
     async def webrtc_ice_candidate(patch: CandidatesPatch, request: Request):
         admission.check_origin(request)
         link = peers.get(patch.pc_id)
         if link is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no WebRTC connection {patch.pc_id[:80]!r}")
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND, f"no WebRTC connection {patch.pc_id[:80]!r}"
+            )
         return await _forward(link, "PATCH", dataclasses.asdict(patch.for_pipecat()))
 
     return router
+
+
+async def _spawn(spawner: BotSpawner, slot: Slot) -> WorkerLink:
+    try:
+        return await spawner.spawn(slot, "webrtc")
+    except SpawnError as e:
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"Could not start the bot: {e}") from e
+
+
+async def _forward_or_stop(link: WorkerLink, body: dict, slot: Slot) -> dict:
+    """A new connection's offer to its worker; if it fails, the worker and its session go,
+    and the slot with them."""
+    try:
+        return await _forward(link, "POST", body)
+    except BaseException:
+        slot.release()
+        await link.stop()
+        raise
 
 
 async def _forward(link: WorkerLink, method: str, body: dict) -> dict:
@@ -271,7 +322,9 @@ async def _forward(link: WorkerLink, method: str, body: dict) -> dict:
         async with httpx.AsyncClient(timeout=30.0) as http:
             r = await http.request(method, f"http://127.0.0.1:{link.port}/api/offer", json=body)
     except httpx.HTTPError as e:
-        raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"the session's worker did not answer: {e}") from e
+        raise HTTPException(
+            status.HTTP_502_BAD_GATEWAY, f"the session's worker did not answer: {e}"
+        ) from e
     if r.status_code >= 400:
         try:
             detail = r.json().get("detail", r.text)
@@ -282,13 +335,18 @@ async def _forward(link: WorkerLink, method: str, body: dict) -> dict:
     return r.json()
 
 
-async def _relay(browser: WebSocket, url: str, max_bytes: int, link: WorkerLink,
-                 browser_left: Callable[[], None]) -> None:
+async def _relay(
+    browser: WebSocket, url: str, max_bytes: int, link: WorkerLink, browser_left: Callable[[], None]
+) -> None:
     """Pass messages both ways until either side closes; the worker's close code goes on."""
     try:
-        worker = await websockets.connect(url, max_size=max_bytes, open_timeout=10, ping_interval=None)
+        worker = await websockets.connect(
+            url, max_size=max_bytes, open_timeout=10, ping_interval=None
+        )
     except (OSError, websockets.WebSocketException, TimeoutError) as e:
-        logger.bind(session_id=link.session_id).warning(f"Could not reach the session's worker: {e}")
+        logger.bind(session_id=link.session_id).warning(
+            f"Could not reach the session's worker: {e}"
+        )
         await browser.close(code=CLOSE_INTERNAL_ERROR, reason="the bot's process is unreachable")
         return
 

@@ -101,7 +101,9 @@ SessionListener = Callable[[str, LiveSession, Any], None]
 
 
 class SessionRegistry:
-    def __init__(self, max_sessions: int, history_turns: int = 50, clients: ClientLimits | None = None):
+    def __init__(
+        self, max_sessions: int, history_turns: int = 50, clients: ClientLimits | None = None
+    ):
         self.max_sessions = max_sessions
         self.history_turns = history_turns
         self.clients = clients
@@ -161,7 +163,9 @@ class SessionRegistry:
 
     async def run(self, slot: Slot, session: Session, transport: str, bot: Coroutine) -> None:
         """Run an admitted session's bot to completion; always frees its slot."""
-        live = self._open(LiveSession(id=session.id, transport=transport, session=session, slot=slot))
+        live = self._open(
+            LiveSession(id=session.id, transport=transport, session=session, slot=slot)
+        )
         session.on_state.append(lambda state: self.set_state(live, state))
         session.on_turn.append(lambda record: self.add_turn(live, record.to_dict()))
         try:
@@ -176,7 +180,9 @@ class SessionRegistry:
         """Register an admitted session whose bot runs in a worker process; then `track` it.
 
         The worker's link reports its state and turns through `set_state` / `add_turn`."""
-        return self._open(LiveSession(id=session_id, transport=transport, remote=link, pid=pid, slot=slot))
+        return self._open(
+            LiveSession(id=session_id, transport=transport, remote=link, pid=pid, slot=slot)
+        )
 
     async def track(self, live: LiveSession, until_exit: Coroutine) -> None:
         """Keep a worker's session registered until `until_exit` returns (run as live.task)."""

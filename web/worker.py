@@ -137,7 +137,8 @@ async def _serve_web(settings, registry, new_session, out: EventWriter, started,
     app.include_router(in_process_session_router(settings, registry, new_session, webrtc))
     sock = loopback_socket()
     port = sock.getsockname()[1]
-    server = uvicorn.Server(server_config(app, settings, host="127.0.0.1", port=port, lifespan="off"))
+    config = server_config(app, settings, host="127.0.0.1", port=port, lifespan="off")
+    server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:

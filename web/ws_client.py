@@ -184,7 +184,9 @@ class AgentClient:
         await self.close()
 
     async def connect(self) -> None:
-        self._ws = await websockets.connect(self.url, max_size=None, additional_headers=self.headers)
+        self._ws = await websockets.connect(
+            self.url, max_size=None, additional_headers=self.headers
+        )
         self._reader = asyncio.create_task(self._read())
         try:
             await self.send_rtvi(

@@ -428,7 +428,8 @@
       });
       if (response.status === 401 || response.status === 403) {
         // No (or a wrong) token: wait for one to be entered.
-        state.locked = response.status === 401 ? "admin token required" : "this server answers its own machine only";
+        state.locked =
+          response.status === 401 ? "admin token required" : "this server answers its own machine only";
         setConnected(false);
         $("#admin-token").focus();
         return;
