@@ -23,7 +23,9 @@ import dataclasses
 from collections.abc import Callable, Coroutine
 
 import httpx
+import pipecat.frames.protobufs.frames_pb2 as proto
 import websockets
+from google.protobuf.message import DecodeError
 from fastapi import APIRouter, HTTPException, Request, WebSocket, WebSocketDisconnect, status
 from loguru import logger
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
@@ -40,6 +42,8 @@ from web.sessions import SessionRegistry, Slot
 from web.spawner import BotSpawner, SpawnError, WorkerLink
 
 CLOSE_INTERNAL_ERROR = 1011
+# Messages a WebSocket client may send (audio aside) while its worker is starting.
+EARLY_MESSAGES = 32
 # After closing a WebRTC peer that never connected, how long its session may take to end.
 END_GRACE_SECS = 5.0
 
@@ -232,13 +236,16 @@ def worker_session_router(
         slot = await admission.websocket(websocket)
         if slot is None:
             return
+        early: list[dict] = []
         try:
-            link = await spawner.spawn(slot, "websocket")
+            link = await _spawn_while_reading(spawner, slot, websocket, early)
         except SpawnError as e:
             logger.warning(f"Could not start a WebSocket session's worker: {e}")
             await websocket.close(
                 code=CLOSE_INTERNAL_ERROR, reason=f"could not start the bot: {e}"[:120]
             )
+            return
+        if link is None:  # the client left while its bot was starting
             return
 
         def browser_left() -> None:  # its slot is free now; the worker ends its session
@@ -254,6 +261,7 @@ def worker_session_router(
                 settings.max_message_bytes,
                 link,
                 browser_left,
+                early,
             )
         finally:
             browser_left()
@@ -299,6 +307,45 @@ def worker_session_router(
     return router
 
 
+async def _spawn_while_reading(
+    spawner: BotSpawner, slot: Slot, browser: WebSocket, early: list[dict]
+) -> WorkerLink | None:
+    """A worker for a WebSocket session. Loading one can take a while: meanwhile the
+    client's socket is read (so its keepalive pings are answered), its messages other than
+    audio kept for the worker (the RTVI handshake; at most EARLY_MESSAGES), its audio
+    dropped (no bot is listening yet). None if the client leaves first."""
+    spawning = asyncio.create_task(spawner.spawn(slot, "websocket"))
+
+    async def read() -> None:
+        while True:
+            message = await browser.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if len(early) < EARLY_MESSAGES and not _is_audio(message.get("bytes")):
+                early.append(message)
+
+    reading = asyncio.create_task(read())
+    try:
+        await asyncio.wait({spawning, reading}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+    if not spawning.done():  # the client has gone: so does its bot
+        spawning.cancel()
+        await asyncio.gather(spawning, return_exceptions=True)
+        return None
+    return spawning.result()
+
+
+def _is_audio(data: bytes | None) -> bool:
+    if not data:
+        return False
+    try:
+        return proto.Frame.FromString(data).WhichOneof("frame") == "audio"
+    except DecodeError:
+        return False
+
+
 async def _spawn(spawner: BotSpawner, slot: Slot) -> WorkerLink:
     try:
         return await spawner.spawn(slot, "webrtc")
@@ -336,9 +383,15 @@ async def _forward(link: WorkerLink, method: str, body: dict) -> dict:
 
 
 async def _relay(
-    browser: WebSocket, url: str, max_bytes: int, link: WorkerLink, browser_left: Callable[[], None]
+    browser: WebSocket,
+    url: str,
+    max_bytes: int,
+    link: WorkerLink,
+    browser_left: Callable[[], None],
+    early: list[dict],
 ) -> None:
-    """Pass messages both ways until either side closes; the worker's close code goes on."""
+    """Pass messages both ways until either side closes; the worker's close code goes on.
+    `early`: what the browser sent before the worker was up, passed on first."""
     try:
         worker = await websockets.connect(
             url, max_size=max_bytes, open_timeout=10, ping_interval=None
@@ -352,6 +405,9 @@ async def _relay(
 
     async def browser_to_worker():
         try:
+            for message in early:
+                data = message.get("bytes")
+                await worker.send(data if data is not None else message.get("text", ""))
             while True:
                 message = await browser.receive()
                 if message["type"] == "websocket.disconnect":
