@@ -53,8 +53,9 @@ CLOSE_INVALID_DATA = 1007
 # audio or tool results into the conversation past the microphone: refused.
 ACCEPTED_RTVI_TYPES = frozenset({"client-ready", "client-message", "disconnect-bot"})
 MAX_CLIENT_MESSAGE_BYTES = 16 * 1024
-# How far ahead of real time a client's audio may run before the server makes it wait.
-MAX_AUDIO_LEAD_SECS = 1.0
+# Audio a client may send at once beyond real time (what it could not send during a
+# network stall, or what it said while its bot was loading) before the server makes it wait.
+AUDIO_BURST_SECS = 10.0
 
 
 class RefusedMessage(ValueError):
@@ -81,19 +82,24 @@ class RefusalTally:
 
 
 class AudioPacer:
-    """Holds a client's audio to real time, at most `lead_secs` ahead of the clock."""
+    """Holds a client's audio to real time: a bucket of `burst_secs` of audio, full at the
+    start and refilled as time passes; a frame the bucket cannot cover waits for it. A
+    client that fell behind catches up at once; one that runs ahead is slowed to real time."""
 
-    def __init__(self, lead_secs: float, clock: Callable[[], float] = time.monotonic):
-        self._lead = lead_secs
+    def __init__(self, burst_secs: float, clock: Callable[[], float] = time.monotonic):
+        self._burst = burst_secs
         self._clock = clock
-        self._end: float | None = None  # when the audio taken so far ends, played from now
+        self._available = burst_secs
+        self._at: float | None = None
 
     def delay(self, secs: float) -> float:
         """Seconds to wait before taking `secs` more audio."""
         now = self._clock()
-        start = now if self._end is None else max(self._end, now)
-        self._end = start + secs
-        return max(0.0, self._end - now - self._lead)
+        if self._at is not None:
+            self._available = min(self._burst, self._available + now - self._at)
+        self._at = now
+        self._available -= secs
+        return max(0.0, -self._available)
 
 
 class GuardedProtobufSerializer(ProtobufFrameSerializer):
@@ -109,14 +115,14 @@ class GuardedProtobufSerializer(ProtobufFrameSerializer):
         malformed_limit: int = 20,
         malformed_window: int = 100,
         log_interval_secs: float = 10.0,
-        audio_lead_secs: float = MAX_AUDIO_LEAD_SECS,
+        audio_burst_secs: float = AUDIO_BURST_SECS,
     ):
         super().__init__()
         self._sample_rate = sample_rate
         self._on_abuse = on_abuse
         self._on_end = on_end
         self.tally = RefusalTally(malformed_limit, malformed_window)
-        self._pacer = AudioPacer(audio_lead_secs)
+        self._pacer = AudioPacer(audio_burst_secs)
         self._log = ThrottledLog(log_interval_secs)
         self._abused = False
         self._client_ready = False

@@ -34,7 +34,12 @@ from pipecat.transports.smallwebrtc.request_handler import SmallWebRTCRequestHan
 from bot.config import Settings
 from bot.pipeline import Session, run_bot
 from transports.webrtc import create_webrtc_transport
-from transports.websocket import CLOSE_NORMAL, SessionWebSocket, create_websocket_transport
+from transports.websocket import (
+    AUDIO_BURST_SECS,
+    CLOSE_NORMAL,
+    SessionWebSocket,
+    create_websocket_transport,
+)
 from web.admission import ADMISSION_RESPONSES, Admission
 from web.http_hygiene import BODY_RESPONSES
 from web.offers import Answer, CandidatesPatch, Offer, PatchResult, check_offer
@@ -42,7 +47,8 @@ from web.sessions import SessionRegistry, Slot
 from web.spawner import BotSpawner, SpawnError, WorkerLink
 
 CLOSE_INTERNAL_ERROR = 1011
-# Messages a WebSocket client may send (audio aside) while its worker is starting.
+# What a WebSocket client sends while its worker is starting is kept for the worker: its
+# messages (the RTVI handshake) up to this many, its audio up to a burst (the latest).
 EARLY_MESSAGES = 32
 # After closing a WebRTC peer that never connected, how long its session may take to end.
 END_GRACE_SECS = 5.0
@@ -236,7 +242,7 @@ def worker_session_router(
         slot = await admission.websocket(websocket)
         if slot is None:
             return
-        early: list[dict] = []
+        early = HeldMessages()
         try:
             link = await _spawn_while_reading(spawner, slot, websocket, early)
         except SpawnError as e:
@@ -308,12 +314,12 @@ def worker_session_router(
 
 
 async def _spawn_while_reading(
-    spawner: BotSpawner, slot: Slot, browser: WebSocket, early: list[dict]
+    spawner: BotSpawner, slot: Slot, browser: WebSocket, early: HeldMessages
 ) -> WorkerLink | None:
     """A worker for a WebSocket session. Loading one can take a while: meanwhile the
-    client's socket is read (so its keepalive pings are answered), its messages other than
-    audio kept for the worker (the RTVI handshake; at most EARLY_MESSAGES), its audio
-    dropped (no bot is listening yet). None if the client leaves first."""
+    client's socket is read (so its keepalive pings are answered) and what it sends kept
+    for the worker, within bounds (`EARLY_MESSAGES`; the latest AUDIO_BURST_SECS of its
+    audio, which the worker takes at once). None if the client leaves first."""
     spawning = asyncio.create_task(spawner.spawn(slot, "websocket"))
 
     async def read() -> None:
@@ -321,8 +327,7 @@ async def _spawn_while_reading(
             message = await browser.receive()
             if message["type"] == "websocket.disconnect":
                 return
-            if len(early) < EARLY_MESSAGES and not _is_audio(message.get("bytes")):
-                early.append(message)
+            early.add(message)
 
     reading = asyncio.create_task(read())
     try:
@@ -337,13 +342,43 @@ async def _spawn_while_reading(
     return spawning.result()
 
 
-def _is_audio(data: bytes | None) -> bool:
+class HeldMessages:
+    """What a client sends while its worker starts, kept for the worker within bounds."""
+
+    def __init__(self):
+        self._held: list[tuple[dict, float | None]] = []  # (message, seconds if audio)
+        self._messages = 0
+        self._audio_secs = 0.0
+
+    def add(self, message: dict) -> None:
+        secs = _audio_secs(message.get("bytes"))
+        if secs is None:
+            if self._messages < EARLY_MESSAGES:
+                self._held.append((message, None))
+                self._messages += 1
+            return
+        self._held.append((message, secs))
+        self._audio_secs += secs
+        while self._audio_secs > AUDIO_BURST_SECS:  # the oldest audio goes
+            i = next(i for i, (_, held) in enumerate(self._held) if held is not None)
+            self._audio_secs -= self._held.pop(i)[1]
+
+    def __iter__(self):
+        return (message for message, _ in self._held)
+
+
+def _audio_secs(data: bytes | None) -> float | None:
+    """How long an audio message is; None for any other message."""
     if not data:
-        return False
+        return None
     try:
-        return proto.Frame.FromString(data).WhichOneof("frame") == "audio"
+        frame = proto.Frame.FromString(data)
     except DecodeError:
-        return False
+        return None
+    if frame.WhichOneof("frame") != "audio":
+        return None
+    audio = frame.audio
+    return len(audio.audio) / (2 * max(audio.num_channels, 1) * max(audio.sample_rate, 1))
 
 
 async def _spawn(spawner: BotSpawner, slot: Slot) -> WorkerLink:
@@ -388,7 +423,7 @@ async def _relay(
     max_bytes: int,
     link: WorkerLink,
     browser_left: Callable[[], None],
-    early: list[dict],
+    early: HeldMessages,
 ) -> None:
     """Pass messages both ways until either side closes; the worker's close code goes on.
     `early`: what the browser sent before the worker was up, passed on first."""
