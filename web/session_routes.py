@@ -171,9 +171,7 @@ def in_process_session_router(
     async def webrtc_ice_candidate(patch: CandidatesPatch, request: Request):
         admission.check_origin(request)
         if patch.pc_id not in peers:
-            raise HTTPException(
-                status.HTTP_404_NOT_FOUND, f"no WebRTC connection {patch.pc_id[:80]!r}"
-            )
+            raise _no_connection(patch.pc_id)
         try:
             await webrtc.handle_patch_request(patch.for_pipecat())
         except HTTPException:
@@ -183,6 +181,10 @@ def in_process_session_router(
         return {"status": "success"}
 
     return router
+
+
+def _no_connection(pc_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"no WebRTC connection {pc_id[:80]!r}")
 
 
 async def _answer(webrtc: SmallWebRTCRequestHandler, offer: Offer, start, what: str) -> dict:
@@ -305,9 +307,7 @@ def worker_session_router(
         admission.check_origin(request)
         link = peers.get(patch.pc_id)
         if link is None:
-            raise HTTPException(
-                status.HTTP_404_NOT_FOUND, f"no WebRTC connection {patch.pc_id[:80]!r}"
-            )
+            raise _no_connection(patch.pc_id)
         return await _forward(link, "PATCH", dataclasses.asdict(patch.for_pipecat()))
 
     return router
