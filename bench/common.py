@@ -231,12 +231,16 @@ class Server:
     """`python -m bot serve` in a subprocess on a free port, as in production.
 
     `env` overrides settings (e.g. STREAMING_BRIDGE=false, STT_PROVIDER=fake). The greeting
-    is off so that every bot sound is an answer. Its log goes to out/bench/<name>.log.
+    is off so that every bot sound is an answer, and the per-client session limits too (every
+    benchmark client is on loopback). Its log goes to out/bench/<name>.log.
     """
 
     def __init__(self, name: str, env: dict[str, str] | None = None, startup_timeout: float = 240.0):
         self.name = name
-        self.env = {"GREETING": "", **(env or {})}
+        self.env = {
+            "GREETING": "", "MAX_SESSIONS_PER_CLIENT": "0", "MAX_NEW_SESSIONS_PER_MINUTE": "0",
+            **(env or {}),
+        }
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"

@@ -141,21 +141,14 @@ def serve(
     import uvicorn
 
     from web.app import create_app
+    from web.http_server import server_config
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = Settings(**overrides)
     configure_logging(settings)
     models = _load_models(settings, progress=True)
     try:
-        app_ = create_app(settings, models)
-        config = uvicorn.Config(
-            app_,
-            host=settings.host,
-            port=settings.port,
-            ws_max_size=settings.max_message_bytes,
-            log_level="warning",
-        )
-        server = uvicorn.Server(config)
+        server = uvicorn.Server(server_config(create_app(settings, models), settings))
 
         async def run():
             serving = asyncio.create_task(server.serve())

@@ -207,6 +207,31 @@ class Settings(BaseSettings):
     daily_api_timeout_secs: float = Field(15.0, gt=0)
     # How long a Daily bot waits to join its room before giving up.
     daily_join_timeout_secs: float = Field(20.0, gt=0)
+    # A WebRTC peer that has not connected this long after its offer is closed and freed.
+    webrtc_connect_timeout_secs: float = Field(10.0, gt=0)
+
+    # --- Abuse limits (README "Security") ---------------------------------------------------
+    # Per client address (0: no limit): live sessions at once, and new sessions per minute.
+    # Past either: HTTP 429 / WebSocket close 1013, with the reason.
+    max_sessions_per_client: int = Field(4, ge=0)
+    max_new_sessions_per_minute: int = Field(30, ge=0)
+    # Peers whose X-Forwarded-For names the client (comma-separated IPs or networks, "*" for
+    # any): a reverse proxy in front of the server. Empty: the header is ignored.
+    trusted_proxies: str = ""
+    # Web pages allowed to open sessions (/ws, /api/offer): comma-separated origins such as
+    # https://app.example.com; empty: the server's own pages only; "*": any page.
+    allowed_origins: str = ""
+    # An HTTP request's headers, then its body, must arrive within these (slow clients).
+    request_header_timeout_secs: float = Field(10.0, gt=0)
+    request_body_timeout_secs: float = Field(10.0, gt=0)
+    # Largest HTTP request body accepted (413 past it); a WebRTC offer is a few KB.
+    max_request_bytes: int = Field(64 * 1024, ge=1024)
+    # /ws: a client is closed (1007) once this many of its last `malformed_window` messages
+    # were refused (malformed, or a frame type clients may not send).
+    malformed_limit: int = Field(20, ge=1)
+    malformed_window: int = Field(100, ge=1)
+    # Refused messages are logged once, then as one count per this many seconds per session.
+    malformed_log_interval_secs: float = Field(10.0, gt=0)
 
     # --- Admin API (/api/sessions) ---------------------------------------------------------
     # Bearer token for the admin API. Unset: the admin API answers loopback clients only.
@@ -295,6 +320,14 @@ class Settings(BaseSettings):
     def stt_answers_every_segment(self) -> bool:
         """The local eager Whisper answers every speech segment, with words or without."""
         return self.whisper_eager and not self.uses_cloud(Stage.STT) and not self.uses_fake(Stage.STT)
+
+    @property
+    def origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()]
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
 
     def key_for(self, stage: Stage) -> SecretStr | None:
         return {

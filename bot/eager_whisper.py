@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 from loguru import logger
 from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
     Frame,
     InputAudioRawFrame,
     InterimTranscriptionFrame,
@@ -179,6 +181,14 @@ class EagerWhisperSTTService(EagerEndOfTurnSTTServiceMixin, SharedWhisperSTTServ
             )
         else:
             yield NoWordsFrame()
+
+    async def stop(self, frame: EndFrame):
+        await super().stop(frame)  # transcribes what is queued (it may take its pass)
+        await self._drop_passes()  # a pass nobody will read must not outlive the session
+
+    async def cancel(self, frame: CancelFrame):
+        await self._drop_passes()
+        await super().cancel(frame)
 
     async def _drop_passes(self) -> None:
         for p in self._passes:

@@ -18,7 +18,7 @@ from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
-from pipecat.frames.frames import Frame
+from pipecat.frames.frames import CancelFrame, EndFrame, Frame, StartFrame
 from pipecat.metrics.metrics import MetricsData
 from pipecat.services.piper.tts import PiperTTSService
 from pipecat.services.tts_service import TTSService
@@ -55,9 +55,30 @@ class SharedWhisperSTTService(WhisperSTTService):
             device="cpu",
             **kwargs,
         )
+        self._running = False
 
     def _load(self):
         self._model = self._shared_model
+
+    # A session cancelled while its pipeline is still starting (a client that leaves at
+    # once) has its processors cleaned up, never cancelled, and SegmentedSTTService leaves
+    # the transcription task its start() began running ("dangling tasks"): cancel it here.
+    async def start(self, frame: StartFrame):
+        self._running = True
+        await super().start(frame)
+
+    async def stop(self, frame: EndFrame):
+        self._running = False
+        await super().stop(frame)
+
+    async def cancel(self, frame: CancelFrame):
+        self._running = False
+        await super().cancel(frame)
+
+    async def cleanup(self):
+        if self._running:
+            await self.cancel(CancelFrame(reason="cleaned up before it was stopped"))
+        await super().cleanup()
 
 
 class SharedPiperTTSService(PiperTTSService):

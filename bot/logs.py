@@ -15,12 +15,20 @@
 * Secrets (every credential setting, see `Settings.secrets()`) are replaced by
   `[REDACTED]` in the message and in every extra field (patcher), and once more in the
   final text of every sink (tracebacks, serialized exceptions), so no line carries one.
+* Standard-library logging (uvicorn's server errors and their tracebacks, asyncio's "task
+  exception was never retrieved", libraries' warnings) and uncaught exceptions in any
+  thread go through the same sinks, so they are JSON and redacted too.
+* `ThrottledLog`: a line that a client can trigger at will is written once, then as one
+  count per interval.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -156,6 +164,7 @@ def configure_logging(
             colorize=bool(getattr(out, "isatty", lambda: False)()),
             **common,
         )
+    route_standard_logging(level)
     if settings.log_file:
         settings.log_file.parent.mkdir(parents=True, exist_ok=True)
         file = settings.log_file.open("a", encoding="utf-8", buffering=1)
@@ -167,6 +176,91 @@ def configure_logging(
             colorize=False,
             **common,
         )
+
+
+class _ToLoguru(logging.Handler):
+    """A standard-library logging handler that hands every record to loguru."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        # Find the caller outside the logging module, so loguru names the real source.
+        frame, depth = logging.currentframe(), 2
+        while frame and frame.f_code.co_filename == logging.__file__:
+            frame, depth = frame.f_back, depth + 1
+        logger.opt(depth=depth, exception=record.exc_info).log(level, record.getMessage())
+
+
+# Loggers that configure handlers of their own: theirs are removed, so they reach ours.
+_SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+
+
+def route_standard_logging(level: str) -> None:
+    """Send standard-library logging and uncaught exceptions to loguru's sinks (idempotent).
+
+    Libraries' own records are taken from WARNING (their INFO chatter stays out, as it did
+    before); the root logger keeps any other handler it has (pytest's, say)."""
+    root = logging.getLogger()
+    if not any(isinstance(h, _ToLoguru) for h in root.handlers):
+        root.addHandler(_ToLoguru())
+    numeric = logging.getLevelName(level.upper())
+    root.setLevel(max(logging.WARNING, numeric if isinstance(numeric, int) else logging.WARNING))
+    for name in _SERVER_LOGGERS:
+        server_logger = logging.getLogger(name)
+        server_logger.handlers.clear()
+        server_logger.propagate = True
+
+    def excepthook(kind, value, tb) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, value, tb)
+            return
+        logger.opt(exception=(kind, value, tb)).critical("Uncaught exception")
+
+    def thread_excepthook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread else "?"
+        logger.opt(exception=(args.exc_type, args.exc_value, args.exc_traceback)).error(
+            f"Uncaught exception in thread {name}"
+        )
+
+    sys.excepthook = excepthook
+    threading.excepthook = thread_excepthook
+
+
+class ThrottledLog:
+    """A line a client can trigger at will: the first one at once, then at most one per
+    `interval_secs` saying how many were held back."""
+
+    def __init__(self, interval_secs: float, level: str = "WARNING",
+                 clock: Callable[[], float] = time.monotonic):
+        self.interval = interval_secs
+        self.level = level
+        self._clock = clock
+        self._last_at: float | None = None
+        self._held = 0
+        self._last_message = ""
+
+    def __call__(self, message: str) -> None:
+        now = self._clock()
+        if self._last_at is not None and now - self._last_at < self.interval:
+            self._held += 1
+            self._last_message = message
+            return
+        if self._held:
+            message += f" (and {self._held} more in the last {now - self._last_at:.0f} s)"
+        logger.opt(depth=1).log(self.level, message)
+        self._last_at, self._held = now, 0
+
+    def flush(self) -> None:
+        """Write the count held back, if any (e.g. before the source goes away)."""
+        if self._held:
+            logger.opt(depth=1).log(
+                self.level, f"{self._held} more held back; the last: {self._last_message}"
+            )
+            self._last_at, self._held = self._clock(), 0
 
 
 def session_context(session_id: str, turn: Callable[[], int | None] | None = None):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -89,36 +92,41 @@ class LiveServer:
         return self.app.state.registry
 
 
+@contextlib.asynccontextmanager
+async def serving(app, settings: Settings):
+    """Serve `app` under uvicorn as `python -m bot serve` does, on `settings.port`."""
+    import uvicorn
+
+    from web.http_server import server_config
+
+    server = uvicorn.Server(server_config(app, settings, host="127.0.0.1", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield LiveServer(app, settings.port)
+    finally:
+        server.should_exit = True
+        await task
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def serve_app(models):
     """Start `web.app.create_app(settings, models)` under uvicorn; stopped at session end."""
-    import asyncio
-    import contextlib
-    import socket
-
-    import uvicorn
-
     from web.app import create_app
 
     @contextlib.asynccontextmanager
     async def serve(**overrides):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        settings = local_settings(port=port, greeting="", **overrides)
-        app = create_app(settings, models)
-        server = uvicorn.Server(uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning",
-            ws_max_size=settings.max_message_bytes, lifespan="on"))
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.02)
-        try:
-            yield LiveServer(app, port)
-        finally:
-            server.should_exit = True
-            await task
+        settings = local_settings(port=free_port(), greeting="", **overrides)
+        async with serving(create_app(settings, models), settings) as server:
+            yield server
 
     return serve

@@ -1,4 +1,4 @@
-"""Real browser: `/dashboard` follows a live session over server-sent events.
+"""Real browser: `/dashboard`, given the admin token, follows a live session over SSE.
 
 The session is driven by the Python client (web/ws_client.py) against the in-process server
 — real VAD, turn detection, transport and metrics; instant fake STT/LLM/TTS, so the test is
@@ -31,6 +31,7 @@ CHROMIUM_ARGS = [
 ]
 TURN_TIMEOUT = 60  # seconds per turn (fake providers: a few seconds of real-time audio)
 FAKE = {"stt_provider": "fake", "llm_provider": "fake", "tts_provider": "fake"}
+TOKEN = "dashboard-test-token-81f0"
 
 pytestmark = [
     pytest.mark.slow,
@@ -87,7 +88,7 @@ async def test_dashboard_follows_a_live_session(serve_app, speech, tmp_path):
         loop.call_soon_threadsafe(steps[name].set)
 
     shot = tmp_path / "dashboard.png"
-    async with serve_app(**FAKE) as server:
+    async with serve_app(admin_token=TOKEN, **FAKE) as server:
 
         def browse() -> None:
             with sync_api.sync_playwright() as p:
@@ -95,6 +96,11 @@ async def test_dashboard_follows_a_live_session(serve_app, speech, tmp_path):
                 try:
                     page = browser.new_page(viewport={"width": 1360, "height": 1100})
                     page.goto(f"{server.url}/dashboard")
+                    # The data is behind the admin token: the page says so, then takes it.
+                    wait_js(page, "window.dashboard && window.dashboard.locked", client_left, 30)
+                    seen["locked"] = page.locator("#stream-status").inner_text()
+                    page.locator("#admin-token").fill(TOKEN)
+                    page.locator("#token-form button").click()
                     wait_js(page, "window.dashboard && window.dashboard.connected", client_left, 30)
                     signal("page_ready")
 
@@ -159,6 +165,7 @@ async def test_dashboard_follows_a_live_session(serve_app, speech, tmp_path):
             client_left.set()
             await asyncio.gather(browser_thread, return_exceptions=True)
 
+    assert seen["locked"] == "admin token required"
     assert seen["session_id"] == session_id and seen["live_count"] == "1"
     for turn in answers:
         assert turn["bot_text"] and turn["user_text"] in seen["transcript"] and turn["bot_text"] in seen["transcript"]

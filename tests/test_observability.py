@@ -360,8 +360,8 @@ async def test_rings_recordings_and_metrics_stay_bounded_over_1000_turns(serve_a
                     await asyncio.sleep(0)
                 recorder.close()
 
-            server.registry.reserve()
-            await server.registry.run(session, "synthetic", bot())
+            slot = server.registry.reserve()
+            await server.registry.run(slot, session, "synthetic", bot())
             return session.id
 
         ids = []

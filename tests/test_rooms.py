@@ -84,7 +84,7 @@ class NoBotProcess:
     def __init__(self):
         self.rooms: list[str] = []
 
-    async def spawn_daily(self, room_url: str, token: str) -> str:
+    async def spawn_daily(self, slot, room_url: str, token: str) -> str:
         self.rooms.append(room_url)
         return f"session-{len(self.rooms)}"
 

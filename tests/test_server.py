@@ -10,6 +10,7 @@ import websockets
 
 import pipecat.frames.protobufs.frames_pb2 as proto
 from tests.text import contains_words
+from tests.webrtc_peer import offer_sdp
 from web.ws_client import AgentClient
 
 pytestmark = pytest.mark.slow
@@ -77,13 +78,16 @@ async def test_session_limit_refuses_the_next_session_with_a_reason(serve_app):
             assert await refused.wait_for(lambda r: False, 5) is False
             assert refused.close_code == 1013 and "MAX_SESSIONS" in refused.close_reason
             async with httpx.AsyncClient() as http:
-                r = await http.post(f"{server.url}/api/offer", json={"sdp": "v=0", "type": "offer"})
+                offer = {"sdp": await offer_sdp(), "type": "offer"}
+                r = await http.post(f"{server.url}/api/offer", json=offer)
             assert r.status_code == 503 and "MAX_SESSIONS" in r.json()["detail"]
             assert not first.closed
 
 
 async def test_bad_input_never_hurts_a_healthy_session(serve_app, speech):
-    async with serve_app(max_sessions=10, max_message_bytes=64 * 1024) as server:
+    # 1,000 sessions from one address: the per-client limits are not what this test is about.
+    async with serve_app(max_sessions=10, max_message_bytes=64 * 1024, max_sessions_per_client=0,
+                         max_new_sessions_per_minute=0) as server:
         async with AgentClient(server.ws_url) as healthy:
             assert await healthy.wait_for(lambda r: r.server_messages("session"), 20)
 

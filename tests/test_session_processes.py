@@ -79,6 +79,7 @@ async def test_a_websocket_session_runs_in_its_worker_and_is_steered_from_the_se
             r = await http.delete(f"{server.url}/api/sessions/{session_id}")
             assert r.status_code == 200 and r.json()["graceful"], r.text
             await until(lambda: client.closed, 15, "the client's WebSocket to close")
+            assert client.close_code == 1000 and client.close_reason, client.close_reason
         await until(lambda: len(server.registry) == 0, 15, "the session to be released")
         with pytest.raises(ProcessLookupError):
             os.kill(live.pid, 0)  # the worker has exited (and been reaped)

@@ -7,9 +7,11 @@
     DELETE /api/sessions/{id}            end the session cleanly
 
 Every route needs `Authorization: Bearer <ADMIN_TOKEN>` (compared in constant time). With
-no ADMIN_TOKEN set, the API answers loopback clients only (by the TCP peer address, so put a
-token on any server behind a reverse proxy). Changes go through `bot.session_control`:
-nothing restarts the session's pipeline. The schemas are on the OpenAPI page (/docs).
+no ADMIN_TOKEN set, the API answers loopback clients only (by the client address: the TCP
+peer, or whom a TRUSTED_PROXIES proxy names; put a token on any server behind a reverse
+proxy). The dashboard's data (web/observability.py) is behind the same `admin_access`.
+Changes go through `bot.session_control`: nothing restarts the session's pipeline. The
+schemas are on the OpenAPI page (/docs).
 """
 
 from __future__ import annotations
@@ -26,12 +28,28 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.config import Settings
 from bot.session_control import InstructionMode
+from web.http_hygiene import BODY_RESPONSES
 from web.sessions import LiveSession, SessionLevers, SessionRegistry
 
 MAX_INSTRUCTIONS_CHARS = 4000
 MAX_SAY_CHARS = 1000
 # How long DELETE waits for a graceful end before cancelling the session.
 END_GRACE_SECS = 10.0
+# How long PUT …/context waits for the LLM to take new instructions before answering
+# "applied": false (they are queued and still apply before the next turn).
+APPLY_WAIT_SECS = 2.0
+# Text fields must hold some non-blank character (also in the schema, for clients): a
+# character outside JSON Schema's (ECMAScript's) \s, so the schema and the check agree.
+NOT_BLANK = r"\S"
+_BLANK = set("\t\n\v\f\r \u00a0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff") | {
+    chr(c) for c in range(0x2000, 0x200B)
+}
+
+
+def has_text(value: str) -> bool:
+    return any(c not in _BLANK for c in value)
+
+FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -82,6 +100,7 @@ class ContextUpdate(BaseModel):
         min_length=1,
         max_length=MAX_INSTRUCTIONS_CHARS,
         description="Text of the new instructions (or of the addition, with mode=append)",
+        json_schema_extra={"pattern": NOT_BLANK},
     )
     mode: Literal["replace", "append"] = Field(
         "replace", description="replace the session's instructions, or append to them"
@@ -90,7 +109,7 @@ class ContextUpdate(BaseModel):
     @field_validator("instructions")
     @classmethod
     def not_blank(cls, value: str) -> str:
-        if not value.strip():
+        if not has_text(value):
             raise ValueError("instructions must contain some text")
         return value
 
@@ -108,12 +127,13 @@ class ContextUpdateResult(BaseModel):
 class SayRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"text": "One moment please."}]})
 
-    text: str = Field(min_length=1, max_length=MAX_SAY_CHARS, description="What the bot says")
+    text: str = Field(min_length=1, max_length=MAX_SAY_CHARS, description="What the bot says",
+                      json_schema_extra={"pattern": NOT_BLANK})
 
     @field_validator("text")
     @classmethod
     def not_blank(cls, value: str) -> str:
-        if not value.strip():
+        if not has_text(value):
             raise ValueError("text must contain some words")
         return value.strip()
 
@@ -147,6 +167,7 @@ def admin_access(settings: Settings):
     """The dependency every admin route runs first (before any body is parsed)."""
     secret = settings.admin_token.get_secret_value() if settings.admin_token else ""
     token = secret.encode() if secret else None
+    trusted_proxies = bool(settings.trusted_proxy_list)
 
     async def require_admin(
         request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
@@ -162,7 +183,10 @@ def admin_access(settings: Settings):
                 )
             return
         client = request.client.host if request.client else None
-        if not is_loopback(client):
+        # A request a local proxy forwarded (and named its client) is not from this machine,
+        # unless TRUSTED_PROXIES let the server read who the client is.
+        forwarded = any(h in request.headers for h in FORWARDING_HEADERS)
+        if not is_loopback(client) or (forwarded and not trusted_proxies):
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
                 "ADMIN_TOKEN is not set on the server, so the admin API only answers clients "
@@ -196,6 +220,7 @@ def create_admin_router(settings: Settings, registry: SessionRegistry) -> APIRou
         },
     )
     not_found = {404: {"description": "No live session has this id"}}
+    conflict = {409: {"description": "The session is starting or ending; try again"}}
 
     def live_session(session_id: str) -> LiveSession:
         live = registry.get(session_id)
@@ -234,7 +259,7 @@ def create_admin_router(settings: Settings, registry: SessionRegistry) -> APIRou
     @router.put(
         "/{session_id}/context",
         response_model=ContextUpdateResult,
-        responses=not_found,
+        responses={**not_found, **conflict, **BODY_RESPONSES},
         summary="Replace or append to a session's instructions",
         description="Takes effect from the session's next LLM turn; the pipeline keeps running.",
     )
@@ -242,7 +267,9 @@ def create_admin_router(settings: Settings, registry: SessionRegistry) -> APIRou
         live = live_session(session_id)
         control = control_of(live)
         try:
-            applied = await control.update_instructions(body.instructions, InstructionMode(body.mode))
+            applied = await control.update_instructions(
+                body.instructions, InstructionMode(body.mode), timeout=APPLY_WAIT_SECS
+            )
         except ConnectionError as e:  # a worker process's session that is starting or ending
             raise HTTPException(status.HTTP_409_CONFLICT, f"session {live.id!r}: {e}") from e
         logger.bind(session_id=live.id).info(
@@ -257,7 +284,7 @@ def create_admin_router(settings: Settings, registry: SessionRegistry) -> APIRou
         "/{session_id}/say",
         response_model=SayResult,
         status_code=status.HTTP_202_ACCEPTED,
-        responses=not_found,
+        responses={**not_found, **conflict, **BODY_RESPONSES},
         summary="Make the bot say a text now",
     )
     async def say(session_id: str, body: SayRequest):
@@ -269,7 +296,8 @@ def create_admin_router(settings: Settings, registry: SessionRegistry) -> APIRou
         return SayResult(id=live.id, queued=True)
 
     @router.delete(
-        "/{session_id}", response_model=EndResult, responses=not_found, summary="End a session"
+        "/{session_id}", response_model=EndResult, responses={**not_found, **conflict},
+        summary="End a session", description="Its client's socket closes with 1000 and a reason.",
     )
     async def end_session(session_id: str):
         live = live_session(session_id)

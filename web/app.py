@@ -1,9 +1,10 @@
 """The FastAPI app: the browser page, WebSocket and WebRTC sessions, health.
 
 Every connection is one session (`bot.pipeline.run_bot`) registered in the app's
-`SessionRegistry`, which enforces MAX_SESSIONS and tears sessions down on disconnect.
-Sessions run in this process, or each in its own worker process (SESSION_PROCESSES;
-web/session_routes.py).
+`SessionRegistry`, which enforces MAX_SESSIONS and the per-client limits and tears
+sessions down on disconnect. Sessions run in this process, or each in its own worker
+process (SESSION_PROCESSES; web/session_routes.py). What the server refuses, and to whom
+it answers, is in README "Security".
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
 from pipecat.transports.smallwebrtc.request_handler import SmallWebRTCRequestHandler
 
 from bot.config import Settings, Stage
@@ -23,6 +25,9 @@ from bot.model_check import warn_about_models
 from bot.pipeline import Session
 from bot.providers import create_search
 from web.admin import create_admin_router
+from web.admission import log_origin_policy
+from web.http_hygiene import AllowedMethods, RequestBodyLimits
+from web.limits import ClientLimits
 from web.observability import install_observability
 from web.rooms import rooms_router
 from web.session_routes import in_process_session_router, worker_session_router
@@ -35,8 +40,17 @@ _CLIENT_MISSING = """<!doctype html><title>Voice agent</title>
 <p>The web client is not built. Run <code>make client</code> (or <code>make run</code>).</p>"""
 
 
+class Health(BaseModel):
+    status: str
+    sessions: int = Field(description="Live sessions")
+    max_sessions: int
+
+
 def create_app(settings: Settings, models: LocalModels) -> FastAPI:
-    registry = SessionRegistry(settings.max_sessions, history_turns=settings.dashboard_session_turns)
+    clients = ClientLimits(settings.max_sessions_per_client, settings.max_new_sessions_per_minute)
+    registry = SessionRegistry(
+        settings.max_sessions, history_turns=settings.dashboard_session_turns, clients=clients
+    )
     webrtc = SmallWebRTCRequestHandler()
 
     @asynccontextmanager
@@ -51,6 +65,12 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
         await webrtc.close()
 
     app = FastAPI(title="Voice agent", lifespan=lifespan)
+    # The last added runs first: wrong methods are answered before a body is read, and a
+    # body is bounded in size and time before any route sees it (web/http_hygiene.py).
+    app.add_middleware(RequestBodyLimits, max_bytes=settings.max_request_bytes,
+                       timeout_secs=settings.request_body_timeout_secs)
+    app.add_middleware(AllowedMethods, schema=lambda: app.openapi())
+    log_origin_policy(settings)
     app.state.settings = settings
     app.state.models = models
     app.state.registry = registry
@@ -82,7 +102,7 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
             observers=[observability.error_observer()],
         )
 
-    @app.get("/api/health")
+    @app.get("/api/health", response_model=Health, tags=["server"])
     async def health():
         return {"status": "ok", "sessions": len(registry.all()), "max_sessions": registry.max_sessions}
 

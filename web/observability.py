@@ -13,6 +13,10 @@ the app's `SessionRegistry` (session started / state / turn / ended) and by a
   `session-started`, `state`, `turn` and `session-ended` as they happen.
 * `/api/dashboard` — the same snapshot as JSON.
 * `/dashboard` — the static page in `web/dashboard/` that draws it all.
+
+The two data routes carry transcripts, so they are behind the admin API's access rule
+(ADMIN_TOKEN, or loopback clients only without one); the page sends the token it is given.
+`/metrics` stays open: it holds counts and timings, never text.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from loguru import logger
@@ -40,6 +44,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from bot.config import Settings
 from bot.providers import ProviderNames
+from web.admin import admin_access
 from processors.fallback import ServiceFallbackFrame
 from processors.metrics import STAGES
 from web.sessions import LiveSession, SessionRegistry
@@ -57,6 +62,16 @@ BARGE_IN_BUCKETS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
 STREAM_SECS = 20.0
 HEARTBEAT_SECS = 5.0
 SUBSCRIBER_QUEUE = 1000
+EVENTS = ("snapshot", "session-started", "state", "turn", "session-ended")
+# One server-sent event of /api/events (Open API 3.1: the schema of a stream's event).
+EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": list(EVENTS)},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "retry": {"type": "integer"},
+    },
+}
 
 
 class Metrics:
@@ -282,16 +297,34 @@ class Observability:
 
     def router(self) -> APIRouter:
         router = APIRouter()
+        data = APIRouter(
+            tags=["dashboard"],
+            dependencies=[Depends(admin_access(self.settings))],
+            responses={
+                401: {"description": "Missing or wrong bearer token"},
+                403: {"description": "No ADMIN_TOKEN set and the client is not on this machine"},
+            },
+        )
 
         @router.get("/metrics", include_in_schema=False)
         async def metrics():
             return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-        @router.get("/api/dashboard")
+        @data.get("/api/dashboard", response_model=dict[str, Any],
+                  summary="Every live session, its recent turns, the recent turns across sessions")
         async def dashboard_snapshot():
             return self.snapshot()
 
-        @router.get("/api/events")
+        @data.get(
+            "/api/events",
+            summary="Live dashboard events (server-sent events)",
+            description="A `snapshot` event, then `session-started`, `state`, `turn` and "
+            f"`session-ended` as they happen; the stream ends after {STREAM_SECS:.0f} s "
+            "(clients reconnect at once).",
+            response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
+                             "description": "The event stream (the schema: one event)"}},
+        )
         async def events(request: Request):
             return StreamingResponse(
                 await self.stream(request),
@@ -303,6 +336,7 @@ class Observability:
         async def dashboard():
             return FileResponse(DASHBOARD_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
+        router.include_router(data)
         return router
 
 

@@ -15,11 +15,19 @@ from pipecat.transports.daily.utils import DailyRESTHelper, DailyRoomParams, Dai
 from pydantic import BaseModel, Field, ValidationError
 
 from bot.config import Settings
-from web.sessions import SessionLimitError, SessionRegistry
+from web.admission import ADMISSION_RESPONSES, Admission
+from web.http_hygiene import BODY_RESPONSES
+from web.sessions import SessionRegistry
 from web.spawner import BotSpawner, SpawnError
 
 MIN_ROOM_SECS = 60
 MAX_ROOM_SECS = 24 * 3600
+ROOM_RESPONSES: dict[int | str, dict] = {
+    **BODY_RESPONSES,
+    **ADMISSION_RESPONSES,
+    422: {"description": "The body is not a RoomRequest (the field and the reason)"},
+    502: {"description": "Daily's API, or the room's bot process, failed (the reason)"},
+}
 
 
 class RoomRequest(BaseModel):
@@ -40,21 +48,26 @@ class RoomAnswer(BaseModel):
 
 def rooms_router(settings: Settings, registry: SessionRegistry, spawner: BotSpawner) -> APIRouter:
     router = APIRouter(tags=["daily"])
+    admission = Admission(settings, registry)
+    # Without a Daily key the route only says so (503): not part of this server's API then.
+    configured = bool(settings.daily_api_key and settings.daily_api_key.get_secret_value())
 
-    @router.post("/api/rooms", response_model=RoomAnswer)
+    @router.post(
+        "/api/rooms",
+        response_model=RoomAnswer,
+        responses=ROOM_RESPONSES,
+        include_in_schema=configured,
+    )
     @router.post("/api/connect", response_model=RoomAnswer, include_in_schema=False)
     async def create_room(request: Request) -> RoomAnswer:
-        if not settings.daily_api_key or not settings.daily_api_key.get_secret_value():
+        if not configured:
             raise HTTPException(503, "Daily rooms are not configured: set DAILY_API_KEY")
         body = await request.body()
         try:
             params = RoomRequest.model_validate_json(body) if body.strip() else RoomRequest()
         except ValidationError as e:
             raise HTTPException(422, e.errors(include_url=False, include_input=False)) from e
-        try:
-            registry.reserve()
-        except SessionLimitError as e:
-            raise HTTPException(503, str(e)) from e
+        slot = admission.slot(request, "Daily")
         try:
             timeout = aiohttp.ClientTimeout(total=settings.daily_api_timeout_secs)
             async with aiohttp.ClientSession(timeout=timeout) as http:
@@ -74,11 +87,11 @@ def rooms_router(settings: Settings, registry: SessionRegistry, spawner: BotSpaw
                 bot_token = await daily.get_token(room.url, params.expiry_secs, owner=True)
                 user_token = await daily.get_token(room.url, params.expiry_secs, owner=False)
         except Exception as e:
-            registry.release_reservation()
+            slot.release()
             logger.warning(f"Daily REST API failed: {e}")
             raise HTTPException(502, f"Daily's API refused to create the room: {e}") from e
         try:
-            session_id = await spawner.spawn_daily(room.url, bot_token)
+            session_id = await spawner.spawn_daily(slot, room.url, bot_token)
         except SpawnError as e:
             logger.warning(f"Could not start a bot for {room.url}: {e}")
             raise HTTPException(502, f"Could not start a bot for the room: {e}") from e

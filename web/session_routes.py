@@ -8,34 +8,65 @@ Two ways to run what connects there, chosen by SESSION_PROCESSES:
   loopback port. This process relays the WebSocket's messages, or forwards the WebRTC
   offer (the media then flows between the browser and the worker directly), so a bot
   that crashes takes only its own session down.
+
+Either way a new session passes web/admission.py (origin, limits) and a WebRTC offer is
+checked (web/offers.py) before anything is reserved or started for it; a failure after
+that gives everything back. The slot is released the moment the client leaves (teardown
+goes on outside the count), and a WebRTC peer that has not connected within
+WEBRTC_CONNECT_TIMEOUT_SECS is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 
 import httpx
+import pipecat.frames.protobufs.frames_pb2 as proto
 import websockets
-from fastapi import APIRouter, BackgroundTasks, HTTPException, WebSocket, WebSocketDisconnect
+from google.protobuf.message import DecodeError
+from fastapi import APIRouter, HTTPException, Request, WebSocket, WebSocketDisconnect, status
 from loguru import logger
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
-from pipecat.transports.smallwebrtc.request_handler import (
-    SmallWebRTCPatchRequest,
-    SmallWebRTCRequest,
-    SmallWebRTCRequestHandler,
-)
+from pipecat.transports.smallwebrtc.request_handler import SmallWebRTCRequestHandler
 
 from bot.config import Settings
 from bot.pipeline import Session, run_bot
 from transports.webrtc import create_webrtc_transport
-from transports.websocket import create_websocket_transport
-from web.sessions import SessionLimitError, SessionRegistry
+from transports.websocket import (
+    AUDIO_BURST_SECS,
+    CLOSE_NORMAL,
+    SessionWebSocket,
+    create_websocket_transport,
+)
+from web.admission import ADMISSION_RESPONSES, Admission
+from web.http_hygiene import BODY_RESPONSES
+from web.offers import Answer, CandidatesPatch, Offer, PatchResult, check_offer
+from web.sessions import SessionRegistry, Slot
 from web.spawner import BotSpawner, SpawnError, WorkerLink
 
-CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_INTERNAL_ERROR = 1011
+# What a WebSocket client sends while its worker is starting is kept for the worker: its
+# messages (the RTVI handshake) up to this many, its audio up to a burst (the latest).
+EARLY_MESSAGES = 32
+# After closing a WebRTC peer that never connected, how long its session may take to end.
+END_GRACE_SECS = 5.0
+
+OFFER_RESPONSES: dict[int | str, dict] = {
+    **BODY_RESPONSES,
+    **ADMISSION_RESPONSES,
+    400: {"description": "The offer is not one this server can answer, or not JSON (the reason)"},
+}
+PATCH_RESPONSES: dict[int | str, dict] = {
+    **BODY_RESPONSES,
+    400: {"description": "A candidate does not parse, or the body is not JSON"},
+    403: ADMISSION_RESPONSES[403],
+    404: {"description": "No WebRTC connection has this pc_id"},
+}
+WORKER_RESPONSES: dict[int | str, dict] = {
+    502: {"description": "The session's worker process could not be started or reached"},
+}
 
 
 def in_process_session_router(
@@ -44,102 +75,328 @@ def in_process_session_router(
     new_session: Callable[[str], Session],
     webrtc: SmallWebRTCRequestHandler,
 ) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(tags=["sessions"])
+    admission = Admission(settings, registry)
+    peers: dict[str, SmallWebRTCConnection] = {}  # pc_id → live WebRTC connection
+    sessions: set[asyncio.Task] = set()  # the WebRTC sessions' tasks
+
+    def client_left(session: Session, slot: Slot) -> Callable:
+        async def on_client_disconnected(transport, client) -> None:
+            live = registry.get(session.id)
+            if live is not None:
+                registry.release(live)
+            else:
+                slot.release()
+
+        return on_client_disconnected
 
     @router.websocket("/ws")
     async def websocket_session(websocket: WebSocket):
-        if not await _admit(websocket, registry):
+        slot = await admission.websocket(websocket)
+        if slot is None:
             return
-        session = new_session("websocket")
-        transport = create_websocket_transport(websocket, settings)
-        await registry.run(session, "websocket", run_bot(transport, session))
+        socket = SessionWebSocket(websocket)
+        try:
+            session = new_session("websocket")
+            transport = create_websocket_transport(socket, settings)
+            transport.add_event_handler("on_client_disconnected", client_left(session, slot))
+            await registry.run(slot, session, "websocket", run_bot(transport, session))
+        finally:
+            slot.release()
+            # Ended by the server (admin API, idle, shutdown) and not closed yet: say so.
+            await socket.close(CLOSE_NORMAL, socket.reason or "the session was ended by the server")
 
-    @router.post("/api/offer")
-    async def webrtc_offer(request: SmallWebRTCRequest, background_tasks: BackgroundTasks):
-        renegotiation = bool(request.pc_id) and request.pc_id in webrtc._pcs_map
-        if not renegotiation:
-            try:
-                registry.reserve()
-            except SessionLimitError as e:
-                logger.warning(f"Refused a WebRTC session: {e}")
-                raise HTTPException(status_code=503, detail=str(e)) from e
+    @router.post(
+        "/api/offer",
+        response_model=Answer,
+        responses=OFFER_RESPONSES,
+        summary="Start (or renegotiate) a WebRTC session",
+    )
+    async def webrtc_offer(offer: Offer, request: Request):
+        admission.check_origin(request)
+        check_offer(offer.sdp)
+        connection = peers.get(offer.pc_id) if offer.pc_id else None
+        if connection is not None:
+            answer = await _answer(webrtc, offer, None, "renegotiate")
+            peers[answer["pc_id"]] = connection  # a restarted connection has a new id
+            return answer
+
+        slot = admission.slot(request, "WebRTC")
+        started: list[asyncio.Task] = []
 
         async def start_session(connection: SmallWebRTCConnection):
             session = new_session("webrtc")
             transport = create_webrtc_transport(connection, settings)
-            background_tasks.add_task(registry.run, session, "webrtc", run_bot(transport, session))
+            transport.add_event_handler("on_client_disconnected", client_left(session, slot))
+            connected = asyncio.Event()
+            transport.add_event_handler(
+                "on_client_connected", lambda transport, client: connected.set()
+            )
+            bot = _connected_within(
+                run_bot(transport, session),
+                connected,
+                connection,
+                settings.webrtc_connect_timeout_secs,
+            )
+            task = asyncio.create_task(registry.run(slot, session, "webrtc", bot))
+            sessions.add(task)
+            task.add_done_callback(sessions.discard)
+            started.append(task)
+
+            @connection.event_handler("closed")
+            async def forget(connection: SmallWebRTCConnection):
+                for pc_id in [k for k, v in peers.items() if v is connection]:
+                    peers.pop(pc_id, None)
+
+            peers[connection.pc_id] = connection
 
         try:
-            return await webrtc.handle_web_request(request, start_session)
-        except Exception:
-            if not renegotiation:
-                registry.release_reservation()
+            answer = await _answer(webrtc, offer, start_session, "answer")
+        except BaseException:
+            slot.release()
+            for task in started:
+                task.cancel()
             raise
+        if not started:  # Pipecat swallowed an error in start_session
+            slot.release()
+            raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, "the session did not start")
+        return answer
 
-    @router.patch("/api/offer")
-    async def webrtc_ice_candidate(request: SmallWebRTCPatchRequest):
-        await webrtc.handle_patch_request(request)
+    @router.patch(
+        "/api/offer",
+        response_model=PatchResult,
+        responses=PATCH_RESPONSES,
+        summary="Trickle ICE candidates to a WebRTC connection",
+    )
+    async def webrtc_ice_candidate(patch: CandidatesPatch, request: Request):
+        admission.check_origin(request)
+        if patch.pc_id not in peers:
+            raise _no_connection(patch.pc_id)
+        try:
+            await webrtc.handle_patch_request(patch.for_pipecat())
+        except HTTPException:
+            raise
+        except Exception as e:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"bad ICE candidate: {e}") from e
         return {"status": "success"}
 
     return router
 
 
-def worker_session_router(settings: Settings, registry: SessionRegistry, spawner: BotSpawner) -> APIRouter:
-    router = APIRouter()
+def _no_connection(pc_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"no WebRTC connection {pc_id[:80]!r}")
+
+
+async def _answer(webrtc: SmallWebRTCRequestHandler, offer: Offer, start, what: str) -> dict:
+    async def no_new_session(connection):  # a renegotiation never starts one
+        raise RuntimeError("unexpected new connection")
+
+    try:
+        answer = await webrtc.handle_web_request(offer.for_pipecat(), start or no_new_session)
+    except HTTPException:
+        raise
+    except Exception as e:  # what aiortc refused in an offer that looked right
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"could not {what} the offer: {e}") from e
+    if answer is None:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"could not {what} the offer")
+    return answer
+
+
+async def _connected_within(
+    bot: Coroutine, connected: asyncio.Event, connection: SmallWebRTCConnection, timeout: float
+) -> None:
+    """Run a WebRTC session's bot; if its peer has not connected within `timeout`, close the
+    peer, which ends the session (cancelled if it has not ended soon after)."""
+    bot_task = asyncio.ensure_future(bot)
+    waiter = asyncio.ensure_future(connected.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {bot_task, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if not done:
+            logger.warning(
+                f"The WebRTC peer did not connect within {timeout:g} s "
+                "(WEBRTC_CONNECT_TIMEOUT_SECS); closing it"
+            )
+            await connection.disconnect()
+            done, _ = await asyncio.wait({bot_task}, timeout=END_GRACE_SECS)
+            if not done:
+                bot_task.cancel()
+                await asyncio.gather(bot_task, return_exceptions=True)
+                return
+        await bot_task
+    finally:
+        waiter.cancel()
+        if not bot_task.done():
+            bot_task.cancel()
+            await asyncio.gather(bot_task, return_exceptions=True)
+
+
+def worker_session_router(
+    settings: Settings, registry: SessionRegistry, spawner: BotSpawner
+) -> APIRouter:
+    router = APIRouter(tags=["sessions"])
+    admission = Admission(settings, registry)
     peers: dict[str, WorkerLink] = {}  # WebRTC pc_id → the worker that holds the connection
 
     @router.websocket("/ws")
     async def websocket_session(websocket: WebSocket):
-        if not await _admit(websocket, registry):
+        slot = await admission.websocket(websocket)
+        if slot is None:
             return
+        early = HeldMessages()
         try:
-            link = await spawner.spawn("websocket")
+            link = await _spawn_while_reading(spawner, slot, websocket, early)
         except SpawnError as e:
             logger.warning(f"Could not start a WebSocket session's worker: {e}")
-            await websocket.close(code=CLOSE_INTERNAL_ERROR, reason=f"could not start the bot: {e}"[:120])
+            await websocket.close(
+                code=CLOSE_INTERNAL_ERROR, reason=f"could not start the bot: {e}"[:120]
+            )
             return
-        await _relay(websocket, f"ws://127.0.0.1:{link.port}/ws", settings.max_message_bytes, link)
+        if link is None:  # the client left while its bot was starting
+            return
 
-    @router.post("/api/offer")
-    async def webrtc_offer(request: SmallWebRTCRequest):
-        link = peers.get(request.pc_id or "")
-        if link is None:  # a new connection: a new worker
-            try:
-                registry.reserve()
-            except SessionLimitError as e:
-                logger.warning(f"Refused a WebRTC session: {e}")
-                raise HTTPException(status_code=503, detail=str(e)) from e
-            try:
-                link = await spawner.spawn("webrtc")
-            except SpawnError as e:
-                raise HTTPException(status_code=502, detail=f"Could not start the bot: {e}") from e
-        answer = await _forward(link, "POST", dataclasses.asdict(request))
-        if answer.get("pc_id") and answer["pc_id"] not in peers:
-            pc_id = answer["pc_id"]
+        def browser_left() -> None:  # its slot is free now; the worker ends its session
+            live = registry.get(link.session_id)
+            if live is not None:
+                registry.release(live)
+            slot.release()
+
+        try:
+            await _relay(
+                websocket,
+                f"ws://127.0.0.1:{link.port}/ws",
+                settings.max_message_bytes,
+                link,
+                browser_left,
+                early,
+            )
+        finally:
+            browser_left()
+
+    @router.post(
+        "/api/offer",
+        response_model=Answer,
+        responses={**OFFER_RESPONSES, **WORKER_RESPONSES},
+        summary="Start (or renegotiate) a WebRTC session",
+    )
+    async def webrtc_offer(offer: Offer, request: Request):
+        admission.check_origin(request)
+        check_offer(offer.sdp)
+        body = dataclasses.asdict(offer.for_pipecat())
+        link = peers.get(offer.pc_id or "")
+        if link is None:
+            slot = admission.slot(request, "WebRTC")
+            link = await _spawn(spawner, slot)
+            answer = await _forward_or_stop(link, body, slot)
+        else:  # a renegotiation
+            answer = await _forward(link, "POST", body)
+        pc_id = answer["pc_id"]
+        if pc_id not in peers:  # a new connection, or a restarted one (a new id)
             peers[pc_id] = link
             link.on_exit.append(lambda: peers.pop(pc_id, None))
         return answer
 
-    @router.patch("/api/offer")
-    async def webrtc_ice_candidate(request: SmallWebRTCPatchRequest):
-        link = peers.get(request.pc_id)
+    @router.patch(
+        "/api/offer",
+        response_model=PatchResult,
+        responses={**PATCH_RESPONSES, **WORKER_RESPONSES},
+        summary="Trickle ICE candidates to a WebRTC connection",
+    )
+    async def webrtc_ice_candidate(patch: CandidatesPatch, request: Request):
+        admission.check_origin(request)
+        link = peers.get(patch.pc_id)
         if link is None:
-            raise HTTPException(status_code=404, detail=f"no WebRTC connection {request.pc_id!r}")
-        return await _forward(link, "PATCH", dataclasses.asdict(request))
+            raise _no_connection(patch.pc_id)
+        return await _forward(link, "PATCH", dataclasses.asdict(patch.for_pipecat()))
 
     return router
 
 
-async def _admit(websocket: WebSocket, registry: SessionRegistry) -> bool:
-    """Accept the WebSocket and reserve its session's slot, or close it with the reason."""
-    await websocket.accept()
+async def _spawn_while_reading(
+    spawner: BotSpawner, slot: Slot, browser: WebSocket, early: HeldMessages
+) -> WorkerLink | None:
+    """A worker for a WebSocket session. Loading one can take a while: meanwhile the
+    client's socket is read (so its keepalive pings are answered) and what it sends kept
+    for the worker, within bounds (`EARLY_MESSAGES`; the latest AUDIO_BURST_SECS of its
+    audio, which the worker takes at once). None if the client leaves first."""
+    spawning = asyncio.create_task(spawner.spawn(slot, "websocket"))
+
+    async def read() -> None:
+        while True:
+            message = await browser.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            early.add(message)
+
+    reading = asyncio.create_task(read())
     try:
-        registry.reserve()
-    except SessionLimitError as e:
-        logger.warning(f"Refused a WebSocket session: {e}")
-        await websocket.close(code=CLOSE_TRY_AGAIN_LATER, reason=str(e)[:120])
-        return False
-    return True
+        await asyncio.wait({spawning, reading}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+    if not spawning.done():  # the client has gone: so does its bot
+        spawning.cancel()
+        await asyncio.gather(spawning, return_exceptions=True)
+        return None
+    return spawning.result()
+
+
+class HeldMessages:
+    """What a client sends while its worker starts, kept for the worker within bounds."""
+
+    def __init__(self):
+        self._held: list[tuple[dict, float | None]] = []  # (message, seconds if audio)
+        self._messages = 0
+        self._audio_secs = 0.0
+
+    def add(self, message: dict) -> None:
+        secs = _audio_secs(message.get("bytes"))
+        if secs is None:
+            if self._messages < EARLY_MESSAGES:
+                self._held.append((message, None))
+                self._messages += 1
+            return
+        self._held.append((message, secs))
+        self._audio_secs += secs
+        while self._audio_secs > AUDIO_BURST_SECS:  # the oldest audio goes
+            i = next(i for i, (_, held) in enumerate(self._held) if held is not None)
+            self._audio_secs -= self._held.pop(i)[1]
+
+    def __iter__(self):
+        return (message for message, _ in self._held)
+
+
+def _audio_secs(data: bytes | None) -> float | None:
+    """How long an audio message is; None for any other message."""
+    if not data:
+        return None
+    try:
+        frame = proto.Frame.FromString(data)
+    except DecodeError:
+        return None
+    if frame.WhichOneof("frame") != "audio":
+        return None
+    audio = frame.audio
+    return len(audio.audio) / (2 * max(audio.num_channels, 1) * max(audio.sample_rate, 1))
+
+
+async def _spawn(spawner: BotSpawner, slot: Slot) -> WorkerLink:
+    try:
+        return await spawner.spawn(slot, "webrtc")
+    except SpawnError as e:
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"Could not start the bot: {e}") from e
+
+
+async def _forward_or_stop(link: WorkerLink, body: dict, slot: Slot) -> dict:
+    """A new connection's offer to its worker; if it fails, the worker and its session go,
+    and the slot with them."""
+    try:
+        return await _forward(link, "POST", body)
+    except BaseException:
+        slot.release()
+        await link.stop()
+        raise
 
 
 async def _forward(link: WorkerLink, method: str, body: dict) -> dict:
@@ -147,30 +404,55 @@ async def _forward(link: WorkerLink, method: str, body: dict) -> dict:
         async with httpx.AsyncClient(timeout=30.0) as http:
             r = await http.request(method, f"http://127.0.0.1:{link.port}/api/offer", json=body)
     except httpx.HTTPError as e:
-        raise HTTPException(status_code=502, detail=f"the session's worker did not answer: {e}") from e
+        raise HTTPException(
+            status.HTTP_502_BAD_GATEWAY, f"the session's worker did not answer: {e}"
+        ) from e
     if r.status_code >= 400:
-        raise HTTPException(status_code=r.status_code, detail=r.json().get("detail", r.text))
+        try:
+            detail = r.json().get("detail", r.text)
+        except ValueError:
+            detail = r.text
+        code = r.status_code if r.status_code in (400, 404) else status.HTTP_502_BAD_GATEWAY
+        raise HTTPException(code, detail)
     return r.json()
 
 
-async def _relay(browser: WebSocket, url: str, max_bytes: int, link: WorkerLink) -> None:
-    """Pass messages both ways until either side closes; the worker's close code goes on."""
+async def _relay(
+    browser: WebSocket,
+    url: str,
+    max_bytes: int,
+    link: WorkerLink,
+    browser_left: Callable[[], None],
+    early: HeldMessages,
+) -> None:
+    """Pass messages both ways until either side closes; the worker's close code goes on.
+    `early`: what the browser sent before the worker was up, passed on first."""
     try:
-        worker = await websockets.connect(url, max_size=max_bytes, open_timeout=10, ping_interval=None)
+        worker = await websockets.connect(
+            url, max_size=max_bytes, open_timeout=10, ping_interval=None
+        )
     except (OSError, websockets.WebSocketException, TimeoutError) as e:
-        logger.bind(session_id=link.session_id).warning(f"Could not reach the session's worker: {e}")
+        logger.bind(session_id=link.session_id).warning(
+            f"Could not reach the session's worker: {e}"
+        )
         await browser.close(code=CLOSE_INTERNAL_ERROR, reason="the bot's process is unreachable")
         return
 
     async def browser_to_worker():
         try:
+            for message in early:
+                data = message.get("bytes")
+                await worker.send(data if data is not None else message.get("text", ""))
             while True:
                 message = await browser.receive()
                 if message["type"] == "websocket.disconnect":
+                    browser_left()
                     return
                 data = message.get("bytes")
                 await worker.send(data if data is not None else message.get("text", ""))
-        except (WebSocketDisconnect, websockets.ConnectionClosed):
+        except WebSocketDisconnect:
+            browser_left()
+        except websockets.ConnectionClosed:
             return
 
     async def worker_to_browser():

@@ -1,4 +1,9 @@
-"""The live sessions of one server: admission under a limit, state, clean teardown."""
+"""The live sessions of one server: admission under limits, state, clean teardown.
+
+A session holds a `Slot` from admission until its client leaves (or it fails to start):
+MAX_SESSIONS and the per-client limits count slots, so a client that reconnects does not
+wait for its previous session's teardown, which goes on outside the count.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,27 @@ from loguru import logger
 
 from bot.pipeline import Session
 from processors.session_state import SessionState
+from web.limits import ClientLimitError, ClientLimits
+
+__all__ = ["ClientLimitError", "LiveSession", "SessionLimitError", "SessionRegistry", "Slot"]
 
 
 class SessionLimitError(RuntimeError):
     """The server already holds its maximum number of sessions."""
+
+
+class Slot:
+    """One admitted session's place in the counts; `release()` is idempotent."""
+
+    def __init__(self, registry: SessionRegistry, client: str):
+        self.client = client
+        self.held = True
+        self._registry = registry
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self._registry._released(self)
 
 
 class SessionLevers(Protocol):
@@ -45,6 +67,7 @@ class LiveSession:
     state: SessionState = SessionState.LISTENING
     turns: int = 0
     task: asyncio.Task | None = None
+    slot: Slot | None = None
     # The session's most recent turn records (`TurnRecord.to_dict()`), bounded.
     history: deque[dict] = field(default_factory=lambda: deque(maxlen=50))
 
@@ -71,18 +94,22 @@ class LiveSession:
         }
 
 
-# (event, session, payload): "started" / "ended" (None), "state" (SessionState),
-# "turn" (`TurnRecord.to_dict()`), "count" (a worker's {"counter", "labels"}). Called in the session's task; must not block.
+# (event, session, payload): "started" / "released" (its client left) / "ended" (None),
+# "state" (SessionState), "turn" (`TurnRecord.to_dict()`), "count" (a worker's
+# {"counter", "labels"}). Called in the session's task; must not block.
 SessionListener = Callable[[str, LiveSession, Any], None]
 
 
 class SessionRegistry:
-    def __init__(self, max_sessions: int, history_turns: int = 50):
+    def __init__(
+        self, max_sessions: int, history_turns: int = 50, clients: ClientLimits | None = None
+    ):
         self.max_sessions = max_sessions
         self.history_turns = history_turns
+        self.clients = clients
         self.listeners: list[SessionListener] = []
         self._sessions: dict[str, LiveSession] = {}
-        self._reserved = 0
+        self._held = 0
 
     def _notify(self, event: str, live: LiveSession, payload: Any = None) -> None:
         for listener in self.listeners:
@@ -92,7 +119,8 @@ class SessionRegistry:
                 logger.exception(f"Session listener failed on {event!r}")
 
     def __len__(self) -> int:
-        return len(self._sessions) + self._reserved
+        """Slots held: sessions admitted whose client has not left."""
+        return self._held
 
     def processes(self) -> list[LiveSession]:
         """The sessions that run in worker processes."""
@@ -110,18 +138,34 @@ class SessionRegistry:
             "(MAX_SESSIONS); try again in a moment."
         )
 
-    def reserve(self) -> None:
-        """Claim a slot before accepting a connection (raises `SessionLimitError`)."""
-        if len(self) >= self.max_sessions:
+    def reserve(self, client: str = "") -> Slot:
+        """Claim a slot before accepting a connection.
+
+        Raises `SessionLimitError` (the server is full) or `ClientLimitError` (this client
+        address is at its own limits)."""
+        if self._held >= self.max_sessions:
             raise SessionLimitError(self.refusal())
-        self._reserved += 1
+        if self.clients is not None:
+            self.clients.admit(client)
+        self._held += 1
+        return Slot(self, client)
 
-    def release_reservation(self) -> None:
-        self._reserved = max(0, self._reserved - 1)
+    def _released(self, slot: Slot) -> None:
+        self._held -= 1
+        if self.clients is not None:
+            self.clients.release(slot.client)
 
-    async def run(self, session: Session, transport: str, bot: Coroutine) -> None:
-        """Run a reserved session's bot to completion; always frees its slot."""
-        live = self._open(LiveSession(id=session.id, transport=transport, session=session))
+    def release(self, live: LiveSession) -> None:
+        """The session's client has left: free its slot now; its teardown goes on."""
+        if live.slot is not None and live.slot.held:
+            live.slot.release()
+            self._notify("released", live)
+
+    async def run(self, slot: Slot, session: Session, transport: str, bot: Coroutine) -> None:
+        """Run an admitted session's bot to completion; always frees its slot."""
+        live = self._open(
+            LiveSession(id=session.id, transport=transport, session=session, slot=slot)
+        )
         session.on_state.append(lambda state: self.set_state(live, state))
         session.on_turn.append(lambda record: self.add_turn(live, record.to_dict()))
         try:
@@ -131,11 +175,14 @@ class SessionRegistry:
             session.worker = session.context = session.metrics = session.state = None
             session.control = None
 
-    def open_remote(self, session_id: str, transport: str, pid: int, link: SessionLevers) -> LiveSession:
-        """Register a reserved session whose bot runs in a worker process; then `track` it.
+    def open_remote(self, slot: Slot, session_id: str, transport: str, pid: int,
+                    link: SessionLevers) -> LiveSession:
+        """Register an admitted session whose bot runs in a worker process; then `track` it.
 
         The worker's link reports its state and turns through `set_state` / `add_turn`."""
-        return self._open(LiveSession(id=session_id, transport=transport, remote=link, pid=pid))
+        return self._open(
+            LiveSession(id=session_id, transport=transport, remote=link, pid=pid, slot=slot)
+        )
 
     async def track(self, live: LiveSession, until_exit: Coroutine) -> None:
         """Keep a worker's session registered until `until_exit` returns (run as live.task)."""
@@ -157,7 +204,6 @@ class SessionRegistry:
     def _open(self, live: LiveSession) -> LiveSession:
         live.history = deque(maxlen=self.history_turns)
         live.task = asyncio.current_task()
-        self.release_reservation()
         self._sessions[live.id] = live
         where = f" in process {live.pid}" if live.in_worker else ""
         logger.bind(session_id=live.id).info(
@@ -176,6 +222,7 @@ class SessionRegistry:
         except Exception:
             log.exception("Session failed")
         finally:
+            self.release(live)
             self._sessions.pop(live.id, None)
             log.info(f"Session ended; {len(self._sessions)} live")
             self._notify("ended", live)

@@ -28,7 +28,7 @@ from loguru import logger
 from bot.config import Settings
 from bot.session_control import InstructionMode
 from processors.session_state import SessionState
-from web.sessions import SessionRegistry
+from web.sessions import SessionRegistry, Slot
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND_TIMEOUT_SECS = 15.0
@@ -199,7 +199,9 @@ class WorkerLink:
         live = self._registry.get(self.session_id)
         if live is None:
             return
-        if kind == "state":
+        if kind == "released":  # its client has left; the worker is ending the session
+            self._registry.release(live)
+        elif kind == "state":
             try:
                 self._registry.set_state(live, SessionState(event["state"]))
             except (KeyError, ValueError):
@@ -263,9 +265,11 @@ class BotSpawner:
         spares, self._spares = self._spares, []
         await asyncio.gather(*(link.stop() for link in spares), return_exceptions=True)
 
-    async def spawn(self, transport: str, **job: Any) -> WorkerLink:
-        """Run a session in a worker; registered once ready. Its slot must be reserved."""
+    async def spawn(self, slot: Slot, transport: str, **job: Any) -> WorkerLink:
+        """Run an admitted session in a worker; registered once ready (the slot is released
+        if it cannot start)."""
         spare = next((link for link in self._spares if link.alive), None)
+        link: WorkerLink | None = None
         try:
             if spare is not None:
                 self._spares.remove(spare)
@@ -277,19 +281,23 @@ class BotSpawner:
             except (OSError, ConnectionError):
                 pass  # the worker has died already: wait_ready says how
             await link.wait_ready(self.ready_timeout_secs)
-        except (SpawnError, OSError, ConnectionError) as e:
-            self.registry.release_reservation()
-            raise e if isinstance(e, SpawnError) else SpawnError(f"could not start a bot process: {e}") from e
+        except BaseException as e:  # including a client that left while its bot was starting
+            slot.release()
+            if link is not None and link.alive:
+                link.process.kill()
+            if isinstance(e, (OSError, ConnectionError)):
+                raise SpawnError(f"could not start a bot process: {e}") from e
+            raise
         finally:
             if self.spares:
                 self.keep_spares()
-        live = self.registry.open_remote(link.session_id, transport, link.process.pid, link)
+        live = self.registry.open_remote(slot, link.session_id, transport, link.process.pid, link)
         live.task = asyncio.create_task(self.registry.track(live, link.until_exit()))
         return link
 
-    async def spawn_daily(self, room_url: str, token: str) -> str:
-        """A bot for a Daily room; returns its session id. The slot must be reserved."""
-        link = await self.spawn("daily", room_url=room_url, token=token)
+    async def spawn_daily(self, slot: Slot, room_url: str, token: str) -> str:
+        """A bot for a Daily room; returns its session id."""
+        link = await self.spawn(slot, "daily", room_url=room_url, token=token)
         return link.session_id
 
     async def _start_worker(self) -> WorkerLink:

@@ -9,7 +9,8 @@ The pipes (one JSON object per line), the other side being web/spawner.py's `Wor
   End of input (the server has gone) ends the session.
 - stdout: events only: `loaded`, `ready` (with the loopback `port` of a WebSocket/WebRTC worker),
   `state`, `turn` (a `TurnRecord.to_dict()`), `levers` (instructions, context size),
-  `count` (a provider error or fallback for /metrics), `reply`.
+  `count` (a provider error or fallback for /metrics), `released` (the client has left: the
+  server frees the session's slot while the worker tears it down), `reply`.
 - stderr: the session's log lines (bot/logs.py), which the server passes on.
 
 A WebSocket or WebRTC worker serves the in-process session routes (web/session_routes.py)
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sys
 from typing import Any, TextIO
 
@@ -78,6 +78,8 @@ class EventWriter:
         elif event == "turn":
             self.emit("turn", record=payload)
             self.levers(live)
+        elif event == "released":
+            self.emit("released")
 
 
 async def serve(job: dict, settings: Settings, models: LocalModels) -> int:
@@ -127,16 +129,16 @@ async def _serve_web(settings, registry, new_session, out: EventWriter, started,
     from fastapi import FastAPI
     from pipecat.transports.smallwebrtc.request_handler import SmallWebRTCRequestHandler
 
+    from web.http_server import loopback_socket, server_config
     from web.session_routes import in_process_session_router
 
     webrtc = SmallWebRTCRequestHandler()
     app = FastAPI()
     app.include_router(in_process_session_router(settings, registry, new_session, webrtc))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = loopback_socket()
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(
-        app, log_level="warning", ws_max_size=settings.max_message_bytes, lifespan="off"))
+    config = server_config(app, settings, host="127.0.0.1", port=port, lifespan="off")
+    server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
@@ -175,8 +177,8 @@ async def _join_daily(job, settings, registry: SessionRegistry, new_session, out
     async def on_error(transport, error):
         logger.error(f"Daily reported: {error}")
 
-    registry.reserve()
-    bot = asyncio.create_task(registry.run(session, "daily", run_bot(transport, session)))
+    slot = registry.reserve()
+    bot = asyncio.create_task(registry.run(slot, session, "daily", run_bot(transport, session)))
     out.emit("ready")
     try:
         await asyncio.wait_for(joined.wait(), settings.daily_join_timeout_secs)

@@ -151,10 +151,13 @@ class AgentClient:
         echo_delay_secs: float = 0.1,
         echo_room: bool = False,
         browser_aec: bool = False,
+        headers: dict[str, str] | None = None,
     ):
         """`echo_gain_db` (e.g. -20) plays the bot's audio back into the microphone (see
-        `_Speaker` for the room and the browser's echo canceller)."""
+        `_Speaker` for the room and the browser's echo canceller); `headers` go with the
+        WebSocket handshake (e.g. Origin)."""
         self.url = url
+        self.headers = headers or {}
         self.sample_rate = sample_rate
         self.speaker = (
             _Speaker(
@@ -181,7 +184,9 @@ class AgentClient:
         await self.close()
 
     async def connect(self) -> None:
-        self._ws = await websockets.connect(self.url, max_size=None)
+        self._ws = await websockets.connect(
+            self.url, max_size=None, additional_headers=self.headers
+        )
         self._reader = asyncio.create_task(self._read())
         try:
             await self.send_rtvi(

@@ -1,4 +1,5 @@
-// Live dashboard of every session: plain JS, fed by server-sent events from /api/events.
+// Live dashboard of every session: plain JS, fed by server-sent events from /api/events
+// (behind the admin token: ADMIN_TOKEN, or loopback clients only without one).
 // `window.dashboard` holds the state the page draws (the tests read it).
 "use strict";
 
@@ -21,6 +22,7 @@
 
   const state = {
     connected: false,
+    locked: "", // why the event stream is refused (no or wrong admin token), if it is
     events: 0,
     clockOffset: 0, // server time - browser time (s)
     stages: Object.keys(STAGE_INFO),
@@ -400,21 +402,87 @@
 
   function setConnected(on) {
     state.connected = on;
+    if (on) state.locked = "";
     const status = $("#stream-status");
-    status.textContent = on ? "live" : "reconnecting…";
+    status.textContent = on ? "live" : state.locked || "reconnecting…";
     status.className = `pill ${on ? "on" : "off"}`;
   }
 
-  function connect() {
-    const source = new EventSource("/api/events");
-    source.onopen = () => setConnected(true);
-    source.onerror = () => setConnected(false); // EventSource reconnects by itself
-    for (const [name, handle] of Object.entries(handlers)) {
-      source.addEventListener(name, (e) => {
-        state.events += 1;
-        handle(JSON.parse(e.data));
+  // --- The event stream: GET /api/events, read with fetch so it can carry the admin token
+  // (EventSource cannot send headers). The token is kept for this tab only.
+  const TOKEN_KEY = "voice-agent-admin-token";
+  const savedToken = () => sessionStorage.getItem(TOKEN_KEY) || "";
+  const bearer = (token) => (token ? { Authorization: `Bearer ${token}` } : {});
+  let stream = null; // the AbortController of the stream being read
+
+  async function connect() {
+    if (stream) stream.abort();
+    const controller = new AbortController();
+    stream = controller;
+    let retryMs = 1000;
+    try {
+      const response = await fetch("/api/events", {
+        headers: { Accept: "text/event-stream", ...bearer(savedToken()) },
+        cache: "no-store",
+        signal: controller.signal,
       });
+      if (response.status === 401 || response.status === 403) {
+        // No (or a wrong) token: wait for one to be entered.
+        state.locked =
+          response.status === 401 ? "admin token required" : "this server answers its own machine only";
+        setConnected(false);
+        $("#admin-token").focus();
+        return;
+      }
+      if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
+      setConnected(true);
+      await readEvents(response.body, controller, (ms) => (retryMs = ms));
+    } catch (e) {
+      if (controller.signal.aborted) return;
     }
+    if (stream !== controller) return;
+    setConnected(false);
+    setTimeout(connect, retryMs); // the server ends each stream after a while: reconnect
+  }
+
+  // Server-sent events as the server writes them: "event:", "data:", "retry:" lines, a
+  // blank line ending each event, ":" lines as keep-alives.
+  async function readEvents(body, controller, setRetry) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "", name = "message", data = [];
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done || controller.signal.aborted) return;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n")) >= 0) {
+        const line = buffer.slice(0, end).replace(/\r$/, "");
+        buffer = buffer.slice(end + 1);
+        if (line === "") {
+          if (data.length && handlers[name]) {
+            state.events += 1;
+            handlers[name](JSON.parse(data.join("\n")));
+          }
+          name = "message";
+          data = [];
+        } else if (!line.startsWith(":")) {
+          const colon = line.indexOf(":");
+          const field = colon < 0 ? line : line.slice(0, colon);
+          const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+          if (field === "event") name = text;
+          else if (field === "data") data.push(text);
+          else if (field === "retry" && /^\d+$/.test(text)) setRetry(+text);
+        }
+      }
+    }
+  }
+
+  function useToken(event) {
+    event.preventDefault();
+    const token = $("#admin-token").value.trim();
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    else sessionStorage.removeItem(TOKEN_KEY);
+    connect();
   }
 
   function fillStageSelect() {
@@ -439,7 +507,7 @@
         method: "PUT",
         headers: {
           "Content-Type": "application/json",
-          ...(data.get("token") ? { Authorization: `Bearer ${data.get("token")}` } : {}),
+          ...bearer(data.get("token") || savedToken()),
         },
         body: JSON.stringify({ instructions: data.get("instructions"), mode: data.get("mode") }),
       });
@@ -459,6 +527,8 @@
       for (const entry of state.sessions.values()) if (entry.card) renderWaterfall(entry, $(".waterfall", entry.card));
     });
     setInterval(() => state.sessions.forEach(renderDuration), 1000);
+    $("#token-form").addEventListener("submit", useToken);
+    $("#admin-token").value = savedToken();
     fillStageSelect();
     drawCharts();
     connect();

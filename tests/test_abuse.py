@@ -1,0 +1,621 @@
+"""The outside probe of issue 14, kept in the tree: every finding (F1-F9) against the real
+server on loopback, with bounded counts.
+
+Sessions use the instant fake STT/LLM/TTS (bot/fake_services.py) unless a finding is about
+a model, so the tests are about the server; real VAD, turn detection, transports and
+teardown run throughout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pipecat.frames.protobufs.frames_pb2 as proto
+import pytest
+import websockets
+from loguru import logger
+
+from tests.conftest import free_port, local_settings, serving
+from tests.webrtc_peer import WebRTCCaller, offer_sdp
+from transports.websocket import AUDIO_BURST_SECS
+from web.ws_client import AgentClient
+
+FAKE = {
+    "stt_provider": "fake",
+    "llm_provider": "fake",
+    "tts_provider": "fake",
+    "search_provider": "local",
+}
+TOKEN = "abuse-admin-token-5d2c8e"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+FOREIGN = "https://evil.example"
+SCHEMATHESIS_CONFIG = Path(__file__).with_name("schemathesis.toml")
+
+
+@pytest.fixture(scope="module")
+def models():
+    """Whisper and Piper only (the fake services need nothing; no LLM is started)."""
+    from bot.local_models import LocalModels
+
+    models = LocalModels(local_settings(**FAKE))
+    yield models
+    models.close()
+
+
+@pytest.fixture
+def serve(models):
+    from web.app import create_app
+
+    @contextlib.asynccontextmanager
+    async def serve(**overrides):
+        settings = local_settings(port=free_port(), **{"greeting": "", **FAKE, **overrides})
+        async with serving(create_app(settings, models), settings) as server:
+            yield server
+
+    return serve
+
+
+@pytest.fixture
+def log_lines():
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="INFO")
+    yield lines
+    logger.remove(sink)
+
+
+async def until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def audio_frame(samples: int = 320, rate: int = 16000) -> bytes:
+    frame = proto.Frame()
+    frame.audio.audio, frame.audio.sample_rate, frame.audio.num_channels = (
+        b"\0\0" * samples,
+        rate,
+        1,
+    )
+    return frame.SerializeToString()
+
+
+def rtvi_frame(kind: str, data: dict | None = None, **fields) -> bytes:
+    frame = proto.Frame()
+    frame.message.data = json.dumps(
+        {"label": "rtvi-ai", "type": kind, "id": "m1", "data": data or {}, **fields}
+    )
+    return frame.SerializeToString()
+
+
+async def session_of(client: AgentClient) -> str:
+    assert await client.wait_for(lambda r: r.server_messages("session"), 20), (
+        client.close_code,
+        client.close_reason,
+    )
+    return client.received.server_messages("session")[0]["session_id"]
+
+
+# --- F1, F2: WebRTC offers are checked before anything is reserved ---------------------------
+
+
+async def test_bad_offers_are_refused_with_the_reason_and_reserve_nothing(serve):
+    good = await offer_sdp()
+    without_media = good.split("m=")[0]
+    bad = {
+        "empty SDP": ({"sdp": "", "type": "offer"}, 400, "not SDP"),
+        "garbage": ({"sdp": "garbage", "type": "offer"}, 400, "not SDP"),
+        "bare v=0": ({"sdp": "v=0\r\n", "type": "offer"}, 400, "0 audio m-lines"),
+        "no media": ({"sdp": without_media, "type": "offer"}, 400, "0 audio m-lines"),
+        "no rtcp-mux": (
+            {"sdp": good.replace("a=rtcp-mux\r\n", ""), "type": "offer"},
+            400,
+            "a=rtcp-mux",
+        ),
+        "no ICE password": (
+            {"sdp": good.replace("a=ice-pwd:", "a=x-pwd:"), "type": "offer"},
+            400,
+            "ICE",
+        ),
+        "two audio lines": (
+            {
+                "sdp": good + good[good.index("m=audio") : good.index("m=application")],
+                "type": "offer",
+            },
+            400,
+            "2 audio m-lines",
+        ),
+        "empty type": ({"sdp": "", "type": ""}, 422, "'offer'"),
+        "bogus type": ({"type": "bogus"}, 422, "sdp"),
+        "an answer": ({"sdp": good, "type": "answer"}, 422, "'offer'"),
+        "5 MB SDP": (
+            {"sdp": "v=0\r\n" + "a=x\r\n" * 1_000_000, "type": "offer"},
+            413,
+            "MAX_REQUEST_BYTES",
+        ),
+    }
+    async with serve() as server, httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        for name, (body, code, reason) in bad.items():
+            r = await http.post("/api/offer", json=body)
+            assert r.status_code == code, (name, r.status_code, r.text[:300])
+            assert reason in r.text, (name, r.text[:300])
+            assert len(server.registry) == 0 and server.registry.all() == [], name
+        r = await http.patch("/api/offer", json={"pc_id": "nope", "candidates": []})
+        assert r.status_code == 404
+        assert (await http.get("/api/health")).json()["sessions"] == 0
+
+
+async def test_a_webrtc_peer_that_never_connects_is_closed_and_its_slot_freed(serve):
+    """An offer that is answered but never followed by a connection (F1's squatter)."""
+    async with serve(webrtc_connect_timeout_secs=1.0, max_sessions=1) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            r = await http.post("/api/offer", json={"sdp": await offer_sdp(), "type": "offer"})
+            assert r.status_code == 200, r.text
+            assert len(server.registry) == 1
+            await until(
+                lambda: len(server.registry) == 0 and not server.registry.all(),
+                20,
+                "the unconnected session to be closed",
+            )
+        # A caller that does connect keeps its session past the timeout, then frees it.
+        caller = WebRTCCaller(server.url)
+        try:
+            r = await caller.call()
+            assert r.status_code == 200, r.text
+            await asyncio.wait_for(caller.connected.wait(), 20)
+            await asyncio.sleep(2.5)
+            assert len(server.registry) == 1 and server.registry.all()[0].transport == "webrtc"
+        finally:
+            await caller.hang_up()
+        await until(lambda: len(server.registry) == 0, 20, "the caller's slot to be freed")
+
+
+async def test_in_worker_mode_a_bad_offer_starts_no_worker(serve):
+    async with serve(session_processes=True, worker_spares=0) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            for body in (
+                {"sdp": "", "type": "offer"},
+                {"sdp": "v=0\r\n", "type": "offer"},
+                {"sdp": "", "type": ""},
+            ):
+                r = await http.post("/api/offer", json=body)
+                assert r.status_code in (400, 422), r.text
+        assert server.app.state.spawner.waiting == 0
+        assert len(server.registry) == 0 and server.registry.processes() == []
+
+
+# --- F3: a slot is free the moment its client leaves; no task outlives a session ------------
+
+
+async def test_a_client_that_reconnects_at_once_gets_its_slot_back(serve):
+    """In worker mode the old session's teardown includes its process exiting; the slot
+    does not wait for it. In this process too, two clients reconnecting in a loop are
+    never refused."""
+    async with serve(
+        session_processes=True, worker_spares=1, max_sessions=1, max_new_sessions_per_minute=0
+    ) as server:
+        for _ in range(2):
+            async with AgentClient(server.ws_url) as client:
+                await session_of(client)
+            async with AgentClient(server.ws_url) as again:
+                await session_of(again)  # not refused with 1013
+        await until(lambda: not server.registry.all(), 30, "the workers to exit")
+
+    async with serve(max_sessions=2, max_new_sessions_per_minute=0) as server:
+        refusals = []
+
+        async def reconnect(times: int):
+            for _ in range(times):
+                async with AgentClient(server.ws_url) as client:
+                    if not await client.wait_for(lambda r: r.server_messages("session"), 20):
+                        refusals.append((client.close_code, client.close_reason))
+
+        await asyncio.gather(reconnect(10), reconnect(10))
+        assert refusals == []
+
+
+async def test_no_task_outlives_a_session_that_ends_mid_transcription(models, log_lines):
+    """Eager Whisper starts a pass the moment speech pauses; a session that ends then
+    (cancelled, as when its client leaves, or ended) leaves no task behind."""
+    from pipecat.frames.frames import CancelFrame, InputAudioRawFrame, VADUserStartedSpeakingFrame
+    from pipecat.pipeline.worker import PipelineParams
+    from pipecat.tests.utils import run_test
+
+    from bot.eager_whisper import EagerWhisperSTTService
+    from bot.speech_pause import QUIET_FRAMES
+
+    speech = models.synthesize("What is the capital of France?", 16000)[: 16000 * 8 // 10]
+    pcm = np.concatenate([speech, np.zeros(320 * QUIET_FRAMES, dtype=np.int16)])
+    frames = [VADUserStartedSpeakingFrame()] + [
+        InputAudioRawFrame(audio=pcm[i : i + 320].tobytes(), sample_rate=16000, num_channels=1)
+        for i in range(0, len(pcm), 320)
+    ]  # the last frame completes the pause: a pass starts, and the session ends at once
+    for end in ("cancel", "end"):
+        stt = EagerWhisperSTTService(model=models.whisper, window_secs=30.0)
+        await run_test(
+            stt,
+            frames_to_send=frames + ([CancelFrame()] if end == "cancel" else []),
+            send_end_frame=end == "end",
+            pipeline_params=PipelineParams(audio_in_sample_rate=16000),
+        )
+    dangling = [line for line in log_lines if "dangling" in line]
+    assert dangling == []
+
+
+async def test_no_task_outlives_a_session_whose_client_leaves_at_once(serve, log_lines):
+    """A client that connects and leaves at once ends its session while the pipeline is
+    still starting (the probe's connect/close cycles): Whisper's transcription task goes too."""
+    async with serve(stt_provider="local", max_new_sessions_per_minute=0) as server:
+        for n in range(20):
+            async with websockets.connect(server.ws_url):
+                await asyncio.sleep(0.002 * (n % 10))
+        await until(lambda: not server.registry.all(), 20, "the sessions to end")
+    dangling = [line for line in log_lines if "dangling" in line]
+    assert dangling == [], dangling[:3]
+
+
+# --- F4: the dashboard's data needs the admin token; /metrics holds no text --------------------
+
+
+async def test_dashboard_data_needs_the_admin_token_and_metrics_hold_no_text(serve, models):
+    from bot.fake_services import FAKE_ANSWER, FAKE_TRANSCRIPT
+
+    question = models.synthesize("What is the capital of France?", 16000)
+    async with serve(admin_token=TOKEN, smart_turn_enabled=False) as server:
+        async with (
+            AgentClient(server.ws_url) as client,
+            httpx.AsyncClient(base_url=server.url) as http,
+        ):
+            await session_of(client)
+            await client.speak(question)
+            assert await client.silence_until(lambda r: r.turns, 30), "a turn"
+            for path in ("/api/dashboard", "/api/events"):
+                for headers in ({}, {"Authorization": "Bearer wrong"}):
+                    r = await http.get(path, headers=headers)
+                    assert r.status_code == 401 and FAKE_TRANSCRIPT not in r.text, (path, r.text)
+            r = await http.get("/api/dashboard", headers=BEARER)
+            assert r.status_code == 200 and FAKE_TRANSCRIPT in r.text and FAKE_ANSWER in r.text
+            async with http.stream("GET", "/api/events", headers=BEARER) as events:
+                assert events.headers["content-type"].startswith("text/event-stream")
+                first = b""
+                async for chunk in events.aiter_bytes():
+                    first += chunk
+                    if b"event: snapshot" in first and first.endswith(b"\n\n"):
+                        break
+                assert FAKE_TRANSCRIPT.encode() in first
+            metrics = await http.get("/metrics")
+            assert metrics.status_code == 200 and "voice_agent_turns_total 1.0" in metrics.text
+            assert FAKE_TRANSCRIPT not in metrics.text and FAKE_ANSWER not in metrics.text
+            assert (await http.get("/dashboard")).status_code == 200  # the page holds no data
+
+
+# --- F5: malformed messages counted by ratio, their log lines rate-limited -------------------
+
+
+async def test_malformed_messages_close_by_ratio_and_log_a_count(serve, log_lines):
+    unknown_field = audio_frame(16) + b"\xf8\x07\x01"  # field 127: not in Pipecat's frames.proto
+    bad_json = proto.Frame()
+    bad_json.message.data = "{not json"
+    bad = [b"", bad_json.SerializeToString(), unknown_field, b"\x08\x96\x01garbage"]
+    good = audio_frame(16)  # 1 ms of audio: valid, and far from being paced
+
+    async with serve() as server:
+        # One bad message in ten: tolerated, and logged once (then as a count).
+        async with AgentClient(server.ws_url) as mild:
+            await session_of(mild)
+            before = len(log_lines)
+            for i in range(400):
+                await mild.send_raw(bad[(i // 10) % 4] if i % 10 == 0 else good)
+            await mild.wait_for(lambda r: False, 1.0)
+            assert not mild.closed
+            assert len(log_lines) - before <= 3, log_lines[before:][:5]  # not one line per message
+            refused = [line for line in log_lines[before:] if "Refused a WebSocket message" in line]
+            assert 1 <= len(refused) <= 2, refused
+
+        # Nineteen in twenty, a valid one between: the ratio closes it with 1007.
+        async with AgentClient(server.ws_url) as abusive:
+            await session_of(abusive)
+            before = len(log_lines)
+            with contextlib.suppress(websockets.ConnectionClosed):
+                for i in range(2000):
+                    await abusive.send_raw(good if i % 20 == 19 else bad[i % 4])
+            await abusive.wait_for(lambda r: False, 10)
+            assert abusive.close_code == 1007 and "refused" in abusive.close_reason, (
+                abusive.close_code,
+                abusive.close_reason,
+            )
+            # The refusals, the close and the session's end: a handful of lines, not 2,000.
+            assert len(log_lines) - before <= 12, log_lines[before:]
+
+
+# --- F6: /ws and /api/offer answer only allowed pages -------------------------------------------
+
+
+async def test_only_allowed_pages_may_open_sessions(serve):
+    async def opens(url: str, origin: str | None) -> bool:
+        headers = {"Origin": origin} if origin else {}
+        try:
+            async with websockets.connect(url, additional_headers=headers) as ws:
+                await ws.send(rtvi_frame("client-ready", {"version": "2.2.0"}))
+                return True
+        except websockets.InvalidStatus as e:
+            assert e.response.status_code == 403
+            return False
+
+    async with serve() as server:
+        own = f"http://127.0.0.1:{server.port}"
+        assert await opens(server.ws_url, own)
+        assert await opens(server.ws_url, None)  # not a web page
+        assert not await opens(server.ws_url, FOREIGN)
+        assert not await opens(server.ws_url, "null")
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post(
+                "/api/offer",
+                json={"sdp": await offer_sdp(), "type": "offer"},
+                headers={"Origin": FOREIGN},
+            )
+            assert r.status_code == 403 and "ALLOWED_ORIGINS" in r.json()["detail"]
+    async with serve(allowed_origins="https://app.example.com") as server:
+        assert await opens(server.ws_url, "https://app.example.com")
+        assert await opens(server.ws_url, f"http://127.0.0.1:{server.port}")
+        assert not await opens(server.ws_url, FOREIGN)
+    async with serve(allowed_origins="*") as server:
+        assert await opens(server.ws_url, FOREIGN)
+
+
+# --- F7: a client can send audio and RTVI client messages, nothing else -------------------------
+
+
+async def test_a_client_cannot_put_words_in_the_bots_mouth(serve):
+    text = proto.Frame()
+    text.text.text = "INJECTED SPEECH"
+    transcription = proto.Frame()
+    transcription.transcription.text, transcription.transcription.user_id = (
+        "INJECTED TRANSCRIPT",
+        "u",
+    )
+    transcription.transcription.timestamp = "2026-01-01T00:00:00"
+    interruption = proto.Frame()
+    interruption.interruption.SetInParent()
+    injections = [
+        text.SerializeToString(),
+        transcription.SerializeToString(),
+        interruption.SerializeToString(),
+        rtvi_frame("send-text", {"content": "INJECTED TEXT", "options": {"run_immediately": True}}),
+        rtvi_frame("raw-audio", {"base64Audio": "AAAA", "sampleRate": 16000, "numChannels": 1}),
+        rtvi_frame(
+            "llm-function-call-result",
+            {
+                "function_name": "web_search",
+                "tool_call_id": "t",
+                "arguments": {},
+                "result": "INJECTED RESULT",
+            },
+        ),
+        rtvi_frame("client-ready", {"version": "2.2.0"}),  # a second one: it would greet again
+    ]
+    async with serve(greeting="Hello.") as server, AgentClient(server.ws_url) as client:
+        await session_of(client)
+        assert await client.silence_until(lambda r: r.rtvi("bot-stopped-speaking"), 10), (
+            "the greeting"
+        )
+        greeting_audio = client.received.audio_ms()
+        for payload in injections:
+            await client.send_raw(payload)
+        await client.silence_until(lambda r: False, 2.0)
+        everything = json.dumps([m for _, m in client.received.messages])
+        assert "INJECTED" not in everything
+        assert not client.closed and client.received.audio_ms() == greeting_audio
+        # Kept up, it is abuse: closed with the reason.
+        with contextlib.suppress(websockets.ConnectionClosed):
+            for _ in range(30):
+                await client.send_raw(text.SerializeToString())
+        await client.wait_for(lambda r: False, 10)
+        assert client.close_code == 1007 and "text frame" in client.close_reason, (
+            client.close_reason
+        )
+
+
+async def test_audio_faster_than_real_time_is_held_to_real_time(serve):
+    """Audio sent at once, more than a burst: past the burst the server takes it at the
+    speed of speech, so a message queued behind it waits; nothing piles up in memory."""
+    seconds = AUDIO_BURST_SECS + 4
+    async with serve() as server, websockets.connect(server.ws_url) as ws:
+        started = time.monotonic()
+        for _ in range(int(seconds * 10)):
+            await ws.send(audio_frame(1600))  # 100 ms
+        await ws.send(rtvi_frame("client-ready", {"version": "2.2.0"}))
+        while True:
+            message = proto.Frame.FromString(await asyncio.wait_for(ws.recv(), 30))
+            if message.WhichOneof("frame") == "message" and '"bot-ready"' in message.message.data:
+                break
+        taken = time.monotonic() - started
+    assert taken >= seconds - AUDIO_BURST_SECS - 0.5, f"{seconds} s of audio taken in {taken:.2f} s"
+
+
+# --- F9 and limits: slow clients, idle sessions, per-client limits, closes with reasons ---------
+
+
+async def test_slow_and_silent_connections_are_timed_out(serve):
+    async with serve(request_header_timeout_secs=1.0, request_body_timeout_secs=1.0) as server:
+
+        async def answer_to(chunks: list[bytes], pause: float = 0.2) -> bytes:
+            """What the server says (until it closes) to a client sending `chunks` slowly."""
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+
+            async def trickle():
+                for chunk in chunks:
+                    writer.write(chunk)
+                    await writer.drain()
+                    await asyncio.sleep(pause)
+                await asyncio.sleep(3600)
+
+            sending = asyncio.create_task(trickle())
+            try:
+                return await asyncio.wait_for(reader.read(), 15)  # until the server closes
+            finally:
+                sending.cancel()
+                await asyncio.gather(sending, return_exceptions=True)
+                writer.close()
+
+        timeout = b"HTTP/1.1 408 Request Timeout"
+        assert (await answer_to([])).startswith(timeout)  # connects and says nothing
+        headers = b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Slow: yes\r\n\r\n"
+        assert (await answer_to([bytes([b]) for b in headers])).startswith(
+            timeout
+        )  # a byte at a time
+        body = (
+            b"POST /api/offer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 500\r\n\r\n{"
+        )
+        answer = await answer_to([body])
+        assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive" in answer
+        # A prompt client on the same server is served as usual.
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            assert (await http.get("/api/health")).status_code == 200
+
+
+async def test_idle_sessions_and_admin_deletes_close_with_1000_and_a_reason(serve):
+    async with serve(idle_timeout_secs=1.0, admin_token=TOKEN) as server:
+        async with AgentClient(server.ws_url) as idle:
+            await session_of(idle)
+            await idle.wait_for(lambda r: False, 15)
+            assert idle.close_code == 1000 and "IDLE_TIMEOUT_SECS" in idle.close_reason, (
+                idle.close_reason
+            )
+    async with serve(admin_token=TOKEN) as server, AgentClient(server.ws_url) as client:
+        session_id = await session_of(client)
+        async with httpx.AsyncClient(base_url=server.url, headers=BEARER, timeout=30) as http:
+            r = await http.delete(f"/api/sessions/{session_id}")
+            assert r.status_code == 200 and r.json()["graceful"], r.text
+        await client.wait_for(lambda r: False, 10)
+        assert client.close_code == 1000 and client.close_reason, (
+            client.close_code,
+            client.close_reason,
+        )
+
+
+async def test_per_client_limits_refuse_with_the_reason(serve):
+    async with serve(
+        max_sessions=10, max_sessions_per_client=2, max_new_sessions_per_minute=3
+    ) as server:
+        async with AgentClient(server.ws_url) as a, AgentClient(server.ws_url) as b:
+            await session_of(a)
+            await session_of(b)
+            third = AgentClient(server.ws_url)
+            await third.connect()
+            assert not await third.wait_for(lambda r: r.server_messages("session"), 5)
+            assert third.close_code == 1013 and "MAX_SESSIONS_PER_CLIENT" in third.close_reason
+        async with AgentClient(server.ws_url) as c:  # the third new session this minute
+            await session_of(c)
+        fourth = AgentClient(server.ws_url)
+        await fourth.connect()
+        assert not await fourth.wait_for(lambda r: r.server_messages("session"), 5)
+        assert fourth.close_code == 1013 and "MAX_NEW_SESSIONS_PER_MINUTE" in fourth.close_reason
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post(
+                "/api/offer",
+                json={"sdp": await offer_sdp(), "type": "offer"},
+                headers={"X-Forwarded-For": "198.51.100.4"},
+            )  # not believed
+            assert r.status_code == 429 and "MAX_NEW_SESSIONS_PER_MINUTE" in r.json()["detail"]
+            assert int(r.headers["Retry-After"]) > 0
+    # Behind a trusted proxy, each forwarded client has limits of its own.
+    async with serve(max_sessions_per_client=1, trusted_proxies="127.0.0.1") as server:
+        first = AgentClient(server.ws_url, headers={"X-Forwarded-For": "198.51.100.1"})
+        second = AgentClient(server.ws_url, headers={"X-Forwarded-For": "198.51.100.2"})
+        async with first, second:
+            await session_of(first)
+            await session_of(second)
+
+
+async def test_uncaught_errors_go_through_the_json_log_redacted(serve, capfd):
+    from bot.logs import configure_logging
+
+    secret = "gsk-abuse-secret-9f31c2"
+    stream = io.StringIO()
+    configure_logging(local_settings(log_format="json", groq_api_key=secret), stream=stream)
+    try:
+        async with serve(groq_api_key=secret) as server:
+
+            async def fails():
+                raise RuntimeError(f"a bug that mentions {secret}")
+
+            server.app.add_api_route("/boom", fails)
+            server.app.router.routes.insert(
+                0, server.app.router.routes.pop()
+            )  # before the static mount
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                r = await http.get("/boom")
+                assert r.status_code == 500 and secret not in r.text
+                # And uvicorn's own complaints (a request that is not HTTP) are JSON lines too.
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+                await writer.drain()
+                await asyncio.wait_for(reader.read(), 10)
+                writer.close()
+    finally:
+        logger.remove()
+        logger.configure(patcher=lambda record: None, extra={})
+        # Whatever stderr is when a line is written (this test's capture is closed after it).
+        logger.add(lambda message: sys.stderr.write(message))
+    records = [json.loads(line)["record"] for line in stream.getvalue().splitlines()]
+    crash = [r for r in records if "Exception in ASGI application" in r["message"]]
+    assert crash and crash[0]["exception"]["type"] == "RuntimeError", [
+        r["message"] for r in records
+    ][-10:]
+    assert any("Invalid HTTP request" in r["message"] for r in records)
+    assert secret not in stream.getvalue() and "[REDACTED]" in stream.getvalue()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and secret not in err
+
+
+# --- F8: the OpenAPI schema holds against schemathesis ------------------------------------------
+
+
+async def test_the_openapi_schema_holds_under_schemathesis(serve, tmp_path):
+    """Every check and phase of schemathesis (tests/schemathesis.toml: a fixed seed and a
+    bounded number of cases) against the live server, holding the admin token while two
+    /ws clients are live: no failure, and a client whose session it ends is closed with
+    1000 and a reason."""
+    schemathesis = Path(sys.executable).with_name("st")
+    async with serve(admin_token=TOKEN, max_new_sessions_per_minute=0) as server:
+        clients = [AgentClient(server.ws_url) for _ in range(2)]
+        for client in clients:
+            await client.connect()
+            await session_of(client)
+        try:
+            run = await asyncio.create_subprocess_exec(
+                str(schemathesis),
+                "--config-file",
+                str(SCHEMATHESIS_CONFIG),
+                "run",
+                f"{server.url}/openapi.json",
+                "--checks",
+                "all",
+                "-H",
+                f"Authorization: Bearer {TOKEN}",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env={**os.environ, "NO_COLOR": "1"},
+                cwd=tmp_path,
+            )
+            report = (await asyncio.wait_for(run.communicate(), 600))[0].decode(errors="replace")
+            assert run.returncode == 0, report[-6000:]
+            assert " passed" in report and "failures" not in report.splitlines()[-1], report[-2000:]
+            for client in clients:
+                if client.closed:
+                    assert client.close_code == 1000 and client.close_reason, client.close_reason
+        finally:
+            for client in clients:
+                await client.close()
