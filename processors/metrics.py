@@ -168,6 +168,10 @@ class TurnMetricsObserver(BaseObserver):
         self._current: TurnRecord | None = None
         self._interrupted: TurnRecord | None = None
         self._vad_started_at: float | None = None
+        # A turn that starts on its words (a barge-in judged by them) starts after its
+        # speech ended and was transcribed: kept here until that turn opens.
+        self._segment_end: tuple[float, float] | None = None  # VAD stop at, speech end at
+        self._segment_final_at: float | None = None
         self._bot_speaking = False
         self._bot_started_at: float | None = None
         self._last_bot_audio_out_at: float | None = None
@@ -228,9 +232,11 @@ class TurnMetricsObserver(BaseObserver):
         # --- user side: the user aggregator broadcasts these both ways; count the upstream copy
         if isinstance(frame, VADUserStartedSpeakingFrame) and upstream:
             self._vad_started_at = t - frame.start_secs
+            self._segment_end = self._segment_final_at = None
         elif isinstance(frame, UserStartedSpeakingFrame) and upstream:
             await self._start_turn(t)
         elif isinstance(frame, VADUserStoppedSpeakingFrame) and upstream:
+            self._segment_end = (t, t - frame.stop_secs)
             if turn and turn.llm_request_at is None:
                 turn.vad_stop_at = t
                 turn.speech_end_at = t - frame.stop_secs
@@ -243,6 +249,7 @@ class TurnMetricsObserver(BaseObserver):
                     self._speculation_at = None
         # --- STT
         elif isinstance(frame, TranscriptionFrame) and isinstance(src, STTService) and not upstream:
+            self._segment_final_at = t
             if turn and turn.llm_request_at is None:
                 turn.user_text += " " + frame.text
                 turn.stt_final_at = t
@@ -341,6 +348,9 @@ class TurnMetricsObserver(BaseObserver):
             turn=self._turn_count,
             speech_start_at=speech_start,
         )
+        if self._segment_end is not None:  # the speech ended before its turn started
+            self._current.vad_stop_at, self._current.speech_end_at = self._segment_end
+            self._current.stt_final_at = self._segment_final_at
         self._current.fallbacks, self._fallbacks_before_turn = self._fallbacks_before_turn, []
         self._pending_tools = 0
 
