@@ -127,8 +127,7 @@ class STTFallback(FallbackSwitcher):
         if service is not self._cloud:
             self._local_pending = False
             self._local_output()
-            await self._release()  # what the cloud heard of the utterance comes first
-            return True
+            return await self._push_with_held(frame)  # what the cloud heard comes first
         self._finalized, self._unfinalized = True, False
         if self._speaking:
             # Part of the utterance is transcribed: only what follows may need a redo.
@@ -136,8 +135,22 @@ class STTFallback(FallbackSwitcher):
             self._held.append(frame)
             return False
         self._heard, self._awaiting, self._segment = True, False, None
-        await self._release()
-        return True
+        return await self._push_with_held(frame)
+
+    async def _push_with_held(self, frame: TranscriptionFrame) -> bool:
+        """The utterance's held finals and its last transcript as one: once the user has
+        stopped, a turn may end on the first final it gets, and the rest would start a
+        turn of its own."""
+        if not self._held:
+            return True
+        pieces, self._held = [*self._held, frame], []
+        text = " ".join(p.text.strip() for p in pieces if p.text.strip())
+        await self.push_frame(
+            TranscriptionFrame(
+                text, frame.user_id, frame.timestamp, frame.language, finalized=frame.finalized
+            )
+        )
+        return False
 
     async def _release(self) -> None:
         """Let the held finals go on, in order."""
