@@ -368,6 +368,8 @@ def main() -> None:
     parser.add_argument("--conditions", default=",".join(CONDITIONS), help="clean, noisy or both.")
     parser.add_argument("--categories", default="", help="Only these categories (comma-separated).")
     parser.add_argument("--limit", type=int, default=0, help="Only the first N items.")
+    parser.add_argument("--every", type=int, default=1,
+                        help="Every Nth item: a sample across all categories (e.g. 4 → 32 items).")
     parser.add_argument("--timeout", type=float, default=45.0, help="Longest wait for an answer (s).")
     parser.add_argument("--label", default="", help="Record as a section of its own (an A/B arm).")
     args = parser.parse_args()
@@ -379,8 +381,8 @@ def main() -> None:
     if args.smoke:
         items, voice_names, conditions = [items[0], items[-1], next(i for i in items if i.context)], \
             [voices.UNFAMILIAR[0]], ["clean"]
-    elif args.limit:
-        items = items[: args.limit]
+    else:
+        items = items[:: args.every][: args.limit or None]
     missing = [v for v in voice_names if not voices.get(v).available()]
     if missing:
         raise SystemExit(f"voices unavailable here: {missing} (apt-get install espeak-ng flite)")

@@ -1,0 +1,63 @@
+"""Right answers to questions spoken in voices the bot has never heard, through the voice loop.
+
+A fixed dozen of the spoken-QA yardstick's items (bench/spoken_qa.yaml: general knowledge,
+arithmetic, a follow-up, a joke, a knowledge-base question and a general one that shares its
+words), asked in one conversation per voice through `run_bot` with the local stack, judged
+by the yardstick's own deterministic judge. The local LLM samples with a fixed seed.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import voices
+from bench.qa_judge import KB_MARKERS, judge, load_items
+from bot.conversation import converse
+from bot.pipeline import Session
+from tests.conftest import local_settings
+from transports.file import FileTransportParams, Utterance
+
+pytestmark = pytest.mark.slow
+
+# Asked in this order in one conversation: the follow-up comes right after its lead-in.
+SUBSET = [
+    "capital-france", "fu-germany", "spider-legs", "mul-7-8", "kb-ceo", "nk-portugal",
+    "largest-planet", "mona-lisa", "week-days", "plants-gas", "joke-any", "boiling-water",
+]
+# Two flite voices unlike Piper's. The third flite voice, awb (Scottish), got 9 of 12 here:
+# tiny.en mishears it ("Who painted the Mona Lisa?" → "You painted the Mona Lisa."); its
+# figures are in bench/RESULTS.md (Spoken QA), with the other voices'.
+TEST_VOICES = ["flite-slt", "flite-rms"]
+
+
+@pytest.fixture(scope="module")
+def items():
+    by_id = {item.id: item for item in load_items()}
+    return [by_id[i] for i in SUBSET]
+
+
+@pytest.mark.parametrize("voice", TEST_VOICES)
+async def test_a_dozen_spoken_questions_are_answered_right(models, items, voice):
+    if not voices.get(voice).available():
+        pytest.skip(f"{voice} needs flite (apt-get install flite; `make test` installs it)")
+    assert not voices.get(voice).is_bot_voice
+    # The follow-up's own lead-in is the item just before it ("What is the capital of France?").
+    script = [Utterance(audio=voices.synthesize(item.q, voice), name=item.id) for item in items]
+    session = Session(settings=local_settings(greeting="", llm_seed=7), models=models)
+    # In real time, as a person listens, and patient: on a loaded machine the LLM can take
+    # over a second to write the rest of a sentence after its first phrase is spoken.
+    result = await converse(script, session, FileTransportParams(fast=False, reply_pause_secs=3.0))
+
+    turns = result.turn_dicts()
+    assert len(turns) == len(items), [(t["user_text"], t["bot_text"]) for t in turns]
+    verdicts = [judge(item, turn["bot_text"]) for item, turn in zip(items, turns)]
+    report = "\n".join(
+        f"{'ok ' if v.right else 'BAD'} {item.id}: heard {t['user_text']!r} → {t['bot_text']!r}"
+        for item, t, v in zip(items, turns, verdicts)
+    )
+    assert sum(v.right for v in verdicts) >= 10, report
+    # The knowledge-base question is answered from it; no other answer mentions it.
+    kb = SUBSET.index("kb-ceo")
+    assert "Quintela" in turns[kb]["bot_text"], report
+    assert not any(KB_MARKERS.search(t["bot_text"]) for i, t in enumerate(turns) if i != kb), report
+    assert not any(v.refusal for v in verdicts), report
