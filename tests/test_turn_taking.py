@@ -96,6 +96,29 @@ async def test_stop_stops_the_bot(models):
     assert "barge_in_stop" in turns[0]["stages_ms"], turns
 
 
+async def test_speech_right_after_a_barge_in_is_heard_and_answered(models):
+    """"Wait." over the answer, then at once a question: the bot stops, and the question
+    that follows the barge-in is heard whole and answered to the end."""
+    script = [
+        Utterance(audio=say("Can you explain photosynthesis to me?", "flite-slt"), name="question"),
+        Utterance(
+            audio=np.concatenate(
+                [say("Wait.", "flite-awb"), np.zeros(int(0.3 * voices.SAMPLE_RATE), np.int16),
+                 say("What is the capital of Spain?", "flite-awb")]
+            ),
+            name="wait, then a question",
+            after_bot_audio=2.0,
+        ),
+    ]
+    result = await talk(models, script, tail_secs=1.0)
+    turns = result.turn_dicts()
+    assert len(turns) >= 2 and turns[0]["interrupted"], turns
+    assert contains_words(" ".join(t["user_text"] for t in turns[1:]), "capital", "Spain"), turns
+    last = turns[-1]
+    assert contains_words(last["user_text"], "Spain"), turns
+    assert last["bot_text"] == ANSWER and not last["interrupted"], turns
+
+
 async def test_a_sound_without_words_resumes_the_interrupted_sentence(settings, models):
     """A mumble (the VAD hears a voice, Whisper no words) over the first sentence: the bot
     says that sentence again and goes on to the end, with no apology and no new turn."""
