@@ -1,8 +1,13 @@
-"""A barge-in with no words gets the fixed apology from the TTS, not a trip to the LLM."""
+"""A barge-in with no words gets the fixed apology as a reply, not a trip to the LLM."""
 
 from __future__ import annotations
 
-from pipecat.frames.frames import LLMContextFrame, TTSSpeakFrame
+from pipecat.frames.frames import (
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+)
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.tests.utils import run_test
 
@@ -19,12 +24,14 @@ def reply_processor() -> EmptyTurnReply:
     return EmptyTurnReply(prompt=EMPTY_TURN_PROMPT, reply=EMPTY_TURN_REPLY)
 
 
-async def test_the_empty_turn_request_is_spoken_and_leaves_the_context_as_it_was():
+async def test_the_empty_turn_request_is_answered_and_leaves_the_context_as_it_was():
     context = LLMContext(messages=[*HISTORY, {"role": "developer", "content": EMPTY_TURN_PROMPT}])
     down, _ = await run_test(
-        reply_processor(), frames_to_send=[LLMContextFrame(context)], expected_down_frames=[TTSSpeakFrame]
+        reply_processor(),
+        frames_to_send=[LLMContextFrame(context)],
+        expected_down_frames=[LLMFullResponseStartFrame, LLMTextFrame, LLMFullResponseEndFrame],
     )
-    assert down[0].text == EMPTY_TURN_REPLY and down[0].append_to_context
+    assert down[1].text == EMPTY_TURN_REPLY
     assert context.get_messages() == HISTORY
 
 
