@@ -43,8 +43,14 @@ CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = ROOT / "docs" / "screenshot.png"
 SAMPLE_RATE = 16000
 # The fake device starts playing when the page opens the mic (on Connect): the lead-in
-# lets the session come up and the greeting finish before the question.
-LEAD_IN_SECS = 4.0
+# lets the session come up and its greeting start; the question is asked over the greeting,
+# which is long enough (~12 s) to still be playing then.
+LEAD_IN_SECS = 5.0
+GREETING = (
+    "Hello, and welcome! I am a voice assistant, running on this computer. I can answer "
+    "questions about the world, work out sums, and look things up for you. Take your time, "
+    "and ask me anything you would like to know."
+)
 TAIL_SECS = 2.0
 QUESTIONS = {
     "france": "What is the capital of France?",
@@ -164,7 +170,7 @@ def started(server: Server):
 
 @pytest.fixture(scope="session")
 def server(client_bundle):
-    yield from started(Server())
+    yield from started(Server(env={"GREETING": GREETING}))
 
 
 @pytest.fixture(scope="module")
@@ -178,14 +184,26 @@ def worker_server(client_bundle):
 
 
 @pytest.fixture(scope="session")
-def question_wavs(tmp_path_factory) -> dict[str, Path]:
-    """Each question spoken by the local TTS, as 16 kHz mono WAV with silence around it."""
-    import numpy as np
-
+def local_voice():
+    """The bot's own local models (its Piper voice), in this process."""
     from bot.config import Settings
     from bot.local_models import LocalModels
 
-    models = LocalModels(Settings())
+    return LocalModels(Settings())
+
+
+@pytest.fixture(scope="session")
+def speech_ms(local_voice):
+    """How long the bot's voice takes to say a text."""
+    return lambda text: 1000 * len(local_voice.synthesize(text, SAMPLE_RATE)) / SAMPLE_RATE
+
+
+@pytest.fixture(scope="session")
+def question_wavs(tmp_path_factory, local_voice) -> dict[str, Path]:
+    """Each question spoken by the local TTS, as 16 kHz mono WAV with silence around it."""
+    import numpy as np
+
+    models = local_voice
     folder = tmp_path_factory.mktemp("questions")
     wavs = {}
     for name, text in QUESTIONS.items():
@@ -272,6 +290,17 @@ class Caller:
         )
         self.wait("() => window.voiceAgent.state === 'listening'", "the bot to finish speaking")
 
+    def assert_asked_over_the_greeting(self, speech_ms) -> None:
+        """The question cut the greeting off: of the bot audio the page got, what is not the
+        answer is more than a second of the greeting and a second short of all of it; and
+        the greeting's text never came (a segment's text is shown once it has been spoken
+        whole), so the question is the transcript's first entry."""
+        agent = self.agent()
+        answers = " ".join(t["bot_text"] for t in agent["turns"])
+        greeting_heard = agent["stats"]["receivedAudioMs"] - speech_ms(answers)
+        assert 1000 < greeting_heard < speech_ms(GREETING) - 1000, (agent["stats"], answers)
+        assert agent["transcript"][0]["role"] == "user", agent["transcript"]
+
     def disconnect(self) -> None:
         self.page.click("#disconnect")
         self.wait(
@@ -294,12 +323,15 @@ def words(agent: dict, role: str) -> set[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("transport", ["websocket", "webrtc"])
-def test_browser_conversation(server, playwright, question_wavs, transport, tmp_path):
+def test_browser_conversation(
+    server, playwright, question_wavs, speech_ms, transport, tmp_path
+):
     caller = Caller(playwright, server, question_wavs["france"], transport)
     try:
         caller.connect()
         caller.wait_connected()
         caller.wait_for_answer("france")
+        caller.assert_asked_over_the_greeting(speech_ms)
 
         agent = caller.agent()
         assert agent["transport"] == transport
