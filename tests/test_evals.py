@@ -60,7 +60,7 @@ class DevRunner:
             [sys.executable, "-m", "bot.devrunner", "--host", "127.0.0.1", "--port",
              str(self.port)],
             cwd=ROOT,
-            # None of the developer's .env or keys: the offline stack, as CI has it.
+            # Not the developer's environment (cloud keys): the offline stack, as CI has it.
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(Path.home()),
                  **BOT_ENV, **env},
             stdout=log.open("w"),
@@ -101,6 +101,11 @@ def bot(tmp_path_factory):
     runner.stop()
 
 
+def not_run(file: str, reason: str):
+    """A scenario that fails against this bot for a reason recorded in bench/RESULTS.md."""
+    return pytest.param(file, file, marks=pytest.mark.skip(reason=reason))
+
+
 # (scenario file, scenario name): audio unless the name says text; the scenario files'
 # turns and expectations are Pipecat's.
 RUNS = [
@@ -108,26 +113,19 @@ RUNS = [
     ("multi_turn", "multi_turn"),  # text
     ("interruption", "text"),
     ("interruption", "audio"),
-    pytest.param(
+    not_run(
         "empty_user_turn",
-        "empty_user_turn",
-        marks=pytest.mark.skip(
-            reason="a wordless barge-in over the bot's speech makes our bot say the interrupted "
-            "sentence again (issue 13: false barge-ins resume), which the harness never counts "
-            "as the reply: after an interruption it waits for a new LLM response "
-            "(docs/turn_taking.md)"
-        ),
+        "a wordless barge-in over the bot's speech makes our bot say the interrupted sentence "
+        "again (issue 13: false barge-ins resume), which the harness never counts as the "
+        "reply: after an interruption it waits for a new LLM response (docs/turn_taking.md)",
     ),
     # The idle check-in after a complete thought (no incomplete-turn markers are asked for).
     ("filter_incomplete_turns_user_idle", "filter_incomplete_turns_user_idle"),
-    pytest.param(
+    not_run(
         "filter_incomplete_turns",
-        "filter_incomplete_turns",
-        marks=pytest.mark.skip(
-            reason="needs an LLM that opens each reply with Pipecat's turn-completion marker "
-            "(FilterIncompleteUserTurnStrategies); the local qwen2.5-coder-1.5b wrote none, "
-            "its first token 27 s late under load (bench/RESULTS.md, Pipecat's evals)"
-        ),
+        "needs an LLM that opens each reply with Pipecat's turn-completion marker "
+        "(FilterIncompleteUserTurnStrategies); the local qwen2.5-coder-1.5b wrote none, its "
+        "first token 27 s late under load (bench/RESULTS.md, Pipecat's evals)",
     ),
 ]
 
