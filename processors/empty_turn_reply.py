@@ -36,7 +36,8 @@ class EmptyTurnReply(FrameProcessor):
         if isinstance(frame, LLMContextFrame) and direction == FrameDirection.DOWNSTREAM:
             messages = frame.context.get_messages()
             last = messages[-1] if messages else None
-            if isinstance(last, dict) and last.get("role") == "developer" and last.get("content") == self._prompt:
+            asked = isinstance(last, dict) and last.get("role") == "developer"
+            if asked and last.get("content") == self._prompt:
                 frame.context.set_messages(messages[:-1])
                 await self.push_frame(LLMFullResponseStartFrame())
                 await self.push_frame(LLMTextFrame(self._reply))
