@@ -30,7 +30,8 @@ from processors.sequential_bridge import SequentialBridge
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = {"STT_PROVIDER": "fake", "LLM_PROVIDER": "fake", "TTS_PROVIDER": "fake"}
 BENCHES = {"voice_to_voice": FAKE, "barge_in": FAKE, "capacity": {}, "soak": {}, "frame_cost": {}, "stt_window": {},
-           "llm_context": {}, "turn_pause": {}, "spoken_qa": {}, "sentence_turns": {}, "adaptive_vad": {}}
+           "llm_context": {}, "turn_pause": {}, "spoken_qa": {}, "sentence_turns": {}, "adaptive_vad": {},
+           "backchannels": {}}
 NUMBER = r"-?\d+(\.\d+)?"
 
 # --- the sequential bridge (processors/sequential_bridge.py) ---------------------------------
@@ -133,6 +134,15 @@ def test_barge_in_smoke(smoke_runs):
     assert re.fullmatch(NUMBER, stop), rows
     assert re.fullmatch(r"\d+", rows["false user turns from echo (-20 dB)"][0]), rows
     assert "target barge-in stop p50 <= 250 ms" in out
+
+@pytest.mark.slow
+def test_backchannels_smoke(smoke_runs):
+    rows, out = result(smoke_runs, "backchannels")
+    assert rows["backchannels (5 words × voices)"] == ["1"], rows
+    assert rows["real interruptions (wait, stop, questions × voices)"] == ["1"], rows
+    assert re.fullmatch(r"[01]", rows["… that interrupted the bot"][0]), rows
+    assert re.fullmatch(r"[01]", rows["… that stopped the bot"][0]), rows
+    assert "backchannels that interrupted the bot" in out
 
 @pytest.mark.slow
 def test_capacity_smoke(smoke_runs):
