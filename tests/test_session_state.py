@@ -15,7 +15,6 @@ from pipecat.frames.frames import (
     LLMFullResponseStartFrame,
     LLMTextFrame,
     TranscriptionFrame,
-    TTSSpeakFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
@@ -57,14 +56,11 @@ class FakeLLMAndOutput(FrameProcessor):
     def __init__(self):
         super().__init__()
         self.contexts: list[LLMContextFrame] = []
-        self.spoken: list[str] = []
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, LLMContextFrame):
             self.contexts.append(frame)
-        elif isinstance(frame, TTSSpeakFrame):
-            self.spoken.append(frame.text)
         elif isinstance(frame, BotSpeaks):
             await self.broadcast_frame(BotStartedSpeakingFrame)
             for reply in (LLMFullResponseStartFrame(), LLMTextFrame("Paris."), LLMFullResponseEndFrame()):
@@ -105,8 +101,9 @@ class Conversation:
 
     def __init__(self, *processors: FrameProcessor):
         """`processors` go between the user aggregator and the LLM, as in the pipeline."""
+        self.context = LLMContext()
         self.user, self.assistant = LLMContextAggregatorPair(
-            LLMContext(),
+            self.context,
             user_params=LLMUserAggregatorParams(
                 user_turn_strategies=UserTurnStrategies(
                     start=[VADUserTurnStartStrategy()],
@@ -200,4 +197,5 @@ async def test_with_our_reply_the_untranscribed_first_turn_never_reaches_the_llm
     async with Conversation(EmptyTurnReply(prompt=EMPTY_TURN_PROMPT, reply=EMPTY_TURN_REPLY)) as talk:
         content, _ = await talk.user_turn(None)
         assert not content
-        assert talk.llm.contexts == [] and talk.llm.spoken == [EMPTY_TURN_REPLY]
+        assert talk.llm.contexts == []
+        assert talk.context.get_messages()[-1] == {"role": "assistant", "content": EMPTY_TURN_REPLY}
