@@ -24,7 +24,9 @@ import pytest
 import websockets
 from loguru import logger
 
-from tests.conftest import free_port, local_settings, serving
+from tests.support.polling import until
+from tests.support.server import free_port, serving
+from tests.support.settings import local_settings
 from tests.webrtc_peer import WebRTCCaller, offer_sdp
 from transports.websocket import AUDIO_BURST_SECS
 from web.ws_client import AgentClient
@@ -70,14 +72,6 @@ def log_lines():
     sink = logger.add(lambda m: lines.append(str(m)), level="INFO")
     yield lines
     logger.remove(sink)
-
-
-async def until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def audio_frame(samples: int = 320, rate: int = 16000) -> bytes:

@@ -60,6 +60,8 @@ from tests.peers.cartesia import CartesiaPeer
 from tests.peers.deepgram import DeepgramPeer
 from tests.peers.faults import Fault
 from tests.peers.groq import GroqPeer
+from tests.support.audio import rms
+from tests.support.polling import poll
 
 DG_KEY = "dg-loopback-key"
 GROQ_KEY = "gsk-loopback-key"
@@ -134,11 +136,6 @@ def mic_frames(*parts: np.ndarray, rate: int = IN_RATE) -> list[InputAudioRawFra
     ]
 
 
-def rms(pcm: bytes) -> float:
-    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
-    return float(np.sqrt(np.mean(samples**2))) if len(samples) else 0.0
-
-
 @dataclass
 class Await(ControlFrame):
     """Script marker for `Gate`: hold every later script frame until `until()` is true."""
@@ -191,10 +188,10 @@ class Gate(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, Await):
-            if not await until(frame.until, frame.timeout):
+            if not await poll(frame.until, frame.timeout, 0.01):
                 self.failures.append(f"no {frame.what} within {frame.timeout:.0f}s")
         elif isinstance(frame, Observe):
-            await until(frame.stop_early, frame.secs)
+            await poll(frame.stop_early, frame.secs, 0.01)
         elif isinstance(frame, Send):
             await self.push_frame(frame.frame, direction)
         elif isinstance(frame, Do):
@@ -206,16 +203,6 @@ class Gate(FrameProcessor):
 
     def check(self) -> None:
         assert not self.failures, f"gave up waiting: {self.failures}"
-
-
-async def until(predicate: Callable[[], Any], timeout: float) -> bool:
-    """Poll `predicate` (every 10 ms) until true or `timeout` seconds passed."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
 
 
 class Recorder(BaseObserver):

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import gc
 import os
-import time
 
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.frames.frames import LLMMessagesAppendFrame, LLMUpdateSettingsFrame
@@ -25,10 +24,10 @@ from pipecat.workers.runner import WorkerRunner
 from bot.config import Settings
 from bot.fake_services import InstantLLMService
 from bot.pipeline import create_memory
-from bot.providers import create_knowledge
-from bot.providers import create_llm
+from bot.providers import create_knowledge, create_llm
 from processors.context_budget import ContextBudget, messages_tokens
 from tests.peers.groq import GroqPeer, TextReply
+from tests.support.polling import until
 
 PROMPT = "You are a terse assistant. Never forget this sentence: the owl flies at midnight."
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -38,15 +37,6 @@ def rss_bytes() -> int:
     gc.collect()
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * PAGE
-
-
-async def until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout:.0f}s")
-        await asyncio.sleep(0.005)
-    return value
 
 
 class Conversation:

@@ -6,7 +6,7 @@ import pytest
 
 from bot import whisper_window
 from bot.whisper_window import WindowedWhisper, trailing_repeat_start
-from tests.conftest import shared_transcripts
+from tests.support.audio import shared_transcripts
 from tests.text import word_error_rate
 from transports.file import load_wav
 
