@@ -169,8 +169,6 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
         self._speculate = speculate
         self._pause = PauseDetector()
         self._speculation: Future | None = None
-        self.speculations_started = 0  # for tests
-        self.speculations_used = 0
 
     def append_audio(self, buffer: bytes, is_speech: bool) -> EndOfTurnState:
         state = super().append_audio(buffer, is_speech)
@@ -183,7 +181,6 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
         elif paused and self._speculation is None:
             snapshot = list(self._audio_buffer)
             self._speculation = self._model_executor.submit(self._process_speech_segment, snapshot)
-            self.speculations_started += 1
         return state
 
     async def analyze_end_of_turn(self) -> tuple[EndOfTurnState, MetricsData | None]:
@@ -191,7 +188,6 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
         if speculation is not None and self._pause.quiet:  # only quiet since the snapshot
             state, result = await asyncio.wrap_future(speculation)
             if state == EndOfTurnState.COMPLETE:
-                self.speculations_used += 1
                 self._clear(state)
                 return state, result
         # No pause run, or it heard an unfinished turn: judge all of the silence, as stock.
