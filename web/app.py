@@ -16,14 +16,14 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
 from pipecat.transports.smallwebrtc.request_handler import SmallWebRTCRequestHandler
+from pydantic import BaseModel, Field
 
 from bot.config import Settings, Stage
 from bot.local_models import LocalModels
 from bot.model_check import warn_about_models
 from bot.pipeline import Session
-from bot.providers import create_search
+from bot.providers import create_search, runs_locally
 from web.admin import create_admin_router
 from web.admission import log_origin_policy
 from web.http_hygiene import AllowedMethods, RequestBodyLimits
@@ -83,7 +83,7 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
 
     def worker_overrides() -> dict[str, str]:
         # Bot processes share this server's local LLM rather than loading their own.
-        if settings.uses_cloud(Stage.LLM) or settings.uses_fake(Stage.LLM):
+        if not runs_locally(settings, Stage.LLM):
             return {}
         return {"local_llm_url": models.llm_server.base_url}
 
