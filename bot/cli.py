@@ -22,7 +22,7 @@ def _fail(message: str) -> None:
 
 def _load_models(settings: Settings, progress: bool = False):
     """Load and warm the local models the selected providers need."""
-    from bot.local_models import LocalModels
+    from bot.local.models import LocalModels
     from bot.providers import runs_locally
 
     models = LocalModels(settings)

@@ -40,8 +40,8 @@ from bot.adaptive_vad import AdaptiveVADAnalyzer
 from bot.barge_in import BackchannelFilter, BargeIn, BargeInPolicy, BargeInStartStrategy
 from bot.config import Settings, Stage
 from bot.idle import IdleCheckIn
-from bot.local_models import LocalModels
-from bot.local_services import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
+from bot.local.models import LocalModels
+from bot.local.services import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
 from bot.logs import log_turn, session_context
 from bot.providers import (
     Services,

@@ -17,7 +17,7 @@ from pipecat.services.tts_service import TTSService
 from pipecat.utils.text.base_text_aggregator import BaseTextAggregator
 
 from bot.config import ProviderChoice, Settings, Stage
-from bot.local_models import LocalModels
+from bot.local.models import LocalModels
 from bot.text_aggregation import FirstChunkTextAggregator
 from bot.tool_preamble import NoFillerAfterPreamble
 
@@ -91,8 +91,8 @@ def create_stt(settings: Settings, models: LocalModels) -> STTService:
             connect_timeout_secs=settings.cloud_connect_timeout_secs,
         )
         return with_fallback(Stage.STT, stt, settings, models)
-    from bot.eager_whisper import EagerWhisperSTTService
-    from bot.local_services import SharedWhisperSTTService
+    from bot.local.eager_whisper import EagerWhisperSTTService
+    from bot.local.services import SharedWhisperSTTService
 
     if settings.whisper_eager:
         untranscribable = [w.strip().lower() for w in settings.stt_untranscribable_words.split(",") if w.strip()]
@@ -151,7 +151,7 @@ def create_llm(settings: Settings, models: LocalModels) -> LLMService:
         api_key="local",  # the loopback server ignores it; the client requires one
         base_url=server.base_url,
         # OpenAI's `user` names the conversation: the server shifts its cache across
-        # dropped turns only within one (bot/llm_cache.py).
+        # dropped turns only within one (bot/local/llm_cache.py).
         settings=LocalLLMService.Settings(
             model=server.model_name, extra={"user": uuid.uuid4().hex, **seed}, **common
         ),
@@ -187,7 +187,7 @@ def create_tts(settings: Settings, models: LocalModels) -> TTSService:
             connect_timeout_secs=settings.cloud_connect_timeout_secs,
         )
         return with_fallback(Stage.TTS, tts, settings, models)
-    from bot.local_services import SharedPiperTTSService
+    from bot.local.services import SharedPiperTTSService
 
     return SharedPiperTTSService(voice=models.piper, voice_name=settings.piper_voice)
 

@@ -24,7 +24,7 @@ def settings() -> Settings:
 def models(settings):
     import asyncio
 
-    from bot.local_models import LocalModels
+    from bot.local.models import LocalModels
     from bot.pipeline import warm_up_llm
 
     models = LocalModels(settings)

@@ -46,7 +46,7 @@ SCHEMATHESIS_CONFIG = Path(__file__).with_name("schemathesis.toml")
 @pytest.fixture(scope="module")
 def models():
     """Whisper and Piper only (the fake services need nothing; no LLM is started)."""
-    from bot.local_models import LocalModels
+    from bot.local.models import LocalModels
 
     models = LocalModels(local_settings(**FAKE))
     yield models
@@ -225,7 +225,7 @@ async def test_no_task_outlives_a_session_that_ends_mid_transcription(models, lo
     from pipecat.pipeline.worker import PipelineParams
     from pipecat.tests.utils import run_test
 
-    from bot.eager_whisper import EagerWhisperSTTService
+    from bot.local.eager_whisper import EagerWhisperSTTService
     from bot.speech_pause import QUIET_FRAMES
 
     speech = models.synthesize("What is the capital of France?", 16000)[: 16000 * 8 // 10]

@@ -17,7 +17,7 @@ import pytest
 from loguru import logger
 
 from bot.config import DEFAULT_SYSTEM_PROMPT, Settings
-from bot.local_models import LocalModels
+from bot.local.models import LocalModels
 from tests.peers.groq import GroqPeer
 from tests.support.polling import until
 from web.app import create_app

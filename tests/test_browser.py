@@ -183,7 +183,7 @@ def question_wavs(tmp_path_factory) -> dict[str, Path]:
     import numpy as np
 
     from bot.config import Settings
-    from bot.local_models import LocalModels
+    from bot.local.models import LocalModels
 
     models = LocalModels(Settings())
     folder = tmp_path_factory.mktemp("questions")

@@ -312,8 +312,8 @@ class StubModels:
 
 
 def test_no_keys_selects_the_local_services():
-    from bot.eager_whisper import EagerWhisperSTTService
-    from bot.local_services import SharedPiperTTSService
+    from bot.local.eager_whisper import EagerWhisperSTTService
+    from bot.local.services import SharedPiperTTSService
     from bot.providers import LocalLLMService
 
     settings = Settings(
@@ -720,7 +720,7 @@ async def test_groq_decommissioned_model_is_reported_at_start_up(groq):
 async def test_the_server_says_once_at_start_up_when_a_model_is_not_offered(groq):
     from loguru import logger
 
-    from bot.local_models import LocalModels
+    from bot.local.models import LocalModels
     from web.app import create_app
 
     settings = cloud_settings(
@@ -852,7 +852,7 @@ async def cloud_conversation():
     it); VAD, smart turn and denoise are the real local ones.
     """
     from bot.conversation import converse
-    from bot.local_models import LocalModels
+    from bot.local.models import LocalModels
     from bot.pipeline import Session
     from transports.file import FileTransportParams, Utterance
 

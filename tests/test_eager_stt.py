@@ -13,7 +13,7 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.tests.utils import run_test
 
 from bot.conversation import converse
-from bot.eager_whisper import EAGER_RESULT
+from bot.local.eager_whisper import EAGER_RESULT
 from bot.pipeline import Session
 from bot.providers import create_stt
 from tests.text import contains_words
@@ -60,7 +60,7 @@ async def test_the_pass_started_at_the_pause_is_the_final_transcript(
 ):
     """Frame by frame, so the outcome does not hang on the machine's load: the pass that
     starts when the audio falls quiet hears the whole question and becomes the final."""
-    from bot import eager_whisper
+    from bot.local import eager_whisper
 
     # On a busy machine a pause may find its passes all taken (a plain transcription
     # then): here every pause gets its pass.
@@ -92,7 +92,7 @@ async def test_the_pass_started_at_the_pause_is_the_final_transcript(
 async def test_an_unsure_eager_pass_is_shown_but_the_final_comes_from_the_30_s_window(
     settings, models, speech, monkeypatch
 ):
-    from bot import whisper_window
+    from bot.local import whisper_window
 
     monkeypatch.setattr(whisper_window, "MIN_AVG_LOGPROB", 0.0)  # no decode is that sure
     transcripts = Transcripts()

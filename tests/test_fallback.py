@@ -423,7 +423,7 @@ class BrokenModel:
 
 def models_with(models, *, whisper=None, piper=None, local_llm_url=None):
     """The session's loaded models, with one local model replaced (for this test only)."""
-    from bot.local_models import LocalModels
+    from bot.local.models import LocalModels
     from tests.support.settings import local_settings
 
     copy = LocalModels(local_settings(**({"local_llm_url": local_llm_url} if local_llm_url else {})))
@@ -506,7 +506,7 @@ def cloud_only(**overrides) -> Settings:
 
 def test_cloud_stages_get_a_local_fallback_built_without_loading_a_model():
     from bot.cloud_services import CartesiaTTS, DeepgramSTT, GroqLLM
-    from bot.local_services import SharedPiperTTSService, SharedWhisperSTTService
+    from bot.local.services import SharedPiperTTSService, SharedWhisperSTTService
     from bot.providers import LocalLLMService, create_llm, create_stt, create_tts
     from processors.fallback import LLMFallback, STTFallback, TTSFallback
 
@@ -525,7 +525,7 @@ def test_cloud_stages_get_a_local_fallback_built_without_loading_a_model():
 
 def test_no_fallback_when_disabled_local_or_without_local_models():
     from bot.cloud_services import DeepgramSTT, GroqLLM
-    from bot.local_services import SharedPiperTTSService
+    from bot.local.services import SharedPiperTTSService
     from bot.providers import create_llm, create_stt, create_tts
 
     assert type(create_stt(cloud_only(fallback_enabled=False), Untouchable())) is DeepgramSTT

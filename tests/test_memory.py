@@ -23,7 +23,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from bot.config import Settings
 from bot.fake_services import InstantLLMService, InstantSTTService, InstantTTSService
-from bot.local_models import LocalModels
+from bot.local.models import LocalModels
 from bot.pipeline import build_pipeline
 from bot.providers import Services, create_llm
 from processors.context_budget import ContextBudget, messages_tokens

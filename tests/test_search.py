@@ -343,7 +343,7 @@ async def test_a_second_call_in_the_same_turn_reads_the_best_result_instead_of_l
 
 
 def test_the_server_indexes_the_knowledge_base_at_start_up(tmp_path: Path):
-    from bot.local_models import LocalModels
+    from bot.local.models import LocalModels
     from web.app import create_app
 
     (tmp_path / "vault.md").write_text("The vault code is 9931.")

@@ -16,7 +16,7 @@ import pytest
 from pipecat.audio.turn.base_turn_analyzer import EndOfTurnState
 from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
 
-from bot.local_services import SharedSmartTurnAnalyzer
+from bot.local.services import SharedSmartTurnAnalyzer
 from bot.speech_pause import PauseDetector
 from tests.support.audio import shared_transcripts
 

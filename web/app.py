@@ -20,7 +20,7 @@ from pipecat.transports.smallwebrtc.request_handler import SmallWebRTCRequestHan
 from pydantic import BaseModel, Field
 
 from bot.config import Settings, Stage
-from bot.local_models import LocalModels
+from bot.local.models import LocalModels
 from bot.model_check import warn_about_models
 from bot.pipeline import Session
 from bot.providers import create_search, runs_locally

@@ -28,7 +28,7 @@ from typing import Any, TextIO
 from loguru import logger
 
 from bot.config import Settings
-from bot.local_models import LocalModels
+from bot.local.models import LocalModels
 from bot.pipeline import Session, run_bot
 from bot.session_control import InstructionMode
 from bot.providers import ProviderNames

@@ -1,4 +1,4 @@
-"""Start and stop the loopback llama.cpp server (`bot.llm_server`) as a child process.
+"""Start and stop the loopback llama.cpp server (`bot.local.llm_server`) as a child process.
 
 A child process keeps llama.cpp's threads and memory out of the event loop's process
 and gives the local LLM the same HTTP interface as Groq.
@@ -63,7 +63,7 @@ class LLMServerProcess:
         cmd = [
             sys.executable,
             "-m",
-            "bot.llm_server",
+            "bot.local.llm_server",
             "--model",
             str(self.gguf),
             "--model-name",

@@ -1,6 +1,6 @@
 """A loopback OpenAI-compatible chat-completions server around llama.cpp.
 
-Run as `python -m bot.llm_server --model X.gguf --port N`; `bot.llm_process` starts it.
+Run as `python -m bot.local.llm_server --model X.gguf --port N`; `bot.local.llm_process` starts it.
 Speaking the OpenAI wire protocol lets the local LLM and Groq share one Pipecat code
 path (`OpenAILLMService`), tool calls included.
 
@@ -183,7 +183,7 @@ class Engine:
     """One llama.cpp model; one generation at a time (a second request waits)."""
 
     def __init__(self, model_path: str, threads: int, n_ctx: int, model_name: str, shift: bool = True):
-        from bot.llm_cache import ContextShiftingLlama, ConversationCaches
+        from bot.local.llm_cache import ContextShiftingLlama, ConversationCaches
 
         self.model_name = model_name
         self.llm = ContextShiftingLlama(
@@ -498,7 +498,7 @@ def main() -> None:
     parser.add_argument("--ctx", type=int, default=4096)
     parser.add_argument("--parent-pid", type=int, default=0)
     parser.add_argument("--no-context-shift", dest="context_shift", action="store_false",
-                        help="Re-read the history after dropped turns (bot/llm_cache.py).")
+                        help="Re-read the history after dropped turns (bot/local/llm_cache.py).")
     args = parser.parse_args()
     if args.parent_pid:
         _exit_with_parent(args.parent_pid)

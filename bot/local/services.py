@@ -28,7 +28,7 @@ from pipecat.transcriptions.language import Language
 
 from bot.speech_pause import PauseDetector
 from bot.text_aggregation import speakable_chunk
-from bot.whisper_window import WindowedWhisper
+from bot.local.whisper_window import WindowedWhisper
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -87,7 +87,7 @@ class SharedPiperTTSService(TTSService):
     `FirstChunkTextAggregator` in an `LLMTextProcessor` ahead of it (bot/providers.py)."""
 
     # Pipecat's own Piper module is not imported: piper-tts (GPL-3.0) is needed only once
-    # a voice is loaded (bot/local_models.py).
+    # a voice is loaded (bot/local/models.py).
     Settings = TTSSettings
 
     def __init__(self, *, voice: PiperVoice, voice_name: str, **kwargs: Any):
