@@ -7,7 +7,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from bot.local.llm_server import create_app, extract_tool_calls, normalise_messages
+from bot.local.chat_format import extract_tool_calls, normalise_messages
+from bot.local.llm_server import create_app
 
 TOOLS = [{"type": "function", "function": {"name": "web_search", "parameters": {"type": "object"}}}]
 
