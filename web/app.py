@@ -30,7 +30,8 @@ from web.http_hygiene import AllowedMethods, RequestBodyLimits
 from web.limits import ClientLimits
 from web.observability import install_observability
 from web.rooms import rooms_router
-from web.session_routes import in_process_session_router, worker_session_router
+from web.session_process_routes import session_process_router
+from web.session_routes import in_process_session_router
 from web.sessions import SessionRegistry
 from web.spawner import BotSpawner
 
@@ -108,7 +109,7 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
 
     # /ws and /api/offer
     if settings.session_processes:
-        app.include_router(worker_session_router(settings, registry, spawner))
+        app.include_router(session_process_router(settings, registry, spawner))
     else:
         app.include_router(in_process_session_router(settings, registry, new_session, webrtc))
 
