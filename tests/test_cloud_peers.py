@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -359,6 +361,25 @@ def test_keys_and_loopback_urls_select_the_cloud_services():
     assert stt._client._client_wrapper.get_environment().production == "ws://127.0.0.1:1111"
     assert str(llm._client.base_url) == "http://127.0.0.1:2222/openai/v1/"
     assert tts._url == "ws://127.0.0.1:3333/tts/websocket"
+
+
+def test_speech_on_cartesia_runs_without_piper_installed():
+    """The README's promise: piper-tts (GPL-3.0) can be left out of a bundle that speaks
+    through Cartesia. The server and pipeline modules load and the TTS is built with any
+    import of `piper` failing, as it would where the package is not installed."""
+    script = """
+import sys
+sys.modules["piper"] = None  # `import piper` raises ImportError
+import web.app, bot.pipeline
+from bot.config import Settings
+from bot.providers import create_tts
+settings = Settings(_env_file=None, tts_provider="cloud", cartesia_api_key="k",
+                    fallback_enabled=False)
+print(type(create_tts(settings, None)).__name__)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("CartesiaTTS"), done.stdout
 
 
 def test_forcing_cloud_without_a_key_is_a_configuration_error():
