@@ -191,7 +191,7 @@ def worker():
     import json
     import sys
 
-    from web.worker import read_line, serve
+    from web.session_process import read_line, serve
 
     try:
         settings = Settings(_env_file=None, **read_line()["settings"])

@@ -1,5 +1,5 @@
 """The session endpoints (`WS /ws`, `POST|PATCH /api/offer`) with SESSION_PROCESSES: each
-session runs in its own session process (web/spawner.py, web/worker.py), which serves the
+session runs in its own session process (web/spawner.py, web/session_process.py), which serves the
 in-process routes (web/session_routes.py) for that one session on a loopback port. This
 process relays the WebSocket's messages, or forwards the WebRTC offer (the media then flows
 between the browser and the session process directly), so a bot that crashes takes only its

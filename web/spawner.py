@@ -1,6 +1,6 @@
 """Bots in worker processes: a crashing bot never takes the server down.
 
-`BotSpawner.spawn()` gives one session to a `python -m bot worker` process (web/worker.py):
+`BotSpawner.spawn()` gives one session to a `python -m bot worker` process (web/session_process.py):
 the worker gets the settings (secrets included, on stdin, never on the command line, where
 `ps` would show them) and loads its models, then gets the session's job, says when it is
 ready, and the session is registered in the `SessionRegistry`, where it counts towards
