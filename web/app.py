@@ -82,7 +82,7 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
     if settings.search_enabled:
         create_search(settings)  # web_search's knowledge base: indexed now, once per process
 
-    def worker_overrides() -> dict[str, str]:
+    def process_overrides() -> dict[str, str]:
         # Bot processes share this server's local LLM rather than loading their own.
         if not runs_locally(settings, Stage.LLM):
             return {}
@@ -90,7 +90,7 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
 
     # /api/rooms: a Daily room with a bot in its own process (web/rooms.py)
     spares = settings.worker_spares if settings.session_processes else 0
-    spawner = BotSpawner(settings, registry, settings.spawn_ready_timeout_secs, worker_overrides, spares)
+    spawner = BotSpawner(settings, registry, settings.spawn_ready_timeout_secs, process_overrides, spares)
     app.state.spawner = spawner
     app.include_router(rooms_router(settings, registry, spawner))
 

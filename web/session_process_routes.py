@@ -25,14 +25,14 @@ from web.admission import Admission
 from web.offers import Answer, CandidatesPatch, Offer, PatchResult, check_offer
 from web.session_routes import OFFER_RESPONSES, PATCH_RESPONSES, no_connection
 from web.sessions import SessionRegistry, Slot
-from web.spawner import BotSpawner, SpawnError, WorkerLink
+from web.spawner import BotSpawner, SpawnError, SessionProcessLink
 
 CLOSE_INTERNAL_ERROR = 1011
-# What a WebSocket client sends while its worker is starting is kept for the worker: its
+# What a WebSocket client sends while its session process is starting is kept for it: its
 # messages (the RTVI handshake) up to this many, its audio up to a burst (the latest).
 EARLY_MESSAGES = 32
 WORKER_RESPONSES: dict[int | str, dict] = {
-    502: {"description": "The session's worker process could not be started or reached"},
+    502: {"description": "The session's session process could not be started or reached"},
 }
 
 
@@ -41,7 +41,8 @@ def session_process_router(
 ) -> APIRouter:
     router = APIRouter(tags=["sessions"])
     admission = Admission(settings, registry)
-    peers: dict[str, WorkerLink] = {}  # WebRTC pc_id → the worker that holds the connection
+    # WebRTC pc_id → the session process that holds the connection
+    peers: dict[str, SessionProcessLink] = {}
 
     @router.websocket("/ws")
     async def websocket_session(websocket: WebSocket):
@@ -52,7 +53,7 @@ def session_process_router(
         try:
             link = await _spawn_while_reading(spawner, slot, websocket, early)
         except SpawnError as e:
-            logger.warning(f"Could not start a WebSocket session's worker: {e}")
+            logger.warning(f"Could not start a WebSocket session's process: {e}")
             await websocket.close(
                 code=CLOSE_INTERNAL_ERROR, reason=f"could not start the bot: {e}"[:120]
             )
@@ -60,7 +61,7 @@ def session_process_router(
         if link is None:  # the client left while its bot was starting
             return
 
-        def browser_left() -> None:  # its slot is free now; the worker ends its session
+        def browser_left() -> None:  # its slot is free now; the session process ends its session
             live = registry.get(link.session_id)
             if live is not None:
                 registry.release(live)
@@ -119,11 +120,11 @@ def session_process_router(
 
 async def _spawn_while_reading(
     spawner: BotSpawner, slot: Slot, browser: WebSocket, early: HeldMessages
-) -> WorkerLink | None:
-    """A worker for a WebSocket session. Loading one can take a while: meanwhile the
+) -> SessionProcessLink | None:
+    """A session process for a WebSocket session. Loading one can take a while: meanwhile the
     client's socket is read (so its keepalive pings are answered) and what it sends kept
-    for the worker, within bounds (`EARLY_MESSAGES`; the latest AUDIO_BURST_SECS of its
-    audio, which the worker takes at once). None if the client leaves first."""
+    for the session process, within bounds (`EARLY_MESSAGES`; the latest AUDIO_BURST_SECS of its
+    audio, which the session process takes at once). None if the client leaves first."""
     spawning = asyncio.create_task(spawner.spawn(slot, "websocket"))
 
     async def read() -> None:
@@ -147,7 +148,7 @@ async def _spawn_while_reading(
 
 
 class HeldMessages:
-    """What a client sends while its worker starts, kept for the worker within bounds."""
+    """What a client sends while its session process starts, kept for it within bounds."""
 
     def __init__(self):
         self._held: list[tuple[dict, float | None]] = []  # (message, seconds if audio)
@@ -185,16 +186,16 @@ def _audio_secs(data: bytes | None) -> float | None:
     return len(audio.audio) / (2 * max(audio.num_channels, 1) * max(audio.sample_rate, 1))
 
 
-async def _spawn(spawner: BotSpawner, slot: Slot) -> WorkerLink:
+async def _spawn(spawner: BotSpawner, slot: Slot) -> SessionProcessLink:
     try:
         return await spawner.spawn(slot, "webrtc")
     except SpawnError as e:
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"Could not start the bot: {e}") from e
 
 
-async def _forward_or_stop(link: WorkerLink, body: dict, slot: Slot) -> dict:
-    """A new connection's offer to its worker; if it fails, the worker and its session go,
-    and the slot with them."""
+async def _forward_or_stop(link: SessionProcessLink, body: dict, slot: Slot) -> dict:
+    """A new connection's offer to its session process; if it fails, the process and its
+    session go, and the slot with them."""
     try:
         return await _forward(link, "POST", body)
     except BaseException:
@@ -203,13 +204,13 @@ async def _forward_or_stop(link: WorkerLink, body: dict, slot: Slot) -> dict:
         raise
 
 
-async def _forward(link: WorkerLink, method: str, body: dict) -> dict:
+async def _forward(link: SessionProcessLink, method: str, body: dict) -> dict:
     try:
         async with httpx.AsyncClient(timeout=30.0) as http:
             r = await http.request(method, f"http://127.0.0.1:{link.port}/api/offer", json=body)
     except httpx.HTTPError as e:
         raise HTTPException(
-            status.HTTP_502_BAD_GATEWAY, f"the session's worker did not answer: {e}"
+            status.HTTP_502_BAD_GATEWAY, f"the session's process did not answer: {e}"
         ) from e
     if r.status_code >= 400:
         try:
@@ -225,43 +226,43 @@ async def _relay(
     browser: WebSocket,
     url: str,
     max_bytes: int,
-    link: WorkerLink,
+    link: SessionProcessLink,
     browser_left: Callable[[], None],
     early: HeldMessages,
 ) -> None:
-    """Pass messages both ways until either side closes; the worker's close code goes on.
-    `early`: what the browser sent before the worker was up, passed on first."""
+    """Pass messages both ways until either side closes; the session process's close code goes on.
+    `early`: what the browser sent before the session process was up, passed on first."""
     try:
-        worker = await websockets.connect(
+        upstream = await websockets.connect(
             url, max_size=max_bytes, open_timeout=10, ping_interval=None
         )
     except (OSError, websockets.WebSocketException, TimeoutError) as e:
         logger.bind(session_id=link.session_id).warning(
-            f"Could not reach the session's worker: {e}"
+            f"Could not reach the session's process: {e}"
         )
         await browser.close(code=CLOSE_INTERNAL_ERROR, reason="the bot's process is unreachable")
         return
 
-    async def browser_to_worker():
+    async def browser_to_process():
         try:
             for message in early:
                 data = message.get("bytes")
-                await worker.send(data if data is not None else message.get("text", ""))
+                await upstream.send(data if data is not None else message.get("text", ""))
             while True:
                 message = await browser.receive()
                 if message["type"] == "websocket.disconnect":
                     browser_left()
                     return
                 data = message.get("bytes")
-                await worker.send(data if data is not None else message.get("text", ""))
+                await upstream.send(data if data is not None else message.get("text", ""))
         except WebSocketDisconnect:
             browser_left()
         except websockets.ConnectionClosed:
             return
 
-    async def worker_to_browser():
+    async def process_to_browser():
         try:
-            async for data in worker:
+            async for data in upstream:
                 if isinstance(data, bytes):
                     await browser.send_bytes(data)
                 else:
@@ -270,19 +271,19 @@ async def _relay(
             pass
         except (WebSocketDisconnect, RuntimeError):  # the browser has gone
             return
-        code, reason = worker.close_code, worker.close_reason or ""
-        if code in (None, 1005, 1006):  # no close frame: the worker died
+        code, reason = upstream.close_code, upstream.close_reason or ""
+        if code in (None, 1005, 1006):  # no close frame: the session process died
             code, reason = CLOSE_INTERNAL_ERROR, "the bot's process ended unexpectedly"
         try:
             await browser.close(code=code, reason=reason[:120])
         except RuntimeError:
             pass
 
-    tasks = [asyncio.create_task(browser_to_worker()), asyncio.create_task(worker_to_browser())]
+    tasks = [asyncio.create_task(browser_to_process()), asyncio.create_task(process_to_browser())]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await worker.close()
+        await upstream.close()
