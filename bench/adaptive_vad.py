@@ -89,10 +89,10 @@ def run(args) -> tuple[str, dict]:
 
     from bot.adaptive_vad import AdaptiveVADAnalyzer
     from bot.config import Settings
-    from bot.local_services import SharedSileroVADAnalyzer
+    from bot.local.services import SharedSileroVADAnalyzer
 
     settings = Settings(_env_file=None)
-    from bot.local_models import LocalModels
+    from bot.local.models import LocalModels
 
     models = LocalModels(settings)
     params = dict(

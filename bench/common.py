@@ -353,7 +353,7 @@ class Question:
 def synthesize(texts: list[str], sample_rate: int = 16000) -> list[Question]:
     """Speak each text with the local Piper voice (the client's own copy)."""
     from bot.config import Settings
-    from bot.local_models import LocalModels
+    from bot.local.models import LocalModels
 
     models = LocalModels(Settings(_env_file=None))
     try:

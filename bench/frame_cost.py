@@ -49,8 +49,8 @@ async def run(count: int) -> tuple[str, dict]:
     from pipecat.audio.vad.vad_analyzer import VADParams
 
     from bot.config import Settings
-    from bot.local_models import LocalModels
-    from bot.local_services import SharedSileroVADAnalyzer
+    from bot.local.models import LocalModels
+    from bot.local.services import SharedSileroVADAnalyzer
     from processors.denoise import _RNNoiseStream
     from processors.echo_cancel import EchoCanceller, EchoReference
     from transports.websocket import GuardedProtobufSerializer

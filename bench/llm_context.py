@@ -4,14 +4,14 @@
     .venv/bin/python -m bench.llm_context --smoke     # 6 turns, budget 400
 
 One conversation, the same questions for both arms, through the local model in this process
-(bot/llm_server.py's Engine: the shipped 0.5B GGUF, the bot's instructions and web_search
+(bot/local/llm_server.py's Engine: the shipped 0.5B GGUF, the bot's instructions and web_search
 tool). Before every request the session's own budget (processors/context_budget.py) drops
 the oldest turns that no longer fit, as in a live session. Per turn: time to the first
 text piece and the prompt tokens llama.cpp had to read. Arms:
 
 - `prefix cache`: llama-cpp-python as shipped — it reuses the longest common prefix, so once
   turns are dropped the whole history after the instructions is read again each turn;
-- `context shift`: bot/llm_cache.py — the dropped turns are cut out of the KV cache and the
+- `context shift`: bot/local/llm_cache.py — the dropped turns are cut out of the KV cache and the
   kept ones shifted back, so only the new turn is read.
 """
 
@@ -65,8 +65,8 @@ def converse(engine, settings, questions: list[str], budget_tokens: int, max_tok
 
 def main() -> None:
     from bot.config import Settings
-    from bot.llm_server import Engine
-    from bot.local_models import LocalModels
+    from bot.local.llm_server import Engine
+    from bot.local.models import LocalModels
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)

@@ -71,9 +71,9 @@ class Judge:
 
     def __init__(self):
         from bot.config import Settings
-        from bot.local_models import LocalModels
-        from bot.local_services import SharedSmartTurnAnalyzer
-        from bot.whisper_window import WindowedWhisper
+        from bot.local.models import LocalModels
+        from bot.local.services import SharedSmartTurnAnalyzer
+        from bot.local.whisper_window import WindowedWhisper
 
         self.models = LocalModels(Settings(_env_file=None))
         self.smart_turn = SharedSmartTurnAnalyzer(session=self.models.smart_turn_session)

@@ -209,7 +209,7 @@ class SoakTransport(BaseTransport):
 
 async def run(args) -> tuple[str, dict]:
     from bot.config import Settings
-    from bot.local_models import LocalModels
+    from bot.local.models import LocalModels
     from bot.logs import configure_logging
     from bot.pipeline import Session, run_bot
 

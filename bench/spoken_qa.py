@@ -103,7 +103,7 @@ async def ask_text(items: list[Item]) -> list[Outcome]:
     from pipecat.processors.aggregators.llm_context import LLMContext
 
     from bot.config import Settings
-    from bot.local_models import LocalModels
+    from bot.local.models import LocalModels
     from bot.providers import local_note_sources
     from processors.turn_notes import augmented_context
 
@@ -150,8 +150,8 @@ async def ask_text(items: list[Item]) -> list[Outcome]:
 
 def transcribe_all(items: list[Item], voice_names: list[str], conditions: list[str]) -> list[Outcome]:
     from bot.config import Settings
-    from bot.local_models import LocalModels
-    from bot.whisper_window import WindowedWhisper
+    from bot.local.models import LocalModels
+    from bot.local.whisper_window import WindowedWhisper
 
     from bot.providers import stt_vocabulary
     from processors.denoise import denoise
@@ -242,7 +242,7 @@ class ServerCost:
 async def ask_voices(items: list[Item], voice_names: list[str], conditions: list[str], timeout: float,
                      cost: ServerCost) -> list[Outcome]:
     from bot.config import Settings
-    from bot.local_models import LocalModels
+    from bot.local.models import LocalModels
 
     piper_models = LocalModels(Settings(_env_file=None))  # the client's own copy of Piper
     outcomes = []

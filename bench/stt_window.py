@@ -1,4 +1,4 @@
-"""Whisper's encoder window: the stock 30 s against the fitted one (bot/whisper_window.py).
+"""Whisper's encoder window: the stock 30 s against the fitted one (bot/local/whisper_window.py).
 
     .venv/bin/python -m bench.stt_window            # 32 utterances × 3 conditions × 2 windows
     .venv/bin/python -m bench.stt_window --smoke
@@ -39,8 +39,8 @@ def conditions(audio: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndar
 
 def main() -> None:
     from bot.config import Settings
-    from bot.local_models import LocalModels
-    from bot.whisper_window import WindowedWhisper
+    from bot.local.models import LocalModels
+    from bot.local.whisper_window import WindowedWhisper
     from tests.text import word_error_rate
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -22,7 +22,8 @@ def _fail(message: str) -> None:
 
 def _load_models(settings: Settings, progress: bool = False):
     """Load and warm the local models the selected providers need."""
-    from bot.local_models import LocalModels
+    from bot.local.models import LocalModels
+    from bot.providers import runs_locally
 
     models = LocalModels(settings)
     stages = [
@@ -30,11 +31,7 @@ def _load_models(settings: Settings, progress: bool = False):
         (Stage.LLM, "language model (llama.cpp)"),
         (Stage.TTS, "text-to-speech (Piper)"),
     ]
-    local = [
-        (stage, label)
-        for stage, label in stages
-        if not settings.uses_cloud(stage) and not settings.uses_fake(stage)
-    ]
+    local = [(stage, label) for stage, label in stages if runs_locally(settings, stage)]
     for index, (stage, label) in enumerate(local, 1):
         if progress:
             typer.echo(f"[{index}/{len(local)}] loading {label}…")
@@ -194,7 +191,7 @@ def worker():
     import json
     import sys
 
-    from web.worker import read_line, serve
+    from web.session_process import read_line, serve
 
     try:
         settings = Settings(_env_file=None, **read_line()["settings"])

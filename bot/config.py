@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     # Give Whisper the knowledge base's names (Brightline, eSIM…) as its prompt, so it
     # spells them as written there (bench.spoken_qa --mode stt measures it).
     whisper_vocabulary: bool = False
-    # Which shipped local LLM (bot/local_models.py: SHIPPED_LLMS); the choice is measured in
+    # Which shipped local LLM (bot/local/models.py: SHIPPED_LLMS); the choice is measured in
     # bench/RESULTS.md ("Spoken QA"). LLM_GGUF_PATH, if set, is used instead.
     local_llm: Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"] = "qwen2.5-coder-1.5b"
     llm_gguf_path: Path | None = None
@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     local_llm_url: str | None = None
     llm_threads: int = Field(2, ge=1)
     llm_context_tokens: int = Field(4096, ge=512)
-    # Keep the local LLM's cache across turns the context budget drops (bot/llm_cache.py).
+    # Keep the local LLM's cache across turns the context budget drops (bot/local/llm_cache.py).
     llm_context_shift: bool = True
     llm_max_tokens: int = Field(160, ge=16)
     llm_temperature: float = Field(0.3, ge=0.0, le=2.0)

@@ -80,20 +80,21 @@ class InstantLLMService(LLMService):
 class InstantTTSService(TTSService):
     """Speaks any text at once as a quiet tone (length proportional to the text)."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, *, secs_per_char: float = FAKE_SECS_PER_CHAR, **kwargs):
         super().__init__(
             push_start_frame=True,
             push_stop_frames=True,
             settings=TTSSettings(model=None, voice=None, language=None),
             **kwargs,
         )
+        self._secs_per_char = secs_per_char
 
     def can_generate_metrics(self) -> bool:
         return True
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
         await self.start_ttfb_metrics()
-        n = max(1, int(len(text) * FAKE_SECS_PER_CHAR * self.sample_rate))
+        n = max(1, int(len(text) * self._secs_per_char * self.sample_rate))
         tone = (np.sin(np.arange(n) * 2 * np.pi * 440 / self.sample_rate) * 3000).astype(np.int16)
         await self.stop_ttfb_metrics()
         yield TTSAudioRawFrame(tone.tobytes(), self.sample_rate, 1, context_id=context_id)

@@ -13,23 +13,26 @@ import uuid
 from dataclasses import dataclass, field
 
 from loguru import logger
-from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import LLMMessagesAppendFrame, TTSSpeakFrame
-from pipecat.processors.frameworks.rtvi.frames import RTVIServerMessageFrame
 from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (
+    LLMAssistantAggregator,
     LLMAssistantAggregatorParams,
     LLMContextAggregatorPair,
+    LLMUserAggregator,
     LLMUserAggregatorParams,
 )
+from pipecat.processors.aggregators.llm_text_processor import LLMTextProcessor
+from pipecat.processors.frameworks.rtvi.frames import RTVIServerMessageFrame
 from pipecat.transports.base_transport import BaseTransport
-from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.empty_user_turn import EmptyUserTurnConfig
+from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
@@ -37,25 +40,30 @@ from bot.adaptive_vad import AdaptiveVADAnalyzer
 from bot.barge_in import BackchannelFilter, BargeIn, BargeInPolicy, BargeInStartStrategy
 from bot.config import Settings, Stage
 from bot.idle import IdleCheckIn
-from bot.turn_end import SentenceTurnStop
-from bot.local_models import LocalModels
-from bot.local_services import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
+from bot.local.models import LocalModels
+from bot.local.services import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
 from bot.logs import log_turn, session_context
-from bot.providers import create_knowledge, create_llm, create_stt, create_tts
+from bot.providers import (
+    Services,
+    create_knowledge,
+    create_llm,
+    create_services,
+    runs_locally,
+)
 from bot.session_control import SessionControl
+from bot.turn_end import SentenceTurnStop
 from processors.context_budget import ContextBudget, tools_tokens
 from processors.denoise import RNNoiseDenoiser
+from processors.echo_cancel import BotAudioTap, EchoCanceller, EchoReference
 from processors.empty_turn_reply import EmptyTurnReply
 from processors.input_audio_stop import InputAudioStop
 from processors.llm_error_apology import LLMErrorApology
-from processors.observer_group import ObserverGroup
-from processors.echo_cancel import BotAudioTap, EchoCanceller, EchoReference
 from processors.metrics import TurnMetricsObserver, TurnRecord, TurnSubscriber
+from processors.observer_group import ObserverGroup
 from processors.recording import SessionRecorder
 from processors.sequential_bridge import SequentialBridge
-from processors.speech_gate import SpeechGate
 from processors.session_state import SessionState, SessionStateObserver, StateSubscriber
-
+from processors.speech_gate import SpeechGate
 
 EMPTY_TURN_REPLY = "Sorry, I didn't catch that. Could you say it again?"
 # What Pipecat's user aggregator would ask the LLM after a barge-in with no words;
@@ -76,6 +84,8 @@ class Session:
     on_state: list[StateSubscriber] = field(default_factory=list)
     observers: list[BaseObserver] = field(default_factory=list)
     handle_sigint: bool = False
+    # None: built from the settings (bot/providers.py); tests and benchmarks inject theirs.
+    services: Services | None = None
     # Filled in by run_bot, for hosts that steer a live session.
     worker: PipelineWorker | None = None
     context: LLMContext | None = None
@@ -90,7 +100,7 @@ async def warm_up_llm(settings: Settings, models: LocalModels) -> None:
     instruction, same tools, through the same service and adapter), so llama.cpp has that
     prefix in its cache and a real first turn only evaluates the user's words. Without it
     the first answer of a session waits for the whole tool prompt to be read."""
-    if settings.uses_cloud(Stage.LLM) or settings.uses_fake(Stage.LLM):
+    if not runs_locally(settings, Stage.LLM):
         return
     llm = create_llm(settings.model_copy(update={"llm_max_tokens": 1}), models)
     tools, _ = create_knowledge(settings)
@@ -174,21 +184,41 @@ async def run_bot(transport: BaseTransport, session: Session) -> None:
         await _run_bot(transport, session)
 
 
-async def _run_bot(transport: BaseTransport, session: Session) -> None:
-    settings = session.settings
-    log = logger.bind(session_id=session.id)
+@dataclass
+class VoicePipeline:
+    """What `build_pipeline` put together: the pipeline and the parts a session steers."""
 
-    stt = create_stt(settings, session.models)
-    llm = create_llm(settings, session.models)
-    tts = create_tts(settings, session.models)
+    pipeline: Pipeline
+    context: LLMContext
+    user_aggregator: LLMUserAggregator
+    assistant_aggregator: LLMAssistantAggregator
+    budget: ContextBudget
+    recorder: SessionRecorder | None
+
+
+def build_pipeline(
+    settings: Settings,
+    services: Services,
+    transport: BaseTransport,
+    models: LocalModels,
+    *,
+    session_id: str = "",
+) -> VoicePipeline:
+    """The one voice pipeline (module docstring), around `services`; `models` gives the VAD
+    and turn analyzers their shared weights."""
+    stt, llm, tts = services.stt, services.llm, services.tts
     # Opt-in: a JSONL of turns and, with RECORDING_AUDIO, a stereo WAV (processors/recording.py).
-    recorder = SessionRecorder.from_settings(settings, session.id) if settings.recording_enabled else None
+    recorder = (
+        SessionRecorder.from_settings(settings, session_id) if settings.recording_enabled else None
+    )
 
     # A cloud LLM searches with a tool; a local one is told what a turn needs (passages, sums).
     tools, notes = create_knowledge(settings)
     context = LLMContext(tools=ToolsSchema(tools)) if tools else LLMContext()
     # Every LLM request (system instruction + tools + turns) stays within CONTEXT_TOKEN_BUDGET.
-    budget, assistant_params = create_memory(settings, context, lambda: llm.settings.system_instruction)
+    budget, assistant_params = create_memory(
+        settings, context, lambda: llm.settings.system_instruction
+    )
     # The bot's speech, paced so that it can pause while a barge-in is judged, and the
     # audio it sent, which the echo canceller subtracts from the microphone.
     gate = SpeechGate()
@@ -204,7 +234,7 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
     barge_in.stt_answers_every_segment = settings.stt_answers_every_segment
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context,
-        user_params=create_user_params(settings, session.models, barge_in),
+        user_params=create_user_params(settings, models, barge_in),
         assistant_params=assistant_params,
     )
 
@@ -231,6 +261,7 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
             budget.guard(),  # re-runs after tool results (upstream)
             # STREAMING_BRIDGE=false: whole reply, then TTS (the benchmark's baseline).
             *([] if settings.streaming_bridge else [SequentialBridge()]),
+            *([LLMTextProcessor(text_aggregator=services.tts_text)] if services.tts_text else []),
             tts,
             gate,
             transport.output(),
@@ -239,6 +270,17 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
             assistant_aggregator,
         ]
     )
+    return VoicePipeline(pipeline, context, user_aggregator, assistant_aggregator, budget, recorder)
+
+
+async def _run_bot(transport: BaseTransport, session: Session) -> None:
+    settings = session.settings
+    log = logger.bind(session_id=session.id)
+    services = session.services or create_services(settings, session.models)
+    llm = services.llm
+    built = build_pipeline(settings, services, transport, session.models, session_id=session.id)
+    pipeline, context, budget = built.pipeline, built.context, built.budget
+    recorder, user_aggregator = built.recorder, built.user_aggregator
 
     metrics = TurnMetricsObserver(session.id)
     state = SessionStateObserver()

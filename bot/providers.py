@@ -14,9 +14,11 @@ from pipecat.services.llm_service import LLMService
 from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
+from pipecat.utils.text.base_text_aggregator import BaseTextAggregator
 
 from bot.config import ProviderChoice, Settings, Stage
-from bot.local_models import LocalModels
+from bot.local.models import LocalModels
+from bot.text_aggregation import FirstChunkTextAggregator
 from bot.tool_preamble import NoFillerAfterPreamble
 
 
@@ -42,6 +44,36 @@ class ProviderNames:
         )
 
 
+def runs_locally(settings: Settings, stage: Stage) -> bool:
+    """Whether `stage` runs on this machine's models (not a cloud provider, not a fake)."""
+    return not (settings.uses_cloud(stage) or settings.uses_fake(stage))
+
+
+@dataclass
+class Services:
+    """One session's STT, LLM and TTS. `create_services` builds them from the settings;
+    tests and benchmarks may hand `run_bot` others (bot/fake_services.py)."""
+
+    stt: STTService
+    llm: LLMService
+    tts: TTSService
+    # How the LLM's text is cut for the TTS, where the TTS's own sentences are not best.
+    tts_text: BaseTextAggregator | None = None
+
+
+def create_services(settings: Settings, models: LocalModels) -> Services:
+    tts_text = None
+    if runs_locally(settings, Stage.TTS):
+        # Piper speaks nothing before it has a whole chunk: a reply's first one is cut early.
+        tts_text = FirstChunkTextAggregator(first_chunk=settings.tts_first_chunk)
+    return Services(
+        stt=create_stt(settings, models),
+        llm=create_llm(settings, models),
+        tts=create_tts(settings, models),
+        tts_text=tts_text,
+    )
+
+
 def create_stt(settings: Settings, models: LocalModels) -> STTService:
     if settings.uses_fake(Stage.STT):
         from bot.fake_services import InstantSTTService
@@ -59,8 +91,8 @@ def create_stt(settings: Settings, models: LocalModels) -> STTService:
             connect_timeout_secs=settings.cloud_connect_timeout_secs,
         )
         return with_fallback(Stage.STT, stt, settings, models)
-    from bot.eager_whisper import EagerWhisperSTTService
-    from bot.local_services import SharedWhisperSTTService
+    from bot.local.eager_whisper import EagerWhisperSTTService
+    from bot.local.services import SharedWhisperSTTService
 
     if settings.whisper_eager:
         untranscribable = [w.strip().lower() for w in settings.stt_untranscribable_words.split(",") if w.strip()]
@@ -119,7 +151,7 @@ def create_llm(settings: Settings, models: LocalModels) -> LLMService:
         api_key="local",  # the loopback server ignores it; the client requires one
         base_url=server.base_url,
         # OpenAI's `user` names the conversation: the server shifts its cache across
-        # dropped turns only within one (bot/llm_cache.py).
+        # dropped turns only within one (bot/local/llm_cache.py).
         settings=LocalLLMService.Settings(
             model=server.model_name, extra={"user": uuid.uuid4().hex, **seed}, **common
         ),
@@ -155,11 +187,9 @@ def create_tts(settings: Settings, models: LocalModels) -> TTSService:
             connect_timeout_secs=settings.cloud_connect_timeout_secs,
         )
         return with_fallback(Stage.TTS, tts, settings, models)
-    from bot.local_services import SharedPiperTTSService
+    from bot.local.services import SharedPiperTTSService
 
-    return SharedPiperTTSService(
-        voice=models.piper, voice_name=settings.piper_voice, first_chunk=settings.tts_first_chunk
-    )
+    return SharedPiperTTSService(voice=models.piper, voice_name=settings.piper_voice)
 
 
 def with_fallback(stage: Stage, cloud, settings: Settings, models: LocalModels | None):
@@ -235,7 +265,7 @@ def create_knowledge(settings: Settings, *, knowledge_dir=None):
     back) and instead gets notes with each turn that needs them: the knowledge base's
     passages, worked arithmetic (processors/turn_notes.py).
     """
-    if settings.uses_cloud(Stage.LLM) or settings.uses_fake(Stage.LLM):
+    if not runs_locally(settings, Stage.LLM):
         if not settings.search_enabled:
             return [], None
         from bot.search import WebSearchTool

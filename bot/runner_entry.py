@@ -23,7 +23,7 @@ from pipecat.transports.daily.transport import DailyParams
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 
 from bot.config import Settings
-from bot.local_models import LocalModels
+from bot.local.models import LocalModels
 from bot.pipeline import Session, run_bot
 from transports.webrtc import webrtc_params
 from transports.websocket import GuardedProtobufSerializer

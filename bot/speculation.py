@@ -3,7 +3,7 @@
 Turn detection waits: for the VAD's stop, for smart-turn's verdict and, when smart-turn
 hears an unfinished sentence, for up to SMART_TURN_STOP_SECS more silence. The words of the
 turn are usually known before that wait ends — from the eager Whisper pass at the pause
-(an `EagerTranscriptionFrame`, bot/eager_whisper.py) or from the final transcript of a
+(an `EagerTranscriptionFrame`, bot/local/eager_whisper.py) or from the final transcript of a
 segment smart-turn judged unfinished. `SpeculativeTurnStopStrategy` starts the LLM on
 those words at once, with Pipecat's own speculation machinery: the user aggregator runs the
 inference on a provisional copy of the context, and the LLM service's `SpeculationGate`

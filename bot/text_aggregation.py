@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from pipecat.utils.text.base_text_aggregator import Aggregation, TextType
+from pipecat.utils.text.base_text_aggregator import Aggregation, BaseTextAggregator, TextType
 from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
 
 from bot.config import FirstChunk
@@ -43,56 +43,74 @@ def speakable_chunk(text: str) -> str:
     return text
 
 
-class FirstChunkTextAggregator(SimpleTextAggregator):
+class FirstChunkTextAggregator(BaseTextAggregator):
+    """Pipecat's sentence aggregator, with a reply's first chunk cut early.
+
+    Every character goes to a `SimpleTextAggregator` (sentences, with its look-ahead for
+    "Dr." and "3.5"); until the first chunk is out, the reply's text is also kept here, and
+    at a cut the inner aggregator is reset and given what follows the cut."""
+
     def __init__(self, *, first_chunk: FirstChunk = FirstChunk.PHRASE, min_words: int = 4, **kwargs):
         super().__init__(**kwargs)
+        self._sentences = SimpleTextAggregator(**kwargs)
         self._first_chunk = FirstChunk(first_chunk)
         self._min_words = min_words
+        self._head = ""  # the reply so far, while its first chunk is not out
         self._first = self._first_chunk != FirstChunk.SENTENCE
+
+    @property
+    def text(self) -> Aggregation:
+        return self._sentences.text
 
     async def aggregate(self, text: str) -> AsyncIterator[Aggregation]:
         for char in text:
-            self._text += char
-            if self._first and char.isspace() and (chunk := self._early_cut()):
-                self._first = False
-                yield Aggregation(text=chunk, type=TextType.SENTENCE)
+            async for sentence in self._sentences.aggregate(char):
+                self._first, self._head = False, ""
+                yield sentence
+            if not self._first:
                 continue
-            result = await self._check_sentence_with_lookahead(char)
-            if result:
-                self._first = False
-                yield result
+            self._head += char
+            if char.isspace() and (cut := self._early_cut()):
+                chunk, rest = cut
+                self._first, self._head = False, ""
+                await self._sentences.reset()
+                async for sentence in self._sentences.aggregate(rest):
+                    yield sentence  # not reached: the rest ends no sentence
+                yield Aggregation(text=chunk, type=TextType.SENTENCE)
 
-    def _early_cut(self) -> str | None:
-        """The first chunk, if it can end at the space just added; keeps the rest."""
-        words = self._text.split()
+    def _early_cut(self) -> tuple[str, str] | None:
+        """(first chunk, the rest) if the chunk can end at the space just added."""
+        words = self._head.split()
         # A clause ends at punctuation followed by a space ("1,000" is not a clause).
-        if len(self._text) > 1 and self._text[-2] in CLAUSE_PUNCTUATION and len(words) >= self._min_words:
-            chunk, self._text = self._text.strip(), ""
-            return chunk
+        if (
+            len(self._head) > 1
+            and self._head[-2] in CLAUSE_PUNCTUATION
+            and len(words) >= self._min_words
+        ):
+            return self._head.strip(), ""
         if self._first_chunk != FirstChunk.PHRASE or not words or words[-1][-1] in SENTENCE_PUNCTUATION:
             return None
         opener = words[-1].lower() in PHRASE_OPENERS and len(words) - 1 >= MIN_PHRASE_WORDS
         if opener:  # cut before the opener, which starts the rest
-            head = self._text.rstrip()
+            head = self._head.rstrip()
             cut = head.rfind(words[-1])
-            chunk, self._text = head[:cut].strip(), head[cut:] + " "
-            return chunk
+            return head[:cut].strip(), head[cut:] + " "
         if len(words) >= MAX_PHRASE_WORDS:
-            chunk, self._text = self._text.strip(), ""
-            return chunk
+            return self._head.strip(), ""
         return None
 
     def _start_over(self) -> None:
+        self._head = ""
         self._first = self._first_chunk != FirstChunk.SENTENCE
 
     async def flush(self) -> Aggregation | None:
         self._start_over()  # the next reply starts over
-        return await super().flush()
+        return await self._sentences.flush()
 
     async def handle_interruption(self):
         self._start_over()
-        await super().handle_interruption()
+        await self._sentences.handle_interruption()
 
     async def reset(self):
         self._start_over()
-        await super().reset()
+        await self._sentences.reset()

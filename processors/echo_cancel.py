@@ -43,7 +43,13 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-BLOCK_SECS = 0.01  # the audio processing module works on 10 ms blocks
+from processors.echo_path import (
+    BLOCK_SECS,
+    EchoPath,
+    ResidualEcho,
+    log_energy,
+)
+
 # The tap sees a frame when the transport has written it and waited out its playing time
 # (paced transports send one frame ahead of that): a frame's reference starts a frame's
 # duration before the tap saw it, i.e. about when it was sent. A microphone frame is then
@@ -150,182 +156,6 @@ class BotAudioTap(FrameProcessor):
         await self.push_frame(frame, direction)
 
 
-class EchoPath:
-    """Whether the microphone hears the bot at all, and how late.
-
-    Every `period_secs` with the bot's speech in most of the last `span_secs`, the raw
-    microphone and the reference (both at 8 kHz) are cross-correlated with the phase
-    transform (GCC-PHAT) over lags 0..`max_secs`. An echo makes a sharp peak, many times
-    the correlation's RMS, at the same lag every time; two voices that merely speak at
-    the same time do not (envelope correlation did: two utterances that start a second
-    apart correlate at that second). Two such peaks in a row turn `present` on; it goes off
-    again after `absent_secs` of the bot's speech without one (headphones put on, the
-    browser's own canceller took over). A lag beyond `aec_range_secs` also shifts the
-    reference by all but `keep_secs` of it, so AEC3 is left a delay it tracks itself.
-
-    Why gate on it: until AEC3 has heard an echo it assumes the worst (an echo as loud as
-    the bot), so with no echo at all (headphones, a fake microphone, a browser that
-    already cancelled it) it suppresses whoever talks over the bot by 5-30 dB (measured:
-    bench/RESULTS.md). Where there is no echo, nothing needs cancelling.
-    """
-
-    RATE = 8000
-
-    def __init__(
-        self,
-        *,
-        span_secs: float = 2.0,
-        max_secs: float = 1.5,
-        aec_range_secs: float = 0.5,
-        keep_secs: float = 0.2,
-        period_secs: float = 0.5,
-        peak_ratio: float = 8.0,
-        absent_secs: float = 6.0,
-    ):
-        self._span = int(span_secs * self.RATE)
-        self._max_lag = int(max_secs * self.RATE)
-        self._aec_range = aec_range_secs
-        self._keep = keep_secs
-        self._period_blocks = int(period_secs / BLOCK_SECS)
-        self._peak_ratio = peak_ratio
-        self._absent_estimates = int(absent_secs / period_secs)
-        size = self._span + self._max_lag
-        self._mic = np.zeros(size, dtype=np.float32)
-        self._ref = np.zeros(size, dtype=np.float32)
-        self._active: deque[bool] = deque(maxlen=int(span_secs / BLOCK_SECS))
-        self._fft = 1 << int(np.ceil(np.log2(2 * size)))
-        self._blocks = 0
-        self._misses = 0
-        self._last_lag: int | None = None
-        self.present = False
-        self.shift_secs = 0.0  # the reference is read this much earlier
-        self.delay_secs: float | None = None
-
-    def add(self, mic_block: np.ndarray, ref_block: np.ndarray) -> None:
-        """One 10 ms block of each, at 16 kHz (or any even multiple of 8 kHz)."""
-        self._push(self._mic, mic_block)
-        self._push(self._ref, ref_block)
-        self._active.append(_log_energy(ref_block) > SILENT_DB)
-        self._blocks += 1
-        if self._blocks % self._period_blocks == 0:
-            self._estimate()
-
-    def _push(self, history: np.ndarray, block: np.ndarray) -> None:
-        step = max(1, len(block) * 100 // self.RATE)
-        down = block.astype(np.float32).reshape(-1, step).mean(axis=1)
-        history[: -len(down)] = history[len(down) :]
-        history[-len(down) :] = down
-
-    def _estimate(self) -> None:
-        if sum(self._active) < len(self._active) // 2 or len(self._active) < self._active.maxlen:
-            return
-        mic = np.zeros(len(self._ref), dtype=np.float32)
-        mic[-self._span :] = self._mic[-self._span :]
-        cross = np.fft.rfft(mic, self._fft) * np.conj(np.fft.rfft(self._ref, self._fft))
-        cross /= np.abs(cross) + 1e-9
-        correlation = np.fft.irfft(cross, self._fft)[: self._max_lag + 1]
-        margin = int(0.01 * self.RATE)  # peaks at the very ends of the range are artefacts
-        lag = margin + int(np.argmax(correlation[margin:-margin]))
-        ratio = correlation[lag] / (np.sqrt(np.mean(correlation**2)) + 1e-12)
-        sharp = ratio >= self._peak_ratio
-        repeated = sharp and self._last_lag is not None and abs(lag - self._last_lag) <= margin
-        self._last_lag = lag if sharp else None
-        if repeated:
-            self._misses = 0
-            self.delay_secs = lag / self.RATE
-            if not self.present:
-                logger.debug(
-                    f"Echo heard ({self.delay_secs * 1000:.0f} ms late): "
-                    "the microphone is echo-cancelled"
-                )
-            self.present = True
-            wanted = self.delay_secs - self._keep if self.delay_secs > self._aec_range else 0.0
-            if abs(wanted - self.shift_secs) > 0.05:  # move only on a clear change
-                logger.debug(
-                    f"Echo {self.delay_secs * 1000:.0f} ms late: "
-                    f"reference shifted by {wanted * 1000:.0f} ms"
-                )
-                self.shift_secs = wanted
-        elif not sharp and self.present:
-            self._misses += 1
-            if self._misses >= self._absent_estimates:
-                logger.debug("No echo heard for a while: the microphone passes uncancelled")
-                self.present = False
-
-
-SILENT_DB = -60.0
-# AEC3 silences a frame it is sure holds only echo down to about this (80 dB under full scale).
-SILENCED_DB = -75.0
-
-
-class ResidualEcho:
-    """What is left of the echo after cancellation, to tell it from a voice over it.
-
-    While the bot's echo is due and an echo path is present, the cancelled microphone's
-    level relative to the reference's loudest recent moment is tracked per 20 ms frame.
-    The residual's floor is the 30th percentile over the last `history_secs` of the frames
-    AEC3 left any sound in (those it silenced entirely say nothing about the residual; the
-    bot talks far more than the user does). A voice is over the echo when the last
-    `window_secs` sit `margin_db` above that floor; in the first `onset_secs` of the echo
-    after a silence, while AEC3 settles on the new speech, `onset_margin_db` more.
-    """
-
-    def __init__(
-        self,
-        *,
-        window_secs=0.3,
-        history_secs=5.0,
-        margin_db=18.0,
-        onset_secs=0.6,
-        onset_margin_db=10.0,
-        rate_hz=50,
-    ):
-        self._recent: deque[float] = deque(maxlen=max(1, int(window_secs * rate_hz)))
-        self._history: deque[float] = deque(maxlen=int(history_secs * rate_hz))
-        self._margin = margin_db
-        self._onset_frames = int(onset_secs * rate_hz)
-        self._onset_margin = onset_margin_db
-        self._floor: float | None = None
-        self._frames = 0
-        self._since_quiet = 0
-
-    def add(self, clean_db: float, reference_db: float) -> None:
-        if reference_db <= SILENT_DB:
-            self._recent.clear()  # no echo due: nothing to tell a voice from
-            self._since_quiet = 0
-            return
-        self._since_quiet += 1
-        relative = clean_db - reference_db
-        self._recent.append(relative)
-        if clean_db > SILENCED_DB:
-            self._history.append(relative)
-        self._frames += 1
-        if self._frames % 25 == 0 and len(self._history) >= 25:
-            self._floor = float(np.percentile(self._history, 30))
-
-    def above_floor_db(self) -> float | None:
-        """How far the last moments sit above the residual's floor (None: nothing to compare)."""
-        if self._floor is None or not self._recent:
-            return None
-        return float(np.mean(self._recent)) - self._floor
-
-    def voice_over_echo(self) -> bool:
-        if not self._recent:
-            return True  # no echo due now
-        above = self.above_floor_db()
-        if above is None:
-            return False  # an echo is due and its residual is not known yet: transcripts decide
-        margin = self._margin + (
-            self._onset_margin if self._since_quiet < self._onset_frames else 0.0
-        )
-        return above >= margin
-
-
-def _log_energy(block: np.ndarray) -> float:
-    x = block.astype(np.float64)
-    return max(-80.0, 10 * np.log10(float(np.dot(x, x)) / max(1, len(x)) / 32768.0**2 + 1e-10))
-
-
 class EchoCanceller(FrameProcessor):
     """Removes the bot's echo from the microphone (AEC3), optionally its noise too.
 
@@ -414,8 +244,8 @@ class EchoCanceller(FrameProcessor):
             span = self._reference.read(
                 first + whole - delay + block * 5, int(REFERENCE_SPAN_SECS * self._rate)
             )
-            loudest = max(_log_energy(b) for b in span.reshape(-1, block))
-            self._residual.add(_log_energy(out[:whole]), loudest)
+            loudest = max(log_energy(b) for b in span.reshape(-1, block))
+            self._residual.add(log_energy(out[:whole]), loudest)
         self._pending = audio[whole:].copy()
         if not whole:
             return False

@@ -19,19 +19,19 @@ class ObserverGroup(BaseObserver):
     def __init__(self, *observers: BaseObserver):
         super().__init__(observe_every_push=True)
         self._members: list[BaseObserver] = []
-        self._task_manager: BaseTaskManager | None = None
+        self._tasks: BaseTaskManager | None = None
         for observer in observers:
             self._members.append(observer)
 
     async def add(self, observer: BaseObserver) -> None:
         """Add a member; once the pipeline is set up, it is set up at once."""
         self._members.append(observer)
-        if self._task_manager is not None:
-            await observer.setup(self._task_manager)
+        if self._tasks is not None:
+            await observer.setup(self._tasks)
 
     async def setup(self, task_manager: BaseTaskManager):
         await super().setup(task_manager)
-        self._task_manager = task_manager
+        self._tasks = task_manager
         for observer in self._members:
             await observer.setup(task_manager)
 

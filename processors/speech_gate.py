@@ -70,11 +70,13 @@ class SpeechGate(FrameProcessor):
 
     def recent_text(self) -> str:
         """What the bot said in the last seconds, or is about to say."""
-        now = time.monotonic()
-        while self._recent_text and now - self._recent_text[0][0] > RECENT_TEXT_SECS:
-            self._recent_text.popleft()
+        self._forget_old_text(time.monotonic())
         upcoming = [f.text for f in self._queue if isinstance(f, TTSTextFrame)]
         return " ".join([t for _, t in self._recent_text] + upcoming)
+
+    def _forget_old_text(self, now: float) -> None:
+        while self._recent_text and now - self._recent_text[0][0] > RECENT_TEXT_SECS:
+            self._recent_text.popleft()
 
     def hold(self) -> None:
         if not self._held:
@@ -155,7 +157,9 @@ class SpeechGate(FrameProcessor):
                 # A sentence's text follows its audio: the next audio is a new sentence.
                 self._sentence = []
                 if isinstance(frame, TTSTextFrame):
-                    self._recent_text.append((time.monotonic(), frame.text))
+                    now = time.monotonic()
+                    self._forget_old_text(now)  # a session without barge-ins keeps no more
+                    self._recent_text.append((now, frame.text))
             await self.push_frame(frame)
             if isinstance(frame, EndFrame):
                 return

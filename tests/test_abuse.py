@@ -24,7 +24,9 @@ import pytest
 import websockets
 from loguru import logger
 
-from tests.conftest import free_port, local_settings, serving
+from tests.support.polling import until
+from tests.support.server import free_port, serving
+from tests.support.settings import local_settings
 from tests.webrtc_peer import WebRTCCaller, offer_sdp
 from transports.websocket import AUDIO_BURST_SECS
 from web.ws_client import AgentClient
@@ -44,7 +46,7 @@ SCHEMATHESIS_CONFIG = Path(__file__).with_name("schemathesis.toml")
 @pytest.fixture(scope="module")
 def models():
     """Whisper and Piper only (the fake services need nothing; no LLM is started)."""
-    from bot.local_models import LocalModels
+    from bot.local.models import LocalModels
 
     models = LocalModels(local_settings(**FAKE))
     yield models
@@ -70,14 +72,6 @@ def log_lines():
     sink = logger.add(lambda m: lines.append(str(m)), level="INFO")
     yield lines
     logger.remove(sink)
-
-
-async def until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def audio_frame(samples: int = 320, rate: int = 16000) -> bytes:
@@ -231,7 +225,7 @@ async def test_no_task_outlives_a_session_that_ends_mid_transcription(models, lo
     from pipecat.pipeline.worker import PipelineParams
     from pipecat.tests.utils import run_test
 
-    from bot.eager_whisper import EagerWhisperSTTService
+    from bot.local.eager_whisper import EagerWhisperSTTService
     from bot.speech_pause import QUIET_FRAMES
 
     speech = models.synthesize("What is the capital of France?", 16000)[: 16000 * 8 // 10]

@@ -7,8 +7,8 @@ from bench.adaptive_vad import ROOMS, room_audio, vad_run
 from bench import voices
 from bot.adaptive_vad import AdaptiveVADAnalyzer
 from bot.config import Settings
-from bot.local_models import LocalModels
-from bot.local_services import SharedSileroVADAnalyzer
+from bot.local.models import LocalModels
+from bot.local.services import SharedSileroVADAnalyzer
 
 QUESTIONS = [
     "What is the capital of France?",

@@ -9,9 +9,7 @@ its system instructions — is asserted on directly.
 
 from __future__ import annotations
 
-import asyncio
 import gc
-import time
 import weakref
 
 import httpx
@@ -19,8 +17,9 @@ import pytest
 from loguru import logger
 
 from bot.config import DEFAULT_SYSTEM_PROMPT, Settings
-from bot.local_models import LocalModels
+from bot.local.models import LocalModels
 from tests.peers.groq import GroqPeer
+from tests.support.polling import until
 from web.app import create_app
 from web.ws_client import AgentClient
 
@@ -258,7 +257,7 @@ async def test_live_context_update_changes_the_next_turn_of_that_session_only(se
                 assert r.status_code == 202 and r.json() == {"id": b_id, "queued": True}
                 assert await b.wait_for(lambda rec: len(rec.bot_audio) > audio_before, 10)
                 b_context = server.registry.get(b_id).session.control.context
-                await wait_until(lambda: any("order has shipped" in str(m.get("content"))
+                await until(lambda: any("order has shipped" in str(m.get("content"))
                                              for m in b_context.messages), 10, "said text in B's context")
 
                 # Delete A: it ends cleanly, its socket closes, it is gone; B lives on.
@@ -271,13 +270,5 @@ async def test_live_context_update_changes_the_next_turn_of_that_session_only(se
                 assert [s["id"] for s in (await http.get("/api/sessions")).json()] == [b_id]
                 assert not b.closed
                 # The ended session's context (its memory) is freed.
-                await wait_until(lambda: gc.collect() is not None and context_a() is None, 10,
+                await until(lambda: gc.collect() is not None and context_a() is None, 10,
                                  "ended session's context to be freed")
-
-
-async def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout:.0f}s")
-        await asyncio.sleep(0.05)

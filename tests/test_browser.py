@@ -23,7 +23,6 @@ import http.server
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -36,11 +35,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.screenshots import keep_screenshot
+
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOT = ROOT / "docs" / "screenshot.png"
 SAMPLE_RATE = 16000
 # The fake device starts playing when the page opens the mic (on Connect): the lead-in
 # lets the session come up and its greeting start; the question is asked over the greeting,
@@ -187,7 +187,7 @@ def worker_server(client_bundle):
 def local_voice():
     """The bot's own local models (its Piper voice), in this process."""
     from bot.config import Settings
-    from bot.local_models import LocalModels
+    from bot.local.models import LocalModels
 
     return LocalModels(Settings())
 
@@ -357,12 +357,8 @@ def test_browser_conversation(
 
         shot = tmp_path / f"browser-{transport}.png"
         caller.page.screenshot(path=str(shot))
-        # docs/screenshot.png (the README's) is refreshed on demand, not on every run.
-        if transport == "websocket" and (
-            not SCREENSHOT.exists() or os.environ.get("UPDATE_SCREENSHOT")
-        ):
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            shutil.copyfile(shot, SCREENSHOT)
+        if transport == "websocket":
+            keep_screenshot(shot, "screenshot.png")  # the README's (docs/screenshot.png)
 
         caller.disconnect()
         server.wait_until(lambda h: h["sessions"] == 0, 30, "the session to end on the server")

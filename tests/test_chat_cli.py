@@ -111,7 +111,7 @@ async def test_conversation_through_a_sound_device(tmp_path, sound_server, speec
     pytest.importorskip("pyaudio", reason="the mic extra (PyAudio) is not installed; `make test` installs it")
     import soxr
 
-    from tests.test_stt import transcribe
+    from tests.support.audio import transcribe
 
     question = tmp_path / "question.raw"
     speech("What is the capital of France?").astype("<i2").tofile(question)

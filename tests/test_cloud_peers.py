@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +62,8 @@ from tests.peers.cartesia import CartesiaPeer
 from tests.peers.deepgram import DeepgramPeer
 from tests.peers.faults import Fault
 from tests.peers.groq import GroqPeer
+from tests.support.audio import rms
+from tests.support.polling import poll
 
 DG_KEY = "dg-loopback-key"
 GROQ_KEY = "gsk-loopback-key"
@@ -134,11 +138,6 @@ def mic_frames(*parts: np.ndarray, rate: int = IN_RATE) -> list[InputAudioRawFra
     ]
 
 
-def rms(pcm: bytes) -> float:
-    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
-    return float(np.sqrt(np.mean(samples**2))) if len(samples) else 0.0
-
-
 @dataclass
 class Await(ControlFrame):
     """Script marker for `Gate`: hold every later script frame until `until()` is true."""
@@ -191,10 +190,10 @@ class Gate(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, Await):
-            if not await until(frame.until, frame.timeout):
+            if not await poll(frame.until, frame.timeout, 0.01):
                 self.failures.append(f"no {frame.what} within {frame.timeout:.0f}s")
         elif isinstance(frame, Observe):
-            await until(frame.stop_early, frame.secs)
+            await poll(frame.stop_early, frame.secs, 0.01)
         elif isinstance(frame, Send):
             await self.push_frame(frame.frame, direction)
         elif isinstance(frame, Do):
@@ -206,16 +205,6 @@ class Gate(FrameProcessor):
 
     def check(self) -> None:
         assert not self.failures, f"gave up waiting: {self.failures}"
-
-
-async def until(predicate: Callable[[], Any], timeout: float) -> bool:
-    """Poll `predicate` (every 10 ms) until true or `timeout` seconds passed."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
 
 
 class Recorder(BaseObserver):
@@ -325,8 +314,8 @@ class StubModels:
 
 
 def test_no_keys_selects_the_local_services():
-    from bot.eager_whisper import EagerWhisperSTTService
-    from bot.local_services import SharedPiperTTSService
+    from bot.local.eager_whisper import EagerWhisperSTTService
+    from bot.local.services import SharedPiperTTSService
     from bot.providers import LocalLLMService
 
     settings = Settings(
@@ -372,6 +361,25 @@ def test_keys_and_loopback_urls_select_the_cloud_services():
     assert stt._client._client_wrapper.get_environment().production == "ws://127.0.0.1:1111"
     assert str(llm._client.base_url) == "http://127.0.0.1:2222/openai/v1/"
     assert tts._url == "ws://127.0.0.1:3333/tts/websocket"
+
+
+def test_speech_on_cartesia_runs_without_piper_installed():
+    """The README's promise: piper-tts (GPL-3.0) can be left out of a bundle that speaks
+    through Cartesia. The server and pipeline modules load and the TTS is built with any
+    import of `piper` failing, as it would where the package is not installed."""
+    script = """
+import sys
+sys.modules["piper"] = None  # `import piper` raises ImportError
+import web.app, bot.pipeline
+from bot.config import Settings
+from bot.providers import create_tts
+settings = Settings(_env_file=None, tts_provider="cloud", cartesia_api_key="k",
+                    fallback_enabled=False)
+print(type(create_tts(settings, None)).__name__)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("CartesiaTTS"), done.stdout
 
 
 def test_forcing_cloud_without_a_key_is_a_configuration_error():
@@ -733,7 +741,7 @@ async def test_groq_decommissioned_model_is_reported_at_start_up(groq):
 async def test_the_server_says_once_at_start_up_when_a_model_is_not_offered(groq):
     from loguru import logger
 
-    from bot.local_models import LocalModels
+    from bot.local.models import LocalModels
     from web.app import create_app
 
     settings = cloud_settings(
@@ -865,7 +873,7 @@ async def cloud_conversation():
     it); VAD, smart turn and denoise are the real local ones.
     """
     from bot.conversation import converse
-    from bot.local_models import LocalModels
+    from bot.local.models import LocalModels
     from bot.pipeline import Session
     from transports.file import FileTransportParams, Utterance
 

@@ -10,21 +10,18 @@ the client in the test's event loop; they hand over with events, never sleeps.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.support.screenshots import keep_screenshot
 from web.ws_client import AgentClient
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOT = ROOT / "docs" / "dashboard.png"
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -134,7 +131,14 @@ async def test_dashboard_follows_a_live_session(serve_app, speech, tmp_path):
                     card.locator("textarea[name=instructions]").fill("Answer in one word.")
                     card.locator("input[name=token]").fill("not-the-token")
                     card.locator("button[type=submit]").click()
-                    result = card.locator(".instructions-result")
+                    result = card.locator(".instructions-result.error")
+                    sync_api.expect(result).to_contain_text("HTTP", timeout=10_000)
+                    seen["instructions_refused"] = result.inner_text()
+                    # …and with the right token, the session takes them.
+                    card.locator("input[name=token]").fill(TOKEN)
+                    card.locator("input[name=mode][value=replace]").check()
+                    card.locator("button[type=submit]").click()
+                    result = card.locator(".instructions-result.ok")
                     sync_api.expect(result).to_contain_text("HTTP", timeout=10_000)
                     seen["instructions_result"] = result.inner_text()
                     signal("checked")
@@ -175,10 +179,9 @@ async def test_dashboard_follows_a_live_session(serve_app, speech, tmp_path):
     bars = seen["bar_pixels"]  # every stage drawn, the longest one widest
     assert all(n > 0 for n in bars.values()) and bars["voice_to_voice"] > max(200, bars["stt"]), bars
     assert seen["trend_samples"] == 2
-    assert seen["instructions_result"].startswith("HTTP ")
+    assert seen["instructions_refused"].startswith("HTTP 401"), seen["instructions_refused"]
+    assert seen["instructions_result"].startswith("HTTP 200"), seen["instructions_result"]
+    assert '"instructions":"Answer in one word."' in seen["instructions_result"]
     assert seen["ended_state"] == "ended"
     assert shot.stat().st_size > 10_000
-    # docs/dashboard.png (the README's) is refreshed on demand, not on every run.
-    if not SCREENSHOT.exists() or os.environ.get("UPDATE_SCREENSHOT"):
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        shutil.copyfile(shot, SCREENSHOT)
+    keep_screenshot(shot)

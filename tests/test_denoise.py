@@ -6,8 +6,7 @@ from pipecat.frames.frames import InputAudioRawFrame, TextFrame, UserStartedSpea
 from pipecat.tests.utils import run_test
 
 from processors.denoise import RNNoiseDenoiser
-from tests.conftest import shared_transcripts
-from tests.test_stt import transcribe
+from tests.support.audio import shared_transcripts, transcribe
 from tests.text import word_error_rate
 from transports.file import load_wav
 
@@ -70,7 +69,7 @@ def speech_samples(speech, shared: bool):
     samples = [("synthesized", speech("The quick brown fox jumps over the lazy dog near the river bank."),
                 "the quick brown fox jumps over the lazy dog near the river bank")]
     if shared:
-        from tests.conftest import SHARED_AUDIO
+        from tests.support.audio import SHARED_AUDIO
 
         samples += [(name, load_wav(SHARED_AUDIO / name, RATE), text) for name, text in shared_transcripts()]
     return samples
@@ -78,7 +77,7 @@ def speech_samples(speech, shared: bool):
 
 @pytest.mark.parametrize("kind", ["white", "pink"])
 async def test_denoise_improves_snr_by_5db_and_keeps_speech_intelligible(speech, settings, models, kind):
-    from tests.conftest import SHARED_AUDIO
+    from tests.support.audio import SHARED_AUDIO
 
     samples = speech_samples(speech, shared=(SHARED_AUDIO / "transcripts.tsv").exists())
     report, clean_energy, noise_before, noise_after, errors, words = [], 0.0, 0.0, 0.0, 0.0, 0

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import pytest
 from loguru import logger
 from pipecat.frames.frames import (
@@ -45,6 +44,7 @@ from pipecat.transports.base_output import BaseOutputTransport
 from bot.config import Settings
 from processors.fallback import ServiceFallbackFrame
 from tests.peers import CartesiaPeer, DeepgramPeer, Fault, GroqPeer
+from tests.support.audio import rms
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +81,7 @@ class Watch(BaseObserver):
             if data.first_push and data.direction is FrameDirection.UPSTREAM:
                 self.vad.append((t, isinstance(frame, VADUserStartedSpeakingFrame)))
         elif isinstance(data.source, BaseOutputTransport):
-            if isinstance(frame, OutputAudioRawFrame) and _rms(frame.audio) > SILENCE_RMS:
+            if isinstance(frame, OutputAudioRawFrame) and rms(frame.audio) > SILENCE_RMS:
                 self.loud_audio_at.append(t)
             elif isinstance(frame, TTSTextFrame):
                 self.spoken.append(frame.text)
@@ -102,11 +102,6 @@ class Watch(BaseObserver):
         if speaking and speaking[-1]:
             return next((at for at, s in self.vad if at > t and not s), t)
         return t
-
-
-def _rms(pcm: bytes) -> float:
-    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
-    return float(np.sqrt(np.mean(samples**2))) if len(samples) else 0.0
 
 
 @dataclass
@@ -274,7 +269,7 @@ def assert_fell_back_and_recovered(o: Outcome, stage: str, reason: str) -> None:
     # Both questions answered aloud, with text in the turn records.
     assert len(o.turns) == 2, o.turns
     assert all(t["bot_text"].strip() for t in o.turns), o.turns
-    assert _rms(o.bot_audio) > SILENCE_RMS
+    assert rms(o.bot_audio) > SILENCE_RMS
     # After the back-off the cloud is used again.
     retries = o.watch.of("retry")
     assert retries and retries[0][0] > at, o.watch.events
@@ -428,8 +423,8 @@ class BrokenModel:
 
 def models_with(models, *, whisper=None, piper=None, local_llm_url=None):
     """The session's loaded models, with one local model replaced (for this test only)."""
-    from bot.local_models import LocalModels
-    from tests.conftest import local_settings
+    from bot.local.models import LocalModels
+    from tests.support.settings import local_settings
 
     copy = LocalModels(local_settings(**({"local_llm_url": local_llm_url} if local_llm_url else {})))
     copy._whisper = whisper or models._whisper
@@ -511,7 +506,7 @@ def cloud_only(**overrides) -> Settings:
 
 def test_cloud_stages_get_a_local_fallback_built_without_loading_a_model():
     from bot.cloud_services import CartesiaTTS, DeepgramSTT, GroqLLM
-    from bot.local_services import SharedPiperTTSService, SharedWhisperSTTService
+    from bot.local.services import SharedPiperTTSService, SharedWhisperSTTService
     from bot.providers import LocalLLMService, create_llm, create_stt, create_tts
     from processors.fallback import LLMFallback, STTFallback, TTSFallback
 
@@ -530,7 +525,7 @@ def test_cloud_stages_get_a_local_fallback_built_without_loading_a_model():
 
 def test_no_fallback_when_disabled_local_or_without_local_models():
     from bot.cloud_services import DeepgramSTT, GroqLLM
-    from bot.local_services import SharedPiperTTSService
+    from bot.local.services import SharedPiperTTSService
     from bot.providers import create_llm, create_stt, create_tts
 
     assert type(create_stt(cloud_only(fallback_enabled=False), Untouchable())) is DeepgramSTT

@@ -161,10 +161,10 @@ async def test_the_local_stack_apologises_aloud_when_its_llm_server_fails(models
     import soxr
 
     from bot.conversation import converse
-    from bot.local_models import LocalModels
+    from bot.local.models import LocalModels
     from bot.pipeline import Session
-    from tests.conftest import local_settings
-    from tests.test_stt import transcribe
+    from tests.support.audio import transcribe
+    from tests.support.settings import local_settings
     from tests.text import contains_words
     from transports.file import FileTransportParams, Utterance
 

@@ -1,8 +1,7 @@
 """Bounded memory: the context keeps to CONTEXT_TOKEN_BUDGET and the process stays flat.
 
-Turns are driven with frames straight into the context aggregators (no audio), through
-the same pieces `run_bot` wires: `create_knowledge`, `create_memory` (the budget and, with
-CONTEXT_SUMMARIZE, Pipecat's summarizer) and the budget guards around the LLM.
+Turns are driven as text frames (no audio) through run_bot's own pipeline (`build_pipeline`):
+the budget and, with CONTEXT_SUMMARIZE, Pipecat's summarizer, the budget guards around the LLM.
 """
 
 from __future__ import annotations
@@ -11,24 +10,26 @@ import asyncio
 import contextlib
 import gc
 import os
-import time
 
-from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+import pytest
 from pipecat.frames.frames import LLMMessagesAppendFrame, LLMUpdateSettingsFrame
-from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
-from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
+from pipecat.processors.filters.identity_filter import IdentityFilter
+from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.services.settings import LLMSettings
+from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
 from bot.config import Settings
-from bot.fake_services import InstantLLMService
-from bot.pipeline import create_memory
-from bot.providers import create_knowledge
-from bot.providers import create_llm
+from bot.fake_services import InstantLLMService, InstantSTTService, InstantTTSService
+from bot.local.models import LocalModels
+from bot.pipeline import build_pipeline
+from bot.providers import Services, create_llm
 from processors.context_budget import ContextBudget, messages_tokens
 from tests.peers.groq import GroqPeer, TextReply
+from tests.support.polling import until
+from tests.support.settings import local_settings
 
 PROMPT = "You are a terse assistant. Never forget this sentence: the owl flies at midnight."
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -40,37 +41,44 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * PAGE
 
 
-async def until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout:.0f}s")
-        await asyncio.sleep(0.005)
-    return value
+class NoTransport(BaseTransport):
+    """Turns come in as frames at the pipeline's top, and nothing is played: memory, not audio."""
+
+    def __init__(self):
+        super().__init__()
+        self._input, self._output = IdentityFilter(), IdentityFilter()
+
+    def input(self) -> FrameProcessor:
+        return self._input
+
+    def output(self) -> FrameProcessor:
+        return self._output
+
+
+def instant_services(llm) -> Services:
+    """`llm` with the instant fake STT and a TTS that speaks a sample per sentence."""
+    return Services(stt=InstantSTTService(), llm=llm, tts=InstantTTSService(secs_per_char=0))
 
 
 class Conversation:
-    """user context → budget guard → LLM → budget guard → assistant context, as in run_bot."""
+    """Turns through run_bot's own pipeline (`build_pipeline`), as text frames."""
 
-    def __init__(self, settings: Settings, llm):
-        self.llm = llm
-        tools, _ = create_knowledge(settings)
-        self.context = LLMContext(tools=ToolsSchema(tools)) if tools else LLMContext()
-        self.budget, assistant_params = create_memory(
-            settings, self.context, lambda: llm.settings.system_instruction
-        )
-        self.user, self.assistant = LLMContextAggregatorPair(
-            self.context, assistant_params=assistant_params
-        )
+    def __init__(self, settings: Settings, services: Services, models: LocalModels):
+        self.llm = services.llm
+        built = build_pipeline(settings, services, NoTransport(), models)
+        self.context, self.budget = built.context, built.budget
         self.answers = 0
 
-        @self.assistant.event_handler("on_assistant_turn_stopped")
+        @built.assistant_aggregator.event_handler("on_assistant_turn_stopped")
         async def counted(aggregator, message):
             self.answers += 1
 
         self.worker = PipelineWorker(
-            Pipeline([self.user, self.budget.guard(), llm, self.budget.guard(), self.assistant]),
-            params=PipelineParams(),
+            built.pipeline,
+            params=PipelineParams(
+                audio_in_sample_rate=settings.input_sample_rate,
+                audio_out_sample_rate=settings.output_sample_rate,
+            ),
         )
 
     @contextlib.asynccontextmanager
@@ -96,16 +104,25 @@ class Conversation:
         await until(lambda: self.answers > before, 10, f"answer to turn {before + 1}")
 
 
-async def test_500_turns_stay_within_the_budget_and_memory_stays_flat():
-    settings = Settings(
-        _env_file=None, stt_provider="fake", llm_provider="fake", tts_provider="fake",
-        search_provider="local", context_token_budget=16384,
+@pytest.fixture
+def analyzers():
+    """Local models for the VAD and turn analyzers only (loaded on first use, small)."""
+    models = LocalModels(local_settings())
+    yield models
+    models.close()
+
+
+async def test_500_turns_stay_within_the_budget_and_memory_stays_flat(analyzers):
+    # A cloud LLM's pipeline (offered the web_search tool); the instant fake answers.
+    settings = local_settings(
+        llm_provider="cloud", groq_api_key="gsk-unused", context_token_budget=16384
     )
-    assert isinstance(create_llm(settings, None), InstantLLMService)
     # The instant fake LLM, with long answers so an unbounded context would show in RSS:
-    # each turn adds ~32 KB (16 KB asked, 16 KB answered), ~13 MB over 400 turns.
-    answer = "The answer goes on and on. " * 600
-    conversation = Conversation(settings, InstantLLMService(answer=answer))
+    # each turn adds ~32 KB (16 KB asked, 16 KB answered), ~13 MB over 400 turns. One
+    # sentence, so the fake voice speaks it at once.
+    answer = "The answer goes on and on, " * 600 + "and ends."
+    services = instant_services(InstantLLMService(answer=answer))
+    conversation = Conversation(settings, services, analyzers)
     question = "Please tell me everything you know about the sea. " * 320
     budget = settings.context_token_budget
     peak = 0
@@ -191,14 +208,15 @@ class SummarizingGroq(GroqPeer):
         return rec
 
 
-async def test_context_summarize_compresses_old_turns_with_pipecats_summarizer():
+async def test_context_summarize_compresses_old_turns_with_pipecats_summarizer(analyzers):
     async with SummarizingGroq(api_key="gsk-memory", default_reply="An answer. " * 30) as groq:
         settings = Settings(
             _env_file=None, llm_provider="cloud", groq_api_key="gsk-memory",
             groq_base_url=f"{groq.base_url}/openai/v1", search_provider="local",
             context_token_budget=1000, context_summarize=True, system_prompt=PROMPT,
         )
-        conversation = Conversation(settings, create_llm(settings, None))
+        services = instant_services(create_llm(settings, None))
+        conversation = Conversation(settings, services, analyzers)
         async with conversation.running() as c:
             for i in range(3):
                 await c.turn(f"Question {i} about owls and bats. " * 20)

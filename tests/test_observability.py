@@ -21,7 +21,8 @@ from bot.config import Settings
 from bot.logs import configure_logging, log_turn, session_context
 from processors.metrics import TurnRecord
 from processors.recording import RecordingFolder, SessionRecorder
-from tests.conftest import KEY_VARIABLES, local_settings
+from tests.support.polling import until
+from tests.support.settings import KEY_VARIABLES, local_settings
 from web.ws_client import AgentClient
 
 FAKE = {"stt_provider": "fake", "llm_provider": "fake", "tts_provider": "fake"}
@@ -62,14 +63,6 @@ async def ask(client: AgentClient, audio, n_before: int, timeout: float = 240) -
     await client.speak(audio)
     assert await client.silence_until(turns_reached(n_before + 1), timeout), client.received.turns
     return client.received.turns[n_before]
-
-
-async def wait_until(predicate, timeout: float, what: str) -> None:
-    """Poll a condition of the server's own state (no fixed sleeps: the first truth wins)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 def synthetic_turn(session_id: str, n: int, interrupted: bool = False) -> TurnRecord:
@@ -442,7 +435,7 @@ async def test_a_real_session_with_fake_providers_records_and_feeds_the_ring(ser
             live = server.registry.get(session_id)
             assert [t["turn"] for t in live.history] == [2, 3], "the ring keeps the newest turns"
             assert [t["stages_ms"] for t in live.history] == [t["stages_ms"] for t in client.received.turns[1:]]
-        await wait_until(lambda: not server.registry.all(), 20, "the session to end")
+        await until(lambda: not server.registry.all(), 20, "the session to end")
 
         (recording,) = RecordingFolder(rec, 2, 10**9).recordings()
         jsonl = next(p for p in recording.files if p.suffix == ".jsonl")
@@ -462,7 +455,7 @@ async def test_a_real_session_with_fake_providers_records_and_feeds_the_ring(ser
             async with AgentClient(server.ws_url) as client:
                 await client.silence(0.6)
                 assert await client.wait_for(lambda r: r.server_messages("session"), 20)
-            await wait_until(lambda: not server.registry.all(), 20, "the session to end")
+            await until(lambda: not server.registry.all(), 20, "the session to end")
         left = RecordingFolder(rec, 2, 10**9).recordings()
         assert len(left) == 2 and recording.stem not in {r.stem for r in left}
         assert all(p.exists() for r in left for p in r.files) and not jsonl.exists()
@@ -495,7 +488,7 @@ async def test_turn_figures_agree_in_client_log_and_metrics(serve_app, speech, p
                 metrics = metric_samples((await http.get(f"{server.url}/metrics")).text)
             quiet.cancel()
             await asyncio.gather(quiet, return_exceptions=True)
-        await wait_until(lambda: not server.registry.all(), 30, "both sessions to end")
+        await until(lambda: not server.registry.all(), 30, "both sessions to end")
 
     text = log_file.read_text()
     assert stdout.getvalue() == text, "stdout and LOG_FILE get the same JSON lines"

@@ -1,6 +1,5 @@
 """POST /api/rooms: a Daily room and a bot in its own process, against a Daily REST peer."""
 
-import asyncio
 import time
 
 import httpx
@@ -8,18 +7,11 @@ import pytest
 
 from tests.peers.daily import DailyPeer
 from tests.peers.faults import Fault
+from tests.support.polling import until
 from web.ws_client import AgentClient
 
 pytestmark = pytest.mark.slow
 KEY = "daily-test-key"
-
-
-async def wait_until(predicate, timeout: float) -> bool:
-    for _ in range(int(timeout / 0.1)):
-        if predicate():
-            return True
-        await asyncio.sleep(0.1)
-    return predicate()
 
 
 async def test_without_a_key_rooms_are_refused_clearly(serve_app):
@@ -46,7 +38,7 @@ async def test_room_and_tokens_are_created_and_a_bot_process_is_spawned(serve_ap
                 pid = server.registry.processes()[0].pid
 
                 # It failed to join (no Daily here), exited, and freed its slot; the server lives.
-                assert await wait_until(lambda: not server.registry.processes(), 60)
+                await until(lambda: not server.registry.processes(), 60, "the session processes to exit")
                 assert (await http.get(f"{server.url}/api/health")).status_code == 200
                 assert pid not in [p.pid for p in server.registry.processes()]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -35,8 +34,8 @@ from pydantic import SecretStr
 
 from bot.config import Settings
 from bot.fake_services import InstantTTSService
-from bot.providers import create_llm, create_search
 from bot.knowledge import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase
+from bot.providers import create_llm, create_search
 from bot.search import (
     SearchError,
     TavilySearch,
@@ -46,6 +45,7 @@ from bot.search import (
 from tests.peers.faults import Fault
 from tests.peers.groq import GroqPeer
 from tests.peers.tavily import TavilyPeer
+from tests.support.polling import until
 
 GROQ_KEY = "gsk-search-test"
 TAVILY_KEY = "tvly-search-test"
@@ -74,15 +74,6 @@ def make_tool(settings: Settings) -> WebSearchTool:
         filler=settings.search_filler,
         apology=settings.search_apology,
     )
-
-
-async def until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout:.0f}s")
-        await asyncio.sleep(0.01)
-    return value
 
 
 class Pushed(BaseObserver):
@@ -352,7 +343,7 @@ async def test_a_second_call_in_the_same_turn_reads_the_best_result_instead_of_l
 
 
 def test_the_server_indexes_the_knowledge_base_at_start_up(tmp_path: Path):
-    from bot.local_models import LocalModels
+    from bot.local.models import LocalModels
     from web.app import create_app
 
     (tmp_path / "vault.md").write_text("The vault code is 9931.")

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.peers.daily import DailyPeer
+from tests.support.polling import until
 from tests.text import contains_words
 from web.ws_client import AgentClient
 
@@ -20,13 +21,6 @@ WORKER_READY_SECS = 90  # the worker loads Whisper, Piper and the VAD models its
 
 def turn_count(n):
     return lambda r: len(r.turns) >= n
-
-
-async def until(predicate, timeout: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def ready_session(server, client: AgentClient) -> dict:

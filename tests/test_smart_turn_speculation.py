@@ -1,20 +1,52 @@
-"""Smart-turn judged at the first pause: the same verdicts as at the VAD stop, sooner."""
+"""Smart-turn judged at the first pause: the same verdicts as at the VAD stop, sooner.
+
+What the analyzer did is read from the model itself: the test hands it a spy of the shared
+ONNX session that keeps the input of every run. A run on the same input as the stock
+analyzer's (the whole utterance and its silence, at the VAD stop) means the verdict was
+judged at the stop; every other run was on the audio up to a pause.
+"""
 
 from __future__ import annotations
 
 import wave
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 from pipecat.audio.turn.base_turn_analyzer import EndOfTurnState
 from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
 
-from bot.local_services import SharedSmartTurnAnalyzer
+from bot.local.services import SharedSmartTurnAnalyzer
 from bot.speech_pause import PauseDetector
-from tests.conftest import shared_transcripts
+from tests.support.audio import shared_transcripts
 
 FRAME = 320  # 20 ms at 16 kHz
 VAD_STOP_FRAMES = 15  # the VAD's stop comes ~300 ms after the last word (stop_secs + its tail)
+
+
+class ModelRuns:
+    """The shared smart-turn session, keeping the features of every run (runs are serial:
+    the analyzer has one model thread, so all have finished when its verdict is out)."""
+
+    def __init__(self, session):
+        self._session = session
+        self.inputs: list[np.ndarray] = []
+
+    def run(self, outputs, feeds):
+        self.inputs.append(feeds["input_features"].copy())
+        return self._session.run(outputs, feeds)
+
+
+@dataclass
+class Verdicts:
+    stock: EndOfTurnState  # speculation off: judged at the VAD stop
+    early: EndOfTurnState  # speculation on
+    pause_runs: int  # runs on the audio up to a pause
+    judged_at_stop: bool  # speculation on, and still a run at the stop
+
+    @property
+    def from_the_pause(self) -> bool:
+        return not self.judged_at_stop
 
 
 def frames(audio: np.ndarray) -> list[bytes]:
@@ -22,64 +54,92 @@ def frames(audio: np.ndarray) -> list[bytes]:
     return [audio[i : i + FRAME].tobytes() for i in range(0, len(audio), FRAME)]
 
 
-async def judge(models, audio: np.ndarray, speculate: bool) -> tuple[EndOfTurnState, SharedSmartTurnAnalyzer]:
+async def judge(
+    models, audio: np.ndarray, speculate: bool
+) -> tuple[EndOfTurnState, list[np.ndarray]]:
     """Feed an utterance as the turn strategy does, up to the VAD stop, and ask for the verdict."""
+    runs = ModelRuns(models.smart_turn_session)
     analyzer = SharedSmartTurnAnalyzer(
-        session=models.smart_turn_session, speculate=speculate, params=SmartTurnParams(stop_secs=2.0)
+        session=runs, speculate=speculate, params=SmartTurnParams(stop_secs=2.0)
     )
     analyzer.set_sample_rate(16000)
-    silence = np.zeros(FRAME * VAD_STOP_FRAMES, dtype=np.int16)
-    for pcm in frames(np.concatenate([audio, silence])):
+    for pcm in frames(audio):
         analyzer.append_audio(pcm, is_speech=True)  # the VAD says "speaking" until its stop
     state, _ = await analyzer.analyze_end_of_turn()
     await analyzer.cleanup()
-    return state, analyzer
+    return state, runs.inputs
+
+
+async def verdicts(models, utterance: np.ndarray) -> Verdicts:
+    audio = np.concatenate([utterance, np.zeros(FRAME * VAD_STOP_FRAMES, dtype=np.int16)])
+    stock, (at_stop,) = await judge(models, audio, speculate=False)
+    early, runs = await judge(models, audio, speculate=True)
+    stop_runs = sum(np.array_equal(run, at_stop) for run in runs)
+    return Verdicts(stock, early, pause_runs=len(runs) - stop_runs, judged_at_stop=bool(stop_runs))
 
 
 def test_a_pause_is_five_quiet_frames_after_speech():
     detector = PauseDetector()
     loud, quiet = np.full(FRAME, 8000, np.int16).tobytes(), np.zeros(FRAME, np.int16).tobytes()
-    assert [detector.update(f) for f in [loud] + [quiet] * 6] == [False, False, False, False, False, True, False]
+    assert [detector.update(f) for f in [loud] + [quiet] * 6] == [
+        False,
+        False,
+        False,
+        False,
+        False,
+        True,
+        False,
+    ]
     assert detector.quiet
     detector.update(loud)
     assert not detector.quiet
 
 
 @pytest.mark.parametrize(
-    "text", ["What is the capital of France?", "Explain how a rainbow forms.", "My name is, um, and I",
-             "Can you tell me about"],
+    "text",
+    [
+        "What is the capital of France?",
+        "Explain how a rainbow forms.",
+        "My name is, um, and I",
+        "Can you tell me about",
+    ],
 )
-async def test_the_pause_verdict_ends_a_finished_turn_and_never_holds_one_stock_would_end(models, speech, text):
-    stock, _ = await judge(models, speech(text), speculate=False)
-    early, analyzer = await judge(models, speech(text), speculate=True)
-    assert analyzer.speculations_started >= 1  # at the end, and at any pause inside the words
-    if analyzer.speculations_used:
-        assert early == EndOfTurnState.COMPLETE  # the pause run heard a finished turn
+async def test_the_pause_verdict_ends_a_finished_turn_and_never_holds_one_stock_would_end(
+    models, speech, text
+):
+    v = await verdicts(models, speech(text))
+    assert v.pause_runs >= 1  # at the end, and at any pause inside the words
+    if v.from_the_pause:
+        assert v.early == EndOfTurnState.COMPLETE  # only a finished turn is taken from the pause
     else:
-        assert early == stock  # judged again on the whole silence: the stock verdict
-    if stock == EndOfTurnState.COMPLETE:
-        assert early == EndOfTurnState.COMPLETE
+        assert v.early == v.stock  # judged again on the whole silence: the stock verdict
+    if v.stock == EndOfTurnState.COMPLETE:
+        assert v.early == EndOfTurnState.COMPLETE
 
 
 async def test_finished_questions_are_mostly_answered_from_the_pause_run(models, speech):
-    texts = ["What is the capital of France?", "Explain how a rainbow forms.", "Who wrote Romeo and Juliet?",
-             "What is the boiling point of water?", "Which planet is closest to the sun?"]
-    used = 0
-    for text in texts:
-        _, analyzer = await judge(models, speech(text), speculate=True)
-        used += analyzer.speculations_used
-    assert used >= 3, f"the pause run ended only {used} of {len(texts)} finished questions"
+    texts = [
+        "What is the capital of France?",
+        "Explain how a rainbow forms.",
+        "Who wrote Romeo and Juliet?",
+        "What is the boiling point of water?",
+        "Which planet is closest to the sun?",
+    ]
+    early = [(await verdicts(models, speech(text))).from_the_pause for text in texts]
+    assert sum(early) >= 3, (
+        f"the pause run ended only {sum(early)} of {len(texts)} finished questions"
+    )
 
 
 async def test_speech_after_the_pause_discards_the_early_verdict(models, speech):
     words = speech("What is the capital of France?")
     gap = np.zeros(FRAME * 8, dtype=np.int16)  # 160 ms: a pause, then more words
-    _, words_only = await judge(models, words, speculate=True)
-    _, analyzer = await judge(models, np.concatenate([words, gap, speech("And of Spain?")]), speculate=True)
+    words_only = await verdicts(models, words)
+    both = await verdicts(models, np.concatenate([words, gap, speech("And of Spain?")]))
     # The first question's pauses, the gap and the second question's end each start a run;
     # only the last can end the turn (the gap's was dropped when the words came back).
-    assert analyzer.speculations_started >= words_only.speculations_started + 1
-    assert analyzer.speculations_used <= 1
+    assert both.pause_runs >= words_only.pause_runs + 1
+    assert both.early == both.stock or both.from_the_pause
 
 
 async def test_no_pause_no_speculation(models, speech):
@@ -88,16 +148,11 @@ async def test_no_pause_no_speculation(models, speech):
     rng = np.random.default_rng(0)
     tail = np.zeros(FRAME * VAD_STOP_FRAMES, dtype=np.int32)
     audio = np.concatenate([words, tail])
-    audio = np.clip(audio + rng.normal(0, 0.2 * np.abs(words).max(), len(audio)), -32768, 32767).astype(np.int16)
-    analyzer = SharedSmartTurnAnalyzer(
-        session=models.smart_turn_session, speculate=True, params=SmartTurnParams(stop_secs=2.0)
-    )
-    analyzer.set_sample_rate(16000)
-    for pcm in frames(audio):
-        analyzer.append_audio(pcm, is_speech=True)
-    await analyzer.analyze_end_of_turn()
-    await analyzer.cleanup()
-    assert analyzer.speculations_started == 0 and analyzer.speculations_used == 0
+    audio = np.clip(
+        audio + rng.normal(0, 0.2 * np.abs(words).max(), len(audio)), -32768, 32767
+    ).astype(np.int16)
+    _, runs = await judge(models, audio, speculate=True)
+    assert len(runs) == 1, "one run, at the VAD stop"
 
 
 async def test_real_recordings_judged_finished_at_the_pause_stay_finished(models, shared_audio):
@@ -105,7 +160,7 @@ async def test_real_recordings_judged_finished_at_the_pause_stay_finished(models
         with wave.open(str(shared_audio / name)) as w:
             assert w.getframerate() == 16000 and w.getnchannels() == 1
             audio = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
-        early, analyzer = await judge(models, audio, speculate=True)
-        assert analyzer.speculations_started >= 1, name
-        if analyzer.speculations_used:
-            assert early == EndOfTurnState.COMPLETE, name
+        v = await verdicts(models, audio)
+        assert v.pause_runs >= 1, name
+        if v.from_the_pause:
+            assert v.early == EndOfTurnState.COMPLETE, name

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-import pytest
 from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer, BaseTurnParams, EndOfTurnState
 from pipecat.frames.frames import (
     EagerEndOfTurnCancelFrame,
@@ -47,6 +46,7 @@ from bot.config import Settings
 from bot.providers import local_note_sources
 from bot.turn_end import SentenceTurnStop
 from processors.turn_notes import TurnNotes
+from tests.support.polling import until
 
 WAIT = 10.0  # bounds a hung test only
 
@@ -154,11 +154,7 @@ class Conversation:
         await self.worker.queue_frames(list(frames))
 
     async def until(self, predicate, what: str):
-        deadline = asyncio.get_running_loop().time() + WAIT
-        while not predicate():
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"no {what} within {WAIT:.0f} s")
-            await asyncio.sleep(0.01)
+        return await until(predicate, WAIT, what, interval=0.01)
 
 
 def words(text: str) -> TranscriptionFrame:

@@ -1,22 +1,10 @@
 """Local STT (faster-whisper tiny.en, greedy) on real human speech."""
 
-import numpy as np
 import pytest
 
-from tests.conftest import shared_transcripts
+from tests.support.audio import shared_transcripts, transcribe
 from tests.text import normalise, word_error_rate
 from transports.file import load_wav
-
-
-async def transcribe(settings, models, audio: np.ndarray) -> str:
-    """Through the STT service our provider factory builds (shared model, greedy beam)."""
-    from pipecat.frames.frames import TranscriptionFrame
-
-    from bot.providers import create_stt
-
-    stt = create_stt(settings, models)
-    frames = [f async for f in stt.run_stt(audio.astype(np.int16).tobytes())]
-    return " ".join(f.text for f in frames if isinstance(f, TranscriptionFrame))
 
 
 @pytest.mark.parametrize("name,reference", shared_transcripts() or [("-", "-")])

@@ -16,8 +16,8 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from bench import voices
 from bot.conversation import converse
 from bot.pipeline import Session
-from tests.conftest import local_settings
-from tests.test_stt import transcribe
+from tests.support.audio import transcribe
+from tests.support.settings import local_settings
 from tests.text import contains_words
 from transports.file import FileTransportParams, Utterance
 

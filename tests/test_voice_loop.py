@@ -5,7 +5,7 @@ import pytest
 
 from bot.conversation import converse
 from bot.pipeline import Session
-from tests.test_stt import transcribe
+from tests.support.audio import rms, transcribe
 from tests.text import contains_words
 from transports.file import FileTransportParams, Utterance
 
@@ -15,11 +15,6 @@ MOMENT_ORDER = (
     "speech_end_at", "vad_stop_at", "stt_final_at", "llm_request_at",
     "llm_first_output_at", "tts_first_audio_at", "bot_audio_out_at",
 )
-
-
-def rms(pcm: bytes) -> float:
-    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
-    return float(np.sqrt(np.mean(samples**2))) if len(samples) else 0.0
 
 
 async def test_spoken_question_gets_a_spoken_answer(settings, models, speech, tmp_path):

@@ -4,9 +4,9 @@ the stock window whenever the short one is not to be trusted."""
 import numpy as np
 import pytest
 
-from bot import whisper_window
-from bot.whisper_window import WindowedWhisper, trailing_repeat_start
-from tests.conftest import shared_transcripts
+from bot.local import whisper_window
+from bot.local.whisper_window import WindowedWhisper, trailing_repeat_start
+from tests.support.audio import shared_transcripts
 from tests.text import word_error_rate
 from transports.file import load_wav
 

@@ -138,7 +138,7 @@ class FileInputTransport(BaseInputTransport):
     def __init__(self, transport: FileTransport, params: FileTransportParams, **kwargs):
         super().__init__(params, **kwargs)
         self._transport = transport
-        self._params: FileTransportParams = params
+        self._file_params: FileTransportParams = params
         self._feed_task: asyncio.Task | None = None
         self._silence = b""
         self._echo: _Echo | None = None
@@ -148,10 +148,10 @@ class FileInputTransport(BaseInputTransport):
         await super().start(frame)
         await self.set_transport_ready(frame)
         self._silence = b"\x00\x00" * int(self.sample_rate * FRAME_SECS)
-        if self._params.echo_gain_db is not None:
-            if self._params.fast:
+        if self._file_params.echo_gain_db is not None:
+            if self._file_params.fast:
                 raise ValueError("an echo needs real-time playback (fast=False)")
-            self._echo = _Echo(self._transport, self._params, self.sample_rate)
+            self._echo = _Echo(self._transport, self._file_params, self.sample_rate)
         self._feed_task = self.create_task(self._feed(), "file-input-feed")
         await self._transport._call_event_handler("on_client_connected", self)
         # Like a client that has set up and can hear the bot now (RTVI's client-ready):
@@ -219,11 +219,11 @@ class FileInputTransport(BaseInputTransport):
             if len(chunk) < n:
                 chunk = np.pad(chunk, (0, n - len(chunk)))
             await self._push_mic(chunk.tobytes())
-            if self._params.fast:
+            if self._file_params.fast:
                 await asyncio.sleep(0)
             else:
                 await self._tick()
-        if self._params.fast:
+        if self._file_params.fast:
             self._next_frame_at = time.monotonic()
         self._transport.utterances_sent += 1
         logger.debug(f"{self}: sent utterance {utterance.name or self._transport.utterances_sent}")
@@ -240,7 +240,7 @@ class FileInputTransport(BaseInputTransport):
 
     def _answered(self, starts_before: int):
         playback = self._transport.playback
-        pause = self._params.reply_pause_secs
+        pause = self._file_params.reply_pause_secs
 
         def ready() -> bool:
             return (
@@ -266,34 +266,34 @@ class FileInputTransport(BaseInputTransport):
     async def _feed(self) -> None:
         script = self._transport.script
         began = time.monotonic()
-        await self._silence_for(self._params.lead_in_secs)
+        await self._silence_for(self._file_params.lead_in_secs)
         starts_before = self._transport.playback.bot_starts
         for index, utterance in enumerate(script):
             if index > 0:
                 if utterance.at is not None:
                     await self._wait_until(
                         lambda u=utterance: time.monotonic() - began >= u.at,
-                        utterance.at + self._params.answer_timeout_secs,
+                        utterance.at + self._file_params.answer_timeout_secs,
                         f"t={utterance.at}s",
                     )
                 elif utterance.after_bot_audio is not None:
                     await self._wait_until(
                         self._into_answer(starts_before, utterance.after_bot_audio),
-                        self._params.answer_timeout_secs,
+                        self._file_params.answer_timeout_secs,
                         f"{utterance.after_bot_audio}s into the bot's answer",
                     )
                 else:
                     await self._wait_until(
                         self._answered(starts_before),
-                        self._params.answer_timeout_secs,
+                        self._file_params.answer_timeout_secs,
                         "the bot's answer",
                     )
             starts_before = self._transport.playback.bot_starts
             await self._speak(utterance)
         await self._wait_until(
-            self._answered(starts_before), self._params.answer_timeout_secs, "the last answer"
+            self._answered(starts_before), self._file_params.answer_timeout_secs, "the last answer"
         )
-        await self._silence_for(self._params.tail_secs)
+        await self._silence_for(self._file_params.tail_secs)
         logger.debug(f"{self}: script finished, ending the conversation")
         await self.push_frame(EndWorkerFrame(reason="file conversation finished"))
 
@@ -344,7 +344,7 @@ class FileOutputTransport(BaseOutputTransport):
     def __init__(self, transport: FileTransport, params: FileTransportParams, **kwargs):
         super().__init__(params, **kwargs)
         self._transport = transport
-        self._params: FileTransportParams = params
+        self._file_params: FileTransportParams = params
         self._began = 0.0
         self._next_play = 0.0
 
@@ -369,7 +369,7 @@ class FileOutputTransport(BaseOutputTransport):
         playback = self._transport.playback
         buffer = self._transport.bot_audio
         now = time.monotonic()
-        if not self._params.fast:
+        if not self._file_params.fast:
             # Keep the bot audio on the conversation's timeline: silence fills the gaps.
             position = int((now - self._began) * self.sample_rate) * 2
             if position > len(buffer):
@@ -379,7 +379,7 @@ class FileOutputTransport(BaseOutputTransport):
             playback.frames_after_interruption += 1
         playback.samples_played += frame.num_frames
         playback.notify()
-        if not self._params.fast:
+        if not self._file_params.fast:
             # Play at the audio's own speed, as a sound card would.
             duration = frame.num_frames / self.sample_rate
             self._next_play = max(self._next_play, now) + duration

@@ -270,7 +270,7 @@ def create_admin_router(settings: Settings, registry: SessionRegistry) -> APIRou
             applied = await control.update_instructions(
                 body.instructions, InstructionMode(body.mode), timeout=APPLY_WAIT_SECS
             )
-        except ConnectionError as e:  # a worker process's session that is starting or ending
+        except ConnectionError as e:  # a session process's session that is starting or ending
             raise HTTPException(status.HTTP_409_CONFLICT, f"session {live.id!r}: {e}") from e
         logger.bind(session_id=live.id).info(
             f"Admin API: instructions {body.mode}d ({len(body.instructions)} chars); "
@@ -305,7 +305,7 @@ def create_admin_router(settings: Settings, registry: SessionRegistry) -> APIRou
         task = live.task
         try:
             await control.end()
-        except ConnectionError:  # its worker process is already on its way out
+        except ConnectionError:  # its session process is already on its way out
             pass
         graceful = await _finished(task, END_GRACE_SECS)
         if not graceful:

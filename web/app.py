@@ -16,21 +16,22 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
 from pipecat.transports.smallwebrtc.request_handler import SmallWebRTCRequestHandler
+from pydantic import BaseModel, Field
 
 from bot.config import Settings, Stage
-from bot.local_models import LocalModels
+from bot.local.models import LocalModels
 from bot.model_check import warn_about_models
 from bot.pipeline import Session
-from bot.providers import create_search
+from bot.providers import create_search, runs_locally
 from web.admin import create_admin_router
 from web.admission import log_origin_policy
 from web.http_hygiene import AllowedMethods, RequestBodyLimits
 from web.limits import ClientLimits
 from web.observability import install_observability
 from web.rooms import rooms_router
-from web.session_routes import in_process_session_router, worker_session_router
+from web.session_process_routes import session_process_router
+from web.session_routes import in_process_session_router
 from web.sessions import SessionRegistry
 from web.spawner import BotSpawner
 
@@ -81,15 +82,15 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
     if settings.search_enabled:
         create_search(settings)  # web_search's knowledge base: indexed now, once per process
 
-    def worker_overrides() -> dict[str, str]:
+    def process_overrides() -> dict[str, str]:
         # Bot processes share this server's local LLM rather than loading their own.
-        if settings.uses_cloud(Stage.LLM) or settings.uses_fake(Stage.LLM):
+        if not runs_locally(settings, Stage.LLM):
             return {}
         return {"local_llm_url": models.llm_server.base_url}
 
     # /api/rooms: a Daily room with a bot in its own process (web/rooms.py)
     spares = settings.worker_spares if settings.session_processes else 0
-    spawner = BotSpawner(settings, registry, settings.spawn_ready_timeout_secs, worker_overrides, spares)
+    spawner = BotSpawner(settings, registry, settings.spawn_ready_timeout_secs, process_overrides, spares)
     app.state.spawner = spawner
     app.include_router(rooms_router(settings, registry, spawner))
 
@@ -108,7 +109,7 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
 
     # /ws and /api/offer
     if settings.session_processes:
-        app.include_router(worker_session_router(settings, registry, spawner))
+        app.include_router(session_process_router(settings, registry, spawner))
     else:
         app.include_router(in_process_session_router(settings, registry, new_session, webrtc))
 

@@ -1,7 +1,7 @@
 """`POST /api/rooms` (alias `/api/connect`, the Pipecat convention): a Daily room with a bot in it.
 
 Creates a room and meeting tokens through Daily's REST API (DAILY_API_URL), spawns a
-bot for the room in a worker process, and returns what the browser needs to join.
+bot for the room in a session process, and returns what the browser needs to join.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ class Slot:
 
 class SessionLevers(Protocol):
     """What the admin API steers a session with: `bot.session_control.SessionControl` in
-    this process, `web.worker_link.WorkerLink` for a session in a worker process."""
+    this process, `web.spawner.SessionProcessLink` for a session in its own process."""
 
     instructions: str
     updates: int
@@ -61,7 +61,7 @@ class LiveSession:
     id: str
     transport: str
     session: Session | None = None  # the session, when it runs in this process
-    remote: SessionLevers | None = None  # its link, when it runs in a worker process
+    remote: SessionLevers | None = None  # its link, when it runs in a session process
     pid: int = field(default_factory=os.getpid)
     started_at: float = field(default_factory=time.time)
     state: SessionState = SessionState.LISTENING
@@ -79,7 +79,7 @@ class LiveSession:
         return self.session.control if self.session else None
 
     @property
-    def in_worker(self) -> bool:
+    def in_own_process(self) -> bool:
         return self.remote is not None
 
     def summary(self) -> dict[str, Any]:
@@ -123,8 +123,8 @@ class SessionRegistry:
         return self._held
 
     def processes(self) -> list[LiveSession]:
-        """The sessions that run in worker processes."""
-        return [live for live in self._sessions.values() if live.in_worker]
+        """The sessions that run in session processes."""
+        return [live for live in self._sessions.values() if live.in_own_process]
 
     def get(self, session_id: str) -> LiveSession | None:
         return self._sessions.get(session_id)
@@ -177,7 +177,7 @@ class SessionRegistry:
 
     def open_remote(self, slot: Slot, session_id: str, transport: str, pid: int,
                     link: SessionLevers) -> LiveSession:
-        """Register an admitted session whose bot runs in a worker process; then `track` it.
+        """Register an admitted session whose bot runs in a session process; then `track` it.
 
         The worker's link reports its state and turns through `set_state` / `add_turn`."""
         return self._open(
@@ -205,7 +205,7 @@ class SessionRegistry:
         live.history = deque(maxlen=self.history_turns)
         live.task = asyncio.current_task()
         self._sessions[live.id] = live
-        where = f" in process {live.pid}" if live.in_worker else ""
+        where = f" in process {live.pid}" if live.in_own_process else ""
         logger.bind(session_id=live.id).info(
             f"Session started ({live.transport}){where}; {len(self._sessions)} live"
         )

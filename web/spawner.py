@@ -1,15 +1,16 @@
-"""Bots in worker processes: a crashing bot never takes the server down.
+"""Bots in session processes: a crashing bot never takes the server down.
 
-`BotSpawner.spawn()` gives one session to a `python -m bot worker` process (web/worker.py):
-the worker gets the settings (secrets included, on stdin, never on the command line, where
+`BotSpawner.spawn()` gives one session to a `python -m bot worker` process (web/session_process.py):
+the session process gets the settings (secrets included, on stdin, never on the command line, where
 `ps` would show them) and loads its models, then gets the session's job, says when it is
 ready, and the session is registered in the `SessionRegistry`, where it counts towards
 MAX_SESSIONS and shows on the dashboard like any other. Loading takes seconds, so with
-SESSION_PROCESSES on the spawner keeps WORKER_SPARES workers loaded and waiting: a new
-session takes one and another starts loading behind it. `WorkerLink` is this side of the worker's pipes: the worker's events
+SESSION_PROCESSES on the spawner keeps WORKER_SPARES session processes loaded and waiting:
+a new session takes one and another starts loading behind it. `SessionProcessLink` is this
+side of a session process's pipes: its events
 (state, turns, its session's instructions) come on its stdout, the admin API's commands go
 to its stdin, and its log lines (stderr) are passed on to this process's log stream.
-Workers share the server's loopback LLM server instead of loading their own.
+Session processes share the server's loopback LLM server instead of loading their own.
 """
 
 from __future__ import annotations
@@ -35,19 +36,19 @@ COMMAND_TIMEOUT_SECS = 15.0
 
 
 class SpawnError(RuntimeError):
-    """The worker process could not start or exited before it was ready."""
+    """The session process could not start or exited before it was ready."""
 
 
-def worker_settings(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    """The settings as the worker's job carries them: JSON, with the secrets' values."""
+def session_process_settings(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """The settings as the session process's job carries them: JSON, with the secrets' values."""
     data = settings.model_dump(mode="json")
     data.update(settings.secret_values())
     data.update(overrides)
     return data
 
 
-class WorkerLink:
-    """One worker process's pipes, and the admin levers of its session."""
+class SessionProcessLink:
+    """One session process's pipes, and the admin levers of its session."""
 
     def __init__(self, process: asyncio.subprocess.Process, registry: SessionRegistry,
                  instructions: str, log_stream: TextIO):
@@ -56,7 +57,7 @@ class WorkerLink:
         self.transport = ""
         self.port: int | None = None
         self.on_exit: list[Callable[[], Any]] = []
-        # The session's levers as the worker last reported them.
+        # The session's levers as the session process last reported them.
         self.instructions = instructions
         self.updates = 0
         self._context: dict = {"messages": 0}
@@ -97,13 +98,13 @@ class WorkerLink:
         return self.process.returncode is None
 
     async def assign(self, session_id: str, transport: str, **job: Any) -> None:
-        """Give the (loaded or loading) worker its session."""
+        """Give the (loaded or loading) session process its session."""
         self.session_id, self.transport = session_id, transport
         self.process.stdin.write((json.dumps({"session_id": session_id, "transport": transport, **job}) + "\n").encode())
         await self.process.stdin.drain()
 
     async def wait_ready(self, timeout: float) -> None:
-        """Until the worker has its models loaded and its session's transport up."""
+        """Until the session process has its models loaded and its session's transport up."""
         try:
             await asyncio.wait_for(asyncio.shield(self._ready), timeout)
         except (TimeoutError, EOFError) as e:
@@ -116,7 +117,7 @@ class WorkerLink:
             raise SpawnError(f"the bot process {why}: {self.error_summary()}") from e
 
     async def until_exit(self) -> None:
-        """Wait for the worker to exit; if the wait is cancelled, stop the worker."""
+        """Wait for the session process to exit; if the wait is cancelled, stop it."""
         log = logger.bind(session_id=self.session_id)
         try:
             code = await self.process.wait()
@@ -133,7 +134,7 @@ class WorkerLink:
         if code == 0:
             log.info(f"Worker process {self.process.pid} finished")
         else:
-            log.warning(f"Worker process {self.process.pid} exited with code {code}: {self.error_summary()}")
+            log.warning(f"Session process {self.process.pid} exited with code {code}: {self.error_summary()}")
 
     async def stop(self, timeout: float = 10.0) -> None:
         if self.process.returncode is None:
@@ -179,7 +180,7 @@ class WorkerLink:
             self._ready.set_exception(EOFError())
 
     def _on_event(self, kind: str, event: dict) -> None:
-        if kind == "loaded":  # models loaded; the worker waits for its job
+        if kind == "loaded":  # models loaded; the session process waits for its job
             return
         if kind == "ready":
             self.port = event.get("port")
@@ -199,7 +200,7 @@ class WorkerLink:
         live = self._registry.get(self.session_id)
         if live is None:
             return
-        if kind == "released":  # its client has left; the worker is ending the session
+        if kind == "released":  # its client has left; the session process is ending the session
             self._registry.release(live)
         elif kind == "state":
             try:
@@ -216,7 +217,7 @@ class WorkerLink:
             self._log_line(line.decode(errors="replace"))
 
     def _log_line(self, text: str) -> None:
-        # The worker tags and redacts its own lines (bot/logs.py): they go on as they are.
+        # The session process tags and redacts its own lines (bot/logs.py): they go on as they are.
         self._stderr_tail.append(text.rstrip())
         del self._stderr_tail[:-40]
         try:
@@ -228,26 +229,27 @@ class WorkerLink:
 
 class BotSpawner:
     def __init__(self, settings: Settings, registry: SessionRegistry, ready_timeout_secs: float,
-                 worker_overrides: Callable[[], dict[str, Any]] = dict, spares: int = 0):
+                 process_overrides: Callable[[], dict[str, Any]] = dict, spares: int = 0):
         self.settings = settings
         self.registry = registry
         self.ready_timeout_secs = ready_timeout_secs
-        # Evaluated per worker: e.g. the running LLM server's URL.
-        self.worker_overrides = worker_overrides
+        # Evaluated per session process: e.g. the running LLM server's URL.
+        self.process_overrides = process_overrides
         self.spares = spares
-        self._spares: list[WorkerLink] = []
+        self._spares: list[SessionProcessLink] = []
         self._starting: set[asyncio.Task] = set()
 
     @property
     def waiting(self) -> int:
-        """Spare workers alive or starting."""
+        """Spare session processes alive or starting."""
         return sum(link.alive for link in self._spares) + len(self._starting)
 
     def keep_spares(self) -> None:
-        """Start loading workers until `spares` are alive and waiting (in the background)."""
+        """Start loading session processes until `spares` are alive and waiting (in the
+        background)."""
         self._spares = [link for link in self._spares if link.alive]
         for _ in range(self.spares - len(self._spares) - len(self._starting)):
-            task = asyncio.create_task(self._start_worker())
+            task = asyncio.create_task(self._start_process())
             self._starting.add(task)
             task.add_done_callback(self._spare_started)
 
@@ -256,7 +258,7 @@ class BotSpawner:
         if not task.cancelled() and task.exception() is None:
             self._spares.append(task.result())
         elif not task.cancelled():
-            logger.warning(f"Could not start a spare worker: {task.exception()}")
+            logger.warning(f"Could not start a spare session process: {task.exception()}")
 
     async def close(self) -> None:
         for task in self._starting:
@@ -265,21 +267,21 @@ class BotSpawner:
         spares, self._spares = self._spares, []
         await asyncio.gather(*(link.stop() for link in spares), return_exceptions=True)
 
-    async def spawn(self, slot: Slot, transport: str, **job: Any) -> WorkerLink:
-        """Run an admitted session in a worker; registered once ready (the slot is released
+    async def spawn(self, slot: Slot, transport: str, **job: Any) -> SessionProcessLink:
+        """Run an admitted session in a session process; registered once ready (the slot is released
         if it cannot start)."""
         spare = next((link for link in self._spares if link.alive), None)
-        link: WorkerLink | None = None
+        link: SessionProcessLink | None = None
         try:
             if spare is not None:
                 self._spares.remove(spare)
                 link = spare
             else:
-                link = await self._start_worker()
+                link = await self._start_process()
             try:
                 await link.assign(uuid.uuid4().hex[:12], transport, **job)
             except (OSError, ConnectionError):
-                pass  # the worker has died already: wait_ready says how
+                pass  # the session process has died already: wait_ready says how
             await link.wait_ready(self.ready_timeout_secs)
         except BaseException as e:  # including a client that left while its bot was starting
             slot.release()
@@ -300,8 +302,8 @@ class BotSpawner:
         link = await self.spawn(slot, "daily", room_url=room_url, token=token)
         return link.session_id
 
-    async def _start_worker(self) -> WorkerLink:
-        """A worker process loading its models, its settings on its stdin."""
+    async def _start_process(self) -> SessionProcessLink:
+        """A session process loading its models, its settings on its stdin."""
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", "worker",
             cwd=ROOT,
@@ -309,8 +311,8 @@ class BotSpawner:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        settings = worker_settings(self.settings, **self.worker_overrides())
+        settings = session_process_settings(self.settings, **self.process_overrides())
         process.stdin.write((json.dumps({"settings": settings}) + "\n").encode())
         await process.stdin.drain()
         log_stream = sys.stdout if self.settings.log_format == "json" else sys.stderr
-        return WorkerLink(process, self.registry, self.settings.system_prompt, log_stream)
+        return SessionProcessLink(process, self.registry, self.settings.system_prompt, log_stream)

@@ -1,21 +1,22 @@
 """One session in its own process: what `python -m bot worker` runs for the spawner.
 
-The pipes (one JSON object per line), the other side being web/spawner.py's `WorkerLink`:
+The pipes (one JSON object per line), the other side being web/spawner.py's `SessionProcessLink`:
 
-- stdin: first `{"settings": {...}}` (the worker loads its models and says `loaded`), then
+- stdin: first `{"settings": {...}}` (the session process loads its models and says `loaded`), then
   the job, `{"session_id", "transport": "websocket" | "webrtc" | "daily"}` (+ `room_url`
-  and `token` for Daily; a spare worker waits for it), then the admin API's commands,
+  and `token` for Daily; a spare session process waits for it), then the admin API's commands,
   `{"id", "cmd": "instructions" | "say" | "end", ...}`, each answered by a `reply` event.
   End of input (the server has gone) ends the session.
-- stdout: events only: `loaded`, `ready` (with the loopback `port` of a WebSocket/WebRTC worker),
+- stdout: events only: `loaded`, `ready` (with the loopback `port` of a WebSocket/WebRTC
+  session process),
   `state`, `turn` (a `TurnRecord.to_dict()`), `levers` (instructions, context size),
   `count` (a provider error or fallback for /metrics), `released` (the client has left: the
-  server frees the session's slot while the worker tears it down), `reply`.
+  server frees the session's slot while the session process tears it down), `reply`.
 - stderr: the session's log lines (bot/logs.py), which the server passes on.
 
-A WebSocket or WebRTC worker serves the in-process session routes (web/session_routes.py)
-for its one session on a loopback port, behind the server; a Daily worker joins its room.
-The worker exits when its session ends.
+A WebSocket or WebRTC session process serves the in-process session routes (web/session_routes.py)
+for its one session on a loopback port, behind the server; a Daily session process joins its room.
+The session process exits when its session ends.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any, TextIO
 from loguru import logger
 
 from bot.config import Settings
-from bot.local_models import LocalModels
+from bot.local.models import LocalModels
 from bot.pipeline import Session, run_bot
 from bot.session_control import InstructionMode
 from bot.providers import ProviderNames
@@ -56,7 +57,7 @@ class ForwardedCounter:
 
 
 class EventWriter:
-    """The worker's stdout: one JSON event per line."""
+    """The session process's stdout: one JSON event per line."""
 
     def __init__(self, stream: TextIO):
         self._stream = stream
@@ -114,7 +115,7 @@ async def serve(job: dict, settings: Settings, models: LocalModels) -> int:
     session = asyncio.create_task(runner)
     done, _ = await asyncio.wait({session, server_gone}, return_when=asyncio.FIRST_COMPLETED)
     if session not in done:  # stdin closed: the server has gone; so does its session
-        logger.warning("The server closed this worker's pipe; ending the session")
+        logger.warning("The server closed this session process's pipe; ending the session")
         session.cancel()
     server_gone.cancel()
     await asyncio.gather(server_gone, return_exceptions=True)
@@ -150,7 +151,7 @@ async def _serve_web(settings, registry, new_session, out: EventWriter, started,
         try:
             await asyncio.wait_for(started.wait(), settings.spawn_ready_timeout_secs)
         except TimeoutError:
-            logger.warning("No client reached this worker in time")
+            logger.warning("No client reached this session process in time")
             return EXIT_NO_CONNECTION
         await ended.wait()
         return EXIT_OK

@@ -1,4 +1,4 @@
-"""Start and stop the loopback llama.cpp server (`bot.llm_server`) as a child process.
+"""Start and stop the loopback llama.cpp server (`bot.local.llm_server`) as a child process.
 
 A child process keeps llama.cpp's threads and memory out of the event loop's process
 and gives the local LLM the same HTTP interface as Groq.
@@ -27,21 +27,26 @@ def _free_port() -> int:
 
 
 class LLMServerProcess:
-    def __init__(self, gguf: Path, settings: Settings, start_timeout_secs: float = 120.0):
+    def __init__(
+        self,
+        gguf: Path,
+        settings: Settings,
+        start_timeout_secs: float = 120.0,
+        *,
+        attached_url: str | None = None,
+    ):
         self.gguf = gguf
         self.settings = settings
         self.start_timeout_secs = start_timeout_secs
         self.port = 0
         self._proc: subprocess.Popen | None = None
-        self._attached_url: str | None = None
+        self._attached_url = attached_url.rstrip("/") if attached_url else None
         self._log = tempfile.TemporaryFile()
 
     @classmethod
     def attach(cls, base_url: str, settings: Settings) -> LLMServerProcess:
         """A handle on a server some other process started (we never stop it)."""
-        server = cls(Path(), settings)
-        server._attached_url = base_url.rstrip("/")
-        return server
+        return cls(Path(), settings, attached_url=base_url)
 
     @property
     def base_url(self) -> str:
@@ -58,7 +63,7 @@ class LLMServerProcess:
         cmd = [
             sys.executable,
             "-m",
-            "bot.llm_server",
+            "bot.local.llm_server",
             "--model",
             str(self.gguf),
             "--model-name",

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from faster_whisper import WhisperModel
     from piper import PiperVoice
 
-    from bot.llm_process import LLMServerProcess
+    from bot.local.llm_process import LLMServerProcess
 
 
 @dataclass(frozen=True)
@@ -251,7 +251,7 @@ class LocalModels:
         """
         with self._lock:
             if self._llm is None:
-                from bot.llm_process import LLMServerProcess
+                from bot.local.llm_process import LLMServerProcess
 
                 if self.settings.local_llm_url:
                     self._llm = LLMServerProcess.attach(self.settings.local_llm_url, self.settings)
@@ -280,7 +280,7 @@ class LocalModels:
         if stt:
             import numpy as np
 
-            from bot.whisper_window import WindowedWhisper
+            from bot.local.whisper_window import WindowedWhisper
 
             # Both windows: the stock 30 s one is the fallback.
             silence = np.zeros(16000, dtype=np.float32)

@@ -9,26 +9,26 @@ each session keeps only its own state (Silero's RNN state, the turn audio buffer
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any
 
+from loguru import logger
 from pipecat.audio.turn.base_turn_analyzer import EndOfTurnState
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
-from pipecat.frames.frames import CancelFrame, EndFrame, Frame, StartFrame
+from pipecat.frames.frames import CancelFrame, EndFrame, ErrorFrame, Frame, StartFrame
 from pipecat.metrics.metrics import MetricsData
-from pipecat.services.piper.tts import PiperTTSService
+from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
 
-from bot.config import FirstChunk
 from bot.speech_pause import PauseDetector
-from bot.text_aggregation import FirstChunkTextAggregator, speakable_chunk
-from bot.whisper_window import WindowedWhisper
+from bot.text_aggregation import speakable_chunk
+from bot.local.whisper_window import WindowedWhisper
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -81,33 +81,49 @@ class SharedWhisperSTTService(WhisperSTTService):
         await super().cleanup()
 
 
-class SharedPiperTTSService(PiperTTSService):
-    def __init__(
-        self,
-        *,
-        voice: PiperVoice,
-        voice_name: str,
-        first_chunk: FirstChunk = FirstChunk.PHRASE,
-        **kwargs: Any,
-    ):
-        # Skip PiperTTSService.__init__: it would load (or download) a voice per session.
-        TTSService.__init__(
-            self,
+class SharedPiperTTSService(TTSService):
+    """Pipecat's Piper service (`PiperTTSService.run_tts`) over a voice loaded once per
+    process (PiperTTSService loads, or downloads, one per session in its constructor). A reply's text comes cut by
+    `FirstChunkTextAggregator` in an `LLMTextProcessor` ahead of it (bot/providers.py)."""
+
+    # Pipecat's own Piper module is not imported: piper-tts (GPL-3.0) is needed only once
+    # a voice is loaded (bot/local/models.py).
+    Settings = TTSSettings
+
+    def __init__(self, *, voice: PiperVoice, voice_name: str, **kwargs: Any):
+        super().__init__(
             push_start_frame=True,
             push_stop_frames=True,
-            settings=PiperTTSService.Settings(model=None, voice=voice_name, language=None),
+            settings=self.Settings(model=None, voice=voice_name, language=None),
             **kwargs,
         )
-        self._voice = voice
-        # TTSService builds a plain sentence aggregator; ours cuts each reply's first
-        # sentence early so that Piper starts speaking sooner.
-        self._text_aggregator = FirstChunkTextAggregator(
-            first_chunk=first_chunk, language=self._text_aggregator.language
-        )
+        self._piper = voice
+
+    def can_generate_metrics(self) -> bool:
+        return True
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
-        async for frame in super().run_tts(speakable_chunk(text), context_id):
-            yield frame
+        """As PiperTTSService.run_tts, on the shared voice; a phrase cut mid-sentence is
+        spoken with a comma (`speakable_chunk`)."""
+        text = speakable_chunk(text)
+        chunks = self._piper.synthesize(text)
+
+        async def audio() -> AsyncIterator[bytes]:
+            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+                yield chunk.audio_int16_bytes
+
+        try:
+            await self.start_tts_usage_metrics(text)
+            async for frame in self._stream_audio_frames_from_iterator(
+                audio(), in_sample_rate=self._piper.config.sample_rate, context_id=context_id
+            ):
+                await self.stop_ttfb_metrics()
+                yield frame
+        except Exception as e:
+            logger.error(f"{self} exception: {e}")
+            yield ErrorFrame(error=f"Piper failed: {e}")
+        finally:
+            await self.stop_ttfb_metrics()
 
 
 class _SharedSileroModel(SileroOnnxModel):
@@ -169,8 +185,6 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
         self._speculate = speculate
         self._pause = PauseDetector()
         self._speculation: Future | None = None
-        self.speculations_started = 0  # for tests
-        self.speculations_used = 0
 
     def append_audio(self, buffer: bytes, is_speech: bool) -> EndOfTurnState:
         state = super().append_audio(buffer, is_speech)
@@ -183,7 +197,6 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
         elif paused and self._speculation is None:
             snapshot = list(self._audio_buffer)
             self._speculation = self._model_executor.submit(self._process_speech_segment, snapshot)
-            self.speculations_started += 1
         return state
 
     async def analyze_end_of_turn(self) -> tuple[EndOfTurnState, MetricsData | None]:
@@ -191,7 +204,6 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
         if speculation is not None and self._pause.quiet:  # only quiet since the snapshot
             state, result = await asyncio.wrap_future(speculation)
             if state == EndOfTurnState.COMPLETE:
-                self.speculations_used += 1
                 self._clear(state)
                 return state, result
         # No pause run, or it heard an unfinished turn: judge all of the silence, as stock.

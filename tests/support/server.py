@@ -1,0 +1,46 @@
+"""The real FastAPI app served by uvicorn on a free loopback port, in the test's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+
+from bot.config import Settings
+
+
+class LiveServer:
+    def __init__(self, app, port: int):
+        self.app, self.port = app, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}/ws"
+
+    @property
+    def registry(self):
+        return self.app.state.registry
+
+
+@contextlib.asynccontextmanager
+async def serving(app, settings: Settings):
+    """Serve `app` under uvicorn as `python -m bot serve` does, on `settings.port`."""
+    import uvicorn
+
+    from web.http_server import server_config
+
+    server = uvicorn.Server(server_config(app, settings, host="127.0.0.1", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield LiveServer(app, settings.port)
+    finally:
+        server.should_exit = True
+        await task
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
