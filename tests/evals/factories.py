@@ -67,7 +67,7 @@ def bot_speech_transcriber(config: dict):
     from pipecat.evals.services import whisper_service
 
     from bot.config import Settings
-    from bot.local_models import whisper_model_dir
+    from bot.local.models import whisper_model_dir
 
     settings = Settings(_env_file=None, whisper_model=config.get("model", "base"))
     return whisper_service({**config, "model": str(whisper_model_dir(settings))})
