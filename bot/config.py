@@ -317,6 +317,8 @@ class Settings(BaseSettings):
     def llm_model_name(self) -> str:
         """The local LLM's name on its OpenAI-compatible server."""
         return self.llm_gguf_path.stem if self.llm_gguf_path else f"{self.local_llm}-instruct-q4"
+
+    @property
     def stt_answers_every_segment(self) -> bool:
         """The local eager Whisper answers every speech segment, with words or without."""
         return self.whisper_eager and not self.uses_cloud(Stage.STT) and not self.uses_fake(Stage.STT)

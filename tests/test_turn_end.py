@@ -52,3 +52,14 @@ def test_the_wait_follows_the_speakers_own_pauses():
     assert pause_wait([], 1.3, 0.55, 1.0) == 0.55
     assert pause_wait([0.3, 0.6], 1.3, 0.55, 1.0) == pytest.approx(0.78)
     assert pause_wait([2.0], 1.3, 0.55, 1.0) == 1.0
+
+
+def test_only_the_local_eager_whisper_answers_every_segment():
+    """The turn end waits for a segment's words only from an STT that always sends them:
+    the local eager Whisper, not Deepgram (whose tail may never be finalized)."""
+    from tests.support.settings import local_settings
+
+    assert local_settings().stt_answers_every_segment is True
+    assert local_settings(whisper_eager=False).stt_answers_every_segment is False
+    cloud = local_settings(stt_provider="cloud", deepgram_api_key="dg-test")
+    assert cloud.stt_answers_every_segment is False
