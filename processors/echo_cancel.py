@@ -19,8 +19,8 @@ with the microphone. Here that is the audio the output transport actually sent:
   the reference for the same moment. The echo comes back later than that by the network's
   round trip, the client's playout buffer and the room: AEC3 estimates and tracks that
   delay itself up to about 500 ms (measured: bench/RESULTS.md, "Echo cancellation");
-  longer paths are brought into its range by a coarse delay estimate of our own
-  (`CoarseDelay`, the peak of the envelopes' cross-correlation).
+  longer paths are brought into its range by our own estimate of the lag
+  (`EchoPath` in processors/echo_path.py: the GCC-PHAT peak between microphone and reference).
 
 The same module does WebRTC's noise suppression when asked (`noise_suppression`), so a
 deployment can switch from RNNoise to it by setting; it is off by default.
