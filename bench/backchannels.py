@@ -115,7 +115,7 @@ async def trial(models, settings, utterance: str, voice: str) -> dict:
 
 async def run(args) -> tuple[str, list[str]]:
     from bot.config import Settings
-    from bot.local_models import LocalModels
+    from bot.local.models import LocalModels
 
     settings = Settings(
         _env_file=None,
