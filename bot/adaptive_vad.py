@@ -5,8 +5,11 @@ louder than `min_volume` (loudness normalised from -110..-10 LUFS to 0..1; the d
 is -50 LUFS). One fixed bar is wrong somewhere: in a café the chatter behind the user
 passes it (and Silero often calls babble speech), in a quiet room a soft voice may not.
 `AdaptiveVADAnalyzer` measures the room: its noise floor is the 20th percentile of the
-loudness over the last `window_secs` (a reading every 0.1 s), which is the room between
-the user's words even when the room itself is chatter the VAD takes for speech. It sets
+loudness over the last `window_secs` (a reading every 0.1 s) of what is not the user: the
+time the VAD has been quiet for a whole loudness block, and "speech" that has gone on for
+`endless_speech_secs` without a pause, which a person does not do but a room of chatter
+does. (Readings of the user's own words raised the bar to their voice mid-question, and
+the words after the next pause were lost.) It sets
 
     min_volume = noise floor + margin, within [low, high]
     confidence = base confidence, + `noisy_confidence_step` once the floor is above `noisy_floor`
@@ -41,6 +44,7 @@ class AdaptiveVADAnalyzer(SharedSileroVADAnalyzer):
         noisy_confidence_step: float = 0.1,
         window_secs: float = 6.0,
         step: float = 0.03,
+        endless_speech_secs: float = 6.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -51,6 +55,9 @@ class AdaptiveVADAnalyzer(SharedSileroVADAnalyzer):
         self._volumes: deque[float] = deque(maxlen=int(window_secs / (5 * FRAME_SECS)))
         self._window = bytearray()
         self._frames = 0
+        self._endless_frames = int(endless_speech_secs / FRAME_SECS)
+        self._run_state: VADState | None = None
+        self._run_frames = 0  # how long the VAD has been in `_run_state`
         self.noise_floor: float | None = None
 
     def _run_analyzer(self, buffer: bytes) -> VADState:
@@ -61,13 +68,20 @@ class AdaptiveVADAnalyzer(SharedSileroVADAnalyzer):
         if len(self._window) > block:
             del self._window[: len(self._window) - block]
         self._frames += 1
+        self._run_frames = self._run_frames + 1 if state == self._run_state else 1
+        self._run_state = state
         # A reading every 0.1 s (~0.3 ms each) is plenty for a noise floor.
-        if len(self._window) == block and self._frames % 5 == 0:
+        if len(self._window) == block and self._frames % 5 == 0 and self._hears_the_room(block):
             volume = calculate_audio_volume(bytes(self._window), self.sample_rate)
             self._volumes.append(volume)
             if len(self._volumes) >= self._volumes.maxlen // 3:
                 self._adapt(state, volume)
         return state
+
+    def _hears_the_room(self, block_bytes: int) -> bool:
+        if self._run_state == VADState.QUIET:
+            return self._run_frames * FRAME_SECS * self.sample_rate * 2 >= block_bytes
+        return self._run_state == VADState.SPEAKING and self._run_frames >= self._endless_frames
 
     def _adapt(self, state: VADState, now: float) -> None:
         self.noise_floor = float(np.percentile(self._volumes, 20))

@@ -39,6 +39,35 @@ def test_a_soft_voice_in_a_quiet_room_is_heard(silero):
 
 
 def test_in_a_chattering_cafe_the_bar_rises_and_each_question_starts_speech(silero):
+    """Once the chatter has been heard as long as no one speaks without a pause
+    (`endless_speech_secs`), the bar is over it: every later question starts speech. (One
+    asked in the first seconds of a session that opens in chatter can be missed.)"""
     found, analyzer = heard(silero, AdaptiveVADAnalyzer, "café (chatter, 10 dB SNR)")
     assert analyzer.params.min_volume > VADParams().min_volume + 0.1
-    assert found == len(QUESTIONS)
+    assert found >= len(QUESTIONS) - 1  # the first question comes 3 s into the chatter
+
+
+def test_a_user_speaking_on_does_not_raise_the_bar_over_their_own_voice(silero):
+    """Seconds of the user's own speech with short pauses are not the room: the bar stays
+    where the quiet room put it, and every sentence after a pause still starts speech."""
+    import numpy as np
+
+    sentences = [
+        "Please tell me which city is the capital of France.",
+        "And then tell me how many people live there today.",
+        "And why so many visitors go there every year.",
+        "What is the largest planet in our solar system?",
+    ]
+    rate, pause = 16000, np.zeros(int(0.45 * 16000), dtype=np.int16)
+    track, spans, t = [np.zeros(rate, dtype=np.int16)], [], 1.0
+    for text in sentences:
+        speech = voices.synthesize(text, "flite-slt")
+        spans.append((t, t + len(speech) / rate))
+        track += [speech, pause]
+        t += (len(speech) + len(pause)) / rate
+    analyzer = AdaptiveVADAnalyzer(
+        session=silero.silero_session, executor=silero.vad_executor, params=VADParams()
+    )
+    starts, _ = vad_run(analyzer, np.concatenate(track))
+    assert analyzer.params.min_volume < 0.75, analyzer.noise_floor
+    assert all(any(a - 0.2 <= s <= a + 0.6 for s in starts) for a, b in spans), (starts, spans)
