@@ -197,7 +197,10 @@ async def test_a_question_with_comma_pauses_is_one_turn(models, voice):
     result = await talk(models, script)
     turns = result.turn_dicts()
     assert len(turns) == 1, turns
-    assert contains_words(turns[0]["user_text"], "tell", "Paris"), turns  # first clause and last
+    # The first clause and the last in it (however the recogniser spells the first in a voice
+    # it mishears: "Tell me a long" came back as "I'm out"): the 11 words, not the last 5.
+    heard = turns[0]["user_text"]
+    assert contains_words(heard, "Paris") and len(heard.split()) >= 8, turns
 
 
 async def test_a_quiet_user_is_checked_in_on_once_then_the_session_ends(settings, models):
