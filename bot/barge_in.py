@@ -47,6 +47,10 @@ from pipecat.turns.user_start import VADUserTurnStartStrategy
 
 from processors.speech_gate import SpeechGate
 
+# Words the bot did not just say that make speech in a segment that began as its echo the
+# user's: a residual the recogniser garbles rarely brings two.
+ECHO_SEGMENT_OWN_WORDS = 2
+
 
 @dataclass
 class NoWordsFrame(SystemFrame):
@@ -193,6 +197,14 @@ class BargeIn:
         meaning = self.policy.meaning(text, self.gate.recent_text())
         if meaning is Meaning.BACKCHANNEL and not self.talking:
             return Meaning.INTERRUPTION  # the bot has finished: these are words for it
+        if self.echo_segment and meaning is Meaning.INTERRUPTION:
+            # The segment began as the bot's echo; the user may have spoken on over it
+            # ("food. What is the capital of France?"). Theirs only with words of their own.
+            # (Before the bot's first words are in its recent text, nothing can be told.)
+            said = {_canonical(w) for w in _words(self.gate.recent_text())}
+            own = {_canonical(w) for w in _words(text)} - said
+            if not said or len(own) < ECHO_SEGMENT_OWN_WORDS:
+                return Meaning.ECHO
         return meaning
 
 
@@ -216,9 +228,6 @@ class BackchannelFilter(FrameProcessor):
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self._barge_in.bot_speaking = False
         elif isinstance(frame, (TranscriptionFrame, InterimTranscriptionFrame)):
-            if self._barge_in.listening_over_bot and self._barge_in.echo_segment:
-                await self._let_pass(frame, Meaning.ECHO)
-                return
             if self._barge_in.listening_over_bot:
                 meaning = self._barge_in.meaning(frame.text)
                 self._barge_in.heard = meaning

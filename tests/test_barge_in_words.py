@@ -1,0 +1,59 @@
+"""What words heard over the bot mean (bot/barge_in.py), where the echo canceller called the
+segment the bot's own echo: the user may still have spoken on over it."""
+
+from bot.barge_in import BargeIn, BargeInPolicy, Meaning
+from bot.config import Settings
+
+SAID = "Plants make their food in the leaves, by photosynthesis."
+
+
+class SaidLately:
+    """The speech gate's one answer the judgement reads: what the bot said lately."""
+
+    def __init__(self, text: str):
+        self.text, self.held, self.cut_off = text, False, False
+
+    def recent_text(self) -> str:
+        return self.text
+
+
+def barge_in(said: str = SAID) -> BargeIn:
+    policy = BargeInPolicy.from_settings(Settings(_env_file=None))
+    judge = BargeIn(SaidLately(said), policy)
+    judge.bot_speaking = True
+    return judge
+
+
+async def test_a_question_spoken_on_over_the_echo_reaches_the_user_turn():
+    """Through the filter before the user aggregator: the question passes, the echo not."""
+    from pipecat.frames.frames import TranscriptionFrame
+    from pipecat.tests.utils import run_test
+
+    from bot.barge_in import BackchannelFilter
+
+    judge = barge_in()
+    judge.echo_segment = True
+    question = TranscriptionFrame("food. What is the capital of France?", "user", "now")
+    echo = TranscriptionFrame("Plants make this.", "user", "now")
+    down, _ = await run_test(
+        BackchannelFilter(judge), frames_to_send=[echo, question],
+        expected_down_frames=[TranscriptionFrame],
+    )
+    assert down[0].text == question.text
+
+
+def test_the_echo_garbled_by_the_recogniser_is_still_echo():
+    judge = barge_in()
+    judge.echo_segment = True
+    assert judge.meaning("Plants make this.") is Meaning.ECHO
+    assert judge.meaning("in the lead.") is Meaning.ECHO
+    # Before the bot's words are known nothing in an echo segment is the user's.
+    early = barge_in(said="")
+    early.echo_segment = True
+    assert early.meaning("Plants me, sir.") is Meaning.ECHO
+
+
+def test_outside_an_echo_segment_the_words_alone_decide():
+    judge = barge_in()
+    assert judge.meaning("What is the capital of France?") is Meaning.INTERRUPTION
+    assert judge.meaning("Mm-hmm.") is Meaning.BACKCHANNEL
