@@ -57,3 +57,9 @@ def test_outside_an_echo_segment_the_words_alone_decide():
     judge = barge_in()
     assert judge.meaning("What is the capital of France?") is Meaning.INTERRUPTION
     assert judge.meaning("Mm-hmm.") is Meaning.BACKCHANNEL
+
+
+def test_a_short_echo_the_recogniser_garbled_a_word_of_is_still_echo():
+    judge = barge_in()
+    assert judge.meaning("Plants make this.") is Meaning.ECHO
+    assert judge.meaning("What is the capital?") is Meaning.INTERRUPTION
