@@ -16,14 +16,16 @@ BLOCK_SECS = 0.01  # the audio processing module works on 10 ms blocks
 class EchoPath:
     """Whether the microphone hears the bot at all, and how late.
 
-    Every `period_secs` with the bot's speech in most of the last `span_secs`, the raw
-    microphone and the reference (both at 8 kHz) are cross-correlated with the phase
-    transform (GCC-PHAT) over lags 0..`max_secs`. An echo makes a sharp peak, many times
-    the correlation's RMS, at the same lag every time; two voices that merely speak at
-    the same time do not (envelope correlation did: two utterances that start a second
-    apart correlate at that second). Two such peaks in a row turn `present` on; it goes off
-    again after `absent_secs` of the bot's speech without one (headphones put on, the
-    browser's own canceller took over). A lag beyond `aec_range_secs` also shifts the
+    Every `period_secs` with at least `min_active_secs` of the bot's speech in the last
+    `span_secs`, the raw microphone and the reference (both at 8 kHz) are cross-correlated
+    with the phase transform (GCC-PHAT) over lags 0..`max_secs`. An echo makes a sharp peak,
+    many times the correlation's RMS, at the same lag every time; two voices that merely
+    speak at the same time do not (envelope correlation did: two utterances that start a
+    second apart correlate at that second). Two peaks of `peak_ratio` in a row turn
+    `present` on within the bot's first second: a pause of the bot (held by a barge-in)
+    must not keep the echo unknown, or every early residual is taken for the user. It goes
+    off again after `absent_secs` of the bot's speech without a peak of `keep_ratio`
+    (headphones put on, the browser's own canceller took over). A lag beyond `aec_range_secs` also shifts the
     reference by all but `keep_secs` of it, so AEC3 is left a delay it tracks itself.
 
     Why gate on it: until AEC3 has heard an echo it assumes the worst (an echo as loud as
@@ -38,11 +40,13 @@ class EchoPath:
         self,
         *,
         span_secs: float = 2.0,
+        min_active_secs: float = 0.5,
         max_secs: float = 1.5,
         aec_range_secs: float = 0.5,
         keep_secs: float = 0.2,
-        period_secs: float = 0.5,
-        peak_ratio: float = 8.0,
+        period_secs: float = 0.25,
+        peak_ratio: float = 12.0,
+        keep_ratio: float = 8.0,
         absent_secs: float = 6.0,
     ):
         self._span = int(span_secs * self.RATE)
@@ -51,6 +55,8 @@ class EchoPath:
         self._keep = keep_secs
         self._period_blocks = int(period_secs / BLOCK_SECS)
         self._peak_ratio = peak_ratio
+        self._keep_ratio = keep_ratio
+        self._min_active = int(min_active_secs / BLOCK_SECS)
         self._absent_estimates = int(absent_secs / period_secs)
         size = self._span + self._max_lag
         self._mic = np.zeros(size, dtype=np.float32)
@@ -80,7 +86,7 @@ class EchoPath:
         history[-len(down) :] = down
 
     def _estimate(self) -> None:
-        if sum(self._active) < len(self._active) // 2 or len(self._active) < self._active.maxlen:
+        if sum(self._active) < self._min_active:
             return
         mic = np.zeros(len(self._ref), dtype=np.float32)
         mic[-self._span :] = self._mic[-self._span :]
@@ -93,6 +99,10 @@ class EchoPath:
         sharp = ratio >= self._peak_ratio
         repeated = sharp and self._last_lag is not None and abs(lag - self._last_lag) <= margin
         self._last_lag = lag if sharp else None
+        if self.present and not sharp and ratio >= self._keep_ratio:
+            if abs(lag - self.delay_secs * self.RATE) <= margin:
+                self._misses = 0  # still the echo, less sharp (the user talking over it)
+                return
         if repeated:
             self._misses = 0
             self.delay_secs = lag / self.RATE

@@ -50,9 +50,21 @@ def room_echo(played: np.ndarray, gain_db: float, delay_secs: float) -> np.ndarr
     return np.concatenate([np.zeros(int(delay_secs * RATE)), echo])[: len(played)]
 
 
-def call(echo_db: float | None, delay_secs: float, user_at: float | None = None, user_dbfs=-25.0):
-    """(microphone in, microphone out after the canceller, canceller, user segment)."""
+def call(
+    echo_db: float | None,
+    delay_secs: float,
+    user_at: float | None = None,
+    user_dbfs=-25.0,
+    held_secs: float = 0.0,
+):
+    """(microphone in, microphone out after the canceller, canceller, user segment).
+
+    `held_secs`: the bot falls silent for this long after every 0.6 s of speech (held by
+    barge-ins over its own early echo)."""
     bot = voices.synthesize(BOT, "espeak-rp-slow")
+    if held_secs:
+        piece, gap = int(0.6 * RATE), np.zeros(int(held_secs * RATE), dtype=bot.dtype)
+        bot = np.concatenate([x for i in range(0, len(bot), piece) for x in (bot[i : i + piece], gap)])
     bot_24k = soxr.resample(bot.astype(np.float32), RATE, OUT_RATE).astype(np.int16)
     start, total = 0.5, len(bot) / RATE + 2.0
     played = np.zeros(int(total * RATE))
@@ -74,11 +86,12 @@ def call(echo_db: float | None, delay_secs: float, user_at: float | None = None,
     events = []  # (time, order, kind, data): the tap sees a 40 ms chunk once it has played
     chunk = int(0.04 * OUT_RATE)
     for k, i in enumerate(range(0, len(bot_24k), chunk)):
-        events.append((start + (k + 1) * 0.04, 0, "tap", bot_24k[i : i + chunk]))
+        if bot_24k[i : i + chunk].any():  # a held bot sends nothing
+            events.append((start + (k + 1) * 0.04, 0, "tap", bot_24k[i : i + chunk]))
     frame = int(0.02 * RATE)
     for i in range(0, len(mic) - frame + 1, frame):
         events.append(((i + frame) / RATE + 0.02, 1, "mic", mic[i : i + frame]))
-    out, voice = [], []
+    out, voice, present = [], [], []
     for t, _, kind, data in sorted(events, key=lambda e: (e[0], e[1])):
         clock.now = t
         if kind == "tap":
@@ -88,7 +101,9 @@ def call(echo_db: float | None, delay_secs: float, user_at: float | None = None,
             assert canceller._process(f)
             out.append(np.frombuffer(f.audio, dtype=np.int16))
             voice.append(canceller.voice_over_echo())
-    canceller.voice = np.array(voice)  # per 20 ms frame, for the double-talk test
+            present.append(canceller.echo_present)
+    # Per 20 ms frame, for the double-talk and onset tests.
+    canceller.voice, canceller.present = np.array(voice), np.array(present)
     return mic, np.concatenate(out), canceller, segment
 
 
@@ -115,6 +130,16 @@ def test_the_bots_echo_is_cancelled(echo_db, delay_secs):
     # The VAD hears the echo in the raw microphone, and nothing once it is cancelled.
     assert len(speech_starts(mic[late])) >= 1
     assert speech_starts(out[late]) == []
+
+
+# Known by the end of the bot's first 1.25 s of speech; held after 0.6 s for 1.2 s, by the
+# end of its second 0.6 s (the bot started at 0.5 s).
+@pytest.mark.parametrize("held_secs,known_by", [(0.0, 0.5 + 1.25), (1.2, 0.5 + 0.6 + 1.2 + 0.6)])
+def test_the_echo_is_known_within_the_bots_first_second(held_secs, known_by):
+    """Until it is, every residual the VAD hears early in an answer holds the bot and is
+    judged by its garbled transcript; and a bot held that way must not keep it unknown."""
+    canceller = call(-20, 0.15, held_secs=held_secs)[2]
+    assert canceller.present[int(known_by / 0.02)], np.argmax(canceller.present) * 0.02
 
 
 def test_the_user_is_heard_over_the_echo():
