@@ -2,7 +2,7 @@
 
 A fixed dozen of the spoken-QA yardstick's items (bench/spoken_qa.yaml: general knowledge,
 arithmetic, a follow-up, a joke, a knowledge-base question and a general one that shares its
-words), asked in one conversation per voice through `run_bot` with the local stack, judged
+words), asked in one conversation by two voices taking turns, through `run_bot` with the local stack, judged
 by the yardstick's own deterministic judge. The local LLM samples with a fixed seed.
 """
 
@@ -36,13 +36,17 @@ def items():
     return [by_id[i] for i in SUBSET]
 
 
-@pytest.mark.parametrize("voice", TEST_VOICES)
-async def test_a_dozen_spoken_questions_are_answered_right(models, items, voice):
-    if not voices.get(voice).available():
-        pytest.skip(f"{voice} needs flite (apt-get install flite; `make test` installs it)")
-    assert not voices.get(voice).is_bot_voice
-    # The follow-up's own lead-in is the item just before it ("What is the capital of France?").
-    script = [Utterance(audio=voices.synthesize(item.q, voice), name=item.id) for item in items]
+async def test_a_dozen_spoken_questions_are_answered_right(models, items):
+    for voice in TEST_VOICES:
+        if not voices.get(voice).available():
+            pytest.skip(f"{voice} needs flite (apt-get install flite; `make test` installs it)")
+        assert not voices.get(voice).is_bot_voice
+    # The voices take turns; the follow-up's own lead-in is the item just before it ("What is
+    # the capital of France?"), asked by the other voice, as a second person in the room might.
+    script = [
+        Utterance(audio=voices.synthesize(item.q, TEST_VOICES[i % 2]), name=item.id)
+        for i, item in enumerate(items)
+    ]
     session = Session(settings=local_settings(greeting="", llm_seed=7), models=models)
     # In real time, as a person listens, and patient: on a loaded machine the LLM can take
     # over a second to write the rest of a sentence after its first phrase is spoken.
@@ -52,8 +56,9 @@ async def test_a_dozen_spoken_questions_are_answered_right(models, items, voice)
     assert len(turns) == len(items), [(t["user_text"], t["bot_text"]) for t in turns]
     verdicts = [judge(item, turn["bot_text"]) for item, turn in zip(items, turns)]
     report = "\n".join(
-        f"{'ok ' if v.right else 'BAD'} {item.id}: heard {t['user_text']!r} → {t['bot_text']!r}"
-        for item, t, v in zip(items, turns, verdicts)
+        f"{'ok ' if v.right else 'BAD'} {item.id} ({TEST_VOICES[i % 2]}): "
+        f"heard {t['user_text']!r} → {t['bot_text']!r}"
+        for i, (item, t, v) in enumerate(zip(items, turns, verdicts))
     )
     assert sum(v.right for v in verdicts) >= 10, report
     # The knowledge-base question is answered from it; no other answer mentions it.
