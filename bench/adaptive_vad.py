@@ -1,14 +1,16 @@
 """Adaptive VAD: false starts in a noisy room and missed soft questions, fixed vs adaptive.
 
-    .venv/bin/python -m bench.adaptive_vad            # 3 rooms x 16 questions in 5 voices
+    .venv/bin/python -m bench.adaptive_vad            # 6 rooms x 16 questions in 5 voices
     .venv/bin/python -m bench.adaptive_vad --smoke
+    .venv/bin/python -m bench.adaptive_vad --denoisers rnnoise,webrtc,none
 
 A minute or two of a room: questions in voices the bot has never heard, every 5-7 s, with
 the room's sound under all of it. Rooms: a café (six other voices chattering, 10 dB under
 the speaker), a street (pink noise, 10 dB under), a quiet room with a soft speaker (-52
 dBFS, a hiss 25 dB under).
-The VAD runs as the pipeline runs it (Silero over the shared model, 20 ms frames) with the
-settings' fixed bar, and with bot/adaptive_vad.py. A false start is the VAD starting
+The VAD runs as the pipeline runs it (Silero over the shared model, 20 ms frames, after the
+denoiser: each of `--denoisers` in turn) with the settings' fixed bar, and with
+bot/adaptive_vad.py. A false start is the VAD starting
 outside every question (+0.5 s); a missed question is one it never started in.
 """
 
@@ -45,6 +47,8 @@ ROOMS = {
     "café (chatter, 10 dB SNR)": dict(kind="chatter", snr=10.0, level=-26.0),
     "café (babble noise, 10 dB SNR)": dict(kind="babble", snr=10.0, level=-26.0),
     "street (pink noise, 10 dB SNR)": dict(kind="pink", snr=10.0, level=-26.0),
+    "loud street (pink noise, 5 dB SNR)": dict(kind="pink", snr=5.0, level=-26.0),
+    "loud café (babble noise, 5 dB SNR)": dict(kind="babble", snr=5.0, level=-26.0),
     "quiet room, soft voice (-52 dBFS)": dict(kind="white", snr=25.0, level=-52.0),
 }
 RATE = 16000
@@ -103,10 +107,16 @@ def run(args) -> tuple[str, dict]:
     )
     questions = QUESTIONS[:4] if args.smoke else QUESTIONS
     voice_names = voices.UNFAMILIAR[:5]  # the chatter's six voices are these and one more
-    rows, totals = [], {"fixed": [0, 0], "adaptive": [0, 0]}
-    for room, spec in ROOMS.items():
+    from processors.denoise import denoise
+
+    denoisers = args.denoisers.split(",")[: 1 if args.smoke else None]
+    vads = (("fixed", SharedSileroVADAnalyzer), ("adaptive", AdaptiveVADAnalyzer))
+    rows, totals = [], {f"{d}, {v}": [0, 0] for d in denoisers for v, _ in vads}
+    for (room, spec), denoiser in itertools.product(ROOMS.items(), denoisers):
         audio, spans = room_audio(questions, voice_names, spec["level"], spec["kind"], spec["snr"])
-        for name, cls in (("fixed", SharedSileroVADAnalyzer), ("adaptive", AdaptiveVADAnalyzer)):
+        if denoiser != "none":
+            audio = denoise(audio, RATE, engine=denoiser)
+        for name, cls in vads:
             analyzer = cls(
                 session=models.silero_session,
                 executor=models.vad_executor,
@@ -123,12 +133,13 @@ def run(args) -> tuple[str, dict]:
                 for q, (a, b) in zip(questions, spans)
                 if not any(a - 0.2 <= s <= b + 0.5 for s in starts)
             ]
-            totals[name][0] += len(false)
-            totals[name][1] += len(missed)
+            totals[f"{denoiser}, {name}"][0] += len(false)
+            totals[f"{denoiser}, {name}"][1] += len(missed)
             floor = getattr(analyzer, "noise_floor", None)
             rows.append(
                 [
                     room,
+                    denoiser,
                     name,
                     len(false),
                     f"{outside:.1f} s",
@@ -136,10 +147,11 @@ def run(args) -> tuple[str, dict]:
                     "–" if floor is None else f"{floor:.2f} → bar {analyzer.params.min_volume:.2f}",
                 ]
             )
-        print(f"  {room}: done", flush=True)
+        print(f"  {room}, {denoiser}: done", flush=True)
     table = markdown_table(
         [
             "room",
+            "denoiser",
             "VAD",
             "false starts",
             "speech heard outside the questions",
@@ -154,12 +166,16 @@ def run(args) -> tuple[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
+    parser.add_argument(
+        "--denoisers", default="rnnoise,webrtc,none",
+        help="Comma-separated: what cleans the audio before the VAD (rnnoise, webrtc, none).",
+    )
     args = parser.parse_args()
     load = loadavg()
     started = time.monotonic()
     table, totals = run(args)
     verdicts = [
-        f"- {name}: {f} false starts, {m} missed questions over all the rooms"
+        f"- {name} VAD: {f} false starts, {m} missed questions over all the rooms"
         for name, (f, m) in totals.items()
     ]
     report(

@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.frame_cost --smoke
 
 Evidence behind bench/capacity.py's hot spots: the same code the server runs per frame
-(RNNoise denoise, Silero VAD as Pipecat calls it — through a one-thread executor — and
+(RNNoise or WebRTC denoise, Silero VAD as Pipecat calls it — through a one-thread executor — and
 inline, the echo guard's level meter, the WebSocket protobuf deserializer), timed on this
 process's CPU clock (all threads), so other load on the machine inflates it less than wall
 time. 20,000 µs per 20 ms frame is one full core per session.
@@ -51,7 +51,7 @@ async def run(count: int) -> tuple[str, dict]:
     from bot.config import Settings
     from bot.local.models import LocalModels
     from bot.local.services import SharedSileroVADAnalyzer
-    from processors.denoise import _RNNoiseStream
+    from processors.denoise import _RNNoiseStream, _WebRTCNoiseStream
     from processors.echo_cancel import EchoCanceller, EchoReference
     from transports.websocket import GuardedProtobufSerializer
 
@@ -74,6 +74,9 @@ async def run(count: int) -> tuple[str, dict]:
 
     denoiser = _RNNoiseStream(16000)
     add("RNNoise denoise (16→48→16 kHz, 2 RNNoise frames)", cpu_us_per_frame(denoiser.process, frames))
+    denoiser.close()
+    denoiser = _WebRTCNoiseStream(16000)
+    add("WebRTC noise suppression (16 kHz, 2 blocks of 10 ms)", cpu_us_per_frame(denoiser.process, frames))
     denoiser.close()
 
     inline = vad()

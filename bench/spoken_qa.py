@@ -154,7 +154,6 @@ def transcribe_all(items: list[Item], voice_names: list[str], conditions: list[s
     from bot.local.whisper_window import WindowedWhisper
 
     from bot.providers import stt_vocabulary
-    from processors.denoise import denoise
 
     settings = Settings()
     models = LocalModels(settings)
@@ -166,9 +165,8 @@ def transcribe_all(items: list[Item], voice_names: list[str], conditions: list[s
             for item in items:
                 outcome = Outcome(item, voice, condition)
                 for text in item.utterances:
+                    # Undenoised: in the pipeline the denoiser comes after the recogniser.
                     audio = spoken(text, voice, condition, models.synthesize)
-                    if settings.denoise_enabled:  # as the pipeline does before its STT
-                        audio = denoise(audio, voices.SAMPLE_RATE)
                     audio = audio.astype(np.float32) / 32768
                     segments, _ = whisper.transcribe(audio, language="en", vocabulary=vocabulary)
                     outcome.heard.append(" ".join(s.text.strip() for s in segments))

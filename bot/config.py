@@ -134,11 +134,15 @@ class Settings(BaseSettings):
     # Seconds the user aggregator waits for a transcript after the turn ended.
     user_turn_stop_timeout: float = Field(5.0, gt=0.0)
     denoise_enabled: bool = True
+    # What denoises the microphone for the VAD and smart-turn (processors/denoise.py; the
+    # recogniser hears the undenoised audio): WebRTC's noise suppressor, or RNNoise (more
+    # suppression, 20x the CPU, and more false starts in chatter: bench/RESULTS.md).
+    denoiser: Literal["webrtc", "rnnoise"] = "webrtc"
     # Cancel the bot's own voice from the microphone (WebRTC AEC3, referenced to the audio
     # the bot sent) before the VAD and STT hear it; processors/echo_cancel.py.
     echo_cancel_enabled: bool = True
-    # WebRTC's noise suppression in the same module (RNNoise stays the denoiser unless
-    # DENOISE_ENABLED=false; switching belongs with a measurement of both).
+    # WebRTC's noise suppression in the echo canceller, before the recogniser too (DENOISER
+    # chooses the VAD's denoiser; this one the recogniser also hears).
     echo_cancel_noise_suppression: bool = False
 
     # --- Barge-in: what the user's voice means while the bot speaks (bot/barge_in.py) -----

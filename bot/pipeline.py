@@ -53,7 +53,7 @@ from bot.providers import (
 from bot.session_control import SessionControl
 from bot.turn_end import SentenceTurnStop
 from processors.context_budget import ContextBudget, tools_tokens
-from processors.denoise import RNNoiseDenoiser
+from processors.denoise import Denoiser
 from processors.echo_cancel import BotAudioTap, EchoCanceller, EchoReference
 from processors.empty_turn_reply import EmptyTurnReply
 from processors.input_audio_stop import InputAudioStop
@@ -245,8 +245,8 @@ def build_pipeline(
             echo_canceller,
             stt,
             # After the STT: the VAD and smart-turn hear denoised audio, the recogniser the
-            # microphone's own (RNNoise costs Whisper a third more errors: docs/answers.md).
-            RNNoiseDenoiser(enabled=settings.denoise_enabled),
+            # microphone's own (a denoiser costs Whisper words: docs/answers.md).
+            Denoiser(engine=settings.denoiser, enabled=settings.denoise_enabled),
             BackchannelFilter(barge_in),
             user_aggregator,
             EmptyTurnReply(prompt=EMPTY_TURN_PROMPT, reply=EMPTY_TURN_REPLY),

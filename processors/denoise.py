@@ -1,9 +1,11 @@
-"""RNNoise noise suppression for the user's microphone audio.
+"""Noise suppression for the user's microphone audio: RNNoise, or WebRTC's.
 
-RNNoise runs on 48 kHz audio in 10 ms frames; the pipeline usually carries 16 kHz.
-Each session owns its RNNoise state and a pair of streaming resamplers, so the filter
-state carries across frames and never across sessions. Buffers are preallocated: the
-per-frame path does no Python-level allocation beyond the resampler's output.
+RNNoise runs on 48 kHz audio in 10 ms frames; the pipeline usually carries 16 kHz, so each
+session owns its RNNoise state and a pair of streaming resamplers. WebRTC's noise
+suppressor (the audio processing module of the `livekit` package, the one the echo
+canceller uses) works at the microphone's rate in 10 ms blocks, at a small part of the cost
+(bench/RESULTS.md, "Per-frame CPU cost"). Either way the filter state carries across frames
+and never across sessions.
 """
 
 from __future__ import annotations
@@ -45,7 +47,6 @@ class _RNNoiseStream:
         self._aligned = False
         self._frame = np.zeros(RNNOISE_FRAME, dtype=np.float32)
         self._frame_ptr = self._frame.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-        self.last_speech_prob = 0.0
 
     def close(self) -> None:
         if self._state:
@@ -74,9 +75,7 @@ class _RNNoiseStream:
             if self._pending_len == RNNOISE_FRAME:
                 self._frame[:] = self._pending[:RNNOISE_FRAME]
                 # RNNoise works on int16-scaled floats, in place.
-                self.last_speech_prob = rnnoise.lib.rnnoise_process_frame(
-                    self._state, self._frame_ptr, self._frame_ptr
-                )
+                rnnoise.lib.rnnoise_process_frame(self._state, self._frame_ptr, self._frame_ptr)
                 out[n_out : n_out + RNNOISE_FRAME] = self._frame
                 n_out += RNNOISE_FRAME
                 self._pending_len = 0
@@ -86,9 +85,45 @@ class _RNNoiseStream:
         return np.clip(y, -32768, 32767).astype(np.int16).tobytes()
 
 
-def denoise(audio: np.ndarray, sample_rate: int, chunk_secs: float = 0.02) -> np.ndarray:
+class _WebRTCNoiseStream:
+    """Streaming 16-bit PCM through WebRTC's noise suppressor (mono, 10 ms blocks)."""
+
+    def __init__(self, sample_rate: int):
+        from livekit import rtc
+
+        self.sample_rate = sample_rate
+        self._rtc = rtc
+        self._apm = rtc.AudioProcessingModule(noise_suppression=True, high_pass_filter=True)
+        self._block = sample_rate // 100
+        self._pending = np.zeros(0, dtype=np.int16)
+
+    def close(self) -> None:
+        self._apm = None
+
+    def process(self, pcm16: bytes) -> bytes:
+        x = np.frombuffer(pcm16, dtype=np.int16)
+        if len(self._pending):
+            x = np.concatenate([self._pending, x])
+        whole = len(x) - len(x) % self._block
+        out = x[:whole].copy()
+        for start in range(0, whole, self._block):
+            block = self._rtc.AudioFrame(
+                out[start : start + self._block].tobytes(), self.sample_rate, 1, self._block
+            )
+            self._apm.process_stream(block)
+            out[start : start + self._block] = np.frombuffer(bytes(block.data), dtype=np.int16)
+        self._pending = x[whole:].copy()
+        return out.tobytes()
+
+
+ENGINES = {"rnnoise": _RNNoiseStream, "webrtc": _WebRTCNoiseStream}
+
+
+def denoise(
+    audio: np.ndarray, sample_rate: int, chunk_secs: float = 0.02, engine: str = "rnnoise"
+) -> np.ndarray:
     """A whole int16 recording through the denoiser, in chunks as the pipeline sends them."""
-    stream = _RNNoiseStream(sample_rate)
+    stream = ENGINES[engine](sample_rate)
     try:
         step = int(sample_rate * chunk_secs)
         pcm = audio.astype(np.int16).tobytes()
@@ -98,22 +133,20 @@ def denoise(audio: np.ndarray, sample_rate: int, chunk_secs: float = 0.02) -> np
     return np.frombuffer(out, dtype=np.int16)
 
 
-class RNNoiseDenoiser(FrameProcessor):
-    """Denoises `InputAudioRawFrame`s in place; every other frame passes untouched.
+class Denoiser(FrameProcessor):
+    """Denoises `InputAudioRawFrame`s in place with `engine` (rnnoise or webrtc); every
+    other frame passes untouched.
 
     Mono audio only: other channel counts pass through (with one warning), as does all
     audio when `enabled` is False.
     """
 
-    def __init__(self, *, enabled: bool = True, **kwargs):
+    def __init__(self, *, engine: str = "rnnoise", enabled: bool = True, **kwargs):
         super().__init__(**kwargs)
+        self._engine = ENGINES[engine]
         self._enabled = enabled
-        self._stream: _RNNoiseStream | None = None
+        self._stream = None
         self._warned_channels = False
-
-    @property
-    def last_speech_probability(self) -> float:
-        return self._stream.last_speech_prob if self._stream else 0.0
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
@@ -133,7 +166,7 @@ class RNNoiseDenoiser(FrameProcessor):
             return
         if self._stream is None or self._stream.sample_rate != frame.sample_rate:
             self._close()
-            self._stream = _RNNoiseStream(frame.sample_rate)
+            self._stream = self._engine(frame.sample_rate)
         frame.audio = self._stream.process(frame.audio)
         frame.num_frames = len(frame.audio) // 2
 

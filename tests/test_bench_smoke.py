@@ -169,7 +169,7 @@ def test_soak_smoke(smoke_runs):
 def test_frame_cost_smoke(smoke_runs):
     rows, _ = result(smoke_runs, "frame_cost")
     names = " ".join(rows)
-    for component in ("RNNoise", "Silero VAD", "echo cancellation", "protobuf"):
+    for component in ("RNNoise", "WebRTC noise", "Silero VAD", "echo cancellation", "protobuf"):
         assert component in names, rows
     assert all(re.fullmatch(NUMBER, cells[0]) for cells in rows.values()), rows
 
@@ -227,5 +227,5 @@ def test_sentence_turns_smoke(smoke_runs):
 @pytest.mark.slow
 def test_adaptive_vad_smoke(smoke_runs):
     rows, out = result(smoke_runs, "adaptive_vad")
-    assert len(rows) == 4, rows  # the first cell is the room: two rows each, the last wins
-    assert "fixed:" in out and "adaptive:" in out
+    assert len(rows) == 6, rows  # the first cell is the room: two rows each, the last wins
+    assert "fixed VAD:" in out and "adaptive VAD:" in out

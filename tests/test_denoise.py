@@ -1,11 +1,12 @@
-"""RNNoise denoiser: cleaner speech at 5 dB SNR, STT still understands it, nothing else touched."""
+"""The denoisers (RNNoise, WebRTC's): cleaner speech at 5 dB SNR, STT still understands it,
+nothing else touched."""
 
 import numpy as np
 import pytest
 from pipecat.frames.frames import InputAudioRawFrame, TextFrame, UserStartedSpeakingFrame
 from pipecat.tests.utils import run_test
 
-from processors.denoise import RNNoiseDenoiser
+from processors.denoise import Denoiser
 from tests.support.audio import shared_transcripts, transcribe
 from tests.text import word_error_rate
 from transports.file import load_wav
@@ -54,13 +55,15 @@ def best_alignment(reference: np.ndarray, output: np.ndarray, max_lag: int = 800
     )[::-1]
 
 
-async def denoise(audio: np.ndarray, enabled: bool = True, extra_frames=()) -> tuple[np.ndarray, list]:
+async def denoise(
+    audio: np.ndarray, enabled: bool = True, extra_frames=(), engine: str = "rnnoise"
+) -> tuple[np.ndarray, list]:
     frames = [
         InputAudioRawFrame(audio=audio[i : i + CHUNK].tobytes(), sample_rate=RATE, num_channels=1)
         for i in range(0, len(audio) - CHUNK + 1, CHUNK)
     ]
     frames[len(frames) // 2 : len(frames) // 2] = list(extra_frames)
-    down, _ = await run_test(RNNoiseDenoiser(enabled=enabled), frames_to_send=frames)
+    down, _ = await run_test(Denoiser(engine=engine, enabled=enabled), frames_to_send=frames)
     out = b"".join(f.audio for f in down if isinstance(f, InputAudioRawFrame))
     return np.frombuffer(out, dtype=np.int16), [f for f in down if not isinstance(f, InputAudioRawFrame)]
 
@@ -111,6 +114,41 @@ async def test_denoise_improves_snr_by_5db_and_keeps_speech_intelligible(speech,
     assert errors / words <= 0.30, "\n".join(report)
 
 
+def level_db(x: np.ndarray) -> float:
+    return 10 * np.log10(np.mean(x.astype(np.float64) ** 2) + 1e-9)
+
+
+# (noise taken out of the speaker's pauses, at least; speech lost, at most), in dB; and
+# how late the output is (RNNoise's look-ahead; WebRTC's suppressor has none to speak of).
+ENGINE_FLOORS = {"rnnoise": (20.0, 2.0, 960 // 3), "webrtc": (10.0, 2.5, 0)}
+
+
+@pytest.mark.parametrize("engine", ["rnnoise", "webrtc"])
+async def test_noise_in_the_pauses_goes_and_the_speech_stays(speech, engine):
+    """What the VAD and smart-turn get from a denoiser, for both engines (pink noise, 5 dB)."""
+    from tests.support.audio import SHARED_AUDIO
+
+    pause_floor, speech_ceiling, lag = ENGINE_FLOORS[engine]
+    report = []
+    for name, clean, _ in speech_samples(speech, shared=(SHARED_AUDIO / "transcripts.tsv").exists()):
+        pad = np.zeros(RATE, dtype=np.int16)
+        clean = np.concatenate([pad, clean, pad])
+        noisy = add_noise(clean, 5.0, "pink")
+        out, _ = await denoise(noisy, engine=engine)
+        n = len(out) - lag
+        levels = np.array([level_db(clean[i : i + CHUNK]) for i in range(0, n - CHUNK + 1, CHUNK)])
+        pauses, loud = levels < levels.max() - 50, levels > levels.max() - 20
+
+        def frames(x, mask):
+            return np.concatenate([x[i * CHUNK : (i + 1) * CHUNK] for i in np.flatnonzero(mask)])
+
+        cleaned = out[lag:]
+        pause = level_db(frames(noisy, pauses)) - level_db(frames(cleaned, pauses))
+        kept = level_db(frames(noisy, loud)) - level_db(frames(cleaned, loud))
+        report.append(f"{name}: pauses -{pause:.1f} dB, speech -{kept:.1f} dB")
+        assert pause >= pause_floor and kept <= speech_ceiling, "\n".join(report)
+
+
 async def test_other_frames_pass_untouched_and_audio_keeps_its_length(speech):
     clean = speech("Hello there.")
     marker_text, marker_turn = TextFrame("marker"), UserStartedSpeakingFrame()
@@ -128,12 +166,13 @@ async def test_disabled_denoiser_passes_audio_through_unchanged(speech):
     assert len(out) == (len(noisy) // CHUNK) * CHUNK
 
 
-async def test_sample_rate_change_mid_stream_is_handled():
+@pytest.mark.parametrize("engine", ["rnnoise", "webrtc"])
+async def test_sample_rate_change_mid_stream_is_handled(engine):
     tone = (np.sin(np.arange(48000 * 2) * 2 * np.pi * 220 / 48000) * 8000).astype(np.int16)
     frames = [InputAudioRawFrame(audio=tone[i : i + 960].tobytes(), sample_rate=48000, num_channels=1)
               for i in range(0, 48000, 960)]
     frames += [InputAudioRawFrame(audio=b"\x00\x00" * CHUNK, sample_rate=RATE, num_channels=1) for _ in range(20)]
-    down, _ = await run_test(RNNoiseDenoiser(), frames_to_send=frames)
+    down, _ = await run_test(Denoiser(engine=engine), frames_to_send=frames)
     audio = [f for f in down if isinstance(f, InputAudioRawFrame)]
     assert {f.sample_rate for f in audio} == {48000, RATE}
     assert sum(len(f.audio) for f in audio if f.sample_rate == RATE) > 0
