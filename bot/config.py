@@ -135,9 +135,10 @@ class Settings(BaseSettings):
     user_turn_stop_timeout: float = Field(5.0, gt=0.0)
     denoise_enabled: bool = True
     # What denoises the microphone for the VAD and smart-turn (processors/denoise.py; the
-    # recogniser hears the undenoised audio): WebRTC's noise suppressor, or RNNoise (more
-    # suppression, 20x the CPU, and more false starts in chatter: bench/RESULTS.md).
-    denoiser: Literal["webrtc", "rnnoise"] = "webrtc"
+    # recogniser hears the undenoised audio): RNNoise, or WebRTC's noise suppressor (1/20 of
+    # the CPU and fewer false starts in chatter, but it lets the bot's echo residue through
+    # to the VAD: bench/RESULTS.md, "Adaptive VAD").
+    denoiser: Literal["rnnoise", "webrtc"] = "rnnoise"
     # Cancel the bot's own voice from the microphone (WebRTC AEC3, referenced to the audio
     # the bot sent) before the VAD and STT hear it; processors/echo_cancel.py.
     echo_cancel_enabled: bool = True
