@@ -26,6 +26,9 @@ from bot.pipeline import Session
 from bot.providers import create_search, runs_locally
 from web.admin import create_admin_router
 from web.admission import log_origin_policy
+from web.cluster import ClusterNode
+from web.cluster.node import in_process_dispatch
+from web.cluster.routes import nodes_router
 from web.http_hygiene import AllowedMethods, RequestBodyLimits
 from web.limits import ClientLimits
 from web.observability import install_observability
@@ -56,6 +59,8 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if cluster is not None:
+            await cluster.start()
         spawner.keep_spares()
         # Configured cloud models that the providers no longer offer: said once, now.
         app.state.model_check = asyncio.create_task(warn_about_models(settings))
@@ -64,6 +69,8 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
         await registry.cancel_all()
         await spawner.close()
         await webrtc.close()
+        if cluster is not None:
+            await cluster.stop()
 
     app = FastAPI(title="Voice agent", lifespan=lifespan)
     # The last added runs first: wrong methods are answered before a body is read, and a
@@ -77,8 +84,17 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
     app.state.registry = registry
     # /metrics, /dashboard, /api/events (web/observability.py)
     observability = install_observability(app, settings, registry)
+    # REDIS_URL: this node's part of the cluster; /api/nodes (web/cluster/)
+    cluster = None
+    if settings.cluster:
+        cluster = ClusterNode(settings, registry, in_process_dispatch(app, settings))
+        observability.node = cluster.id
+        observability.remote_sessions = lambda: list(cluster.remote_sessions.values())
+        cluster.remote_event = observability.add_remote_event
+        app.include_router(nodes_router(settings, cluster))
+    app.state.cluster = cluster
     # /api/sessions: list, inspect and steer live sessions (ADMIN_TOKEN; web/admin.py)
-    app.include_router(create_admin_router(settings, registry))
+    app.include_router(create_admin_router(settings, registry, cluster))
     if settings.search_enabled:
         create_search(settings)  # web_search's knowledge base: indexed now, once per process
 

@@ -1,0 +1,368 @@
+"""This node's part of the cluster: registry entries, relayed events, steering calls.
+
+Keys (all under `voice-agent:`), each rewritten every CLUSTER_HEARTBEAT_SECS with a TTL of
+CLUSTER_TTL_SECS, so a node that dies leaves the registry within the TTL:
+
+    node:{node_id}        JSON: id, url, sessions, max_sessions, cpu, draining, updated
+    session:{session_id}  JSON: the session's summary (`LiveSession.summary()`) and its node
+    turns:{session_id}    its recent turn records (a list, newest last)
+
+Channels: `events` carries every node's dashboard events; `calls:{node_id}` the steering
+calls for that node; `replies:{node_id}` their answers. A call is answered by the owner's
+own admin route, run in-process on the request the caller forwarded, so the answer (and any
+error) is exactly what the owner would have said to a client of its own.
+
+Redis going away never ends a session: writes fail, are logged once per outage, and the
+next heartbeat after it comes back rewrites everything; listing calls answer 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import redis.asyncio as redis
+from fastapi.responses import JSONResponse
+from loguru import logger
+from redis.exceptions import RedisError
+
+from bot.config import Settings
+from web.sessions import LiveSession, SessionRegistry
+
+PREFIX = "voice-agent:"
+EVENTS_CHANNEL = f"{PREFIX}events"
+# Session events as the dashboard's event stream names them (web/observability.py).
+DASHBOARD_EVENTS = {"started": "session-started", "state": "state", "turn": "turn",
+                    "ended": "session-ended"}
+REDIS_TIMEOUT_SECS = 2.0
+RECONNECT_SECS = 0.5
+
+
+class ClusterUnavailable(RuntimeError):
+    """Redis cannot be reached: the cluster-wide view is unavailable for now."""
+
+
+class OwnerTimeout(RuntimeError):
+    """The node owning a session did not answer a call in time."""
+
+
+def _key(kind: str, name: str) -> str:
+    return f"{PREFIX}{kind}:{name}"
+
+
+class ClusterNode:
+    """Registers this node and its sessions in Redis; relays events; answers and forwards calls.
+
+    `remote_event(event, data)` is called for every dashboard event of another node."""
+
+    def __init__(self, settings: Settings, registry: SessionRegistry,
+                 dispatch: Callable[[str, str, Any], Awaitable[tuple[int, Any]]]):
+        self.settings = settings
+        self.registry = registry
+        self.id = settings.node_name
+        self.url = settings.node_address
+        self.history_turns = registry.history_turns
+        self.draining = False
+        self.remote_event: Callable[[str, dict], None] = lambda event, data: None
+        # Sessions of the other nodes with their recent turns, for the dashboard's snapshot.
+        self.remote_sessions: dict[str, dict] = {}
+        self._dispatch = dispatch
+        self._redis = redis.from_url(
+            settings.redis_url.get_secret_value(), decode_responses=True,
+            socket_timeout=REDIS_TIMEOUT_SECS, socket_connect_timeout=REDIS_TIMEOUT_SECS,
+        )
+        self._outbox: asyncio.Queue[Callable[[], Awaitable[Any]]] = asyncio.Queue()
+        self._pending: dict[str, asyncio.Future] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._handlers: set[asyncio.Task] = set()
+        self._subscribed = asyncio.Event()
+        self._healthy = True
+        self._cpu = (time.monotonic(), time.process_time())
+        self.cpu_percent = 0.0
+        registry.listeners.append(self._on_session_event)
+
+    # --- life -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._heartbeat(), name="cluster-heartbeat"),
+                       asyncio.create_task(self._listen(), name="cluster-listen"),
+                       asyncio.create_task(self._write(), name="cluster-write")]
+        # Calls for this node are only answered once it listens: wait a moment for that.
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), REDIS_TIMEOUT_SECS * 2)
+        except TimeoutError:
+            logger.warning("Cluster: Redis is not answering yet; this node will join when it does")
+        logger.info(f"Cluster node {self.id!r} at {self.url}")
+
+    async def stop(self) -> None:
+        for task in self._tasks + list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._handlers, return_exceptions=True)
+        try:  # leave at once rather than after the TTL
+            keys = [_key("node", self.id)] + [_key("session", s.id) for s in self.registry.all()]
+            await self._redis.delete(*keys)
+        except RedisError:
+            pass
+        await self._redis.aclose()
+
+    # --- the registry ---------------------------------------------------------------------
+    def _ttl_ms(self) -> int:
+        return int(self.settings.cluster_ttl_secs * 1000)
+
+    def session_entry(self, live: LiveSession) -> dict:
+        return {**live.summary(), "node": self.id, "node_url": self.url}
+
+    def node_entry(self) -> dict:
+        return {"id": self.id, "url": self.url, "sessions": len(self.registry),
+                "max_sessions": self.registry.max_sessions, "cpu_percent": self.cpu_percent,
+                "draining": self.draining, "pid": os.getpid(), "updated": time.time()}
+
+    def _measure_cpu(self) -> None:
+        wall, cpu = time.monotonic(), time.process_time()
+        then_wall, then_cpu = self._cpu
+        if wall > then_wall:
+            self.cpu_percent = round(100.0 * (cpu - then_cpu) / (wall - then_wall), 1)
+        self._cpu = (wall, cpu)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            self._measure_cpu()
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.set(_key("node", self.id), json.dumps(self.node_entry()), px=self._ttl_ms())
+                    for live in self.registry.all():
+                        pipe.set(_key("session", live.id), json.dumps(self.session_entry(live)),
+                                 px=self._ttl_ms())
+                        pipe.pexpire(_key("turns", live.id), self._ttl_ms())
+                    await pipe.execute()
+                await self._refresh_remote_sessions()
+                self._up()
+            except (RedisError, OSError) as e:
+                self._down(e)
+            await asyncio.sleep(self.settings.cluster_heartbeat_secs)
+
+    async def _refresh_remote_sessions(self) -> None:
+        entries = {e["id"]: e for e in await self._entries("session") if e.get("node") != self.id}
+        for session_id in set(self.remote_sessions) - set(entries):
+            self.remote_sessions.pop(session_id, None)
+        new = [sid for sid in entries if sid not in self.remote_sessions]
+        histories = {}
+        if new:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for sid in new:
+                    pipe.lrange(_key("turns", sid), 0, -1)
+                histories = dict(zip(new, await pipe.execute()))
+        for sid, entry in entries.items():
+            known = self.remote_sessions.get(sid)
+            history = known["history"] if known else [json.loads(t) for t in histories.get(sid, [])]
+            self.remote_sessions[sid] = {**entry, "history": history}
+
+    def _up(self) -> None:
+        if not self._healthy:
+            logger.info("Cluster: Redis is back; this node's entries are rewritten")
+        self._healthy = True
+
+    def _down(self, error: Exception) -> None:
+        if self._healthy:
+            logger.warning(f"Cluster: Redis is unavailable ({error}); live sessions go on here, "
+                           "the cluster-wide registry is unavailable until it is back")
+        self._healthy = False
+
+    async def _entries(self, kind: str) -> list[dict]:
+        keys = [k async for k in self._redis.scan_iter(match=_key(kind, "*"), count=500)]
+        if not keys:
+            return []
+        return [json.loads(v) for v in await self._redis.mget(keys) if v]
+
+    async def _read(self, kind: str) -> list[dict]:
+        try:
+            return await self._entries(kind)
+        except (RedisError, OSError) as e:
+            self._down(e)
+            raise ClusterUnavailable(f"the cluster registry (Redis) is unavailable: {e}") from e
+
+    async def nodes(self) -> list[dict]:
+        """Every live node (its entry not expired), by id."""
+        return sorted(await self._read("node"), key=lambda n: n["id"])
+
+    async def sessions(self) -> list[dict]:
+        """Every node's live sessions: this node's from memory, the others' from Redis."""
+        local = [self.session_entry(live) for live in self.registry.all()]
+        remote = [e for e in await self._read("session") if e.get("node") != self.id]
+        return local + sorted(remote, key=lambda e: e["started_at"])
+
+    # --- events ---------------------------------------------------------------------------
+    def _on_session_event(self, event: str, live: LiveSession, payload: Any) -> None:
+        if event not in DASHBOARD_EVENTS:
+            return
+        entry = self.session_entry(live)
+        session_key, turns_key = _key("session", live.id), _key("turns", live.id)
+        if event == "started":
+            data = {"session": {**entry, "history": list(live.history)}}
+        elif event == "turn":
+            data = {"session": entry, "turn": {**payload, "transport": live.transport}}
+        else:
+            data = {"session": entry}
+        message = json.dumps({"node": self.id, "event": DASHBOARD_EVENTS[event], "data": data})
+
+        async def write() -> None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                if event == "ended":
+                    pipe.delete(session_key, turns_key)
+                else:
+                    pipe.set(session_key, json.dumps(entry), px=self._ttl_ms())
+                if event == "turn":
+                    pipe.rpush(turns_key, json.dumps(payload))
+                    pipe.ltrim(turns_key, -self.history_turns, -1)
+                    pipe.pexpire(turns_key, self._ttl_ms())
+                pipe.publish(EVENTS_CHANNEL, message)
+                await pipe.execute()
+
+        self._outbox.put_nowait(write)
+
+    async def _write(self) -> None:
+        """Writes in the order the sessions' events happened (an end is never overtaken)."""
+        while True:
+            write = await self._outbox.get()
+            try:
+                await write()
+                self._up()
+            except (RedisError, OSError) as e:
+                self._down(e)
+
+    def _on_remote_event(self, message: dict) -> None:
+        if message.get("node") == self.id:
+            return
+        event, data = message["event"], message["data"]
+        session = data["session"]
+        if event == "session-ended":
+            self.remote_sessions.pop(session["id"], None)
+        elif event == "session-started":
+            self.remote_sessions[session["id"]] = session
+        else:
+            known = self.remote_sessions.setdefault(session["id"], {**session, "history": []})
+            known.update(session)
+            if event == "turn":
+                known["history"] = (known["history"] + [data["turn"]])[-self.history_turns:]
+        self.remote_event(event, data)
+
+    # --- steering calls -------------------------------------------------------------------
+    async def _listen(self) -> None:
+        calls, replies = _key("calls", self.id), _key("replies", self.id)
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(EVENTS_CHANNEL, calls, replies)
+                self._subscribed.set()
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    try:
+                        body = json.loads(message["data"])
+                        if message["channel"] == EVENTS_CHANNEL:
+                            self._on_remote_event(body)
+                        elif message["channel"] == calls:
+                            self._spawn(self._answer(body))
+                        elif (future := self._pending.get(body.get("call"))) and not future.done():
+                            future.set_result(body)
+                    except (ValueError, KeyError, TypeError):
+                        logger.warning(f"Cluster: ignored a malformed message on {message['channel']}")
+            except (RedisError, OSError) as e:
+                self._down(e)
+            finally:
+                self._subscribed.clear()
+                try:
+                    await pubsub.aclose()
+                except (RedisError, OSError):
+                    pass
+            await asyncio.sleep(RECONNECT_SECS)
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    async def _answer(self, call: dict) -> None:
+        try:
+            status, body = await self._dispatch(call["method"], call["path"], call.get("json"))
+        except Exception as e:  # the answer must go back whatever happened
+            logger.exception("Cluster: a steering call failed on this node")
+            status, body = 500, {"detail": f"node {self.id!r} failed to answer: {e}"}
+        reply = json.dumps({"call": call["call"], "status": status, "body": body, "node": self.id})
+        try:
+            await self._redis.publish(_key("replies", call["from"]), reply)
+        except (RedisError, OSError) as e:
+            self._down(e)
+
+    async def owner_of(self, session_id: str) -> str | None:
+        try:
+            raw = await self._redis.get(_key("session", session_id))
+        except (RedisError, OSError) as e:
+            self._down(e)
+            raise ClusterUnavailable(f"the cluster registry (Redis) is unavailable: {e}") from e
+        return json.loads(raw)["node"] if raw else None
+
+    async def call(self, node: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """Have `node` answer an admin request; its (status, JSON body)."""
+        call_id = uuid.uuid4().hex
+        future = asyncio.get_running_loop().create_future()
+        self._pending[call_id] = future
+        message = {"call": call_id, "from": self.id, "method": method, "path": path, "json": body}
+        timeout = self.settings.cluster_call_timeout_secs
+        try:
+            if not self._subscribed.is_set():
+                raise ClusterUnavailable("this node is not connected to the cluster (Redis)")
+            try:
+                listeners = await self._redis.publish(_key("calls", node), json.dumps(message))
+            except (RedisError, OSError) as e:
+                self._down(e)
+                raise ClusterUnavailable(f"the cluster (Redis) is unavailable: {e}") from e
+            if not listeners:
+                raise OwnerTimeout(f"node {node!r} is not listening (it may have just died)")
+            try:
+                reply = await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                raise OwnerTimeout(f"node {node!r} did not answer within {timeout:g} s") from None
+            return reply["status"], reply["body"]
+        finally:
+            self._pending.pop(call_id, None)
+
+    async def forward(self, session_id: str, method: str, path: str,
+                      body: Any = None) -> JSONResponse | None:
+        """The owning node's answer to an admin request for `session_id`; None when no other
+        node owns it (the caller answers itself: 404)."""
+        try:
+            owner = await self.owner_of(session_id)
+            if owner is None or owner == self.id:
+                return None
+            status, answer = await self.call(owner, method, path, body)
+        except ClusterUnavailable as e:
+            return JSONResponse({"detail": str(e)}, status_code=503)
+        except OwnerTimeout as e:
+            return JSONResponse({"detail": f"session {session_id!r}: {e}"}, status_code=504)
+        return JSONResponse(answer, status_code=status)
+
+
+def in_process_dispatch(app, settings: Settings):
+    """Answer a forwarded admin request with this node's own routes, as a loopback client
+    (with ADMIN_TOKEN, if one is set)."""
+    headers = {}
+    if settings.admin_token and settings.admin_token.get_secret_value():
+        headers["Authorization"] = f"Bearer {settings.admin_token.get_secret_value()}"
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 0))
+
+    async def dispatch(method: str, path: str, body: Any) -> tuple[int, Any]:
+        async with httpx.AsyncClient(transport=transport, base_url="http://node",
+                                     headers=headers, timeout=None) as client:
+            response = await client.request(method, path, json=body)
+        try:
+            return response.status_code, response.json()
+        except ValueError:
+            return response.status_code, {"detail": response.text}
+
+    return dispatch
