@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from bench.voices import VoiceUnavailable, synthesize
-from tests.support.nodes import CloudPeers, Node
+from tests.support.nodes import CloudPeers, nodes
 from tests.support.polling import until
 from web.ws_client import AgentClient
 
@@ -48,10 +48,10 @@ def system_of(request: dict) -> str:
 
 
 async def test_any_node_lists_and_steers_a_session_of_another(redis_server, question):
-    async with CloudPeers() as peers, Node(peers, redis_server.url, "a") as a, \
-            Node(peers, redis_server.url, "b") as b, httpx.AsyncClient(timeout=30) as http:
-        nodes = (await http.get(f"{a.url}/api/nodes")).json()
-        assert [(n["id"], n["url"], n["sessions"]) for n in nodes] == [(a.id, a.url, 0), (b.id, b.url, 0)]
+    async with CloudPeers() as peers, nodes(peers, redis_server.url, "a", "b") as (a, b), \
+            httpx.AsyncClient(timeout=30) as http:
+        listed_nodes = (await http.get(f"{a.url}/api/nodes")).json()
+        assert [(n["id"], n["url"], n["sessions"]) for n in listed_nodes] == [(a.id, a.url, 0), (b.id, b.url, 0)]
 
         async with AgentClient(b.ws_url) as client:
             session_id = await session_of(client)
@@ -95,3 +95,41 @@ async def test_any_node_lists_and_steers_a_session_of_another(redis_server, ques
             r = await http.put(f"{node.url}/api/sessions/{session_id}/context",
                                json={"instructions": "Say banana."})
             assert r.status_code == 404, r.text
+
+
+async def test_a_dead_node_leaves_the_registry_and_redis_going_away_ends_no_session(
+        redis_server, question):
+    async with CloudPeers() as peers, nodes(peers, redis_server.url, "a", "b",
+                                            cluster_ttl_secs=3) as (a, b), \
+            httpx.AsyncClient(timeout=30) as http, \
+            AgentClient(a.ws_url) as on_a, AgentClient(b.ws_url) as on_b:
+        a_id, b_id = await session_of(on_a), await session_of(on_b)
+
+        def listed(node):
+            return lambda: {s["id"] for s in httpx.get(f"{node.url}/api/sessions").json()}
+        await until(lambda: listed(a)() == {a_id, b_id}, 10, "A to list both sessions")
+
+        # Redis goes away: the registry answers 503 with the reason; sessions go on.
+        await redis_server.stop()
+        for path in ("/api/sessions", "/api/nodes", f"/api/sessions/{b_id}"):
+            r = await http.get(f"{a.url}{path}")
+            assert r.status_code == 503 and "Redis" in r.json()["detail"], (path, r.text)
+        await ask(on_a, question, peers, 1)
+        await ask(on_b, question, peers, 1)
+        assert not on_a.closed and not on_b.closed
+
+        # Redis is back (empty): the nodes rewrite their entries and answer for each other.
+        await redis_server.start()
+        await until(lambda: listed(a)() == {a_id, b_id}, 10, "A to list both sessions again")
+        r = await http.put(f"{a.url}/api/sessions/{b_id}/context", json={"instructions": "Hi."})
+        assert r.status_code == 200, r.text
+
+        # B dies: a call for its session says so at once; within the TTL it is gone.
+        b.kill()
+        await b.wait_exit()
+        r = await http.put(f"{a.url}/api/sessions/{b_id}/context", json={"instructions": "Hi."})
+        assert r.status_code == 504 and "'b'" in r.json()["detail"], r.text
+        await until(lambda: listed(a)() == {a_id}, 5, "B's session to leave the registry")
+        assert [n["id"] for n in (await http.get(f"{a.url}/api/nodes")).json()] == ["a"]
+        r = await http.put(f"{a.url}/api/sessions/{b_id}/context", json={"instructions": "Hi."})
+        assert r.status_code == 404, r.text

@@ -1,13 +1,14 @@
 """Cluster nodes for tests: `python -m bot serve` processes on free loopback ports, every stage
 on its cloud provider pointed at the loopback peers (tests/peers/), sharing one Redis.
 
-    async with CloudPeers() as peers, Node(peers, redis.url, "a") as a, Node(...) as b:
+    async with CloudPeers() as peers, nodes(peers, redis.url, "a", "b") as (a, b):
         a.url, a.ws_url, a.kill(), await a.wait_exit()
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -126,3 +127,16 @@ class Node:
                 self.kill()
                 await self.wait_exit()
         self._dir.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def nodes(peers: CloudPeers, redis_url: str | None, *ids: str, **settings):
+    """Several nodes, started together (each loads Pipecat and its VAD on its own)."""
+    started = [Node(peers, redis_url, node_id, **settings) for node_id in ids]
+    async with contextlib.AsyncExitStack() as stack:
+        results = await asyncio.gather(*(n.start() for n in started), return_exceptions=True)
+        for node, result in zip(started, results):
+            stack.push_async_exit(node.__aexit__)
+            if isinstance(result, BaseException):
+                raise result
+        yield started

@@ -73,9 +73,15 @@ class ClusterNode:
         # Sessions of the other nodes with their recent turns, for the dashboard's snapshot.
         self.remote_sessions: dict[str, dict] = {}
         self._dispatch = dispatch
+        url = settings.redis_url.get_secret_value()
         self._redis = redis.from_url(
-            settings.redis_url.get_secret_value(), decode_responses=True,
+            url, decode_responses=True,
             socket_timeout=REDIS_TIMEOUT_SECS, socket_connect_timeout=REDIS_TIMEOUT_SECS,
+        )
+        # Subscriptions wait for messages as long as it takes: no read timeout.
+        self._subscriber = redis.from_url(
+            url, decode_responses=True, socket_connect_timeout=REDIS_TIMEOUT_SECS,
+            socket_keepalive=True,
         )
         self._outbox: asyncio.Queue[Callable[[], Awaitable[Any]]] = asyncio.Queue()
         self._pending: dict[str, asyncio.Future] = {}
@@ -109,6 +115,7 @@ class ClusterNode:
         except RedisError:
             pass
         await self._redis.aclose()
+        await self._subscriber.aclose()
 
     # --- the registry ---------------------------------------------------------------------
     def _ttl_ms(self) -> int:
@@ -133,6 +140,9 @@ class ClusterNode:
         while True:
             self._measure_cpu()
             try:
+                if not self._subscribed.is_set():
+                    # Listed means reachable: no entries while calls for this node go unheard.
+                    raise ConnectionError("not subscribed to this node's calls yet")
                 async with self._redis.pipeline(transaction=False) as pipe:
                     pipe.set(_key("node", self.id), json.dumps(self.node_entry()), px=self._ttl_ms())
                     for live in self.registry.all():
@@ -255,7 +265,7 @@ class ClusterNode:
     async def _listen(self) -> None:
         calls, replies = _key("calls", self.id), _key("replies", self.id)
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._subscriber.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(EVENTS_CHANNEL, calls, replies)
                 self._subscribed.set()
