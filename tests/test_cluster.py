@@ -121,6 +121,8 @@ async def test_a_dead_node_leaves_the_registry_and_redis_going_away_ends_no_sess
         # Redis is back (empty): the nodes rewrite their entries and answer for each other.
         await redis_server.start()
         await until(lambda: listed(a)() == {a_id, b_id}, 10, "A to list both sessions again")
+        nodes_of_a = lambda: [n["id"] for n in httpx.get(f"{a.url}/api/nodes").json()]  # noqa: E731
+        await until(lambda: nodes_of_a() == ["a", "b"], 10, "both nodes to be back")
         r = await http.put(f"{a.url}/api/sessions/{b_id}/context", json={"instructions": "Hi."})
         assert r.status_code == 200, r.text
 
@@ -130,6 +132,6 @@ async def test_a_dead_node_leaves_the_registry_and_redis_going_away_ends_no_sess
         r = await http.put(f"{a.url}/api/sessions/{b_id}/context", json={"instructions": "Hi."})
         assert r.status_code == 504 and "'b'" in r.json()["detail"], r.text
         await until(lambda: listed(a)() == {a_id}, 5, "B's session to leave the registry")
-        assert [n["id"] for n in (await http.get(f"{a.url}/api/nodes")).json()] == ["a"]
+        assert nodes_of_a() == ["a"]
         r = await http.put(f"{a.url}/api/sessions/{b_id}/context", json={"instructions": "Hi."})
         assert r.status_code == 404, r.text

@@ -88,6 +88,7 @@ class ClusterNode:
         self._tasks: list[asyncio.Task] = []
         self._handlers: set[asyncio.Task] = set()
         self._subscribed = asyncio.Event()
+        self._registered = asyncio.Event()
         self._healthy = True
         self._cpu = (time.monotonic(), time.process_time())
         self.cpu_percent = 0.0
@@ -98,9 +99,9 @@ class ClusterNode:
         self._tasks = [asyncio.create_task(self._heartbeat(), name="cluster-heartbeat"),
                        asyncio.create_task(self._listen(), name="cluster-listen"),
                        asyncio.create_task(self._write(), name="cluster-write")]
-        # Calls for this node are only answered once it listens: wait a moment for that.
+        # Serve once this node listens for its calls and is listed (or Redis is not there).
         try:
-            await asyncio.wait_for(self._subscribed.wait(), REDIS_TIMEOUT_SECS * 2)
+            await asyncio.wait_for(self._registered.wait(), REDIS_TIMEOUT_SECS * 2)
         except TimeoutError:
             logger.warning("Cluster: Redis is not answering yet; this node will join when it does")
         logger.info(f"Cluster node {self.id!r} at {self.url}")
@@ -140,9 +141,11 @@ class ClusterNode:
         while True:
             self._measure_cpu()
             try:
-                if not self._subscribed.is_set():
-                    # Listed means reachable: no entries while calls for this node go unheard.
-                    raise ConnectionError("not subscribed to this node's calls yet")
+                # Listed means reachable: no entries while calls for this node go unheard.
+                await asyncio.wait_for(self._subscribed.wait(), self.settings.cluster_heartbeat_secs)
+            except TimeoutError:
+                continue
+            try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     pipe.set(_key("node", self.id), json.dumps(self.node_entry()), px=self._ttl_ms())
                     for live in self.registry.all():
@@ -150,6 +153,7 @@ class ClusterNode:
                                  px=self._ttl_ms())
                         pipe.pexpire(_key("turns", live.id), self._ttl_ms())
                     await pipe.execute()
+                self._registered.set()
                 await self._refresh_remote_sessions()
                 self._up()
             except (RedisError, OSError) as e:
@@ -325,8 +329,10 @@ class ClusterNode:
         message = {"call": call_id, "from": self.id, "method": method, "path": path, "json": body}
         timeout = self.settings.cluster_call_timeout_secs
         try:
-            if not self._subscribed.is_set():
-                raise ClusterUnavailable("this node is not connected to the cluster (Redis)")
+            try:  # just reconnecting: a moment for this node to hear its replies again
+                await asyncio.wait_for(self._subscribed.wait(), REDIS_TIMEOUT_SECS)
+            except TimeoutError:
+                raise ClusterUnavailable("this node is not connected to the cluster (Redis)") from None
             try:
                 listeners = await self._redis.publish(_key("calls", node), json.dumps(message))
             except (RedisError, OSError) as e:
