@@ -277,6 +277,12 @@ class Settings(BaseSettings):
     # Summarise older turns with the session's LLM (Pipecat's context summarizer) before
     # they would be dropped. An extra LLM call; on the local model it delays an answer.
     context_summarize: bool = False
+    # Per-user memory across sessions (bot/memory/): kept only for a client that sends a
+    # user id; in Redis with REDIS_URL, else in this SQLite file. false: nothing is kept.
+    memory_enabled: bool = True
+    memory_path: Path = Path("user-memory.sqlite3")
+    # Most characters of remembered facts and words added to a session's instructions.
+    memory_max_chars: int = Field(1000, ge=100)
 
     # --- Logging --------------------------------------------------------------------------
     log_level: str = "INFO"

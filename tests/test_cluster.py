@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import redis.asyncio as redis
 
 from bench.voices import VoiceUnavailable, synthesize
-from tests.support.nodes import CloudPeers, nodes
+from tests.support.nodes import CloudPeers, Node, nodes
 from tests.support.polling import until
 from web.ws_client import AgentClient
 
@@ -32,10 +33,12 @@ async def session_of(client: AgentClient) -> str:
     return client.received.server_messages("session")[0]["session_id"]
 
 
-async def ask(client: AgentClient, audio, peers: CloudPeers, turns: int) -> dict:
-    """One spoken question; the LLM request it caused, as the Groq peer received it."""
+async def ask(client: AgentClient, audio, peers: CloudPeers, turns: int,
+              words: str = "what is the capital of France") -> dict:
+    """One spoken question (heard as `words`); the LLM request it caused, as the Groq peer
+    received it."""
     before = len(peers.groq.completions)
-    peers.deepgram.script("what is the capital of France")
+    peers.deepgram.script(words)
     await client.speak(audio)
     assert await client.silence_until(lambda r: len(r.turns) >= turns, 30), client.received.turns
     await peers.groq.wait_for(lambda: len(peers.groq.completions) > before, 10, "an LLM request")
@@ -135,3 +138,69 @@ async def test_a_dead_node_leaves_the_registry_and_redis_going_away_ends_no_sess
         assert nodes_of_a() == ["a"]
         r = await http.put(f"{a.url}/api/sessions/{b_id}/context", json={"instructions": "Hi."})
         assert r.status_code == 404, r.text
+
+
+REMEMBER = "please remember that my dog is called Rex"
+FACT = "my dog is called Rex"
+
+
+async def remembers_rex(node: Node, user: str, audio, peers: CloudPeers) -> bool:
+    """Whether a new session of `user` on `node` has the fact in its first LLM request."""
+    async with AgentClient(f"{node.ws_url}?user_id={user}") as client:
+        await session_of(client)
+        return FACT in system_of(await ask(client, audio, peers, 1))
+
+
+async def test_a_users_memory_follows_them_to_another_node_until_deleted(redis_server, question):
+    async with CloudPeers() as peers, nodes(peers, redis_server.url, "a", "b") as (a, b), \
+            httpx.AsyncClient(timeout=30) as http:
+        store = redis.from_url(redis_server.url)
+        # Without a user id nothing is kept.
+        async with AgentClient(a.ws_url) as anonymous:
+            await session_of(anonymous)
+            await ask(anonymous, question, peers, 1, REMEMBER)
+        assert [k async for k in store.scan_iter(match="voice-agent:memory:*")] == []
+
+        # On A, the user asks the agent to remember something; the connection drops.
+        async with AgentClient(f"{a.ws_url}?user_id=u-42") as client:
+            await session_of(client)
+            assert FACT not in system_of(await ask(client, question, peers, 1, REMEMBER))
+        kept = (await http.get(f"{b.url}/api/users/u-42/memory")).json()
+        assert kept["facts"] == [FACT] and kept["recent"] == [REMEMBER], kept
+
+        # A new session on B knows it; another user's does not.
+        assert await remembers_rex(b, "u-42", question, peers)
+        assert not await remembers_rex(b, "u-7", question, peers)
+
+        # Deleted through A: gone everywhere, and B's next session of the user starts blank.
+        r = await http.delete(f"{a.url}/api/users/u-42/memory")
+        assert r.json() == {"user_id": "u-42", "deleted": True}, r.text
+        assert (await http.get(f"{b.url}/api/users/u-42/memory")).status_code == 404
+        assert not await remembers_rex(b, "u-42", question, peers)
+        await store.aclose()
+
+
+async def test_one_node_without_redis_keeps_memory_in_sqlite_and_can_turn_it_off(question):
+    async with CloudPeers() as peers, nodes(peers, None, "solo") as (solo,), \
+            httpx.AsyncClient(timeout=30) as http:
+        async with AgentClient(f"{solo.ws_url}?user_id=u-42") as client:
+            await session_of(client)
+            await ask(client, question, peers, 1, REMEMBER)
+        assert (await http.get(f"{solo.url}/api/users/u-42/memory")).json()["facts"] == [FACT]
+        assert solo.memory_file.exists()
+        assert await remembers_rex(solo, "u-42", question, peers)
+        # No cluster here: no node list, sessions without a node.
+        assert (await http.get(f"{solo.url}/api/nodes")).status_code == 404
+        # A user id that is not an opaque id is refused with the reason.
+        async with AgentClient(f"{solo.ws_url}?user_id=no%20spaces") as client:
+            await until(lambda: client.closed, 10, "the socket to close")
+            assert client.close_code == 1008 and "user_id" in client.close_reason
+
+    async with CloudPeers() as peers, nodes(peers, None, "forgetful", memory_enabled="false") \
+            as (forgetful,), httpx.AsyncClient(timeout=30) as http:
+        async with AgentClient(f"{forgetful.ws_url}?user_id=u-42") as client:
+            await session_of(client)
+            await ask(client, question, peers, 1, REMEMBER)
+        assert not forgetful.memory_file.exists()
+        assert (await http.get(f"{forgetful.url}/api/users/u-42/memory")).status_code == 404
+        assert not await remembers_rex(forgetful, "u-42", question, peers)

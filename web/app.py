@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from bot.config import Settings, Stage
 from bot.local.models import LocalModels
+from bot.memory import MemoryKeeper
 from bot.model_check import warn_about_models
 from bot.pipeline import Session
 from bot.providers import create_search, runs_locally
@@ -37,6 +38,7 @@ from web.session_process_routes import session_process_router
 from web.session_routes import in_process_session_router
 from web.sessions import SessionRegistry
 from web.spawner import BotSpawner
+from web.user_memory_routes import user_memory_router
 
 CLIENT_DIST = Path(__file__).parent / "static" / "dist"
 
@@ -71,6 +73,8 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
         await webrtc.close()
         if cluster is not None:
             await cluster.stop()
+        if memory is not None:
+            await memory.close()
 
     app = FastAPI(title="Voice agent", lifespan=lifespan)
     # The last added runs first: wrong methods are answered before a body is read, and a
@@ -110,13 +114,26 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
     app.state.spawner = spawner
     app.include_router(rooms_router(settings, registry, spawner))
 
-    def new_session(transport: str) -> Session:
+    # Per-user memory (bot/memory/): /api/users/{id}/memory
+    memory = MemoryKeeper(settings) if settings.memory_enabled else None
+    if memory is not None:
+        app.include_router(user_memory_router(settings, memory))
+
+    async def new_session(transport: str, user_id: str | None = None) -> Session:
+        """A session; with a user id (and MEMORY_ENABLED) it knows what its user said before
+        and keeps what they say now."""
+        session_settings, on_turn = settings, []
+        if memory is not None and user_id is not None:
+            prompt = await memory.instructions_for(user_id)
+            session_settings = settings.model_copy(update={"system_prompt": prompt})
+            on_turn.append(memory.keeper_of(user_id))
         return Session(
-            settings=settings,
+            settings=session_settings,
             models=models,
             transport_kind=transport,
             greeting=settings.greeting,
             observers=[observability.error_observer()],
+            on_turn=on_turn,
         )
 
     @app.get("/api/health", response_model=Health, tags=["server"])

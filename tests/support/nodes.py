@@ -30,9 +30,9 @@ NODE_READY_SECS = 60  # imports Pipecat and loads the VAD; nothing else is local
 class CloudPeers:
     """Deepgram, Groq and Cartesia loopback peers, shared by every node of a test."""
 
-    def __init__(self, transcript: str = "what is the capital of France",
-                 reply: str = "Paris, I believe."):
-        self.deepgram = DeepgramPeer([transcript], api_key=KEY)
+    def __init__(self, reply: str = "Paris, I believe."):
+        # What the user "says" is scripted per utterance: `deepgram.script(text)`.
+        self.deepgram = DeepgramPeer(api_key=KEY)
         self.groq = GroqPeer(api_key=KEY, default_reply=reply)
         self.cartesia = CartesiaPeer(api_key=KEY)
 
@@ -68,6 +68,7 @@ class Node:
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
         self._dir = tempfile.TemporaryDirectory(prefix=f"node-{node_id}-")
         self.log_path = Path(self._dir.name) / "server.log"
+        self.memory_file = Path(self._dir.name) / "user-memory.sqlite3"  # MEMORY_PATH's default
         env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_URL"))}
         env.update(peers.env())
         env.update({"PYTHONPATH": str(REPO), "NODE_ID": node_id, "GREETING": "",

@@ -1,0 +1,65 @@
+"""The admin API of per-user memory (bot/memory/):
+
+    GET    /api/users/{user_id}/memory   what is kept of a user
+    DELETE /api/users/{user_id}/memory   forget the user (their next session starts blank)
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, status
+from pydantic import BaseModel, Field
+
+from bot.config import Settings
+from bot.memory import MemoryKeeper, valid_user_id
+from web.admin import admin_access
+
+
+class UserMemoryInfo(BaseModel):
+    user_id: str
+    facts: list[str] = Field(description="What the user asked the agent to remember, oldest first")
+    recent: list[str] = Field(description="The user's most recent words, oldest first")
+    updated: float = Field(description="Unix time of the last change")
+
+
+class Forgotten(BaseModel):
+    user_id: str
+    deleted: bool = Field(description="False: nothing was kept of this user")
+
+
+def user_memory_router(settings: Settings, keeper: MemoryKeeper) -> APIRouter:
+    router = APIRouter(
+        prefix="/api/users", tags=["admin"], dependencies=[Depends(admin_access(settings))],
+        responses={401: {"description": "Missing or wrong bearer token"},
+                   403: {"description": "No ADMIN_TOKEN set and the client is not on this machine"},
+                   422: {"description": "Not a user id"},
+                   503: {"description": "The memory store is unavailable"}},
+    )
+
+    def checked(user_id: str) -> str:
+        try:
+            return valid_user_id(user_id) or ""
+        except ValueError as e:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(e)) from e
+
+    async def attempt(call):
+        try:
+            return await call
+        except Exception as e:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                                f"the memory store is unavailable: {e}") from e
+
+    @router.get("/{user_id}/memory", response_model=UserMemoryInfo,
+                responses={404: {"description": "Nothing is kept of this user"}},
+                summary="What is remembered of a user")
+    async def get_memory(user_id: str):
+        memory = await attempt(keeper.load(checked(user_id)))
+        if memory is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"nothing is kept of user {user_id!r}")
+        return UserMemoryInfo(user_id=user_id, facts=memory.facts, recent=memory.recent,
+                              updated=memory.updated)
+
+    @router.delete("/{user_id}/memory", response_model=Forgotten, summary="Forget a user")
+    async def delete_memory(user_id: str):
+        return Forgotten(user_id=user_id, deleted=await attempt(keeper.delete(checked(user_id))))
+
+    return router
