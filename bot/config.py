@@ -251,6 +251,9 @@ class Settings(BaseSettings):
     cluster_ttl_secs: float = Field(6.0, gt=0.0)
     # Longest wait for the owning node to answer a steering call (PUT context, say, DELETE).
     cluster_call_timeout_secs: float = Field(15.0, gt=0.0)
+    # SIGTERM drains the server: no new sessions, live ones finish (up to this long), then
+    # it exits. A second SIGTERM or Ctrl-C stops it at once.
+    drain_grace_secs: float = Field(300.0, ge=0.0)
 
     # --- Web search tool (web_search) -------------------------------------------------------
     # Searched when TAVILY_API_KEY is not set: Markdown/text files, indexed with SQLite FTS5

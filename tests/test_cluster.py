@@ -39,7 +39,7 @@ async def ask(client: AgentClient, audio, peers: CloudPeers, turns: int,
     received it."""
     before = len(peers.groq.completions)
     peers.deepgram.script(words)
-    await client.speak(audio)
+    await client.speak(audio, realtime=False)
     assert await client.silence_until(lambda r: len(r.turns) >= turns, 30), client.received.turns
     await peers.groq.wait_for(lambda: len(peers.groq.completions) > before, 10, "an LLM request")
     return peers.groq.completions[-1]
@@ -204,3 +204,34 @@ async def test_one_node_without_redis_keeps_memory_in_sqlite_and_can_turn_it_off
         assert not forgetful.memory_file.exists()
         assert (await http.get(f"{forgetful.url}/api/users/u-42/memory")).status_code == 404
         assert not await remembers_rex(forgetful, "u-42", question, peers)
+
+
+async def test_placement_spreads_sessions_and_a_draining_node_takes_no_new_ones(
+        redis_server, question):
+    async with CloudPeers() as peers, nodes(peers, redis_server.url, "a", "b") as (a, b), \
+            httpx.AsyncClient(timeout=30) as http:
+        async def place() -> dict:
+            r = await http.post(f"{a.url}/api/connect", json={"transport": "websocket"})
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        placed = [await place() for _ in range(4)]
+        assert sorted(p["node"] for p in placed) == ["a", "a", "b", "b"], placed
+        assert {p["ws_url"] for p in placed} == {a.ws_url, b.ws_url}
+
+        async with AgentClient(b.ws_url) as staying:
+            await session_of(staying)
+            b.terminate()  # SIGTERM: B drains
+            await until(lambda: [n["draining"] for n in httpx.get(f"{a.url}/api/nodes").json()]
+                        == [False, True], 10, "A to see B draining")
+            assert [(await place())["node"] for _ in range(2)] == ["a", "a"]
+            assert httpx.get(f"{b.url}/api/health").json()["status"] == "draining"
+            async with AgentClient(b.ws_url) as refused:
+                await until(lambda: refused.closed, 10, "B to refuse a new session")
+                assert refused.close_code == 1013 and "shutting down" in refused.close_reason
+            # B's live session goes on.
+            await ask(staying, question, peers, 1)
+            assert b.process.poll() is None
+        # Its last session over, B leaves at once.
+        assert await b.wait_exit(20) == 0
+        assert [n["id"] for n in (await http.get(f"{a.url}/api/nodes")).json()] == ["a"]

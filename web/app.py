@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pipecat.transports.smallwebrtc.request_handler import SmallWebRTCRequestHandler
 from pydantic import BaseModel, Field
@@ -29,6 +29,7 @@ from web.admin import create_admin_router
 from web.admission import log_origin_policy
 from web.cluster import ClusterNode
 from web.cluster.node import in_process_dispatch
+from web.cluster.placement import placement_router
 from web.cluster.routes import nodes_router
 from web.http_hygiene import AllowedMethods, RequestBodyLimits
 from web.limits import ClientLimits
@@ -108,6 +109,10 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
             return {}
         return {"local_llm_url": models.llm_server.base_url}
 
+    # Cluster mode: /api/connect places a session on the least-loaded node (before /api/rooms'
+    # alias of it, which it shadows)
+    if cluster is not None:
+        app.include_router(placement_router(settings, cluster))
     # /api/rooms: a Daily room with a bot in its own process (web/rooms.py)
     spares = settings.worker_spares if settings.session_processes else 0
     spawner = BotSpawner(settings, registry, settings.spawn_ready_timeout_secs, process_overrides, spares)
@@ -136,9 +141,13 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
             on_turn=on_turn,
         )
 
-    @app.get("/api/health", response_model=Health, tags=["server"])
+    @app.get("/api/health", response_model=Health, tags=["server"],
+             responses={503: {"description": "Draining (SIGTERM): no new sessions"}})
     async def health():
-        return {"status": "ok", "sessions": len(registry.all()), "max_sessions": registry.max_sessions}
+        answer = {"status": "ok", "sessions": len(registry.all()), "max_sessions": registry.max_sessions}
+        if registry.draining:  # a load balancer sends no new sessions here
+            return JSONResponse({**answer, "status": "draining"}, status_code=503)
+        return answer
 
     # /ws and /api/offer
     if settings.session_processes:

@@ -39,19 +39,22 @@ class MemoryStore(Protocol):
 
 
 class SqliteMemoryStore:
-    """One row per user in a SQLite file; calls run in a thread, one connection each."""
+    """One row per user in a SQLite file, made on the first save; calls run in a thread, one
+    connection each."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS user_memory "
-                       "(user_id TEXT PRIMARY KEY, memory TEXT NOT NULL, updated REAL NOT NULL)")
 
     def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=5.0)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=5.0)
+        db.execute("CREATE TABLE IF NOT EXISTS user_memory "
+                   "(user_id TEXT PRIMARY KEY, memory TEXT NOT NULL, updated REAL NOT NULL)")
+        return db
 
     def _load(self, user_id: str) -> UserMemory | None:
+        if not self.path.exists():
+            return None
         with self._connect() as db:
             row = db.execute("SELECT memory FROM user_memory WHERE user_id = ?", (user_id,)).fetchone()
         return UserMemory.from_json(row[0]) if row else None
@@ -63,6 +66,8 @@ class SqliteMemoryStore:
                        "updated = excluded.updated", (user_id, memory.to_json(), memory.updated))
 
     def _delete(self, user_id: str) -> bool:
+        if not self.path.exists():
+            return False
         with self._connect() as db:
             return db.execute("DELETE FROM user_memory WHERE user_id = ?", (user_id,)).rowcount > 0
 

@@ -72,7 +72,7 @@ class ClusterNode:
         self.remote_event: Callable[[str, dict], None] = lambda event, data: None
         # Sessions of the other nodes with their recent turns, for the dashboard's snapshot.
         self.remote_sessions: dict[str, dict] = {}
-        self._dispatch = dispatch
+        self.dispatch = dispatch
         url = settings.redis_url.get_secret_value()
         self._redis = redis.from_url(
             url, decode_responses=True,
@@ -200,6 +200,32 @@ class ClusterNode:
             self._down(e)
             raise ClusterUnavailable(f"the cluster registry (Redis) is unavailable: {e}") from e
 
+    async def announce(self) -> None:
+        """Rewrite this node's entry now (it starts or stops draining)."""
+        try:
+            await self._redis.set(_key("node", self.id), json.dumps(self.node_entry()),
+                                  px=self._ttl_ms())
+        except (RedisError, OSError) as e:
+            self._down(e)
+
+    async def placed(self, node_ids: list[str]) -> dict[str, int]:
+        """Sessions placed on each node in the last few seconds."""
+        try:
+            counts = await self._redis.mget([_key("placed", n) for n in node_ids]) if node_ids else []
+        except (RedisError, OSError) as e:
+            self._down(e)
+            raise ClusterUnavailable(f"the cluster registry (Redis) is unavailable: {e}") from e
+        return {n: int(c or 0) for n, c in zip(node_ids, counts)}
+
+    async def place(self, node_id: str, secs: float) -> None:
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(_key("placed", node_id))
+                pipe.pexpire(_key("placed", node_id), int(secs * 1000))
+                await pipe.execute()
+        except (RedisError, OSError) as e:
+            self._down(e)
+
     async def nodes(self) -> list[dict]:
         """Every live node (its entry not expired), by id."""
         return sorted(await self._read("node"), key=lambda n: n["id"])
@@ -303,7 +329,7 @@ class ClusterNode:
 
     async def _answer(self, call: dict) -> None:
         try:
-            status, body = await self._dispatch(call["method"], call["path"], call.get("json"))
+            status, body = await self.dispatch(call["method"], call["path"], call.get("json"))
         except Exception as e:  # the answer must go back whatever happened
             logger.exception("Cluster: a steering call failed on this node")
             status, body = 500, {"detail": f"node {self.id!r} failed to answer: {e}"}
