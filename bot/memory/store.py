@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -45,12 +46,14 @@ class SqliteMemoryStore:
     def __init__(self, path: Path):
         self.path = Path(path)
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextlib.contextmanager
+    def _connect(self):
+        """A connection in a transaction (committed unless it raises), then closed."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=5.0)
-        db.execute("CREATE TABLE IF NOT EXISTS user_memory "
-                   "(user_id TEXT PRIMARY KEY, memory TEXT NOT NULL, updated REAL NOT NULL)")
-        return db
+        with contextlib.closing(sqlite3.connect(self.path, timeout=5.0)) as db, db:
+            db.execute("CREATE TABLE IF NOT EXISTS user_memory "
+                       "(user_id TEXT PRIMARY KEY, memory TEXT NOT NULL, updated REAL NOT NULL)")
+            yield db
 
     def _load(self, user_id: str) -> UserMemory | None:
         if not self.path.exists():
