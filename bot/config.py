@@ -254,6 +254,9 @@ class Settings(BaseSettings):
     # SIGTERM drains the server: no new sessions, live ones finish (up to this long), then
     # it exits. A second SIGTERM or Ctrl-C stops it at once.
     drain_grace_secs: float = Field(300.0, ge=0.0)
+    # A client that reconnects with its session id and resume token within this long of
+    # the session's last turn gets its conversation back, on any node (web/resume.py). 0: off.
+    session_resume_secs: float = Field(120.0, ge=0.0)
 
     # --- Web search tool (web_search) -------------------------------------------------------
     # Searched when TAVILY_API_KEY is not set: Markdown/text files, indexed with SQLite FTS5

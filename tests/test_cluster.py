@@ -100,7 +100,7 @@ async def test_any_node_lists_and_steers_a_session_of_another(redis_server, ques
             assert r.status_code == 404, r.text
 
 
-async def test_a_dead_node_leaves_the_registry_and_redis_going_away_ends_no_session(
+async def test_a_dead_nodes_sessions_leave_the_registry_and_resume_on_another(
         redis_server, question):
     async with CloudPeers() as peers, nodes(peers, redis_server.url, "a", "b",
                                             cluster_ttl_secs=3) as (a, b), \
@@ -126,8 +126,11 @@ async def test_a_dead_node_leaves_the_registry_and_redis_going_away_ends_no_sess
         await until(lambda: listed(a)() == {a_id, b_id}, 10, "A to list both sessions again")
         nodes_of_a = lambda: [n["id"] for n in httpx.get(f"{a.url}/api/nodes").json()]  # noqa: E731
         await until(lambda: nodes_of_a() == ["a", "b"], 10, "both nodes to be back")
-        r = await http.put(f"{a.url}/api/sessions/{b_id}/context", json={"instructions": "Hi."})
+        r = await http.put(f"{a.url}/api/sessions/{b_id}/context",
+                           json={"instructions": "You are a pirate."})
         assert r.status_code == 200, r.text
+        # The whole conversation so far is saved for resuming (in Redis) after this turn.
+        await ask(on_b, question, peers, 2, "and of Spain")
 
         # B dies: a call for its session says so at once; within the TTL it is gone.
         b.kill()
@@ -138,6 +141,21 @@ async def test_a_dead_node_leaves_the_registry_and_redis_going_away_ends_no_sess
         assert nodes_of_a() == ["a"]
         r = await http.put(f"{a.url}/api/sessions/{b_id}/context", json={"instructions": "Hi."})
         assert r.status_code == 404, r.text
+
+        # B's client resumes on A: its conversation and instructions go on there.
+        token = on_b.received.server_messages("session")[0]["resume_token"]
+        async with AgentClient(f"{a.ws_url}?session_id={b_id}&resume_token=wrong") as guess:
+            await until(lambda: guess.closed, 10, "a wrong token to be refused")
+            assert guess.close_code == 1008 and "resume_token" in guess.close_reason
+        async with AgentClient(f"{a.ws_url}?session_id={b_id}&resume_token={token}") as back:
+            await session_of(back)
+            request = await ask(back, question, peers, 1, "and of Italy")
+            assert system_of(request) == "You are a pirate."
+            assert [m["content"] for m in request["messages"][1:] if m["role"] == "user"] == \
+                ["what is the capital of France", "and of Spain", "and of Italy"]
+        async with AgentClient(f"{a.ws_url}?session_id={b_id}&resume_token={token}") as again:
+            await until(lambda: again.closed, 10, "a spent token to be refused")
+            assert again.close_code == 1008
 
 
 REMEMBER = "please remember that my dog is called Rex"

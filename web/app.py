@@ -34,6 +34,7 @@ from web.cluster.routes import nodes_router
 from web.http_hygiene import AllowedMethods, RequestBodyLimits
 from web.limits import ClientLimits
 from web.observability import install_observability
+from web.resume import ResumeKeeper, ResumeRefused
 from web.rooms import rooms_router
 from web.session_process_routes import session_process_router
 from web.session_routes import in_process_session_router
@@ -76,6 +77,8 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
             await cluster.stop()
         if memory is not None:
             await memory.close()
+        if resumes is not None:
+            await resumes.close()
 
     app = FastAPI(title="Voice agent", lifespan=lifespan)
     # The last added runs first: wrong methods are answered before a body is read, and a
@@ -124,22 +127,38 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
     if memory is not None:
         app.include_router(user_memory_router(settings, memory))
 
-    async def new_session(transport: str, user_id: str | None = None) -> Session:
+    # Resuming a dropped conversation (web/resume.py)
+    resumes = ResumeKeeper(settings) if settings.session_resume_secs > 0 else None
+
+    async def new_session(
+        transport: str, user_id: str | None = None, resume: tuple[str, str] | None = None
+    ) -> Session:
         """A session; with a user id (and MEMORY_ENABLED) it knows what its user said before
-        and keeps what they say now."""
-        session_settings, on_turn = settings, []
-        if memory is not None and user_id is not None:
+        and keeps what they say now; with a (session id, resume token) it goes on with that
+        conversation (ResumeRefused if it cannot)."""
+        prompt, history, on_turn = settings.system_prompt, [], []
+        if resume is not None:
+            if resumes is None:
+                raise ResumeRefused("resuming is off on this server (SESSION_RESUME_SECS=0)")
+            saved = await resumes.resume(*resume)
+            history, user_id = saved["messages"], saved["user_id"]
+            prompt = saved["instructions"] or prompt
+        elif memory is not None and user_id is not None:
             prompt = await memory.instructions_for(user_id)
-            session_settings = settings.model_copy(update={"system_prompt": prompt})
+        if memory is not None and user_id is not None:
             on_turn.append(memory.keeper_of(user_id))
-        return Session(
-            settings=session_settings,
+        session = Session(
+            settings=settings.model_copy(update={"system_prompt": prompt}),
             models=models,
             transport_kind=transport,
-            greeting=settings.greeting,
+            greeting="" if history else settings.greeting,
             observers=[observability.error_observer()],
             on_turn=on_turn,
+            history=history,
         )
+        if resumes is not None:
+            resumes.enrol(session, user_id)
+        return session
 
     @app.get("/api/health", response_model=Health, tags=["server"],
              responses={503: {"description": "Draining (SIGTERM): no new sessions"}})

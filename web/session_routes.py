@@ -35,7 +35,8 @@ from web.http_hygiene import BODY_RESPONSES
 from web.offers import Answer, CandidatesPatch, Offer, PatchResult, check_offer
 from web.sessions import SessionRegistry, Slot
 
-CLOSE_POLICY_VIOLATION = 1008  # a user_id that is not an opaque id
+# A user_id that is not an opaque id; a session_id + resume_token that resume nothing.
+CLOSE_POLICY_VIOLATION = 1008
 
 # After closing a WebRTC peer that never connected, how long its session may take to end.
 END_GRACE_SECS = 5.0
@@ -56,7 +57,7 @@ PATCH_RESPONSES: dict[int | str, dict] = {
 def in_process_session_router(
     settings: Settings,
     registry: SessionRegistry,
-    new_session: Callable[[str, str | None], Awaitable[Session]],
+    new_session: Callable[..., Awaitable[Session]],
     webrtc: SmallWebRTCRequestHandler,
 ) -> APIRouter:
     router = APIRouter(tags=["sessions"])
@@ -81,12 +82,15 @@ def in_process_session_router(
             return
         socket = SessionWebSocket(websocket)
         try:
+            query = websocket.query_params
+            resume = (query["session_id"], query.get("resume_token", "")) \
+                if "session_id" in query else None
             try:
-                user_id = valid_user_id(websocket.query_params.get("user_id"))
-            except ValueError as e:
+                user_id = valid_user_id(query.get("user_id"))
+                session = await new_session("websocket", user_id, resume)
+            except ValueError as e:  # not a user id; a conversation that cannot be resumed
                 await socket.close(CLOSE_POLICY_VIOLATION, str(e))
                 return
-            session = await new_session("websocket", user_id)
             transport = create_websocket_transport(socket, settings)
             transport.add_event_handler("on_client_disconnected", client_left(session, slot))
             await registry.run(slot, session, "websocket", run_bot(transport, session))
