@@ -15,9 +15,19 @@ import redis.asyncio as redis
 from bench.voices import VoiceUnavailable, synthesize
 from tests.support.nodes import CloudPeers, Node, nodes
 from tests.support.polling import until
+from tests.support.redis_server import RedisServer
 from web.ws_client import AgentClient
 
 QUESTION = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+async def pair():
+    """Nodes A and B on one Redis, shared by the tests that leave them as they found them
+    (the draining test, which ends B, comes last)."""
+    async with RedisServer() as redis_server, CloudPeers() as peers, \
+            nodes(peers, redis_server.url, "a", "b") as (a, b):
+        yield redis_server, peers, a, b
 
 
 @pytest.fixture(scope="module")
@@ -50,54 +60,38 @@ def system_of(request: dict) -> str:
     return request["messages"][0]["content"]
 
 
-async def test_any_node_lists_and_steers_a_session_of_another(redis_server, question):
-    async with CloudPeers() as peers, nodes(peers, redis_server.url, "a", "b") as (a, b), \
-            httpx.AsyncClient(timeout=30) as http:
-        listed_nodes = (await http.get(f"{a.url}/api/nodes")).json()
-        assert [(n["id"], n["url"], n["sessions"]) for n in listed_nodes] == [(a.id, a.url, 0), (b.id, b.url, 0)]
+REMEMBER = "please remember that my dog is called Rex"
+FACT = "my dog is called Rex"
 
-        async with AgentClient(b.ws_url) as client:
-            session_id = await session_of(client)
-            # Node A lists B's session, with its node; B lists it too.
-            for node in (a, b):
-                listed = (await http.get(f"{node.url}/api/sessions")).json()
-                assert [(s["id"], s["node"], s["transport"]) for s in listed] == \
-                    [(session_id, "b", "websocket")], (node.id, listed)
-            first = await ask(client, question, peers, 1)
-            assert "banana" not in system_of(first)
 
-            # Through A: B's instructions change, and B's next LLM request carries them.
-            r = await http.put(f"{a.url}/api/sessions/{session_id}/context",
-                               json={"instructions": "Say banana.", "mode": "append"})
-            assert r.status_code == 200 and r.json()["applied"], r.text
-            assert r.json()["instructions"].endswith("Say banana.")
-            detail = (await http.get(f"{a.url}/api/sessions/{session_id}")).json()
-            assert detail["instruction_updates"] == 1 and detail["turns"] == 1, detail
-            assert system_of(await ask(client, question, peers, 2)).endswith("Say banana.")
+async def remembers_rex(node: Node, user: str, audio, peers: CloudPeers) -> bool:
+    """Whether a new session of `user` on `node` has the fact in its first LLM request."""
+    async with AgentClient(f"{node.ws_url}?user_id={user}") as client:
+        await session_of(client)
+        return FACT in system_of(await ask(client, audio, peers, 1))
 
-            # Through A: B says a text now; its client hears it (Cartesia peer's audio).
-            audio_before = client.received.audio_ms()
-            r = await http.post(f"{a.url}/api/sessions/{session_id}/say",
-                                json={"text": "Your order has shipped."})
-            assert r.status_code == 202 and r.json() == {"id": session_id, "queued": True}, r.text
-            assert await client.wait_for(lambda rec: rec.audio_ms() > audio_before + 300, 15)
-            assert any("order has shipped" in c.text for c in peers.cartesia.contexts.values())
 
-            # A's dashboard holds B's session with its turns.
-            snapshot = (await http.get(f"{a.url}/api/dashboard")).json()
-            [shown] = snapshot["sessions"]
-            assert shown["id"] == session_id and shown["node"] == "b" and len(shown["history"]) == 2
-
-            # Through A: B ends it; the client's socket closes; no node lists it.
-            r = await http.delete(f"{a.url}/api/sessions/{session_id}")
-            assert r.status_code == 200 and r.json()["graceful"], r.text
-            await until(lambda: client.closed, 10, "the client's socket to close")
-            assert client.close_code == 1000
-        for node in (a, b):
-            assert (await http.get(f"{node.url}/api/sessions")).json() == []
-            r = await http.put(f"{node.url}/api/sessions/{session_id}/context",
-                               json={"instructions": "Say banana."})
-            assert r.status_code == 404, r.text
+async def test_one_node_without_redis_keeps_memory_in_sqlite_and_can_turn_it_off(question):
+    async with CloudPeers() as peers, httpx.AsyncClient(timeout=30) as http, \
+            nodes(peers, None, "solo", "forgetful", only={"forgetful": {"memory_enabled": "false"}}) \
+            as (solo, forgetful):
+        async with AgentClient(f"{solo.ws_url}?user_id=u-42") as client:
+            await session_of(client)
+            await ask(client, question, peers, 1, REMEMBER)
+        assert (await http.get(f"{solo.url}/api/users/u-42/memory")).json()["facts"] == [FACT]
+        assert solo.memory_file.exists()
+        assert await remembers_rex(solo, "u-42", question, peers)
+        # No cluster here: no node list, sessions without a node.
+        assert (await http.get(f"{solo.url}/api/nodes")).status_code == 404
+        # A user id that is not an opaque id is refused with the reason.
+        async with AgentClient(f"{solo.ws_url}?user_id=no%20spaces") as client:
+            await until(lambda: client.closed, 10, "the socket to close")
+            assert client.close_code == 1008 and "user_id" in client.close_reason
+        async with AgentClient(f"{forgetful.ws_url}?user_id=u-42") as client:
+            await session_of(client)
+            await ask(client, question, peers, 1, REMEMBER)
+        assert not forgetful.memory_file.exists()
+        assert (await http.get(f"{forgetful.url}/api/users/u-42/memory")).status_code == 404
 
 
 async def test_a_dead_nodes_sessions_leave_the_registry_and_resume_on_another(
@@ -158,20 +152,59 @@ async def test_a_dead_nodes_sessions_leave_the_registry_and_resume_on_another(
             assert again.close_code == 1008
 
 
-REMEMBER = "please remember that my dog is called Rex"
-FACT = "my dog is called Rex"
+async def test_any_node_lists_and_steers_a_session_of_another(pair, question):
+    _, peers, a, b = pair
+    async with httpx.AsyncClient(timeout=30) as http:
+        listed_nodes = (await http.get(f"{a.url}/api/nodes")).json()
+        assert [(n["id"], n["url"], n["sessions"]) for n in listed_nodes] == [(a.id, a.url, 0), (b.id, b.url, 0)]
+
+        async with AgentClient(b.ws_url) as client:
+            session_id = await session_of(client)
+            # Node A lists B's session, with its node; B lists it too.
+            for node in (a, b):
+                listed = (await http.get(f"{node.url}/api/sessions")).json()
+                assert [(s["id"], s["node"], s["transport"]) for s in listed] == \
+                    [(session_id, "b", "websocket")], (node.id, listed)
+            first = await ask(client, question, peers, 1)
+            assert "banana" not in system_of(first)
+
+            # Through A: B's instructions change, and B's next LLM request carries them.
+            r = await http.put(f"{a.url}/api/sessions/{session_id}/context",
+                               json={"instructions": "Say banana.", "mode": "append"})
+            assert r.status_code == 200 and r.json()["applied"], r.text
+            assert r.json()["instructions"].endswith("Say banana.")
+            detail = (await http.get(f"{a.url}/api/sessions/{session_id}")).json()
+            assert detail["instruction_updates"] == 1 and detail["turns"] == 1, detail
+            assert system_of(await ask(client, question, peers, 2)).endswith("Say banana.")
+
+            # Through A: B says a text now; its client hears it (Cartesia peer's audio).
+            audio_before = client.received.audio_ms()
+            r = await http.post(f"{a.url}/api/sessions/{session_id}/say",
+                                json={"text": "Your order has shipped."})
+            assert r.status_code == 202 and r.json() == {"id": session_id, "queued": True}, r.text
+            assert await client.wait_for(lambda rec: rec.audio_ms() > audio_before + 300, 15)
+            assert any("order has shipped" in c.text for c in peers.cartesia.contexts.values())
+
+            # A's dashboard holds B's session with its turns.
+            snapshot = (await http.get(f"{a.url}/api/dashboard")).json()
+            [shown] = snapshot["sessions"]
+            assert shown["id"] == session_id and shown["node"] == "b" and len(shown["history"]) == 2
+
+            # Through A: B ends it; the client's socket closes; no node lists it.
+            r = await http.delete(f"{a.url}/api/sessions/{session_id}")
+            assert r.status_code == 200 and r.json()["graceful"], r.text
+            await until(lambda: client.closed, 10, "the client's socket to close")
+            assert client.close_code == 1000
+        for node in (a, b):
+            assert (await http.get(f"{node.url}/api/sessions")).json() == []
+            r = await http.put(f"{node.url}/api/sessions/{session_id}/context",
+                               json={"instructions": "Say banana."})
+            assert r.status_code == 404, r.text
 
 
-async def remembers_rex(node: Node, user: str, audio, peers: CloudPeers) -> bool:
-    """Whether a new session of `user` on `node` has the fact in its first LLM request."""
-    async with AgentClient(f"{node.ws_url}?user_id={user}") as client:
-        await session_of(client)
-        return FACT in system_of(await ask(client, audio, peers, 1))
-
-
-async def test_a_users_memory_follows_them_to_another_node_until_deleted(redis_server, question):
-    async with CloudPeers() as peers, nodes(peers, redis_server.url, "a", "b") as (a, b), \
-            httpx.AsyncClient(timeout=30) as http:
+async def test_a_users_memory_follows_them_to_another_node_until_deleted(pair, question):
+    redis_server, peers, a, b = pair
+    async with httpx.AsyncClient(timeout=30) as http:
         store = redis.from_url(redis_server.url)
         # Without a user id nothing is kept.
         async with AgentClient(a.ws_url) as anonymous:
@@ -198,36 +231,13 @@ async def test_a_users_memory_follows_them_to_another_node_until_deleted(redis_s
         await store.aclose()
 
 
-async def test_one_node_without_redis_keeps_memory_in_sqlite_and_can_turn_it_off(question):
-    async with CloudPeers() as peers, nodes(peers, None, "solo") as (solo,), \
-            httpx.AsyncClient(timeout=30) as http:
-        async with AgentClient(f"{solo.ws_url}?user_id=u-42") as client:
-            await session_of(client)
-            await ask(client, question, peers, 1, REMEMBER)
-        assert (await http.get(f"{solo.url}/api/users/u-42/memory")).json()["facts"] == [FACT]
-        assert solo.memory_file.exists()
-        assert await remembers_rex(solo, "u-42", question, peers)
-        # No cluster here: no node list, sessions without a node.
-        assert (await http.get(f"{solo.url}/api/nodes")).status_code == 404
-        # A user id that is not an opaque id is refused with the reason.
-        async with AgentClient(f"{solo.ws_url}?user_id=no%20spaces") as client:
-            await until(lambda: client.closed, 10, "the socket to close")
-            assert client.close_code == 1008 and "user_id" in client.close_reason
+async def test_placement_spreads_sessions_and_a_draining_node_takes_no_new_ones(pair, question):
+    _, peers, a, b = pair
+    async with httpx.AsyncClient(timeout=30) as http:
+        def loads():
+            return [n["sessions"] for n in httpx.get(f"{a.url}/api/nodes").json()]
+        await until(lambda: loads() == [0, 0], 10, "both nodes to be idle")
 
-    async with CloudPeers() as peers, nodes(peers, None, "forgetful", memory_enabled="false") \
-            as (forgetful,), httpx.AsyncClient(timeout=30) as http:
-        async with AgentClient(f"{forgetful.ws_url}?user_id=u-42") as client:
-            await session_of(client)
-            await ask(client, question, peers, 1, REMEMBER)
-        assert not forgetful.memory_file.exists()
-        assert (await http.get(f"{forgetful.url}/api/users/u-42/memory")).status_code == 404
-        assert not await remembers_rex(forgetful, "u-42", question, peers)
-
-
-async def test_placement_spreads_sessions_and_a_draining_node_takes_no_new_ones(
-        redis_server, question):
-    async with CloudPeers() as peers, nodes(peers, redis_server.url, "a", "b") as (a, b), \
-            httpx.AsyncClient(timeout=30) as http:
         async def place() -> dict:
             r = await http.post(f"{a.url}/api/connect", json={"transport": "websocket"})
             assert r.status_code == 200, r.text

@@ -131,9 +131,13 @@ class Node:
 
 
 @contextlib.asynccontextmanager
-async def nodes(peers: CloudPeers, redis_url: str | None, *ids: str, **settings):
-    """Several nodes, started together (each loads Pipecat and its VAD on its own)."""
-    started = [Node(peers, redis_url, node_id, **settings) for node_id in ids]
+async def nodes(peers: CloudPeers, redis_url: str | None, *ids: str,
+                only: dict[str, dict] | None = None, **settings):
+    """Several nodes, started together (each loads Pipecat and its VAD on its own);
+    `only={node_id: settings}` for one node's own settings."""
+    only = only or {}
+    started = [Node(peers, redis_url, node_id, **settings, **only.get(node_id, {}))
+               for node_id in ids]
     async with contextlib.AsyncExitStack() as stack:
         results = await asyncio.gather(*(n.start() for n in started), return_exceptions=True)
         for node, result in zip(started, results):
