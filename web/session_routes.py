@@ -118,7 +118,8 @@ def in_process_session_router(
         try:
             user_id = valid_user_id(data.get("user_id"))
         except ValueError as e:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(e)) from e
+            problem = {"loc": ["body", "request_data", "user_id"], "msg": str(e), "type": "value_error"}
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, [problem]) from e
         slot = admission.slot(request, "WebRTC")
         started: list[asyncio.Task] = []
 

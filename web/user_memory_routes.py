@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Path, status
 from pydantic import BaseModel, Field
 
 from bot.config import Settings
-from bot.memory import MemoryKeeper, valid_user_id
+from bot.memory import MemoryKeeper
+from bot.memory.keeper import USER_ID
 from web.admin import admin_access
 
 
@@ -31,15 +32,10 @@ def user_memory_router(settings: Settings, keeper: MemoryKeeper) -> APIRouter:
         prefix="/api/users", tags=["admin"], dependencies=[Depends(admin_access(settings))],
         responses={401: {"description": "Missing or wrong bearer token"},
                    403: {"description": "No ADMIN_TOKEN set and the client is not on this machine"},
-                   422: {"description": "Not a user id"},
                    503: {"description": "The memory store is unavailable"}},
     )
 
-    def checked(user_id: str) -> str:
-        try:
-            return valid_user_id(user_id) or ""
-        except ValueError as e:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(e)) from e
+    UserId = Path(pattern=f"^{USER_ID.pattern}$", description="The client's opaque user id")
 
     async def attempt(call):
         try:
@@ -51,15 +47,15 @@ def user_memory_router(settings: Settings, keeper: MemoryKeeper) -> APIRouter:
     @router.get("/{user_id}/memory", response_model=UserMemoryInfo,
                 responses={404: {"description": "Nothing is kept of this user"}},
                 summary="What is remembered of a user")
-    async def get_memory(user_id: str):
-        memory = await attempt(keeper.load(checked(user_id)))
+    async def get_memory(user_id: str = UserId):
+        memory = await attempt(keeper.load(user_id))
         if memory is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"nothing is kept of user {user_id!r}")
         return UserMemoryInfo(user_id=user_id, facts=memory.facts, recent=memory.recent,
                               updated=memory.updated)
 
     @router.delete("/{user_id}/memory", response_model=Forgotten, summary="Forget a user")
-    async def delete_memory(user_id: str):
-        return Forgotten(user_id=user_id, deleted=await attempt(keeper.delete(checked(user_id))))
+    async def delete_memory(user_id: str = UserId):
+        return Forgotten(user_id=user_id, deleted=await attempt(keeper.delete(user_id)))
 
     return router
