@@ -8,6 +8,9 @@ answers.
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import httpx
 import pytest
 import redis.asyncio as redis
@@ -53,6 +56,18 @@ async def ask(client: AgentClient, audio, peers: CloudPeers, turns: int,
     assert await client.silence_until(lambda r: len(r.turns) >= turns, 30), client.received.turns
     await peers.groq.wait_for(lambda: len(peers.groq.completions) > before, 10, "an LLM request")
     return peers.groq.completions[-1]
+
+
+async def dashboard_events(http: httpx.AsyncClient, node: Node) -> dict:
+    """The first `turn` event on `node`'s dashboard stream."""
+    async with http.stream("GET", f"{node.url}/api/events") as stream:
+        event = None
+        async for line in stream.aiter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "turn":
+                return json.loads(line[6:])
+    raise AssertionError("the event stream ended without a turn")
 
 
 def system_of(request: dict) -> str:
@@ -175,7 +190,11 @@ async def test_any_node_lists_and_steers_a_session_of_another(pair, question):
             assert r.json()["instructions"].endswith("Say banana.")
             detail = (await http.get(f"{a.url}/api/sessions/{session_id}")).json()
             assert detail["instruction_updates"] == 1 and detail["turns"] == 1, detail
+            events = asyncio.create_task(dashboard_events(http, a))  # A's event stream
             assert system_of(await ask(client, question, peers, 2)).endswith("Say banana.")
+            seen = await asyncio.wait_for(events, 15)  # ... carries B's turn
+            assert (seen["session"]["id"], seen["session"]["node"], seen["turn"]["turn"]) == \
+                (session_id, "b", 2), seen
 
             # Through A: B says a text now; its client hears it (Cartesia peer's audio).
             audio_before = client.received.audio_ms()
@@ -253,6 +272,10 @@ async def test_placement_spreads_sessions_and_a_draining_node_takes_no_new_ones(
             await until(lambda: [n["draining"] for n in httpx.get(f"{a.url}/api/nodes").json()]
                         == [False, True], 10, "A to see B draining")
             assert [(await place())["node"] for _ in range(2)] == ["a", "a"]
+            # A fills up (MAX_SESSIONS=8, counting the sessions placed on it just now).
+            assert [(await place())["node"] for _ in range(4)] == ["a"] * 4
+            r = await http.post(f"{a.url}/api/connect", json={"transport": "websocket"})
+            assert r.status_code == 503 and "1 draining" in r.json()["detail"], r.text
             assert httpx.get(f"{b.url}/api/health").json()["status"] == "draining"
             async with AgentClient(b.ws_url) as refused:
                 await until(lambda: refused.closed, 10, "B to refuse a new session")
