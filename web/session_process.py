@@ -104,8 +104,12 @@ async def serve(job: dict, settings: Settings, models: LocalModels) -> int:
         providers = None
     errors = ProviderErrorObserver(ForwardedCounter("errors", out), providers, ForwardedCounter("fallbacks", out))
 
-    async def new_session(transport: str, user_id: str | None = None) -> Session:
-        if user_id is not None:  # per-user memory is kept by in-process sessions only (yet)
+    async def new_session(transport: str, user_id: str | None = None,
+                          resume: tuple[str, str] | None = None) -> Session:
+        # Per-user memory and resuming are kept by in-process sessions only (yet).
+        if resume is not None:
+            raise ValueError("sessions cannot be resumed with SESSION_PROCESSES=true")
+        if user_id is not None:
             logger.warning("SESSION_PROCESSES: this session keeps no per-user memory")
         return Session(settings=settings, models=models, id=job["session_id"],
                        transport_kind=transport, greeting=settings.greeting, observers=[errors])
