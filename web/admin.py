@@ -54,6 +54,12 @@ def has_text(value: str) -> bool:
 
 FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
 
+# What every admin route may answer before it runs (`admin_access`).
+ADMIN_RESPONSES: dict[int | str, dict] = {
+    401: {"description": "Missing or wrong bearer token"},
+    403: {"description": "No ADMIN_TOKEN set and the client is not on this machine"},
+}
+
 _bearer = HTTPBearer(
     auto_error=False,
     scheme_name="AdminToken",

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from bot.config import Settings
 from bot.memory import MemoryKeeper
 from bot.memory.keeper import USER_ID
-from web.admin import admin_access
+from web.admin import ADMIN_RESPONSES, admin_access
 
 
 class UserMemoryInfo(BaseModel):
@@ -30,9 +30,7 @@ class Forgotten(BaseModel):
 def user_memory_router(settings: Settings, keeper: MemoryKeeper) -> APIRouter:
     router = APIRouter(
         prefix="/api/users", tags=["admin"], dependencies=[Depends(admin_access(settings))],
-        responses={401: {"description": "Missing or wrong bearer token"},
-                   403: {"description": "No ADMIN_TOKEN set and the client is not on this machine"},
-                   503: {"description": "The memory store is unavailable"}},
+        responses={**ADMIN_RESPONSES, 503: {"description": "The memory store is unavailable"}},
     )
 
     UserId = Path(pattern=f"^{USER_ID.pattern}$", description="The client's opaque user id")

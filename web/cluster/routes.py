@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from pydantic import BaseModel, Field
 
 from bot.config import Settings
-from web.admin import admin_access
+from web.admin import ADMIN_RESPONSES, admin_access
 from web.cluster.node import ClusterNode, ClusterUnavailable
 
 
@@ -24,9 +24,7 @@ class NodeInfo(BaseModel):
 def nodes_router(settings: Settings, cluster: ClusterNode) -> APIRouter:
     router = APIRouter(
         prefix="/api/nodes", tags=["admin"], dependencies=[Depends(admin_access(settings))],
-        responses={401: {"description": "Missing or wrong bearer token"},
-                   403: {"description": "No ADMIN_TOKEN set and the client is not on this machine"},
-                   503: {"description": "Redis is unavailable"}},
+        responses={**ADMIN_RESPONSES, 503: {"description": "Redis is unavailable"}},
     )
 
     @router.get("", response_model=list[NodeInfo], summary="List the cluster's live nodes")
