@@ -151,7 +151,8 @@ class ClusterNode:
                     for live in self.registry.all():
                         pipe.set(_key("session", live.id), json.dumps(self.session_entry(live)),
                                  px=self._ttl_ms())
-                        pipe.pexpire(_key("turns", live.id), self._ttl_ms())
+                        if live.history:
+                            pipe.pexpire(_key("turns", live.id), self._ttl_ms())
                     await pipe.execute()
                 self._registered.set()
                 await self._refresh_remote_sessions()
@@ -249,6 +250,8 @@ class ClusterNode:
         else:
             data = {"session": entry}
         message = json.dumps({"node": self.id, "event": DASHBOARD_EVENTS[event], "data": data})
+        # A session starting or ending changes this node's load: placement sees it at once.
+        node = json.dumps(self.node_entry()) if event in ("started", "ended") else None
 
         async def write() -> None:
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -260,6 +263,8 @@ class ClusterNode:
                     pipe.rpush(turns_key, json.dumps(payload))
                     pipe.ltrim(turns_key, -self.history_turns, -1)
                     pipe.pexpire(turns_key, self._ttl_ms())
+                if node is not None:
+                    pipe.set(_key("node", self.id), node, px=self._ttl_ms())
                 pipe.publish(EVENTS_CHANNEL, message)
                 await pipe.execute()
 
