@@ -23,7 +23,8 @@ from tests.support.polling import until
 from tests.support.redis_server import RedisServer
 from web.ws_client import AgentClient
 
-DEFAULTS = {"cluster_heartbeat_secs": "2", "cluster_ttl_secs": "6"}
+# The default heartbeat and TTL; room for the sessions placed.
+DEFAULTS = {"cluster_heartbeat_secs": "2", "cluster_ttl_secs": "6", "max_sessions": "16"}
 
 
 async def redis_calls(store) -> int:
@@ -84,6 +85,7 @@ async def run(args) -> tuple[list[list], list[str]]:
         placed = {"a": 0, "b": 0}
         for _ in range(2 * args.placements):
             r = await http.post(f"{a.url}/api/connect", json={"transport": "websocket"})
+            assert r.status_code == 200, r.text
             placed[r.json()["node"]] += 1
         await store.aclose()
     verdicts = [
