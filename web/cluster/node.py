@@ -41,6 +41,9 @@ EVENTS_CHANNEL = f"{PREFIX}events"
 DASHBOARD_EVENTS = {"started": "session-started", "state": "state", "turn": "turn",
                     "ended": "session-ended"}
 REDIS_TIMEOUT_SECS = 2.0
+# What another node may ask this one to answer: steering its sessions, starting a Daily bot.
+CALLABLE = (("GET", "/api/sessions/"), ("PUT", "/api/sessions/"), ("POST", "/api/sessions/"),
+            ("DELETE", "/api/sessions/"), ("POST", "/api/rooms"))
 RECONNECT_SECS = 0.5
 
 
@@ -334,7 +337,11 @@ class ClusterNode:
 
     async def _answer(self, call: dict) -> None:
         try:
-            status, body = await self.dispatch(call["method"], call["path"], call.get("json"))
+            method, path = call["method"], call["path"]
+            if not any(method == m and path.startswith(p) for m, p in CALLABLE):
+                status, body = 403, {"detail": f"{method} {path} is not callable across nodes"}
+            else:
+                status, body = await self.dispatch(method, path, call.get("json"))
         except Exception as e:  # the answer must go back whatever happened
             logger.exception("Cluster: a steering call failed on this node")
             status, body = 500, {"detail": f"node {self.id!r} failed to answer: {e}"}
