@@ -65,7 +65,7 @@ class ClusterNode:
     `remote_event(event, data)` is called for every dashboard event of another node."""
 
     def __init__(self, settings: Settings, registry: SessionRegistry,
-                 dispatch: Callable[[str, str, Any], Awaitable[tuple[int, Any]]]):
+                 dispatch: Callable[..., Awaitable[tuple[int, Any]]]):
         self.settings = settings
         self.registry = registry
         self.id = settings.node_name
@@ -341,7 +341,9 @@ class ClusterNode:
             if not any(method == m and path.startswith(p) for m, p in CALLABLE):
                 status, body = 403, {"detail": f"{method} {path} is not callable across nodes"}
             else:
-                status, body = await self.dispatch(method, path, call.get("json"))
+                # A room is admitted under its client's own per-client limits.
+                client = call.get("client") if path.startswith("/api/rooms") else None
+                status, body = await self.dispatch(method, path, call.get("json"), client)
         except Exception as e:  # the answer must go back whatever happened
             logger.exception("Cluster: a steering call failed on this node")
             status, body = 500, {"detail": f"node {self.id!r} failed to answer: {e}"}
@@ -359,12 +361,14 @@ class ClusterNode:
             raise ClusterUnavailable(f"the cluster registry (Redis) is unavailable: {e}") from e
         return json.loads(raw)["node"] if raw else None
 
-    async def call(self, node: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """Have `node` answer an admin request; its (status, JSON body)."""
+    async def call(self, node: str, method: str, path: str, body: Any = None,
+                   client: str | None = None) -> tuple[int, Any]:
+        """Have `node` answer a request (for `client`'s address); its (status, JSON body)."""
         call_id = uuid.uuid4().hex
         future = asyncio.get_running_loop().create_future()
         self._pending[call_id] = future
-        message = {"call": call_id, "from": self.id, "method": method, "path": path, "json": body}
+        message = {"call": call_id, "from": self.id, "method": method, "path": path, "json": body,
+                   "client": client}
         timeout = self.settings.cluster_call_timeout_secs
         try:
             try:  # just reconnecting: a moment for this node to hear its replies again
@@ -403,14 +407,15 @@ class ClusterNode:
 
 
 def in_process_dispatch(app, settings: Settings):
-    """Answer a forwarded admin request with this node's own routes, as a loopback client
-    (with ADMIN_TOKEN, if one is set)."""
+    """Answer a forwarded request with this node's own routes: an admin request as a loopback
+    client (with ADMIN_TOKEN, if one is set), a room for its client's address."""
     headers = {}
     if settings.admin_token and settings.admin_token.get_secret_value():
         headers["Authorization"] = f"Bearer {settings.admin_token.get_secret_value()}"
-    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 0))
 
-    async def dispatch(method: str, path: str, body: Any) -> tuple[int, Any]:
+    async def dispatch(method: str, path: str, body: Any,
+                       client: str | None = None) -> tuple[int, Any]:
+        transport = httpx.ASGITransport(app=app, client=(client or "127.0.0.1", 0))
         async with httpx.AsyncClient(transport=transport, base_url="http://node",
                                      headers=headers, timeout=None) as client:
             response = await client.request(method, path, json=body)

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.config import Settings
+from web.admission import client_address
 from web.cluster.node import ClusterNode, ClusterUnavailable, OwnerTimeout
 
 PLACED_SECS = 5.0  # a placement counts as a session on its node this long (or until it connects)
@@ -79,11 +80,12 @@ def placement_router(settings: Settings, cluster: ClusterNode) -> APIRouter:
         if body.transport != "daily":
             return placement
         room = body.model_dump(exclude={"transport"}, exclude_none=True)
+        client = client_address(request)
         try:
             if chosen["id"] == cluster.id:
-                code, answer = await cluster.dispatch("POST", "/api/rooms", room)
+                code, answer = await cluster.dispatch("POST", "/api/rooms", room, client)
             else:
-                code, answer = await cluster.call(chosen["id"], "POST", "/api/rooms", room)
+                code, answer = await cluster.call(chosen["id"], "POST", "/api/rooms", room, client)
         except ClusterUnavailable as e:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e)) from e
         except OwnerTimeout as e:
