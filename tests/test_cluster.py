@@ -70,6 +70,14 @@ async def dashboard_events(http: httpx.AsyncClient, node: Node) -> dict:
     raise AssertionError("the event stream ended without a turn")
 
 
+async def until_async(predicate, timeout: float, what: str) -> None:
+    """`until` for a coroutine predicate (a Redis query)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
 def system_of(request: dict) -> str:
     assert request["messages"][0]["role"] == "system"
     return request["messages"][0]["content"]
@@ -118,7 +126,11 @@ async def test_a_dead_nodes_sessions_leave_the_registry_and_resume_on_another(
         a_id, b_id = await session_of(on_a), await session_of(on_b)
 
         def listed(node):
-            return lambda: {s["id"] for s in httpx.get(f"{node.url}/api/sessions").json()}
+            def ids():  # None while Redis is briefly unavailable to the node (503)
+                r = httpx.get(f"{node.url}/api/sessions")
+                assert r.status_code in (200, 503), r.text
+                return {s["id"] for s in r.json()} if r.status_code == 200 else None
+            return ids
         await until(lambda: listed(a)() == {a_id, b_id}, 10, "A to list both sessions")
 
         # Redis goes away: the registry answers 503 with the reason; sessions go on.
@@ -140,6 +152,10 @@ async def test_a_dead_nodes_sessions_leave_the_registry_and_resume_on_another(
         assert r.status_code == 200, r.text
         # The whole conversation so far is saved for resuming (in Redis) after this turn.
         await ask(on_b, question, peers, 2, "and of Spain")
+        store = redis.from_url(redis_server.url)
+        await until_async(lambda: store.exists(f"voice-agent:resume:{b_id}"), 10,
+                          "B to save the conversation")
+        await store.aclose()
 
         # B dies: a call for its session says so at once; within the TTL it is gone.
         b.kill()

@@ -6,6 +6,8 @@ CLUSTER_TTL_SECS, so a node that dies leaves the registry within the TTL:
     node:{node_id}        JSON: id, url, sessions, max_sessions, cpu, draining, updated
     session:{session_id}  JSON: the session's summary (`LiveSession.summary()`) and its node
     turns:{session_id}    its recent turn records (a list, newest last)
+    index:node, index:session   sorted sets of the ids above, scored by when they expire
+                          (listing reads these, never a scan of every key)
 
 Channels: `events` carries every node's dashboard events; `calls:{node_id}` the steering
 calls for that node; `replies:{node_id}` their answers. A call is answered by the owner's
@@ -40,7 +42,8 @@ EVENTS_CHANNEL = f"{PREFIX}events"
 # Session events as the dashboard's event stream names them (web/observability.py).
 DASHBOARD_EVENTS = {"started": "session-started", "state": "state", "turn": "turn",
                     "ended": "session-ended"}
-REDIS_TIMEOUT_SECS = 2.0
+# A busy Redis (or host) is not a dead one: reads wait this long before the registry says 503.
+REDIS_TIMEOUT_SECS = 5.0
 # What another node may ask this one to answer: steering its sessions, starting a Daily bot.
 CALLABLE = (("GET", "/api/sessions/"), ("PUT", "/api/sessions/"), ("POST", "/api/sessions/"),
             ("DELETE", "/api/sessions/"), ("POST", "/api/rooms"))
@@ -57,6 +60,14 @@ class OwnerTimeout(RuntimeError):
 
 def _key(kind: str, name: str) -> str:
     return f"{PREFIX}{kind}:{name}"
+
+
+def _index(kind: str) -> str:
+    return _key("index", kind)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class ClusterNode:
@@ -114,8 +125,13 @@ class ClusterNode:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._handlers, return_exceptions=True)
         try:  # leave at once rather than after the TTL
-            keys = [_key("node", self.id)] + [_key("session", s.id) for s in self.registry.all()]
-            await self._redis.delete(*keys)
+            sessions = [s.id for s in self.registry.all()]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.delete(_key("node", self.id), *[_key("session", s) for s in sessions])
+                pipe.zrem(_index("node"), self.id)
+                if sessions:
+                    pipe.zrem(_index("session"), *sessions)
+                await pipe.execute()
         except RedisError:
             pass
         await self._redis.aclose()
@@ -149,13 +165,19 @@ class ClusterNode:
             except TimeoutError:
                 continue
             try:
+                sessions = self.registry.all()
+                expires = _now_ms() + self._ttl_ms()
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.set(_key("node", self.id), json.dumps(self.node_entry()), px=self._ttl_ms())
-                    for live in self.registry.all():
+                    self._put_node(pipe, json.dumps(self.node_entry()))
+                    for live in sessions:
                         pipe.set(_key("session", live.id), json.dumps(self.session_entry(live)),
                                  px=self._ttl_ms())
                         if live.history:
                             pipe.pexpire(_key("turns", live.id), self._ttl_ms())
+                    if sessions:
+                        pipe.zadd(_index("session"), {live.id: expires for live in sessions})
+                    for kind in ("node", "session"):  # the dead's ids
+                        pipe.zremrangebyscore(_index(kind), "-inf", _now_ms())
                     await pipe.execute()
                 self._registered.set()
                 await self._refresh_remote_sessions()
@@ -191,11 +213,15 @@ class ClusterNode:
                            "the cluster-wide registry is unavailable until it is back")
         self._healthy = False
 
+    def _put_node(self, pipe, entry: str) -> None:
+        pipe.set(_key("node", self.id), entry, px=self._ttl_ms())
+        pipe.zadd(_index("node"), {self.id: _now_ms() + self._ttl_ms()})
+
     async def _entries(self, kind: str) -> list[dict]:
-        keys = [k async for k in self._redis.scan_iter(match=_key(kind, "*"), count=500)]
-        if not keys:
+        ids = await self._redis.zrangebyscore(_index(kind), _now_ms(), "+inf")
+        if not ids:
             return []
-        return [json.loads(v) for v in await self._redis.mget(keys) if v]
+        return [json.loads(v) for v in await self._redis.mget([_key(kind, i) for i in ids]) if v]
 
     async def _read(self, kind: str) -> list[dict]:
         try:
@@ -207,8 +233,9 @@ class ClusterNode:
     async def announce(self) -> None:
         """Rewrite this node's entry now (it starts or stops draining)."""
         try:
-            await self._redis.set(_key("node", self.id), json.dumps(self.node_entry()),
-                                  px=self._ttl_ms())
+            async with self._redis.pipeline(transaction=False) as pipe:
+                self._put_node(pipe, json.dumps(self.node_entry()))
+                await pipe.execute()
         except (RedisError, OSError) as e:
             self._down(e)
 
@@ -260,14 +287,16 @@ class ClusterNode:
             async with self._redis.pipeline(transaction=False) as pipe:
                 if event == "ended":
                     pipe.delete(session_key, turns_key)
-                else:
+                    pipe.zrem(_index("session"), live.id)
+                else:  # the entry and its index expire together
                     pipe.set(session_key, json.dumps(entry), px=self._ttl_ms())
+                    pipe.zadd(_index("session"), {live.id: _now_ms() + self._ttl_ms()})
                 if event == "turn":
                     pipe.rpush(turns_key, json.dumps(payload))
                     pipe.ltrim(turns_key, -self.history_turns, -1)
                     pipe.pexpire(turns_key, self._ttl_ms())
                 if node is not None:
-                    pipe.set(_key("node", self.id), node, px=self._ttl_ms())
+                    self._put_node(pipe, node)
                 pipe.publish(EVENTS_CHANNEL, message)
                 await pipe.execute()
 
