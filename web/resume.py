@@ -10,6 +10,7 @@ those messages; the token works once. A wrong or expired one is refused with the
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -43,6 +44,7 @@ class ResumeKeeper:
                                          decode_responses=True, socket_timeout=2.0,
                                          socket_connect_timeout=2.0)
         self._local: dict[str, tuple[float, str]] = {}  # session id → (expires, record)
+        self._writes: set[asyncio.Task] = set()
 
     async def _put(self, session_id: str, record: str) -> None:
         if self._redis is not None:
@@ -65,6 +67,13 @@ class ResumeKeeper:
         session.resume_token = token
         digest = _digest(token)
 
+        async def write(record: str) -> None:
+            try:
+                await self._put(session.id, record)
+            except Exception as e:
+                logger.bind(session_id=session.id).warning(
+                    f"The conversation could not be saved for resuming ({e}); the session goes on")
+
         async def save(record: TurnRecord) -> None:
             context, control = session.context, session.control
             if context is None:
@@ -72,11 +81,10 @@ class ResumeKeeper:
             messages = [m for m in context.messages if isinstance(m, dict)]
             saved = {"digest": digest, "messages": messages, "user_id": user_id,
                      "instructions": control.instructions if control else None}
-            try:
-                await self._put(session.id, json.dumps(saved, default=str))
-            except Exception as e:
-                logger.bind(session_id=session.id).warning(
-                    f"The conversation could not be saved for resuming ({e}); the session goes on")
+            # Written apart from the session: its end (the client gone) does not cancel it.
+            task = asyncio.create_task(write(json.dumps(saved, default=str)))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
 
         session.on_turn.append(save)
 
@@ -96,5 +104,6 @@ class ResumeKeeper:
         return saved
 
     async def close(self) -> None:
+        await asyncio.gather(*self._writes, return_exceptions=True)
         if self._redis is not None:
             await self._redis.aclose()

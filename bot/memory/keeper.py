@@ -49,6 +49,7 @@ class MemoryKeeper:
                      else SqliteMemoryStore(settings.memory_path))
         self.store = store
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._writes: set[asyncio.Task] = set()
 
     async def load(self, user_id: str) -> UserMemory | None:
         return await self.store.load(user_id)
@@ -98,20 +99,29 @@ class MemoryKeeper:
 
         async def keep(record: TurnRecord) -> None:
             words = record.user_text.strip()
-            if not words:
-                return
-            try:
-                async with self._locks[user_id]:
-                    memory = await self.store.load(user_id) or UserMemory()
-                    if (fact := fact_in(words)) and fact not in memory.facts:
-                        memory.facts = (memory.facts + [fact])[-MAX_FACTS:]
-                    memory.recent = (memory.recent + [words[:MAX_WORDS_CHARS]])[-MAX_RECENT:]
-                    memory.updated = time.time()
-                    await self.store.save(user_id, memory)
-            except Exception as e:
-                logger.warning(f"User memory could not be kept ({e}); the session goes on")
+            if words:  # written apart from the session: its end does not cancel the write
+                task = asyncio.create_task(self._keep(user_id, words))
+                self._writes.add(task)
+                task.add_done_callback(self._writes.discard)
 
         return keep
 
+    async def _keep(self, user_id: str, words: str) -> None:
+        try:
+            async with self._locks[user_id]:
+                memory = await self.store.load(user_id) or UserMemory()
+                if (fact := fact_in(words)) and fact not in memory.facts:
+                    memory.facts = (memory.facts + [fact])[-MAX_FACTS:]
+                memory.recent = (memory.recent + [words[:MAX_WORDS_CHARS]])[-MAX_RECENT:]
+                memory.updated = time.time()
+                await self.store.save(user_id, memory)
+        except Exception as e:
+            logger.warning(f"User memory could not be kept ({e}); the session goes on")
+
+    async def written(self) -> None:
+        """Returns once every turn's write so far is done."""
+        await asyncio.gather(*self._writes, return_exceptions=True)
+
     async def close(self) -> None:
+        await self.written()
         await self.store.close()
