@@ -289,6 +289,9 @@ class Settings(BaseSettings):
     memory_path: Path = Path("user-memory.sqlite3")
     # Most characters of remembered facts and words added to a session's instructions.
     memory_max_chars: int = Field(1000, ge=100)
+    # When a session ends, the LLM rewrites its user's rolling summary (one out-of-band
+    # request; on the local LLM it takes the CPU for a few seconds).
+    memory_summarize: bool = True
 
     # --- Logging --------------------------------------------------------------------------
     log_level: str = "INFO"

@@ -85,18 +85,24 @@ def system_of(request: dict) -> str:
 
 REMEMBER = "please remember that my dog is called Rex"
 FACT = "my dog is called Rex"
+NOTES = "The user has a dog called Rex."
+
+
+def memory_of(node: Node, user: str) -> dict:
+    r = httpx.get(f"{node.url}/api/users/{user}/memory")
+    return r.json() if r.status_code == 200 else {}
 
 
 def facts_of(node: Node, user: str) -> list[str] | None:
-    r = httpx.get(f"{node.url}/api/users/{user}/memory")
-    return r.json()["facts"] if r.status_code == 200 else None
+    return memory_of(node, user).get("facts")
 
 
-async def remembers_rex(node: Node, user: str, audio, peers: CloudPeers) -> bool:
-    """Whether a new session of `user` on `node` has the fact in its first LLM request."""
+async def first_instructions(node: Node, user: str, audio, peers: CloudPeers) -> str:
+    """The system instructions of a new session of `user` on `node`, as its first LLM
+    request carried them."""
     async with AgentClient(f"{node.ws_url}?user_id={user}") as client:
         await session_of(client)
-        return FACT in system_of(await ask(client, audio, peers, 1))
+        return system_of(await ask(client, audio, peers, 1))
 
 
 async def test_one_node_without_redis_keeps_memory_in_sqlite_and_can_turn_it_off(question):
@@ -108,7 +114,7 @@ async def test_one_node_without_redis_keeps_memory_in_sqlite_and_can_turn_it_off
             await ask(client, question, peers, 1, REMEMBER)
         await until(lambda: facts_of(solo, "u-42") == [FACT], 10, "the fact to be kept")
         assert solo.memory_file.exists()
-        assert await remembers_rex(solo, "u-42", question, peers)
+        assert FACT in await first_instructions(solo, "u-42", question, peers)
         # No cluster here: no node list, sessions without a node.
         assert (await http.get(f"{solo.url}/api/nodes")).status_code == 404
         # A user id that is not an opaque id is refused with the reason.
@@ -252,23 +258,29 @@ async def test_a_users_memory_follows_them_to_another_node_until_deleted(pair, q
             await ask(anonymous, question, peers, 1, REMEMBER)
         assert [k async for k in store.scan_iter(match="voice-agent:memory:*")] == []
 
-        # On A, the user asks the agent to remember something; the connection drops.
+        # On A, the user asks the agent to remember something; the connection drops. The
+        # session's end has the LLM rewrite the user's summary (the next Groq request).
         async with AgentClient(f"{a.ws_url}?user_id=u-42") as client:
             await session_of(client)
             assert FACT not in system_of(await ask(client, question, peers, 1, REMEMBER))
+            peers.groq.reply_text(NOTES)
         await until(lambda: facts_of(b, "u-42") == [FACT], 10, "the fact to be kept")
-        kept = (await http.get(f"{b.url}/api/users/u-42/memory")).json()
-        assert kept["recent"] == [REMEMBER], kept
+        await until(lambda: memory_of(b, "u-42")["summary"] == NOTES, 10, "the summary")
+        assert memory_of(b, "u-42")["recent"] == [REMEMBER]
+        summarized = peers.groq.completions[-1]
+        assert not summarized.get("stream") and REMEMBER in str(summarized["messages"])
 
         # A new session on B knows it; another user's does not.
-        assert await remembers_rex(b, "u-42", question, peers)
-        assert not await remembers_rex(b, "u-7", question, peers)
+        system = await first_instructions(b, "u-42", question, peers)
+        assert FACT in system and NOTES in system, system
+        assert FACT not in await first_instructions(b, "u-7", question, peers)
 
         # Deleted through A: gone everywhere, and B's next session of the user starts blank.
         r = await http.delete(f"{a.url}/api/users/u-42/memory")
         assert r.json() == {"user_id": "u-42", "deleted": True}, r.text
         assert (await http.get(f"{b.url}/api/users/u-42/memory")).status_code == 404
-        assert not await remembers_rex(b, "u-42", question, peers)
+        system = await first_instructions(b, "u-42", question, peers)
+        assert FACT not in system and NOTES not in system, system
         await store.aclose()
 
 

@@ -33,7 +33,7 @@ def test_user_ids_are_opaque_and_bounded():
 async def test_the_newest_facts_come_first_and_the_whole_stays_within_its_budget(tmp_path):
     settings = local_settings(memory_max_chars=300, memory_path=tmp_path / "m.sqlite3")
     keeper = MemoryKeeper(settings, SqliteMemoryStore(settings.memory_path))
-    keep = keeper.keeper_of("u1")
+    keep = keeper.keeper_of("u1", "s1")
     assert await keeper.instructions_for("u1") == settings.system_prompt  # nothing kept yet
     for n in range(30):
         await keep(TurnRecord(session_id="s", turn=n, user_text=f"remember that fact number {n} holds"))

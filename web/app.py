@@ -24,7 +24,7 @@ from bot.local.models import LocalModels
 from bot.memory import MemoryKeeper
 from bot.model_check import warn_about_models
 from bot.pipeline import Session
-from bot.providers import create_search, runs_locally
+from bot.providers import create_llm, create_search, runs_locally
 from web.admin import create_admin_router
 from web.admission import log_origin_policy
 from web.cluster import ClusterNode
@@ -123,8 +123,11 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
     app.include_router(rooms_router(settings, registry, spawner))
 
     # Per-user memory (bot/memory/): /api/users/{id}/memory
-    memory = MemoryKeeper(settings) if settings.memory_enabled else None
-    if memory is not None:
+    memory = None
+    if settings.memory_enabled:
+        # The rolling summary is written by the configured LLM alone (no fallback, no tools).
+        memory = MemoryKeeper(settings, summarizer=lambda: create_llm(settings, models, fallback=False))
+        registry.listeners.append(lambda event, live, _: memory.ended(live.id) if event == "ended" else None)
         app.include_router(user_memory_router(settings, memory))
 
     # Resuming a dropped conversation (web/resume.py)
@@ -136,7 +139,7 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
         """A session; with a user id (and MEMORY_ENABLED) it knows what its user said before
         and keeps what they say now; with a (session id, resume token) it goes on with that
         conversation (ResumeRefused if it cannot)."""
-        prompt, history, on_turn = settings.system_prompt, [], []
+        prompt, history = settings.system_prompt, []
         if resume is not None:
             if resumes is None:
                 raise ResumeRefused("resuming is off on this server (SESSION_RESUME_SECS=0)")
@@ -145,17 +148,16 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
             prompt = saved["instructions"] or prompt
         elif memory is not None and user_id is not None:
             prompt = await memory.instructions_for(user_id)
-        if memory is not None and user_id is not None:
-            on_turn.append(memory.keeper_of(user_id))
         session = Session(
             settings=settings.model_copy(update={"system_prompt": prompt}),
             models=models,
             transport_kind=transport,
             greeting="" if history else settings.greeting,
             observers=[observability.error_observer()],
-            on_turn=on_turn,
             history=history,
         )
+        if memory is not None and user_id is not None:
+            session.on_turn.append(memory.keeper_of(user_id, session.id))
         if resumes is not None:
             resumes.enrol(session, user_id)
         return session

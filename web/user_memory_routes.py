@@ -1,7 +1,8 @@
 """The admin API of per-user memory (bot/memory/):
 
     GET    /api/users/{user_id}/memory   what is kept of a user
-    DELETE /api/users/{user_id}/memory   forget the user (their next session starts blank)
+    DELETE /api/users/{user_id}/memory   forget the user (their next session starts blank;
+                                         a session of theirs still live keeps what follows)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ class UserMemoryInfo(BaseModel):
     user_id: str
     facts: list[str] = Field(description="What the user asked the agent to remember, oldest first")
     recent: list[str] = Field(description="The user's most recent words, oldest first")
+    summary: str = Field(description="The LLM's notes on their conversations so far")
     updated: float = Field(description="Unix time of the last change")
 
 
@@ -50,7 +52,7 @@ def user_memory_router(settings: Settings, keeper: MemoryKeeper) -> APIRouter:
         if memory is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"nothing is kept of user {user_id!r}")
         return UserMemoryInfo(user_id=user_id, facts=memory.facts, recent=memory.recent,
-                              updated=memory.updated)
+                              summary=memory.summary, updated=memory.updated)
 
     @router.delete("/{user_id}/memory", response_model=Forgotten, summary="Forget a user")
     async def delete_memory(user_id: str = UserId):

@@ -20,6 +20,7 @@ REDIS_PREFIX = "voice-agent:memory:"
 class UserMemory:
     facts: list[str] = field(default_factory=list)  # what the user asked to be remembered
     recent: list[str] = field(default_factory=list)  # their latest words, oldest first
+    summary: str = ""  # of their conversations so far, rewritten after each (by the LLM)
     updated: float = field(default_factory=time.time)
 
     def to_json(self) -> str:
@@ -29,7 +30,7 @@ class UserMemory:
     def from_json(cls, raw: str) -> UserMemory:
         data = json.loads(raw)
         return cls(facts=list(data.get("facts", [])), recent=list(data.get("recent", [])),
-                   updated=float(data.get("updated", 0.0)))
+                   summary=str(data.get("summary", "")), updated=float(data.get("updated", 0.0)))
 
 
 class MemoryStore(Protocol):
