@@ -17,7 +17,15 @@ import time
 import httpx
 import redis.asyncio as redis
 
-from bench.common import add_common_args, fmt, markdown_table, p50, p95, report, wait_for_quiet_machine
+from bench.common import (
+    add_common_args,
+    fmt,
+    markdown_table,
+    p50,
+    p95,
+    report,
+    wait_for_quiet_machine,
+)
 from tests.support.nodes import CloudPeers, nodes
 from tests.support.polling import until
 from tests.support.redis_server import RedisServer

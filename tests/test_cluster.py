@@ -156,7 +156,7 @@ async def test_a_dead_nodes_sessions_leave_the_registry_and_resume_on_another(
         # Redis is back (empty): the nodes rewrite their entries and answer for each other.
         await redis_server.start()
         await until(lambda: listed(a)() == {a_id, b_id}, 10, "A to list both sessions again")
-        nodes_of_a = lambda: [n["id"] for n in httpx.get(f"{a.url}/api/nodes").json()]  # noqa: E731
+        nodes_of_a = lambda: [n["id"] for n in httpx.get(f"{a.url}/api/nodes").json()]
         await until(lambda: nodes_of_a() == ["a", "b"], 10, "both nodes to be back")
         r = await http.put(f"{a.url}/api/sessions/{b_id}/context",
                            json={"instructions": "You are a pirate."})

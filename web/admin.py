@@ -30,8 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.config import Settings
 from bot.session_control import InstructionMode
-from web.http_hygiene import BODY_RESPONSES
+from web.cluster.calls import forward
 from web.cluster.node import ClusterNode, ClusterUnavailable
+from web.http_hygiene import BODY_RESPONSES
 from web.sessions import LiveSession, SessionLevers, SessionRegistry
 
 MAX_INSTRUCTIONS_CHARS = 4000
@@ -258,8 +259,8 @@ def create_admin_router(
         """The owning node's answer, for a session another node runs (cluster mode)."""
         if cluster is None or registry.get(session_id) is not None:
             return None
-        return await cluster.forward(session_id, request.method, request.url.path,
-                                     body.model_dump() if body else None)
+        return await forward(cluster, session_id, request.method, request.url.path,
+                             body.model_dump() if body else None)
 
     @router.get("", response_model=list[SessionSummary], response_model_exclude_none=True,
                 summary="List live sessions", responses={503: {"description": "Redis is unavailable"}})

@@ -28,7 +28,7 @@ from bot.providers import create_llm, create_search, runs_locally
 from web.admin import create_admin_router
 from web.admission import log_origin_policy
 from web.cluster import ClusterNode
-from web.cluster.node import in_process_dispatch
+from web.cluster.calls import in_process_dispatch
 from web.cluster.placement import placement_router
 from web.cluster.routes import nodes_router
 from web.http_hygiene import AllowedMethods, RequestBodyLimits

@@ -10,9 +10,7 @@ CLUSTER_TTL_SECS, so a node that dies leaves the registry within the TTL:
                           (listing reads these, never a scan of every key)
 
 Channels: `events` carries every node's dashboard events; `calls:{node_id}` the steering
-calls for that node; `replies:{node_id}` their answers. A call is answered by the owner's
-own admin route, run in-process on the request the caller forwarded, so the answer (and any
-error) is exactly what the owner would have said to a client of its own.
+calls for that node; `replies:{node_id}` their answers (web/cluster/calls.py).
 
 Redis going away never ends a session: writes fail, are logged once per outage, and the
 next heartbeat after it comes back rewrites everything; listing calls answer 503.
@@ -28,9 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
 import redis.asyncio as redis
-from fastapi.responses import JSONResponse
 from loguru import logger
 from redis.exceptions import RedisError
 
@@ -418,39 +414,3 @@ class ClusterNode:
             return reply["status"], reply["body"]
         finally:
             self._pending.pop(call_id, None)
-
-    async def forward(self, session_id: str, method: str, path: str,
-                      body: Any = None) -> JSONResponse | None:
-        """The owning node's answer to an admin request for `session_id`; None when no other
-        node owns it (the caller answers itself: 404)."""
-        try:
-            owner = await self.owner_of(session_id)
-            if owner is None or owner == self.id:
-                return None
-            status, answer = await self.call(owner, method, path, body)
-        except ClusterUnavailable as e:
-            return JSONResponse({"detail": str(e)}, status_code=503)
-        except OwnerTimeout as e:
-            return JSONResponse({"detail": f"session {session_id!r}: {e}"}, status_code=504)
-        return JSONResponse(answer, status_code=status)
-
-
-def in_process_dispatch(app, settings: Settings):
-    """Answer a forwarded request with this node's own routes: an admin request as a loopback
-    client (with ADMIN_TOKEN, if one is set), a room for its client's address."""
-    headers = {}
-    if settings.admin_token and settings.admin_token.get_secret_value():
-        headers["Authorization"] = f"Bearer {settings.admin_token.get_secret_value()}"
-
-    async def dispatch(method: str, path: str, body: Any,
-                       client: str | None = None) -> tuple[int, Any]:
-        transport = httpx.ASGITransport(app=app, client=(client or "127.0.0.1", 0))
-        async with httpx.AsyncClient(transport=transport, base_url="http://node",
-                                     headers=headers, timeout=None) as client:
-            response = await client.request(method, path, json=body)
-        try:
-            return response.status_code, response.json()
-        except ValueError:
-            return response.status_code, {"detail": response.text}
-
-    return dispatch
