@@ -32,6 +32,13 @@ from tests.support.redis_server import RedisServer
 from web.ws_client import AgentClient
 
 # The default heartbeat and TTL; room for the sessions placed.
+# Counted from web/cluster/node.py, bot/memory/ and web/resume.py, not measured here.
+PER_EVENT = (
+    "Beyond the heartbeat, per session (counted from the code, not measured): a state change "
+    "3 commands (SET, ZADD, PUBLISH), a turn 6 (SET, ZADD, RPUSH, LTRIM, PEXPIRE, PUBLISH), "
+    "plus with a user id 2 (GET, SET of its memory), plus 1 SET to keep it resumable; a "
+    "steering call 2 PUBLISH and 1 GET; a placement 5 (ZRANGEBYSCORE, 2 MGET, INCR, PEXPIRE)."
+)
 DEFAULTS = {"cluster_heartbeat_secs": "2", "cluster_ttl_secs": "6", "max_sessions": "16"}
 
 
@@ -119,7 +126,7 @@ def main() -> None:
     rows, verdicts = asyncio.run(run(args))
     table = markdown_table(["admin call", "calls", "p50 (ms)", "p95 (ms)"], rows)
     report(args, "cluster", "Cluster mode: cross-node admin calls, Redis load, placement",
-           "Cluster mode (2 nodes, 1 Redis)", table, started, verdicts=verdicts)
+           "Cluster mode (2 nodes, 1 Redis)", table, started, verdicts=verdicts, appendix=PER_EVENT)
 
 
 if __name__ == "__main__":
