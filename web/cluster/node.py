@@ -120,6 +120,12 @@ class ClusterNode:
         for task in self._tasks + list(self._handlers):
             task.cancel()
         await asyncio.gather(*self._tasks, *self._handlers, return_exceptions=True)
+        # The ends of the sessions the shutdown just ended, still to be written and told.
+        while not self._outbox.empty():
+            try:
+                await asyncio.wait_for(self._outbox.get_nowait()(), REDIS_TIMEOUT_SECS)
+            except (RedisError, OSError, TimeoutError):
+                break
         try:  # leave at once rather than after the TTL
             sessions = [s.id for s in self.registry.all()]
             async with self._redis.pipeline(transaction=False) as pipe:
