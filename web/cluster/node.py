@@ -271,7 +271,9 @@ class ClusterNode:
 
     # --- events ---------------------------------------------------------------------------
     def _on_session_event(self, event: str, live: LiveSession, payload: Any) -> None:
-        if event not in DASHBOARD_EVENTS:
+        # While Redis is away nothing piles up: the heartbeat that finds it back rewrites
+        # every live entry (and an ended session's expires).
+        if event not in DASHBOARD_EVENTS or not self._healthy:
             return
         entry = self.session_entry(live)
         session_key, turns_key = _key("session", live.id), _key("turns", live.id)
