@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 
 import httpx
 import pytest
@@ -130,8 +131,8 @@ async def test_one_node_without_redis_keeps_memory_in_sqlite_and_can_turn_it_off
 
 async def test_a_dead_nodes_sessions_leave_the_registry_and_resume_on_another(
         redis_server, question):
-    async with CloudPeers() as peers, nodes(peers, redis_server.url, "a", "b",
-                                            cluster_ttl_secs=3) as (a, b), \
+    async with CloudPeers() as peers, nodes(peers, redis_server.url, "a", "b", cluster_ttl_secs=3,
+                                            cluster_call_timeout_secs=1.5) as (a, b), \
             httpx.AsyncClient(timeout=30) as http, \
             AgentClient(a.ws_url) as on_a, AgentClient(b.ws_url) as on_b:
         a_id, b_id = await session_of(on_a), await session_of(on_b)
@@ -158,9 +159,16 @@ async def test_a_dead_nodes_sessions_leave_the_registry_and_resume_on_another(
         await until(lambda: listed(a)() == {a_id, b_id}, 10, "A to list both sessions again")
         nodes_of_a = lambda: [n["id"] for n in httpx.get(f"{a.url}/api/nodes").json()]
         await until(lambda: nodes_of_a() == ["a", "b"], 10, "both nodes to be back")
-        r = await http.put(f"{a.url}/api/sessions/{b_id}/context",
-                           json={"instructions": "You are a pirate."})
+        pirate = {"instructions": "You are a pirate."}
+        r = await http.put(f"{a.url}/api/sessions/{b_id}/context", json=pirate)
         assert r.status_code == 200, r.text
+        # B hangs (stopped): A's call for its session times out with the reason.
+        b.process.send_signal(signal.SIGSTOP)
+        try:
+            r = await http.put(f"{a.url}/api/sessions/{b_id}/context", json=pirate)
+        finally:
+            b.process.send_signal(signal.SIGCONT)
+        assert r.status_code == 504 and "did not answer within 1.5 s" in r.text, r.text
         # The whole conversation so far is saved for resuming (in Redis) after this turn.
         await ask(on_b, question, peers, 2, "and of Spain")
         store = redis.from_url(redis_server.url)
