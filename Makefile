@@ -16,8 +16,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests need: chromium for the real-browser tests, PortAudio's
 # headers to build PyAudio for the microphone CLI (`python -m bot chat`), and a PulseAudio
 # server with its tools and ALSA plugin for that CLI's virtual sound card; espeak-ng and flite
-# speak test questions in voices unlike the bot's own (bench/voices.py).
-APT_PACKAGES := chromium portaudio19-dev pulseaudio pulseaudio-utils libasound2-plugins espeak-ng flite
+# speak test questions in voices unlike the bot's own (bench/voices.py); redis-server is the
+# cluster's shared registry (REDIS_URL; the tests start their own on a free port).
+APT_PACKAGES := chromium portaudio19-dev pulseaudio pulseaudio-utils libasound2-plugins espeak-ng flite redis-server
 MIC_STAMP := $(VENV)/.installed-mic
 
 .PHONY: run test setup test-setup system-deps client clean

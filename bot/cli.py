@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import typer
@@ -145,7 +146,14 @@ def serve(
     configure_logging(settings)
     models = _load_models(settings, progress=True)
     try:
-        server = uvicorn.Server(server_config(create_app(settings, models), settings))
+        web_app = create_app(settings, models)
+        server = uvicorn.Server(server_config(web_app, settings))
+
+        async def drain_then_exit():
+            from web.drain import drain
+
+            await drain(web_app, settings.drain_grace_secs)
+            server.should_exit = True
 
         async def run():
             serving = asyncio.create_task(server.serve())
@@ -153,6 +161,16 @@ def serve(
                 await asyncio.sleep(0.05)
             if server.started:
                 typer.secho(f"Voice agent ready: http://{settings.host}:{settings.port}", fg=typer.colors.GREEN)
+                # SIGTERM drains (web/drain.py); a second one, or Ctrl-C, stops at once.
+                draining: list[asyncio.Task] = []
+
+                def on_sigterm():
+                    if draining:
+                        server.should_exit = server.force_exit = True
+                    else:
+                        draining.append(asyncio.create_task(drain_then_exit()))
+
+                asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
             await serving
 
         asyncio.run(run())

@@ -242,6 +242,27 @@ class Settings(BaseSettings):
     # Bearer token for the admin API. Unset: the admin API answers loopback clients only.
     admin_token: SecretStr | None = None
 
+    # --- Cluster: several nodes sharing one Redis (web/cluster/; README "Run more than one
+    # node") ------------------------------------------------------------------------------
+    # redis://host:6379/0. Unset: one node, everything in this process (the default).
+    redis_url: SecretStr | None = None
+    # This node's name in the cluster; empty: host:port.
+    node_id: str = ""
+    # The URL other nodes and clients reach this node at; empty: http://host:port.
+    node_url: str = ""
+    # Each node rewrites its own and its sessions' entries this often; an entry not
+    # rewritten within the TTL (a dead node) leaves the registry.
+    cluster_heartbeat_secs: float = Field(2.0, gt=0.0)
+    cluster_ttl_secs: float = Field(6.0, gt=0.0)
+    # Longest wait for the owning node to answer a steering call (PUT context, say, DELETE).
+    cluster_call_timeout_secs: float = Field(15.0, gt=0.0)
+    # SIGTERM drains the server: no new sessions, live ones finish (up to this long), then
+    # it exits. A second SIGTERM or Ctrl-C stops it at once.
+    drain_grace_secs: float = Field(300.0, ge=0.0)
+    # A client that reconnects with its session id and resume token within this long of
+    # the session's last turn gets its conversation back, on any node (web/resume.py). 0: off.
+    session_resume_secs: float = Field(120.0, ge=0.0)
+
     # --- Web search tool (web_search) -------------------------------------------------------
     # Searched when TAVILY_API_KEY is not set: Markdown/text files, indexed with SQLite FTS5
     # at start-up. Empty means the small set shipped in bot/knowledge/.
@@ -267,6 +288,15 @@ class Settings(BaseSettings):
     # Summarise older turns with the session's LLM (Pipecat's context summarizer) before
     # they would be dropped. An extra LLM call; on the local model it delays an answer.
     context_summarize: bool = False
+    # Per-user memory across sessions (bot/memory/): kept only for a client that sends a
+    # user id; in Redis with REDIS_URL, else in this SQLite file. false: nothing is kept.
+    memory_enabled: bool = True
+    memory_path: Path = Path("user-memory.sqlite3")
+    # Most characters of remembered facts and words added to a session's instructions.
+    memory_max_chars: int = Field(1000, ge=100)
+    # When a session ends, the LLM rewrites its user's rolling summary (one out-of-band
+    # request; on the local LLM it takes the CPU for a few seconds).
+    memory_summarize: bool = True
 
     # --- Logging --------------------------------------------------------------------------
     log_level: str = "INFO"
@@ -327,6 +357,19 @@ class Settings(BaseSettings):
     def stt_answers_every_segment(self) -> bool:
         """The local eager Whisper answers every speech segment, with words or without."""
         return self.whisper_eager and not self.uses_cloud(Stage.STT) and not self.uses_fake(Stage.STT)
+
+    @property
+    def cluster(self) -> bool:
+        """REDIS_URL is set: this node is one of several sharing a Redis."""
+        return bool(self.redis_url and self.redis_url.get_secret_value())
+
+    @property
+    def node_name(self) -> str:
+        return self.node_id or f"{self.host}:{self.port}"
+
+    @property
+    def node_address(self) -> str:
+        return (self.node_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def origin_list(self) -> list[str]:

@@ -86,6 +86,10 @@ class Session:
     handle_sigint: bool = False
     # None: built from the settings (bot/providers.py); tests and benchmarks inject theirs.
     services: Services | None = None
+    # A resumed conversation's messages, to start from (web/resume.py).
+    history: list[dict] = field(default_factory=list)
+    # Told to the client with its session id: it resumes the conversation with both.
+    resume_token: str | None = None
     # Filled in by run_bot, for hosts that steer a live session.
     worker: PipelineWorker | None = None
     context: LLMContext | None = None
@@ -203,6 +207,7 @@ def build_pipeline(
     models: LocalModels,
     *,
     session_id: str = "",
+    history: list[dict] | None = None,
 ) -> VoicePipeline:
     """The one voice pipeline (module docstring), around `services`; `models` gives the VAD
     and turn analyzers their shared weights."""
@@ -214,7 +219,8 @@ def build_pipeline(
 
     # A cloud LLM searches with a tool; a local one is told what a turn needs (passages, sums).
     tools, notes = create_knowledge(settings)
-    context = LLMContext(tools=ToolsSchema(tools)) if tools else LLMContext()
+    messages = list(history or [])
+    context = LLMContext(messages, tools=ToolsSchema(tools)) if tools else LLMContext(messages)
     # Every LLM request (system instruction + tools + turns) stays within CONTEXT_TOKEN_BUDGET.
     budget, assistant_params = create_memory(
         settings, context, lambda: llm.settings.system_instruction
@@ -278,7 +284,8 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
     log = logger.bind(session_id=session.id)
     services = session.services or create_services(settings, session.models)
     llm = services.llm
-    built = build_pipeline(settings, services, transport, session.models, session_id=session.id)
+    built = build_pipeline(settings, services, transport, session.models, session_id=session.id,
+                           history=session.history)
     pipeline, context, budget = built.pipeline, built.context, built.budget
     recorder, user_aggregator = built.recorder, built.user_aggregator
 
@@ -351,6 +358,7 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
                 "session_id": session.id,
                 "transport": session.transport_kind,
                 "state": state.state.value,
+                **({"resume_token": session.resume_token} if session.resume_token else {}),
             }
         )
         # A user who is already talking is heard, not talked over.

@@ -126,7 +126,9 @@ def stt_vocabulary(settings: Settings) -> str:
     return KnowledgeBase.shared(folder, max_results=settings.search_max_results).vocabulary()
 
 
-def create_llm(settings: Settings, models: LocalModels) -> LLMService:
+def create_llm(settings: Settings, models: LocalModels, *, fallback: bool = True) -> LLMService:
+    """The session's LLM; `fallback=False`: the chosen provider alone (out-of-band calls,
+    such as per-user memory's summary)."""
     common = dict(
         system_instruction=settings.system_prompt,
         temperature=settings.llm_temperature,
@@ -144,7 +146,7 @@ def create_llm(settings: Settings, models: LocalModels) -> LLMService:
             base_url=settings.groq_base_url,
             settings=GroqLLM.Settings(model=settings.groq_model, **common),
         )
-        return with_fallback(Stage.LLM, llm, settings, models)
+        return with_fallback(Stage.LLM, llm, settings, models) if fallback else llm
     server = models.llm_server
     seed = {"seed": settings.llm_seed} if settings.llm_seed >= 0 else {}
     return LocalLLMService(

@@ -1,6 +1,6 @@
 """The admin API: list, inspect and steer live sessions (`/api/sessions`).
 
-    GET    /api/sessions                 every live session
+    GET    /api/sessions                 every live session (in cluster mode: of every node)
     GET    /api/sessions/{id}            one session: state, turns, instructions, context size
     PUT    /api/sessions/{id}/context    replace or append to its instructions (next LLM turn)
     POST   /api/sessions/{id}/say        the bot says a text now
@@ -10,6 +10,8 @@ Every route needs `Authorization: Bearer <ADMIN_TOKEN>` (compared in constant ti
 no ADMIN_TOKEN set, the API answers loopback clients only (by the client address: the TCP
 peer, or whom a TRUSTED_PROXIES proxy names; put a token on any server behind a reverse
 proxy). The dashboard's data (web/observability.py) is behind the same `admin_access`.
+In cluster mode (REDIS_URL) a call for a session of another node is answered by that node
+(web/cluster/node.py): 503 while Redis is unavailable, 504 if the owner does not answer.
 Changes go through `bot.session_control`: nothing restarts the session's pipeline. The
 schemas are on the OpenAPI page (/docs).
 """
@@ -28,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.config import Settings
 from bot.session_control import InstructionMode
+from web.cluster.calls import forward
+from web.cluster.node import ClusterNode, ClusterUnavailable
 from web.http_hygiene import BODY_RESPONSES
 from web.sessions import LiveSession, SessionLevers, SessionRegistry
 
@@ -51,6 +55,12 @@ def has_text(value: str) -> bool:
 
 FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
 
+# What every admin route may answer before it runs (`admin_access`).
+ADMIN_RESPONSES: dict[int | str, dict] = {
+    401: {"description": "Missing or wrong bearer token"},
+    403: {"description": "No ADMIN_TOKEN set and the client is not on this machine"},
+}
+
 _bearer = HTTPBearer(
     auto_error=False,
     scheme_name="AdminToken",
@@ -71,6 +81,7 @@ class SessionSummary(BaseModel):
     duration_secs: float
     turns: int = Field(description="Completed turns")
     pid: int = Field(description="The process running the session (the server's, or its worker's)")
+    node: str | None = Field(None, description="The node running it (cluster mode: REDIS_URL)")
 
 
 class ContextInfo(BaseModel):
@@ -201,7 +212,9 @@ def admin_access(settings: Settings):
 # --------------------------------------------------------------------------------------
 
 
-def create_admin_router(settings: Settings, registry: SessionRegistry) -> APIRouter:
+def create_admin_router(
+    settings: Settings, registry: SessionRegistry, cluster: ClusterNode | None = None
+) -> APIRouter:
     if settings.admin_token and settings.admin_token.get_secret_value():
         logger.info("Admin API at /api/sessions: bearer token required (ADMIN_TOKEN)")
     else:
@@ -220,6 +233,9 @@ def create_admin_router(settings: Settings, registry: SessionRegistry) -> APIRou
         },
     )
     not_found = {404: {"description": "No live session has this id"}}
+    if cluster is not None:
+        not_found |= {503: {"description": "Redis is unavailable (cluster mode)"},
+                      504: {"description": "The session's node did not answer (cluster mode)"}}
     conflict = {409: {"description": "The session is starting or ending; try again"}}
 
     def live_session(session_id: str) -> LiveSession:
@@ -239,14 +255,29 @@ def create_admin_router(settings: Settings, registry: SessionRegistry) -> APIRou
     def summary(live: LiveSession) -> SessionSummary:
         return SessionSummary(**live.summary())
 
-    @router.get("", response_model=list[SessionSummary], summary="List live sessions")
+    async def elsewhere(request: Request, session_id: str, body: BaseModel | None = None):
+        """The owning node's answer, for a session another node runs (cluster mode)."""
+        if cluster is None or registry.get(session_id) is not None:
+            return None
+        return await forward(cluster, session_id, request.method, request.url.path,
+                             body.model_dump() if body else None)
+
+    @router.get("", response_model=list[SessionSummary], response_model_exclude_none=True,
+                summary="List live sessions", responses={503: {"description": "Redis is unavailable"}})
     async def list_sessions():
-        return [summary(live) for live in registry.all()]
+        if cluster is None:
+            return [summary(live) for live in registry.all()]
+        try:
+            return await cluster.sessions()
+        except ClusterUnavailable as e:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e)) from e
 
     @router.get(
         "/{session_id}", response_model=SessionDetail, responses=not_found, summary="One session"
     )
-    async def get_session(session_id: str):
+    async def get_session(session_id: str, request: Request):
+        if (answer := await elsewhere(request, session_id)) is not None:
+            return answer
         live = live_session(session_id)
         control = live.control
         return SessionDetail(
@@ -263,7 +294,9 @@ def create_admin_router(settings: Settings, registry: SessionRegistry) -> APIRou
         summary="Replace or append to a session's instructions",
         description="Takes effect from the session's next LLM turn; the pipeline keeps running.",
     )
-    async def update_context(session_id: str, body: ContextUpdate):
+    async def update_context(session_id: str, body: ContextUpdate, request: Request):
+        if (answer := await elsewhere(request, session_id, body)) is not None:
+            return answer
         live = live_session(session_id)
         control = control_of(live)
         try:
@@ -287,7 +320,9 @@ def create_admin_router(settings: Settings, registry: SessionRegistry) -> APIRou
         responses={**not_found, **conflict, **BODY_RESPONSES},
         summary="Make the bot say a text now",
     )
-    async def say(session_id: str, body: SayRequest):
+    async def say(session_id: str, body: SayRequest, request: Request):
+        if (answer := await elsewhere(request, session_id, body)) is not None:
+            return answer
         live = live_session(session_id)
         try:
             await control_of(live).say(body.text)
@@ -299,7 +334,9 @@ def create_admin_router(settings: Settings, registry: SessionRegistry) -> APIRou
         "/{session_id}", response_model=EndResult, responses={**not_found, **conflict},
         summary="End a session", description="Its client's socket closes with 1000 and a reason.",
     )
-    async def end_session(session_id: str):
+    async def end_session(session_id: str, request: Request):
+        if (answer := await elsewhere(request, session_id)) is not None:
+            return answer
         live = live_session(session_id)
         control = control_of(live)
         task = live.task

@@ -14,26 +14,33 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pipecat.transports.smallwebrtc.request_handler import SmallWebRTCRequestHandler
 from pydantic import BaseModel, Field
 
 from bot.config import Settings, Stage
 from bot.local.models import LocalModels
+from bot.memory import MemoryKeeper
 from bot.model_check import warn_about_models
 from bot.pipeline import Session
-from bot.providers import create_search, runs_locally
+from bot.providers import create_llm, create_search, runs_locally
 from web.admin import create_admin_router
 from web.admission import log_origin_policy
+from web.cluster import ClusterNode
+from web.cluster.calls import in_process_dispatch
+from web.cluster.placement import placement_router
+from web.cluster.routes import nodes_router
 from web.http_hygiene import AllowedMethods, RequestBodyLimits
 from web.limits import ClientLimits
 from web.observability import install_observability
+from web.resume import ResumeKeeper, ResumeRefused
 from web.rooms import rooms_router
 from web.session_process_routes import session_process_router
 from web.session_routes import in_process_session_router
 from web.sessions import SessionRegistry
 from web.spawner import BotSpawner
+from web.user_memory_routes import user_memory_router
 
 CLIENT_DIST = Path(__file__).parent / "static" / "dist"
 
@@ -56,6 +63,8 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if cluster is not None:
+            await cluster.start()
         spawner.keep_spares()
         # Configured cloud models that the providers no longer offer: said once, now.
         app.state.model_check = asyncio.create_task(warn_about_models(settings))
@@ -64,6 +73,12 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
         await registry.cancel_all()
         await spawner.close()
         await webrtc.close()
+        if cluster is not None:
+            await cluster.stop()
+        if memory is not None:
+            await memory.close()
+        if resumes is not None:
+            await resumes.close()
 
     app = FastAPI(title="Voice agent", lifespan=lifespan)
     # The last added runs first: wrong methods are answered before a body is read, and a
@@ -77,8 +92,17 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
     app.state.registry = registry
     # /metrics, /dashboard, /api/events (web/observability.py)
     observability = install_observability(app, settings, registry)
+    # REDIS_URL: this node's part of the cluster; /api/nodes (web/cluster/)
+    cluster = None
+    if settings.cluster:
+        cluster = ClusterNode(settings, registry, in_process_dispatch(app, settings))
+        observability.node = cluster.id
+        observability.remote_sessions = lambda: list(cluster.remote_sessions.values())
+        cluster.remote_event = observability.add_remote_event
+        app.include_router(nodes_router(settings, cluster))
+    app.state.cluster = cluster
     # /api/sessions: list, inspect and steer live sessions (ADMIN_TOKEN; web/admin.py)
-    app.include_router(create_admin_router(settings, registry))
+    app.include_router(create_admin_router(settings, registry, cluster))
     if settings.search_enabled:
         create_search(settings)  # web_search's knowledge base: indexed now, once per process
 
@@ -88,24 +112,63 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
             return {}
         return {"local_llm_url": models.llm_server.base_url}
 
+    # Cluster mode: /api/connect places a session on the least-loaded node (before /api/rooms'
+    # alias of it, which it shadows)
+    if cluster is not None:
+        app.include_router(placement_router(settings, cluster))
     # /api/rooms: a Daily room with a bot in its own process (web/rooms.py)
     spares = settings.worker_spares if settings.session_processes else 0
     spawner = BotSpawner(settings, registry, settings.spawn_ready_timeout_secs, process_overrides, spares)
     app.state.spawner = spawner
     app.include_router(rooms_router(settings, registry, spawner))
 
-    def new_session(transport: str) -> Session:
-        return Session(
-            settings=settings,
+    # Per-user memory (bot/memory/): /api/users/{id}/memory
+    memory = None
+    if settings.memory_enabled:
+        # The rolling summary is written by the configured LLM alone (no fallback, no tools).
+        memory = MemoryKeeper(settings, summarizer=lambda: create_llm(settings, models, fallback=False))
+        registry.listeners.append(lambda event, live, _: memory.ended(live.id) if event == "ended" else None)
+        app.include_router(user_memory_router(settings, memory))
+
+    # Resuming a dropped conversation (web/resume.py)
+    resumes = ResumeKeeper(settings) if settings.session_resume_secs > 0 else None
+
+    async def new_session(
+        transport: str, user_id: str | None = None, resume: tuple[str, str] | None = None
+    ) -> Session:
+        """A session; with a user id (and MEMORY_ENABLED) it knows what its user said before
+        and keeps what they say now; with a (session id, resume token) it goes on with that
+        conversation (ResumeRefused if it cannot)."""
+        prompt, history = settings.system_prompt, []
+        if resume is not None:
+            if resumes is None:
+                raise ResumeRefused("resuming is off on this server (SESSION_RESUME_SECS=0)")
+            saved = await resumes.resume(*resume)
+            history, user_id = saved["messages"], saved["user_id"]
+            prompt = saved["instructions"] or prompt
+        elif memory is not None and user_id is not None:
+            prompt = await memory.instructions_for(user_id)
+        session = Session(
+            settings=settings.model_copy(update={"system_prompt": prompt}),
             models=models,
             transport_kind=transport,
-            greeting=settings.greeting,
+            greeting="" if history else settings.greeting,
             observers=[observability.error_observer()],
+            history=history,
         )
+        if memory is not None and user_id is not None:
+            session.on_turn.append(memory.keeper_of(user_id, session.id))
+        if resumes is not None:
+            resumes.enrol(session, user_id)
+        return session
 
-    @app.get("/api/health", response_model=Health, tags=["server"])
+    @app.get("/api/health", response_model=Health, tags=["server"],
+             responses={503: {"description": "Draining (SIGTERM): no new sessions"}})
     async def health():
-        return {"status": "ok", "sessions": len(registry.all()), "max_sessions": registry.max_sessions}
+        answer = {"status": "ok", "sessions": len(registry.all()), "max_sessions": registry.max_sessions}
+        if registry.draining:  # a load balancer sends no new sessions here
+            return JSONResponse({**answer, "status": "draining"}, status_code=503)
+        return answer
 
     # /ws and /api/offer
     if settings.session_processes:

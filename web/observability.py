@@ -14,6 +14,9 @@ the app's `SessionRegistry` (session started / state / turn / ended) and by a
 * `/api/dashboard` — the same snapshot as JSON.
 * `/dashboard` — the static page in `web/dashboard/` that draws it all.
 
+In cluster mode (REDIS_URL) every session carries its `node`, and the snapshot and the
+stream also hold the other nodes' sessions and events (relayed by web/cluster/node.py).
+
 The two data routes carry transcripts, so they are behind the admin API's access rule
 (ADMIN_TOKEN, or loopback clients only without one); the page sends the token it is given.
 `/metrics` stays open: it holds counts and timings, never text.
@@ -27,6 +30,7 @@ import os
 import time
 from collections import deque
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -228,6 +232,19 @@ class Observability:
         except ValueError:
             self.providers = None
         registry.listeners.append(self.on_session_event)
+        # Cluster mode: this node's id, and the other nodes' sessions with their turns.
+        self.node: str | None = None
+        self.remote_sessions: Callable[[], list[dict]] = list
+
+    def add_remote_event(self, event: str, data: dict) -> None:
+        """Another node's dashboard event (cluster mode): streamed, and its turns charted."""
+        if event == "turn":
+            self.recent_turns.append(data["turn"])
+        self.events.publish(event, data)
+
+    def summary(self, live: LiveSession) -> dict:
+        summary = live.summary()
+        return summary if self.node is None else {**summary, "node": self.node}
 
     # --- feeds ---------------------------------------------------------------------------
     def error_observer(self) -> ProviderErrorObserver:
@@ -239,14 +256,14 @@ class Observability:
             record["transport"] = live.transport
             self.metrics.observe_turn(record)
             self.recent_turns.append(record)
-            self.events.publish("turn", {"session": live.summary(), "turn": record})
+            self.events.publish("turn", {"session": self.summary(live), "turn": record})
         elif event == "state":
-            self.events.publish("state", {"session": live.summary()})
+            self.events.publish("state", {"session": self.summary(live)})
         elif event == "started":
             self.metrics.sessions.labels(transport=live.transport).inc()
             self.events.publish("session-started", {"session": self.session_detail(live)})
         elif event == "ended":
-            self.events.publish("session-ended", {"session": live.summary()})
+            self.events.publish("session-ended", {"session": self.summary(live)})
         elif event == "count":
             counter = {"errors": self.metrics.errors, "fallbacks": self.metrics.fallbacks}.get(payload.get("counter"))
             try:
@@ -256,17 +273,19 @@ class Observability:
 
     # --- views ---------------------------------------------------------------------------
     def session_detail(self, live: LiveSession) -> dict:
-        return {**live.summary(), "history": list(live.history)}
+        return {**self.summary(live), "history": list(live.history)}
 
     def snapshot(self) -> dict:
         return {
             "now": time.time(),
             "pid": os.getpid(),
+            "node": self.node,
             "stages": list(STAGES),
             "chart_turns": self.recent_turns.maxlen,
             "session_turns": self.sessions.history_turns,
             "providers": vars(self.providers) if self.providers else None,
-            "sessions": [self.session_detail(live) for live in self.sessions.all()],
+            "sessions": [self.session_detail(live) for live in self.sessions.all()]
+            + self.remote_sessions(),
             "recent_turns": list(self.recent_turns),
         }
 

@@ -41,7 +41,9 @@ class Offer(BaseModel):
         None, max_length=200, description="The connection to renegotiate; absent for a new one"
     )
     restart_pc: bool | None = Field(None, description="Renegotiation: restart the peer connection")
-    request_data: Any | None = Field(None, description="Ignored by this server")
+    request_data: Any | None = Field(
+        None, description="Optional: {\"user_id\": …} for per-user memory (README \"Memory\")"
+    )
 
     def for_pipecat(self) -> SmallWebRTCRequest:
         return SmallWebRTCRequest(

@@ -104,7 +104,13 @@ async def serve(job: dict, settings: Settings, models: LocalModels) -> int:
         providers = None
     errors = ProviderErrorObserver(ForwardedCounter("errors", out), providers, ForwardedCounter("fallbacks", out))
 
-    def new_session(transport: str) -> Session:
+    async def new_session(transport: str, user_id: str | None = None,
+                          resume: tuple[str, str] | None = None) -> Session:
+        # Per-user memory and resuming are kept by in-process sessions only (yet).
+        if resume is not None:
+            raise ValueError("sessions cannot be resumed with SESSION_PROCESSES=true")
+        if user_id is not None:
+            logger.warning("SESSION_PROCESSES: this session keeps no per-user memory")
         return Session(settings=settings, models=models, id=job["session_id"],
                        transport_kind=transport, greeting=settings.greeting, observers=[errors])
 
@@ -167,7 +173,7 @@ async def _join_daily(job, settings, registry: SessionRegistry, new_session, out
 
     room_url, token = job["room_url"], job["token"]
     transport = create_daily_transport(room_url, token, settings)
-    session = new_session("daily")
+    session = await new_session("daily")
     joined = asyncio.Event()
 
     @transport.event_handler("on_joined")

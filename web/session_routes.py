@@ -14,7 +14,7 @@ WEBRTC_CONNECT_TIMEOUT_SECS is closed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 
 from fastapi import APIRouter, HTTPException, Request, WebSocket, status
 from loguru import logger
@@ -22,6 +22,7 @@ from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.transports.smallwebrtc.request_handler import SmallWebRTCRequestHandler
 
 from bot.config import Settings
+from bot.memory import valid_user_id
 from bot.pipeline import Session, run_bot
 from transports.webrtc import create_webrtc_transport
 from transports.websocket import (
@@ -33,6 +34,9 @@ from web.admission import ADMISSION_RESPONSES, Admission
 from web.http_hygiene import BODY_RESPONSES
 from web.offers import Answer, CandidatesPatch, Offer, PatchResult, check_offer
 from web.sessions import SessionRegistry, Slot
+
+# A user_id that is not an opaque id; a session_id + resume_token that resume nothing.
+CLOSE_POLICY_VIOLATION = 1008
 
 # After closing a WebRTC peer that never connected, how long its session may take to end.
 END_GRACE_SECS = 5.0
@@ -53,7 +57,7 @@ PATCH_RESPONSES: dict[int | str, dict] = {
 def in_process_session_router(
     settings: Settings,
     registry: SessionRegistry,
-    new_session: Callable[[str], Session],
+    new_session: Callable[..., Awaitable[Session]],
     webrtc: SmallWebRTCRequestHandler,
 ) -> APIRouter:
     router = APIRouter(tags=["sessions"])
@@ -78,7 +82,15 @@ def in_process_session_router(
             return
         socket = SessionWebSocket(websocket)
         try:
-            session = new_session("websocket")
+            query = websocket.query_params
+            resume = (query["session_id"], query.get("resume_token", "")) \
+                if "session_id" in query else None
+            try:
+                user_id = valid_user_id(query.get("user_id"))
+                session = await new_session("websocket", user_id, resume)
+            except ValueError as e:  # not a user id; a conversation that cannot be resumed
+                await socket.close(CLOSE_POLICY_VIOLATION, str(e))
+                return
             transport = create_websocket_transport(socket, settings)
             transport.add_event_handler("on_client_disconnected", client_left(session, slot))
             await registry.run(slot, session, "websocket", run_bot(transport, session))
@@ -102,11 +114,17 @@ def in_process_session_router(
             peers[answer["pc_id"]] = connection  # a restarted connection has a new id
             return answer
 
+        data = offer.request_data if isinstance(offer.request_data, dict) else {}
+        try:
+            user_id = valid_user_id(data.get("user_id"))
+        except ValueError as e:
+            problem = {"loc": ["body", "request_data", "user_id"], "msg": str(e), "type": "value_error"}
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, [problem]) from e
         slot = admission.slot(request, "WebRTC")
         started: list[asyncio.Task] = []
 
         async def start_session(connection: SmallWebRTCConnection):
-            session = new_session("webrtc")
+            session = await new_session("webrtc", user_id)
             transport = create_webrtc_transport(connection, settings)
             transport.add_event_handler("on_client_disconnected", client_left(session, slot))
             connected = asyncio.Event()

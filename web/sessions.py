@@ -110,6 +110,8 @@ class SessionRegistry:
         self.listeners: list[SessionListener] = []
         self._sessions: dict[str, LiveSession] = {}
         self._held = 0
+        # SIGTERM: the server takes no new sessions while its live ones finish (web/drain.py).
+        self.draining = False
 
     def _notify(self, event: str, live: LiveSession, payload: Any = None) -> None:
         for listener in self.listeners:
@@ -143,6 +145,11 @@ class SessionRegistry:
 
         Raises `SessionLimitError` (the server is full) or `ClientLimitError` (this client
         address is at its own limits)."""
+        if self.draining:
+            raise SessionLimitError(
+                "The server is shutting down and takes no new sessions; connect again "
+                "(to another server, behind a load balancer or /api/connect)."
+            )
         if self._held >= self.max_sessions:
             raise SessionLimitError(self.refusal())
         if self.clients is not None:

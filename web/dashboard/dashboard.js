@@ -232,9 +232,12 @@
     const s = entry.summary;
     const st = entry.ended ? "ended" : s.state;
     card.dataset.state = st;
-    // A session in its own worker process (SESSION_PROCESSES, Daily) says which.
+    // Cluster mode: the node running it. Else a session in its own worker process
+    // (SESSION_PROCESSES, Daily) says which.
     const inWorker = s.pid && state.serverPid && s.pid !== state.serverPid;
-    $(".transport", card).textContent = inWorker ? `${s.transport} · process ${s.pid}` : s.transport;
+    $(".transport", card).textContent = s.node
+      ? `${s.transport} · node ${s.node}`
+      : inWorker ? `${s.transport} · process ${s.pid}` : s.transport;
     const pill = $(".pill.state", card);
     pill.textContent = st;
     pill.dataset.state = st;

@@ -1,0 +1,109 @@
+"""Resuming a conversation after a dropped connection or a dead node (SESSION_RESUME_SECS).
+
+A session's first message to its client carries a `resume_token` beside its `session_id`.
+After every turn the conversation (its messages, instructions and user id) is saved under
+the session id with the token's hash, expiring SESSION_RESUME_SECS after that turn: in Redis in
+cluster mode (so any node can resume it), else in this process. A client that reconnects
+with `/ws?session_id=…&resume_token=…` within that time gets a new session that starts from
+those messages; the token works once. A wrong or expired one is refused with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import secrets
+import time
+
+import redis.asyncio as redis
+from loguru import logger
+
+from bot.config import Settings
+from bot.pipeline import Session
+from processors.metrics import TurnRecord
+
+REDIS_PREFIX = "voice-agent:resume:"
+
+
+class ResumeRefused(ValueError):
+    """The session id and token do not name a conversation that can be resumed."""
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ResumeKeeper:
+    def __init__(self, settings: Settings):
+        self.secs = settings.session_resume_secs
+        self._redis = None
+        if settings.cluster:
+            self._redis = redis.from_url(settings.redis_url.get_secret_value(),
+                                         decode_responses=True, socket_timeout=2.0,
+                                         socket_connect_timeout=2.0)
+        self._local: dict[str, tuple[float, str]] = {}  # session id → (expires, record)
+        self._writes: set[asyncio.Task] = set()
+
+    async def _put(self, session_id: str, record: str) -> None:
+        if self._redis is not None:
+            await self._redis.set(REDIS_PREFIX + session_id, record, px=int(self.secs * 1000))
+            return
+        now = time.monotonic()
+        self._local = {k: v for k, v in self._local.items() if v[0] > now}
+        self._local[session_id] = (now + self.secs, record)
+
+    async def _take(self, session_id: str) -> str | None:
+        """The record, removed (a token works once)."""
+        if self._redis is not None:
+            return await self._redis.getdel(REDIS_PREFIX + session_id)
+        expires, record = self._local.pop(session_id, (0.0, None))
+        return record if expires > time.monotonic() else None
+
+    def enrol(self, session: Session, user_id: str | None) -> None:
+        """Give `session` a resume token and save its conversation after every turn."""
+        token = secrets.token_urlsafe(24)
+        session.resume_token = token
+        digest = _digest(token)
+
+        async def write(record: str) -> None:
+            try:
+                await self._put(session.id, record)
+            except Exception as e:
+                logger.bind(session_id=session.id).warning(
+                    f"The conversation could not be saved for resuming ({e}); the session goes on")
+
+        async def save(record: TurnRecord) -> None:
+            context, control = session.context, session.control
+            if context is None:
+                return
+            messages = [m for m in context.messages if isinstance(m, dict)]
+            saved = {"digest": digest, "messages": messages, "user_id": user_id,
+                     "instructions": control.instructions if control else None}
+            # Written apart from the session: its end (the client gone) does not cancel it.
+            task = asyncio.create_task(write(json.dumps(saved, default=str)))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+        session.on_turn.append(save)
+
+    async def resume(self, session_id: str, token: str) -> dict:
+        """The saved conversation (messages, instructions, user_id); ResumeRefused if none."""
+        try:
+            raw = await self._take(session_id)
+        except Exception as e:
+            raise ResumeRefused(f"conversations cannot be resumed right now: {e}") from e
+        if raw is None:
+            raise ResumeRefused(f"no conversation {session_id!r} to resume (ended over "
+                                f"{self.secs:g} s ago, already resumed, or never saved)")
+        saved = json.loads(raw)
+        if not hmac.compare_digest(saved["digest"], _digest(token)):
+            await self._put(session_id, raw)  # a wrong guess does not spend the real token
+            raise ResumeRefused("wrong resume_token for this session")
+        return saved
+
+    async def close(self) -> None:
+        await asyncio.gather(*self._writes, return_exceptions=True)
+        if self._redis is not None:
+            await self._redis.aclose()
