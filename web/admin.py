@@ -306,7 +306,8 @@ def create_admin_router(
         except ConnectionError as e:  # a session process's session that is starting or ending
             raise HTTPException(status.HTTP_409_CONFLICT, f"session {live.id!r}: {e}") from e
         logger.bind(session_id=live.id).info(
-            f"Admin API: instructions {body.mode}d ({len(body.instructions)} chars); "
+            f"Admin API: instructions {'replaced' if body.mode == 'replace' else 'appended'} "
+            f"({len(body.instructions)} chars); "
             f"{'applied' if applied else 'queued'}"
         )
         return ContextUpdateResult(
