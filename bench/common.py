@@ -413,8 +413,10 @@ class Microphone:
         # is off): its server session has no audio to process.
         self.muted = False
 
-    def say(self, audio: np.ndarray) -> Utterance:
-        first, last = speech_bounds(audio)
+    def say(self, audio: np.ndarray, bounds: tuple[int, int] | None = None) -> Utterance:
+        """Queue `audio`; `bounds`: where its words are (else found by level, which a noisy
+        recording's noise would stretch to its whole length)."""
+        first, last = bounds or speech_bounds(audio)
         utterance = Utterance(audio=audio, speech_first=first, speech_last=last)
         self.queue.append(utterance)
         return utterance

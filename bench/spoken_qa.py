@@ -47,8 +47,9 @@ from bench.common import (
     markdown_table,
     p50,
     p95,
-    report,
     process_tree,
+    report,
+    speech_bounds,
     tree_cpu_seconds,
     wait_for_quiet_machine,
     wait_quiet,
@@ -81,18 +82,21 @@ class Outcome:
         return judge(self.item, self.answer)
 
 
-def spoken(item_text: str, voice: str, condition: str, piper) -> np.ndarray:
+def spoken(item_text: str, voice: str, condition: str, piper) -> tuple[np.ndarray, tuple[int, int]]:
     """The utterance as the microphone hears it: a breath of room before and after the words,
-    and in the noisy condition the room's noise throughout (the same noise in every run)."""
+    and in the noisy condition the room's noise throughout (the same noise in every run);
+    with the first and last sample of its words (measured before the noise is added)."""
     words = voices.synthesize(item_text, voice, piper)
     room = np.zeros(int(LEAD_IN_SECS * voices.SAMPLE_RATE), np.int16)
+    first, last = speech_bounds(words)
+    bounds = (len(room) + first, len(room) + last)
     tail = np.zeros(int(NOISE_TAIL_SECS * voices.SAMPLE_RATE), np.int16)
     snr = CONDITIONS[condition]
     if snr is None:
-        return np.concatenate([room, words])
+        return np.concatenate([room, words]), bounds
     audio = np.concatenate([room, words, tail])
     seed = zlib.crc32(item_text.encode())
-    return voices.add_noise(audio, snr, NOISE_KINDS[seed % len(NOISE_KINDS)], seed=seed)
+    return voices.add_noise(audio, snr, NOISE_KINDS[seed % len(NOISE_KINDS)], seed=seed), bounds
 
 
 # --- text mode: the LLM alone --------------------------------------------------------------
@@ -166,7 +170,7 @@ def transcribe_all(items: list[Item], voice_names: list[str], conditions: list[s
                 outcome = Outcome(item, voice, condition)
                 for text in item.utterances:
                     # Undenoised: in the pipeline the denoiser comes after the recogniser.
-                    audio = spoken(text, voice, condition, models.synthesize)
+                    audio, _ = spoken(text, voice, condition, models.synthesize)
                     audio = audio.astype(np.float32) / 32768
                     segments, _ = whisper.transcribe(audio, language="en", vocabulary=vocabulary)
                     outcome.heard.append(" ".join(s.text.strip() for s in segments))
@@ -198,7 +202,7 @@ async def ask_voice(server: Server, clock: MicrophoneClock, item: Item, voice: s
             for i, text in enumerate(item.utterances):
                 last = i == len(item.utterances) - 1
                 asked_at = time.monotonic()
-                utterance = mic.say(spoken(text, voice, condition, piper))
+                utterance = mic.say(*spoken(text, voice, condition, piper))
                 await utterance.done.wait()
                 said = utterance.last_speech_sent_at
                 r = client.received
