@@ -367,7 +367,7 @@ def shared_recordings(sample_rate: int = 16000) -> list[Question]:
     tsv = SHARED_AUDIO / "transcripts.tsv"
     if not tsv.exists():
         return []
-    from transports.file import load_wav
+    from transports.wav import load_wav
 
     questions = []
     for line in tsv.read_text().splitlines()[1:]:

@@ -77,7 +77,8 @@ def talk(
     """Hold a conversation from WAV files through the full voice pipeline."""
     from bot.conversation import converse
     from bot.pipeline import Session
-    from transports.file import AudioFileError, FileTransportParams, Utterance, load_wav
+    from transports.file import FileTransportParams, Utterance
+    from transports.wav import AudioFileError, load_wav
 
     settings = Settings()
     configure_logging(settings)
@@ -112,7 +113,8 @@ def demo(
     """A spoken demo conversation: a question synthesized with the local voice, answered aloud."""
     from bot.conversation import converse
     from bot.pipeline import Session
-    from transports.file import FileTransportParams, Utterance, write_wav
+    from transports.file import FileTransportParams, Utterance
+    from transports.wav import write_wav
 
     settings = Settings()
     configure_logging(settings)
