@@ -34,8 +34,9 @@ FRAME_SECS = 0.02
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
-# Providers of the instant stand-ins (bot/fake_services.py): capacity and soak runs.
-FAKE_PROVIDERS = {"STT_PROVIDER": "fake", "LLM_PROVIDER": "fake", "TTS_PROVIDER": "fake"}
+# The stages a bench's server hands to the instant stand-ins (tests/support/fakes.py), as
+# `Server(fake=…)` or, for a bench run as a whole (its smoke test), BENCH_FAKE=stt,llm,tts.
+FAKE_ALL = "stt,llm,tts"
 
 
 # --- statistics --------------------------------------------------------------------------
@@ -230,13 +231,18 @@ def tree_rss_mb(pid: int) -> float:
 class Server:
     """`python -m bot serve` in a subprocess on a free port, as in production.
 
-    `env` overrides settings (e.g. STREAMING_BRIDGE=false, STT_PROVIDER=fake). The greeting
+    `env` overrides settings (e.g. STREAMING_BRIDGE=false). `fake` names the stages the
+    instant stand-ins answer (e.g. "stt,llm,tts"; default BENCH_FAKE), `answer` what the
+    fake LLM says: the server is then `python -m tests.support.fakes serve`. The greeting
     is off so that every bot sound is an answer, and the per-client session limits too (every
     benchmark client is on loopback). Its log goes to out/bench/<name>.log.
     """
 
-    def __init__(self, name: str, env: dict[str, str] | None = None, startup_timeout: float = 240.0):
+    def __init__(self, name: str, env: dict[str, str] | None = None, startup_timeout: float = 240.0,
+                 fake: str | None = None, answer: str | None = None):
         self.name = name
+        self.fake = os.environ.get("BENCH_FAKE", "") if fake is None else fake
+        self.answer = answer
         self.env = {
             "GREETING": "", "MAX_SESSIONS_PER_CLIENT": "0", "MAX_NEW_SESSIONS_PER_MINUTE": "0",
             **(env or {}),
@@ -256,8 +262,12 @@ class Server:
     def start(self) -> Server:
         env = {**os.environ, **self.env}
         self._log = self.log_path.open("w")
+        command = [sys.executable, "-m", "bot", "serve"]
+        if self.fake:
+            command = [sys.executable, "-m", "tests.support.fakes", "serve", "--fake", self.fake]
+            command += ["--answer", self.answer] if self.answer else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [*command, "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=ROOT,
             env=env,
             stdout=self._log,
