@@ -42,11 +42,9 @@ from collections import Counter
 from pathlib import Path
 
 from bench.common import (
-    FAKE_ALL,
     OUT_DIR,
     Microphone,
     MicrophoneClock,
-    Server,
     add_common_args,
     cpu_seconds,
     first_audio_after,
@@ -63,6 +61,7 @@ from bench.common import (
     wait_for_quiet_machine,
     wait_quiet,
 )
+from bench.server import FAKE_ALL, Server
 from web.ws_client import AgentClient
 
 QUESTIONS = [

@@ -35,7 +35,6 @@ from bench import voices
 from bench.common import (
     Microphone,
     MicrophoneClock,
-    Server,
     add_common_args,
     fmt,
     loadavg,
@@ -44,6 +43,7 @@ from bench.common import (
     wait_for_quiet_machine,
     wait_quiet,
 )
+from bench.server import Server
 from tests.text import contains_words
 from web.ws_client import AgentClient
 

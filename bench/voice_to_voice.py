@@ -36,7 +36,6 @@ from bench.common import (
     Microphone,
     MicrophoneClock,
     Question,
-    Server,
     add_common_args,
     audio_between,
     first_audio_after,
@@ -51,6 +50,7 @@ from bench.common import (
     wait_for_quiet_machine,
     wait_quiet,
 )
+from bench.server import Server
 from web.ws_client import AgentClient
 
 QUESTIONS = [
