@@ -30,7 +30,6 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-import numpy as np
 from loguru import logger
 from pipecat.frames.frames import (
     CancelFrame,
