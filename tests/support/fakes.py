@@ -115,12 +115,11 @@ class InstantTTSService(TTSService):
 
 
 class FakeProviders(Providers):
-    """Production's providers, with the instant stand-ins for the stages in `fake`."""
+    """Production's providers, with the instant stand-ins for the stages in `fake`
+    (comma-separated: "stt,llm,tts"); the fake LLM says `answer`."""
 
-    def __init__(self, fake: str | set[Stage] = "stt,llm,tts", *, answer: str = FAKE_ANSWER):
-        self.fake = {Stage(s.strip()) for s in fake.split(",") if s.strip()} if isinstance(
-            fake, str
-        ) else set(fake)
+    def __init__(self, fake: str = "stt,llm,tts", *, answer: str = FAKE_ANSWER):
+        self.fake = {Stage(stage.strip()) for stage in fake.split(",") if stage.strip()}
         self.answer = answer
 
     def stt(self, settings: Settings, models: LocalModels) -> SegmentedSTTService:
