@@ -7,7 +7,7 @@ Each trial is one conversation in the local voice loop (bot/conversation.py, rea
 a question, then, 2 s into the bot's answer, either a backchannel ("mm-hmm", "yeah",
 "right", "okay", "uh-huh") or a real interruption ("wait", "stop", a question), spoken by
 voices the bot has never heard (flite, espeak-ng: bench/voices.py). The answer is a fixed
-long text (LLM_PROVIDER=fake, as in tests/test_turn_taking.py); Whisper, the VAD, the turn
+long text (a stand-in LLM, as in tests/test_turn_taking.py); Whisper, the VAD, the turn
 strategies, the echo canceller and the speech gate are the real ones.
 
 - A backchannel interrupts when the answer's turn ends interrupted or a second turn starts.
@@ -83,6 +83,7 @@ def outcome(interrupted: bool, did: WhatTheBotDid) -> str:
 async def trial(models, settings, utterance: str, voice: str) -> dict:
     from bot.conversation import converse
     from bot.pipeline import Session
+    from tests.support.fakes import FakeProviders
     from transports.file import FileTransportParams, Utterance
 
     script = [
@@ -94,7 +95,8 @@ async def trial(models, settings, utterance: str, voice: str) -> dict:
         ),
     ]
     did = WhatTheBotDid()
-    session = Session(settings=settings, models=models, observers=[did])
+    session = Session(settings=settings, models=models, observers=[did],
+                      providers=FakeProviders("llm", answer=ANSWER))
     # The script ends when the bot answers its last utterance, or after answer_timeout_secs:
     # a backchannel gets no answer, and the fixed one lasts ~10 s.
     params = FileTransportParams(tail_secs=1.0, answer_timeout_secs=ANSWER_WAIT_SECS)
@@ -120,10 +122,9 @@ async def run(args) -> tuple[str, list[str]]:
     settings = Settings(
         _env_file=None,
         stt_provider="local",
-        llm_provider="fake",
+        llm_provider="local",
         tts_provider="local",
         search_provider="local",
-        fake_llm_answer=ANSWER,
         user_idle_secs=0.0,  # no check-in while a trial waits out a backchannel
     )
     models = LocalModels(settings)

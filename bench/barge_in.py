@@ -31,7 +31,6 @@ import time
 from bench.common import (
     Microphone,
     MicrophoneClock,
-    Server,
     add_common_args,
     fmt,
     loadavg,
@@ -43,6 +42,7 @@ from bench.common import (
     wait_for_quiet_machine,
     wait_quiet,
 )
+from bench.server import Server
 from web.ws_client import AgentClient
 
 LONG_QUESTIONS = [

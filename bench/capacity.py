@@ -3,8 +3,8 @@
     .venv/bin/python -m bench.capacity              # N = 1, 5, 10, 20, 30, 40, 50, 60, 80, 100…
     .venv/bin/python -m bench.capacity --smoke      # N = 1, 2 for a few seconds
 
-The server (`python -m bot serve`) runs with the instant fake STT, LLM and TTS
-(bot/fake_services.py) and everything else real: WebSocket transport, RNNoise denoise,
+The server (`python -m tests.support.fakes serve`: `bot serve` with stand-ins) runs with the
+instant fake STT, LLM and TTS and everything else real: WebSocket transport, RNNoise denoise,
 Silero VAD, smart-turn v3, echo cancellation, context aggregation, metrics. N clients, driven
 from one asyncio process (`--client-procs 2` splits them over two), each stream a live
 microphone in real time (20 ms frames, silence between questions, random phase): a spoken
@@ -42,11 +42,9 @@ from collections import Counter
 from pathlib import Path
 
 from bench.common import (
-    FAKE_PROVIDERS,
     OUT_DIR,
     Microphone,
     MicrophoneClock,
-    Server,
     add_common_args,
     cpu_seconds,
     first_audio_after,
@@ -63,6 +61,7 @@ from bench.common import (
     wait_for_quiet_machine,
     wait_quiet,
 )
+from bench.server import FAKE_ALL, Server
 from web.ws_client import AgentClient
 
 QUESTIONS = [
@@ -264,11 +263,11 @@ COMPONENTS = [
     ("Silero VAD (ONNX + analyzer)", ("vad/silero", "vad_analyzer", "vad_controller")),
     ("echo cancellation (processors/echo_cancel.py)", ("processors/echo_cancel.py", "livekit/")),
     ("speech gate (processors/speech_gate.py)", ("processors/speech_gate.py",)),
-    ("turn metrics / state observers", ("processors/metrics.py", "processors/session_state.py")),
+    ("turn metrics / state observers", ("processors/observers/turn_metrics.py", "processors/observers/session_state.py")),
     ("RTVI observer and messages", ("rtvi",)),
     ("logging (loguru, bot/logs.py)", ("loguru", "bot/logs.py")),
     ("WebSocket I/O + protobuf (transport, serializer)", ("websocket", "serializers/protobuf", "transports/websocket.py", "uvicorn", "starlette")),
-    ("fake STT/LLM/TTS services", ("bot/fake_services.py", "services/tts_service", "services/stt_service", "services/llm_service")),
+    ("fake STT/LLM/TTS services", ("tests/support/fakes.py", "services/tts_service", "services/stt_service", "services/llm_service")),
     ("Pipecat frame machinery (processors, queues, observers)", ("pipecat/processors", "pipecat/pipeline", "pipecat/observers", "pipecat/utils", "pipecat/frames")),
     ("asyncio event loop", ("asyncio",)),
     # Worker threads of run_in_executor (per-session VAD and smart-turn pools) between jobs:
@@ -338,14 +337,14 @@ def _short(frame: str) -> str:
 async def run(args) -> tuple[str, dict]:
     print("synthesizing the questions with the local voice…", flush=True)
     questions = [q.audio for q in synthesize(QUESTIONS)]
-    env = {**FAKE_PROVIDERS, "MAX_SESSIONS": "1000"}
+    env = {"MAX_SESSIONS": "1000"}
     if args.session_processes:
         env |= {"SESSION_PROCESSES": "true", "WORKER_SPARES": str(args.spares)}
     results, verdicts = [], []
     baseline = None
     started_load = loadavg()
     profile_text = ""
-    async with Server("capacity", env) as server:
+    async with Server("capacity", env, fake=FAKE_ALL) as server:
         # One conversation first: the server loads its VAD and smart-turn models lazily.
         warm_up = argparse.Namespace(warmup=0.0, secs=3.0, client_procs=1, smoke=True)
         await run_level(server, 1, questions, warm_up, seed=1)

@@ -1,5 +1,5 @@
-"""What every benchmark shares: the server under test, a real-time microphone, statistics,
-the machine's description and the results file.
+"""What every benchmark shares: a real-time microphone, statistics, the machine's
+description and the results file (the server under test: bench/server.py).
 
 Times are `time.monotonic()` seconds (one clock for the whole machine on Linux), taken on
 the client: when a 20 ms microphone frame was handed to the WebSocket, when a message
@@ -15,7 +15,6 @@ import os
 import platform
 import re
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -33,9 +32,6 @@ SHARED_AUDIO = ROOT.parent / "shared" / "audio"
 FRAME_SECS = 0.02
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-
-# Providers of the instant stand-ins (bot/fake_services.py): capacity and soak runs.
-FAKE_PROVIDERS = {"STT_PROVIDER": "fake", "LLM_PROVIDER": "fake", "TTS_PROVIDER": "fake"}
 
 
 # --- statistics --------------------------------------------------------------------------
@@ -227,106 +223,6 @@ def tree_rss_mb(pid: int) -> float:
     return total
 
 
-class Server:
-    """`python -m bot serve` in a subprocess on a free port, as in production.
-
-    `env` overrides settings (e.g. STREAMING_BRIDGE=false, STT_PROVIDER=fake). The greeting
-    is off so that every bot sound is an answer, and the per-client session limits too (every
-    benchmark client is on loopback). Its log goes to out/bench/<name>.log.
-    """
-
-    def __init__(self, name: str, env: dict[str, str] | None = None, startup_timeout: float = 240.0):
-        self.name = name
-        self.env = {
-            "GREETING": "", "MAX_SESSIONS_PER_CLIENT": "0", "MAX_NEW_SESSIONS_PER_MINUTE": "0",
-            **(env or {}),
-        }
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
-        self.startup_timeout = startup_timeout
-        OUT_DIR.mkdir(parents=True, exist_ok=True)
-        self.log_path = OUT_DIR / f"{name}.log"
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def start(self) -> Server:
-        env = {**os.environ, **self.env}
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        return self
-
-    async def wait_ready(self) -> None:
-        import httpx
-
-        deadline = time.monotonic() + self.startup_timeout
-        async with httpx.AsyncClient() as http:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server {self.name} exited ({self.proc.returncode}):\n{self.log_tail()}")
-                try:
-                    r = await http.get(f"{self.url}/api/health", timeout=2)
-                    if r.status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"server {self.name} not ready in {self.startup_timeout}s:\n{self.log_tail()}")
-                await asyncio.sleep(0.2)
-
-    async def health(self) -> dict:
-        import httpx
-
-        async with httpx.AsyncClient() as http:
-            return (await http.get(f"{self.url}/api/health", timeout=5)).json()
-
-    async def wait_sessions(self, count: int, timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if (await self.health())["sessions"] <= count:
-                return True
-            await asyncio.sleep(0.2)
-        return False
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # uvicorn shuts down, the LLM server with it
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if getattr(self, "_log", None):
-            self._log.close()
-
-    async def __aenter__(self) -> Server:
-        self.start()
-        try:
-            await self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self.stop()
-
-
 # --- speech ---------------------------------------------------------------------------------
 
 
@@ -367,7 +263,7 @@ def shared_recordings(sample_rate: int = 16000) -> list[Question]:
     tsv = SHARED_AUDIO / "transcripts.tsv"
     if not tsv.exists():
         return []
-    from transports.file import load_wav
+    from transports.wav import load_wav
 
     questions = []
     for line in tsv.read_text().splitlines()[1:]:

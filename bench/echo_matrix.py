@@ -35,7 +35,6 @@ from bench import voices
 from bench.common import (
     Microphone,
     MicrophoneClock,
-    Server,
     add_common_args,
     fmt,
     loadavg,
@@ -44,6 +43,7 @@ from bench.common import (
     wait_for_quiet_machine,
     wait_quiet,
 )
+from bench.server import Server
 from tests.text import contains_words
 from web.ws_client import AgentClient
 
@@ -189,12 +189,13 @@ LONG_ANSWER = (
 
 
 async def run(args) -> tuple[str, dict]:
-    # The answers are a fixed long text (LLM_PROVIDER=fake): what is measured is turn-taking
+    # The answers are a fixed long text (a stand-in LLM): what is measured is turn-taking
     # over the bot's real Piper voice, not the LLM; --local-llm asks the local model instead.
-    llm = {} if args.local_llm else {"LLM_PROVIDER": "fake", "FAKE_LLM_ANSWER": LONG_ANSWER}
     server = Server(
         "echo-matrix",
-        {"GREETING": "Hi! I'm listening. Ask me anything.", "LOG_LEVEL": "DEBUG", **llm},
+        {"GREETING": "Hi! I'm listening. Ask me anything.", "LOG_LEVEL": "DEBUG"},
+        fake="" if args.local_llm else "llm",
+        answer=LONG_ANSWER,
     )
     rows, totals = [], {"overlaps": 0, "false": 0, "dropped": 0, "misheard": 0, "holds": 0}
     conditions = [(-20, False), (-20, True), (-10, False), (-10, True)]

@@ -215,12 +215,16 @@ async def run(args) -> tuple[str, dict]:
 
     print("synthesizing the questions with the local voice…", flush=True)
     questions = [q.audio for q in synthesize(QUESTIONS)]
-    # Fake model services; every other setting as configured (environment, .env).
-    settings = Settings(stt_provider="fake", llm_provider="fake", tts_provider="fake", greeting="")
+    from tests.support.fakes import FakeProviders
+
+    # Instant stand-in model services; every other setting as configured (environment, .env).
+    settings = Settings(greeting="")
     configure_logging(settings, level=args.log_level)
     models = LocalModels(settings)
     soak = Soak(questions, args.minutes, args.speed, args.sample_secs)
-    session = Session(settings=settings, models=models, transport_kind="soak")
+    session = Session(
+        settings=settings, models=models, transport_kind="soak", providers=FakeProviders()
+    )
 
     async def watch_context():
         while session.context is None:

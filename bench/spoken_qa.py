@@ -39,7 +39,6 @@ from bench import voices
 from bench.common import (
     Microphone,
     MicrophoneClock,
-    Server,
     add_common_args,
     first_audio_after,
     fmt,
@@ -54,6 +53,7 @@ from bench.common import (
     wait_for_quiet_machine,
     wait_quiet,
 )
+from bench.server import Server
 from bench.qa_judge import Item, judge, load_items
 
 DEFAULT_VOICES = ["piper-joe", "flite-slt", "flite-awb", "espeak-us-f"]

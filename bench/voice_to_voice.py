@@ -33,11 +33,9 @@ import time
 from dataclasses import dataclass, field
 
 from bench.common import (
-    FAKE_PROVIDERS,
     Microphone,
     MicrophoneClock,
     Question,
-    Server,
     add_common_args,
     audio_between,
     first_audio_after,
@@ -52,6 +50,7 @@ from bench.common import (
     wait_for_quiet_machine,
     wait_quiet,
 )
+from bench.server import Server
 from web.ws_client import AgentClient
 
 QUESTIONS = [
@@ -302,7 +301,10 @@ def main() -> None:
     if args.smoke:
         args.turns, args.long_turns, args.recordings = 2, 1, False
     wait_for_quiet_machine(args.wait_load, timeout_secs=3 * 3600)
-    local = not any(os.environ.get(k, "auto") not in ("auto", "local") for k in FAKE_PROVIDERS) and not any(
+    stages = ("STT_PROVIDER", "LLM_PROVIDER", "TTS_PROVIDER")
+    local = not os.environ.get("BENCH_FAKE") and not any(
+        os.environ.get(k, "auto") not in ("auto", "local") for k in stages
+    ) and not any(
         os.environ.get(k) for k in ("DEEPGRAM_API_KEY", "GROQ_API_KEY", "CARTESIA_API_KEY")
     )
     started = time.monotonic()
@@ -312,7 +314,7 @@ def main() -> None:
            started_load=figures["load"], verdicts=lines,
            heading=f"voice-to-voice, {'local stack' if local else 'providers from the environment'}; "
                    f"load average at start {figures['load']}; {time.monotonic() - started:.0f} s",
-           env={k: os.environ[k] for k in ("STT_PROVIDER", "LLM_PROVIDER", "TTS_PROVIDER") if k in os.environ})
+           env={k: os.environ[k] for k in (*stages, "BENCH_FAKE") if k in os.environ})
 
 
 if __name__ == "__main__":

@@ -21,25 +21,28 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _load_models(settings: Settings, progress: bool = False):
-    """Load and warm the local models the selected providers need."""
+def load_models(settings: Settings, progress: bool = False, providers=None):
+    """Load and warm the local models the providers need (bot/providers.py's by default)."""
     from bot.local.models import LocalModels
-    from bot.providers import runs_locally
+    from bot.providers import PROVIDERS
 
+    providers = providers or PROVIDERS
     models = LocalModels(settings)
     stages = [
         (Stage.STT, "speech-to-text (Whisper tiny.en)"),
         (Stage.LLM, "language model (llama.cpp)"),
         (Stage.TTS, "text-to-speech (Piper)"),
     ]
-    local = [(stage, label) for stage, label in stages if runs_locally(settings, stage)]
+    needed = providers.local_stages(settings)
+    local = [(stage, label) for stage, label in stages if stage in needed]
     for index, (stage, label) in enumerate(local, 1):
         if progress:
             typer.echo(f"[{index}/{len(local)}] loading {label}…")
         models.warm_up(stt=stage is Stage.STT, llm=stage is Stage.LLM, tts=stage is Stage.TTS)
-    from bot.pipeline import warm_up_llm
+    if Stage.LLM in needed:
+        from bot.pipeline import warm_up_llm
 
-    asyncio.run(warm_up_llm(settings, models))
+        asyncio.run(warm_up_llm(settings, models))
     return models
 
 
@@ -77,7 +80,8 @@ def talk(
     """Hold a conversation from WAV files through the full voice pipeline."""
     from bot.conversation import converse
     from bot.pipeline import Session
-    from transports.file import AudioFileError, FileTransportParams, Utterance, load_wav
+    from transports.file import FileTransportParams, Utterance
+    from transports.wav import AudioFileError, load_wav
 
     settings = Settings()
     configure_logging(settings)
@@ -92,7 +96,7 @@ def talk(
         absolute, into_answer = _parse_at(at[index - 1]) if 0 < index <= len(at) else (None, None)
         script.append(Utterance(audio=audio, name=path.name, at=absolute, after_bot_audio=into_answer))
 
-    models = _load_models(settings)
+    models = load_models(settings)
     try:
         session = Session(settings=settings, models=models)
         result = asyncio.run(converse(script, session, FileTransportParams(fast=fast)))
@@ -112,11 +116,12 @@ def demo(
     """A spoken demo conversation: a question synthesized with the local voice, answered aloud."""
     from bot.conversation import converse
     from bot.pipeline import Session
-    from transports.file import FileTransportParams, Utterance, write_wav
+    from transports.file import FileTransportParams, Utterance
+    from transports.wav import write_wav
 
     settings = Settings()
     configure_logging(settings)
-    models = _load_models(settings)
+    models = load_models(settings)
     try:
         speech = models.synthesize(question, settings.input_sample_rate)
         write_wav(out_dir / "question.wav", speech.tobytes(), settings.input_sample_rate)
@@ -136,17 +141,28 @@ def serve(
     port: int = typer.Option(None, help="Port (default: PORT setting, 7860)."),
 ):
     """Serve the browser client and its WebSocket/WebRTC sessions."""
-    import uvicorn
-
-    from web.app import create_app
-    from web.http_server import server_config
-
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = Settings(**overrides)
     configure_logging(settings)
-    models = _load_models(settings, progress=True)
+    run_server(settings)
+
+
+def run_server(settings: Settings, providers=None, session_process_command=None) -> None:
+    """Load the models and serve the app until stopped. `providers` and the command that
+    starts a session process are production's unless a test or benchmark hands in its own
+    (tests/support/fakes.py)."""
+    import uvicorn
+
+    from bot.providers import PROVIDERS
+    from web.app import create_app
+    from web.http_server import server_config
+
+    providers = providers or PROVIDERS
+    models = load_models(settings, progress=True, providers=providers)
     try:
-        web_app = create_app(settings, models)
+        web_app = create_app(
+            settings, models, providers=providers, session_process_command=session_process_command
+        )
         server = uvicorn.Server(server_config(web_app, settings))
 
         async def drain_then_exit():
@@ -160,7 +176,8 @@ def serve(
             while not server.started and not serving.done():
                 await asyncio.sleep(0.05)
             if server.started:
-                typer.secho(f"Voice agent ready: http://{settings.host}:{settings.port}", fg=typer.colors.GREEN)
+                address = f"http://{settings.host}:{settings.port}"
+                typer.secho(f"Voice agent ready: {address}", fg=typer.colors.GREEN)
                 # SIGTERM drains (web/drain.py); a second one, or Ctrl-C, stops at once.
                 draining: list[asyncio.Task] = []
 
@@ -193,7 +210,7 @@ def chat(
         transport = create_local_audio_transport(input_device, output_device)
     except AudioDeviceError as e:
         _fail(str(e))
-    models = _load_models(settings, progress=True)
+    models = load_models(settings, progress=True)
     typer.secho("Listening — speak to the agent (Ctrl-C to stop).", fg=typer.colors.GREEN)
     try:
         session = Session(settings=settings, models=models, transport_kind="local", handle_sigint=True)
@@ -206,18 +223,25 @@ def chat(
 @app.command(hidden=True)
 def worker():
     """Run one session in this process (started by the server's spawner; the job comes on stdin)."""
+    run_session_process()
+
+
+def run_session_process(providers=None) -> None:
+    """One session process: settings, then the job, on stdin (web/session_process.py)."""
     import json
     import sys
 
+    from bot.providers import PROVIDERS
     from web.session_process import read_line, serve
 
+    providers = providers or PROVIDERS
     try:
         settings = Settings(_env_file=None, **read_line()["settings"])
     except (ValueError, KeyError, TypeError) as e:
         _fail(f"expected a JSON line with the settings on stdin ({e})")
     # stdout carries the events to the server; the logs go to stderr.
     configure_logging(settings, stream=sys.stderr)
-    models = _load_models(settings)
+    models = load_models(settings, providers=providers)
     print(json.dumps({"event": "loaded"}), flush=True)
     try:
         job = read_line()  # the session: given when one comes (a spare worker waits here)
@@ -227,7 +251,7 @@ def worker():
         models.close()
         _fail(f"expected a JSON job with session_id and transport on stdin ({e})")
     try:
-        code = asyncio.run(serve(job, settings, models))
+        code = asyncio.run(serve(job, settings, models, providers))
     finally:
         models.close()
     raise typer.Exit(code)

@@ -34,8 +34,6 @@ class ProviderChoice(StrEnum):
     AUTO = "auto"
     LOCAL = "local"
     CLOUD = "cloud"
-    # Instant fixed answers, for capacity and soak measurements (bot/fake_services.py).
-    FAKE = "fake"
 
 
 class Stage(StrEnum):
@@ -198,8 +196,6 @@ class Settings(BaseSettings):
     # The LLM writes the greeting (GREETING is then its instruction), as a reply of its
     # own: Pipecat's text-modality evals wait for one.
     greeting_from_llm: bool = False
-    # What LLM_PROVIDER=fake answers (capacity, soak, turn-taking tests and benches).
-    fake_llm_answer: str = "Hi. This is a fixed answer."
     # Run each WebSocket/WebRTC session in its own worker process (as Daily bots always
     # are): a crashing bot takes only its session down, and sessions use every core.
     # Each worker loads its own STT/TTS/VAD models (~2-4 s at connect, ~250 MB).
@@ -356,7 +352,7 @@ class Settings(BaseSettings):
     @property
     def stt_answers_every_segment(self) -> bool:
         """The local eager Whisper answers every speech segment, with words or without."""
-        return self.whisper_eager and not self.uses_cloud(Stage.STT) and not self.uses_fake(Stage.STT)
+        return self.whisper_eager and not self.uses_cloud(Stage.STT)
 
     @property
     def cluster(self) -> bool:
@@ -394,9 +390,6 @@ class Settings(BaseSettings):
             Stage.TTS: self.tts_provider,
             Stage.SEARCH: self.search_provider,
         }[stage]
-
-    def uses_fake(self, stage: Stage) -> bool:
-        return self.choice_for(stage) is ProviderChoice.FAKE
 
     def uses_cloud(self, stage: Stage) -> bool:
         """Whether `stage` runs on its cloud provider.

@@ -44,10 +44,11 @@ from bot.local.models import LocalModels
 from bot.local.services import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
 from bot.logs import log_turn, session_context
 from bot.providers import (
+    PROVIDERS,
+    Providers,
     Services,
     create_knowledge,
     create_llm,
-    create_services,
     runs_locally,
 )
 from bot.session_control import SessionControl
@@ -58,11 +59,11 @@ from processors.echo_cancel import BotAudioTap, EchoCanceller, EchoReference
 from processors.empty_turn_reply import EmptyTurnReply
 from processors.input_audio_stop import InputAudioStop
 from processors.llm_error_apology import LLMErrorApology
-from processors.metrics import TurnMetricsObserver, TurnRecord, TurnSubscriber
-from processors.observer_group import ObserverGroup
+from processors.observers.turn_metrics import TurnMetricsObserver, TurnRecord, TurnSubscriber
+from processors.observers.group import ObserverGroup
 from processors.recording import SessionRecorder
 from processors.sequential_bridge import SequentialBridge
-from processors.session_state import SessionState, SessionStateObserver, StateSubscriber
+from processors.observers.session_state import SessionState, SessionStateObserver, StateSubscriber
 from processors.speech_gate import SpeechGate
 
 EMPTY_TURN_REPLY = "Sorry, I didn't catch that. Could you say it again?"
@@ -84,8 +85,9 @@ class Session:
     on_state: list[StateSubscriber] = field(default_factory=list)
     observers: list[BaseObserver] = field(default_factory=list)
     handle_sigint: bool = False
-    # None: built from the settings (bot/providers.py); tests and benchmarks inject theirs.
-    services: Services | None = None
+    # Builds the session's STT, LLM and TTS (bot/providers.py); tests and benchmarks hand
+    # in stand-ins for some stages.
+    providers: Providers = PROVIDERS
     # A resumed conversation's messages, to start from (web/resume.py).
     history: list[dict] = field(default_factory=list)
     # Told to the client with its session id: it resumes the conversation with both.
@@ -218,7 +220,7 @@ def build_pipeline(
     )
 
     # A cloud LLM searches with a tool; a local one is told what a turn needs (passages, sums).
-    tools, notes = create_knowledge(settings)
+    tools, notes = create_knowledge(settings, local_llm=services.local_llm)
     messages = list(history or [])
     context = LLMContext(messages, tools=ToolsSchema(tools)) if tools else LLMContext(messages)
     # Every LLM request (system instruction + tools + turns) stays within CONTEXT_TOKEN_BUDGET.
@@ -282,7 +284,7 @@ def build_pipeline(
 async def _run_bot(transport: BaseTransport, session: Session) -> None:
     settings = session.settings
     log = logger.bind(session_id=session.id)
-    services = session.services or create_services(settings, session.models)
+    services = session.providers.services(settings, session.models)
     llm = services.llm
     built = build_pipeline(settings, services, transport, session.models, session_id=session.id,
                            history=session.history)
@@ -301,7 +303,7 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
             audio_in_sample_rate=settings.input_sample_rate,
             audio_out_sample_rate=settings.output_sample_rate,
         ),
-        # Ours share one of Pipecat's observer queues (processors/observer_group.py);
+        # Ours share one of Pipecat's observer queues (processors/observers/group.py);
         # TurnMetricsObserver times the turns, so Pipecat's own turn tracker is left out.
         observers=[observers],
         enable_turn_tracking=False,

@@ -33,8 +33,6 @@ class ProviderNames:
     @classmethod
     def from_settings(cls, settings: Settings) -> ProviderNames:
         def name(stage: Stage, cloud: str, local: str) -> str:
-            if settings.uses_fake(stage):
-                return "fake"
             return cloud if settings.uses_cloud(stage) else local
 
         return cls(
@@ -45,40 +43,64 @@ class ProviderNames:
 
 
 def runs_locally(settings: Settings, stage: Stage) -> bool:
-    """Whether `stage` runs on this machine's models (not a cloud provider, not a fake)."""
-    return not (settings.uses_cloud(stage) or settings.uses_fake(stage))
+    """Whether `stage` runs on this machine's models (not on a cloud provider)."""
+    return not settings.uses_cloud(stage)
 
 
 @dataclass
 class Services:
-    """One session's STT, LLM and TTS. `create_services` builds them from the settings;
-    tests and benchmarks may hand `run_bot` others (bot/fake_services.py)."""
+    """One session's STT, LLM and TTS, as `Providers` builds them."""
 
     stt: STTService
     llm: LLMService
     tts: TTSService
     # How the LLM's text is cut for the TTS, where the TTS's own sentences are not best.
     tts_text: BaseTextAggregator | None = None
+    # The LLM is the small local model (told the knowledge, offered no tool); None: as the
+    # settings say.
+    local_llm: bool | None = None
 
 
-def create_services(settings: Settings, models: LocalModels) -> Services:
-    tts_text = None
-    if runs_locally(settings, Stage.TTS):
+class Providers:
+    """Builds one session's services: the provider the settings choose for each stage.
+
+    Hosts (the web app, a session process, `run_bot`) take one; tests and benchmarks hand
+    them a subclass that stands in for some stages (tests/support/fakes.py).
+    """
+
+    def services(self, settings: Settings, models: LocalModels) -> Services:
+        return Services(
+            stt=self.stt(settings, models),
+            llm=self.llm(settings, models),
+            tts=self.tts(settings, models),
+            tts_text=self.tts_text(settings),
+            local_llm=Stage.LLM in self.local_stages(settings),
+        )
+
+    def stt(self, settings: Settings, models: LocalModels) -> STTService:
+        return create_stt(settings, models)
+
+    def llm(self, settings: Settings, models: LocalModels) -> LLMService:
+        return create_llm(settings, models)
+
+    def tts(self, settings: Settings, models: LocalModels) -> TTSService:
+        return create_tts(settings, models)
+
+    def tts_text(self, settings: Settings) -> BaseTextAggregator | None:
+        if not runs_locally(settings, Stage.TTS):
+            return None
         # Piper speaks nothing before it has a whole chunk: a reply's first one is cut early.
-        tts_text = FirstChunkTextAggregator(first_chunk=settings.tts_first_chunk)
-    return Services(
-        stt=create_stt(settings, models),
-        llm=create_llm(settings, models),
-        tts=create_tts(settings, models),
-        tts_text=tts_text,
-    )
+        return FirstChunkTextAggregator(first_chunk=settings.tts_first_chunk)
+
+    def local_stages(self, settings: Settings) -> list[Stage]:
+        """The stages these services run on this machine's models (to load and share)."""
+        return [s for s in (Stage.STT, Stage.LLM, Stage.TTS) if runs_locally(settings, s)]
+
+
+PROVIDERS = Providers()
 
 
 def create_stt(settings: Settings, models: LocalModels) -> STTService:
-    if settings.uses_fake(Stage.STT):
-        from bot.fake_services import InstantSTTService
-
-        return InstantSTTService()
     if settings.uses_cloud(Stage.STT):
         from bot.cloud_services import DeepgramSTT
 
@@ -134,10 +156,6 @@ def create_llm(settings: Settings, models: LocalModels, *, fallback: bool = True
         temperature=settings.llm_temperature,
         max_tokens=settings.llm_max_tokens,
     )
-    if settings.uses_fake(Stage.LLM):
-        from bot.fake_services import InstantLLMService
-
-        return InstantLLMService(answer=settings.fake_llm_answer)
     if settings.uses_cloud(Stage.LLM):
         from bot.cloud_services import GroqLLM
 
@@ -173,10 +191,6 @@ class LocalLLMService(NoFillerAfterPreamble, OpenAILLMService):
 
 
 def create_tts(settings: Settings, models: LocalModels) -> TTSService:
-    if settings.uses_fake(Stage.TTS):
-        from bot.fake_services import InstantTTSService
-
-        return InstantTTSService()
     if settings.uses_cloud(Stage.TTS):
         from bot.cloud_services import CartesiaTTS
 
@@ -258,16 +272,19 @@ def create_search(settings: Settings, *, knowledge_dir=None):
     return KnowledgeBase.shared(folder, max_results=settings.search_max_results)
 
 
-def create_knowledge(settings: Settings, *, knowledge_dir=None):
+def create_knowledge(settings: Settings, *, local_llm: bool | None = None, knowledge_dir=None):
     """How the LLM reaches the knowledge (local files, or Tavily with its key).
 
     Returns (tools, notes): a cloud LLM is offered `web_search` (Tavily, or the local
     knowledge base without a key) and searches when it decides to; a small local LLM is
     offered no tool (it calls one for greetings and arithmetic, and ignores what comes
     back) and instead gets notes with each turn that needs them: the knowledge base's
-    passages, worked arithmetic (processors/turn_notes.py).
+    passages, worked arithmetic (processors/turn_notes.py). `local_llm` None: as the
+    settings say.
     """
-    if not runs_locally(settings, Stage.LLM):
+    if local_llm is None:
+        local_llm = runs_locally(settings, Stage.LLM)
+    if not local_llm:
         if not settings.search_enabled:
             return [], None
         from bot.search import WebSearchTool

@@ -137,7 +137,8 @@ class SentenceTurnStop(SpeculativeTurnStopStrategy):
         self._min_wait = min_wait_secs
         self._max_wait = max_wait_secs
         self._pause_factor = pause_factor
-        self._text = ""
+        # The turn's latest transcript, as TurnAnalyzerUserTurnStopStrategy keeps it.
+        self._words = ""
         self._in_turn = False
         self._wait: asyncio.Task | None = None
         self._stopped_at: float | None = None
@@ -160,14 +161,14 @@ class SentenceTurnStop(SpeculativeTurnStopStrategy):
     async def handle_user_turn_started(self):
         await super().handle_user_turn_started()
         await self._cancel_wait()
-        self._text, self._in_turn = "", True
+        self._words, self._in_turn = "", True
         self._segments_pending, self._end_when_heard = 0, None
         self._level.reset()
 
     async def handle_user_turn_stopped(self):
         await super().handle_user_turn_stopped()
         await self._cancel_wait()
-        self._text, self._in_turn, self._stopped_at = "", False, None
+        self._words, self._in_turn, self._stopped_at = "", False, None
 
     async def cleanup(self):
         await self._cancel_wait()
@@ -186,7 +187,7 @@ class SentenceTurnStop(SpeculativeTurnStopStrategy):
             self._stopped_at = time.monotonic() - frame.stop_secs
             self._segments_pending += self._in_turn
         elif isinstance(frame, TranscriptionFrame):
-            self._text = f"{self._text} {frame.text}".strip()
+            self._words = frame.text
         if isinstance(frame, (TranscriptionFrame, NoWordsFrame)):
             self._segments_pending = max(0, self._segments_pending - 1)
         result = await super().process_frame(frame)
@@ -196,13 +197,13 @@ class SentenceTurnStop(SpeculativeTurnStopStrategy):
         if (
             isinstance(frame, TranscriptionFrame)
             and self._in_turn
-            and self._text
+            and self._words
             and self._stopped_at is not None
             and self._wait is None
         ):
             # Smart-turn thought the turn unfinished (or has not said yet): the words may
             # still end it sooner than its timeout.
-            verdict = decide(False, self._text)
+            verdict = decide(False, self._words)
             if verdict is Verdict.END:
                 await self.trigger_user_turn_stopped()
             elif verdict is Verdict.WAIT:
@@ -220,7 +221,7 @@ class SentenceTurnStop(SpeculativeTurnStopStrategy):
         if self._words_pending:
             self._end_when_heard = kwargs  # decided once the last words are in
             return
-        if self._stopped_at is None or decide(True, self._text) is Verdict.END:
+        if self._stopped_at is None or decide(True, self._words) is Verdict.END:
             await self._cancel_wait()
             await super().trigger_user_turn_stopped(**kwargs)
         elif self._wait is None:
@@ -252,7 +253,7 @@ class SentenceTurnStop(SpeculativeTurnStopStrategy):
     async def _end_after_wait(self, kwargs: dict) -> None:
         self._wait_kwargs = kwargs
         wait = self.wait_secs
-        logger.debug(f"{self}: {self._text!r} may go on: waiting up to {wait:.2f} s of silence")
+        logger.debug(f"{self}: {self._words!r} may go on: waiting up to {wait:.2f} s of silence")
         await asyncio.sleep(max(0.0, self._stopped_at + wait - time.monotonic()))
         self._wait = None
         if self._words_pending:

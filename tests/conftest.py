@@ -65,13 +65,18 @@ def _no_cloud_keys(monkeypatch):
 
 @pytest.fixture(scope="session")
 def serve_app(models):
-    """Start `web.app.create_app(settings, models)` under uvicorn; stopped at session end."""
+    """Start `web.app.create_app(settings, models)` under uvicorn; stopped at session end.
+    `providers`: stand-ins for some stages (tests/support/fakes.py), in session processes too."""
     from web.app import create_app
 
     @contextlib.asynccontextmanager
-    async def serve(**overrides):
+    async def serve(providers=None, **overrides):
         settings = local_settings(port=free_port(), greeting="", **overrides)
-        async with serving(create_app(settings, models), settings) as server:
+        injected = {}
+        if providers is not None:
+            command = providers.session_process_command()
+            injected = {"providers": providers, "session_process_command": command}
+        async with serving(create_app(settings, models, **injected), settings) as server:
             yield server
 
     return serve

@@ -1,7 +1,7 @@
 """The outside probe of issue 14, kept in the tree: every finding (F1-F9) against the real
 server on loopback, with bounded counts.
 
-Sessions use the instant fake STT/LLM/TTS (bot/fake_services.py) unless a finding is about
+Sessions use the instant fake STT/LLM/TTS (tests/support/fakes.py) unless a finding is about
 a model, so the tests are about the server; real VAD, turn detection, transports and
 teardown run throughout.
 """
@@ -24,6 +24,7 @@ import pytest
 import websockets
 from loguru import logger
 
+from tests.support.fakes import FakeProviders
 from tests.support.polling import until
 from tests.support.server import free_port, serving
 from tests.support.settings import local_settings
@@ -31,12 +32,7 @@ from tests.webrtc_peer import WebRTCCaller, offer_sdp
 from transports.websocket import AUDIO_BURST_SECS
 from web.ws_client import AgentClient
 
-FAKE = {
-    "stt_provider": "fake",
-    "llm_provider": "fake",
-    "tts_provider": "fake",
-    "search_provider": "local",
-}
+LOCAL_SEARCH = {"search_provider": "local"}
 TOKEN = "abuse-admin-token-5d2c8e"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 FOREIGN = "https://evil.example"
@@ -48,7 +44,7 @@ def models():
     """Whisper and Piper only (the fake services need nothing; no LLM is started)."""
     from bot.local.models import LocalModels
 
-    models = LocalModels(local_settings(**FAKE))
+    models = LocalModels(local_settings(**LOCAL_SEARCH))
     yield models
     models.close()
 
@@ -58,9 +54,12 @@ def serve(models):
     from web.app import create_app
 
     @contextlib.asynccontextmanager
-    async def serve(**overrides):
-        settings = local_settings(port=free_port(), **{"greeting": "", **FAKE, **overrides})
-        async with serving(create_app(settings, models), settings) as server:
+    async def serve(fake: str = "stt,llm,tts", **overrides):
+        settings = local_settings(port=free_port(), **{"greeting": "", **LOCAL_SEARCH, **overrides})
+        providers = FakeProviders(fake)
+        app = create_app(settings, models, providers=providers,
+                         session_process_command=providers.session_process_command())
+        async with serving(app, settings) as server:
             yield server
 
     return serve
@@ -249,7 +248,7 @@ async def test_no_task_outlives_a_session_that_ends_mid_transcription(models, lo
 async def test_no_task_outlives_a_session_whose_client_leaves_at_once(serve, log_lines):
     """A client that connects and leaves at once ends its session while the pipeline is
     still starting (the probe's connect/close cycles): Whisper's transcription task goes too."""
-    async with serve(stt_provider="local", max_new_sessions_per_minute=0) as server:
+    async with serve(fake="llm,tts", max_new_sessions_per_minute=0) as server:
         for n in range(20):
             async with websockets.connect(server.ws_url):
                 await asyncio.sleep(0.002 * (n % 10))
@@ -262,7 +261,7 @@ async def test_no_task_outlives_a_session_whose_client_leaves_at_once(serve, log
 
 
 async def test_dashboard_data_needs_the_admin_token_and_metrics_hold_no_text(serve, models):
-    from bot.fake_services import FAKE_ANSWER, FAKE_TRANSCRIPT
+    from tests.support.fakes import FAKE_ANSWER, FAKE_TRANSCRIPT
 
     question = models.synthesize("What is the capital of France?", 16000)
     async with serve(admin_token=TOKEN, smart_turn_enabled=False) as server:

@@ -19,6 +19,7 @@ from loguru import logger
 from bot.config import DEFAULT_SYSTEM_PROMPT, Settings
 from bot.local.models import LocalModels
 from tests.peers.groq import GroqPeer
+from tests.support.fakes import FakeProviders
 from tests.support.polling import until
 from web.app import create_app
 from web.ws_client import AgentClient
@@ -29,9 +30,9 @@ BANANA = "End every answer with the word banana."
 
 
 def app_with(**overrides):
-    settings = Settings(_env_file=None, stt_provider="fake", llm_provider="fake", tts_provider="fake",
-                        search_provider="local", **overrides)
-    return create_app(settings, LocalModels(settings))
+    settings = Settings(_env_file=None, stt_provider="local", llm_provider="local",
+                        tts_provider="local", search_provider="local", **overrides)
+    return create_app(settings, LocalModels(settings), providers=FakeProviders())
 
 
 def client(app, peer=("127.0.0.1", 40000)) -> httpx.AsyncClient:
@@ -211,7 +212,7 @@ async def test_live_context_update_changes_the_next_turn_of_that_session_only(se
     question = speech("What is the capital of France?")
     async with GroqPeer(api_key="gsk-admin", default_reply="Paris is the capital.") as groq:
         async with serve_app(
-            admin_token=TOKEN, stt_provider="fake", tts_provider="fake", llm_provider="cloud",
+            FakeProviders("stt,tts"), admin_token=TOKEN, llm_provider="cloud",
             groq_api_key="gsk-admin", groq_base_url=f"{groq.base_url}/openai/v1",
             smart_turn_enabled=False, max_sessions=4,
         ) as server, AgentClient(server.ws_url) as a, AgentClient(server.ws_url) as b:

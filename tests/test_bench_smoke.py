@@ -28,7 +28,7 @@ from pipecat.tests.utils import SleepFrame, run_test
 from processors.sequential_bridge import SequentialBridge
 
 ROOT = Path(__file__).resolve().parents[1]
-FAKE = {"STT_PROVIDER": "fake", "LLM_PROVIDER": "fake", "TTS_PROVIDER": "fake"}
+FAKE = {"BENCH_FAKE": "stt,llm,tts"}  # the instant stand-ins (tests/support/fakes.py)
 BENCHES = {"voice_to_voice": FAKE, "barge_in": FAKE, "capacity": {}, "soak": {}, "frame_cost": {}, "stt_window": {},
            "llm_context": {}, "turn_pause": {}, "spoken_qa": {}, "sentence_turns": {}, "adaptive_vad": {},
            "backchannels": {}}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.fakes import FakeProviders
 from tests.support.screenshots import keep_screenshot
 from web.ws_client import AgentClient
 
@@ -27,7 +28,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 TURN_TIMEOUT = 60  # seconds per turn (fake providers: a few seconds of real-time audio)
-FAKE = {"stt_provider": "fake", "llm_provider": "fake", "tts_provider": "fake"}
+FAKE = FakeProviders()
 TOKEN = "dashboard-test-token-81f0"
 
 pytestmark = [
@@ -85,7 +86,7 @@ async def test_dashboard_follows_a_live_session(serve_app, speech, tmp_path):
         loop.call_soon_threadsafe(steps[name].set)
 
     shot = tmp_path / "dashboard.png"
-    async with serve_app(admin_token=TOKEN, **FAKE) as server:
+    async with serve_app(FAKE, admin_token=TOKEN) as server:
 
         def browse() -> None:
             with sync_api.sync_playwright() as p:

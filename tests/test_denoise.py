@@ -9,7 +9,7 @@ from pipecat.tests.utils import run_test
 from processors.denoise import Denoiser
 from tests.support.audio import shared_transcripts, transcribe
 from tests.text import word_error_rate
-from transports.file import load_wav
+from transports.wav import load_wav
 
 RATE = 16000
 CHUNK = 320  # 20 ms

@@ -4,18 +4,19 @@ the bot off, and a person talking over the bot still does."""
 
 import pytest
 
+from tests.support.fakes import FakeProviders
 from tests.text import contains_words
 from web.ws_client import AgentClient
 
 pytestmark = pytest.mark.slow
 LONG_QUESTION = "Please explain in detail how photosynthesis works in plants."
-# A fixed long answer (LLM_PROVIDER=fake): what is tested is the echo, not the model.
+# A fixed long answer (a stand-in LLM): what is tested is the echo, not the model.
 ANSWER = (
     "Plants make their food in the leaves, by photosynthesis. The chlorophyll in each leaf "
     "catches the energy of sunlight and keeps it. Water from the roots and carbon dioxide from "
     "the air become sugar. Oxygen is what the plant gives back to the air around it."
 )
-SETTINGS = {"llm_provider": "fake", "fake_llm_answer": ANSWER}
+FIXED_ANSWER = FakeProviders("llm", answer=ANSWER)
 
 
 def echoing_client(server) -> AgentClient:
@@ -23,7 +24,7 @@ def echoing_client(server) -> AgentClient:
 
 
 async def test_echo_does_not_interrupt_the_bot(serve_app, speech):
-    async with serve_app(**SETTINGS) as server:
+    async with serve_app(FIXED_ANSWER) as server:
         async with echoing_client(server) as client:
             await client.speak(speech(LONG_QUESTION))
             # Keep the microphone live (hearing the bot) until the answer is over...
@@ -39,7 +40,7 @@ async def test_echo_does_not_interrupt_the_bot(serve_app, speech):
 
 
 async def test_a_person_still_interrupts_over_the_echo(serve_app, speech):
-    async with serve_app(**SETTINGS) as server:
+    async with serve_app(FIXED_ANSWER) as server:
         async with echoing_client(server) as client:
             await client.speak(speech(LONG_QUESTION))
             assert await client.silence_until(lambda r: r.audio_ms() >= 1500, 60)

@@ -210,7 +210,8 @@ def converse_with(models, speech, peers):
     """Run a two-question conversation on the cloud stack; returns an `Outcome`."""
     from bot.pipeline import Session, run_bot
     from transports.file import FileTransportParams, Utterance
-    from web.observability import Metrics, ProviderErrorObserver
+    from processors.observers.provider_errors import ProviderErrorObserver
+    from web.observability import Metrics
 
     async def run(stage: str, *, local_models=None, questions=(QUESTION, SECOND), fast=True, **overrides) -> Outcome:
         settings = fallback_settings(peers, stage, **overrides)

@@ -15,19 +15,17 @@ import pytest
 from pipecat.frames.frames import LLMMessagesAppendFrame, LLMUpdateSettingsFrame
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
-from pipecat.processors.filters.identity_filter import IdentityFilter
-from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.services.settings import LLMSettings
-from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
 from bot.config import Settings
-from bot.fake_services import InstantLLMService, InstantSTTService, InstantTTSService
+from tests.support.fakes import InstantLLMService, InstantSTTService, InstantTTSService
 from bot.local.models import LocalModels
 from bot.pipeline import build_pipeline
 from bot.providers import Services, create_llm
 from processors.context_budget import ContextBudget, messages_tokens
 from tests.peers.groq import GroqPeer, TextReply
+from tests.support.pipeline import NoTransport
 from tests.support.polling import until
 from tests.support.settings import local_settings
 
@@ -39,20 +37,6 @@ def rss_bytes() -> int:
     gc.collect()
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * PAGE
-
-
-class NoTransport(BaseTransport):
-    """Turns come in as frames at the pipeline's top, and nothing is played: memory, not audio."""
-
-    def __init__(self):
-        super().__init__()
-        self._input, self._output = IdentityFilter(), IdentityFilter()
-
-    def input(self) -> FrameProcessor:
-        return self._input
-
-    def output(self) -> FrameProcessor:
-        return self._output
 
 
 def instant_services(llm) -> Services:

@@ -19,13 +19,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.config import Settings
 from bot.logs import configure_logging, log_turn, session_context
-from processors.metrics import TurnRecord
+from processors.observers.turn_metrics import TurnRecord
 from processors.recording import RecordingFolder, SessionRecorder
+from tests.support.fakes import FakeProviders
 from tests.support.polling import until
 from tests.support.settings import KEY_VARIABLES, local_settings
 from web.ws_client import AgentClient
 
-FAKE = {"stt_provider": "fake", "llm_provider": "fake", "tts_provider": "fake"}
+FAKE = FakeProviders()
 PLANTED = {name: f"planted-{name.lower().replace('_', '-')}-7c1e9b" for name in (*KEY_VARIABLES, "ADMIN_TOKEN")}
 MAX_BYTES = 400_000
 PROCESSOR_NAME = re.compile(r"\b([A-Z][A-Za-z0-9]+#\d+)\b")
@@ -89,7 +90,7 @@ class ObservedTurns:
         from pipecat.transports.base_output import BaseOutputTransport
         from pipecat.transports.base_transport import TransportParams
 
-        from processors.metrics import TurnMetricsObserver
+        from processors.observers.turn_metrics import TurnMetricsObserver
 
         self.observer, self.records = TurnMetricsObserver("s1"), []
         self.observer.subscribe(self.records.append)
@@ -292,9 +293,10 @@ async def test_provider_errors_are_counted_once_by_stage_and_provider():
     from pipecat.frames.frames import TTSSpeakFrame
     from pipecat.tests.utils import run_test
 
-    from bot.fake_services import InstantTTSService
+    from tests.support.fakes import InstantTTSService
     from bot.providers import ProviderNames
-    from web.observability import Metrics, ProviderErrorObserver
+    from processors.observers.provider_errors import ProviderErrorObserver
+    from web.observability import Metrics
 
     class FailingTTS(InstantTTSService):
         async def run_tts(self, text: str, context_id: str):
@@ -323,7 +325,7 @@ async def test_rings_recordings_and_metrics_stay_bounded_over_1000_turns(serve_a
     limits = dict(dashboard_session_turns=20, dashboard_chart_turns=50, recording_max_sessions=3,
                   recording_max_bytes=MAX_BYTES, recording_enabled=True, recording_audio=True,
                   recording_dir=tmp_path / "rec")
-    async with serve_app(max_sessions=4, **FAKE, **limits) as server:
+    async with serve_app(FAKE, max_sessions=4, **limits) as server:
         settings: Settings = server.app.state.settings
         obs = server.app.state.observability
         folder = RecordingFolder.from_settings(settings)
@@ -424,8 +426,9 @@ async def test_rings_recordings_and_metrics_stay_bounded_over_1000_turns(serve_a
 
 async def test_a_real_session_with_fake_providers_records_and_feeds_the_ring(serve_app, speech, tmp_path):
     rec = tmp_path / "rec"
-    async with serve_app(**FAKE, dashboard_session_turns=2, recording_enabled=True, recording_audio=True,
-                         recording_dir=rec, recording_max_sessions=2) as server:
+    async with serve_app(FAKE, dashboard_session_turns=2, recording_enabled=True,
+                         recording_audio=True, recording_dir=rec,
+                         recording_max_sessions=2) as server:
         question = speech("What is the capital of France?")
         async with AgentClient(server.ws_url) as client:
             for n in range(3):

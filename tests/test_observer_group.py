@@ -7,7 +7,7 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed, FrameProc
 from pipecat.processors.filters.identity_filter import IdentityFilter
 from pipecat.tests.utils import run_test
 
-from processors.observer_group import ObserverGroup
+from processors.observers.group import ObserverGroup
 
 
 class Counting(BaseObserver):

@@ -33,7 +33,7 @@ from pipecat.workers.runner import WorkerRunner
 from pydantic import SecretStr
 
 from bot.config import Settings
-from bot.fake_services import InstantTTSService
+from tests.support.fakes import InstantTTSService
 from bot.knowledge import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase
 from bot.providers import create_llm, create_search
 from bot.search import (
@@ -347,7 +347,7 @@ def test_the_server_indexes_the_knowledge_base_at_start_up(tmp_path: Path):
     from web.app import create_app
 
     (tmp_path / "vault.md").write_text("The vault code is 9931.")
-    settings = Settings(_env_file=None, llm_provider="fake", search_provider="local", knowledge_dir=tmp_path)
+    settings = Settings(_env_file=None, search_provider="local", knowledge_dir=tmp_path)
     assert tmp_path.resolve() not in KnowledgeBase._shared
     create_app(settings, LocalModels(settings))  # before any session
     assert KnowledgeBase._shared[tmp_path.resolve()].files == 1

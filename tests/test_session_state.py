@@ -1,14 +1,19 @@
-"""The session's state badge follows Pipecat's user aggregator through whole turns."""
+"""The session's state badge follows run_bot's pipeline (`build_pipeline`) through whole turns.
+
+The turns come in as frames (the VAD's and the recogniser's); a held LLM answers when the
+test says the bot speaks, as the LLM, the TTS and the output transport would.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 
+import pytest
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
     DataFrame,
-    EndFrame,
     Frame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
@@ -21,21 +26,19 @@ from pipecat.frames.frames import (
 from pipecat.observers.base_observer import FramePushed
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineWorker
-from pipecat.processors.aggregators.llm_context import LLMContext
-from pipecat.processors.aggregators.llm_response_universal import (
-    LLMContextAggregatorPair,
-    LLMUserAggregatorParams,
-)
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
-from pipecat.turns.empty_user_turn import EmptyUserTurnConfig
-from pipecat.turns.user_start import VADUserTurnStartStrategy
-from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
-from pipecat.turns.user_turn_strategies import UserTurnStrategies
+from pipecat.services.llm_service import LLMService
+from pipecat.services.settings import STTSettings
+from pipecat.services.stt_service import STTService
 from pipecat.workers.runner import WorkerRunner
 
-from bot.pipeline import EMPTY_TURN_PROMPT, EMPTY_TURN_REPLY
-from processors.empty_turn_reply import EmptyTurnReply
-from processors.session_state import SessionState, SessionStateObserver
+from bot.local.models import LocalModels
+from bot.pipeline import EMPTY_TURN_REPLY, build_pipeline
+from bot.providers import Services
+from processors.observers.session_state import SessionState, SessionStateObserver
+from tests.support.fakes import InstantTTSService, unset_llm_settings
+from tests.support.pipeline import NoTransport
+from tests.support.settings import local_settings
 
 TIMEOUT = 30  # seconds: generous, only a hung pipeline reaches it
 
@@ -46,15 +49,26 @@ class Checkpoint(DataFrame):
 
 
 class BotSpeaks(DataFrame):
-    """Makes the fake LLM and output answer: the reply's text and the bot's speech."""
+    """Makes the held LLM answer and the bot speak."""
 
 
-class FakeLLMAndOutput(FrameProcessor):
-    """Keeps the contexts sent to the LLM; on `BotSpeaks`, streams a reply and announces
-    the bot's speech both ways, as the LLM, the TTS and the output transport would."""
+class NoWordsSTT(STTService):
+    """The recogniser's transcripts are the test's frames: it hears nothing itself."""
 
     def __init__(self):
-        super().__init__()
+        super().__init__(settings=STTSettings(model=None, language=None))
+
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
+        return
+        yield
+
+
+class HeldLLM(LLMService):
+    """Keeps the contexts it is asked; on `BotSpeaks`, streams a reply and announces the
+    bot's speech both ways, as the TTS and the output transport would."""
+
+    def __init__(self):
+        super().__init__(settings=unset_llm_settings())
         self.contexts: list[LLMContextFrame] = []
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
@@ -63,16 +77,17 @@ class FakeLLMAndOutput(FrameProcessor):
             self.contexts.append(frame)
         elif isinstance(frame, BotSpeaks):
             await self.broadcast_frame(BotStartedSpeakingFrame)
-            for reply in (LLMFullResponseStartFrame(), LLMTextFrame("Paris."), LLMFullResponseEndFrame()):
-                await self.push_frame(reply)
+            reply = (LLMFullResponseStartFrame(), LLMTextFrame("Paris."), LLMFullResponseEndFrame())
+            for frame in reply:
+                await self.push_frame(frame)
             await self.broadcast_frame(BotStoppedSpeakingFrame)
         else:
             await self.push_frame(frame, direction)
 
 
 class Tail(FrameProcessor):
-    """The pipeline's end: keeps what the assistant aggregator sends on, and pushes each
-    checkpoint on as a frame of its own (the state observer sees first pushes only)."""
+    """After run_bot's pipeline: keeps what the assistant aggregator sends on, and pushes
+    each checkpoint on as a frame of its own (the state observer sees first pushes only)."""
 
     def __init__(self):
         super().__init__()
@@ -96,32 +111,35 @@ class CheckpointedStateObserver(SessionStateObserver):
             self.checkpoints.put_nowait(self.state)
 
 
-class Conversation:
-    """Pipecat's aggregators (our empty-turn prompt) around a fake LLM and output, observed."""
+@pytest.fixture(scope="module")
+def analyzers():
+    """Local models for the VAD only (loaded on first use, small)."""
+    models = LocalModels(local_settings())
+    yield models
+    models.close()
 
-    def __init__(self, *processors: FrameProcessor):
-        """`processors` go between the user aggregator and the LLM, as in the pipeline."""
-        self.context = LLMContext()
-        self.user, self.assistant = LLMContextAggregatorPair(
-            self.context,
-            user_params=LLMUserAggregatorParams(
-                user_turn_strategies=UserTurnStrategies(
-                    start=[VADUserTurnStartStrategy()],
-                    stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=0.05)],
-                ),
-                user_turn_stop_timeout=0.2,
-                empty_user_turn=EmptyUserTurnConfig(interrupted_prompt=EMPTY_TURN_PROMPT),
-            ),
+
+class Conversation:
+    """run_bot's pipeline around the held LLM, observed."""
+
+    def __init__(self, models: LocalModels):
+        # Transcripts come as frames: no recogniser answers each segment (WHISPER_EAGER).
+        settings = local_settings(
+            smart_turn_enabled=False, user_turn_stop_timeout=0.2, whisper_eager=False,
+            echo_tail_secs=0.0,  # no echo of the bot to allow for: it has no voice here
         )
-        self.llm = FakeLLMAndOutput()
+        self.llm = HeldLLM()
+        voice = InstantTTSService(secs_per_char=0)
+        services = Services(stt=NoWordsSTT(), llm=self.llm, tts=voice)
+        built = build_pipeline(settings, services, NoTransport(), models)
+        self.user, self.context = built.user_aggregator, built.context
         self.tail = Tail()
         self.observer = CheckpointedStateObserver()
         self.states: list[SessionState] = []
         self.observer.subscribe(self.states.append)
         self.turns_stopped: asyncio.Queue[str | None] = asyncio.Queue()
         self.worker = PipelineWorker(
-            Pipeline([self.user, *processors, self.llm, self.assistant, self.tail]),
-            observers=[self.observer],
+            Pipeline([built.pipeline, self.tail]), observers=[self.observer]
         )
 
         @self.user.event_handler("on_user_turn_stopped")
@@ -135,7 +153,7 @@ class Conversation:
         return self
 
     async def __aexit__(self, *exc):
-        await self.worker.queue_frame(EndFrame())
+        await self.worker.cancel()
         await asyncio.wait_for(self._run, TIMEOUT)
 
     async def bot_speaks(self) -> SessionState:
@@ -156,8 +174,8 @@ class Conversation:
         return await asyncio.wait_for(self.observer.checkpoints.get(), TIMEOUT)
 
 
-async def test_a_transcribed_turn_is_thinking_until_the_bot_speaks():
-    async with Conversation() as talk:
+async def test_a_transcribed_turn_is_thinking_until_the_bot_speaks(analyzers):
+    async with Conversation(analyzers) as talk:
         content, state = await talk.user_turn("What is the capital of France?")
         assert content == "What is the capital of France?"
         assert state is SessionState.THINKING and len(talk.llm.contexts) == 1
@@ -168,10 +186,10 @@ async def test_a_transcribed_turn_is_thinking_until_the_bot_speaks():
     assert talk.states == [SessionState.THINKING, SessionState.SPEAKING, SessionState.LISTENING]
 
 
-async def test_an_untranscribed_turn_while_idle_goes_back_to_listening():
+async def test_an_untranscribed_turn_while_idle_goes_back_to_listening(analyzers):
     """A cough after the bot finished: nothing to answer, so the badge never says thinking
     (it used to switch on the user's turn end and stay there, no bot audio following)."""
-    async with Conversation() as talk:
+    async with Conversation(analyzers) as talk:
         await talk.user_turn("Hello.")
         await talk.bot_speaks()
         contexts = len(talk.llm.contexts)
@@ -182,20 +200,12 @@ async def test_an_untranscribed_turn_while_idle_goes_back_to_listening():
         assert len(talk.llm.contexts) == contexts  # the LLM was not asked
 
 
-async def test_an_untranscribed_first_turn_is_answered_so_it_is_thinking():
-    """Before the bot first finishes, an empty turn counts as an interruption: Pipecat asks
-    the LLM (our prompt: "Sorry, I didn't catch that"), so thinking is right."""
-    async with Conversation() as talk:
+async def test_an_untranscribed_first_turn_gets_our_reply_and_never_reaches_the_llm(analyzers):
+    """Before the bot first finishes, an empty turn counts as an interruption, which Pipecat
+    would answer by asking the LLM; EmptyTurnReply says "Sorry, I didn't catch that" itself."""
+    async with Conversation(analyzers) as talk:
         content, state = await talk.user_turn(None)
-        assert not content
-        assert state is SessionState.THINKING
-        [context] = talk.llm.contexts
-        assert context.context.messages[-1]["content"] == EMPTY_TURN_PROMPT
-
-
-async def test_with_our_reply_the_untranscribed_first_turn_never_reaches_the_llm():
-    async with Conversation(EmptyTurnReply(prompt=EMPTY_TURN_PROMPT, reply=EMPTY_TURN_REPLY)) as talk:
-        content, _ = await talk.user_turn(None)
         assert not content
         assert talk.llm.contexts == []
         assert talk.context.get_messages()[-1] == {"role": "assistant", "content": EMPTY_TURN_REPLY}
+        assert state is SessionState.THINKING  # until the bot speaks the reply

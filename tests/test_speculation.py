@@ -10,7 +10,6 @@ with the words it was asked, so a stale answer is recognisable wherever it turns
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer, BaseTurnParams, EndOfTurnState
 from pipecat.frames.frames import (
@@ -36,7 +35,6 @@ from pipecat.processors.aggregators.llm_response_universal import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.llm_service import LLMService
-from pipecat.services.settings import LLMSettings
 from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.utils.time import time_now_iso8601
@@ -46,6 +44,7 @@ from bot.config import Settings
 from bot.providers import local_note_sources
 from bot.turn_end import SentenceTurnStop
 from processors.turn_notes import TurnNotes
+from tests.support.fakes import unset_llm_settings
 from tests.support.polling import until
 
 WAIT = 10.0  # bounds a hung test only
@@ -85,8 +84,7 @@ class EchoLLM(LLMService):
     """Answers each request with the user's last words; counts what it was asked."""
 
     def __init__(self):
-        unused = {f.name: None for f in dataclasses.fields(LLMSettings) if f.init and f.name != "extra"}
-        super().__init__(settings=LLMSettings(**unused))
+        super().__init__(settings=unset_llm_settings())
         self.requests: list[tuple[bool, str]] = []  # (speculative, words)
         self.answered = asyncio.Event()
 

@@ -4,7 +4,7 @@ import pytest
 
 from tests.support.audio import shared_transcripts, transcribe
 from tests.text import normalise, word_error_rate
-from transports.file import load_wav
+from transports.wav import load_wav
 
 
 @pytest.mark.parametrize("name,reference", shared_transcripts() or [("-", "-")])

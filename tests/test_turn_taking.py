@@ -1,6 +1,6 @@
 """Turn-taking in the local voice loop, real audio both ways: what the user says over the bot.
 
-The bot gives a long, fixed answer (LLM_PROVIDER=fake, FAKE_LLM_ANSWER), spoken by Piper;
+The bot gives a long, fixed answer (a stand-in LLM, tests/support/fakes.py), spoken by Piper;
 the user's voice is a synthesizer the bot has never heard (bench/voices.py). Whisper, the
 VAD, the turn strategies, the echo canceller and the speech gate are the real ones.
 """
@@ -17,6 +17,7 @@ from bench import voices
 from bot.conversation import converse
 from bot.pipeline import Session
 from tests.support.audio import transcribe
+from tests.support.fakes import FakeProviders
 from tests.support.settings import local_settings
 from tests.text import contains_words
 from transports.file import FileTransportParams, Utterance
@@ -34,7 +35,7 @@ GREETING = "Hi! I'm listening. Ask me anything."
 
 
 def settings_for(**overrides):
-    return local_settings(**{"llm_provider": "fake", "fake_llm_answer": ANSWER, **overrides})
+    return local_settings(**overrides)
 
 
 class Frames(BaseObserver):
@@ -63,8 +64,9 @@ async def bot_heard(settings, models, result) -> str:
     return await transcribe(settings, models, soxr.resample(audio, rate, 16000).astype(np.int16))
 
 
-async def talk(models, script, settings=None, greeting="", observers=(), **params):
-    session = Session(settings=settings or settings_for(), models=models, greeting=greeting)
+async def talk(models, script, settings=None, greeting="", observers=(), answer=ANSWER, **params):
+    session = Session(settings=settings or settings_for(), models=models, greeting=greeting,
+                      providers=FakeProviders("llm", answer=answer))
     session.observers = list(observers)
     return await converse(script, session, FileTransportParams(**params))
 
@@ -173,7 +175,6 @@ async def test_a_question_over_the_greeting_is_answered(models):
 async def test_a_question_over_the_end_of_an_answer_is_answered(models):
     """The next question starts while the bot says its last words: heard whole, answered."""
     short = "Paris is the capital of France."
-    settings = settings_for().model_copy(update={"fake_llm_answer": short})
     script = [
         Utterance(audio=say("What is the capital of France?", "flite-slt"), name="first"),
         Utterance(
@@ -182,7 +183,7 @@ async def test_a_question_over_the_end_of_an_answer_is_answered(models):
             after_bot_audio=1.4,
         ),
     ]
-    result = await talk(models, script, settings=settings)
+    result = await talk(models, script, answer=short)
     turns = result.turn_dicts()
     assert len(turns) == 2, turns
     assert contains_words(turns[1]["user_text"], "capital", "Spain"), turns
@@ -206,9 +207,9 @@ async def test_a_question_with_comma_pauses_is_one_turn(models, voice):
 async def test_a_quiet_user_is_checked_in_on_once_then_the_session_ends(settings, models):
     """USER_IDLE_SECS after the answer the bot asks once, USER_IDLE_END_SECS later it says
     goodbye and ends the session (the script's long tail of silence never runs out)."""
-    quiet = settings_for(fake_llm_answer="Paris.", user_idle_secs=2.0, user_idle_end_secs=2.0)
+    quiet = settings_for(user_idle_secs=2.0, user_idle_end_secs=2.0)
     script = [Utterance(audio=say("What is the capital of France?", "flite-slt"), name="question")]
-    result = await talk(models, script, settings=quiet, tail_secs=30.0)
+    result = await talk(models, script, settings=quiet, answer="Paris.", tail_secs=30.0)
     heard = (await bot_heard(settings, models, result)).lower()
     assert heard.count("still there") == 1, heard
     assert "goodbye" in heard, heard
@@ -216,8 +217,8 @@ async def test_a_quiet_user_is_checked_in_on_once_then_the_session_ends(settings
 
 
 async def test_with_idle_check_ins_off_a_quiet_user_is_left_alone(settings, models):
-    quiet = settings_for(fake_llm_answer="Paris.", user_idle_secs=0.0)
+    quiet = settings_for(user_idle_secs=0.0)
     script = [Utterance(audio=say("What is the capital of France?", "flite-slt"), name="question")]
-    result = await talk(models, script, settings=quiet, tail_secs=6.0)
+    result = await talk(models, script, settings=quiet, answer="Paris.", tail_secs=6.0)
     heard = (await bot_heard(settings, models, result)).lower()
     assert "still there" not in heard and "goodbye" not in heard, heard

@@ -8,7 +8,7 @@ from bot.local import whisper_window
 from bot.local.whisper_window import WindowedWhisper, trailing_repeat_start
 from tests.support.audio import shared_transcripts
 from tests.text import word_error_rate
-from transports.file import load_wav
+from transports.wav import load_wav
 
 QUESTIONS = [
     "What is the capital of Japan?",

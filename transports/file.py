@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import soxr
 from loguru import logger
 from pipecat.frames.frames import (
@@ -46,43 +44,9 @@ from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
+from transports.wav import write_wav
+
 FRAME_SECS = 0.02
-WAV_FORMATS = {"WAV", "WAVEX", "RF64", "W64"}
-
-
-class AudioFileError(ValueError):
-    """An input that is not usable speech audio (missing, empty, not a WAV)."""
-
-
-def load_wav(path: Path, sample_rate: int) -> np.ndarray:
-    """Any WAV → mono int16 at `sample_rate`. Anything else raises `AudioFileError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise AudioFileError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise AudioFileError(f"{path}: the file is empty")
-    try:
-        info = sf.info(str(path))
-    except Exception as e:  # soundfile raises a bare RuntimeError for unknown formats
-        raise AudioFileError(f"{path}: not a WAV file ({e})") from e
-    if info.format not in WAV_FORMATS:
-        raise AudioFileError(f"{path}: not a WAV file (it is {info.format})")
-    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    if audio.shape[0] == 0:
-        raise AudioFileError(f"{path}: the WAV holds no audio")
-    mono = audio.mean(axis=1)
-    if rate != sample_rate:
-        mono = soxr.resample(mono, rate, sample_rate)
-    return (np.clip(mono, -1.0, 1.0) * 32767.0).astype(np.int16)
-
-
-def write_wav(path: Path, audio: bytes, sample_rate: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(audio)
 
 
 @dataclass

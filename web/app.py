@@ -24,7 +24,7 @@ from bot.local.models import LocalModels
 from bot.memory import MemoryKeeper
 from bot.model_check import warn_about_models
 from bot.pipeline import Session
-from bot.providers import create_llm, create_search, runs_locally
+from bot.providers import PROVIDERS, Providers, create_llm, create_search
 from web.admin import create_admin_router
 from web.admission import log_origin_policy
 from web.cluster import ClusterNode
@@ -54,7 +54,15 @@ class Health(BaseModel):
     max_sessions: int
 
 
-def create_app(settings: Settings, models: LocalModels) -> FastAPI:
+def create_app(
+    settings: Settings,
+    models: LocalModels,
+    *,
+    providers: Providers = PROVIDERS,
+    session_process_command: list[str] | None = None,
+) -> FastAPI:
+    """The server. `providers` builds each session's services and `session_process_command`
+    starts a session process (`python -m bot worker`); tests and benchmarks hand in theirs."""
     clients = ClientLimits(settings.max_sessions_per_client, settings.max_new_sessions_per_minute)
     registry = SessionRegistry(
         settings.max_sessions, history_turns=settings.dashboard_session_turns, clients=clients
@@ -108,7 +116,7 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
 
     def process_overrides() -> dict[str, str]:
         # Bot processes share this server's local LLM rather than loading their own.
-        if not runs_locally(settings, Stage.LLM):
+        if Stage.LLM not in providers.local_stages(settings):
             return {}
         return {"local_llm_url": models.llm_server.base_url}
 
@@ -118,7 +126,8 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
         app.include_router(placement_router(settings, cluster))
     # /api/rooms: a Daily room with a bot in its own process (web/rooms.py)
     spares = settings.worker_spares if settings.session_processes else 0
-    spawner = BotSpawner(settings, registry, settings.spawn_ready_timeout_secs, process_overrides, spares)
+    spawner = BotSpawner(settings, registry, settings.spawn_ready_timeout_secs, process_overrides,
+                         spares, command=session_process_command)
     app.state.spawner = spawner
     app.include_router(rooms_router(settings, registry, spawner))
 
@@ -155,6 +164,7 @@ def create_app(settings: Settings, models: LocalModels) -> FastAPI:
             greeting="" if history else settings.greeting,
             observers=[observability.error_observer()],
             history=history,
+            providers=providers,
         )
         if memory is not None and user_id is not None:
             session.on_turn.append(memory.keeper_of(user_id, session.id))

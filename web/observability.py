@@ -37,20 +37,13 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from loguru import logger
-from pipecat.frames.frames import ErrorFrame
-from pipecat.observers.base_observer import BaseObserver, FramePushed
-from pipecat.services.llm_service import LLMService
-from pipecat.services.stt_service import STTService
-from pipecat.services.tts_service import TTSService
-from pipecat.transports.base_input import BaseInputTransport
-from pipecat.transports.base_output import BaseOutputTransport
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from bot.config import Settings
 from bot.providers import ProviderNames
+from processors.observers.provider_errors import ProviderErrorObserver
 from web.admin import admin_access
-from processors.fallback import ServiceFallbackFrame
-from processors.metrics import STAGES
+from processors.observers.turn_metrics import STAGES
 from web.sessions import LiveSession, SessionRegistry
 
 DASHBOARD_DIR = Path(__file__).parent / "dashboard"
@@ -143,38 +136,6 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class ProviderErrorObserver(BaseObserver):
-    """Counts every `ErrorFrame` once, where it was raised, by stage and provider; and
-    every provider fallback (`ServiceFallbackFrame`, processors/fallback/)."""
-
-    def __init__(self, errors: Counter, providers: ProviderNames | None, fallbacks: Counter | None = None, **kwargs):
-        super().__init__(observe_every_push=False, **kwargs)
-        self._errors = errors
-        self._providers = providers
-        self._fallbacks = fallbacks
-
-    def label(self, processor) -> tuple[str, str]:
-        names = self._providers
-        for kind, stage in ((STTService, "stt"), (LLMService, "llm"), (TTSService, "tts")):
-            if isinstance(processor, kind):
-                return stage, getattr(names, stage) if names else type(processor).__name__
-        if isinstance(processor, (BaseInputTransport, BaseOutputTransport)):
-            return "transport", type(processor).__name__
-        return "pipeline", type(processor).__name__ if processor is not None else "unknown"
-
-    async def on_push_frame(self, data: FramePushed):
-        frame = data.frame
-        if isinstance(frame, ServiceFallbackFrame) and self._fallbacks is not None:
-            if frame.event == "fallback":
-                self._fallbacks.labels(stage=frame.stage, reason=frame.reason).inc()
-            return
-        if not isinstance(frame, ErrorFrame):
-            return
-        stage, provider = self.label(frame.processor or data.source)
-        category = frame.category.value if frame.category else "unknown"
-        self._errors.labels(stage=stage, provider=provider, category=category).inc()
 
 
 class _Subscriber:

@@ -22,7 +22,7 @@ from loguru import logger
 
 from bot.config import Settings
 from bot.pipeline import Session
-from processors.metrics import TurnRecord
+from processors.observers.turn_metrics import TurnRecord
 
 REDIS_PREFIX = "voice-agent:resume:"
 

@@ -32,8 +32,8 @@ from bot.config import Settings
 from bot.local.models import LocalModels
 from bot.pipeline import Session, run_bot
 from bot.session_control import InstructionMode
-from bot.providers import ProviderNames
-from web.observability import ProviderErrorObserver
+from bot.providers import ProviderNames, Providers
+from processors.observers.provider_errors import ProviderErrorObserver
 from web.sessions import LiveSession, SessionRegistry
 
 EXIT_OK, EXIT_NO_CONNECTION = 0, 3
@@ -83,7 +83,7 @@ class EventWriter:
             self.emit("released")
 
 
-async def serve(job: dict, settings: Settings, models: LocalModels) -> int:
+async def serve(job: dict, settings: Settings, models: LocalModels, providers: Providers) -> int:
     out = EventWriter(sys.stdout)
     registry = SessionRegistry(max_sessions=1)
     registry.listeners.append(out.on_session_event)
@@ -99,10 +99,12 @@ async def serve(job: dict, settings: Settings, models: LocalModels) -> int:
 
     # Provider errors and fallbacks are counted in the server's /metrics.
     try:
-        providers: ProviderNames | None = ProviderNames.from_settings(settings)
+        names: ProviderNames | None = ProviderNames.from_settings(settings)
     except ValueError:
-        providers = None
-    errors = ProviderErrorObserver(ForwardedCounter("errors", out), providers, ForwardedCounter("fallbacks", out))
+        names = None
+    errors = ProviderErrorObserver(
+        ForwardedCounter("errors", out), names, ForwardedCounter("fallbacks", out)
+    )
 
     async def new_session(transport: str, user_id: str | None = None,
                           resume: tuple[str, str] | None = None) -> Session:
@@ -112,7 +114,8 @@ async def serve(job: dict, settings: Settings, models: LocalModels) -> int:
         if user_id is not None:
             logger.warning("SESSION_PROCESSES: this session keeps no per-user memory")
         return Session(settings=settings, models=models, id=job["session_id"],
-                       transport_kind=transport, greeting=settings.greeting, observers=[errors])
+                       transport_kind=transport, greeting=settings.greeting, observers=[errors],
+                       providers=providers)
 
     stdin = await _stdin_reader()
     server_gone = asyncio.create_task(_obey_commands(stdin, registry, out))

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from loguru import logger
 
 from bot.pipeline import Session
-from processors.session_state import SessionState
+from processors.observers.session_state import SessionState
 from web.limits import ClientLimitError, ClientLimits
 
 __all__ = ["ClientLimitError", "LiveSession", "SessionLimitError", "SessionRegistry", "Slot"]

@@ -28,7 +28,7 @@ from loguru import logger
 
 from bot.config import Settings
 from bot.session_control import InstructionMode
-from processors.session_state import SessionState
+from processors.observers.session_state import SessionState
 from web.sessions import SessionRegistry, Slot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,13 +229,15 @@ class SessionProcessLink:
 
 class BotSpawner:
     def __init__(self, settings: Settings, registry: SessionRegistry, ready_timeout_secs: float,
-                 process_overrides: Callable[[], dict[str, Any]] = dict, spares: int = 0):
+                 process_overrides: Callable[[], dict[str, Any]] = dict, spares: int = 0,
+                 command: list[str] | None = None):
         self.settings = settings
         self.registry = registry
         self.ready_timeout_secs = ready_timeout_secs
         # Evaluated per session process: e.g. the running LLM server's URL.
         self.process_overrides = process_overrides
         self.spares = spares
+        self.command = command or [sys.executable, "-m", "bot", "worker"]
         self._spares: list[SessionProcessLink] = []
         self._starting: set[asyncio.Task] = set()
 
@@ -305,7 +307,7 @@ class BotSpawner:
     async def _start_process(self) -> SessionProcessLink:
         """A session process loading its models, its settings on its stdin."""
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "worker",
+            *self.command,
             cwd=ROOT,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

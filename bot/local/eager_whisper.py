@@ -30,7 +30,6 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-import numpy as np
 from loguru import logger
 from pipecat.frames.frames import (
     CancelFrame,
@@ -130,19 +129,10 @@ class EagerWhisperSTTService(EagerEndOfTurnSTTServiceMixin, SharedWhisperSTTServ
 
     async def _transcribe(self, pcm: bytes, *, draft: bool = False, stock: bool = False) -> tuple[str, bool]:
         """(text, trusted): see `WindowedWhisper.transcribe` for `draft` and `stock`."""
-        audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
-        model, language = self._model, self._settings.language
+        segments = await self._segments(pcm, draft=draft, stock=stock)
         threshold = self._settings.no_speech_prob
-        vocabulary = self._settings.initial_prompt or ""
-
-        def run() -> tuple[str, bool]:
-            segments = list(
-                model.transcribe(audio, language=language, draft=draft, stock=stock, vocabulary=vocabulary)[0]
-            )
-            text = " ".join(s.text.strip() for s in segments if s.no_speech_prob < threshold)
-            return text, all(getattr(s, "trusted", True) for s in segments)
-
-        return await asyncio.to_thread(run)
+        text = " ".join(s.text.strip() for s in segments if s.no_speech_prob < threshold)
+        return text, all(getattr(s, "trusted", True) for s in segments)
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
         """The final transcript: the latest eager pass's if it heard the whole utterance."""

@@ -13,22 +13,43 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import soxr
 from loguru import logger
 from pipecat.audio.turn.base_turn_analyzer import EndOfTurnState
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
-from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
-from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
+from pipecat.audio.turn.smart_turn._whisper_features import compute_whisper_log_mel_features
+from pipecat.audio.vad.silero import SileroOnnxModel
+from pipecat.audio.vad.silero import _MODEL_RESET_INTERVAL_SECS as SILERO_RESET_INTERVAL_SECS
+from pipecat.audio.vad.silero import (
+    _MODEL_RESET_LOW_CONFIDENCE_WINDOWS as SILERO_RESET_LOW_CONFIDENCE_WINDOWS,
+)
+from pipecat.audio.vad.silero import (
+    _MODEL_RESET_MAX_CONFIDENCE as SILERO_RESET_MAX_CONFIDENCE,
+)
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
-from pipecat.frames.frames import CancelFrame, EndFrame, ErrorFrame, Frame, StartFrame
+from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
+    ErrorFrame,
+    Frame,
+    StartFrame,
+    TranscriptionFrame,
+)
 from pipecat.metrics.metrics import MetricsData
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
-from pipecat.services.whisper.stt import WhisperSTTService
+from pipecat.services.stt_service import SegmentedSTTService
+from pipecat.services.whisper.stt import WhisperSTTSettings, language_to_whisper_language
 from pipecat.transcriptions.language import Language
+from pipecat.utils.time import time_now_iso8601
 
 from bot.speech_pause import PauseDetector
 from bot.text_aggregation import speakable_chunk
 from bot.local.whisper_window import WindowedWhisper
+
+SMART_TURN_SAMPLE_RATE = 16000  # what smart-turn v3 was trained on
+SMART_TURN_SECS = 8  # how much of the turn's end it hears
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -36,7 +57,13 @@ if TYPE_CHECKING:
     from piper import PiperVoice
 
 
-class SharedWhisperSTTService(WhisperSTTService):
+class SharedWhisperSTTService(SegmentedSTTService):
+    """Pipecat's Whisper service (`WhisperSTTService.run_stt`) over a model loaded once per
+    process. WhisperSTTService loads its model in its constructor (`_load`) and reads it from
+    a private attribute, so this is a SegmentedSTTService with Whisper's settings instead."""
+
+    Settings = WhisperSTTSettings
+
     def __init__(
         self,
         *,
@@ -46,19 +73,57 @@ class SharedWhisperSTTService(WhisperSTTService):
         vocabulary: str = "",
         **kwargs: Any,
     ):
-        self._shared_model = WindowedWhisper(model, beam_size, window_secs)
         super().__init__(
             # `vocabulary`: names the user may say (the knowledge base's), as Whisper's prompt.
-            settings=WhisperSTTService.Settings(
-                model="shared", language=Language.EN, initial_prompt=vocabulary or None
+            settings=self.Settings(
+                model="shared",
+                language=Language.EN,
+                no_speech_prob=0.4,
+                hotwords=None,
+                initial_prompt=vocabulary or None,
             ),
-            device="cpu",
             **kwargs,
         )
+        self.whisper = WindowedWhisper(model, beam_size, window_secs)
         self._running = False
 
-    def _load(self):
-        self._model = self._shared_model
+    @property
+    def wants_wav_segments(self) -> bool:
+        return False  # raw 16-bit PCM, which the model reads directly
+
+    def can_generate_metrics(self) -> bool:
+        return True
+
+    def language_to_service_language(self, language: Language) -> str | None:
+        return language_to_whisper_language(language)
+
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
+        """As WhisperSTTService.run_stt, on the shared model."""
+        await self.start_processing_metrics()
+        segments = await self._segments(audio)
+        threshold = self._settings.no_speech_prob
+        text = "".join(f"{s.text} " for s in segments if s.no_speech_prob < threshold)
+        await self.stop_processing_metrics()
+        if text:
+            logger.debug(f"Transcription: [{text}]")
+            yield TranscriptionFrame(
+                text, self._user_id, time_now_iso8601(), self._settings.language
+            )
+
+    async def _segments(self, pcm: bytes, **options: Any) -> list[Any]:
+        """Whisper's segments for 16-bit PCM (`WindowedWhisper.transcribe`'s options)."""
+        audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+        language = self._settings.language
+        vocabulary = self._settings.initial_prompt or ""
+
+        def transcribe() -> list[Any]:
+            # A lazy generator that decodes as it is consumed: consume it in the thread.
+            segments, _ = self.whisper.transcribe(
+                audio, language=language, vocabulary=vocabulary, **options
+            )
+            return list(segments)
+
+        return await asyncio.to_thread(transcribe)
 
     # A session cancelled while its pipeline is still starting (a client that leaves at
     # once) has its processors cleaned up, never cancelled, and SegmentedSTTService leaves
@@ -135,8 +200,10 @@ class _SharedSileroModel(SileroOnnxModel):
         self.sample_rates = [8000, 16000]
 
 
-class SharedSileroVADAnalyzer(SileroVADAnalyzer):
-    """Silero over the shared session, run in a shared thread pool only when it must run.
+class SharedSileroVADAnalyzer(VADAnalyzer):
+    """Pipecat's Silero VAD (`SileroVADAnalyzer`) over the shared session, run in a shared
+    thread pool only when it must run. SileroVADAnalyzer loads its model in its constructor,
+    so this is a VADAnalyzer that scores windows and resets the model's state as it does.
 
     Pipecat hands every audio frame to a per-session thread; most 20 ms frames only top up
     the model's 32 ms window, and for those the thread hop costs more than the work.
@@ -149,11 +216,47 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         executor: Executor,
         params: VADParams | None = None,
     ):
-        VADAnalyzer.__init__(self, params=params)  # skip loading the model again
-        self._model = _SharedSileroModel(session)
-        self._windows_since_reset = 0
-        self._low_confidence_windows = 0
+        super().__init__(params=params)
+        self.silero = _SharedSileroModel(session)
+        self._windows_since_model_reset = 0
+        self._quiet_windows = 0  # in a row, scored below SILERO_RESET_MAX_CONFIDENCE
         self._shared_executor = executor
+
+    def set_sample_rate(self, sample_rate: int):
+        if sample_rate not in (8000, 16000):
+            raise ValueError(
+                f"Silero VAD sample rate needs to be 16000 or 8000 (sample rate: {sample_rate})"
+            )
+        super().set_sample_rate(sample_rate)
+
+    def num_frames_required(self) -> int:
+        return 512 if self.sample_rate == 16000 else 256
+
+    def voice_confidence(self, buffer: bytes) -> float:
+        """As SileroVADAnalyzer.voice_confidence, on this session's state."""
+        try:
+            audio = np.frombuffer(buffer, np.int16).astype(np.float32) / 32768.0
+            confidence = self.silero(audio, self.sample_rate)[0]
+            self._maybe_reset_model(confidence.item())
+            return confidence
+        except Exception as e:  # an empty audio array
+            logger.error(f"Error analyzing audio with Silero VAD: {e}")
+            return 0
+
+    def _maybe_reset_model(self, confidence: float) -> None:
+        """As SileroVADAnalyzer's: clear the model's state every couple of seconds of audio,
+        once the user is quiet (music or long silence leave it deaf to the speech after)."""
+        self._windows_since_model_reset += 1
+        low = confidence < SILERO_RESET_MAX_CONFIDENCE
+        self._quiet_windows = self._quiet_windows + 1 if low else 0
+        if (
+            self._windows_since_model_reset * self.num_frames_required()
+            >= SILERO_RESET_INTERVAL_SECS * self.sample_rate
+            and self._vad_state == VADState.QUIET
+            and self._quiet_windows >= SILERO_RESET_LOW_CONFIDENCE_WINDOWS
+        ):
+            self.silero.reset_states()
+            self._windows_since_model_reset = 0
 
     async def analyze_audio(self, buffer: bytes) -> VADState:
         if len(self._vad_buffer) + len(buffer) < self._vad_frames_num_bytes:
@@ -162,12 +265,14 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         return await loop.run_in_executor(self._shared_executor, self._run_analyzer, buffer)
 
 
-class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
-    """Smart-turn over the shared session, judging the turn before the VAD stop comes.
+class SharedSmartTurnAnalyzer(BaseSmartTurn):
+    """Smart-turn v3 (Pipecat's `LocalSmartTurnAnalyzerV3`, which loads its model in its
+    constructor) over the shared session, judging the turn before the VAD stop comes.
 
     Pipecat runs the model (~90 ms on one core) when the VAD reports a stop, i.e.
     stop_secs after the last word, and the turn waits for it. With `speculate`
-    (SMART_TURN_SPECULATE, off by default) this analyzer also runs it the moment the audio pauses (bot/speech_pause.py, ~100 ms after the last word). If
+    (SMART_TURN_SPECULATE, off by default) this analyzer also runs it the moment the audio
+    pauses (bot/speech_pause.py, ~100 ms after the last word). If
     nothing but quiet follows until the VAD stop and that run heard a finished turn, the
     turn ends at once; otherwise (speech came back, or the run heard an unfinished turn)
     the model judges the whole silence at the stop, as stock. With only ~100 ms of
@@ -178,13 +283,27 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
     either verdict, so more questions are cut at a comma.
     """
 
-    def __init__(self, *, session: onnxruntime.InferenceSession, speculate: bool = False, **kwargs: Any):
-        BaseSmartTurn.__init__(self, **kwargs)  # skip loading the model again
-        self._log_data = False
-        self._session = session
+    def __init__(
+        self, *, session: onnxruntime.InferenceSession, speculate: bool = False, **kwargs: Any
+    ):
+        super().__init__(**kwargs)
+        self.model_session = session
         self._speculate = speculate
         self._pause = PauseDetector()
         self._speculation: Future | None = None
+
+    def _predict_endpoint(self, audio_array: np.ndarray) -> dict[str, Any]:
+        """As LocalSmartTurnAnalyzerV3's, on the shared session (without its
+        PIPECAT_SMART_TURN_LOG_DATA recordings)."""
+        audio = audio_array
+        if self.sample_rate and self.sample_rate != SMART_TURN_SAMPLE_RATE:
+            audio = soxr.resample(audio, self.sample_rate, SMART_TURN_SAMPLE_RATE, quality="HQ")
+        samples = SMART_TURN_SECS * SMART_TURN_SAMPLE_RATE  # the last 8 s, padded in front
+        audio = np.pad(audio[-samples:], (max(0, samples - len(audio)), 0))
+        features = compute_whisper_log_mel_features(audio, do_normalize=True)[np.newaxis]
+        outputs = self.model_session.run(None, {"input_features": features})
+        probability = outputs[0][0].item()
+        return {"prediction": 1 if probability > 0.5 else 0, "probability": probability}
 
     def append_audio(self, buffer: bytes, is_speech: bool) -> EndOfTurnState:
         state = super().append_audio(buffer, is_speech)

@@ -19,7 +19,7 @@ from pipecat.services.llm_service import LLMService
 
 from bot.config import Settings
 from bot.memory.store import MemoryStore, RedisMemoryStore, SqliteMemoryStore, UserMemory
-from processors.metrics import TurnRecord, TurnSubscriber
+from processors.observers.turn_metrics import TurnRecord, TurnSubscriber
 
 # An opaque id of the client's choosing: letters, digits and . _ : @ -, at most 128.
 USER_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")

@@ -51,7 +51,8 @@ class SessionStateObserver(BaseObserver):
             # sends the context on downstream when a reply ends, which asks nothing. A
             # tool's re-run while the filler still plays stays "speaking".
             # A speculative one (bot/speculation.py) comes while the user may still speak.
-            to_llm = data.direction == FrameDirection.UPSTREAM or isinstance(data.source, LLMUserAggregator)
+            upstream = data.direction == FrameDirection.UPSTREAM
+            to_llm = upstream or isinstance(data.source, LLMUserAggregator)
             if to_llm and not frame.speculation and self.state is not SessionState.SPEAKING:
                 await self._set(SessionState.THINKING)
             return

@@ -9,7 +9,12 @@ would show it (a repeated push only if it observes every push).
 
 from __future__ import annotations
 
-from pipecat.observers.base_observer import BaseObserver, FramePushed, FrameProcessed, ProcessorSetUp
+from pipecat.observers.base_observer import (
+    BaseObserver,
+    FrameProcessed,
+    FramePushed,
+    ProcessorSetUp,
+)
 from pipecat.utils.asyncio.task_manager import BaseTaskManager
 
 
