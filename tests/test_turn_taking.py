@@ -81,7 +81,9 @@ async def test_a_backchannel_does_not_stop_the_bot(settings, models):
     turns = result.turn_dicts()
     assert len(turns) == 1, turns
     assert not turns[0]["interrupted"] and turns[0]["bot_text"] == ANSWER, turns
-    assert [f.text.strip() for f in frames.of(UserBackchannelFrame)] == ["Okay."], frames.seen
+    # Reported as a backchannel, however the recogniser punctuated it ("Okay." or "Okay").
+    said = [f.text.strip(" .!,").lower() for f in frames.of(UserBackchannelFrame)]
+    assert said == ["okay"], frames.seen
     heard = (await bot_heard(settings, models, result)).lower()
     assert heard.count("leaves") == 1 and contains_words(heard, "oxygen"), heard
 
