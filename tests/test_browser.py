@@ -35,6 +35,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.processes import stop_process
 from tests.support.screenshots import keep_screenshot
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -136,13 +137,7 @@ class Server:
         pytest.fail(f"timed out waiting for {what}; last health {self.health()}:\n{self.tail()}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, grace_secs=20)
 
 
 @pytest.fixture(scope="session")

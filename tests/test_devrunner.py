@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.processes import stop_process
 from tests.text import contains_words
 from web.ws_client import AgentClient
 
@@ -42,5 +43,4 @@ async def test_pipecat_runner_serves_our_bot_over_websocket(speech, tmp_path):
             assert contains_words(turn["bot_text"], "Paris"), turn
             assert client.received.server_messages("session")[0]["transport"] == "websocket"
     finally:
-        runner.terminate()
-        runner.wait(timeout=20)
+        stop_process(runner, grace_secs=20)

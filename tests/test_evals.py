@@ -26,6 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.processes import stop_process
+
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "tests" / "evals" / "scenarios" / "scripted"
 pytestmark = [pytest.mark.slow, pytest.mark.evals]
@@ -86,12 +88,7 @@ class DevRunner:
         return "\n".join(kept[-lines:])
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, grace_secs=30)
 
 
 @pytest.fixture(scope="module")

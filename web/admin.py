@@ -207,6 +207,20 @@ def admin_access(settings: Settings):
     return require_admin
 
 
+def admin_router(
+    settings: Settings, *, tags: list[str], prefix: str = "", unavailable: str = ""
+) -> APIRouter:
+    """A router every route of which needs the admin token (`admin_access`); `unavailable`:
+    what a 503 from its routes means, if they can answer one."""
+    responses = dict(ADMIN_RESPONSES)
+    if unavailable:
+        responses[503] = {"description": unavailable}
+    return APIRouter(
+        prefix=prefix, tags=tags, dependencies=[Depends(admin_access(settings))],
+        responses=responses,
+    )
+
+
 # --------------------------------------------------------------------------------------
 # Routes
 # --------------------------------------------------------------------------------------
@@ -223,15 +237,7 @@ def create_admin_router(
             "only, without a token"
         )
 
-    router = APIRouter(
-        prefix="/api/sessions",
-        tags=["admin"],
-        dependencies=[Depends(admin_access(settings))],
-        responses={
-            401: {"description": "Missing or wrong bearer token"},
-            403: {"description": "No ADMIN_TOKEN set and the client is not on this machine"},
-        },
-    )
+    router = admin_router(settings, prefix="/api/sessions", tags=["admin"])
     not_found = {404: {"description": "No live session has this id"}}
     if cluster is not None:
         not_found |= {503: {"description": "Redis is unavailable (cluster mode)"},

@@ -33,7 +33,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from loguru import logger
@@ -42,7 +42,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from bot.config import Settings
 from bot.providers import ProviderNames
 from processors.observers.provider_errors import ProviderErrorObserver
-from web.admin import admin_access
+from web.admin import admin_router
 from processors.observers.turn_metrics import STAGES
 from web.sessions import LiveSession, SessionRegistry
 
@@ -277,14 +277,7 @@ class Observability:
 
     def router(self) -> APIRouter:
         router = APIRouter()
-        data = APIRouter(
-            tags=["dashboard"],
-            dependencies=[Depends(admin_access(self.settings))],
-            responses={
-                401: {"description": "Missing or wrong bearer token"},
-                403: {"description": "No ADMIN_TOKEN set and the client is not on this machine"},
-            },
-        )
+        data = admin_router(self.settings, tags=["dashboard"])
 
         @router.get("/metrics", include_in_schema=False)
         async def metrics():

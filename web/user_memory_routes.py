@@ -7,13 +7,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Path, status
+from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import BaseModel, Field
 
 from bot.config import Settings
 from bot.memory import MemoryKeeper
 from bot.memory.keeper import USER_ID
-from web.admin import ADMIN_RESPONSES, admin_access
+from web.admin import admin_router
 
 
 class UserMemoryInfo(BaseModel):
@@ -30,9 +30,9 @@ class Forgotten(BaseModel):
 
 
 def user_memory_router(settings: Settings, keeper: MemoryKeeper) -> APIRouter:
-    router = APIRouter(
-        prefix="/api/users", tags=["admin"], dependencies=[Depends(admin_access(settings))],
-        responses={**ADMIN_RESPONSES, 503: {"description": "The memory store is unavailable"}},
+    router = admin_router(
+        settings, prefix="/api/users", tags=["admin"],
+        unavailable="The memory store is unavailable",
     )
 
     UserId = Path(pattern=f"^{USER_ID.pattern}$", description="The client's opaque user id")

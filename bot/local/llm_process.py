@@ -18,6 +18,7 @@ import httpx
 from loguru import logger
 
 from bot.config import Settings
+from bot.processes import stop_process
 
 
 def _free_port() -> int:
@@ -113,11 +114,6 @@ class LLMServerProcess:
         return self._log.read()[-4000:].decode(errors="replace")
 
     def stop(self) -> None:
-        if self._proc and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        if self._proc:
+            stop_process(self._proc, grace_secs=5)
         self._proc = None

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 
 from bot.config import Settings
-from web.admin import ADMIN_RESPONSES, admin_access
+from web.admin import admin_router
 from web.cluster.node import ClusterNode, ClusterUnavailable
 
 
@@ -22,9 +22,8 @@ class NodeInfo(BaseModel):
 
 
 def nodes_router(settings: Settings, cluster: ClusterNode) -> APIRouter:
-    router = APIRouter(
-        prefix="/api/nodes", tags=["admin"], dependencies=[Depends(admin_access(settings))],
-        responses={**ADMIN_RESPONSES, 503: {"description": "Redis is unavailable"}},
+    router = admin_router(
+        settings, prefix="/api/nodes", tags=["admin"], unavailable="Redis is unavailable"
     )
 
     @router.get("", response_model=list[NodeInfo], summary="List the cluster's live nodes")
