@@ -48,8 +48,9 @@ from pipecat.turns.user_start import VADUserTurnStartStrategy
 from processors.speech_gate import SpeechGate
 
 # Words the bot did not just say that make speech in a segment that began as its echo the
-# user's: a residual the recogniser garbles rarely brings two.
-ECHO_SEGMENT_OWN_WORDS = 2
+# user's: garbled residue has brought three ("Please, bye photo.", "I post emphasis." for
+# "in the leaves, by photosynthesis"); a question spoken on over the echo brings more.
+ECHO_SEGMENT_OWN_WORDS = 4
 
 
 @dataclass

@@ -47,6 +47,7 @@ def test_the_echo_garbled_by_the_recogniser_is_still_echo():
     judge.echo_segment = True
     assert judge.meaning("Plants make this.") is Meaning.ECHO
     assert judge.meaning("in the lead.") is Meaning.ECHO
+    assert judge.meaning("I post emphasis.") is Meaning.ECHO  # "…by photosynthesis"
     # Before the bot's words are known nothing in an echo segment is the user's.
     early = barge_in(said="")
     early.echo_segment = True
