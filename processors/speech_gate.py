@@ -69,10 +69,15 @@ class SpeechGate(FrameProcessor):
         return bool(self._sentence) or any(isinstance(f, OutputAudioRawFrame) for f in self._queue)
 
     def recent_text(self) -> str:
-        """What the bot said in the last seconds, or is about to say."""
+        """What the bot said in the last seconds and the sentence it is saying now.
+
+        Only the first text still queued: it follows the audio being played. The sentences
+        after it have not been heard yet, so nothing can be their echo (the whole answer is
+        queued long before it is said, and its common words made a question asked over the
+        bot look like echo)."""
         self._forget_old_text(time.monotonic())
-        upcoming = [f.text for f in self._queue if isinstance(f, TTSTextFrame)]
-        return " ".join([t for _, t in self._recent_text] + upcoming)
+        playing = next((f.text for f in self._queue if isinstance(f, TTSTextFrame)), None)
+        return " ".join([t for _, t in self._recent_text] + ([playing] if playing else []))
 
     def _forget_old_text(self, now: float) -> None:
         while self._recent_text and now - self._recent_text[0][0] > RECENT_TEXT_SECS:

@@ -64,3 +64,47 @@ def test_a_short_echo_the_recogniser_garbled_a_word_of_is_still_echo():
     judge = barge_in()
     assert judge.meaning("Plants make this.") is Meaning.ECHO
     assert judge.meaning("What is the capital?") is Meaning.INTERRUPTION
+
+
+async def test_only_sentences_already_heard_can_come_back_as_echo():
+    """The speech gate's "what the bot said lately" stops at the sentence it is saying: the
+    rest of the answer is queued long before it is heard, and a question asked over the bot
+    ("What is it?") shares words with it ("Oxygen is what … it")."""
+    from pipecat.frames.frames import OutputAudioRawFrame, TTSAudioRawFrame, TTSStartedFrame, TTSTextFrame
+    from pipecat.pipeline.pipeline import Pipeline
+    from pipecat.processors.frame_processor import FrameProcessor
+    from pipecat.tests.utils import run_test
+
+    from processors.speech_gate import SpeechGate
+
+    gate = SpeechGate()
+    heard_while_playing: list[str] = []
+
+    class Listener(FrameProcessor):
+        """Half a second into the first sentence's audio, asks the gate what was said."""
+
+        chunks = 0
+
+        async def process_frame(self, frame, direction):
+            await super().process_frame(frame, direction)
+            if isinstance(frame, OutputAudioRawFrame):
+                self.chunks += 1
+                if self.chunks == 25:
+                    heard_while_playing.append(gate.recent_text())
+            await self.push_frame(frame, direction)
+
+    second = 16000 * 2 * b"\0"
+    playing, later = "Plants make their food.", "Oxygen is what the plant gives back to the air around it."
+    await run_test(
+        Pipeline([gate, Listener()]),
+        frames_to_send=[
+            TTSStartedFrame(),
+            TTSAudioRawFrame(second, 16000, 1),
+            TTSTextFrame(playing, "sentence"),
+            TTSAudioRawFrame(second, 16000, 1),
+            TTSTextFrame(later, "sentence"),
+        ],
+    )
+    assert heard_while_playing == [playing]
+    judge = barge_in(said=heard_while_playing[0])
+    assert judge.meaning("What is it?") is Meaning.INTERRUPTION
