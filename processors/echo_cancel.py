@@ -45,6 +45,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from processors.echo_path import (
     BLOCK_SECS,
+    DoubleTalk,
     EchoPath,
     ResidualEcho,
     log_energy,
@@ -183,6 +184,7 @@ class EchoCanceller(FrameProcessor):
         self._recent_offsets: deque[tuple[float, int]] = deque()
         self._path = EchoPath()
         self._residual = ResidualEcho()
+        self._double_talk = DoubleTalk()
         self._warned = False
 
     @property
@@ -245,6 +247,9 @@ class EchoCanceller(FrameProcessor):
                 first + whole - delay + block * 5, int(REFERENCE_SPAN_SECS * self._rate)
             )
             loudest = max(log_energy(b) for b in span.reshape(-1, block))
+            raw = audio[:whole]
+            if self._double_talk.keep_raw(log_energy(raw), log_energy(out[:whole]), loudest):
+                out[:whole] = raw
             self._residual.add(log_energy(out[:whole]), loudest)
         self._pending = audio[whole:].copy()
         if not whole:

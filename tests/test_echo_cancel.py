@@ -172,3 +172,20 @@ def test_with_no_echo_the_microphone_is_untouched():
     mic, out, canceller, user = call(None, 0.2, user_at=2.0, user_dbfs=-30)
     assert not canceller.echo_present
     np.testing.assert_array_equal(out, mic[: len(out)])
+
+
+def test_a_voice_the_canceller_cut_like_echo_is_heard_raw():
+    """AEC3 now and then cuts a voice standing well over the echo by ~20 dB (live: -16 dBFS
+    out at -36); that frame goes on uncancelled, never a frame of echo alone."""
+    from processors.echo_path import DoubleTalk
+
+    guard = DoubleTalk()
+    rng = np.random.default_rng(0)
+    reference = -13.0  # the bot's loudest recent moment, dBFS
+    for _ in range(100):  # two seconds of echo alone, 20-30 dB under the bot, cut 25 dB
+        raw = reference - rng.uniform(20, 30)
+        assert not guard.keep_raw(raw, raw - 25, reference)
+    assert guard.keep_raw(-16.0, -36.0, reference)  # the user's voice, cut like echo
+    assert not guard.keep_raw(-16.0, -17.0, reference)  # the user's voice, kept by AEC3
+    assert not guard.keep_raw(reference - 19, reference - 44, reference)  # loud echo
+    assert not guard.keep_raw(-16.0, -36.0, -70.0)  # the bot silent: nothing to cancel
