@@ -292,6 +292,34 @@ async def test_a_users_memory_follows_them_to_another_node_until_deleted(pair, q
         await store.aclose()
 
 
+async def test_a_user_named_in_client_ready_is_remembered_unless_the_url_names_one(pair, question):
+    _, peers, a, b = pair
+    ready = {"user_id": "u-ready"}
+    async with AgentClient(a.ws_url, client_ready=ready) as client:
+        await session_of(client)
+        await ask(client, question, peers, 1, REMEMBER)
+    await until(lambda: facts_of(b, "u-ready") == [FACT], 10, "the fact to be kept")
+    # The session's end is summarised (an LLM request): done before the next session asks.
+    await until(lambda: memory_of(b, "u-ready").get("summary"), 10, "the summary")
+    async with AgentClient(b.ws_url, client_ready=ready) as client:
+        await session_of(client)
+        assert FACT in system_of(await ask(client, question, peers, 1))
+
+    # The URL's user_id wins: what is said is kept for that user only.
+    async with AgentClient(f"{a.ws_url}?user_id=u-url", client_ready=ready) as client:
+        await session_of(client)
+        await ask(client, question, peers, 1, "please remember that my cat is called Tom")
+    await until(lambda: facts_of(a, "u-url") == ["my cat is called Tom"], 10, "the URL's user")
+    assert facts_of(a, "u-ready") == [FACT]
+
+    # A user id that is not an opaque id is refused (an RTVI error); the session goes on.
+    async with AgentClient(a.ws_url, client_ready={"user_id": "no spaces"}) as client:
+        assert await client.wait_for(lambda r: r.rtvi("error"), 20), client.received.messages
+        assert "user_id" in client.received.rtvi("error")[0][1]["data"]["error"]
+        await ask(client, question, peers, 1)
+        assert not client.closed
+
+
 async def test_placement_spreads_sessions_and_a_draining_node_takes_no_new_ones(pair, question):
     _, peers, a, b = pair
     async with httpx.AsyncClient(timeout=30) as http:

@@ -165,11 +165,14 @@ def create_app(
             observers=[observability.error_observer()],
             history=history,
             providers=providers,
+            user_id=user_id,
         )
         if memory is not None and user_id is not None:
             session.on_turn.append(memory.keeper_of(user_id, session.id))
+        if memory is not None and resume is None:  # or named in the client's client-ready
+            session.on_client_ready.append(memory.client_ready)
         if resumes is not None:
-            resumes.enrol(session, user_id)
+            resumes.enrol(session)
         return session
 
     @app.get("/api/health", response_model=Health, tags=["server"],
