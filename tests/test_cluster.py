@@ -256,6 +256,31 @@ async def test_any_node_lists_and_steers_a_session_of_another(pair, question):
             assert r.status_code == 404, r.text
 
 
+async def test_daily_rooms_are_placed_on_the_least_loaded_node(pair):
+    _, peers, a, b = pair
+    async with httpx.AsyncClient(timeout=60) as http:
+        def sessions(node: Node) -> list[dict]:
+            return httpx.get(f"{node.url}/api/sessions").json()
+        await until(lambda: sessions(a) == [], 10, "the cluster to have no session")
+
+        # Asked of A both times: one room (and its bot) on each node, answered with its URLs.
+        # POST /api/connect without a body is the same as POST /api/rooms.
+        placed = [(await http.post(f"{a.url}{path}")) for path in ("/api/rooms", "/api/connect")]
+        assert [r.status_code for r in placed] == [200, 200], [r.text for r in placed]
+        answers = [r.json() for r in placed]
+        assert sorted(p["node"] for p in answers) == ["a", "b"], answers
+        for answer in answers:
+            node = a if answer["node"] == "a" else b
+            assert answer["ws_url"] == node.ws_url and answer["url"] == node.url, answer
+            assert answer["room_url"].split("/")[-1] in peers.daily.rooms and answer["token"]
+        # Each bot runs on the node it was placed on (until it gives up joining the room).
+        placed_bots = {p["session_id"]: p["node"] for p in answers}
+        await until(lambda: {s["id"]: s["node"] for s in sessions(a)} == placed_bots, 10,
+                    "A to list each bot on its node")
+        # They give up on the loopback room after ~20 s (daily-python's join fails only
+        # then), while the next tests run; the placement test waits for them to end.
+
+
 async def test_a_users_memory_follows_them_to_another_node_until_deleted(pair, question):
     redis_server, peers, a, b = pair
     async with httpx.AsyncClient(timeout=30) as http:
@@ -325,7 +350,7 @@ async def test_placement_spreads_sessions_and_a_draining_node_takes_no_new_ones(
     async with httpx.AsyncClient(timeout=30) as http:
         def loads():
             return [n["sessions"] for n in httpx.get(f"{a.url}/api/nodes").json()]
-        await until(lambda: loads() == [0, 0], 10, "both nodes to be idle")
+        await until(lambda: loads() == [0, 0], 30, "both nodes to be idle")
 
         async def place() -> dict:
             r = await http.post(f"{a.url}/api/connect", json={"transport": "websocket"})
@@ -344,8 +369,9 @@ async def test_placement_spreads_sessions_and_a_draining_node_takes_no_new_ones(
             assert [(await place())["node"] for _ in range(2)] == ["a", "a"]
             # A fills up (MAX_SESSIONS=8, counting the sessions placed on it just now).
             assert [(await place())["node"] for _ in range(4)] == ["a"] * 4
-            r = await http.post(f"{a.url}/api/connect", json={"transport": "websocket"})
-            assert r.status_code == 503 and "1 draining" in r.json()["detail"], r.text
+            for path, body in (("/api/connect", {"transport": "websocket"}), ("/api/rooms", {})):
+                r = await http.post(f"{a.url}{path}", json=body)
+                assert r.status_code == 503 and "1 draining" in r.json()["detail"], r.text
             assert httpx.get(f"{b.url}/api/health").json()["status"] == "draining"
             async with AgentClient(b.ws_url) as refused:
                 await until(lambda: refused.closed, 10, "B to refuse a new session")

@@ -28,8 +28,8 @@ from bot.providers import PROVIDERS, Providers, create_llm, create_search
 from web.admin import create_admin_router
 from web.admission import log_origin_policy
 from web.cluster import ClusterNode
-from web.cluster.calls import in_process_dispatch
-from web.cluster.placement import placement_router
+from web.cluster.calls import InProcessDispatch
+from web.cluster.placement import placement_router, room_placement
 from web.cluster.routes import nodes_router
 from web.http_hygiene import AllowedMethods, RequestBodyLimits
 from web.limits import ClientLimits
@@ -103,7 +103,8 @@ def create_app(
     # REDIS_URL: this node's part of the cluster; /api/nodes (web/cluster/)
     cluster = None
     if settings.cluster:
-        cluster = ClusterNode(settings, registry, in_process_dispatch(app, settings))
+        dispatch = InProcessDispatch(app, settings)
+        cluster = ClusterNode(settings, registry, dispatch)
         observability.node = cluster.id
         observability.remote_sessions = lambda: list(cluster.remote_sessions.values())
         cluster.remote_event = observability.add_remote_event
@@ -121,7 +122,7 @@ def create_app(
         return {"local_llm_url": models.llm_server.base_url}
 
     # Cluster mode: /api/connect places a session on the least-loaded node (before /api/rooms'
-    # alias of it, which it shadows)
+    # alias of it, which it shadows), and so does /api/rooms
     if cluster is not None:
         app.include_router(placement_router(settings, cluster))
     # /api/rooms: a Daily room with a bot in its own process (web/rooms.py)
@@ -129,7 +130,8 @@ def create_app(
     spawner = BotSpawner(settings, registry, settings.spawn_ready_timeout_secs, process_overrides,
                          spares, command=session_process_command)
     app.state.spawner = spawner
-    app.include_router(rooms_router(settings, registry, spawner))
+    place = room_placement(cluster, dispatch) if cluster is not None else None
+    app.include_router(rooms_router(settings, registry, spawner, place))
 
     # Per-user memory (bot/memory/): /api/users/{id}/memory
     memory = None
