@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as redis
 
 from bench.voices import VoiceUnavailable, synthesize
+from tests.peers.faults import Fault
 from tests.support.nodes import CloudPeers, Node, nodes
 from tests.support.polling import until
 from tests.support.redis_server import RedisServer
@@ -279,6 +280,13 @@ async def test_daily_rooms_are_placed_on_the_least_loaded_node(pair):
                     "A to list each bot on its node")
         # They give up on the loopback room after ~20 s (daily-python's join fails only
         # then), while the next tests run; the placement test waits for them to end.
+
+        # The chosen node's refusals come back as they are: Daily's API failing, a bad room.
+        peers.daily.faults.inject(Fault.HTTP_500, times=1)
+        r = await http.post(f"{a.url}/api/connect", json={"transport": "daily"})
+        assert r.status_code == 502 and "500" in r.json()["detail"], r.text
+        r = await http.post(f"{a.url}/api/connect", json={"transport": "daily", "expiry_secs": 30})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["expiry_secs"], r.text
 
 
 async def test_a_users_memory_follows_them_to_another_node_until_deleted(pair, question):
