@@ -101,10 +101,11 @@ def create_app(
     # /metrics, /dashboard, /api/events (web/observability.py)
     observability = install_observability(app, settings, registry)
     # REDIS_URL: this node's part of the cluster; /api/nodes (web/cluster/)
-    cluster = None
+    cluster, place_room = None, None
     if settings.cluster:
         dispatch = InProcessDispatch(app, settings)
         cluster = ClusterNode(settings, registry, dispatch)
+        place_room = room_placement(cluster, dispatch)  # /api/rooms (below)
         observability.node = cluster.id
         observability.remote_sessions = lambda: list(cluster.remote_sessions.values())
         cluster.remote_event = observability.add_remote_event
@@ -130,8 +131,7 @@ def create_app(
     spawner = BotSpawner(settings, registry, settings.spawn_ready_timeout_secs, process_overrides,
                          spares, command=session_process_command)
     app.state.spawner = spawner
-    place = room_placement(cluster, dispatch) if cluster is not None else None
-    app.include_router(rooms_router(settings, registry, spawner, place))
+    app.include_router(rooms_router(settings, registry, spawner, place_room))
 
     # Per-user memory (bot/memory/): /api/users/{id}/memory
     memory = None

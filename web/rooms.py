@@ -49,7 +49,7 @@ class RoomAnswer(BaseModel):
 
 
 # A room's placement: the answer of the node that made it, or None to make it on this one.
-RoomPlacement = Callable[[Request, "RoomRequest"], Awaitable[Response | None]]
+RoomPlacement = Callable[[Request, RoomRequest], Awaitable[Response | None]]
 
 
 def rooms_router(settings: Settings, registry: SessionRegistry, spawner: BotSpawner,
