@@ -10,6 +10,7 @@ Model weights are shared through `Session.models`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from loguru import logger
@@ -53,6 +54,7 @@ from bot.providers import (
 )
 from bot.session_control import SessionControl
 from bot.turn_end import SentenceTurnStop
+from processors.client_ready import ClientReadyRTVIProcessor
 from processors.context_budget import ContextBudget, tools_tokens
 from processors.denoise import Denoiser
 from processors.echo_cancel import BotAudioTap, EchoCanceller, EchoReference
@@ -92,6 +94,10 @@ class Session:
     history: list[dict] = field(default_factory=list)
     # Told to the client with its session id: it resumes the conversation with both.
     resume_token: str | None = None
+    # The user the conversation is remembered for (bot/memory/), if the client named one.
+    user_id: str | None = None
+    # Run with the data of the client's RTVI client-ready message, before the greeting.
+    on_client_ready: list[Callable[[Session, dict], Awaitable[None]]] = field(default_factory=list)
     # Filled in by run_bot, for hosts that steer a live session.
     worker: PipelineWorker | None = None
     context: LLMContext | None = None
@@ -309,6 +315,7 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
         enable_turn_tracking=False,
         conversation_id=session.id,
         idle_timeout_secs=settings.idle_timeout_secs,
+        rtvi_processor=ClientReadyRTVIProcessor(),
     )
     session.worker, session.context, session.metrics, session.state = worker, context, metrics, state
     if settings.user_idle_secs:
@@ -363,6 +370,8 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
                 **({"resume_token": session.resume_token} if session.resume_token else {}),
             }
         )
+        for hook in session.on_client_ready:  # e.g. the user's memory, before any greeting
+            await hook(session, rtvi.client_ready_data)
         # A user who is already talking is heard, not talked over.
         if session.greeting and not user_spoke:
             if settings.greeting_from_llm:

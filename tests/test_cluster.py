@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as redis
 
 from bench.voices import VoiceUnavailable, synthesize
+from tests.peers.faults import Fault
 from tests.support.nodes import CloudPeers, Node, nodes
 from tests.support.polling import until
 from tests.support.redis_server import RedisServer
@@ -256,6 +257,38 @@ async def test_any_node_lists_and_steers_a_session_of_another(pair, question):
             assert r.status_code == 404, r.text
 
 
+async def test_daily_rooms_are_placed_on_the_least_loaded_node(pair):
+    _, peers, a, b = pair
+    async with httpx.AsyncClient(timeout=60) as http:
+        def sessions(node: Node) -> list[dict]:
+            return httpx.get(f"{node.url}/api/sessions").json()
+        await until(lambda: sessions(a) == [], 10, "the cluster to have no session")
+
+        # Asked of A both times: one room (and its bot) on each node, answered with its URLs.
+        # POST /api/connect without a body is the same as POST /api/rooms.
+        placed = [(await http.post(f"{a.url}{path}")) for path in ("/api/rooms", "/api/connect")]
+        assert [r.status_code for r in placed] == [200, 200], [r.text for r in placed]
+        answers = [r.json() for r in placed]
+        assert sorted(p["node"] for p in answers) == ["a", "b"], answers
+        for answer in answers:
+            node = a if answer["node"] == "a" else b
+            assert answer["ws_url"] == node.ws_url and answer["url"] == node.url, answer
+            assert answer["room_url"].split("/")[-1] in peers.daily.rooms and answer["token"]
+        # Each bot runs on the node it was placed on (until it gives up joining the room).
+        placed_bots = {p["session_id"]: p["node"] for p in answers}
+        await until(lambda: {s["id"]: s["node"] for s in sessions(a)} == placed_bots, 10,
+                    "A to list each bot on its node")
+        # They give up on the loopback room after ~20 s (daily-python's join fails only
+        # then), while the next tests run; the placement test waits for them to end.
+
+        # The chosen node's refusals come back as they are: Daily's API failing, a bad room.
+        peers.daily.faults.inject(Fault.HTTP_500, times=1)
+        r = await http.post(f"{a.url}/api/connect", json={"transport": "daily"})
+        assert r.status_code == 502 and "500" in r.json()["detail"], r.text
+        r = await http.post(f"{a.url}/api/connect", json={"transport": "daily", "expiry_secs": 30})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["expiry_secs"], r.text
+
+
 async def test_a_users_memory_follows_them_to_another_node_until_deleted(pair, question):
     redis_server, peers, a, b = pair
     async with httpx.AsyncClient(timeout=30) as http:
@@ -292,12 +325,40 @@ async def test_a_users_memory_follows_them_to_another_node_until_deleted(pair, q
         await store.aclose()
 
 
+async def test_a_user_named_in_client_ready_is_remembered_unless_the_url_names_one(pair, question):
+    _, peers, a, b = pair
+    ready = {"user_id": "u-ready"}
+    async with AgentClient(a.ws_url, client_ready=ready) as client:
+        await session_of(client)
+        await ask(client, question, peers, 1, REMEMBER)
+    await until(lambda: facts_of(b, "u-ready") == [FACT], 10, "the fact to be kept")
+    # The session's end is summarised (an LLM request): done before the next session asks.
+    await until(lambda: memory_of(b, "u-ready").get("summary"), 10, "the summary")
+    async with AgentClient(b.ws_url, client_ready=ready) as client:
+        await session_of(client)
+        assert FACT in system_of(await ask(client, question, peers, 1))
+
+    # The URL's user_id wins: what is said is kept for that user only.
+    async with AgentClient(f"{a.ws_url}?user_id=u-url", client_ready=ready) as client:
+        await session_of(client)
+        await ask(client, question, peers, 1, "please remember that my cat is called Tom")
+    await until(lambda: facts_of(a, "u-url") == ["my cat is called Tom"], 10, "the URL's user")
+    assert facts_of(a, "u-ready") == [FACT]
+
+    # A user id that is not an opaque id is refused (an RTVI error); the session goes on.
+    async with AgentClient(a.ws_url, client_ready={"user_id": "no spaces"}) as client:
+        assert await client.wait_for(lambda r: r.rtvi("error"), 20), client.received.messages
+        assert "user_id" in client.received.rtvi("error")[0][1]["data"]["error"]
+        await ask(client, question, peers, 1)
+        assert not client.closed
+
+
 async def test_placement_spreads_sessions_and_a_draining_node_takes_no_new_ones(pair, question):
     _, peers, a, b = pair
     async with httpx.AsyncClient(timeout=30) as http:
         def loads():
             return [n["sessions"] for n in httpx.get(f"{a.url}/api/nodes").json()]
-        await until(lambda: loads() == [0, 0], 10, "both nodes to be idle")
+        await until(lambda: loads() == [0, 0], 30, "both nodes to be idle")
 
         async def place() -> dict:
             r = await http.post(f"{a.url}/api/connect", json={"transport": "websocket"})
@@ -316,8 +377,9 @@ async def test_placement_spreads_sessions_and_a_draining_node_takes_no_new_ones(
             assert [(await place())["node"] for _ in range(2)] == ["a", "a"]
             # A fills up (MAX_SESSIONS=8, counting the sessions placed on it just now).
             assert [(await place())["node"] for _ in range(4)] == ["a"] * 4
-            r = await http.post(f"{a.url}/api/connect", json={"transport": "websocket"})
-            assert r.status_code == 503 and "1 draining" in r.json()["detail"], r.text
+            for path, body in (("/api/connect", {"transport": "websocket"}), ("/api/rooms", {})):
+                r = await http.post(f"{a.url}{path}", json=body)
+                assert r.status_code == 503 and "1 draining" in r.json()["detail"], r.text
             assert httpx.get(f"{b.url}/api/health").json()["status"] == "draining"
             async with AgentClient(b.ws_url) as refused:
                 await until(lambda: refused.closed, 10, "B to refuse a new session")

@@ -25,7 +25,7 @@ def test_a_fact_is_what_the_user_asked_to_be_remembered(said, fact):
 def test_user_ids_are_opaque_and_bounded():
     assert valid_user_id("u-42@example.com") == "u-42@example.com"
     assert valid_user_id(None) is None and valid_user_id("") is None
-    for bad in ("a b", "x" * 129, "../etc", "ü"):
+    for bad in ("a b", "x" * 129, "../etc", "ü", 42, {"id": "u"}):  # JSON (client-ready) too
         with pytest.raises(ValueError):
             valid_user_id(bad)
 

@@ -28,8 +28,8 @@ from bot.providers import PROVIDERS, Providers, create_llm, create_search
 from web.admin import create_admin_router
 from web.admission import log_origin_policy
 from web.cluster import ClusterNode
-from web.cluster.calls import in_process_dispatch
-from web.cluster.placement import placement_router
+from web.cluster.calls import InProcessDispatch
+from web.cluster.placement import placement_router, room_placement
 from web.cluster.routes import nodes_router
 from web.http_hygiene import AllowedMethods, RequestBodyLimits
 from web.limits import ClientLimits
@@ -101,9 +101,11 @@ def create_app(
     # /metrics, /dashboard, /api/events (web/observability.py)
     observability = install_observability(app, settings, registry)
     # REDIS_URL: this node's part of the cluster; /api/nodes (web/cluster/)
-    cluster = None
+    cluster, place_room = None, None
     if settings.cluster:
-        cluster = ClusterNode(settings, registry, in_process_dispatch(app, settings))
+        dispatch = InProcessDispatch(app, settings)
+        cluster = ClusterNode(settings, registry, dispatch)
+        place_room = room_placement(cluster, dispatch)  # /api/rooms (below)
         observability.node = cluster.id
         observability.remote_sessions = lambda: list(cluster.remote_sessions.values())
         cluster.remote_event = observability.add_remote_event
@@ -121,7 +123,7 @@ def create_app(
         return {"local_llm_url": models.llm_server.base_url}
 
     # Cluster mode: /api/connect places a session on the least-loaded node (before /api/rooms'
-    # alias of it, which it shadows)
+    # alias of it, which it shadows), and so does /api/rooms
     if cluster is not None:
         app.include_router(placement_router(settings, cluster))
     # /api/rooms: a Daily room with a bot in its own process (web/rooms.py)
@@ -129,7 +131,7 @@ def create_app(
     spawner = BotSpawner(settings, registry, settings.spawn_ready_timeout_secs, process_overrides,
                          spares, command=session_process_command)
     app.state.spawner = spawner
-    app.include_router(rooms_router(settings, registry, spawner))
+    app.include_router(rooms_router(settings, registry, spawner, place_room))
 
     # Per-user memory (bot/memory/): /api/users/{id}/memory
     memory = None
@@ -165,11 +167,14 @@ def create_app(
             observers=[observability.error_observer()],
             history=history,
             providers=providers,
+            user_id=user_id,
         )
         if memory is not None and user_id is not None:
             session.on_turn.append(memory.keeper_of(user_id, session.id))
+        if memory is not None and resume is None:  # or named in the client's client-ready
+            session.on_client_ready.append(memory.client_ready)
         if resumes is not None:
-            resumes.enrol(session, user_id)
+            resumes.enrol(session)
         return session
 
     @app.get("/api/health", response_model=Health, tags=["server"],

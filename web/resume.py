@@ -61,7 +61,7 @@ class ResumeKeeper:
         expires, record = self._local.pop(session_id, (0.0, None))
         return record if expires > time.monotonic() else None
 
-    def enrol(self, session: Session, user_id: str | None) -> None:
+    def enrol(self, session: Session) -> None:
         """Give `session` a resume token and save its conversation after every turn."""
         token = secrets.token_urlsafe(24)
         session.resume_token = token
@@ -79,7 +79,7 @@ class ResumeKeeper:
             if context is None:
                 return
             messages = [m for m in context.messages if isinstance(m, dict)]
-            saved = {"digest": digest, "messages": messages, "user_id": user_id,
+            saved = {"digest": digest, "messages": messages, "user_id": session.user_id,
                      "instructions": control.instructions if control else None}
             # Written apart from the session: its end (the client gone) does not cancel it.
             task = asyncio.create_task(write(json.dumps(saved, default=str)))

@@ -1,15 +1,17 @@
 """`POST /api/rooms` (alias `/api/connect`, the Pipecat convention): a Daily room with a bot in it.
 
 Creates a room and meeting tokens through Daily's REST API (DAILY_API_URL), spawns a
-bot for the room in a session process, and returns what the browser needs to join.
+bot for the room in a session process, and returns what the browser needs to join. In
+cluster mode `place` may have the room made on another node (web/cluster/placement.py).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 import aiohttp
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request, Response
 from loguru import logger
 from pipecat.transports.daily.utils import DailyRESTHelper, DailyRoomParams, DailyRoomProperties
 from pydantic import BaseModel, Field, ValidationError
@@ -46,7 +48,12 @@ class RoomAnswer(BaseModel):
     session_id: str
 
 
-def rooms_router(settings: Settings, registry: SessionRegistry, spawner: BotSpawner) -> APIRouter:
+# A room's placement: the answer of the node that made it, or None to make it on this one.
+RoomPlacement = Callable[[Request, RoomRequest], Awaitable[Response | None]]
+
+
+def rooms_router(settings: Settings, registry: SessionRegistry, spawner: BotSpawner,
+                 place: RoomPlacement | None = None) -> APIRouter:
     router = APIRouter(tags=["daily"])
     admission = Admission(settings, registry)
     # Without a Daily key the route only says so (503): not part of this server's API then.
@@ -59,7 +66,7 @@ def rooms_router(settings: Settings, registry: SessionRegistry, spawner: BotSpaw
         include_in_schema=configured,
     )
     @router.post("/api/connect", response_model=RoomAnswer, include_in_schema=False)
-    async def create_room(request: Request) -> RoomAnswer:
+    async def create_room(request: Request) -> RoomAnswer | Response:
         if not configured:
             raise HTTPException(503, "Daily rooms are not configured: set DAILY_API_KEY")
         body = await request.body()
@@ -67,6 +74,8 @@ def rooms_router(settings: Settings, registry: SessionRegistry, spawner: BotSpaw
             params = RoomRequest.model_validate_json(body) if body.strip() else RoomRequest()
         except ValidationError as e:
             raise HTTPException(422, e.errors(include_url=False, include_input=False)) from e
+        if place is not None and (placed := await place(request, params)) is not None:
+            return placed
         slot = admission.slot(request, "Daily")
         try:
             timeout = aiohttp.ClientTimeout(total=settings.daily_api_timeout_secs)

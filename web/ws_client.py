@@ -152,12 +152,15 @@ class AgentClient:
         echo_room: bool = False,
         browser_aec: bool = False,
         headers: dict[str, str] | None = None,
+        client_ready: dict | None = None,
     ):
         """`echo_gain_db` (e.g. -20) plays the bot's audio back into the microphone (see
         `_Speaker` for the room and the browser's echo canceller); `headers` go with the
-        WebSocket handshake (e.g. Origin)."""
+        WebSocket handshake (e.g. Origin); `client_ready` joins the RTVI client-ready data
+        (e.g. {"user_id": …})."""
         self.url = url
         self.headers = headers or {}
+        self.client_ready = client_ready or {}
         self.sample_rate = sample_rate
         self.speaker = (
             _Speaker(
@@ -191,7 +194,8 @@ class AgentClient:
         try:
             await self.send_rtvi(
                 "client-ready",
-                {"version": "2.2.0", "about": {"library": "voice-agent-python-client", "library_version": "1"}},
+                {"version": "2.2.0", **self.client_ready,
+                 "about": {"library": "voice-agent-python-client", "library_version": "1"}},
             )
         except websockets.ConnectionClosed:
             pass  # refused at once (e.g. the server is full); close_code tells why

@@ -12,6 +12,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from loguru import logger
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -20,6 +21,9 @@ from pipecat.services.llm_service import LLMService
 from bot.config import Settings
 from bot.memory.store import MemoryStore, RedisMemoryStore, SqliteMemoryStore, UserMemory
 from processors.observers.turn_metrics import TurnRecord, TurnSubscriber
+
+if TYPE_CHECKING:
+    from bot.pipeline import Session
 
 # An opaque id of the client's choosing: letters, digits and . _ : @ -, at most 128.
 USER_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
@@ -38,11 +42,11 @@ SUMMARY_INSTRUCTION = (
 )
 
 
-def valid_user_id(user_id: str | None) -> str | None:
+def valid_user_id(user_id: object) -> str | None:
     """The id, or None for none; ValueError for one that is not an opaque id."""
     if user_id is None or user_id == "":
         return None
-    if not USER_ID.fullmatch(user_id):
+    if not isinstance(user_id, str) or not USER_ID.fullmatch(user_id):
         raise ValueError("user_id must be 1-128 letters, digits or . _ : @ -")
     return user_id
 
@@ -79,11 +83,12 @@ class MemoryKeeper:
         async with self._locks[user_id]:
             return await self.store.delete(user_id)
 
-    async def instructions_for(self, user_id: str) -> str:
-        """The system prompt with what is remembered of the user, within MEMORY_MAX_CHARS.
+    async def instructions_for(self, user_id: str, prompt: str | None = None) -> str:
+        """`prompt` (default: the system prompt) with what is remembered of the user, within
+        MEMORY_MAX_CHARS.
 
         If the store cannot be read, the session starts without memory (logged)."""
-        prompt = self.settings.system_prompt
+        prompt = self.settings.system_prompt if prompt is None else prompt
         try:
             memory = await self.store.load(user_id)
         except Exception as e:
@@ -132,6 +137,32 @@ class MemoryKeeper:
                 lines.append(f"Assistant: {record.bot_text.strip()}")
 
         return keep
+
+    async def client_ready(self, session: Session, data: dict) -> None:
+        """A session's `on_client_ready` hook: a `user_id` in the client's RTVI client-ready
+        data names the session's user, unless its URL already did (that one wins). What is
+        kept of the user joins the instructions before the greeting, and the session's turns
+        are kept from now on. A bad id is refused (an RTVI error); the session goes on
+        without memory."""
+        sent = data.get("user_id")
+        if sent is None or sent == "":
+            return
+        log = logger.bind(session_id=session.id)
+        if session.user_id is not None:
+            if sent != session.user_id:
+                log.warning("The client-ready user_id is ignored: the URL's user_id names the user")
+            return
+        try:
+            user_id = valid_user_id(sent)
+        except ValueError as e:
+            log.warning(f"The client-ready user_id is refused ({e}); the session keeps no memory")
+            await session.worker.rtvi.send_error(f"user_id refused: {e}; nothing is remembered")
+            return
+        session.user_id = user_id
+        instructions = await self.instructions_for(user_id, session.control.instructions)
+        if instructions != session.control.instructions:  # something is remembered
+            await session.control.update_instructions(instructions)
+        session.metrics.subscribe(self.keeper_of(user_id, session.id))
 
     def ended(self, session_id: str) -> None:
         """A session has ended: its user's rolling summary is rewritten (in the background)."""

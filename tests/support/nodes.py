@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.peers import CartesiaPeer, DeepgramPeer, GroqPeer
+from tests.peers import CartesiaPeer, DailyPeer, DeepgramPeer, GroqPeer
 from tests.support.polling import until
 from tests.support.server import free_port
 
@@ -28,21 +28,25 @@ NODE_READY_SECS = 60  # imports Pipecat and loads the VAD; nothing else is local
 
 
 class CloudPeers:
-    """Deepgram, Groq and Cartesia loopback peers, shared by every node of a test."""
+    """Deepgram, Groq, Cartesia and Daily's REST API as loopback peers, shared by every node
+    of a test. A Daily room's bot cannot join the peer's rooms: it gives up after
+    DAILY_JOIN_TIMEOUT_SECS."""
 
     def __init__(self, reply: str = "Paris, I believe."):
         # What the user "says" is scripted per utterance: `deepgram.script(text)`.
         self.deepgram = DeepgramPeer(api_key=KEY)
         self.groq = GroqPeer(api_key=KEY, default_reply=reply)
         self.cartesia = CartesiaPeer(api_key=KEY)
+        self.daily = DailyPeer(api_key=KEY)
+        self._all = (self.deepgram, self.groq, self.cartesia, self.daily)
 
     async def __aenter__(self) -> CloudPeers:
-        for peer in (self.deepgram, self.groq, self.cartesia):
+        for peer in self._all:
             await peer.start()
         return self
 
     async def __aexit__(self, *exc) -> None:
-        for peer in (self.deepgram, self.groq, self.cartesia):
+        for peer in self._all:
             await peer.stop()
 
     def env(self) -> dict[str, str]:
@@ -53,6 +57,8 @@ class CloudPeers:
             "DEEPGRAM_BASE_URL": self.deepgram.ws_url,
             "GROQ_BASE_URL": f"{self.groq.base_url}/openai/v1",
             "CARTESIA_BASE_URL": self.cartesia.ws_url,
+            "DAILY_API_KEY": KEY, "DAILY_API_URL": self.daily.base_url,
+            "DAILY_JOIN_TIMEOUT_SECS": "2",
             # The cloud stack alone: no local model is loaded or fallen back to.
             "FALLBACK_ENABLED": "false", "SMART_TURN_ENABLED": "false",
         }

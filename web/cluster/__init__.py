@@ -4,7 +4,7 @@
   registry (rewritten every heartbeat, expiring after the TTL), the dashboard events it
   relays to and from the other nodes, and the steering calls it answers and forwards.
 - `calls`: steering calls answered by the session's own node.
-- `placement`: `POST /api/connect` on the least-loaded node.
+- `placement`: `POST /api/connect` and `POST /api/rooms` on the least-loaded node.
 - `routes`: `GET /api/nodes` (admin).
 
 With REDIS_URL unset nothing here is created and the server is the single node it always was.

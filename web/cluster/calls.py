@@ -5,9 +5,12 @@ have said to a client of its own."""
 
 from __future__ import annotations
 
+import hmac
+import secrets
 from typing import Any
 
 import httpx
+from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from bot.config import Settings
@@ -31,22 +34,33 @@ async def forward(cluster: ClusterNode, session_id: str, method: str, path: str,
     return JSONResponse(answer, status_code=status)
 
 
-def in_process_dispatch(app, settings: Settings):
+# Marks the requests a node dispatches to its own routes, with a secret of its process: a
+# room asked for this way (placed on this node) is made here, not placed again.
+DISPATCHED_HEADER = "X-Node-Dispatch"
+
+
+class InProcessDispatch:
     """Answer a forwarded request with this node's own routes: an admin request as a loopback
     client (with ADMIN_TOKEN, if one is set), a room for its client's address."""
-    headers = {}
-    if settings.admin_token and settings.admin_token.get_secret_value():
-        headers["Authorization"] = f"Bearer {settings.admin_token.get_secret_value()}"
 
-    async def dispatch(method: str, path: str, body: Any,
+    def __init__(self, app, settings: Settings):
+        self._app = app
+        self._secret = secrets.token_urlsafe(16)
+        self._headers = {DISPATCHED_HEADER: self._secret}
+        if settings.admin_token and settings.admin_token.get_secret_value():
+            self._headers["Authorization"] = f"Bearer {settings.admin_token.get_secret_value()}"
+
+    async def __call__(self, method: str, path: str, body: Any,
                        client: str | None = None) -> tuple[int, Any]:
-        transport = httpx.ASGITransport(app=app, client=(client or "127.0.0.1", 0))
+        transport = httpx.ASGITransport(app=self._app, client=(client or "127.0.0.1", 0))
         async with httpx.AsyncClient(transport=transport, base_url="http://node",
-                                     headers=headers, timeout=None) as http:
+                                     headers=self._headers, timeout=None) as http:
             response = await http.request(method, path, json=body)
         try:
             return response.status_code, response.json()
         except ValueError:
             return response.status_code, {"detail": response.text}
 
-    return dispatch
+    def dispatched(self, request: Request) -> bool:
+        """Whether `request` came through this dispatcher (not from a client)."""
+        return hmac.compare_digest(request.headers.get(DISPATCHED_HEADER, ""), self._secret)

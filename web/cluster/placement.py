@@ -1,8 +1,11 @@
-"""`POST /api/connect` in cluster mode: a new session goes to the least-loaded node.
+"""`POST /api/connect` and `POST /api/rooms` in cluster mode: a new session goes to the
+least-loaded node.
 
-Body (optional): `{"transport": "websocket" | "webrtc" | "daily", "expiry_secs": …}`.
-websocket / webrtc: the chosen node's URLs, to connect to. daily (the default, as Pipecat's
-clients call it): the chosen node creates the room and starts its bot (its `/api/rooms`).
+`/api/connect` body (optional): `{"transport": "websocket" | "webrtc" | "daily",
+"expiry_secs": …}`. websocket / webrtc: the chosen node's URLs, to connect to. daily (the
+default, as Pipecat's clients call it): the chosen node creates the room and starts its bot
+(its `/api/rooms`, dispatched there: made there, not placed again); the answer is the room's
+with the node's URLs. `/api/rooms` (`{"expiry_secs": …}`) is placed the same way.
 Load is live sessions plus those placed there in the last few seconds (not connected yet),
 over MAX_SESSIONS; draining and full nodes are skipped; a full cluster answers 503.
 """
@@ -17,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.config import Settings
 from web.admission import client_address
+from web.cluster.calls import InProcessDispatch
 from web.cluster.node import ClusterNode, ClusterUnavailable, OwnerTimeout
+from web.rooms import RoomPlacement, RoomRequest
 
 PLACED_SECS = 5.0  # a placement counts as a session on its node this long (or until it connects)
 
@@ -63,6 +68,37 @@ async def choose(cluster: ClusterNode) -> dict:
     return chosen
 
 
+async def room_on(cluster: ClusterNode, chosen: dict, room: dict,
+                  request: Request) -> JSONResponse:
+    """A Daily room and its bot made on the `chosen` node (its `/api/rooms`): its answer, with
+    the node's URLs."""
+    client = client_address(request)
+    try:
+        if chosen["id"] == cluster.id:
+            code, answer = await cluster.dispatch("POST", "/api/rooms", room, client)
+        else:
+            code, answer = await cluster.call(chosen["id"], "POST", "/api/rooms", room, client)
+    except ClusterUnavailable as e:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e)) from e
+    except OwnerTimeout as e:
+        raise HTTPException(status.HTTP_504_GATEWAY_TIMEOUT, str(e)) from e
+    if code == 200:
+        answer = {**answer, **placement_of(chosen).model_dump()}
+    return JSONResponse(answer, status_code=code)
+
+
+def room_placement(cluster: ClusterNode, dispatch: InProcessDispatch) -> RoomPlacement:
+    """`/api/rooms`' placement: a client's room goes to the least-loaded node; one this node
+    dispatched to itself (placed here) is made here."""
+
+    async def place(request: Request, params: RoomRequest) -> JSONResponse | None:
+        if dispatch.dispatched(request):
+            return None
+        return await room_on(cluster, await choose(cluster), params.model_dump(), request)
+
+    return place
+
+
 def placement_router(settings: Settings, cluster: ClusterNode) -> APIRouter:
     router = APIRouter(tags=["sessions"])
 
@@ -76,22 +112,9 @@ def placement_router(settings: Settings, cluster: ClusterNode) -> APIRouter:
         except ValidationError as e:
             raise HTTPException(422, e.errors(include_url=False, include_input=False)) from e
         chosen = await choose(cluster)
-        placement = placement_of(chosen)
         if body.transport != "daily":
-            return placement
-        room = body.model_dump(exclude={"transport"}, exclude_none=True)
-        client = client_address(request)
-        try:
-            if chosen["id"] == cluster.id:
-                code, answer = await cluster.dispatch("POST", "/api/rooms", room, client)
-            else:
-                code, answer = await cluster.call(chosen["id"], "POST", "/api/rooms", room, client)
-        except ClusterUnavailable as e:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e)) from e
-        except OwnerTimeout as e:
-            raise HTTPException(status.HTTP_504_GATEWAY_TIMEOUT, str(e)) from e
-        if code == 200:
-            answer = {**answer, **placement.model_dump()}
-        return JSONResponse(answer, status_code=code)
+            return placement_of(chosen)
+        return await room_on(cluster, chosen, body.model_dump(exclude={"transport"},
+                                                               exclude_none=True), request)
 
     return router
