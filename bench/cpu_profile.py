@@ -19,12 +19,18 @@ COMPONENTS = [
     ("Silero VAD (ONNX + analyzer)", ("vad/silero", "vad_analyzer", "vad_controller")),
     ("echo cancellation (processors/echo_cancel.py)", ("processors/echo_cancel.py", "livekit/")),
     ("speech gate (processors/speech_gate.py)", ("processors/speech_gate.py",)),
-    ("turn metrics / state observers", ("processors/observers/turn_metrics.py", "processors/observers/session_state.py")),
+    ("turn metrics / state observers",
+     ("processors/observers/turn_metrics.py", "processors/observers/session_state.py")),
     ("RTVI observer and messages", ("rtvi",)),
     ("logging (loguru, bot/logs.py)", ("loguru", "bot/logs.py")),
-    ("WebSocket I/O + protobuf (transport, serializer)", ("websocket", "serializers/protobuf", "transports/websocket.py", "uvicorn", "starlette")),
-    ("fake STT/LLM/TTS services", ("tests/support/fakes.py", "services/tts_service", "services/stt_service", "services/llm_service")),
-    ("Pipecat frame machinery (processors, queues, observers)", ("pipecat/processors", "pipecat/pipeline", "pipecat/observers", "pipecat/utils", "pipecat/frames")),
+    ("WebSocket I/O + protobuf (transport, serializer)",
+     ("websocket", "serializers/protobuf", "transports/websocket.py", "uvicorn", "starlette")),
+    ("fake STT/LLM/TTS services",
+     ("tests/support/fakes.py", "services/tts_service", "services/stt_service",
+      "services/llm_service")),
+    ("Pipecat frame machinery (processors, queues, observers)",
+     ("pipecat/processors", "pipecat/pipeline", "pipecat/observers", "pipecat/utils",
+      "pipecat/frames")),
     ("asyncio event loop", ("asyncio",)),
     # Worker threads of run_in_executor (per-session VAD and smart-turn pools) between jobs:
     # waking up, taking the GIL, reading the queue.
@@ -61,7 +67,9 @@ def hot_spots(raw: Path, top: int = 12) -> tuple[str, str]:
         leaf = frames[-1]
         own[_short(leaf)] += n
         name = next(
-            (label for label, keys in COMPONENTS if any(k in frame for frame in frames for k in keys)), "other"
+            (label for label, keys in COMPONENTS
+             if any(k in frame for frame in frames for k in keys)),
+            "other",
         )
         components[name] += n
     if not total:

@@ -35,4 +35,6 @@ class FallbackSettings(BaseModel):
     # The local counterpart's own budget; past it, or on its error, the bot apologises.
     fallback_local_timeout_secs: float = Field(10.0, gt=0.0)
     # Also said when an LLM with no fallback (the local one) fails a turn.
-    fallback_apology: str = "Sorry, I'm having trouble answering right now. Please try again in a moment."
+    fallback_apology: str = (
+        "Sorry, I'm having trouble answering right now. Please try again in a moment."
+    )
