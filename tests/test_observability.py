@@ -314,6 +314,52 @@ async def test_provider_errors_are_counted_once_by_stage_and_provider():
     assert dict(labels)["stage"] == "tts" and dict(labels)["provider"] == "piper"
 
 
+# A session process as far as counting goes: its errors and fallbacks, then `ready`; then it ends.
+COUNTING_PROCESS = """
+import json
+from processors.observers.provider_errors import provider_counters
+errors, fallbacks = provider_counters(None)
+errors.labels(stage="tts", provider="cartesia", category="fatal").inc(2)
+errors.labels(stage="stt", provider="deepgram", category="fatal").inc()
+fallbacks.labels(stage="tts", reason="error").inc()
+print(json.dumps({"event": "ready"}), flush=True)
+"""
+
+
+async def test_a_session_process_counts_in_the_servers_metrics_directory():
+    """What a session process counts (prometheus-client multiprocess files, in the directory
+    the spawner gives it) is added to the server's own counts, one family per counter;
+    the directory goes with the server."""
+    from pathlib import Path
+
+    from web.observability import Metrics
+    from web.process_metrics import SessionProcessMetrics
+    from web.sessions import SessionRegistry
+    from web.spawner import BotSpawner
+
+    directory = SessionProcessMetrics()
+    metrics = Metrics(session_processes=directory)
+    metrics.errors.labels(stage="tts", provider="cartesia", category="fatal").inc()  # in process
+    registry = SessionRegistry(max_sessions=1)
+    spawner = BotSpawner(local_settings(), registry, 60, directory,
+                         command=[sys.executable, "-c", COUNTING_PROCESS])
+    link = await spawner.spawn(registry.reserve(), "websocket")
+    await asyncio.wait_for(registry.get(link.session_id).task, 30)
+    assert link.process.returncode == 0, link.error_summary()
+
+    text = metrics.exposition().decode()
+    samples = metric_samples(text)
+    tts_errors = ("voice_agent_errors_total",
+                  (("category", "fatal"), ("provider", "cartesia"), ("stage", "tts")))
+    stt_errors = ("voice_agent_errors_total",
+                  (("category", "fatal"), ("provider", "deepgram"), ("stage", "stt")))
+    assert samples[tts_errors] == 3.0 and samples[stt_errors] == 1.0, samples
+    assert samples[("voice_agent_fallbacks_total", (("reason", "error"), ("stage", "tts")))] == 1.0
+    assert text.count("# TYPE voice_agent_errors_total counter") == 1, text
+    directory.close()
+    assert not Path(directory.path).exists()
+
+
 # --- Dashboard ring, events, /metrics and recording under 1,000 turns ----------------------
 
 

@@ -34,6 +34,7 @@ from web.cluster.routes import nodes_router
 from web.http_hygiene import AllowedMethods, RequestBodyLimits
 from web.limits import ClientLimits
 from web.observability import install_observability
+from web.process_metrics import SessionProcessMetrics
 from web.resume import ResumeKeeper, ResumeRefused
 from web.rooms import rooms_router
 from web.session_process_routes import session_process_router
@@ -80,6 +81,7 @@ def create_app(
         app.state.model_check.cancel()
         await registry.cancel_all()
         await spawner.close()
+        process_metrics.close()
         await webrtc.close()
         if cluster is not None:
             await cluster.stop()
@@ -98,8 +100,10 @@ def create_app(
     app.state.settings = settings
     app.state.models = models
     app.state.registry = registry
-    # /metrics, /dashboard, /api/events (web/observability.py)
-    observability = install_observability(app, settings, registry)
+    # /metrics, /dashboard, /api/events (web/observability.py); session processes' counts
+    # come through prometheus-client's multiprocess files (web/process_metrics.py).
+    process_metrics = SessionProcessMetrics()
+    observability = install_observability(app, settings, registry, process_metrics)
     # REDIS_URL: this node's part of the cluster; /api/nodes (web/cluster/)
     cluster, place_room = None, None
     if settings.cluster:
@@ -128,8 +132,8 @@ def create_app(
         app.include_router(placement_router(settings, cluster))
     # /api/rooms: a Daily room with a bot in its own process (web/rooms.py)
     spares = settings.worker_spares if settings.session_processes else 0
-    spawner = BotSpawner(settings, registry, settings.spawn_ready_timeout_secs, process_overrides,
-                         spares, command=session_process_command)
+    spawner = BotSpawner(settings, registry, settings.spawn_ready_timeout_secs, process_metrics,
+                         process_overrides, spares, command=session_process_command)
     app.state.spawner = spawner
     app.include_router(rooms_router(settings, registry, spawner, place_room))
 

@@ -7,7 +7,8 @@ the app's `SessionRegistry` (session started / state / turn / ended) and by a
 * `/metrics` — the app's own `CollectorRegistry` (never the process-wide default, so
   several apps in one process do not collide): a histogram per stage, voice-to-voice and
   barge-in stop; counters of sessions, turns, interruptions and provider errors; a gauge
-  of live sessions.
+  of live sessions. Session processes count their provider errors and fallbacks in
+  prometheus-client's multiprocess files, added in here (web/process_metrics.py).
 * `/api/events` — server-sent events: a `snapshot` on connect (every live session with its
   recent turns, and the recent turns across sessions behind the latency chart), then
   `session-started`, `state`, `turn` and `session-ended` as they happen.
@@ -41,8 +42,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from bot.config import Settings
 from bot.providers import ProviderNames
-from processors.observers.provider_errors import ProviderErrorObserver
+from processors.observers.provider_errors import ProviderErrorObserver, provider_counters
 from web.admin import admin_router
+from web.process_metrics import SessionProcessMetrics
 from processors.observers.turn_metrics import STAGES
 from web.sessions import LiveSession, SessionRegistry
 
@@ -74,7 +76,9 @@ EVENT_SCHEMA = {
 class Metrics:
     """The app's Prometheus metrics, in a registry of its own."""
 
-    def __init__(self, live_sessions=lambda: 0):
+    def __init__(
+        self, live_sessions=lambda: 0, session_processes: SessionProcessMetrics | None = None
+    ):
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.stage = Histogram(
@@ -100,18 +104,12 @@ class Metrics:
         self.interruptions = Counter(
             "voice_agent_interruptions", "Bot answers interrupted by the user.", registry=r
         )
-        self.errors = Counter(
-            "voice_agent_errors",
-            "Errors reported by the pipeline, by stage, provider and category.",
-            ["stage", "provider", "category"],
-            registry=r,
-        )
-        self.fallbacks = Counter(
-            "voice_agent_fallbacks",
-            "Stages switched from their cloud provider to the local model, by stage and reason.",
-            ["stage", "reason"],
-            registry=r,
-        )
+        # Provider errors and fallbacks: also counted by session processes, if any.
+        if session_processes is None:
+            self.errors, self.fallbacks = provider_counters(r)
+        else:
+            self.errors, self.fallbacks = provider_counters(None)
+            r.register(session_processes.counted_everywhere([self.errors, self.fallbacks]))
         self.sessions = Counter(
             "voice_agent_sessions", "Sessions started, by transport.", ["transport"], registry=r
         )
@@ -181,10 +179,11 @@ def _sse(event: str, data: Any) -> str:
 class Observability:
     """Metrics, recent turns and dashboard events for one app."""
 
-    def __init__(self, settings: Settings, registry: SessionRegistry):
+    def __init__(self, settings: Settings, registry: SessionRegistry,
+                 session_processes: SessionProcessMetrics | None = None):
         self.settings = settings
         self.sessions = registry
-        self.metrics = Metrics(live_sessions=lambda: len(registry.all()))
+        self.metrics = Metrics(lambda: len(registry.all()), session_processes)
         self.events = EventHub()
         # The recent turns across all sessions, behind the dashboard's latency chart.
         self.recent_turns: deque[dict] = deque(maxlen=settings.dashboard_chart_turns)
@@ -225,12 +224,6 @@ class Observability:
             self.events.publish("session-started", {"session": self.session_detail(live)})
         elif event == "ended":
             self.events.publish("session-ended", {"session": self.summary(live)})
-        elif event == "count":
-            counter = {"errors": self.metrics.errors, "fallbacks": self.metrics.fallbacks}.get(payload.get("counter"))
-            try:
-                counter.labels(**payload["labels"]).inc(float(payload.get("amount", 1.0)))
-            except (AttributeError, KeyError, TypeError, ValueError):
-                logger.warning(f"Ignored a malformed count from session {live.id}'s worker: {payload}")
 
     # --- views ---------------------------------------------------------------------------
     def session_detail(self, live: LiveSession) -> dict:
@@ -313,9 +306,13 @@ class Observability:
         return router
 
 
-def install_observability(app: FastAPI, settings: Settings, registry: SessionRegistry) -> Observability:
-    """Add `/metrics`, `/dashboard` and its API to `app`; call before any catch-all mount."""
-    observability = Observability(settings, registry)
+def install_observability(
+    app: FastAPI, settings: Settings, registry: SessionRegistry,
+    session_processes: SessionProcessMetrics | None = None,
+) -> Observability:
+    """Add `/metrics`, `/dashboard` and its API to `app`; call before any catch-all mount.
+    `session_processes`: where the app's session processes count (web/process_metrics.py)."""
+    observability = Observability(settings, registry, session_processes)
     app.state.observability = observability
     app.state.metrics_registry = observability.metrics.registry
     app.include_router(observability.router())

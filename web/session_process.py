@@ -10,9 +10,12 @@ The pipes (one JSON object per line), the other side being web/spawner.py's `Ses
 - stdout: events only: `loaded`, `ready` (with the loopback `port` of a WebSocket/WebRTC
   session process),
   `state`, `turn` (a `TurnRecord.to_dict()`), `levers` (instructions, context size),
-  `count` (a provider error or fallback for /metrics), `released` (the client has left: the
-  server frees the session's slot while the session process tears it down), `reply`.
+  `released` (the client has left: the server frees the session's slot while the session
+  process tears it down), `reply`.
 - stderr: the session's log lines (bot/logs.py), which the server passes on.
+
+Its provider errors and fallbacks are counted in prometheus-client's multiprocess files, in the
+directory the server gives it (PROMETHEUS_MULTIPROC_DIR; web/process_metrics.py).
 
 A WebSocket or WebRTC session process serves the in-process session routes (web/session_routes.py)
 for its one session on a loopback port, behind the server; a Daily session process joins its room.
@@ -33,27 +36,10 @@ from bot.local.models import LocalModels
 from bot.pipeline import Session, run_bot
 from bot.session_control import InstructionMode
 from bot.providers import ProviderNames, Providers
-from processors.observers.provider_errors import ProviderErrorObserver
+from processors.observers.provider_errors import ProviderErrorObserver, provider_counters
 from web.sessions import LiveSession, SessionRegistry
 
 EXIT_OK, EXIT_NO_CONNECTION = 0, 3
-
-
-class ForwardedCounter:
-    """A prometheus `Counter` stand-in whose increments go to the server as `count` events."""
-
-    def __init__(self, name: str, out: EventWriter):
-        self._name, self._out = name, out
-
-    def labels(self, **labels: str) -> ForwardedCounter._Child:
-        return ForwardedCounter._Child(self._name, labels, self._out)
-
-    class _Child:
-        def __init__(self, name: str, labels: dict, out: EventWriter):
-            self._name, self._labels, self._out = name, labels, out
-
-        def inc(self, amount: float = 1.0) -> None:
-            self._out.emit("count", counter=self._name, labels=self._labels, amount=amount)
 
 
 class EventWriter:
@@ -97,14 +83,13 @@ async def serve(job: dict, settings: Settings, models: LocalModels, providers: P
 
     registry.listeners.append(on_lifecycle)
 
-    # Provider errors and fallbacks are counted in the server's /metrics.
+    # Provider errors and fallbacks: counted in the server's directory, read by its /metrics.
     try:
         names: ProviderNames | None = ProviderNames.from_settings(settings)
     except ValueError:
         names = None
-    errors = ProviderErrorObserver(
-        ForwardedCounter("errors", out), names, ForwardedCounter("fallbacks", out)
-    )
+    error_counter, fallback_counter = provider_counters(None)
+    errors = ProviderErrorObserver(error_counter, names, fallback_counter)
 
     async def new_session(transport: str, user_id: str | None = None,
                           resume: tuple[str, str] | None = None) -> Session:

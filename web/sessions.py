@@ -95,8 +95,8 @@ class LiveSession:
 
 
 # (event, session, payload): "started" / "released" (its client left) / "ended" (None),
-# "state" (SessionState), "turn" (`TurnRecord.to_dict()`), "count" (a worker's
-# {"counter", "labels"}). Called in the session's task; must not block.
+# "state" (SessionState), "turn" (`TurnRecord.to_dict()`). Called in the session's task;
+# must not block.
 SessionListener = Callable[[str, LiveSession, Any], None]
 
 
@@ -203,10 +203,6 @@ class SessionRegistry:
         live.turns = max(live.turns, record.get("turn", 0))
         live.history.append(record)
         self._notify("turn", live, record)
-
-    def count(self, live: LiveSession, event: dict) -> None:
-        """A worker's provider error or fallback (`counter`, `labels`), for /metrics."""
-        self._notify("count", live, event)
 
     def _open(self, live: LiveSession) -> LiveSession:
         live.history = deque(maxlen=self.history_turns)

@@ -10,7 +10,9 @@ a new session takes one and another starts loading behind it. `SessionProcessLin
 side of a session process's pipes: its events
 (state, turns, its session's instructions) come on its stdout, the admin API's commands go
 to its stdin, and its log lines (stderr) are passed on to this process's log stream.
-Session processes share the server's loopback LLM server instead of loading their own.
+Session processes share the server's loopback LLM server instead of loading their own, and
+count their provider errors and fallbacks in the server's metrics directory
+(web/process_metrics.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import sys
 import uuid
 from collections.abc import Callable
@@ -29,6 +32,7 @@ from loguru import logger
 from bot.config import Settings
 from bot.session_control import InstructionMode
 from processors.observers.session_state import SessionState
+from web.process_metrics import SessionProcessMetrics
 from web.sessions import SessionRegistry, Slot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,8 +213,6 @@ class SessionProcessLink:
                 pass
         elif kind == "turn" and isinstance(event.get("record"), dict):
             self._registry.add_turn(live, event["record"])
-        elif kind == "count":
-            self._registry.count(live, event)
 
     async def _pass_logs_on(self) -> None:
         while line := await self.process.stderr.readline():
@@ -229,10 +231,12 @@ class SessionProcessLink:
 
 class BotSpawner:
     def __init__(self, settings: Settings, registry: SessionRegistry, ready_timeout_secs: float,
+                 metrics: SessionProcessMetrics,
                  process_overrides: Callable[[], dict[str, Any]] = dict, spares: int = 0,
                  command: list[str] | None = None):
         self.settings = settings
         self.registry = registry
+        self.metrics = metrics
         self.ready_timeout_secs = ready_timeout_secs
         # Evaluated per session process: e.g. the running LLM server's URL.
         self.process_overrides = process_overrides
@@ -309,6 +313,7 @@ class BotSpawner:
         process = await asyncio.create_subprocess_exec(
             *self.command,
             cwd=ROOT,
+            env={**os.environ, **self.metrics.environment()},
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -317,4 +322,6 @@ class BotSpawner:
         process.stdin.write((json.dumps({"settings": settings}) + "\n").encode())
         await process.stdin.drain()
         log_stream = sys.stdout if self.settings.log_format == "json" else sys.stderr
-        return SessionProcessLink(process, self.registry, self.settings.system_prompt, log_stream)
+        link = SessionProcessLink(process, self.registry, self.settings.system_prompt, log_stream)
+        link.on_exit.append(lambda: self.metrics.process_ended(process.pid))
+        return link

@@ -1,4 +1,6 @@
-"""`ProviderErrorObserver`: every error and provider fallback of a session, counted."""
+"""`ProviderErrorObserver`: every error and provider fallback of a session, counted in the
+counters `provider_counters` makes (the server's, or a session process's:
+web/process_metrics.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,27 @@ from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
 from bot.providers import ProviderNames
 from processors.fallback import ServiceFallbackFrame
+
+
+def provider_counters(registry: CollectorRegistry | None) -> tuple[Counter, Counter]:
+    """The errors and fallbacks counters, registered in `registry` (None: in none)."""
+    errors = Counter(
+        "voice_agent_errors",
+        "Errors reported by the pipeline, by stage, provider and category.",
+        ["stage", "provider", "category"],
+        registry=registry,
+    )
+    fallbacks = Counter(
+        "voice_agent_fallbacks",
+        "Stages switched from their cloud provider to the local model, by stage and reason.",
+        ["stage", "reason"],
+        registry=registry,
+    )
+    return errors, fallbacks
 
 
 class ProviderErrorObserver(BaseObserver):

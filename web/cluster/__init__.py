@@ -4,6 +4,7 @@
   registry (rewritten every heartbeat, expiring after the TTL), the dashboard events it
   relays to and from the other nodes, and the steering calls it answers and forwards.
 - `calls`: steering calls answered by the session's own node.
+- `keys`: the keys and channels in Redis.
 - `placement`: `POST /api/connect` and `POST /api/rooms` on the least-loaded node.
 - `routes`: `GET /api/nodes` (admin).
 

@@ -1,16 +1,8 @@
 """This node's part of the cluster: registry entries, relayed events, steering calls.
 
-Keys (all under `voice-agent:`), each rewritten every CLUSTER_HEARTBEAT_SECS with a TTL of
-CLUSTER_TTL_SECS, so a node that dies leaves the registry within the TTL:
-
-    node:{node_id}        JSON: id, url, sessions, max_sessions, cpu, draining, updated
-    session:{session_id}  JSON: the session's summary (`LiveSession.summary()`) and its node
-    turns:{session_id}    its recent turn records (a list, newest last)
-    index:node, index:session   sorted sets of the ids above, scored by when they expire
-                          (listing reads these, never a scan of every key)
-
-Channels: `events` carries every node's dashboard events; `calls:{node_id}` the steering
-calls for that node; `replies:{node_id}` their answers (web/cluster/calls.py).
+Each entry is rewritten every CLUSTER_HEARTBEAT_SECS with a TTL of CLUSTER_TTL_SECS, so a
+node that dies leaves the registry within the TTL (the keys and channels:
+web/cluster/keys.py).
 
 Redis going away never ends a session: writes fail, are logged once per outage, and the
 next heartbeat after it comes back rewrites everything; listing calls answer 503.
@@ -31,10 +23,9 @@ from loguru import logger
 from redis.exceptions import RedisError
 
 from bot.config import Settings
+from web.cluster.keys import EVENTS_CHANNEL, index, key, now_ms
 from web.sessions import LiveSession, SessionRegistry
 
-PREFIX = "voice-agent:"
-EVENTS_CHANNEL = f"{PREFIX}events"
 # Session events as the dashboard's event stream names them (web/observability.py).
 DASHBOARD_EVENTS = {"started": "session-started", "state": "state", "turn": "turn",
                     "ended": "session-ended"}
@@ -52,18 +43,6 @@ class ClusterUnavailable(RuntimeError):
 
 class OwnerTimeout(RuntimeError):
     """The node owning a session did not answer a call in time."""
-
-
-def _key(kind: str, name: str) -> str:
-    return f"{PREFIX}{kind}:{name}"
-
-
-def _index(kind: str) -> str:
-    return _key("index", kind)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class ClusterNode:
@@ -129,10 +108,10 @@ class ClusterNode:
         try:  # leave at once rather than after the TTL
             sessions = [s.id for s in self.registry.all()]
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.delete(_key("node", self.id), *[_key("session", s) for s in sessions])
-                pipe.zrem(_index("node"), self.id)
+                pipe.delete(key("node", self.id), *[key("session", s) for s in sessions])
+                pipe.zrem(index("node"), self.id)
                 if sessions:
-                    pipe.zrem(_index("session"), *sessions)
+                    pipe.zrem(index("session"), *sessions)
                 await pipe.execute()
         except RedisError:
             pass
@@ -168,18 +147,18 @@ class ClusterNode:
                 continue
             try:
                 sessions = self.registry.all()
-                expires = _now_ms() + self._ttl_ms()
+                expires = now_ms() + self._ttl_ms()
                 async with self._redis.pipeline(transaction=False) as pipe:
                     self._put_node(pipe, json.dumps(self.node_entry()))
                     for live in sessions:
-                        pipe.set(_key("session", live.id), json.dumps(self.session_entry(live)),
+                        pipe.set(key("session", live.id), json.dumps(self.session_entry(live)),
                                  px=self._ttl_ms())
                         if live.history:
-                            pipe.pexpire(_key("turns", live.id), self._ttl_ms())
+                            pipe.pexpire(key("turns", live.id), self._ttl_ms())
                     if sessions:
-                        pipe.zadd(_index("session"), {live.id: expires for live in sessions})
+                        pipe.zadd(index("session"), {live.id: expires for live in sessions})
                     for kind in ("node", "session"):  # the dead's ids
-                        pipe.zremrangebyscore(_index(kind), "-inf", _now_ms())
+                        pipe.zremrangebyscore(index(kind), "-inf", now_ms())
                     await pipe.execute()
                 self._registered.set()
                 await self._refresh_remote_sessions()
@@ -197,7 +176,7 @@ class ClusterNode:
         if new:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for sid in new:
-                    pipe.lrange(_key("turns", sid), 0, -1)
+                    pipe.lrange(key("turns", sid), 0, -1)
                 histories = dict(zip(new, await pipe.execute()))
         for sid, entry in entries.items():
             known = self.remote_sessions.get(sid)
@@ -216,14 +195,14 @@ class ClusterNode:
         self._healthy = False
 
     def _put_node(self, pipe, entry: str) -> None:
-        pipe.set(_key("node", self.id), entry, px=self._ttl_ms())
-        pipe.zadd(_index("node"), {self.id: _now_ms() + self._ttl_ms()})
+        pipe.set(key("node", self.id), entry, px=self._ttl_ms())
+        pipe.zadd(index("node"), {self.id: now_ms() + self._ttl_ms()})
 
     async def _entries(self, kind: str) -> list[dict]:
-        ids = await self._redis.zrangebyscore(_index(kind), _now_ms(), "+inf")
+        ids = await self._redis.zrangebyscore(index(kind), now_ms(), "+inf")
         if not ids:
             return []
-        return [json.loads(v) for v in await self._redis.mget([_key(kind, i) for i in ids]) if v]
+        return [json.loads(v) for v in await self._redis.mget([key(kind, i) for i in ids]) if v]
 
     async def _read(self, kind: str) -> list[dict]:
         try:
@@ -244,7 +223,7 @@ class ClusterNode:
     async def placed(self, node_ids: list[str]) -> dict[str, int]:
         """Sessions placed on each node in the last few seconds."""
         try:
-            counts = await self._redis.mget([_key("placed", n) for n in node_ids]) if node_ids else []
+            counts = await self._redis.mget([key("placed", n) for n in node_ids]) if node_ids else []
         except (RedisError, OSError) as e:
             self._down(e)
             raise ClusterUnavailable(f"the cluster registry (Redis) is unavailable: {e}") from e
@@ -253,8 +232,8 @@ class ClusterNode:
     async def place(self, node_id: str, secs: float) -> None:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incr(_key("placed", node_id))
-                pipe.pexpire(_key("placed", node_id), int(secs * 1000))
+                pipe.incr(key("placed", node_id))
+                pipe.pexpire(key("placed", node_id), int(secs * 1000))
                 await pipe.execute()
         except (RedisError, OSError) as e:
             self._down(e)
@@ -276,7 +255,7 @@ class ClusterNode:
         if event not in DASHBOARD_EVENTS or not self._healthy:
             return
         entry = self.session_entry(live)
-        session_key, turns_key = _key("session", live.id), _key("turns", live.id)
+        session_key, turns_key = key("session", live.id), key("turns", live.id)
         if event == "started":
             data = {"session": {**entry, "history": list(live.history)}}
         elif event == "turn":
@@ -291,10 +270,10 @@ class ClusterNode:
             async with self._redis.pipeline(transaction=False) as pipe:
                 if event == "ended":
                     pipe.delete(session_key, turns_key)
-                    pipe.zrem(_index("session"), live.id)
+                    pipe.zrem(index("session"), live.id)
                 else:  # the entry and its index expire together
                     pipe.set(session_key, json.dumps(entry), px=self._ttl_ms())
-                    pipe.zadd(_index("session"), {live.id: _now_ms() + self._ttl_ms()})
+                    pipe.zadd(index("session"), {live.id: now_ms() + self._ttl_ms()})
                 if event == "turn":
                     pipe.rpush(turns_key, json.dumps(payload))
                     pipe.ltrim(turns_key, -self.history_turns, -1)
@@ -334,7 +313,7 @@ class ClusterNode:
 
     # --- steering calls -------------------------------------------------------------------
     async def _listen(self) -> None:
-        calls, replies = _key("calls", self.id), _key("replies", self.id)
+        calls, replies = key("calls", self.id), key("replies", self.id)
         while True:
             pubsub = self._subscriber.pubsub(ignore_subscribe_messages=True)
             try:
@@ -382,13 +361,13 @@ class ClusterNode:
             status, body = 500, {"detail": f"node {self.id!r} failed to answer: {e}"}
         reply = json.dumps({"call": call["call"], "status": status, "body": body, "node": self.id})
         try:
-            await self._redis.publish(_key("replies", call["from"]), reply)
+            await self._redis.publish(key("replies", call["from"]), reply)
         except (RedisError, OSError) as e:
             self._down(e)
 
     async def owner_of(self, session_id: str) -> str | None:
         try:
-            raw = await self._redis.get(_key("session", session_id))
+            raw = await self._redis.get(key("session", session_id))
         except (RedisError, OSError) as e:
             self._down(e)
             raise ClusterUnavailable(f"the cluster registry (Redis) is unavailable: {e}") from e
@@ -409,7 +388,7 @@ class ClusterNode:
             except TimeoutError:
                 raise ClusterUnavailable("this node is not connected to the cluster (Redis)") from None
             try:
-                listeners = await self._redis.publish(_key("calls", node), json.dumps(message))
+                listeners = await self._redis.publish(key("calls", node), json.dumps(message))
             except (RedisError, OSError) as e:
                 self._down(e)
                 raise ClusterUnavailable(f"the cluster (Redis) is unavailable: {e}") from e
