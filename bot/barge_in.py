@@ -22,10 +22,8 @@ When the bot is not speaking, the VAD starts the user's turn as usual.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from dataclasses import dataclass
-from enum import Enum
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -45,102 +43,24 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_start import VADUserTurnStartStrategy
 
+from bot.barge_in_words import BargeInPolicy, Meaning, canonical, split_words
 from processors.speech_gate import SpeechGate
 
 # Words the bot did not just say that make speech in a segment that began as its echo the
 # user's: garbled residue has brought three ("Please, bye photo.", "I post emphasis." for
 # "in the leaves, by photosynthesis"); a question spoken on over the echo brings more.
 ECHO_SEGMENT_OWN_WORDS = 4
+# A draft transcript (an interim) of fewer words than this, with no interrupt word, waits for
+# the final one before it cuts the bot off: the bot is already paused, and Whisper's drafts of
+# a backchannel are short mishearings ("I'm not." for "Uh-huh.") in which its final
+# transcript then finds no words.
+DRAFT_MIN_WORDS = 3
 
 
 @dataclass
 class NoWordsFrame(SystemFrame):
     """The STT transcribed a stretch of speech and found no words in it (a cough, a door,
     a mumble), so nothing more is coming for it: a barge-in it caused can be undone now."""
-
-
-class Meaning(Enum):
-    INTERRUPTION = "interruption"
-    BACKCHANNEL = "backchannel"
-    ECHO = "echo"
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+(?:-[a-z0-9']+)*", text.lower())
-
-
-def _canonical(word: str) -> str:
-    """One spelling for the many of a backchannel: "Mm-hmm", "mmhmm", "mhm" → "mhm"."""
-    return re.sub(r"(.)\1+", r"\1", word.replace("-", ""))
-
-
-def _phrases(words: str) -> list[tuple[str, ...]]:
-    return [tuple(_canonical(w) for w in _words(p)) for p in words.split(",") if _words(p)]
-
-
-@dataclass
-class BargeInPolicy:
-    """Which words interrupt the bot and which it lets pass (BARGE_IN_* settings)."""
-
-    @classmethod
-    def from_settings(cls, settings) -> BargeInPolicy:
-        return cls(
-            backchannels=settings.barge_in_backchannels,
-            interrupt_words=settings.barge_in_interrupt_words,
-            min_words=settings.barge_in_min_words,
-        )
-
-    backchannels: str  # comma-separated words and phrases
-    interrupt_words: str
-    min_words: int
-
-    def __post_init__(self):
-        self._backchannels = sorted(_phrases(self.backchannels), key=len, reverse=True)
-        self._interrupts = _phrases(self.interrupt_words)
-
-    def meaning(self, text: str, bot_text: str = "") -> Meaning | None:
-        """What `text`, heard while the bot said `bot_text`, means (None: no words)."""
-        words = [_canonical(w) for w in _words(text)]
-        if not words:
-            return None
-        if any(_contains(words, phrase) for phrase in self._interrupts):
-            return Meaning.INTERRUPTION
-        if _is_echo(words, [_canonical(w) for w in _words(bot_text)]):
-            return Meaning.ECHO
-        if len(words) < self.min_words or self._only_backchannels(words):
-            return Meaning.BACKCHANNEL
-        return Meaning.INTERRUPTION
-
-    def _only_backchannels(self, words: list[str]) -> bool:
-        i = 0
-        while i < len(words):
-            match = next((p for p in self._backchannels if tuple(words[i : i + len(p)]) == p), None)
-            if match is None:
-                return False
-            i += len(match)
-        return True
-
-
-def _contains(words: list[str], phrase: tuple[str, ...]) -> bool:
-    n = len(phrase)
-    return any(tuple(words[i : i + n]) == phrase for i in range(len(words) - n + 1))
-
-
-def _is_echo(words: list[str], bot_words: list[str]) -> bool:
-    """The words are (nearly all, in order) some of what the bot just said."""
-    if len(words) < 2 or not bot_words:
-        return False
-    # Longest common subsequence, words against the bot's words.
-    previous = [0] * (len(bot_words) + 1)
-    for w in words:
-        current = [0]
-        for j, b in enumerate(bot_words):
-            current.append(previous[j] + 1 if w == b else max(previous[j + 1], current[j]))
-        previous = current
-    common = previous[-1]
-    # A short echo loses a word to the recogniser as often as a long one ("Plants make
-    # this." for "Plants make their"): all but one word of three, three in four.
-    return common == len(words) if len(words) < 3 else common >= max(2, 0.66 * len(words))
 
 
 class BargeIn:
@@ -204,11 +124,19 @@ class BargeIn:
             # The segment began as the bot's echo; the user may have spoken on over it
             # ("food. What is the capital of France?"). Theirs only with words of their own.
             # (Before the bot's first words are in its recent text, nothing can be told.)
-            said = {_canonical(w) for w in _words(self.gate.recent_text())}
-            own = {_canonical(w) for w in _words(text)} - said
+            said = {canonical(w) for w in split_words(self.gate.recent_text())}
+            own = {canonical(w) for w in split_words(text)} - said
             if not said or len(own) < ECHO_SEGMENT_OWN_WORDS:
                 return Meaning.ECHO
         return meaning
+
+    def interrupts(self, text: str, *, draft: bool = False) -> bool:
+        """Whether `text`, heard over the bot, starts the user's turn; a `draft` (interim)
+        only with an interrupt word or `DRAFT_MIN_WORDS` words."""
+        if self.meaning(text) is not Meaning.INTERRUPTION:
+            return False
+        words = [canonical(w) for w in split_words(text)]
+        return not draft or len(words) >= DRAFT_MIN_WORDS or self.policy.has_interrupt_word(words)
 
 
 class BackchannelFilter(FrameProcessor):
@@ -325,10 +253,11 @@ class BargeInStartStrategy(VADUserTurnStartStrategy):
             await self._end_hold()  # the filter let it pass (a backchannel, or echo), or done
         elif isinstance(frame, (TranscriptionFrame, InterimTranscriptionFrame)):
             # The filter has let backchannels and echo pass: these are words for the bot.
-            if self._in_turn or (isinstance(frame, InterimTranscriptionFrame) and not self._held):
+            draft = isinstance(frame, InterimTranscriptionFrame)
+            if self._in_turn or (draft and not self._held):
                 return ProcessFrameResult.CONTINUE
             listening = self._barge_in.listening_over_bot
-            if not listening or self._barge_in.meaning(frame.text) is Meaning.INTERRUPTION:
+            if not listening or self._barge_in.interrupts(frame.text, draft=draft):
                 logger.debug(f"{self}: words with no turn started: {frame.text!r}")
                 return await self._start()
         return ProcessFrameResult.CONTINUE

@@ -38,7 +38,8 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
 from bot.adaptive_vad import AdaptiveVADAnalyzer
-from bot.barge_in import BackchannelFilter, BargeIn, BargeInPolicy, BargeInStartStrategy
+from bot.barge_in import BackchannelFilter, BargeIn, BargeInStartStrategy
+from bot.barge_in_words import BargeInPolicy
 from bot.config import Settings, Stage
 from bot.idle import IdleCheckIn
 from bot.local.models import LocalModels

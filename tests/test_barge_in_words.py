@@ -1,7 +1,8 @@
 """What words heard over the bot mean (bot/barge_in.py), where the echo canceller called the
 segment the bot's own echo: the user may still have spoken on over it."""
 
-from bot.barge_in import BargeIn, BargeInPolicy, Meaning
+from bot.barge_in import BargeIn
+from bot.barge_in_words import BargeInPolicy, Meaning
 from bot.config import Settings
 
 SAID = "Plants make their food in the leaves, by photosynthesis."
@@ -108,3 +109,19 @@ async def test_only_sentences_already_heard_can_come_back_as_echo():
     assert heard_while_playing == [playing]
     judge = barge_in(said=heard_while_playing[0])
     assert judge.meaning("What is it?") is Meaning.INTERRUPTION
+
+
+def test_hums_are_not_words():
+    """Whisper spells a hum as it likes ("and HNN." for "Mm-hmm."): not words of a question."""
+    judge = barge_in()
+    assert judge.meaning("and HNN.") is Meaning.BACKCHANNEL
+    assert judge.meaning("Hmm, what is the capital of France?") is Meaning.INTERRUPTION
+
+
+def test_a_short_draft_over_the_bot_waits_for_the_final_transcript():
+    """The eager draft of "Uh-huh." was "I'm not."; the final transcript found no words."""
+    judge = barge_in()
+    assert not judge.interrupts("I'm not.", draft=True)
+    assert judge.interrupts("I'm not.")  # the final transcript: two words of the user's
+    assert judge.interrupts("Stop.", draft=True)
+    assert judge.interrupts("What is the capital", draft=True)
