@@ -117,12 +117,12 @@ def create_stt(settings: Settings, models: LocalModels) -> STTService:
     from bot.local.services import SharedWhisperSTTService
 
     if settings.whisper_eager:
-        untranscribable = [w.strip().lower() for w in settings.stt_untranscribable_words.split(",") if w.strip()]
         return EagerWhisperSTTService(
             model=models.whisper,
             beam_size=settings.whisper_beam_size,
             window_secs=settings.whisper_window_secs,
-            untranscribable=untranscribable,
+            untranscribable=_word_list(settings.stt_untranscribable_words),
+            short_words=_word_list(settings.barge_in_interrupt_words),
             ttfs_p99_latency=1.5,
         )
     return SharedWhisperSTTService(
@@ -316,3 +316,8 @@ def local_note_sources(settings: Settings, *, knowledge_dir=None) -> list:
         knowledge_notes(knowledge, settings.knowledge_match_threshold, settings.search_max_result_chars),
         calculator_notes,
     ]
+
+
+def _word_list(setting: str) -> list[str]:
+    """A comma-separated words setting, lower-cased."""
+    return [w.strip().lower() for w in setting.split(",") if w.strip()]

@@ -110,3 +110,13 @@ async def test_an_unsure_eager_pass_is_shown_but_the_final_comes_from_the_30_s_w
     assert all(final.result != EAGER_RESULT for final in transcripts.final), (
         "an unsure pass became final"
     )
+
+
+def test_a_draft_the_30s_window_found_no_words_in_is_kept_when_long_or_an_interrupt_word():
+    from bot.local.eager_whisper import draft_is_kept
+
+    interrupt = frozenset({"wait", "stop", "hold on"})
+    assert draft_is_kept("on what is chlorophyll.", interrupt)
+    assert draft_is_kept("wait", interrupt) and draft_is_kept("Hold on.", interrupt)
+    assert not draft_is_kept("I'm not.", interrupt)  # "Uh-huh." misheard
+    assert not draft_is_kept("", interrupt)

@@ -26,6 +26,7 @@ unsure of is not taken as final: the segment goes to the 30 s window then.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -54,6 +55,18 @@ MAX_PASSES = 2  # passes in flight at once, counting the end-of-speech pass
 EAGER_RESULT = {"source": "eager-pass"}  # marks a final transcript an eager pass produced
 
 
+# A draft this long that the 30 s window found no words in is kept: Whisper's short window
+# heard "on what is chlorophyll" in "Hold on, what is chlorophyll?" where the 30 s window,
+# padding half a second of speech with silence, called it no speech. Shorter drafts are as
+# often a backchannel misheard ("I'm not." for "Uh-huh."), unless they are one of `short_words`.
+KEPT_DRAFT_WORDS = 3
+
+
+def draft_is_kept(draft: str, short_words: frozenset[str]) -> bool:
+    words = re.findall(r"[a-z']+", draft.lower())
+    return len(words) >= KEPT_DRAFT_WORDS or (bool(words) and " ".join(words) in short_words)
+
+
 @dataclass
 class _Pass:
     covered_bytes: int  # how much of the utterance buffer it transcribes
@@ -61,9 +74,19 @@ class _Pass:
 
 
 class EagerWhisperSTTService(EagerEndOfTurnSTTServiceMixin, SharedWhisperSTTService):
-    def __init__(self, *, interim_interval_secs: float = 1.0, untranscribable: list[str] = (), **kwargs):
+    def __init__(
+        self,
+        *,
+        interim_interval_secs: float = 1.0,
+        untranscribable: list[str] = (),
+        short_words: list[str] = (),
+        **kwargs,
+    ):
+        """`short_words`: one- or two-word drafts kept when the 30 s window finds no words
+        (the barge-in interrupt words: a "wait" lost is the bot talking on)."""
         super().__init__(**kwargs)
         self._untranscribable = tuple(untranscribable)
+        self._short_words = frozenset(short_words)
         self._interim_interval = interim_interval_secs
         self._passes: list[_Pass] = []
         self._last_interim_pass = 0.0
@@ -154,6 +177,9 @@ class EagerWhisperSTTService(EagerEndOfTurnSTTServiceMixin, SharedWhisperSTTServ
                 else:  # noisy or mangled audio: Whisper's own 30 s window decides
                     logger.debug(f"{self}: unsure of the eager pass ({draft!r}); the 30 s window instead")
                     text, _ = await self._transcribe(audio, stock=True)
+                    if not text and draft_is_kept(draft, self._short_words):
+                        logger.debug(f"{self}: the 30 s window found no words; keeping {draft!r}")
+                        text = draft
             except Exception as e:  # a failed pass: transcribe the segment instead
                 logger.warning(f"{self}: eager pass failed ({e}); transcribing the segment")
         if text is None:
