@@ -147,7 +147,6 @@ def create_user_params(
     vad_class = AdaptiveVADAnalyzer if settings.vad_adaptive else SharedSileroVADAnalyzer
     vad = vad_class(
         session=models.silero_session,
-        executor=models.vad_executor,
         params=VADParams(
             confidence=settings.vad_confidence,
             start_secs=settings.vad_start_secs,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -201,26 +201,28 @@ class _SharedSileroModel(SileroOnnxModel):
 
 
 class SharedSileroVADAnalyzer(VADAnalyzer):
-    """Pipecat's Silero VAD (`SileroVADAnalyzer`) over the shared session, run in a shared
-    thread pool only when it must run. SileroVADAnalyzer loads its model in its constructor,
-    so this is a VADAnalyzer that scores windows and resets the model's state as it does.
+    """Pipecat's Silero VAD (`SileroVADAnalyzer`) over the shared session, run inline on the
+    event loop. SileroVADAnalyzer loads its model in its constructor, so this is a
+    VADAnalyzer that scores windows and resets the model's state as it does.
 
-    Pipecat hands every audio frame to a per-session thread; most 20 ms frames only top up
-    the model's 32 ms window, and for those the thread hop costs more than the work.
+    Pipecat hands every 20 ms frame to a thread; the hand-off (submit, two wake-ups, the
+    GIL passed back and forth) costs more CPU than the one 512-sample model call it carries
+    (bench.frame_cost), and a session's CPU is what bounds how many a core holds. Inline,
+    the loop is blocked for that call (a few hundred µs per frame with a window due, one
+    session's share of a 20 ms tick), which delays other sessions' frames by as much but
+    spends no CPU on waking threads (bench/RESULTS.md, "VAD inline").
     """
 
     def __init__(
         self,
         *,
         session: onnxruntime.InferenceSession,
-        executor: Executor,
         params: VADParams | None = None,
     ):
         super().__init__(params=params)
         self.silero = _SharedSileroModel(session)
         self._windows_since_model_reset = 0
         self._quiet_windows = 0  # in a row, scored below SILERO_RESET_MAX_CONFIDENCE
-        self._shared_executor = executor
 
     def set_sample_rate(self, sample_rate: int):
         if sample_rate not in (8000, 16000):
@@ -259,10 +261,7 @@ class SharedSileroVADAnalyzer(VADAnalyzer):
             self._windows_since_model_reset = 0
 
     async def analyze_audio(self, buffer: bytes) -> VADState:
-        if len(self._vad_buffer) + len(buffer) < self._vad_frames_num_bytes:
-            return self._run_analyzer(buffer)  # no model call: just buffer it
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._shared_executor, self._run_analyzer, buffer)
+        return self._run_analyzer(buffer)  # inline: see the class docstring
 
 
 class SharedSmartTurnAnalyzer(BaseSmartTurn):
