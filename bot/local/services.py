@@ -280,6 +280,11 @@ class SharedSmartTurnAnalyzer(BaseSmartTurn):
     (bench/RESULTS.md, "Smart-turn at the pause": right as often as stock either way).
     The cost: a model run at every pause inside the speech, and a turn can now end on
     either verdict, so more questions are cut at a comma.
+
+    `turn_in_progress` (kept by the stop strategy, bot/turn_end.py): with no user turn to
+    end (speech over the bot that the barge-in logic is still judging, its echo, a
+    backchannel), a verdict would be dropped when the next turn starts, so the model does
+    not run; the audio is cleared as a "finished" verdict would clear it.
     """
 
     def __init__(
@@ -290,6 +295,7 @@ class SharedSmartTurnAnalyzer(BaseSmartTurn):
         self._speculate = speculate
         self._pause = PauseDetector()
         self._speculation: Future | None = None
+        self.turn_in_progress = True  # stock: every VAD stop is judged
 
     def _predict_endpoint(self, audio_array: np.ndarray) -> dict[str, Any]:
         """As LocalSmartTurnAnalyzerV3's, on the shared session (without its
@@ -307,7 +313,12 @@ class SharedSmartTurnAnalyzer(BaseSmartTurn):
     def append_audio(self, buffer: bytes, is_speech: bool) -> EndOfTurnState:
         state = super().append_audio(buffer, is_speech)
         # `is_speech` stays true until the VAD stop: the frames in between are the pause.
-        if not self._speculate or not is_speech or state == EndOfTurnState.COMPLETE:
+        if (
+            not self._speculate
+            or not self.turn_in_progress
+            or not is_speech
+            or state == EndOfTurnState.COMPLETE
+        ):
             return state
         paused = self._pause.update(buffer)
         if not self._pause.quiet:
@@ -318,6 +329,9 @@ class SharedSmartTurnAnalyzer(BaseSmartTurn):
         return state
 
     async def analyze_end_of_turn(self) -> tuple[EndOfTurnState, MetricsData | None]:
+        if not self.turn_in_progress:
+            self._clear(EndOfTurnState.COMPLETE)  # no turn to end: see the class docstring
+            return EndOfTurnState.COMPLETE, None
         speculation, self._speculation = self._speculation, None
         if speculation is not None and self._pause.quiet:  # only quiet since the snapshot
             state, result = await asyncio.wrap_future(speculation)
