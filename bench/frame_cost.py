@@ -6,9 +6,9 @@
 Evidence behind bench/capacity.py's hot spots: the same code the server runs per frame
 (RNNoise or WebRTC denoise; Silero VAD as stock Pipecat calls it — through a one-thread
 executor —, through a shared pool, and inline as we call it; echo cancellation; the WebSocket
-protobuf deserializer), timed on this process's CPU clock (all threads), so other load on the
-machine inflates it less than wall time. 20,000 µs per 20 ms frame is one full core per
-session.
+protobuf deserializer; and one smart-turn verdict, per VAD stop), timed on this process's CPU
+clock (all threads), so other load on the machine inflates it less than wall time. 20,000 µs
+per 20 ms frame is one full core per session.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ async def run(count: int) -> tuple[str, dict]:
 
     from bot.config import Settings
     from bot.local.models import LocalModels
-    from bot.local.services import SharedSileroVADAnalyzer
+    from bot.local.services import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
     from processors.denoise import _RNNoiseStream, _WebRTCNoiseStream
     from processors.echo_cancel import EchoCanceller, EchoReference
     from transports.websocket import GuardedProtobufSerializer
@@ -106,6 +106,24 @@ async def run(count: int) -> tuple[str, dict]:
     add("Silero VAD as we run it (`analyze_audio`, inline)", cpu,
         f"wall {wall:.0f} µs per frame; hand-off {cpu - floor:.0f} µs")
     figures["vad_handoff"] = cpu - floor
+
+    # Smart-turn runs per VAD stop, not per frame: its CPU per verdict on a 3 s utterance and
+    # its silence, i.e. what a stop with no turn in progress no longer costs.
+    turn = SharedSmartTurnAnalyzer(session=models.smart_turn_session)
+    turn.set_sample_rate(16000)
+    utterance = frames[: 3 * 50] + [bytes(640)] * 15
+    runs = 5 if count < 1000 else 20
+    start = time.process_time()
+    for _ in range(runs):
+        for i, f in enumerate(utterance):
+            turn.append_audio(f, is_speech=i < 150)
+        await turn.analyze_end_of_turn()
+        turn.clear()
+    per_run = (time.process_time() - start) * 1e6 / runs
+    figures["smart_turn_run"] = per_run
+    rows.append(["smart-turn v3, one verdict (3 s utterance + 0.3 s silence)", f"{per_run:.0f}",
+                 "per VAD stop", "CPU of one run, not per frame"])
+    await turn.cleanup()
 
     from pipecat.frames.frames import InputAudioRawFrame
 
