@@ -30,7 +30,6 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
 )
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
@@ -40,6 +39,7 @@ from bot.local.services import SharedSmartTurnAnalyzer
 from bot.speech_pause import PauseDetector
 from bot.turn_end import SentenceTurnStop
 from tests.support.audio import shared_transcripts
+from tests.support.pipeline import Heard
 from tests.support.polling import until
 
 FRAME = 320  # 20 ms at 16 kHz
@@ -200,17 +200,6 @@ class HeldOverBot(VADUserTurnStartStrategy):
         return await super().process_frame(frame)
 
 
-class Seen(FrameProcessor):
-    def __init__(self):
-        super().__init__()
-        self.frames: list[Frame] = []
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection):
-        await super().process_frame(frame, direction)
-        self.frames.append(frame)
-        await self.push_frame(frame, direction)
-
-
 async def test_smart_turn_runs_only_when_a_turn_can_end(models, speech):
     """Speech with no user turn in progress (over the bot, held for its words) is not judged:
     nothing would use the verdict. The next turn's stop is, once."""
@@ -226,7 +215,7 @@ async def test_smart_turn_runs_only_when_a_turn_can_end(models, speech):
             user_turn_strategies=UserTurnStrategies(start=[start], stop=[stop])
         ),
     )
-    seen = Seen()
+    seen = Heard()
     worker = PipelineWorker(Pipeline([user, seen]), params=PipelineParams())
     running = asyncio.create_task(WorkerRunner(handle_sigint=False).run(worker))
     quiet = np.zeros(FRAME * VAD_STOP_FRAMES, dtype=np.int16)

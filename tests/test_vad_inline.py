@@ -1,6 +1,7 @@
 """The VAD as the pipeline runs it: inline on the event loop, verdicts as stock Pipecat's."""
 
 import asyncio
+import itertools
 
 import numpy as np
 import pytest
@@ -47,6 +48,6 @@ def test_inline_vad_hears_a_real_recording_as_stock_pipecat_does(shared_audio):
     expected = asyncio.run(stock_states())
     assert [inline(ours.analyze_audio(f)) for f in frames] == expected
     # The clip has speech, pauses and silence: the comparison covered every transition.
-    changes = [b for a, b in zip(expected, expected[1:]) if a != b]
+    changes = [b for a, b in itertools.pairwise(expected) if a != b]
     assert {VADState.STARTING, VADState.SPEAKING, VADState.STOPPING, VADState.QUIET} <= set(changes)
     assert changes.count(VADState.SPEAKING) >= 2
