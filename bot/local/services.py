@@ -208,7 +208,7 @@ class SharedSileroVADAnalyzer(VADAnalyzer):
     Pipecat hands every 20 ms frame to a thread; the hand-off (submit, two wake-ups, the
     GIL passed back and forth) costs more CPU than the one 512-sample model call it carries
     (bench.frame_cost), and a session's CPU is what bounds how many a core holds. Inline,
-    the loop is blocked for that call (a few hundred µs per frame with a window due, one
+    the loop is blocked for that call (~0.15-0.3 ms for a frame with a window due, one
     session's share of a 20 ms tick), which delays other sessions' frames by as much but
     spends no CPU on waking threads (bench/RESULTS.md, "VAD inline").
     """
