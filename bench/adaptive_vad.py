@@ -117,11 +117,7 @@ def run(args) -> tuple[str, dict]:
         if denoiser != "none":
             audio = denoise(audio, RATE, engine=denoiser)
         for name, cls in vads:
-            analyzer = cls(
-                session=models.silero_session,
-                executor=models.vad_executor,
-                params=VADParams(**params),
-            )
+            analyzer = cls(session=models.silero_session, params=VADParams(**params))
             starts, speaking = vad_run(analyzer, audio)
             false = [s for s in starts if not any(a - 0.2 <= s <= b + 0.5 for a, b in spans)]
             # Speech the VAD heard where nobody asked anything (0.5 s of its stop allowed).

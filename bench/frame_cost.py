@@ -4,10 +4,11 @@
     .venv/bin/python -m bench.frame_cost --smoke
 
 Evidence behind bench/capacity.py's hot spots: the same code the server runs per frame
-(RNNoise or WebRTC denoise, Silero VAD as Pipecat calls it — through a one-thread executor — and
-inline, the echo guard's level meter, the WebSocket protobuf deserializer), timed on this
-process's CPU clock (all threads), so other load on the machine inflates it less than wall
-time. 20,000 µs per 20 ms frame is one full core per session.
+(RNNoise or WebRTC denoise; Silero VAD as stock Pipecat calls it — through a one-thread
+executor —, through a shared pool, and inline as we call it; echo cancellation; the WebSocket
+protobuf deserializer; and one smart-turn verdict, per VAD stop), timed on this process's CPU
+clock (all threads), so other load on the machine inflates it less than wall time. 20,000 µs
+per 20 ms frame is one full core per session.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 
@@ -46,11 +49,11 @@ async def async_cpu_us_per_frame(fn, frames: list[bytes]) -> tuple[float, float]
 
 async def run(count: int) -> tuple[str, dict]:
     import pipecat.frames.protobufs.frames_pb2 as proto
-    from pipecat.audio.vad.vad_analyzer import VADParams
+    from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
 
     from bot.config import Settings
     from bot.local.models import LocalModels
-    from bot.local.services import SharedSileroVADAnalyzer
+    from bot.local.services import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
     from processors.denoise import _RNNoiseStream, _WebRTCNoiseStream
     from processors.echo_cancel import EchoCanceller, EchoReference
     from transports.websocket import GuardedProtobufSerializer
@@ -60,9 +63,7 @@ async def run(count: int) -> tuple[str, dict]:
     models = LocalModels(Settings(_env_file=None))
 
     def vad():
-        analyzer = SharedSileroVADAnalyzer(
-            session=models.silero_session, executor=models.vad_executor, params=VADParams()
-        )
+        analyzer = SharedSileroVADAnalyzer(session=models.silero_session, params=VADParams())
         analyzer.set_sample_rate(16000)
         return analyzer
 
@@ -80,12 +81,49 @@ async def run(count: int) -> tuple[str, dict]:
     denoiser.close()
 
     inline = vad()
-    add("Silero VAD, analyzer inline (`_run_analyzer`)", cpu_us_per_frame(inline._run_analyzer, frames))
-    pooled = vad()
-    cpu, wall = await async_cpu_us_per_frame(pooled.analyze_audio, frames)
-    add("Silero VAD as we run it (`analyze_audio`: inline buffering, shared pool per model call)", cpu,
-        f"wall {wall:.0f} µs per frame; hand-off = this − inline")
-    figures["vad_handoff"] = cpu - figures["Silero VAD, analyzer inline (`_run_analyzer`)"]
+    floor = cpu_us_per_frame(inline._run_analyzer, frames)
+    add("Silero VAD, the analyzer's own work (`_run_analyzer`)", floor)
+    stock = vad()
+    cpu, wall = await async_cpu_us_per_frame(partial(VADAnalyzer.analyze_audio, stock), frames)
+    add("Silero VAD as stock Pipecat runs it (one-thread executor per session)", cpu,
+        f"wall {wall:.0f} µs per frame; hand-off {cpu - floor:.0f} µs")
+    figures["vad_handoff_stock"] = cpu - floor
+    pool, pooled = ThreadPoolExecutor(max_workers=2), vad()
+
+    async def through_pool(f: bytes):
+        # What bot/local/services.py did before: buffering inline, each model call in a pool.
+        if len(pooled._vad_buffer) + len(f) < pooled._vad_frames_num_bytes:
+            return pooled._run_analyzer(f)
+        return await asyncio.get_running_loop().run_in_executor(pool, pooled._run_analyzer, f)
+
+    cpu, wall = await async_cpu_us_per_frame(through_pool, frames)
+    pool.shutdown()
+    add("Silero VAD, model calls through a shared 2-thread pool (before)", cpu,
+        f"wall {wall:.0f} µs per frame; hand-off {cpu - floor:.0f} µs")
+    figures["vad_handoff_pool"] = cpu - floor
+    ours = vad()
+    cpu, wall = await async_cpu_us_per_frame(ours.analyze_audio, frames)
+    add("Silero VAD as we run it (`analyze_audio`, inline)", cpu,
+        f"wall {wall:.0f} µs per frame; hand-off {cpu - floor:.0f} µs")
+    figures["vad_handoff"] = cpu - floor
+
+    # Smart-turn runs per VAD stop, not per frame: its CPU per verdict on a 3 s utterance and
+    # its silence, i.e. what a stop with no turn in progress no longer costs.
+    turn = SharedSmartTurnAnalyzer(session=models.smart_turn_session)
+    turn.set_sample_rate(16000)
+    utterance = frames[: 3 * 50] + [bytes(640)] * 15
+    runs = 5 if count < 1000 else 20
+    start = time.process_time()
+    for _ in range(runs):
+        for i, f in enumerate(utterance):
+            turn.append_audio(f, is_speech=i < 150)
+        await turn.analyze_end_of_turn()
+        turn.clear()
+    per_run = (time.process_time() - start) * 1e6 / runs
+    figures["smart_turn_run"] = per_run
+    rows.append(["smart-turn v3, one verdict (3 s utterance + 0.3 s silence)", f"{per_run:.0f}",
+                 "per VAD stop", "CPU of one run, not per frame"])
+    await turn.cleanup()
 
     from pipecat.frames.frames import InputAudioRawFrame
 

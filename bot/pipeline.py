@@ -147,7 +147,6 @@ def create_user_params(
     vad_class = AdaptiveVADAnalyzer if settings.vad_adaptive else SharedSileroVADAnalyzer
     vad = vad_class(
         session=models.silero_session,
-        executor=models.vad_executor,
         params=VADParams(
             confidence=settings.vad_confidence,
             start_secs=settings.vad_start_secs,
@@ -264,9 +263,9 @@ def build_pipeline(
             Denoiser(engine=settings.denoiser, enabled=settings.denoise_enabled),
             BackchannelFilter(barge_in),
             user_aggregator,
-            EmptyTurnReply(prompt=EMPTY_TURN_PROMPT, reply=EMPTY_TURN_REPLY),
             # The microphone's audio goes no further unless the recorder needs it.
             *([] if records_user_audio else [InputAudioStop()]),
+            EmptyTurnReply(prompt=EMPTY_TURN_PROMPT, reply=EMPTY_TURN_REPLY),
             budget.guard(),  # the user's turns
             # A failed completion is answered with an apology, not silence (a cloud LLM's
             # fallback switcher handles its own failures and passes this by).

@@ -44,6 +44,7 @@ from pipecat.frames.frames import (
 from pipecat.turns.types import ProcessFrameResult
 
 from bot.barge_in import NoWordsFrame
+from bot.local.services import SharedSmartTurnAnalyzer
 from bot.speculation import SpeculativeTurnStopStrategy
 from bot.speech_pause import PauseDetector
 
@@ -134,6 +135,10 @@ class SentenceTurnStop(SpeculativeTurnStopStrategy):
         **kwargs,
     ):
         super().__init__(turn_analyzer=turn_analyzer, **kwargs)
+        # Smart-turn runs only while a turn is in progress (bot/local/services.py).
+        shared = isinstance(turn_analyzer, SharedSmartTurnAnalyzer)
+        self._analyzer = turn_analyzer if shared else None
+        self._set_turn_in_progress(False)
         self._min_wait = min_wait_secs
         self._max_wait = max_wait_secs
         self._pause_factor = pause_factor
@@ -162,6 +167,7 @@ class SentenceTurnStop(SpeculativeTurnStopStrategy):
         await super().handle_user_turn_started()
         await self._cancel_wait()
         self._words, self._in_turn = "", True
+        self._set_turn_in_progress(True)
         self._segments_pending, self._end_when_heard = 0, None
         self._level.reset()
 
@@ -169,6 +175,11 @@ class SentenceTurnStop(SpeculativeTurnStopStrategy):
         await super().handle_user_turn_stopped()
         await self._cancel_wait()
         self._words, self._in_turn, self._stopped_at = "", False, None
+        self._set_turn_in_progress(False)
+
+    def _set_turn_in_progress(self, in_progress: bool) -> None:
+        if self._analyzer is not None:
+            self._analyzer.turn_in_progress = in_progress
 
     async def cleanup(self):
         await self._cancel_wait()

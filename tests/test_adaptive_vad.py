@@ -27,7 +27,7 @@ def heard(silero, cls, room):
     audio, spans = room_audio(
         QUESTIONS, voices.UNFAMILIAR[:3], spec["level"], spec["kind"], spec["snr"]
     )
-    analyzer = cls(session=silero.silero_session, executor=silero.vad_executor, params=VADParams())
+    analyzer = cls(session=silero.silero_session, params=VADParams())
     starts, _ = vad_run(analyzer, audio)
     return sum(any(a - 0.2 <= s <= b + 0.5 for s in starts) for a, b in spans), analyzer
 
@@ -65,9 +65,7 @@ def test_a_user_speaking_on_does_not_raise_the_bar_over_their_own_voice(silero):
         spans.append((t, t + len(speech) / rate))
         track += [speech, pause]
         t += (len(speech) + len(pause)) / rate
-    analyzer = AdaptiveVADAnalyzer(
-        session=silero.silero_session, executor=silero.vad_executor, params=VADParams()
-    )
+    analyzer = AdaptiveVADAnalyzer(session=silero.silero_session, params=VADParams())
     starts, _ = vad_run(analyzer, np.concatenate(track))
     assert analyzer.params.min_volume < 0.75, analyzer.noise_floor
     assert all(any(a - 0.2 <= s <= a + 0.6 for s in starts) for a, b in spans), (starts, spans)

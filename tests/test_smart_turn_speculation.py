@@ -8,6 +8,7 @@ judged at the stop; every other run was on the audio up to a pause.
 
 from __future__ import annotations
 
+import asyncio
 import wave
 from dataclasses import dataclass
 
@@ -15,10 +16,31 @@ import numpy as np
 import pytest
 from pipecat.audio.turn.base_turn_analyzer import EndOfTurnState
 from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
+from pipecat.frames.frames import (
+    Frame,
+    InputAudioRawFrame,
+    UserStartedSpeakingFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.turns.types import ProcessFrameResult
+from pipecat.turns.user_start import VADUserTurnStartStrategy
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+from pipecat.workers.runner import WorkerRunner
 
 from bot.local.services import SharedSmartTurnAnalyzer
 from bot.speech_pause import PauseDetector
+from bot.turn_end import SentenceTurnStop
 from tests.support.audio import shared_transcripts
+from tests.support.pipeline import Heard
+from tests.support.polling import until
 
 FRAME = 320  # 20 ms at 16 kHz
 VAD_STOP_FRAMES = 15  # the VAD's stop comes ~300 ms after the last word (stop_secs + its tail)
@@ -164,3 +186,58 @@ async def test_real_recordings_judged_finished_at_the_pause_stay_finished(models
         assert v.pause_runs >= 1, name
         if v.from_the_pause:
             assert v.early == EndOfTurnState.COMPLETE, name
+
+
+class HeldOverBot(VADUserTurnStartStrategy):
+    """The VAD starts a turn, except while the bot talks (BargeInStartStrategy holds those
+    until the words decide)."""
+
+    bot_speaking = True
+
+    async def process_frame(self, frame: Frame) -> ProcessFrameResult:
+        if self.bot_speaking and isinstance(frame, VADUserStartedSpeakingFrame):
+            return ProcessFrameResult.CONTINUE
+        return await super().process_frame(frame)
+
+
+async def test_smart_turn_runs_only_when_a_turn_can_end(models, speech):
+    """Speech with no user turn in progress (over the bot, held for its words) is not judged:
+    nothing would use the verdict. The next turn's stop is, once."""
+    runs = ModelRuns(models.smart_turn_session)
+    start = HeldOverBot()
+    stop = SentenceTurnStop(
+        turn_analyzer=SharedSmartTurnAnalyzer(session=runs, params=SmartTurnParams(stop_secs=2.0)),
+        speculate=False,
+    )
+    user, _ = LLMContextAggregatorPair(
+        LLMContext(),
+        user_params=LLMUserAggregatorParams(
+            user_turn_strategies=UserTurnStrategies(start=[start], stop=[stop])
+        ),
+    )
+    seen = Heard()
+    worker = PipelineWorker(Pipeline([user, seen]), params=PipelineParams())
+    running = asyncio.create_task(WorkerRunner(handle_sigint=False).run(worker))
+    quiet = np.zeros(FRAME * VAD_STOP_FRAMES, dtype=np.int16)
+    audio = np.concatenate([speech("What is the capital of France?"), quiet])
+
+    async def utterance():
+        done = InputAudioRawFrame(quiet[:FRAME].tobytes(), 16000, 1)  # after the VAD stop
+        await worker.queue_frames(
+            [VADUserStartedSpeakingFrame(start_secs=0.2)]
+            + [InputAudioRawFrame(pcm, 16000, 1) for pcm in frames(audio)]
+            + [VADUserStoppedSpeakingFrame(stop_secs=0.2), done]
+        )
+        await until(lambda: done in seen.frames, 10.0, "the utterance processed")
+
+    try:
+        await utterance()
+        assert runs.inputs == []  # no turn started: nothing to judge
+        assert not any(isinstance(f, UserStartedSpeakingFrame) for f in seen.frames)
+        start.bot_speaking = False
+        await utterance()
+        assert any(isinstance(f, UserStartedSpeakingFrame) for f in seen.frames)
+        assert len(runs.inputs) == 1  # the turn's stop
+    finally:
+        await worker.cancel()
+        await asyncio.wait_for(running, 10.0)

@@ -33,7 +33,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
 )
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
 from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
@@ -45,6 +45,7 @@ from bot.providers import local_note_sources
 from bot.turn_end import SentenceTurnStop
 from processors.turn_notes import TurnNotes
 from tests.support.fakes import unset_llm_settings
+from tests.support.pipeline import Heard
 from tests.support.polling import until
 
 WAIT = 10.0  # bounds a hung test only
@@ -100,26 +101,6 @@ class EchoLLM(LLMService):
             self.answered.set()
         else:
             await self.push_frame(frame, direction)
-
-
-class Heard(FrameProcessor):
-    """Everything that got past the LLM, in order: what the caller would hear."""
-
-    def __init__(self):
-        super().__init__()
-        self.frames: list[Frame] = []
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection):
-        await super().process_frame(frame, direction)
-        if direction is FrameDirection.DOWNSTREAM:
-            self.frames.append(frame)
-        await self.push_frame(frame, direction)
-
-    def texts(self) -> list[str]:
-        return [f.text for f in self.frames if isinstance(f, LLMTextFrame)]
-
-    def index(self, kind: type) -> list[int]:
-        return [i for i, f in enumerate(self.frames) if isinstance(f, kind)]
 
 
 class Conversation:

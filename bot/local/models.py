@@ -173,7 +173,6 @@ class LocalModels:
     _llm: LLMServerProcess | None = None
     _silero: Any = None
     _smart_turn: Any = None
-    _vad_executor: Any = None
 
     @property
     def whisper(self) -> WhisperModel:
@@ -215,16 +214,6 @@ class LocalModels:
             if self._silero is None:
                 self._silero = _onnx_session("pipecat.audio.vad.data", "silero_vad.onnx")
             return self._silero
-
-    @property
-    def vad_executor(self):
-        """Threads for Silero runs, shared by all sessions (each session's runs are sequential)."""
-        with self._lock:
-            if self._vad_executor is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._vad_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vad")
-            return self._vad_executor
 
     @property
     def smart_turn_session(self):
@@ -294,9 +283,6 @@ class LocalModels:
 
     def close(self) -> None:
         with self._lock:
-            if self._vad_executor is not None:
-                self._vad_executor.shutdown(wait=False)
-                self._vad_executor = None
             if self._llm is not None:
                 self._llm.stop()
                 self._llm = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -201,26 +201,28 @@ class _SharedSileroModel(SileroOnnxModel):
 
 
 class SharedSileroVADAnalyzer(VADAnalyzer):
-    """Pipecat's Silero VAD (`SileroVADAnalyzer`) over the shared session, run in a shared
-    thread pool only when it must run. SileroVADAnalyzer loads its model in its constructor,
-    so this is a VADAnalyzer that scores windows and resets the model's state as it does.
+    """Pipecat's Silero VAD (`SileroVADAnalyzer`) over the shared session, run inline on the
+    event loop. SileroVADAnalyzer loads its model in its constructor, so this is a
+    VADAnalyzer that scores windows and resets the model's state as it does.
 
-    Pipecat hands every audio frame to a per-session thread; most 20 ms frames only top up
-    the model's 32 ms window, and for those the thread hop costs more than the work.
+    Pipecat hands every 20 ms frame to a thread; the hand-off (submit, two wake-ups, the
+    GIL passed back and forth) costs more CPU than the one 512-sample model call it carries
+    (bench.frame_cost), and a session's CPU is what bounds how many a core holds. Inline,
+    the loop is blocked for that call (~0.15-0.3 ms for a frame with a window due, one
+    session's share of a 20 ms tick), which delays other sessions' frames by as much but
+    spends no CPU on waking threads (bench/RESULTS.md, "VAD inline").
     """
 
     def __init__(
         self,
         *,
         session: onnxruntime.InferenceSession,
-        executor: Executor,
         params: VADParams | None = None,
     ):
         super().__init__(params=params)
         self.silero = _SharedSileroModel(session)
         self._windows_since_model_reset = 0
         self._quiet_windows = 0  # in a row, scored below SILERO_RESET_MAX_CONFIDENCE
-        self._shared_executor = executor
 
     def set_sample_rate(self, sample_rate: int):
         if sample_rate not in (8000, 16000):
@@ -259,10 +261,7 @@ class SharedSileroVADAnalyzer(VADAnalyzer):
             self._windows_since_model_reset = 0
 
     async def analyze_audio(self, buffer: bytes) -> VADState:
-        if len(self._vad_buffer) + len(buffer) < self._vad_frames_num_bytes:
-            return self._run_analyzer(buffer)  # no model call: just buffer it
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._shared_executor, self._run_analyzer, buffer)
+        return self._run_analyzer(buffer)  # inline: see the class docstring
 
 
 class SharedSmartTurnAnalyzer(BaseSmartTurn):
@@ -281,6 +280,11 @@ class SharedSmartTurnAnalyzer(BaseSmartTurn):
     (bench/RESULTS.md, "Smart-turn at the pause": right as often as stock either way).
     The cost: a model run at every pause inside the speech, and a turn can now end on
     either verdict, so more questions are cut at a comma.
+
+    `turn_in_progress` (kept by the stop strategy, bot/turn_end.py): with no user turn to
+    end (speech over the bot that the barge-in logic is still judging, its echo, a
+    backchannel), a verdict would be dropped when the next turn starts, so the model does
+    not run; the audio is cleared as a "finished" verdict would clear it.
     """
 
     def __init__(
@@ -291,6 +295,7 @@ class SharedSmartTurnAnalyzer(BaseSmartTurn):
         self._speculate = speculate
         self._pause = PauseDetector()
         self._speculation: Future | None = None
+        self.turn_in_progress = True  # stock: every VAD stop is judged
 
     def _predict_endpoint(self, audio_array: np.ndarray) -> dict[str, Any]:
         """As LocalSmartTurnAnalyzerV3's, on the shared session (without its
@@ -308,7 +313,12 @@ class SharedSmartTurnAnalyzer(BaseSmartTurn):
     def append_audio(self, buffer: bytes, is_speech: bool) -> EndOfTurnState:
         state = super().append_audio(buffer, is_speech)
         # `is_speech` stays true until the VAD stop: the frames in between are the pause.
-        if not self._speculate or not is_speech or state == EndOfTurnState.COMPLETE:
+        if (
+            not self._speculate
+            or not self.turn_in_progress
+            or not is_speech
+            or state == EndOfTurnState.COMPLETE
+        ):
             return state
         paused = self._pause.update(buffer)
         if not self._pause.quiet:
@@ -319,6 +329,9 @@ class SharedSmartTurnAnalyzer(BaseSmartTurn):
         return state
 
     async def analyze_end_of_turn(self) -> tuple[EndOfTurnState, MetricsData | None]:
+        if not self.turn_in_progress:
+            self._clear(EndOfTurnState.COMPLETE)  # no turn to end: see the class docstring
+            return EndOfTurnState.COMPLETE, None
         speculation, self._speculation = self._speculation, None
         if speculation is not None and self._pause.quiet:  # only quiet since the snapshot
             state, result = await asyncio.wrap_future(speculation)
