@@ -124,7 +124,7 @@ async def test_a_daily_bot_reports_to_the_server_like_any_session(serve_app, mon
 
 async def test_a_workers_provider_fallback_is_counted_in_the_servers_metrics(serve_app, speech):
     """Cartesia fails for the worker's first answer: Piper speaks it, and the server's
-    /metrics counts the worker's error and fallback."""
+    /metrics counts the worker's fallback to Piper."""
     from tests.peers import CartesiaPeer, Fault
 
     async with CartesiaPeer(api_key="sk-test") as cartesia:
