@@ -55,6 +55,10 @@ ECHO_SEGMENT_OWN_WORDS = 4
 # a backchannel are short mishearings ("I'm not." for "Uh-huh.") in which its final
 # transcript then finds no words.
 DRAFT_MIN_WORDS = 3
+# In a segment the canceller called echo, words count as the user's only if the segment once
+# stood this far over the echo's measured residual: garbled residue transcribes as words ("I
+# will send this list before.") and starts at -7..+8 dB; voices over the echo at 10 and more.
+WORDS_OVER_ECHO_DB = 10.0
 
 
 @dataclass
@@ -87,6 +91,9 @@ class BargeIn:
         # The speech the VAD hears now is, by the echo canceller's measure, only the bot's
         # own echo: whatever the STT makes of it is not the user's.
         self.echo_segment = False
+        # The most the segment stood over the echo's measured residual, in dB (None: not
+        # measured: no echo, or its residual not known yet).
+        self.segment_over_echo_db: float | None = None
         self.backchannels = 0
         self.echoes = 0
         self.resumed = 0
@@ -121,6 +128,9 @@ class BargeIn:
         if meaning is Meaning.BACKCHANNEL and not self.talking:
             return Meaning.INTERRUPTION  # the bot has finished: these are words for it
         if self.echo_segment and meaning is Meaning.INTERRUPTION:
+            over = self.segment_over_echo_db
+            if over is not None and over < WORDS_OVER_ECHO_DB:
+                return Meaning.ECHO  # measured: no more than the echo's residue, whatever words
             # The segment began as the bot's echo; the user may have spoken on over it
             # ("food. What is the capital of France?"). Theirs only with words of their own.
             # (Before the bot's first words are in its recent text, nothing can be told.)
@@ -222,6 +232,7 @@ class BargeInStartStrategy(VADUserTurnStartStrategy):
         if isinstance(frame, VADUserStartedSpeakingFrame):
             self._vad_speaking = True
             self._barge_in.echo_segment = False
+            self._barge_in.segment_over_echo_db = None
             if self._in_turn:
                 return ProcessFrameResult.CONTINUE  # the user going on with their turn
             if not self._barge_in.listening_over_bot:
@@ -268,8 +279,12 @@ class BargeInStartStrategy(VADUserTurnStartStrategy):
 
     async def _maybe_hold(self) -> None:
         self._barge_in.echo_segment = not self._barge_in.voice_over_echo()
+        canceller = self._barge_in.canceller
+        above = canceller.above_floor_db() if canceller is not None else None
+        if above is not None:
+            so_far = self._barge_in.segment_over_echo_db
+            self._barge_in.segment_over_echo_db = above if so_far is None else max(so_far, above)
         if not self._barge_in.echo_segment:
-            canceller = self._barge_in.canceller
             if canceller is not None and canceller.echo_present:
                 logger.debug(
                     f"{self}: a voice over the echo "

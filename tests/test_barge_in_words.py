@@ -125,3 +125,14 @@ def test_a_short_draft_over_the_bot_waits_for_the_final_transcript():
     assert judge.interrupts("I'm not.")  # the final transcript: two words of the user's
     assert judge.interrupts("Stop.", draft=True)
     assert judge.interrupts("What is the capital", draft=True)
+
+
+def test_in_a_measured_echo_segment_only_a_voice_over_the_echo_has_words():
+    """Garbled residue transcribes as words of its own ("I will send this list before."); if
+    the segment never stood 10 dB over the echo's residual, they are echo."""
+    judge = barge_in()
+    judge.echo_segment = True
+    judge.segment_over_echo_db = 4.0
+    assert judge.meaning("I will send this list before.") is Meaning.ECHO
+    judge.segment_over_echo_db = 14.0
+    assert judge.meaning("food. What is the capital of France?") is Meaning.INTERRUPTION
