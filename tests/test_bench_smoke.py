@@ -29,8 +29,11 @@ from processors.sequential_bridge import SequentialBridge
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = {"BENCH_FAKE": "stt,llm,tts"}  # the instant stand-ins (tests/support/fakes.py)
+# The spoken-QA smoke checks the bench's own path (real voices, Whisper, the judge): its
+# answers come from the instant LLM; the real one is judged by tests/test_spoken_answers.py.
 BENCHES = {"voice_to_voice": FAKE, "barge_in": FAKE, "capacity": {}, "soak": {}, "frame_cost": {}, "stt_window": {},
-           "llm_context": {}, "turn_pause": {}, "spoken_qa": {}, "sentence_turns": {}, "adaptive_vad": {},
+           "llm_context": {}, "turn_pause": {}, "spoken_qa": {"BENCH_FAKE": "llm"}, "sentence_turns": {},
+           "adaptive_vad": {},
            "backchannels": {}}
 NUMBER = r"-?\d+(\.\d+)?"
 
