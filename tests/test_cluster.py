@@ -287,6 +287,10 @@ async def test_daily_rooms_are_placed_on_the_least_loaded_node(pair):
         assert r.status_code == 502 and "500" in r.json()["detail"], r.text
         r = await http.post(f"{a.url}/api/connect", json={"transport": "daily", "expiry_secs": 30})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["expiry_secs"], r.text
+        # A page from a foreign origin may not place a session or start a room.
+        for path in ("/api/connect", "/api/rooms"):
+            r = await http.post(f"{a.url}{path}", headers={"Origin": "https://evil.example"})
+            assert r.status_code == 403 and "ALLOWED_ORIGINS" in r.json()["detail"], r.text
 
 
 async def test_a_users_memory_follows_them_to_another_node_until_deleted(pair, question):

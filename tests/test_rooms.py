@@ -108,6 +108,29 @@ async def test_rooms_eject_everyone_when_they_expire_and_expiry_is_bounded():
             assert len(daily.rooms) == 1 and len(spawner.rooms) == 1
 
 
+async def test_a_page_from_a_foreign_origin_may_not_start_a_room():
+    from fastapi import FastAPI
+
+    from bot.config import Settings
+    from web.rooms import rooms_router
+    from web.sessions import SessionRegistry
+
+    async with DailyPeer(api_key=KEY) as daily:
+        settings = Settings(_env_file=None, daily_api_key=KEY, daily_api_url=daily.base_url,
+                            allowed_origins="https://app.example")
+        app, spawner = FastAPI(), NoBotProcess()
+        app.include_router(rooms_router(settings, SessionRegistry(max_sessions=4), spawner))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://rooms") as http:
+            for path in ("/api/rooms", "/api/connect"):
+                r = await http.post(path, headers={"Origin": "https://evil.example"})
+                assert r.status_code == 403 and "ALLOWED_ORIGINS" in r.json()["detail"], r.text
+            assert not daily.rooms and not spawner.rooms
+            r = await http.post("/api/rooms", headers={"Origin": "https://app.example"})
+            assert r.status_code == 200, r.text
+            assert len(daily.rooms) == 1 and len(spawner.rooms) == 1
+
+
 async def test_a_hung_daily_api_is_a_clear_502_not_a_hung_request():
     from fastapi import FastAPI
 

@@ -69,6 +69,8 @@ def rooms_router(settings: Settings, registry: SessionRegistry, spawner: BotSpaw
     async def create_room(request: Request) -> RoomAnswer | Response:
         if not configured:
             raise HTTPException(503, "Daily rooms are not configured: set DAILY_API_KEY")
+        # A room costs a bot process and Daily minutes: a foreign page may not start one.
+        admission.check_origin(request)
         body = await request.body()
         try:
             params = RoomRequest.model_validate_json(body) if body.strip() else RoomRequest()

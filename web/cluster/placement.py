@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.config import Settings
-from web.admission import client_address
+from web.admission import OriginPolicy, client_address
 from web.cluster.calls import InProcessDispatch
 from web.cluster.node import ClusterNode, ClusterUnavailable, OwnerTimeout
 from web.rooms import RoomPlacement, RoomRequest
@@ -101,11 +101,16 @@ def room_placement(cluster: ClusterNode, dispatch: InProcessDispatch) -> RoomPla
 
 def placement_router(settings: Settings, cluster: ClusterNode) -> APIRouter:
     router = APIRouter(tags=["sessions"])
+    origins = OriginPolicy(settings.origin_list)
 
     @router.post("/api/connect", summary="Start a session on the least-loaded node",
                  responses={503: {"description": "No node can take a session (the reason)"},
+                            403: {"description": "The page's origin may not open sessions (ALLOWED_ORIGINS)"},
                             422: {"description": "Not a ConnectRequest"}})
     async def connect(request: Request):
+        if not origins.allows(request):
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                "this page's origin may not open sessions here (ALLOWED_ORIGINS)")
         raw = await request.body()
         try:
             body = ConnectRequest.model_validate_json(raw) if raw.strip() else ConnectRequest()
