@@ -15,7 +15,8 @@ answers right, refusals, knowledge-base leaks (bench/qa_judge.py: no LLM judges)
 client-side voice-to-voice p50/p95 (the first bot audio after the last speech frame went out).
 
 `--mode text` and `--mode stt` measure one stage each, to choose a model without the hour a
-whole run takes: the LLM on the question text (system prompt, knowledge-base retrieval and
+whole run takes, and `--mode heard` the two in a row (the LLM on the recogniser's transcript,
+no real time: how well the answers survive mishearings): the LLM on the question text (system prompt, knowledge-base retrieval and
 the follow-up's history exactly as a session builds them), or the recogniser on the spoken
 audio (as the final transcript of a turn is made). Settings come from the environment as
 for the server (e.g. `LOCAL_LLM=qwen2.5-coder-0.5b`, `WHISPER_MODEL=base`). Audio is
@@ -81,7 +82,9 @@ def spoken(item_text: str, voice: str, condition: str, piper) -> tuple[np.ndarra
 # --- text mode: the LLM alone --------------------------------------------------------------
 
 
-async def ask_text(items: list[Item]) -> list[Outcome]:
+async def ask_text(items: list[Item], heard: list[Outcome] | None = None) -> list[Outcome]:
+    """Each item's utterances as text to the LLM; with `heard` (stt mode's outcomes), what the
+    recogniser heard instead of what was said, one outcome per voice and condition."""
     from openai import AsyncOpenAI
     from pipecat.processors.aggregators.llm_context import LLMContext
 
@@ -96,13 +99,14 @@ async def ask_text(items: list[Item]) -> list[Outcome]:
     server.warm_up()
     sources = local_note_sources(settings)
     client = AsyncOpenAI(api_key="local", base_url=server.base_url)
+    asked = heard or [Outcome(item, "text", "text", heard=list(item.utterances)) for item in items]
     outcomes = []
     try:
-        for item in items:
+        for outcome in asked:
+            item = outcome.item
             conversation = uuid.uuid4().hex
             context = LLMContext()
-            outcome = Outcome(item, "text", "text")
-            for text in item.utterances:
+            for text in outcome.heard:
                 context.add_message({"role": "user", "content": text})
                 request = augmented_context(context, sources) or context
                 messages = [{"role": "system", "content": settings.system_prompt}, *request.messages]
@@ -122,7 +126,8 @@ async def ask_text(items: list[Item]) -> list[Outcome]:
                 outcome.answer = answer
                 outcome.first_token_ms = (first - started) * 1000 if first else None
             outcomes.append(outcome)
-            print(f"{'OK ' if outcome.verdict.right else 'BAD'} {item.id:22s} {outcome.answer[:110]!r}", flush=True)
+            print(f"{'OK ' if outcome.verdict.right else 'BAD'} {outcome.voice:12s} {outcome.condition:6s} "
+                  f"{item.id:22s} heard {outcome.heard[-1][:50]!r} → {outcome.answer[:80]!r}", flush=True)
     finally:
         models.close()
     return outcomes
@@ -259,7 +264,7 @@ async def ask_voices(items: list[Item], voice_names: list[str], conditions: list
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
-    parser.add_argument("--mode", choices=["voice", "text", "stt"], default="voice")
+    parser.add_argument("--mode", choices=["voice", "text", "stt", "heard"], default="voice")
     parser.add_argument("--voices", default=",".join(DEFAULT_VOICES),
                         help=f"Comma-separated, from: {', '.join(voices.VOICES)}.")
     parser.add_argument("--conditions", default=",".join(CONDITIONS), help="clean, noisy or both.")
@@ -289,6 +294,8 @@ def main() -> None:
         outcomes = asyncio.run(ask_text(items))
     elif args.mode == "stt":
         outcomes = transcribe_all(items, voice_names, conditions)
+    elif args.mode == "heard":
+        outcomes = asyncio.run(ask_text(items, transcribe_all(items, voice_names, conditions)))
     else:
         cost = ServerCost()
         outcomes = asyncio.run(ask_voices(items, voice_names, conditions, args.timeout, cost))
@@ -311,7 +318,8 @@ def main() -> None:
     name += f"_{args.label}" if args.label else ""
     title = {"voice": "Spoken QA: right answers in unfamiliar voices, over /ws",
              "text": "Spoken QA, the LLM alone (question text)",
-             "stt": "Spoken QA, the recogniser alone (WER)"}[args.mode]
+             "stt": "Spoken QA, the recogniser alone (WER)",
+             "heard": "Spoken QA, the LLM on what the recogniser heard"}[args.mode]
     title += f" ({args.label})" if args.label else ""
     report(args, name, title, table=table, started_load=started_load, verdicts=lines, env=settings_env,
            heading=f"spoken QA ({args.mode}): {len(items)} items"
