@@ -19,7 +19,7 @@ import redis.asyncio as redis
 from bench.voices import VoiceUnavailable, synthesize
 from tests.peers.faults import Fault
 from tests.support.nodes import CloudPeers, Node, nodes
-from tests.support.polling import until
+from tests.support.polling import until, until_async
 from tests.support.redis_server import RedisServer
 from web.ws_client import AgentClient
 
@@ -70,14 +70,6 @@ async def dashboard_events(http: httpx.AsyncClient, node: Node) -> dict:
             elif line.startswith("data: ") and event == "turn":
                 return json.loads(line[6:])
     raise AssertionError("the event stream ended without a turn")
-
-
-async def until_async(predicate, timeout: float, what: str) -> None:
-    """`until` for a coroutine predicate (a Redis query)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 def system_of(request: dict) -> str:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.peers.daily import DailyPeer
-from tests.support.polling import until
+from tests.support.polling import until, until_async
 from tests.text import contains_words
 from web.ws_client import AgentClient
 
@@ -139,3 +139,29 @@ async def test_a_workers_provider_fallback_is_counted_in_the_servers_metrics(ser
                 metrics = (await http.get(f"{server.url}/metrics")).text
             fallbacks = [l for l in metrics.splitlines() if l.startswith("voice_agent_fallbacks_total{")]
             assert any('stage="tts"' in l and not l.endswith(" 0.0") for l in fallbacks), fallbacks
+
+
+async def test_a_workers_user_is_remembered_by_the_server_and_the_next_session(serve_app, speech, tmp_path):
+    """Per-user memory in session processes: what the user (named in the URL) asked to be
+    remembered reaches the server's store; the user's next session, named in the client's
+    client-ready message this time, starts with it in its instructions."""
+    fact = "my dog is called Rex"
+    async with serve_app(session_processes=True, memory_path=tmp_path / "memory.sqlite3",
+                         memory_summarize=False) as server, httpx.AsyncClient(timeout=60) as http:
+        async with AgentClient(f"{server.ws_url}?user_id=u-7") as client:
+            await ready_session(server, client)
+            await client.speak(speech(f"Please remember that {fact}."))
+            assert await client.silence_until(turn_count(1), 90), client.received.turns
+
+        async def kept() -> bool:
+            r = await http.get(f"{server.url}/api/users/u-7/memory")
+            return r.status_code == 200 and [f.lower() for f in r.json()["facts"]] == [fact.lower()]
+
+        await until_async(kept, 30, "the fact to be kept")
+        async with AgentClient(server.ws_url, client_ready={"user_id": "u-7"}) as client:
+            session_id = (await ready_session(server, client))["session_id"]
+            # The server's view of a worker's instructions is refreshed with each turn.
+            await client.speak(speech("What is my dog called?"))
+            assert await client.silence_until(turn_count(1), 90), client.received.turns
+            detail = (await http.get(f"{server.url}/api/sessions/{session_id}")).json()
+            assert fact.lower() in detail["instructions"].lower(), detail["instructions"]

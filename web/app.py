@@ -173,10 +173,8 @@ def create_app(
             providers=providers,
             user_id=user_id,
         )
-        if memory is not None and user_id is not None:
-            session.on_turn.append(memory.keeper_of(user_id, session.id))
-        if memory is not None and resume is None:  # or named in the client's client-ready
-            session.on_client_ready.append(memory.client_ready)
+        if memory is not None:
+            memory.enrol(session, named_by_client=resume is None)
         if resumes is not None:
             resumes.enrol(session)
         return session

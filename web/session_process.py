@@ -33,9 +33,10 @@ from loguru import logger
 
 from bot.config import Settings
 from bot.local.models import LocalModels
+from bot.memory import MemoryKeeper
 from bot.pipeline import Session, run_bot
 from bot.session_control import InstructionMode
-from bot.providers import ProviderNames, Providers
+from bot.providers import ProviderNames, Providers, create_llm
 from processors.observers.provider_errors import ProviderErrorObserver, provider_counters
 from web.sessions import LiveSession, SessionRegistry
 
@@ -90,17 +91,27 @@ async def serve(job: dict, settings: Settings, models: LocalModels, providers: P
         names = None
     error_counter, fallback_counter = provider_counters(None)
     errors = ProviderErrorObserver(error_counter, names, fallback_counter)
+    # Per-user memory, in the store the server reads too (SQLite file or Redis): the
+    # session process keeps its user's words and, when its session ends, their summary.
+    memory = None
+    if settings.memory_enabled:
+        memory = MemoryKeeper(settings, summarizer=lambda: create_llm(settings, models, fallback=False))
+        registry.listeners.append(lambda event, live, _: memory.ended(live.id) if event == "ended" else None)
 
     async def new_session(transport: str, user_id: str | None = None,
                           resume: tuple[str, str] | None = None) -> Session:
-        # Per-user memory and resuming are kept by in-process sessions only (yet).
+        # Resuming is kept by in-process sessions only (yet).
         if resume is not None:
             raise ValueError("sessions cannot be resumed with SESSION_PROCESSES=true")
-        if user_id is not None:
-            logger.warning("SESSION_PROCESSES: this session keeps no per-user memory")
-        return Session(settings=settings, models=models, id=job["session_id"],
-                       transport_kind=transport, greeting=settings.greeting, observers=[errors],
-                       providers=providers)
+        prompt = settings.system_prompt
+        if memory is not None and user_id is not None:
+            prompt = await memory.instructions_for(user_id)
+        session = Session(settings=settings.model_copy(update={"system_prompt": prompt}), models=models,
+                          id=job["session_id"], transport_kind=transport, greeting=settings.greeting,
+                          observers=[errors], providers=providers, user_id=user_id)
+        if memory is not None:
+            memory.enrol(session)
+        return session
 
     stdin = await _stdin_reader()
     server_gone = asyncio.create_task(_obey_commands(stdin, registry, out))
@@ -117,6 +128,9 @@ async def serve(job: dict, settings: Settings, models: LocalModels, providers: P
         return await session
     except asyncio.CancelledError:
         return EXIT_OK
+    finally:
+        if memory is not None:  # the user's last words and summary are written before exit
+            await memory.close()
 
 
 async def _serve_web(settings, registry, new_session, out: EventWriter, started, ended) -> int:

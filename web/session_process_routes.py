@@ -68,9 +68,11 @@ def session_process_router(
             slot.release()
 
         try:
+            # The query (user_id) is the session's to read and refuse, as in-process.
+            query = f"?{websocket.url.query}" if websocket.url.query else ""
             await _relay(
                 websocket,
-                f"ws://127.0.0.1:{link.port}/ws",
+                f"ws://127.0.0.1:{link.port}/ws{query}",
                 settings.max_message_bytes,
                 link,
                 browser_left,

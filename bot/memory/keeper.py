@@ -138,6 +138,15 @@ class MemoryKeeper:
 
         return keep
 
+    def enrol(self, session: Session, *, named_by_client: bool = True) -> None:
+        """Keep `session`'s turns for its user, if it has one (its instructions already hold
+        what is remembered: `instructions_for`); with `named_by_client`, the client's
+        client-ready message may name the user (`client_ready`)."""
+        if session.user_id is not None:
+            session.on_turn.append(self.keeper_of(session.user_id, session.id))
+        if named_by_client:
+            session.on_client_ready.append(self.client_ready)
+
     async def client_ready(self, session: Session, data: dict) -> None:
         """A session's `on_client_ready` hook: a `user_id` in the client's RTVI client-ready
         data names the session's user, unless its URL already did (that one wins). What is

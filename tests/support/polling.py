@@ -26,3 +26,13 @@ async def until(
     if not value:
         raise AssertionError(f"timed out waiting for {what} ({timeout:g} s)")
     return value
+
+
+async def until_async(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """`until` for a coroutine predicate (a query to a server in this event loop, Redis)."""
+    deadline = time.monotonic() + timeout
+    while not (value := await predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what} ({timeout:g} s)")
+        await asyncio.sleep(interval)
+    return value
