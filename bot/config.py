@@ -84,9 +84,9 @@ class Settings(ServerSettings, FallbackSettings, BaseSettings):
     whisper_model: Literal["tiny.en", "base"] = "tiny.en"
     whisper_model_dir: Path | None = None
     whisper_compute_type: str = "int8"
-    # Beam search: a few more questions heard right than greedy, for ~20-40 ms a
-    # transcript (bench/RESULTS.md, "Spoken QA"). 1 = greedy.
-    whisper_beam_size: int = Field(5, ge=1, le=10)
+    # 1 = greedy. Beam search (5) hears a few more whole questions right, but in the voice
+    # loop's segmented passes it lost a clause (bench/RESULTS.md, "Spoken QA").
+    whisper_beam_size: int = Field(1, ge=1, le=10)
     whisper_threads: int = Field(2, ge=1)
     # Transcribe while the user is still speaking (interim transcripts; the final one is
     # usually ready when the turn ends). False: transcribe each segment once, at its end.
