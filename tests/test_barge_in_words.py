@@ -67,6 +67,15 @@ def test_a_short_echo_the_recogniser_garbled_a_word_of_is_still_echo():
     assert judge.meaning("What is the capital?") is Meaning.INTERRUPTION
 
 
+def test_a_five_word_echo_with_two_words_misheard_is_still_echo():
+    """Its own echo at -10 dB, loud enough to pass for a voice, came back as five words of
+    which three are the sentence's, in order: the bot must not take it for the user."""
+    judge = barge_in("Oxygen is what the plant gives back to the air around it.")
+    assert judge.meaning("it's back to the end.") is Meaning.ECHO
+    # A question of the same length that shares common words with it is the user's.
+    assert judge.meaning("What is the air made of?") is Meaning.INTERRUPTION
+
+
 async def test_only_sentences_already_heard_can_come_back_as_echo():
     """The speech gate's "what the bot said lately" stops at the sentence it is saying: the
     rest of the answer is queued long before it is heard, and a question asked over the bot
