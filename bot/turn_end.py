@@ -270,6 +270,12 @@ class SentenceTurnStop(SpeculativeTurnStopStrategy):
         if self._words_pending:
             self._end_when_heard = kwargs
             return
+        if self._loud_frames >= RESUMED_FRAMES:
+            # The voice came back before this wait began (its words were late, so the
+            # silence had all but run out): held as if it had come back during the wait.
+            self._pending_end = kwargs
+            self._wait = self.task_manager.create_task(self._confirm_resumed(), f"{self}::resumed")
+            return
         await super().trigger_user_turn_stopped(**kwargs)
 
     async def _cancel_wait(self) -> None:
