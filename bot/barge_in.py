@@ -76,7 +76,12 @@ class BargeIn:
     """
 
     def __init__(
-        self, gate: SpeechGate, policy: BargeInPolicy, echo_tail_secs: float = 1.0, canceller=None
+        self,
+        gate: SpeechGate,
+        policy: BargeInPolicy,
+        echo_tail_secs: float = 1.0,
+        canceller=None,
+        vad_start_secs: float = 0.2,
     ):
         self.gate = gate
         self.policy = policy
@@ -94,6 +99,10 @@ class BargeIn:
         # The most the segment stood over the echo's measured residual, in dB (None: not
         # measured: no echo, or its residual not known yet).
         self.segment_over_echo_db: float | None = None
+        # When the speech the VAD hears now began, and whether the echo path was known then.
+        self._vad_start_secs = vad_start_secs
+        self._segment_began = 0.0
+        self._segment_echo_known = True
         self.backchannels = 0
         self.echoes = 0
         self.resumed = 0
@@ -123,10 +132,28 @@ class BargeIn:
         """The echo canceller's view: more than the bot's cancelled echo in the microphone."""
         return self.canceller is None or self.canceller.voice_over_echo()
 
+    def segment_started(self) -> None:
+        """The VAD has heard speech start (`vad_start_secs` ago)."""
+        self.echo_segment = False
+        self.segment_over_echo_db = None
+        self._segment_began = time.monotonic() - self._vad_start_secs
+        self._segment_echo_known = self.canceller is None or self.canceller.echo_present
+
+    def _echo_before_known(self) -> bool:
+        """Speech that began before the echo path was known (nothing cancelled it) and,
+        measured now that it is, never rose over what the bot's echo explains."""
+        if self._segment_echo_known or not self.canceller.echo_present:
+            return False
+        over = self.canceller.over_echo_db(self._segment_began)
+        logger.debug(f"Speech heard before the echo was known: {over} dB over the echo")
+        return over is not None and over < WORDS_OVER_ECHO_DB
+
     def meaning(self, text: str) -> Meaning | None:
         meaning = self.policy.meaning(text, self.gate.recent_text())
         if meaning is Meaning.BACKCHANNEL and not self.talking:
             return Meaning.INTERRUPTION  # the bot has finished: these are words for it
+        if meaning is Meaning.INTERRUPTION and self._echo_before_known():
+            return Meaning.ECHO
         if self.echo_segment and meaning is Meaning.INTERRUPTION:
             over = self.segment_over_echo_db
             if over is not None and over < WORDS_OVER_ECHO_DB:
@@ -231,8 +258,7 @@ class BargeInStartStrategy(VADUserTurnStartStrategy):
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
         if isinstance(frame, VADUserStartedSpeakingFrame):
             self._vad_speaking = True
-            self._barge_in.echo_segment = False
-            self._barge_in.segment_over_echo_db = None
+            self._barge_in.segment_started()
             if self._in_turn:
                 return ProcessFrameResult.CONTINUE  # the user going on with their turn
             if not self._barge_in.listening_over_bot:

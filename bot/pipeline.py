@@ -243,7 +243,11 @@ def build_pipeline(
         noise_suppression=settings.echo_cancel_noise_suppression,
     )
     barge_in = BargeIn(
-        gate, BargeInPolicy.from_settings(settings), settings.echo_tail_secs, echo_canceller
+        gate,
+        BargeInPolicy.from_settings(settings),
+        settings.echo_tail_secs,
+        echo_canceller,
+        vad_start_secs=settings.vad_start_secs,
     )
     barge_in.stt_answers_every_segment = settings.stt_answers_every_segment
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(

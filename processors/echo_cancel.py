@@ -46,6 +46,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from processors.echo_path import (
     BLOCK_SECS,
     DoubleTalk,
+    EchoBound,
     EchoPath,
     ResidualEcho,
     log_energy,
@@ -185,6 +186,7 @@ class EchoCanceller(FrameProcessor):
         self._path = EchoPath()
         self._residual = ResidualEcho()
         self._double_talk = DoubleTalk()
+        self._bound = EchoBound()
         self._warned = False
 
     @property
@@ -201,6 +203,13 @@ class EchoCanceller(FrameProcessor):
         if self._path.present:
             logger.trace(f"{self}: {self._residual.above_floor_db()} dB over the echo's residual")
         return voice
+
+    def over_echo_db(self, since: float) -> float | None:
+        """How far the raw microphone stood over the bot's echo since `since` (the
+        reference's clock), in dB; None where no echo is known."""
+        if not self._path.present:
+            return None
+        return self._bound.over_echo_db(self._path.delay_secs, since)
 
     @property
     def echo_delay_ms(self) -> int | None:
@@ -289,7 +298,9 @@ class EchoCanceller(FrameProcessor):
         n = len(mic)
         shift = int(self._path.shift_secs * self._rate)
         ref = self._reference.read(index + n - shift, n)
-        self._path.add(mic, self._reference.read(index + n, n))
+        sent = self._reference.read(index + n, n)
+        self._path.add(mic, sent)
+        self._bound.add(self._reference.clock(), log_energy(mic), log_energy(sent))
         rtc = self._rtc
         # AEC3 keeps adapting either way, so it is converged when an echo shows up.
         self._apm.process_reverse_stream(rtc.AudioFrame(ref.tobytes(), self._rate, 1, n))

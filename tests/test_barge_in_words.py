@@ -145,3 +145,45 @@ def test_in_a_measured_echo_segment_only_a_voice_over_the_echo_has_words():
     assert judge.meaning("I will send this list before.") is Meaning.ECHO
     judge.segment_over_echo_db = 14.0
     assert judge.meaning("food. What is the capital of France?") is Meaning.INTERRUPTION
+
+
+class Canceller:
+    """The echo canceller's two answers the judgement reads here (what it measures is
+    tests/test_echo_cancel.py's): whether it knows the echo, and how far the microphone
+    stood over it since a moment."""
+
+    def __init__(self, over_db: float):
+        self.echo_present, self.over_db, self.asked_since = False, over_db, None
+
+    def voice_over_echo(self) -> bool:
+        return True
+
+    def above_floor_db(self):
+        return None
+
+    def over_echo_db(self, since: float) -> float:
+        self.asked_since = since
+        return self.over_db
+
+
+def test_speech_from_before_the_echo_was_known_is_measured_against_it_once_it_is():
+    """The bot's first words came back before anything cancelled them and were transcribed
+    ("Let's meet." for "Plants make their food"): once the echo path is known, no more than
+    the echo explains is echo, whatever the words; a voice standing over it is the user's."""
+    policy = BargeInPolicy.from_settings(Settings(_env_file=None))
+    for over_db, meaning in [(5.0, Meaning.ECHO), (14.0, Meaning.INTERRUPTION)]:
+        canceller = Canceller(over_db)
+        judge = BargeIn(SaidLately(SAID), policy, canceller=canceller, vad_start_secs=0.2)
+        judge.bot_speaking = True
+        judge.segment_started()  # the echo not known yet
+        canceller.echo_present = True  # known by the time the words arrive
+        assert judge.meaning("Let's meet.") is meaning
+        assert canceller.asked_since is not None
+    # Speech that began once the echo was known is judged by the cancelled signal instead.
+    canceller = Canceller(5.0)
+    canceller.echo_present = True
+    judge = BargeIn(SaidLately(SAID), policy, canceller=canceller)
+    judge.bot_speaking = True
+    judge.segment_started()
+    assert judge.meaning("What is the capital of France?") is Meaning.INTERRUPTION
+    assert canceller.asked_since is None

@@ -56,11 +56,13 @@ def call(
     user_at: float | None = None,
     user_dbfs=-25.0,
     held_secs: float = 0.0,
+    ask_over_echo: tuple[float, float] | None = None,
 ):
     """(microphone in, microphone out after the canceller, canceller, user segment).
 
     `held_secs`: the bot falls silent for this long after every 0.6 s of speech (held by
-    barge-ins over its own early echo)."""
+    barge-ins over its own early echo). `ask_over_echo=(since, at)`: at `at` seconds, how far
+    the microphone stood over the echo since `since` goes in `canceller.asked_over_echo`."""
     bot = voices.synthesize(BOT, "espeak-rp-slow")
     if held_secs:
         piece, gap = int(0.6 * RATE), np.zeros(int(held_secs * RATE), dtype=bot.dtype)
@@ -92,7 +94,10 @@ def call(
     for i in range(0, len(mic) - frame + 1, frame):
         events.append(((i + frame) / RATE + 0.02, 1, "mic", mic[i : i + frame]))
     out, voice, present = [], [], []
+    canceller.asked_over_echo = None
     for t, _, kind, data in sorted(events, key=lambda e: (e[0], e[1])):
+        if ask_over_echo and clock.now < ask_over_echo[1] <= t:
+            canceller.asked_over_echo = canceller.over_echo_db(ask_over_echo[0])
         clock.now = t
         if kind == "tap":
             reference.add(data.tobytes(), OUT_RATE)
@@ -164,6 +169,25 @@ def test_a_voice_is_told_from_what_is_left_of_the_echo(echo_db, user_dbfs):
     echo_only = canceller.voice[int(4.0 * RATE) // frame : user.start // frame]
     assert during.any()
     assert not echo_only.any()
+
+
+@pytest.mark.parametrize("echo_db,user_dbfs", [(-10, None), (-20, None), (-10, -22), (-20, -32)])
+def test_speech_heard_before_the_echo_was_known_is_judged_once_it_is(echo_db, user_dbfs):
+    """The bot's first words come back before anything cancels them: the VAD hears them
+    and the bot is held. Once the echo path is known (within the bot's first second), that
+    speech is told apart: the echo alone never stands over what the bot's audio explains, a
+    voice 8-10 dB over the echo does."""
+    # The bot starts at 0.5 s, its echo 0.15 s later; the user, if any, from 0.8 s.
+    user_at = None if user_dbfs is None else 0.8
+    mic, out, canceller, user = call(
+        echo_db, 0.15, user_at=user_at, user_dbfs=user_dbfs or -25.0, ask_over_echo=(0.7, 2.2)
+    )
+    over = canceller.asked_over_echo
+    assert over is not None
+    if user_dbfs is None:
+        assert over < 10, over
+    else:
+        assert over >= 10, over
 
 
 def test_with_no_echo_the_microphone_is_untouched():
