@@ -493,25 +493,27 @@ def tone_frames(seconds: float, rate: int = 24000, frame_ms: int = 40) -> list[b
 
 
 class FakeBotSocket:
-    """Plays the server's `/ws` for one page: bot-ready on client-ready, or a refusal."""
+    """Plays the server's `/ws` for one page: bot-ready on client-ready, or a refusal of the
+    next socket the page opens (`refuse`). `urls`: every socket's URL, in order."""
 
     def __init__(self, page, refuse: tuple[int, str] | None = None):
         self.ws = None
         self.refuse = refuse
-        page.route_web_socket("**/ws", self._accept)
+        self.urls: list[str] = []
+        page.route_web_socket("**/ws*", self._accept)
 
     def _accept(self, ws) -> None:
         self.ws = ws
-        ws.on_message(self._on_message)
+        self.urls.append(ws.url)
+        refuse, self.refuse = self.refuse, None
+        ws.on_message(lambda message: self._on_message(ws, message, refuse))
 
-    def _on_message(self, message) -> None:
+    def _on_message(self, ws, message, refuse: tuple[int, str] | None) -> None:
         from pipecat.frames.protobufs import frames_pb2
 
-        if self.refuse:
+        if refuse:
             # Like the server: the socket is open (the page spoke), then closed with a reason.
-            code, reason = self.refuse
-            self.refuse = None
-            self.ws.close(code=code, reason=reason)
+            ws.close(code=refuse[0], reason=refuse[1])
             return
         if not isinstance(message, bytes):
             return
@@ -519,7 +521,7 @@ class FakeBotSocket:
         if frame.WhichOneof("frame") == "message":
             rtvi = json.loads(frame.message.data)
             if rtvi.get("type") == "client-ready":
-                self.send(rtvi_bytes("bot-ready", {"version": "2.2.0"}, rtvi.get("id", "ready")))
+                ws.send(rtvi_bytes("bot-ready", {"version": "2.2.0"}, rtvi.get("id", "ready")))
 
     def send(self, data: bytes) -> None:
         assert self.ws is not None, "the page has not opened the WebSocket"
@@ -649,6 +651,73 @@ def test_server_ends_websocket_session(static_site, playwright):
         bot.ws.close(code=1000, reason="idle for 300 s")
         message = expect_error(caller, "server", "the server ended the session")
         assert "idle for 300 s" in message
+    finally:
+        caller.close()
+
+
+def test_a_dropped_websocket_resumes_its_conversation(static_site, playwright):
+    """The connection drops (here: the session's process failed, 1011) while the server
+    keeps the conversation: the page reconnects with the ticket of the server's `session`
+    message and carries on with its transcript; a resume the server refuses ends the
+    session with why."""
+    from urllib.parse import parse_qs, urlparse
+
+    caller = Caller(playwright, static_site, None, "websocket")
+
+    def session_message(session_id: str, token: str) -> None:
+        data = {"type": "session", "session_id": session_id, "transport": "websocket"}
+        bot.send(rtvi_bytes("server-message", {**data, "resume_token": token}))
+        caller.wait(f"() => window.voiceAgent.sessionId === '{session_id}'", "the session message")
+
+    def asked_to_resume(url: str) -> dict:
+        return {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
+
+    try:
+        healthy(caller.page)
+        bot = FakeBotSocket(caller.page)
+        caller.connect()
+        caller.wait_connected()
+        session_message("first", "token-1")
+        said = {"text": "My name is Ada.", "final": True, "user_id": "", "timestamp": ""}
+        bot.send(rtvi_bytes("user-transcription", said))
+        caller.wait("() => window.voiceAgent.transcript.length === 1", "the user's words")
+
+        bot.ws.close(code=1011, reason="the session's process failed")
+        caller.wait("() => window.voiceAgent.reconnects === 1", "the conversation resumed")
+        assert len(bot.urls) == 2 and asked_to_resume(bot.urls[1]) == {
+            "session_id": "first",
+            "resume_token": "token-1",
+        }, bot.urls
+        agent = caller.agent()
+        assert agent["connected"] and agent["errors"] == [], agent
+        assert agent["transcript"][0]["text"] == "My name is Ada."
+        assert "resumed" in caller.page.inner_text("#session-info")
+
+        # The resumed session has a ticket of its own; the server no longer has it.
+        session_message("second", "token-2")
+        bot.refuse = (1008, "no conversation 'second' to resume")
+        bot.ws.close(code=1011, reason="the session's process failed")
+        message = expect_error(caller, "server", "could not be resumed")
+        assert "no conversation 'second' to resume" in message
+        assert asked_to_resume(bot.urls[-1])["resume_token"] == "token-2"
+        assert caller.agent()["transcript"][0]["text"] == "My name is Ada."  # kept to read
+    finally:
+        caller.close()
+
+
+def test_a_session_the_server_ended_is_not_resumed(static_site, playwright):
+    caller = Caller(playwright, static_site, None, "websocket")
+    try:
+        healthy(caller.page)
+        bot = FakeBotSocket(caller.page)
+        caller.connect()
+        caller.wait_connected()
+        data = {"type": "session", "session_id": "s", "transport": "websocket"}
+        bot.send(rtvi_bytes("server-message", {**data, "resume_token": "t"}))
+        caller.wait("() => window.voiceAgent.sessionId === 's'", "the session message")
+        bot.ws.close(code=1000, reason="ended by the operator")
+        expect_error(caller, "server", "ended by the operator")
+        assert len(bot.urls) == 1, bot.urls
     finally:
         caller.close()
 

@@ -6,6 +6,7 @@
  *   connected   true once the bot is ready, until the session ends
  *   transport   "websocket" | "webrtc" (the one in use, or selected)
  *   sessionId   the server's session id (from its "session" message)
+ *   reconnects  conversations resumed after a dropped connection (WebSocket), this session
  *   mic         the mic track's applied settings (echoCancellation, noiseSuppression, …)
  *   stats       { receivedAudioMs, playedAudioMs, flushedAudioMs, interruptions }
  *               (how they are measured: see media.ts)
@@ -17,7 +18,7 @@
 import type { BotOutputData, TranscriptData } from "@pipecat-ai/client-js";
 import { LatencyChart, STAGES, V2V_COLOR, formatMs, type TurnMetrics } from "./chart";
 import type { AudioStats } from "./media";
-import { SessionError, VoiceSession, type TransportKind } from "./session";
+import { SessionError, VoiceSession, type ResumeTicket, type TransportKind } from "./session";
 import "./style.css";
 
 type BadgeState = "disconnected" | "connecting" | "listening" | "thinking" | "speaking";
@@ -34,6 +35,7 @@ interface VoiceAgent {
   connected: boolean;
   transport: TransportKind;
   sessionId: string | null;
+  reconnects: number;
   mic: MediaTrackSettings | null;
   stats: AudioStats;
   transcript: TranscriptEntry[];
@@ -69,6 +71,7 @@ const agent: VoiceAgent = {
   connected: false,
   transport: el.transport.value as TransportKind,
   sessionId: null,
+  reconnects: 0,
   mic: null,
   stats: { receivedAudioMs: 0, playedAudioMs: 0, flushedAudioMs: 0, interruptions: 0 },
   transcript: [],
@@ -83,6 +86,11 @@ let serverState: BadgeState = "listening";
 let localPlayback = false;
 let playbackTimer: ReturnType<typeof setTimeout> | undefined;
 const PLAYBACK_HANG_MS = 300; // a short gap in the audio is not the end of speaking
+// A dropped WebSocket is resumed with the server's ticket (SESSION_RESUME_SECS, 120 s by
+// default, is far longer than these attempts).
+const RECONNECT_DELAYS_MS = [250, 1000, 2500, 5000];
+let resumeTicket: ResumeTicket | null = null;
+let reconnecting = false;
 
 // ---- state badge and buttons -------------------------------------------------------------
 
@@ -274,6 +282,8 @@ function resetForSession(kind: TransportKind): void {
   agent.transport = kind;
   agent.connected = false;
   agent.sessionId = null;
+  agent.reconnects = 0;
+  resumeTicket = null;
   agent.mic = null;
   Object.assign(agent.stats, { receivedAudioMs: 0, playedAudioMs: 0, flushedAudioMs: 0, interruptions: 0 });
   agent.transcript.length = 0;
@@ -302,12 +312,18 @@ function sessionEnded(error?: SessionError): void {
 }
 
 async function connect(): Promise<void> {
-  if (session) return;
+  if (session || reconnecting) return;
   clearError();
   const kind = el.transport.value as TransportKind;
   resetForSession(kind);
   setState("connecting");
   setControls("connecting");
+  const error = await openSession(kind);
+  if (error) sessionEnded(error);
+}
+
+/** Starts a session (resuming a conversation with `resume`); its error if it did not start. */
+async function openSession(kind: TransportKind, resume?: ResumeTicket): Promise<SessionError | null> {
   const current = new VoiceSession(
     kind,
     {
@@ -315,6 +331,9 @@ async function connect(): Promise<void> {
         if (current !== session) return;
         if (data.type === "session") {
           agent.sessionId = String(data.session_id ?? "");
+          resumeTicket = data.resume_token
+            ? { sessionId: agent.sessionId, token: String(data.resume_token) }
+            : null;
           el.sessionInfo.textContent = `session ${agent.sessionId} · ${data.transport ?? kind}`;
         } else if (data.type === "state") {
           serverState = data.state as BadgeState;
@@ -346,30 +365,72 @@ async function connect(): Promise<void> {
         }
       },
       onEnded: (error) => {
-        if (current === session) sessionEnded(error);
+        if (current !== session) return;
+        if (error?.resumable && resumeTicket && kind === "websocket") void reconnect(kind, error);
+        else sessionEnded(error);
       },
     },
     agent.stats,
     el.audio,
+    resume,
   );
   session = current;
   try {
     await current.start();
   } catch (error) {
-    if (current !== session) return;
-    const e = error instanceof SessionError ? error : new SessionError("connection", String(error));
-    sessionEnded(e);
-    return;
+    if (current !== session) return null; // the user left meanwhile
+    return error instanceof SessionError ? error : new SessionError("connection", String(error));
   }
-  if (current !== session) return;
+  if (current !== session) return null;
   agent.connected = true;
   agent.mic = current.media.micSettings();
   setControls("connected");
   refreshState();
   renderTranscript();
+  return null;
+}
+
+/** The connection dropped but the conversation lives on at the server: resume it, keeping
+ * the transcript, or give up with why after a few tries. */
+async function reconnect(kind: TransportKind, lost: SessionError): Promise<void> {
+  const ticket = resumeTicket!;
+  session = null;
+  reconnecting = true;
+  agent.connected = false;
+  localPlayback = false;
+  closeBotEntry(true);
+  setState("connecting");
+  el.sessionInfo.textContent = `connection lost · resuming session ${ticket.sessionId}…`;
+  for (const delay of RECONNECT_DELAYS_MS) {
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    if (!reconnecting) return; // the user disconnected meanwhile
+    const error = await openSession(kind, ticket);
+    if (!reconnecting) return;
+    if (!error) {
+      reconnecting = false;
+      agent.reconnects += 1;
+      el.sessionInfo.textContent = `session ${agent.sessionId} · ${kind} · resumed`;
+      return;
+    }
+    session = null;
+    if (!error.resumable && error.kind !== "unreachable") {
+      lost = new SessionError(lost.kind, `${lost.message} It could not be resumed: ${error.message}`);
+      break;
+    }
+  }
+  reconnecting = false;
+  sessionEnded(lost);
 }
 
 async function disconnect(): Promise<void> {
+  if (reconnecting) {
+    reconnecting = false;
+    const pending = session;
+    session = null;
+    await pending?.stop();
+    sessionEnded();
+    return;
+  }
   const current = session;
   if (!current) return;
   session = null;

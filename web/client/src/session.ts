@@ -38,9 +38,17 @@ export class SessionError extends Error {
   constructor(
     readonly kind: ErrorKind,
     message: string,
+    /** The conversation may be resumed: the connection dropped, not the session. */
+    readonly resumable = false,
   ) {
     super(message);
   }
+}
+
+/** What the server's first `session` message gives for resuming its conversation. */
+export interface ResumeTicket {
+  sessionId: string;
+  token: string;
 }
 
 export interface SessionListener {
@@ -57,6 +65,9 @@ export interface SessionListener {
 }
 
 const CLOSE_TRY_AGAIN_LATER = 1013;
+// Closes after which the conversation lives on server-side (SESSION_RESUME_SECS): the
+// connection was lost (1006), the session's process failed (1011), the server restarted (1012).
+const CLOSE_RESUMABLE = new Set([1006, 1011, 1012]);
 const HEALTH_TIMEOUT_MS = 4000;
 const READY_TIMEOUT_MS = 60000;
 
@@ -94,6 +105,11 @@ class WebRTCSession extends SmallWebRTCTransport {
       handler(ev);
     });
   }
+}
+
+function resumePath(ticket: ResumeTicket): string {
+  const query = new URLSearchParams({ session_id: ticket.sessionId, resume_token: ticket.token });
+  return `/ws?${query}`;
 }
 
 function wsUrl(path: string): string {
@@ -179,6 +195,8 @@ export class VoiceSession {
     private readonly listener: SessionListener,
     stats: AudioStats,
     audioElement: HTMLAudioElement,
+    /** WebSocket: resume this conversation instead of starting one. */
+    private readonly resume?: ResumeTicket,
   ) {
     this.media = new BrowserMedia(kind === "websocket" ? "pcm" : "webrtc", stats, {
       captureSampleRate: 16000,
@@ -269,7 +287,7 @@ export class VoiceSession {
     });
     const params =
       this.kind === "websocket"
-        ? { wsUrl: wsUrl("/ws") }
+        ? { wsUrl: wsUrl(this.resume ? resumePath(this.resume) : "/ws") }
         : { webrtcRequestParams: { endpoint: new URL("/api/offer", window.location.href).toString() } };
     try {
       await Promise.race([this.client.connect(params), failed, timeout]);
@@ -308,12 +326,13 @@ export class VoiceSession {
       else this.end(error);
       return;
     }
+    const resumable = CLOSE_RESUMABLE.has(code);
     const error =
       code === 1006
-        ? new SessionError("connection", "The connection to the server was lost.")
+        ? new SessionError("connection", "The connection to the server was lost.", resumable)
         : code === 1000 || code === 1001
           ? new SessionError("server", `The server ended the session${why}.`)
-          : new SessionError("server", `The server closed the session (code ${code}${why}).`);
+          : new SessionError("server", `The server closed the session (code ${code}${why}).`, resumable);
     if (this.failStart) this.failStart(error);
     else this.end(error);
   }
