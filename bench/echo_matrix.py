@@ -1,7 +1,7 @@
 """The echo matrix: does the bot's own voice, heard back, ever cut it off, and is the user
 always heard over it?
 
-    .venv/bin/python -m bench.echo_matrix            # 4 sessions x 12 overlaps (~15 min)
+    .venv/bin/python -m bench.echo_matrix            # 8 sessions x 6 overlaps (~10 min)
     .venv/bin/python -m bench.echo_matrix --smoke    # 1 session, 2 overlaps
 
 One real server (`python -m bot serve`, its defaults but a fixed long answer for every
@@ -11,8 +11,11 @@ microphone (`web.ws_client._Speaker`) through a playout buffer and a room (delay
 `--echo-delay`, a reverberant tail), at -20 or -10 dB, with or without a browser-style echo
 canceller of its own (WebRTC AEC3 with the played audio as reference, as a browser's
 `echoCancellation` does). In each session the user asks questions that draw long answers,
-in voices the bot has never heard (bench/voices.py), and talks over each answer
+in a voice the bot has never heard (bench/voices.py), and talks over each answer
 `--into` seconds in, at levels from -10 to -35 dBFS; every third answer is heard to the end.
+One voice per session, as a real session has one user (the denoiser adapts to the voice it
+hears: a session that changed voices would test that, not the echo); two sessions per
+condition, in different voices, so every level is heard in eight voices-and-conditions.
 
 Counted: a false interruption is the bot interrupted or a user turn started while the user
 was silent (outside [first speech sample sent, last sent + 1.5 s]); a dropped turn is an
@@ -91,7 +94,7 @@ async def answer_playing(client, since: float, secs: float, timeout: float) -> b
 
 
 async def session(
-    server: Server, echo_db: float, browser_aec: bool, levels: list[float], args
+    server: Server, echo_db: float, browser_aec: bool, levels: list[float], voice: str, args
 ) -> dict:
     client = AgentClient(
         server.ws_url,
@@ -105,14 +108,13 @@ async def session(
     mic = clock.add(Microphone(client))
     utterances, overlaps = [], []
     pool = itertools.cycle(QUESTIONS)
-    voice_pool = itertools.cycle(voices.UNFAMILIAR)
     started = time.monotonic()
     try:
         assert await client.wait_for(lambda r: r.server_messages("session"), 30), "no session"
         await wait_quiet(client, 1.5, 60)  # the greeting, heard whole with its echo
 
         async def say(text: str, dbfs: float):
-            audio = with_lead(at_level(voices.synthesize(text, next(voice_pool)), dbfs))
+            audio = with_lead(at_level(voices.synthesize(text, voice), dbfs))
             u = mic.say(audio)
             utterances.append(u)
             await u.done.wait()
@@ -138,8 +140,8 @@ async def session(
             current = await say(text, level)
             overlaps.append((current, level, text, words))
             print(
-                f"  [{echo_db} dB, browser AEC {'on' if browser_aec else 'off'}] overlap {len(overlaps)} "
-                f"at {level} dBFS: {text!r}",
+                f"  [{echo_db} dB, browser AEC {'on' if browser_aec else 'off'}, {voice}] "
+                f"overlap {len(overlaps)} at {level} dBFS: {text!r}",
                 flush=True,
             )
             if len(overlaps) % 3 == 0:
@@ -199,13 +201,15 @@ async def run(args) -> tuple[str, dict]:
     )
     rows, totals = [], {"overlaps": 0, "false": 0, "dropped": 0, "misheard": 0, "holds": 0}
     conditions = [(-20, False), (-20, True), (-10, False), (-10, True)]
+    voice_pool = itertools.cycle(voices.UNFAMILIAR)
+    runs = [(echo, aec, next(voice_pool)) for echo, aec in conditions for _ in range(2)]
+    levels = LEVELS_DBFS
     if args.smoke:
-        conditions = conditions[:1]
-    levels = LEVELS_DBFS * 2 if not args.smoke else LEVELS_DBFS[2:4]
+        runs, levels = runs[:1], LEVELS_DBFS[2:4]
     async with server:
-        for echo_db, browser_aec in conditions:
+        for echo_db, browser_aec, voice in runs:
             log_start = server.log_path.stat().st_size
-            figures = await session(server, echo_db, browser_aec, levels, args)
+            figures = await session(server, echo_db, browser_aec, levels, voice, args)
             holds, echo_judged = server_log_counts(server, log_start)
             false = figures["false_interruptions"] + figures["false_turns"]
             totals["overlaps"] += figures["overlaps"]
@@ -217,6 +221,7 @@ async def run(args) -> tuple[str, dict]:
                 [
                     f"{echo_db} dB",
                     "on" if browser_aec else "off",
+                    voice,
                     figures["overlaps"],
                     figures["false_interruptions"],
                     figures["false_turns"],
@@ -235,6 +240,7 @@ async def run(args) -> tuple[str, dict]:
         [
             "echo",
             "browser AEC",
+            "user's voice",
             "overlaps",
             "false interruptions",
             "false user turns",
