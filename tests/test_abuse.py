@@ -128,6 +128,17 @@ async def test_bad_offers_are_refused_with_the_reason_and_reserve_nothing(serve)
             400,
             "2 audio m-lines",
         ),
+        "not a user id": (
+            {"sdp": good, "type": "offer", "request_data": {"user_id": "not an id!"}},
+            422,
+            "user_id",
+        ),
+        # Pipecat's JS SDK (SmallWebRTCTransport) spells it requestData.
+        "not a user id, camelCase": (
+            {"sdp": good, "type": "offer", "requestData": {"user_id": "not an id!"}},
+            422,
+            "user_id",
+        ),
         "empty type": ({"sdp": "", "type": ""}, 422, "'offer'"),
         "bogus type": ({"type": "bogus"}, 422, "sdp"),
         "an answer": ({"sdp": good, "type": "answer"}, 422, "'offer'"),

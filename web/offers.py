@@ -19,7 +19,7 @@ from pipecat.transports.smallwebrtc.request_handler import (
     SmallWebRTCPatchRequest,
     SmallWebRTCRequest,
 )
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 # The media a Pipecat client offers: its microphone, camera, screen share and data channel.
 MEDIA_KINDS = ("audio", "video", "application")
@@ -42,7 +42,11 @@ class Offer(BaseModel):
     )
     restart_pc: bool | None = Field(None, description="Renegotiation: restart the peer connection")
     request_data: Any | None = Field(
-        None, description="Optional: {\"user_id\": …} for per-user memory (README \"Memory\")"
+        None,
+        # Pipecat's JS SDK sends `requestData`; Pipecat's own request accepts both spellings.
+        validation_alias=AliasChoices("request_data", "requestData"),
+        description="Optional: {\"user_id\": …} for per-user memory (README \"Memory\"); "
+        "also accepted as `requestData`",
     )
 
     def for_pipecat(self) -> SmallWebRTCRequest:
