@@ -185,12 +185,14 @@ async def test_a_webrtc_peer_that_never_connects_is_closed_and_its_slot_freed(se
 
 
 async def test_in_worker_mode_a_bad_offer_starts_no_worker(serve):
+    good = await offer_sdp()
     async with serve(session_processes=True, worker_spares=0) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
             for body in (
                 {"sdp": "", "type": "offer"},
                 {"sdp": "v=0\r\n", "type": "offer"},
                 {"sdp": "", "type": ""},
+                {"sdp": good, "type": "offer", "requestData": {"user_id": "not an id!"}},
             ):
                 r = await http.post("/api/offer", json=body)
                 assert r.status_code in (400, 422), r.text

@@ -21,6 +21,8 @@ from pipecat.transports.smallwebrtc.request_handler import (
 )
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from bot.memory import valid_user_id
+
 # The media a Pipecat client offers: its microphone, camera, screen share and data channel.
 MEDIA_KINDS = ("audio", "video", "application")
 MAX_MEDIA = 4
@@ -51,8 +53,21 @@ class Offer(BaseModel):
 
     def for_pipecat(self) -> SmallWebRTCRequest:
         return SmallWebRTCRequest(
-            sdp=self.sdp, type=self.type, pc_id=self.pc_id, restart_pc=self.restart_pc
+            sdp=self.sdp,
+            type=self.type,
+            pc_id=self.pc_id,
+            restart_pc=self.restart_pc,
+            request_data=self.request_data,
         )
+
+    def user_id(self) -> str | None:
+        """The user id the client named (bot/memory/), or None; 422 for one that is not one."""
+        data = self.request_data if isinstance(self.request_data, dict) else {}
+        try:
+            return valid_user_id(data.get("user_id"))
+        except ValueError as e:
+            problem = {"loc": ["body", "request_data", "user_id"], "msg": str(e), "type": "value_error"}
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, [problem]) from e
 
 
 class Answer(BaseModel):

@@ -93,6 +93,7 @@ def session_process_router(
         body = dataclasses.asdict(offer.for_pipecat())
         link = peers.get(offer.pc_id or "")
         if link is None:
+            offer.user_id()  # refused here, before a process is started for it
             slot = admission.slot(request, "WebRTC")
             link = await _spawn(spawner, slot)
             answer = await _forward_or_stop(link, body, slot)

@@ -114,12 +114,7 @@ def in_process_session_router(
             peers[answer["pc_id"]] = connection  # a restarted connection has a new id
             return answer
 
-        data = offer.request_data if isinstance(offer.request_data, dict) else {}
-        try:
-            user_id = valid_user_id(data.get("user_id"))
-        except ValueError as e:
-            problem = {"loc": ["body", "request_data", "user_id"], "msg": str(e), "type": "value_error"}
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, [problem]) from e
+        user_id = offer.user_id()
         slot = admission.slot(request, "WebRTC")
         started: list[asyncio.Task] = []
 
