@@ -94,7 +94,13 @@ async def answer_playing(client, since: float, secs: float, timeout: float) -> b
 
 
 async def session(
-    server: Server, echo_db: float, browser_aec: bool, levels: list[float], voice: str, args
+    server: Server,
+    echo_db: float,
+    browser_aec: bool,
+    levels: list[float],
+    voice: str,
+    args,
+    first_question: int = 0,
 ) -> dict:
     client = AgentClient(
         server.ws_url,
@@ -107,7 +113,8 @@ async def session(
     await client.connect()
     mic = clock.add(Microphone(client))
     utterances, overlaps = [], []
-    pool = itertools.cycle(QUESTIONS)
+    # Each session starts further down the list, so no level always asks the same question.
+    pool = itertools.cycle(QUESTIONS[first_question:] + QUESTIONS[:first_question])
     started = time.monotonic()
     try:
         assert await client.wait_for(lambda r: r.server_messages("session"), 30), "no session"
@@ -207,9 +214,11 @@ async def run(args) -> tuple[str, dict]:
     if args.smoke:
         runs, levels = runs[:1], LEVELS_DBFS[2:4]
     async with server:
-        for echo_db, browser_aec, voice in runs:
+        for index, (echo_db, browser_aec, voice) in enumerate(runs):
             log_start = server.log_path.stat().st_size
-            figures = await session(server, echo_db, browser_aec, levels, voice, args)
+            figures = await session(
+                server, echo_db, browser_aec, levels, voice, args, first_question=index % len(QUESTIONS)
+            )
             holds, echo_judged = server_log_counts(server, log_start)
             false = figures["false_interruptions"] + figures["false_turns"]
             totals["overlaps"] += figures["overlaps"]
