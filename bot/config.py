@@ -142,8 +142,8 @@ class Settings(ServerSettings, FallbackSettings, BaseSettings):
     denoise_enabled: bool = True
     # What denoises the microphone for the VAD and smart-turn (processors/denoise.py; the
     # recogniser hears the undenoised audio): RNNoise, or WebRTC's noise suppressor (1/20 of
-    # the CPU and fewer false starts in chatter, but it lets the bot's echo residue through
-    # to the VAD: bench/RESULTS.md, "Adaptive VAD").
+    # the CPU, fewer false starts in chatter, quiet voices kept, but it lets the bot's echo
+    # residue through to the VAD: bench/RESULTS.md, "Adaptive VAD" and "Echo matrix").
     denoiser: Literal["rnnoise", "webrtc"] = "rnnoise"
     # Cancel the bot's own voice from the microphone (WebRTC AEC3, referenced to the audio
     # the bot sent) before the VAD and STT hear it; processors/echo_cancel.py.
