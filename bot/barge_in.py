@@ -156,6 +156,11 @@ class BargeIn:
             return Meaning.ECHO
         if self.echo_segment and meaning is Meaning.INTERRUPTION:
             over = self.segment_over_echo_db
+            if over is None and self.canceller is not None:
+                # The echo's residual not measured yet (AEC3 silences most of it at first):
+                # the raw microphone against what the bot's audio explains instead.
+                over = self.canceller.over_echo_db(self._segment_began)
+            logger.debug(f"Words in an echo segment: {over} dB over the echo: {text!r}")
             if over is not None and over < WORDS_OVER_ECHO_DB:
                 return Meaning.ECHO  # measured: no more than the echo's residue, whatever words
             # The segment began as the bot's echo; the user may have spoken on over it

@@ -187,3 +187,19 @@ def test_speech_from_before_the_echo_was_known_is_measured_against_it_once_it_is
     judge.segment_started()
     assert judge.meaning("What is the capital of France?") is Meaning.INTERRUPTION
     assert canceller.asked_since is None
+
+
+def test_in_an_echo_segment_whose_residual_is_not_known_yet_the_raw_level_decides():
+    """AEC3 silences most of the echo at first, so its residual's floor is not known for a
+    while; garbled echo then came back as eight words not the bot's ("I promise that this
+    list before I follow.") and cut it off. The raw microphone against the echo decides."""
+    policy = BargeInPolicy.from_settings(Settings(_env_file=None))
+    garbled = "I promise that this list before I follow."
+    for over_db, meaning in [(5.0, Meaning.ECHO), (14.0, Meaning.INTERRUPTION)]:
+        canceller = Canceller(over_db)
+        canceller.echo_present = True
+        judge = BargeIn(SaidLately(SAID), policy, canceller=canceller)
+        judge.bot_speaking = True
+        judge.segment_started()
+        judge.echo_segment = True  # the canceller: nothing over the echo
+        assert judge.meaning(garbled) is meaning
