@@ -642,14 +642,19 @@ def test_refused_webrtc_session(static_site, playwright):
 
 
 def test_server_ends_websocket_session(static_site, playwright):
+    """Ended by the server (1000): reported, and never resumed, ticket or not."""
     caller = Caller(playwright, static_site, None, "websocket")
     try:
         healthy(caller.page)
         bot = FakeBotSocket(caller.page)
         caller.connect()
         caller.wait_connected()
+        data = {"type": "session", "session_id": "s", "transport": "websocket", "resume_token": "t"}
+        bot.send(rtvi_bytes("server-message", data))
+        caller.wait("() => window.voiceAgent.sessionId === 's'", "the session message")
         bot.ws.close(code=1000, reason="idle for 300 s")
         message = expect_error(caller, "server", "the server ended the session")
+        assert len(bot.urls) == 1, bot.urls
         assert "idle for 300 s" in message
     finally:
         caller.close()
@@ -701,23 +706,6 @@ def test_a_dropped_websocket_resumes_its_conversation(static_site, playwright):
         assert "no conversation 'second' to resume" in message
         assert asked_to_resume(bot.urls[-1])["resume_token"] == "token-2"
         assert caller.agent()["transcript"][0]["text"] == "My name is Ada."  # kept to read
-    finally:
-        caller.close()
-
-
-def test_a_session_the_server_ended_is_not_resumed(static_site, playwright):
-    caller = Caller(playwright, static_site, None, "websocket")
-    try:
-        healthy(caller.page)
-        bot = FakeBotSocket(caller.page)
-        caller.connect()
-        caller.wait_connected()
-        data = {"type": "session", "session_id": "s", "transport": "websocket"}
-        bot.send(rtvi_bytes("server-message", {**data, "resume_token": "t"}))
-        caller.wait("() => window.voiceAgent.sessionId === 's'", "the session message")
-        bot.ws.close(code=1000, reason="ended by the operator")
-        expect_error(caller, "server", "ended by the operator")
-        assert len(bot.urls) == 1, bot.urls
     finally:
         caller.close()
 
