@@ -86,6 +86,8 @@ class Session:
     greeting: str = ""
     on_turn: list[TurnSubscriber] = field(default_factory=list)
     on_state: list[StateSubscriber] = field(default_factory=list)
+    # Called with the session once each bot reply (whole or cut off) is in its context.
+    on_reply: list[Callable[[Session], Awaitable[None]]] = field(default_factory=list)
     observers: list[BaseObserver] = field(default_factory=list)
     handle_sigint: bool = False
     # Builds the session's STT, LLM and TTS (bot/providers.py); tests and benchmarks hand
@@ -349,6 +351,11 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
         metrics.subscribe(subscriber)
     for subscriber in (report_state, *session.on_state):
         state.subscribe(subscriber)
+
+    @built.assistant_aggregator.event_handler("on_assistant_turn_stopped")
+    async def on_assistant_turn_stopped(aggregator, message):
+        for hook in session.on_reply:
+            await hook(session)
 
     user_spoke = False
 

@@ -184,6 +184,48 @@ async def test_a_webrtc_peer_that_never_connects_is_closed_and_its_slot_freed(se
         await until(lambda: len(server.registry) == 0, 20, "the caller's slot to be freed")
 
 
+async def test_a_dropped_conversation_resumes_over_webrtc_with_its_ticket_only(serve, models):
+    """The ticket a session gives its client (session id + resume token) resumes the
+    conversation over WebRTC too, once; a wrong or spent ticket is refused with the reason
+    and leaves no session, connection or slot behind."""
+    async with serve(max_sessions=1) as server, \
+            httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        async with AgentClient(server.ws_url) as client:
+            session_id = await session_of(client)
+            token = client.received.server_messages("session")[0]["resume_token"]
+            await client.speak(models.synthesize("What is the capital of France?", 16000))
+            assert await client.silence_until(lambda r: r.turns, 30), client.received.turns
+            said = (await http.get(f"/api/sessions/{session_id}")).json()["context"]["messages"]
+        await until(lambda: len(server.registry) == 0 and not server.registry.all(), 20,
+                    "the dropped session to end")
+
+        async def offer(ticket: dict) -> httpx.Response:
+            return await http.post("/api/offer", json={"sdp": await offer_sdp(), "type": "offer",
+                                                       "requestData": ticket})
+
+        r = await offer({"session_id": session_id, "resume_token": "a guess"})
+        assert r.status_code == 409 and "wrong resume_token" in r.text, r.text
+        assert len(server.registry) == 0 and server.registry.all() == []
+        r = await offer({"session_id": session_id, "resume_token": ["not", "a", "string"]})
+        assert r.status_code == 422 and "resume_token" in r.text, r.text
+
+        caller = WebRTCCaller(server.url)
+        try:
+            r = await caller.call({"session_id": session_id, "resume_token": token})
+            assert r.status_code == 200, r.text
+            await asyncio.wait_for(caller.connected.wait(), 20)
+            (live,) = server.registry.all()
+            assert live.transport == "webrtc" and live.id != session_id
+            resumed = (await http.get(f"/api/sessions/{live.id}")).json()["context"]["messages"]
+            assert resumed == said >= 2  # the question and its answer came back
+        finally:
+            await caller.hang_up()
+        await until(lambda: len(server.registry) == 0, 20, "the resumed session to end")
+        r = await offer({"session_id": session_id, "resume_token": token})
+        assert r.status_code == 409 and "no conversation" in r.text, r.text
+        assert (await http.get("/api/health")).json()["sessions"] == 0
+
+
 async def test_in_worker_mode_a_bad_offer_starts_no_worker(serve):
     good = await offer_sdp()
     async with serve(session_processes=True, worker_spares=0) as server:
@@ -193,9 +235,10 @@ async def test_in_worker_mode_a_bad_offer_starts_no_worker(serve):
                 {"sdp": "v=0\r\n", "type": "offer"},
                 {"sdp": "", "type": ""},
                 {"sdp": good, "type": "offer", "requestData": {"user_id": "not an id!"}},
+                {"sdp": good, "type": "offer", "requestData": {"session_id": "s", "resume_token": "t"}},
             ):
                 r = await http.post("/api/offer", json=body)
-                assert r.status_code in (400, 422), r.text
+                assert r.status_code in (400, 409, 422), r.text
         assert server.app.state.spawner.waiting == 0
         assert len(server.registry) == 0 and server.registry.processes() == []
 

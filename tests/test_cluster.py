@@ -190,6 +190,8 @@ async def test_a_dead_nodes_sessions_leave_the_registry_and_resume_on_another(
             assert system_of(request) == "You are a pirate."
             assert [m["content"] for m in request["messages"][1:] if m["role"] == "user"] == \
                 ["what is the capital of France", "and of Spain", "and of Italy"]
+            # Each question's answer came back too (saved once it was in the context).
+            assert [m["role"] for m in request["messages"][1:]] == ["user", "assistant"] * 2 + ["user"]
         async with AgentClient(f"{a.ws_url}?session_id={b_id}&resume_token={token}") as again:
             await until(lambda: again.closed, 10, "a spent token to be refused")
             assert again.close_code == 1008

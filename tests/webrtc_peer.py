@@ -34,14 +34,15 @@ class WebRTCCaller:
             if self.pc.connectionState == "connected":
                 self.connected.set()
 
-    async def call(self) -> httpx.Response:
+    async def call(self, request_data: dict | None = None) -> httpx.Response:
         self.pc.addTrack(AudioStreamTrack())
         self.pc.createDataChannel("chat")
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        offer = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
+        if request_data is not None:
+            offer["requestData"] = request_data  # as Pipecat's JS SDK names it
         async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as http:
-            r = await http.post(
-                "/api/offer", json={"sdp": self.pc.localDescription.sdp, "type": "offer"}
-            )
+            r = await http.post("/api/offer", json=offer)
         if r.status_code == 200:
             answer = r.json()
             self.pc_id = answer["pc_id"]

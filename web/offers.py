@@ -28,6 +28,7 @@ MEDIA_KINDS = ("audio", "video", "application")
 MAX_MEDIA = 4
 AUDIO_CODECS = {"audio/opus", "audio/g722", "audio/pcmu", "audio/pcma"}  # what aiortc speaks
 MAX_CANDIDATES = 50
+MAX_TICKET_CHARS = 200  # a session id or resume token
 
 
 class Offer(BaseModel):
@@ -47,8 +48,9 @@ class Offer(BaseModel):
         None,
         # Pipecat's JS SDK sends `requestData`; Pipecat's own request accepts both spellings.
         validation_alias=AliasChoices("request_data", "requestData"),
-        description="Optional: {\"user_id\": …} for per-user memory (README \"Memory\"); "
-        "also accepted as `requestData`",
+        description="Optional: {\"user_id\": …} for per-user memory (README \"Memory\"), "
+        "{\"session_id\": …, \"resume_token\": …} to resume a dropped conversation "
+        "(README \"Resume\"); also accepted as `requestData`",
     )
 
     def for_pipecat(self) -> SmallWebRTCRequest:
@@ -68,6 +70,21 @@ class Offer(BaseModel):
         except ValueError as e:
             problem = {"loc": ["body", "request_data", "user_id"], "msg": str(e), "type": "value_error"}
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, [problem]) from e
+
+
+    def resume(self) -> tuple[str, str] | None:
+        """The (session id, resume token) of a conversation to go on with, or None; 422 for
+        ids that are not strings of a sane length."""
+        data = self.request_data if isinstance(self.request_data, dict) else {}
+        if data.get("session_id") is None:
+            return None
+        ticket = (data["session_id"], data.get("resume_token", ""))
+        for name, value in zip(("session_id", "resume_token"), ticket):
+            if not isinstance(value, str) or len(value) > MAX_TICKET_CHARS:
+                problem = {"loc": ["body", "request_data", name], "type": "value_error",
+                           "msg": f"must be a string of at most {MAX_TICKET_CHARS} characters"}
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, [problem])
+        return ticket
 
 
 class Answer(BaseModel):

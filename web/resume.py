@@ -1,11 +1,12 @@
 """Resuming a conversation after a dropped connection or a dead node (SESSION_RESUME_SECS).
 
 A session's first message to its client carries a `resume_token` beside its `session_id`.
-After every turn the conversation (its messages, instructions and user id) is saved under
-the session id with the token's hash, expiring SESSION_RESUME_SECS after that turn: in Redis in
+After every reply the conversation (its messages, instructions and user id) is saved under
+the session id with the token's hash, expiring SESSION_RESUME_SECS after that reply: in Redis in
 cluster mode (so any node can resume it), else in this process. A client that reconnects
-with `/ws?session_id=…&resume_token=…` within that time gets a new session that starts from
-those messages; the token works once. A wrong or expired one is refused with the reason.
+with `/ws?session_id=…&resume_token=…`, or a WebRTC offer whose `requestData` holds both,
+within that time gets a new session that starts from those messages; the token works once.
+A wrong or expired one is refused with the reason (WebSocket close 1008, HTTP 409).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from loguru import logger
 
 from bot.config import Settings
 from bot.pipeline import Session
-from processors.observers.turn_metrics import TurnRecord
 
 REDIS_PREFIX = "voice-agent:resume:"
 
@@ -62,7 +62,7 @@ class ResumeKeeper:
         return record if expires > time.monotonic() else None
 
     def enrol(self, session: Session) -> None:
-        """Give `session` a resume token and save its conversation after every turn."""
+        """Give `session` a resume token and save its conversation after every reply."""
         token = secrets.token_urlsafe(24)
         session.resume_token = token
         digest = _digest(token)
@@ -74,7 +74,7 @@ class ResumeKeeper:
                 logger.bind(session_id=session.id).warning(
                     f"The conversation could not be saved for resuming ({e}); the session goes on")
 
-        async def save(record: TurnRecord) -> None:
+        async def save(session: Session) -> None:
             context, control = session.context, session.control
             if context is None:
                 return
@@ -86,7 +86,7 @@ class ResumeKeeper:
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
 
-        session.on_turn.append(save)
+        session.on_reply.append(save)
 
     async def resume(self, session_id: str, token: str) -> dict:
         """The saved conversation (messages, instructions, user_id); ResumeRefused if none."""

@@ -94,6 +94,9 @@ def session_process_router(
         link = peers.get(offer.pc_id or "")
         if link is None:
             offer.user_id()  # refused here, before a process is started for it
+            if offer.resume() is not None:
+                raise HTTPException(status.HTTP_409_CONFLICT,
+                                    "sessions cannot be resumed with SESSION_PROCESSES=true")
             slot = admission.slot(request, "WebRTC")
             link = await _spawn(spawner, slot)
             answer = await _forward_or_stop(link, body, slot)

@@ -45,6 +45,7 @@ OFFER_RESPONSES: dict[int | str, dict] = {
     **BODY_RESPONSES,
     **ADMISSION_RESPONSES,
     400: {"description": "The offer is not one this server can answer, or not JSON (the reason)"},
+    409: {"description": "request_data names a conversation that cannot be resumed (the reason)"},
 }
 PATCH_RESPONSES: dict[int | str, dict] = {
     **BODY_RESPONSES,
@@ -114,12 +115,19 @@ def in_process_session_router(
             peers[answer["pc_id"]] = connection  # a restarted connection has a new id
             return answer
 
-        user_id = offer.user_id()
+        user_id, resume = offer.user_id(), offer.resume()
         slot = admission.slot(request, "WebRTC")
         started: list[asyncio.Task] = []
+        connections: list[SmallWebRTCConnection] = []
+        refused: list[ValueError] = []
 
         async def start_session(connection: SmallWebRTCConnection):
-            session = await new_session("webrtc", user_id)
+            connections.append(connection)
+            try:
+                session = await new_session("webrtc", user_id, resume)
+            except ValueError as e:  # a conversation that cannot be resumed
+                refused.append(e)
+                raise
             transport = create_webrtc_transport(connection, settings)
             transport.add_event_handler("on_client_disconnected", client_left(session, slot))
             connected = asyncio.Event()
@@ -153,6 +161,10 @@ def in_process_session_router(
             raise
         if not started:  # Pipecat swallowed an error in start_session
             slot.release()
+            for connection in connections:  # answered, but no session will ever use it
+                await connection.disconnect()
+            if refused:
+                raise HTTPException(status.HTTP_409_CONFLICT, str(refused[0]))
             raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, "the session did not start")
         return answer
 
