@@ -25,7 +25,7 @@ import websockets
 from loguru import logger
 
 from tests.support.fakes import FakeProviders
-from tests.support.polling import until
+from tests.support.polling import until, until_async
 from tests.support.server import free_port, serving
 from tests.support.settings import local_settings
 from tests.webrtc_peer import WebRTCCaller, offer_sdp
@@ -184,11 +184,14 @@ async def test_a_webrtc_peer_that_never_connects_is_closed_and_its_slot_freed(se
         await until(lambda: len(server.registry) == 0, 20, "the caller's slot to be freed")
 
 
-async def test_a_dropped_conversation_resumes_over_webrtc_with_its_ticket_only(serve, models):
+@pytest.mark.parametrize("session_processes", [False, True], ids=["in-process", "session-processes"])
+async def test_a_dropped_conversation_resumes_over_webrtc_with_its_ticket_only(
+        serve, models, session_processes):
     """The ticket a session gives its client (session id + resume token) resumes the
-    conversation over WebRTC too, once; a wrong or spent ticket is refused with the reason
-    and leaves no session, connection or slot behind."""
-    async with serve(max_sessions=1) as server, \
+    conversation over WebRTC too, once, sessions in their own processes included; a wrong or
+    spent ticket is refused with the reason and leaves no session, connection, process or
+    slot behind."""
+    async with serve(max_sessions=1, session_processes=session_processes, worker_spares=0) as server, \
             httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         async with AgentClient(server.ws_url) as client:
             session_id = await session_of(client)
@@ -206,6 +209,7 @@ async def test_a_dropped_conversation_resumes_over_webrtc_with_its_ticket_only(s
         r = await offer({"session_id": session_id, "resume_token": "a guess"})
         assert r.status_code == 409 and "wrong resume_token" in r.text, r.text
         assert len(server.registry) == 0 and server.registry.all() == []
+        assert server.registry.processes() == []
         r = await offer({"session_id": session_id, "resume_token": ["not", "a", "string"]})
         assert r.status_code == 422 and "resume_token" in r.text, r.text
 
@@ -216,14 +220,33 @@ async def test_a_dropped_conversation_resumes_over_webrtc_with_its_ticket_only(s
             await asyncio.wait_for(caller.connected.wait(), 20)
             (live,) = server.registry.all()
             assert live.transport == "webrtc" and live.id != session_id
-            resumed = (await http.get(f"/api/sessions/{live.id}")).json()["context"]["messages"]
-            assert resumed == said >= 2  # the question and its answer came back
+            # The question and its answer came back (a session process reports its context
+            # with its first state).
+            async def resumed() -> bool:
+                r = await http.get(f"/api/sessions/{live.id}")
+                return r.json()["context"]["messages"] == said
+
+            assert said >= 2
+            await until_async(resumed, 10, "the conversation to be resumed")
+            # ... with a ticket of its own for the next drop.
+            def told() -> list[dict]:
+                return [m["data"] for m in caller.messages
+                        if m.get("type") == "server-message" and m["data"].get("type") == "session"]
+
+            await until(told, 10, "the session message")
+            assert told()[0]["session_id"] == live.id
+            assert told()[0]["resume_token"] not in ("", token)
         finally:
             await caller.hang_up()
-        await until(lambda: len(server.registry) == 0, 20, "the resumed session to end")
+        await until(lambda: len(server.registry) == 0 and not server.registry.all(), 20,
+                    "the resumed session to end")
         r = await offer({"session_id": session_id, "resume_token": token})
         assert r.status_code == 409 and "no conversation" in r.text, r.text
+        async with AgentClient(f"{server.ws_url}?session_id={session_id}&resume_token={token}") as again:
+            await until(lambda: again.closed, 10, "a spent ticket to be refused")
+            assert again.close_code == 1008 and "no conversation" in again.close_reason
         assert (await http.get("/api/health")).json()["sessions"] == 0
+        assert server.registry.processes() == []
 
 
 async def test_in_worker_mode_a_bad_offer_starts_no_worker(serve):

@@ -1,9 +1,11 @@
 """A WebRTC caller for tests, as a browser would be: aiortc sending a microphone track
-(silence) and a data channel, signalling over the server's /api/offer."""
+(silence) and a data channel (RTVI's client-ready once open), signalling over the server's
+/api/offer."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -28,6 +30,7 @@ class WebRTCCaller:
         self.pc = RTCPeerConnection()
         self.connected = asyncio.Event()
         self.pc_id: str | None = None
+        self.messages: list[dict] = []  # what the server sent on the data channel (RTVI)
 
         @self.pc.on("connectionstatechange")
         def on_state() -> None:
@@ -36,7 +39,18 @@ class WebRTCCaller:
 
     async def call(self, request_data: dict | None = None) -> httpx.Response:
         self.pc.addTrack(AudioStreamTrack())
-        self.pc.createDataChannel("chat")
+        channel = self.pc.createDataChannel("chat")
+
+        @channel.on("open")
+        def ready() -> None:  # as Pipecat's JS client does once connected
+            channel.send(json.dumps({"label": "rtvi-ai", "type": "client-ready", "id": "c1",
+                                     "data": {"version": "1.0.0"}}))
+
+        @channel.on("message")
+        def receive(message) -> None:
+            if isinstance(message, str):
+                self.messages.append(json.loads(message))
+
         await self.pc.setLocalDescription(await self.pc.createOffer())
         offer = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
         if request_data is not None:

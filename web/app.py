@@ -35,7 +35,7 @@ from web.http_hygiene import AllowedMethods, RequestBodyLimits
 from web.limits import ClientLimits
 from web.observability import install_observability
 from web.process_metrics import SessionProcessMetrics
-from web.resume import ResumeKeeper, ResumeRefused
+from web.resume import ResumeKeeper, take_conversation
 from web.rooms import rooms_router
 from web.session_process_routes import session_process_router
 from web.session_routes import in_process_session_router
@@ -131,9 +131,12 @@ def create_app(
     if cluster is not None:
         app.include_router(placement_router(settings, cluster))
     # /api/rooms: a Daily room with a bot in its own process (web/rooms.py)
+    # Resuming a dropped conversation (web/resume.py); session processes' records are kept here
+    resumes = ResumeKeeper(settings) if settings.session_resume_secs > 0 else None
     spares = settings.worker_spares if settings.session_processes else 0
     spawner = BotSpawner(settings, registry, settings.spawn_ready_timeout_secs, process_metrics,
-                         process_overrides, spares, command=session_process_command)
+                         process_overrides, spares, command=session_process_command,
+                         keep_resumable=resumes.keep if resumes else None)
     app.state.spawner = spawner
     app.include_router(rooms_router(settings, registry, spawner, place_room))
 
@@ -145,9 +148,6 @@ def create_app(
         registry.listeners.append(lambda event, live, _: memory.ended(live.id) if event == "ended" else None)
         app.include_router(user_memory_router(settings, memory))
 
-    # Resuming a dropped conversation (web/resume.py)
-    resumes = ResumeKeeper(settings) if settings.session_resume_secs > 0 else None
-
     async def new_session(
         transport: str, user_id: str | None = None, resume: tuple[str, str] | None = None
     ) -> Session:
@@ -155,10 +155,8 @@ def create_app(
         and keeps what they say now; with a (session id, resume token) it goes on with that
         conversation (ResumeRefused if it cannot)."""
         prompt, history = settings.system_prompt, []
-        if resume is not None:
-            if resumes is None:
-                raise ResumeRefused("resuming is off on this server (SESSION_RESUME_SECS=0)")
-            saved = await resumes.resume(*resume)
+        saved = await take_conversation(resumes, resume)
+        if saved is not None:
             history, user_id = saved["messages"], saved["user_id"]
             prompt = saved["instructions"] or prompt
         elif memory is not None and user_id is not None:
@@ -189,7 +187,7 @@ def create_app(
 
     # /ws and /api/offer
     if settings.session_processes:
-        app.include_router(session_process_router(settings, registry, spawner))
+        app.include_router(session_process_router(settings, registry, spawner, resumes))
     else:
         app.include_router(in_process_session_router(settings, registry, new_session, webrtc))
 

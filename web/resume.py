@@ -17,6 +17,7 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Callable
 
 import redis.asyncio as redis
 from loguru import logger
@@ -36,17 +37,26 @@ def _digest(token: str) -> str:
 
 
 class ResumeKeeper:
-    def __init__(self, settings: Settings):
+    """`forward`: in a session process (SESSION_PROCESSES=true), each record goes to the
+    server, whose own keeper holds it (`keep`) and checks the ticket before it starts a
+    session process for a resume."""
+
+    def __init__(self, settings: Settings, forward: Callable[[str, str], None] | None = None):
         self.secs = settings.session_resume_secs
+        self._forward = forward
         self._redis = None
-        if settings.cluster:
+        if settings.cluster and forward is None:
             self._redis = redis.from_url(settings.redis_url.get_secret_value(),
                                          decode_responses=True, socket_timeout=2.0,
                                          socket_connect_timeout=2.0)
         self._local: dict[str, tuple[float, str]] = {}  # session id → (expires, record)
         self._writes: set[asyncio.Task] = set()
 
-    async def _put(self, session_id: str, record: str) -> None:
+    async def keep(self, session_id: str, record: str) -> None:
+        """Save a conversation's record (JSON) for resuming, for SESSION_RESUME_SECS."""
+        if self._forward is not None:
+            self._forward(session_id, record)
+            return
         if self._redis is not None:
             await self._redis.set(REDIS_PREFIX + session_id, record, px=int(self.secs * 1000))
             return
@@ -69,7 +79,7 @@ class ResumeKeeper:
 
         async def write(record: str) -> None:
             try:
-                await self._put(session.id, record)
+                await self.keep(session.id, record)
             except Exception as e:
                 logger.bind(session_id=session.id).warning(
                     f"The conversation could not be saved for resuming ({e}); the session goes on")
@@ -99,7 +109,7 @@ class ResumeKeeper:
                                 f"{self.secs:g} s ago, already resumed, or never saved)")
         saved = json.loads(raw)
         if not hmac.compare_digest(saved["digest"], _digest(token)):
-            await self._put(session_id, raw)  # a wrong guess does not spend the real token
+            await self.keep(session_id, raw)  # a wrong guess does not spend the real token
             raise ResumeRefused("wrong resume_token for this session")
         return saved
 
@@ -107,3 +117,13 @@ class ResumeKeeper:
         await asyncio.gather(*self._writes, return_exceptions=True)
         if self._redis is not None:
             await self._redis.aclose()
+
+
+async def take_conversation(keeper: ResumeKeeper | None, ticket: tuple[str, str] | None) -> dict | None:
+    """The conversation a (session id, resume token) ticket names, taken from `keeper`; None
+    without a ticket; ResumeRefused when it resumes nothing."""
+    if ticket is None:
+        return None
+    if keeper is None:
+        raise ResumeRefused("resuming is off on this server (SESSION_RESUME_SECS=0)")
+    return await keeper.resume(*ticket)

@@ -4,12 +4,14 @@ The pipes (one JSON object per line), the other side being web/spawner.py's `Ses
 
 - stdin: first `{"settings": {...}}` (the session process loads its models and says `loaded`), then
   the job, `{"session_id", "transport": "websocket" | "webrtc" | "daily"}` (+ `room_url`
-  and `token` for Daily; a spare session process waits for it), then the admin API's commands,
+  and `token` for Daily; + `resumed`, the conversation a checked resume ticket named; a
+  spare session process waits for it), then the admin API's commands,
   `{"id", "cmd": "instructions" | "say" | "end", ...}`, each answered by a `reply` event.
   End of input (the server has gone) ends the session.
 - stdout: events only: `loaded`, `ready` (with the loopback `port` of a WebSocket/WebRTC
   session process),
   `state`, `turn` (a `TurnRecord.to_dict()`), `levers` (instructions, context size),
+  `resumable` (the conversation's record after each reply, kept by the server for resuming),
   `released` (the client has left: the server frees the session's slot while the session
   process tears it down), `reply`.
 - stderr: the session's log lines (bot/logs.py), which the server passes on.
@@ -38,6 +40,7 @@ from bot.pipeline import Session, run_bot
 from bot.session_control import InstructionMode
 from bot.providers import ProviderNames, Providers, create_llm
 from processors.observers.provider_errors import ProviderErrorObserver, provider_counters
+from web.resume import ResumeKeeper, ResumeRefused
 from web.sessions import LiveSession, SessionRegistry
 
 EXIT_OK, EXIT_NO_CONNECTION = 0, 3
@@ -53,7 +56,7 @@ class EventWriter:
         self._stream.write(json.dumps({"event": event, **data}, default=str) + "\n")
         self._stream.flush()
 
-    def levers(self, live: LiveSession) -> None:
+    def levers(self, live: LiveSession | Session) -> None:
         control = live.control
         if control is not None:
             self.emit("levers", instructions=control.instructions, updates=control.updates,
@@ -98,19 +101,36 @@ async def serve(job: dict, settings: Settings, models: LocalModels, providers: P
         memory = MemoryKeeper(settings, summarizer=lambda: create_llm(settings, models, fallback=False))
         registry.listeners.append(lambda event, live, _: memory.ended(live.id) if event == "ended" else None)
 
+    # Its conversation is saved for resuming by the server, which holds the records.
+    resumes = None
+    if settings.session_resume_secs > 0:
+        resumes = ResumeKeeper(settings, forward=lambda _, record: out.emit("resumable", record=record))
+
     async def new_session(transport: str, user_id: str | None = None,
                           resume: tuple[str, str] | None = None) -> Session:
-        # Resuming is kept by in-process sessions only (yet).
-        if resume is not None:
-            raise ValueError("sessions cannot be resumed with SESSION_PROCESSES=true")
-        prompt = settings.system_prompt
-        if memory is not None and user_id is not None:
+        prompt, history = settings.system_prompt, []
+        if resume is not None:  # the server has checked the ticket and sent the conversation
+            saved = job.get("resumed")
+            if saved is None:
+                raise ResumeRefused("the server sent no conversation to resume")
+            history, user_id = saved["messages"], saved["user_id"]
+            prompt = saved["instructions"] or prompt
+        elif memory is not None and user_id is not None:
             prompt = await memory.instructions_for(user_id)
         session = Session(settings=settings.model_copy(update={"system_prompt": prompt}), models=models,
-                          id=job["session_id"], transport_kind=transport, greeting=settings.greeting,
+                          id=job["session_id"], transport_kind=transport,
+                          greeting="" if history else settings.greeting, history=history,
                           observers=[errors], providers=providers, user_id=user_id)
         if memory is not None:
-            memory.enrol(session)
+            memory.enrol(session, named_by_client=resume is None)
+        if resumes is not None:
+            resumes.enrol(session)
+
+        async def report_context(session: Session) -> None:  # the reply is in it now
+            out.levers(session)
+
+        session.on_reply.append(report_context)
+        session.on_client_ready.append(lambda session, _: report_context(session))
         return session
 
     stdin = await _stdin_reader()
@@ -129,6 +149,8 @@ async def serve(job: dict, settings: Settings, models: LocalModels, providers: P
     except asyncio.CancelledError:
         return EXIT_OK
     finally:
+        if resumes is not None:  # the last reply's record goes to the server before exit
+            await resumes.close()
         if memory is not None:  # the user's last words and summary are written before exit
             await memory.close()
 

@@ -22,6 +22,7 @@ from loguru import logger
 from bot.config import Settings
 from transports.websocket import AUDIO_BURST_SECS
 from web.admission import Admission
+from web.resume import ResumeKeeper, ResumeRefused, take_conversation
 from web.offers import Answer, CandidatesPatch, Offer, PatchResult, check_offer
 from web.session_routes import OFFER_RESPONSES, PATCH_RESPONSES, no_connection
 from web.sessions import SessionRegistry, Slot
@@ -37,7 +38,8 @@ WORKER_RESPONSES: dict[int | str, dict] = {
 
 
 def session_process_router(
-    settings: Settings, registry: SessionRegistry, spawner: BotSpawner
+    settings: Settings, registry: SessionRegistry, spawner: BotSpawner,
+    resumes: ResumeKeeper | None,
 ) -> APIRouter:
     router = APIRouter(tags=["sessions"])
     admission = Admission(settings, registry)
@@ -49,9 +51,18 @@ def session_process_router(
         slot = await admission.websocket(websocket)
         if slot is None:
             return
+        query = websocket.query_params
+        ticket = (query["session_id"], query.get("resume_token", "")) \
+            if "session_id" in query else None
+        try:  # checked here, before a process is started for it
+            resumed = await take_conversation(resumes, ticket)
+        except ResumeRefused as e:
+            slot.release()
+            await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason=str(e)[:120])
+            return
         early = HeldMessages()
         try:
-            link = await _spawn_while_reading(spawner, slot, websocket, early)
+            link = await _spawn_while_reading(spawner, slot, websocket, early, resumed)
         except SpawnError as e:
             logger.warning(f"Could not start a WebSocket session's process: {e}")
             await websocket.close(
@@ -94,11 +105,12 @@ def session_process_router(
         link = peers.get(offer.pc_id or "")
         if link is None:
             offer.user_id()  # refused here, before a process is started for it
-            if offer.resume() is not None:
-                raise HTTPException(status.HTTP_409_CONFLICT,
-                                    "sessions cannot be resumed with SESSION_PROCESSES=true")
+            try:
+                resumed = await take_conversation(resumes, offer.resume())
+            except ResumeRefused as e:
+                raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from e
             slot = admission.slot(request, "WebRTC")
-            link = await _spawn(spawner, slot)
+            link = await _spawn(spawner, slot, resumed)
             answer = await _forward_or_stop(link, body, slot)
         else:  # a renegotiation
             answer = await _forward(link, "POST", body)
@@ -125,13 +137,13 @@ def session_process_router(
 
 
 async def _spawn_while_reading(
-    spawner: BotSpawner, slot: Slot, browser: WebSocket, early: HeldMessages
+    spawner: BotSpawner, slot: Slot, browser: WebSocket, early: HeldMessages, resumed: dict | None
 ) -> SessionProcessLink | None:
     """A session process for a WebSocket session. Loading one can take a while: meanwhile the
     client's socket is read (so its keepalive pings are answered) and what it sends kept
     for the session process, within bounds (`EARLY_MESSAGES`; the latest AUDIO_BURST_SECS of its
     audio, which the session process takes at once). None if the client leaves first."""
-    spawning = asyncio.create_task(spawner.spawn(slot, "websocket"))
+    spawning = asyncio.create_task(spawner.spawn(slot, "websocket", resumed=resumed))
 
     async def read() -> None:
         while True:
@@ -192,9 +204,9 @@ def _audio_secs(data: bytes | None) -> float | None:
     return len(audio.audio) / (2 * max(audio.num_channels, 1) * max(audio.sample_rate, 1))
 
 
-async def _spawn(spawner: BotSpawner, slot: Slot) -> SessionProcessLink:
+async def _spawn(spawner: BotSpawner, slot: Slot, resumed: dict | None) -> SessionProcessLink:
     try:
-        return await spawner.spawn(slot, "webrtc")
+        return await spawner.spawn(slot, "webrtc", resumed=resumed)
     except SpawnError as e:
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"Could not start the bot: {e}") from e
 

@@ -23,7 +23,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -55,8 +55,12 @@ class SessionProcessLink:
     """One session process's pipes, and the admin levers of its session."""
 
     def __init__(self, process: asyncio.subprocess.Process, registry: SessionRegistry,
-                 instructions: str, log_stream: TextIO):
+                 instructions: str, log_stream: TextIO,
+                 keep_resumable: Callable[[str, str], Awaitable[None]] | None = None):
         self.process = process
+        # Where the session's conversation is kept for resuming (web/resume.py), if anywhere.
+        self._keep_resumable = keep_resumable
+        self._keeping: set[asyncio.Task] = set()
         self.session_id = ""  # set by `assign`
         self.transport = ""
         self.port: int | None = None
@@ -196,6 +200,12 @@ class SessionProcessLink:
             if reply is not None and not reply.done():
                 reply.set_result(event)
             return
+        if kind == "resumable" and isinstance(event.get("record"), str):
+            if self._keep_resumable is not None and self.session_id:
+                task = asyncio.create_task(self._keep(event["record"]))
+                self._keeping.add(task)
+                task.add_done_callback(self._keeping.discard)
+            return
         if kind == "levers":
             self.instructions = event.get("instructions", self.instructions)
             self.updates = event.get("updates", self.updates)
@@ -213,6 +223,13 @@ class SessionProcessLink:
                 pass
         elif kind == "turn" and isinstance(event.get("record"), dict):
             self._registry.add_turn(live, event["record"])
+
+    async def _keep(self, record: str) -> None:
+        try:
+            await self._keep_resumable(self.session_id, record)
+        except Exception as e:
+            logger.warning(f"Session {self.session_id}'s conversation could not be saved for "
+                           f"resuming ({e}); the session goes on")
 
     async def _pass_logs_on(self) -> None:
         while line := await self.process.stderr.readline():
@@ -233,7 +250,8 @@ class BotSpawner:
     def __init__(self, settings: Settings, registry: SessionRegistry, ready_timeout_secs: float,
                  metrics: SessionProcessMetrics,
                  process_overrides: Callable[[], dict[str, Any]] = dict, spares: int = 0,
-                 command: list[str] | None = None):
+                 command: list[str] | None = None,
+                 keep_resumable: Callable[[str, str], Awaitable[None]] | None = None):
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
@@ -242,6 +260,7 @@ class BotSpawner:
         self.process_overrides = process_overrides
         self.spares = spares
         self.command = command or [sys.executable, "-m", "bot", "worker"]
+        self.keep_resumable = keep_resumable
         self._spares: list[SessionProcessLink] = []
         self._starting: set[asyncio.Task] = set()
 
@@ -322,6 +341,7 @@ class BotSpawner:
         process.stdin.write((json.dumps({"settings": settings}) + "\n").encode())
         await process.stdin.drain()
         log_stream = sys.stdout if self.settings.log_format == "json" else sys.stderr
-        link = SessionProcessLink(process, self.registry, self.settings.system_prompt, log_stream)
+        link = SessionProcessLink(process, self.registry, self.settings.system_prompt, log_stream,
+                                  self.keep_resumable)
         link.on_exit.append(lambda: self.metrics.process_ended(process.pid))
         return link
