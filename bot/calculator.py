@@ -24,7 +24,12 @@ _WORD_OPERATORS = [
     (r"\bminus\b|\btake away\b|[−-]", "-"),
 ]
 _EXPRESSION = re.compile(rf"{NUMBER}(?:\s*[-+*/]\s*{NUMBER})+")
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+_OPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+}
 
 
 def _evaluate(expression: str) -> float | None:

@@ -11,9 +11,20 @@ import typer
 from bot.config import Settings, Stage
 from bot.logs import configure_logging
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="A real-time voice agent on Pipecat.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="A real-time voice agent on Pipecat."
+)
 
-STAGE_COLUMNS = ("vad", "stt", "turn", "llm_ttft", "tool", "tts_ttfb", "voice_to_voice", "barge_in_stop")
+STAGE_COLUMNS = (
+    "vad",
+    "stt",
+    "turn",
+    "llm_ttft",
+    "tool",
+    "tts_ttfb",
+    "voice_to_voice",
+    "barge_in_stop",
+)
 
 
 def _fail(message: str) -> None:
@@ -61,12 +72,16 @@ def _print_turns(turns: list[dict]) -> None:
         typer.echo(f"\n[turn {t['turn']}] you: {t['user_text']}")
         typer.echo(f"          bot: {t['bot_text']}{'  (interrupted)' if t['interrupted'] else ''}")
         stages = t["stages_ms"]
-        typer.echo("          " + "  ".join(f"{k}={stages[k]:.0f}ms" for k in STAGE_COLUMNS if k in stages))
+        typer.echo(
+            "          " + "  ".join(f"{k}={stages[k]:.0f}ms" for k in STAGE_COLUMNS if k in stages)
+        )
 
 
 @app.command()
 def talk(
-    inputs: list[Path] = typer.Option(..., "--in", help="A WAV of the user speaking; repeat for more turns."),
+    inputs: list[Path] = typer.Option(
+        ..., "--in", help="A WAV of the user speaking; repeat for more turns."
+    ),
     at: list[str] = typer.Option(
         [],
         "--at",
@@ -75,7 +90,9 @@ def talk(
     ),
     out: Path = typer.Option(..., "--out", help="Where to write the bot's audio (WAV)."),
     transcript: Path = typer.Option(..., "--transcript", help="Where to write the turns (JSONL)."),
-    fast: bool = typer.Option(False, "--fast", help="Deliver speech and play answers faster than real time."),
+    fast: bool = typer.Option(
+        False, "--fast", help="Deliver speech and play answers faster than real time."
+    ),
 ):
     """Hold a conversation from WAV files through the full voice pipeline."""
     from bot.conversation import converse
@@ -94,7 +111,9 @@ def talk(
         except AudioFileError as e:
             _fail(str(e))
         absolute, into_answer = _parse_at(at[index - 1]) if 0 < index <= len(at) else (None, None)
-        script.append(Utterance(audio=audio, name=path.name, at=absolute, after_bot_audio=into_answer))
+        script.append(
+            Utterance(audio=audio, name=path.name, at=absolute, after_bot_audio=into_answer)
+        )
 
     models = load_models(settings)
     try:
@@ -110,8 +129,12 @@ def talk(
 
 @app.command()
 def demo(
-    question: str = typer.Option("What is the capital of France?", help="What the synthetic user asks."),
-    out_dir: Path = typer.Option(Path("out"), help="Where the demo writes its WAVs and transcript."),
+    question: str = typer.Option(
+        "What is the capital of France?", help="What the synthetic user asks."
+    ),
+    out_dir: Path = typer.Option(
+        Path("out"), help="Where the demo writes its WAVs and transcript."
+    ),
 ):
     """A spoken demo conversation: a question synthesized with the local voice, answered aloud."""
     from bot.conversation import converse
@@ -126,7 +149,9 @@ def demo(
         speech = models.synthesize(question, settings.input_sample_rate)
         write_wav(out_dir / "question.wav", speech.tobytes(), settings.input_sample_rate)
         session = Session(settings=settings, models=models)
-        result = asyncio.run(converse([Utterance(audio=speech, name="question")], session, FileTransportParams()))
+        result = asyncio.run(
+            converse([Utterance(audio=speech, name="question")], session, FileTransportParams())
+        )
     finally:
         models.close()
     result.write_transcript(out_dir / "turns.jsonl")
@@ -197,8 +222,12 @@ def run_server(settings: Settings, providers=None, session_process_command=None)
 
 @app.command()
 def chat(
-    input_device: int = typer.Option(None, help="PyAudio input device index (default: the system's)."),
-    output_device: int = typer.Option(None, help="PyAudio output device index (default: the system's)."),
+    input_device: int = typer.Option(
+        None, help="PyAudio input device index (default: the system's)."
+    ),
+    output_device: int = typer.Option(
+        None, help="PyAudio output device index (default: the system's)."
+    ),
 ):
     """Talk to the agent through this machine's microphone and speakers (Ctrl-C ends)."""
     from bot.pipeline import Session, run_bot
@@ -213,7 +242,9 @@ def chat(
     models = load_models(settings, progress=True)
     typer.secho("Listening — speak to the agent (Ctrl-C to stop).", fg=typer.colors.GREEN)
     try:
-        session = Session(settings=settings, models=models, transport_kind="local", handle_sigint=True)
+        session = Session(
+            settings=settings, models=models, transport_kind="local", handle_sigint=True
+        )
         session.on_turn.append(lambda record: _print_turns([record.to_dict()]))
         asyncio.run(run_bot(transport, session))
     finally:

@@ -165,7 +165,9 @@ class KnowledgeBase:
         """The files' rare words (names, jargon) as written, most used first: a prompt that
         lets a recogniser spell them ("Brightline", not "Bright line")."""
         with self._lock:
-            texts = [text for (text,) in self._db.execute("SELECT title || ' ' || body FROM passages")]
+            texts = [
+                text for (text,) in self._db.execute("SELECT title || ' ' || body FROM passages")
+            ]
         counts: dict[str, int] = {}
         for text in texts:
             for word in re.findall(r"(?<![\w-])[A-Za-z][A-Za-z-]*[A-Za-z](?![\w-])", text):
@@ -232,7 +234,9 @@ class KnowledgeBase:
 
     def retrieve(self, question: str, threshold: float) -> list[SearchResult]:
         """The passages that answer `question`, or [] when it is not about this knowledge base."""
-        return [m.result for m in self.matches(question) if m.score >= threshold][: self.max_results]
+        return [m.result for m in self.matches(question) if m.score >= threshold][
+            : self.max_results
+        ]
 
     async def search(self, query: str) -> list[SearchResult]:
         # A dozen-file index answers in well under a millisecond: no thread needed.

@@ -234,8 +234,12 @@ class ThrottledLog:
     """A line a client can trigger at will: the first one at once, then at most one per
     `interval_secs` saying how many were held back."""
 
-    def __init__(self, interval_secs: float, level: str = "WARNING",
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        interval_secs: float,
+        level: str = "WARNING",
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.interval = interval_secs
         self.level = level
         self._clock = clock
@@ -303,4 +307,6 @@ def log_turn(record: TurnRecord) -> None:
             if "audio_after_interruption_ms" in data
             else {}
         ),
-    ).info(f"Turn {data['turn']}{flag}: {timings} | user: {data['user_text']!r} | bot: {data['bot_text']!r}")
+    ).info(
+        f"Turn {data['turn']}{flag}: {timings} | user: {data['user_text']!r} | bot: {data['bot_text']!r}"
+    )

@@ -72,7 +72,9 @@ from processors.speech_gate import SpeechGate
 EMPTY_TURN_REPLY = "Sorry, I didn't catch that. Could you say it again?"
 # What Pipecat's user aggregator would ask the LLM after a barge-in with no words;
 # EmptyTurnReply says EMPTY_TURN_REPLY instead (processors/empty_turn_reply.py).
-EMPTY_TURN_PROMPT = f"The user spoke but it was not understood. Reply with exactly: {EMPTY_TURN_REPLY}"
+EMPTY_TURN_PROMPT = (
+    f"The user spoke but it was not understood. Reply with exactly: {EMPTY_TURN_REPLY}"
+)
 
 
 @dataclass
@@ -154,7 +156,7 @@ def create_user_params(
             start_secs=settings.vad_start_secs,
             stop_secs=settings.vad_stop_secs,
             min_volume=settings.vad_min_volume,
-        )
+        ),
     )
     if settings.smart_turn_enabled:
         # Smart-turn, checked against the words and the speaker's pauses (bot/turn_end.py),
@@ -189,6 +191,7 @@ def create_user_params(
 
 async def run_bot(transport: BaseTransport, session: Session) -> None:
     """Run one conversation over `transport` until it ends or the client leaves."""
+
     # Every line logged by this session, Pipecat's own included (every task it starts
     # inherits the context), carries the session id and the turn in progress.
     def current_turn() -> int | None:
@@ -298,8 +301,14 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
     log = logger.bind(session_id=session.id)
     services = session.providers.services(settings, session.models)
     llm = services.llm
-    built = build_pipeline(settings, services, transport, session.models, session_id=session.id,
-                           history=session.history)
+    built = build_pipeline(
+        settings,
+        services,
+        transport,
+        session.models,
+        session_id=session.id,
+        history=session.history,
+    )
     pipeline, context, budget = built.pipeline, built.context, built.budget
     recorder, user_aggregator = built.recorder, built.user_aggregator
 
@@ -323,7 +332,12 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
         idle_timeout_secs=settings.idle_timeout_secs,
         rtvi_processor=ClientReadyRTVIProcessor(),
     )
-    session.worker, session.context, session.metrics, session.state = worker, context, metrics, state
+    session.worker, session.context, session.metrics, session.state = (
+        worker,
+        context,
+        metrics,
+        state,
+    )
     if settings.user_idle_secs:
         IdleCheckIn(
             check_in=settings.user_idle_check_in,
@@ -347,7 +361,12 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
     async def report_state(new_state: SessionState) -> None:
         await tell_client({"type": "state", "state": new_state.value})
 
-    for subscriber in (report_turn, log_turn, *([recorder.write_turn] if recorder else []), *session.on_turn):
+    for subscriber in (
+        report_turn,
+        log_turn,
+        *([recorder.write_turn] if recorder else []),
+        *session.on_turn,
+    ):
         metrics.subscribe(subscriber)
     for subscriber in (report_state, *session.on_state):
         state.subscribe(subscriber)
@@ -387,7 +406,9 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
         if session.greeting and not user_spoke:
             if settings.greeting_from_llm:
                 ask = f"(The caller has just connected. {session.greeting})"
-                greet = LLMMessagesAppendFrame(messages=[{"role": "user", "content": ask}], run_llm=True)
+                greet = LLMMessagesAppendFrame(
+                    messages=[{"role": "user", "content": ask}], run_llm=True
+                )
                 await worker.queue_frames([greet])
             else:
                 await worker.queue_frames([TTSSpeakFrame(session.greeting)])

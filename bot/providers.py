@@ -131,7 +131,11 @@ def create_stt(settings: Settings, models: LocalModels) -> STTService:
         window_secs=settings.whisper_window_secs,
         vocabulary=stt_vocabulary(settings),
         # Its pass at a pause starts a speculative answer (bot/speculation.py).
-        **({"enable_eager_end_of_turn": settings.speculative_reply} if settings.whisper_eager else {}),
+        **(
+            {"enable_eager_end_of_turn": settings.speculative_reply}
+            if settings.whisper_eager
+            else {}
+        ),
         # Whisper transcribes a whole segment at once and marks it final, so this only
         # bounds the turn detector's fallback wait for a transcript.
         ttfs_p99_latency=1.5,
@@ -313,7 +317,9 @@ def local_note_sources(settings: Settings, *, knowledge_dir=None) -> list:
     folder = knowledge_dir or settings.knowledge_dir or DEFAULT_KNOWLEDGE_DIR
     knowledge = KnowledgeBase.shared(folder, max_results=settings.search_max_results)
     return [
-        knowledge_notes(knowledge, settings.knowledge_match_threshold, settings.search_max_result_chars),
+        knowledge_notes(
+            knowledge, settings.knowledge_match_threshold, settings.search_max_result_chars
+        ),
         calculator_notes,
     ]
 

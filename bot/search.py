@@ -218,7 +218,9 @@ class WebSearchTool:
             return
         self._turn_results = results
         text = format_results(query, results, self.max_result_chars)
-        logger.info(f"web_search({query!r}) via {self.backend.name}: {len(results)} results in {ms} ms")
+        logger.info(
+            f"web_search({query!r}) via {self.backend.name}: {len(results)} results in {ms} ms"
+        )
         await params.result_callback(text)
 
     async def _answer_without_search(self, params: FunctionCallParams, query: str) -> None:
@@ -256,8 +258,10 @@ class WebSearchTool:
         """
         self.calls.append({"query": query, "outcome": "repeat", "ms": 0})
         best = self._turn_results[0].content if self._turn_results else ""
-        spoken = f"Here's what I found: {_first_sentences(best)}" if best else (
-            "I couldn't find anything about that."
+        spoken = (
+            f"Here's what I found: {_first_sentences(best)}"
+            if best
+            else ("I couldn't find anything about that.")
         )
         logger.info("web_search called again in the same turn; reading the best result out")
         await params.llm.push_frame(TTSSpeakFrame(spoken))

@@ -89,7 +89,9 @@ class SpeculativeTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
                 f"the turn said [{self.heard}]"
             )
             await self.trigger_user_turn_speculation_cancelled()
-        await super().trigger_user_turn_stopped(enable_user_speaking_frames=enable_user_speaking_frames)
+        await super().trigger_user_turn_stopped(
+            enable_user_speaking_frames=enable_user_speaking_frames
+        )
 
     async def handle_user_turn_started(self):
         await self._withdraw("a new turn started")

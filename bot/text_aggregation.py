@@ -50,7 +50,9 @@ class FirstChunkTextAggregator(BaseTextAggregator):
     "Dr." and "3.5"); until the first chunk is out, the reply's text is also kept here, and
     at a cut the inner aggregator is reset and given what follows the cut."""
 
-    def __init__(self, *, first_chunk: FirstChunk = FirstChunk.PHRASE, min_words: int = 4, **kwargs):
+    def __init__(
+        self, *, first_chunk: FirstChunk = FirstChunk.PHRASE, min_words: int = 4, **kwargs
+    ):
         super().__init__(**kwargs)
         self._sentences = SimpleTextAggregator(**kwargs)
         self._first_chunk = FirstChunk(first_chunk)
@@ -88,7 +90,11 @@ class FirstChunkTextAggregator(BaseTextAggregator):
             and len(words) >= self._min_words
         ):
             return self._head.strip(), ""
-        if self._first_chunk != FirstChunk.PHRASE or not words or words[-1][-1] in SENTENCE_PUNCTUATION:
+        if (
+            self._first_chunk != FirstChunk.PHRASE
+            or not words
+            or words[-1][-1] in SENTENCE_PUNCTUATION
+        ):
             return None
         opener = words[-1].lower() in PHRASE_OPENERS and len(words) - 1 >= MIN_PHRASE_WORDS
         if opener:  # cut before the opener, which starts the rest

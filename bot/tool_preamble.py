@@ -32,9 +32,7 @@ class NoFillerAfterPreamble:
             elif isinstance(frame, FunctionCallsStartedFrame):
                 self._preamble = self._said
             elif (
-                isinstance(frame, TTSSpeakFrame)
-                and not frame.append_to_context
-                and self._preamble
+                isinstance(frame, TTSSpeakFrame) and not frame.append_to_context and self._preamble
             ):
                 self._preamble = False
                 logger.debug(f"{self}: the model spoke before its tool call; no filler")

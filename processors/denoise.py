@@ -39,8 +39,12 @@ class _RNNoiseStream:
         self._state = rnnoise.create()
         self._resample = sample_rate != RNNOISE_RATE
         if self._resample:
-            self._up = soxr.ResampleStream(sample_rate, RNNOISE_RATE, 1, dtype="float32", quality=_RESAMPLE_QUALITY)
-            self._down = soxr.ResampleStream(RNNOISE_RATE, sample_rate, 1, dtype="float32", quality=_RESAMPLE_QUALITY)
+            self._up = soxr.ResampleStream(
+                sample_rate, RNNOISE_RATE, 1, dtype="float32", quality=_RESAMPLE_QUALITY
+            )
+            self._down = soxr.ResampleStream(
+                RNNOISE_RATE, sample_rate, 1, dtype="float32", quality=_RESAMPLE_QUALITY
+            )
         # 48 kHz samples waiting to fill a 10 ms RNNoise frame (at most one frame's worth).
         self._pending = np.zeros(RNNOISE_FRAME * 2, dtype=np.float32)
         self._pending_len = 0

@@ -26,6 +26,10 @@ class LLMErrorApology(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         await self.push_frame(frame, direction)
-        if isinstance(frame, ErrorFrame) and direction == FrameDirection.UPSTREAM and frame.processor is self._llm:
+        if (
+            isinstance(frame, ErrorFrame)
+            and direction == FrameDirection.UPSTREAM
+            and frame.processor is self._llm
+        ):
             logger.warning(f"The LLM failed the turn ({frame.error}); saying the apology")
             await self.push_frame(TTSSpeakFrame(self._apology))

@@ -55,7 +55,9 @@ class RecordingFolder:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RecordingFolder:
-        return cls(settings.recording_dir, settings.recording_max_sessions, settings.recording_max_bytes)
+        return cls(
+            settings.recording_dir, settings.recording_max_sessions, settings.recording_max_bytes
+        )
 
     @property
     def active(self) -> set[str]:
@@ -107,7 +109,9 @@ class RecordingFolder:
 class SessionRecorder:
     """One session's recording: `write_turn` per turn, `write_audio` per audio chunk."""
 
-    def __init__(self, folder: RecordingFolder, session_id: str, *, audio: bool, sample_rate: int = 16000):
+    def __init__(
+        self, folder: RecordingFolder, session_id: str, *, audio: bool, sample_rate: int = 16000
+    ):
         self.folder = folder
         self.session_id = session_id
         self.sample_rate = sample_rate

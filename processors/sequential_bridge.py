@@ -52,6 +52,8 @@ class SequentialBridge(FrameProcessor):
             self._held.clear()
             if text.strip():
                 await self.push_frame(AggregatedTextFrame(text, TextType.SENTENCE))
-        elif isinstance(frame, (InterruptionFrame, LLMFullResponseStartFrame, EndFrame, CancelFrame)):
+        elif isinstance(
+            frame, (InterruptionFrame, LLMFullResponseStartFrame, EndFrame, CancelFrame)
+        ):
             self._held.clear()
         await self.push_frame(frame, direction)

@@ -25,7 +25,9 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from bot.calculator import worked_arithmetic
 from bot.knowledge import KnowledgeBase, format_passages
 
-NOTES_INTRO = "Notes for my question (use them only if they answer it; never mention them otherwise):"
+NOTES_INTRO = (
+    "Notes for my question (use them only if they answer it; never mention them otherwise):"
+)
 
 # The notes a source has for a question, or "" for none.
 NoteSource = Callable[[str], str]
@@ -48,8 +50,11 @@ def augmented_context(context: LLMContext, sources: list[NoteSource]) -> LLMCont
     it, or None when they have none."""
     messages = list(context.messages)
     index = next(
-        (i for i in range(len(messages) - 1, -1, -1)
-         if isinstance(messages[i], dict) and messages[i].get("role") == "user"),
+        (
+            i
+            for i in range(len(messages) - 1, -1, -1)
+            if isinstance(messages[i], dict) and messages[i].get("role") == "user"
+        ),
         None,
     )
     if index is None:

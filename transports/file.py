@@ -121,7 +121,10 @@ class FileInputTransport(BaseInputTransport):
         # Like a client that has set up and can hear the bot now (RTVI's client-ready):
         # the session greets it, as it greets a browser.
         ready = {
-            "label": "rtvi-ai", "type": "client-ready", "id": "file", "data": {"version": "2.2.0"}
+            "label": "rtvi-ai",
+            "type": "client-ready",
+            "id": "file",
+            "data": {"version": "2.2.0"},
         }
         await self.broadcast_frame(InputTransportMessageFrame, message=ready)
 
@@ -354,7 +357,9 @@ class FileOutputTransport(BaseOutputTransport):
 class FileTransport(BaseTransport):
     """Input from a script of utterances, output into memory (see module docstring)."""
 
-    def __init__(self, script: list[Utterance], params: FileTransportParams | None = None, **kwargs):
+    def __init__(
+        self, script: list[Utterance], params: FileTransportParams | None = None, **kwargs
+    ):
         super().__init__(**kwargs)
         self.params = params or FileTransportParams()
         if not script:

@@ -30,7 +30,10 @@ def create_local_audio_transport(
             try:
                 info = audio.get_device_info_by_index(index) if index is not None else default()
             except (OSError, IOError) as e:
-                names = [audio.get_device_info_by_index(i)["name"] for i in range(audio.get_device_count())]
+                names = [
+                    audio.get_device_info_by_index(i)["name"]
+                    for i in range(audio.get_device_count())
+                ]
                 raise AudioDeviceError(
                     f"no audio {kind} device: {e}. Devices seen: {names or 'none'}. "
                     "Plug one in, or pick one with --input-device/--output-device."

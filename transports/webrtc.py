@@ -13,5 +13,7 @@ def webrtc_params(settings: Settings) -> TransportParams:
     return TransportParams(audio_in_enabled=True, audio_out_enabled=True)
 
 
-def create_webrtc_transport(connection: SmallWebRTCConnection, settings: Settings) -> SmallWebRTCTransport:
+def create_webrtc_transport(
+    connection: SmallWebRTCConnection, settings: Settings
+) -> SmallWebRTCTransport:
     return SmallWebRTCTransport(webrtc_connection=connection, params=webrtc_params(settings))

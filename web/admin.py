@@ -53,6 +53,7 @@ _BLANK = set("\t\n\v\f\r \u00a0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff") | {
 def has_text(value: str) -> bool:
     return any(c not in _BLANK for c in value)
 
+
 FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
 
 # What every admin route may answer before it runs (`admin_access`).
@@ -103,7 +104,9 @@ class ContextUpdate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"instructions": "End every answer with the word banana.", "mode": "append"}]
+            "examples": [
+                {"instructions": "End every answer with the word banana.", "mode": "append"}
+            ]
         },
     )
 
@@ -136,10 +139,16 @@ class ContextUpdateResult(BaseModel):
 
 
 class SayRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"text": "One moment please."}]})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"text": "One moment please."}]}
+    )
 
-    text: str = Field(min_length=1, max_length=MAX_SAY_CHARS, description="What the bot says",
-                      json_schema_extra={"pattern": NOT_BLANK})
+    text: str = Field(
+        min_length=1,
+        max_length=MAX_SAY_CHARS,
+        description="What the bot says",
+        json_schema_extra={"pattern": NOT_BLANK},
+    )
 
     @field_validator("text")
     @classmethod
@@ -216,7 +225,9 @@ def admin_router(
     if unavailable:
         responses[503] = {"description": unavailable}
     return APIRouter(
-        prefix=prefix, tags=tags, dependencies=[Depends(admin_access(settings))],
+        prefix=prefix,
+        tags=tags,
+        dependencies=[Depends(admin_access(settings))],
         responses=responses,
     )
 
@@ -240,8 +251,10 @@ def create_admin_router(
     router = admin_router(settings, prefix="/api/sessions", tags=["admin"])
     not_found = {404: {"description": "No live session has this id"}}
     if cluster is not None:
-        not_found |= {503: {"description": "Redis is unavailable (cluster mode)"},
-                      504: {"description": "The session's node did not answer (cluster mode)"}}
+        not_found |= {
+            503: {"description": "Redis is unavailable (cluster mode)"},
+            504: {"description": "The session's node did not answer (cluster mode)"},
+        }
     conflict = {409: {"description": "The session is starting or ending; try again"}}
 
     def live_session(session_id: str) -> LiveSession:
@@ -265,11 +278,21 @@ def create_admin_router(
         """The owning node's answer, for a session another node runs (cluster mode)."""
         if cluster is None or registry.get(session_id) is not None:
             return None
-        return await forward(cluster, session_id, request.method, request.url.path,
-                             body.model_dump() if body else None)
+        return await forward(
+            cluster,
+            session_id,
+            request.method,
+            request.url.path,
+            body.model_dump() if body else None,
+        )
 
-    @router.get("", response_model=list[SessionSummary], response_model_exclude_none=True,
-                summary="List live sessions", responses={503: {"description": "Redis is unavailable"}})
+    @router.get(
+        "",
+        response_model=list[SessionSummary],
+        response_model_exclude_none=True,
+        summary="List live sessions",
+        responses={503: {"description": "Redis is unavailable"}},
+    )
     async def list_sessions():
         if cluster is None:
             return [summary(live) for live in registry.all()]
@@ -290,7 +313,9 @@ def create_admin_router(
             **live.summary(),
             instructions=control.instructions if control else None,
             instruction_updates=control.updates if control else 0,
-            context=ContextInfo(**control.context_summary()) if control else ContextInfo(messages=0),
+            context=ContextInfo(**control.context_summary())
+            if control
+            else ContextInfo(messages=0),
         )
 
     @router.put(
@@ -338,8 +363,11 @@ def create_admin_router(
         return SayResult(id=live.id, queued=True)
 
     @router.delete(
-        "/{session_id}", response_model=EndResult, responses={**not_found, **conflict},
-        summary="End a session", description="Its client's socket closes with 1000 and a reason.",
+        "/{session_id}",
+        response_model=EndResult,
+        responses={**not_found, **conflict},
+        summary="End a session",
+        description="Its client's socket closes with 1000 and a reason.",
     )
     async def end_session(session_id: str, request: Request):
         if (answer := await elsewhere(request, session_id)) is not None:
@@ -353,7 +381,9 @@ def create_admin_router(
             pass
         graceful = await _finished(task, END_GRACE_SECS)
         if not graceful:
-            logger.bind(session_id=live.id).warning("Admin API: session did not end in time; cancelling")
+            logger.bind(session_id=live.id).warning(
+                "Admin API: session did not end in time; cancelling"
+            )
             await control.cancel()
             if not await _finished(task, 5.0) and task is not None:
                 task.cancel()

@@ -93,8 +93,11 @@ def create_app(
     app = FastAPI(title="Voice agent", lifespan=lifespan)
     # The last added runs first: wrong methods are answered before a body is read, and a
     # body is bounded in size and time before any route sees it (web/http_hygiene.py).
-    app.add_middleware(RequestBodyLimits, max_bytes=settings.max_request_bytes,
-                       timeout_secs=settings.request_body_timeout_secs)
+    app.add_middleware(
+        RequestBodyLimits,
+        max_bytes=settings.max_request_bytes,
+        timeout_secs=settings.request_body_timeout_secs,
+    )
     app.add_middleware(AllowedMethods, schema=lambda: app.openapi())
     log_origin_policy(settings)
     app.state.settings = settings
@@ -134,9 +137,16 @@ def create_app(
     # Resuming a dropped conversation (web/resume.py); session processes' records are kept here
     resumes = ResumeKeeper(settings) if settings.session_resume_secs > 0 else None
     spares = settings.worker_spares if settings.session_processes else 0
-    spawner = BotSpawner(settings, registry, settings.spawn_ready_timeout_secs, process_metrics,
-                         process_overrides, spares, command=session_process_command,
-                         keep_resumable=resumes.keep if resumes else None)
+    spawner = BotSpawner(
+        settings,
+        registry,
+        settings.spawn_ready_timeout_secs,
+        process_metrics,
+        process_overrides,
+        spares,
+        command=session_process_command,
+        keep_resumable=resumes.keep if resumes else None,
+    )
     app.state.spawner = spawner
     app.include_router(rooms_router(settings, registry, spawner, place_room))
 
@@ -144,8 +154,12 @@ def create_app(
     memory = None
     if settings.memory_enabled:
         # The rolling summary is written by the configured LLM alone (no fallback, no tools).
-        memory = MemoryKeeper(settings, summarizer=lambda: create_llm(settings, models, fallback=False))
-        registry.listeners.append(lambda event, live, _: memory.ended(live.id) if event == "ended" else None)
+        memory = MemoryKeeper(
+            settings, summarizer=lambda: create_llm(settings, models, fallback=False)
+        )
+        registry.listeners.append(
+            lambda event, live, _: memory.ended(live.id) if event == "ended" else None
+        )
         app.include_router(user_memory_router(settings, memory))
 
     async def new_session(
@@ -177,10 +191,18 @@ def create_app(
             resumes.enrol(session)
         return session
 
-    @app.get("/api/health", response_model=Health, tags=["server"],
-             responses={503: {"description": "Draining (SIGTERM): no new sessions"}})
+    @app.get(
+        "/api/health",
+        response_model=Health,
+        tags=["server"],
+        responses={503: {"description": "Draining (SIGTERM): no new sessions"}},
+    )
     async def health():
-        answer = {"status": "ok", "sessions": len(registry.all()), "max_sessions": registry.max_sessions}
+        answer = {
+            "status": "ok",
+            "sessions": len(registry.all()),
+            "max_sessions": registry.max_sessions,
+        }
         if registry.draining:  # a load balancer sends no new sessions here
             return JSONResponse({**answer, "status": "draining"}, status_code=503)
         return answer

@@ -31,6 +31,8 @@ async def drain(app: FastAPI, grace_secs: float) -> None:
             await asyncio.wait_for(idle.wait(), grace_secs)
             logger.info("Drained: every session has ended")
         except TimeoutError:
-            logger.warning(f"Drain grace ({grace_secs:g} s) is over: ending "
-                           f"{len(registry.all())} live sessions")
+            logger.warning(
+                f"Drain grace ({grace_secs:g} s) is over: ending "
+                f"{len(registry.all())} live sessions"
+            )
     registry.listeners.remove(on_session_event)

@@ -38,7 +38,14 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from loguru import logger
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from bot.config import Settings
 from bot.providers import ProviderNames
@@ -52,8 +59,44 @@ DASHBOARD_DIR = Path(__file__).parent / "dashboard"
 
 # Stages with their own histogram; the others share voice_agent_stage_seconds{stage=…}.
 OWN_HISTOGRAMS = ("voice_to_voice", "barge_in_stop")
-STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
-VOICE_TO_VOICE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 20.0, 30.0)
+STAGE_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    10.0,
+    30.0,
+)
+VOICE_TO_VOICE_BUCKETS = (
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.8,
+    1.0,
+    1.25,
+    1.5,
+    2.0,
+    2.5,
+    3.0,
+    4.0,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    30.0,
+)
 BARGE_IN_BUCKETS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
 
 # An event stream ends after this long (the browser reconnects at once and gets a fresh
@@ -179,8 +222,12 @@ def _sse(event: str, data: Any) -> str:
 class Observability:
     """Metrics, recent turns and dashboard events for one app."""
 
-    def __init__(self, settings: Settings, registry: SessionRegistry,
-                 session_processes: SessionProcessMetrics | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        registry: SessionRegistry,
+        session_processes: SessionProcessMetrics | None = None,
+    ):
         self.settings = settings
         self.sessions = registry
         self.metrics = Metrics(lambda: len(registry.all()), session_processes)
@@ -256,7 +303,9 @@ class Observability:
                 yield _sse("snapshot", snapshot)
                 while (left := deadline - loop.time()) > 0:
                     try:
-                        item = await asyncio.wait_for(subscriber.queue.get(), min(HEARTBEAT_SECS, left))
+                        item = await asyncio.wait_for(
+                            subscriber.queue.get(), min(HEARTBEAT_SECS, left)
+                        )
                     except TimeoutError:
                         yield ": keep-alive\n\n"
                         continue
@@ -276,8 +325,11 @@ class Observability:
         async def metrics():
             return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-        @data.get("/api/dashboard", response_model=dict[str, Any],
-                  summary="Every live session, its recent turns, the recent turns across sessions")
+        @data.get(
+            "/api/dashboard",
+            response_model=dict[str, Any],
+            summary="Every live session, its recent turns, the recent turns across sessions",
+        )
         async def dashboard_snapshot():
             return self.snapshot()
 
@@ -288,8 +340,12 @@ class Observability:
             f"`session-ended` as they happen; the stream ends after {STREAM_SECS:.0f} s "
             "(clients reconnect at once).",
             response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
-                             "description": "The event stream (the schema: one event)"}},
+            responses={
+                200: {
+                    "content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
+                    "description": "The event stream (the schema: one event)",
+                }
+            },
         )
         async def events(request: Request):
             return StreamingResponse(
@@ -307,7 +363,9 @@ class Observability:
 
 
 def install_observability(
-    app: FastAPI, settings: Settings, registry: SessionRegistry,
+    app: FastAPI,
+    settings: Settings,
+    registry: SessionRegistry,
     session_processes: SessionProcessMetrics | None = None,
 ) -> Observability:
     """Add `/metrics`, `/dashboard` and its API to `app`; call before any catch-all mount.

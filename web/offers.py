@@ -48,9 +48,9 @@ class Offer(BaseModel):
         None,
         # Pipecat's JS SDK sends `requestData`; Pipecat's own request accepts both spellings.
         validation_alias=AliasChoices("request_data", "requestData"),
-        description="Optional: {\"user_id\": …} for per-user memory (README \"Memory\"), "
-        "{\"session_id\": …, \"resume_token\": …} to resume a dropped conversation "
-        "(README \"Resume\"); also accepted as `requestData`",
+        description='Optional: {"user_id": …} for per-user memory (README "Memory"), '
+        '{"session_id": …, "resume_token": …} to resume a dropped conversation '
+        '(README "Resume"); also accepted as `requestData`',
     )
 
     def for_pipecat(self) -> SmallWebRTCRequest:
@@ -68,9 +68,12 @@ class Offer(BaseModel):
         try:
             return valid_user_id(data.get("user_id"))
         except ValueError as e:
-            problem = {"loc": ["body", "request_data", "user_id"], "msg": str(e), "type": "value_error"}
+            problem = {
+                "loc": ["body", "request_data", "user_id"],
+                "msg": str(e),
+                "type": "value_error",
+            }
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, [problem]) from e
-
 
     def resume(self) -> tuple[str, str] | None:
         """The (session id, resume token) of a conversation to go on with, or None; 422 for
@@ -81,8 +84,11 @@ class Offer(BaseModel):
         ticket = (data["session_id"], data.get("resume_token", ""))
         for name, value in zip(("session_id", "resume_token"), ticket):
             if not isinstance(value, str) or len(value) > MAX_TICKET_CHARS:
-                problem = {"loc": ["body", "request_data", name], "type": "value_error",
-                           "msg": f"must be a string of at most {MAX_TICKET_CHARS} characters"}
+                problem = {
+                    "loc": ["body", "request_data", name],
+                    "type": "value_error",
+                    "msg": f"must be a string of at most {MAX_TICKET_CHARS} characters",
+                }
                 raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, [problem])
         return ticket
 

@@ -46,9 +46,12 @@ class ResumeKeeper:
         self._forward = forward
         self._redis = None
         if settings.cluster and forward is None:
-            self._redis = redis.from_url(settings.redis_url.get_secret_value(),
-                                         decode_responses=True, socket_timeout=2.0,
-                                         socket_connect_timeout=2.0)
+            self._redis = redis.from_url(
+                settings.redis_url.get_secret_value(),
+                decode_responses=True,
+                socket_timeout=2.0,
+                socket_connect_timeout=2.0,
+            )
         self._local: dict[str, tuple[float, str]] = {}  # session id → (expires, record)
         self._writes: set[asyncio.Task] = set()
 
@@ -82,15 +85,20 @@ class ResumeKeeper:
                 await self.keep(session.id, record)
             except Exception as e:
                 logger.bind(session_id=session.id).warning(
-                    f"The conversation could not be saved for resuming ({e}); the session goes on")
+                    f"The conversation could not be saved for resuming ({e}); the session goes on"
+                )
 
         async def save(session: Session) -> None:
             context, control = session.context, session.control
             if context is None:
                 return
             messages = [m for m in context.messages if isinstance(m, dict)]
-            saved = {"digest": digest, "messages": messages, "user_id": session.user_id,
-                     "instructions": control.instructions if control else None}
+            saved = {
+                "digest": digest,
+                "messages": messages,
+                "user_id": session.user_id,
+                "instructions": control.instructions if control else None,
+            }
             # Written apart from the session: its end (the client gone) does not cancel it.
             task = asyncio.create_task(write(json.dumps(saved, default=str)))
             self._writes.add(task)
@@ -105,8 +113,10 @@ class ResumeKeeper:
         except Exception as e:
             raise ResumeRefused(f"conversations cannot be resumed right now: {e}") from e
         if raw is None:
-            raise ResumeRefused(f"no conversation {session_id!r} to resume (ended over "
-                                f"{self.secs:g} s ago, already resumed, or never saved)")
+            raise ResumeRefused(
+                f"no conversation {session_id!r} to resume (ended over "
+                f"{self.secs:g} s ago, already resumed, or never saved)"
+            )
         saved = json.loads(raw)
         if not hmac.compare_digest(saved["digest"], _digest(token)):
             await self.keep(session_id, raw)  # a wrong guess does not spend the real token
@@ -119,7 +129,9 @@ class ResumeKeeper:
             await self._redis.aclose()
 
 
-async def take_conversation(keeper: ResumeKeeper | None, ticket: tuple[str, str] | None) -> dict | None:
+async def take_conversation(
+    keeper: ResumeKeeper | None, ticket: tuple[str, str] | None
+) -> dict | None:
     """The conversation a (session id, resume token) ticket names, taken from `keeper`; None
     without a ticket; ResumeRefused when it resumes nothing."""
     if ticket is None:

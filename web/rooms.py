@@ -52,8 +52,12 @@ class RoomAnswer(BaseModel):
 RoomPlacement = Callable[[Request, RoomRequest], Awaitable[Response | None]]
 
 
-def rooms_router(settings: Settings, registry: SessionRegistry, spawner: BotSpawner,
-                 place: RoomPlacement | None = None) -> APIRouter:
+def rooms_router(
+    settings: Settings,
+    registry: SessionRegistry,
+    spawner: BotSpawner,
+    place: RoomPlacement | None = None,
+) -> APIRouter:
     router = APIRouter(tags=["daily"])
     admission = Admission(settings, registry)
     # Without a Daily key the route only says so (503): not part of this server's API then.

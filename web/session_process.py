@@ -59,8 +59,12 @@ class EventWriter:
     def levers(self, live: LiveSession | Session) -> None:
         control = live.control
         if control is not None:
-            self.emit("levers", instructions=control.instructions, updates=control.updates,
-                      context=control.context_summary())
+            self.emit(
+                "levers",
+                instructions=control.instructions,
+                updates=control.updates,
+                context=control.context_summary(),
+            )
 
     def on_session_event(self, event: str, live: LiveSession, payload: Any) -> None:
         if event == "state":
@@ -98,16 +102,23 @@ async def serve(job: dict, settings: Settings, models: LocalModels, providers: P
     # session process keeps its user's words and, when its session ends, their summary.
     memory = None
     if settings.memory_enabled:
-        memory = MemoryKeeper(settings, summarizer=lambda: create_llm(settings, models, fallback=False))
-        registry.listeners.append(lambda event, live, _: memory.ended(live.id) if event == "ended" else None)
+        memory = MemoryKeeper(
+            settings, summarizer=lambda: create_llm(settings, models, fallback=False)
+        )
+        registry.listeners.append(
+            lambda event, live, _: memory.ended(live.id) if event == "ended" else None
+        )
 
     # Its conversation is saved for resuming by the server, which holds the records.
     resumes = None
     if settings.session_resume_secs > 0:
-        resumes = ResumeKeeper(settings, forward=lambda _, record: out.emit("resumable", record=record))
+        resumes = ResumeKeeper(
+            settings, forward=lambda _, record: out.emit("resumable", record=record)
+        )
 
-    async def new_session(transport: str, user_id: str | None = None,
-                          resume: tuple[str, str] | None = None) -> Session:
+    async def new_session(
+        transport: str, user_id: str | None = None, resume: tuple[str, str] | None = None
+    ) -> Session:
         prompt, history = settings.system_prompt, []
         if resume is not None:  # the server has checked the ticket and sent the conversation
             saved = job.get("resumed")
@@ -117,10 +128,17 @@ async def serve(job: dict, settings: Settings, models: LocalModels, providers: P
             prompt = saved["instructions"] or prompt
         elif memory is not None and user_id is not None:
             prompt = await memory.instructions_for(user_id)
-        session = Session(settings=settings.model_copy(update={"system_prompt": prompt}), models=models,
-                          id=job["session_id"], transport_kind=transport,
-                          greeting="" if history else settings.greeting, history=history,
-                          observers=[errors], providers=providers, user_id=user_id)
+        session = Session(
+            settings=settings.model_copy(update={"system_prompt": prompt}),
+            models=models,
+            id=job["session_id"],
+            transport_kind=transport,
+            greeting="" if history else settings.greeting,
+            history=history,
+            observers=[errors],
+            providers=providers,
+            user_id=user_id,
+        )
         if memory is not None:
             memory.enrol(session, named_by_client=resume is None)
         if resumes is not None:
@@ -135,8 +153,11 @@ async def serve(job: dict, settings: Settings, models: LocalModels, providers: P
 
     stdin = await _stdin_reader()
     server_gone = asyncio.create_task(_obey_commands(stdin, registry, out))
-    runner = _serve_web(settings, registry, new_session, out, started, ended) if job["transport"] != "daily" \
+    runner = (
+        _serve_web(settings, registry, new_session, out, started, ended)
+        if job["transport"] != "daily"
         else _join_daily(job, settings, registry, new_session, out)
+    )
     session = asyncio.create_task(runner)
     done, _ = await asyncio.wait({session, server_gone}, return_when=asyncio.FIRST_COMPLETED)
     if session not in done:  # stdin closed: the server has gone; so does its session
@@ -192,7 +213,9 @@ async def _serve_web(settings, registry, new_session, out: EventWriter, started,
         await asyncio.gather(serving, return_exceptions=True)
 
 
-async def _join_daily(job, settings, registry: SessionRegistry, new_session, out: EventWriter) -> int:
+async def _join_daily(
+    job, settings, registry: SessionRegistry, new_session, out: EventWriter
+) -> int:
     from transports.daily import create_daily_transport
 
     room_url, token = job["room_url"], job["token"]
@@ -214,7 +237,9 @@ async def _join_daily(job, settings, registry: SessionRegistry, new_session, out
     try:
         await asyncio.wait_for(joined.wait(), settings.daily_join_timeout_secs)
     except TimeoutError:
-        logger.error(f"Could not join the Daily room {room_url} within {settings.daily_join_timeout_secs:.0f}s")
+        logger.error(
+            f"Could not join the Daily room {room_url} within {settings.daily_join_timeout_secs:.0f}s"
+        )
         bot.cancel()
         await asyncio.gather(bot, return_exceptions=True)
         return EXIT_NO_CONNECTION
@@ -229,7 +254,9 @@ async def _stdin_reader() -> asyncio.StreamReader:
     return reader
 
 
-async def _obey_commands(stdin: asyncio.StreamReader, registry: SessionRegistry, out: EventWriter) -> None:
+async def _obey_commands(
+    stdin: asyncio.StreamReader, registry: SessionRegistry, out: EventWriter
+) -> None:
     """Run the server's commands until its end of the pipe closes."""
     pending: set[asyncio.Task] = set()
     while line := await stdin.readline():
@@ -244,7 +271,9 @@ async def _obey_commands(stdin: asyncio.StreamReader, registry: SessionRegistry,
         task.add_done_callback(pending.discard)
 
 
-async def _obey(request_id: int, name: str, command: dict, registry: SessionRegistry, out: EventWriter) -> None:
+async def _obey(
+    request_id: int, name: str, command: dict, registry: SessionRegistry, out: EventWriter
+) -> None:
     live = next(iter(registry.all()), None)
     control = live.control if live else None
     reply: dict[str, Any] = {"id": request_id}
@@ -253,8 +282,10 @@ async def _obey(request_id: int, name: str, command: dict, registry: SessionRegi
             raise RuntimeError("the session is starting or ending; try again")
         if name == "instructions":
             reply["applied"] = await control.update_instructions(
-                command["text"], InstructionMode(command.get("mode", "replace")),
-                timeout=float(command.get("timeout", 10.0)))
+                command["text"],
+                InstructionMode(command.get("mode", "replace")),
+                timeout=float(command.get("timeout", 10.0)),
+            )
             out.levers(live)
         elif name == "say":
             await control.say(command["text"])

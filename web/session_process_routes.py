@@ -38,7 +38,9 @@ WORKER_RESPONSES: dict[int | str, dict] = {
 
 
 def session_process_router(
-    settings: Settings, registry: SessionRegistry, spawner: BotSpawner,
+    settings: Settings,
+    registry: SessionRegistry,
+    spawner: BotSpawner,
     resumes: ResumeKeeper | None,
 ) -> APIRouter:
     router = APIRouter(tags=["sessions"])
@@ -52,8 +54,9 @@ def session_process_router(
         if slot is None:
             return
         query = websocket.query_params
-        ticket = (query["session_id"], query.get("resume_token", "")) \
-            if "session_id" in query else None
+        ticket = (
+            (query["session_id"], query.get("resume_token", "")) if "session_id" in query else None
+        )
         try:  # checked here, before a process is started for it
             resumed = await take_conversation(resumes, ticket)
         except ResumeRefused as e:

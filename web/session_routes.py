@@ -84,8 +84,11 @@ def in_process_session_router(
         socket = SessionWebSocket(websocket)
         try:
             query = websocket.query_params
-            resume = (query["session_id"], query.get("resume_token", "")) \
-                if "session_id" in query else None
+            resume = (
+                (query["session_id"], query.get("resume_token", ""))
+                if "session_id" in query
+                else None
+            )
             try:
                 user_id = valid_user_id(query.get("user_id"))
                 session = await new_session("websocket", user_id, resume)

@@ -49,7 +49,9 @@ class SessionLevers(Protocol):
     instructions: str
     updates: int
 
-    async def update_instructions(self, text: str, mode: Any = ..., *, timeout: float = ...) -> bool: ...
+    async def update_instructions(
+        self, text: str, mode: Any = ..., *, timeout: float = ...
+    ) -> bool: ...
     async def say(self, text: str) -> None: ...
     async def end(self) -> None: ...
     async def cancel(self) -> None: ...
@@ -182,8 +184,9 @@ class SessionRegistry:
             session.worker = session.context = session.metrics = session.state = None
             session.control = None
 
-    def open_remote(self, slot: Slot, session_id: str, transport: str, pid: int,
-                    link: SessionLevers) -> LiveSession:
+    def open_remote(
+        self, slot: Slot, session_id: str, transport: str, pid: int, link: SessionLevers
+    ) -> LiveSession:
         """Register an admitted session whose bot runs in a session process; then `track` it.
 
         The worker's link reports its state and turns through `set_state` / `add_turn`."""

@@ -54,9 +54,14 @@ def session_process_settings(settings: Settings, **overrides: Any) -> dict[str, 
 class SessionProcessLink:
     """One session process's pipes, and the admin levers of its session."""
 
-    def __init__(self, process: asyncio.subprocess.Process, registry: SessionRegistry,
-                 instructions: str, log_stream: TextIO,
-                 keep_resumable: Callable[[str, str], Awaitable[None]] | None = None):
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        registry: SessionRegistry,
+        instructions: str,
+        log_stream: TextIO,
+        keep_resumable: Callable[[str, str], Awaitable[None]] | None = None,
+    ):
         self.process = process
         # Where the session's conversation is kept for resuming (web/resume.py), if anywhere.
         self._keep_resumable = keep_resumable
@@ -108,7 +113,9 @@ class SessionProcessLink:
     async def assign(self, session_id: str, transport: str, **job: Any) -> None:
         """Give the (loaded or loading) session process its session."""
         self.session_id, self.transport = session_id, transport
-        self.process.stdin.write((json.dumps({"session_id": session_id, "transport": transport, **job}) + "\n").encode())
+        self.process.stdin.write(
+            (json.dumps({"session_id": session_id, "transport": transport, **job}) + "\n").encode()
+        )
         await self.process.stdin.drain()
 
     async def wait_ready(self, timeout: float) -> None:
@@ -120,8 +127,11 @@ class SessionProcessLink:
                 self.process.kill()
             await self.process.wait()
             await asyncio.gather(*self._readers, return_exceptions=True)
-            why = ("did not get ready in time" if isinstance(e, TimeoutError)
-                   else f"exited with code {self.process.returncode}")
+            why = (
+                "did not get ready in time"
+                if isinstance(e, TimeoutError)
+                else f"exited with code {self.process.returncode}"
+            )
             raise SpawnError(f"the bot process {why}: {self.error_summary()}") from e
 
     async def until_exit(self) -> None:
@@ -142,7 +152,9 @@ class SessionProcessLink:
         if code == 0:
             log.info(f"Worker process {self.process.pid} finished")
         else:
-            log.warning(f"Session process {self.process.pid} exited with code {code}: {self.error_summary()}")
+            log.warning(
+                f"Session process {self.process.pid} exited with code {code}: {self.error_summary()}"
+            )
 
     async def stop(self, timeout: float = 10.0) -> None:
         if self.process.returncode is None:
@@ -155,7 +167,9 @@ class SessionProcessLink:
 
     def error_summary(self) -> str:
         lines = self._stderr_tail
-        interesting = [l for l in lines if "error" in l.lower() or "exception" in l.lower()] or lines
+        interesting = [
+            l for l in lines if "error" in l.lower() or "exception" in l.lower()
+        ] or lines
         return " | ".join(interesting[-3:])[-600:] or "(no output)"
 
     # --- pipes --------------------------------------------------------------------------------
@@ -166,7 +180,9 @@ class SessionProcessLink:
         reply = asyncio.get_running_loop().create_future()
         self._replies[request_id] = reply
         try:
-            self.process.stdin.write((json.dumps({"id": request_id, "cmd": cmd, **args}) + "\n").encode())
+            self.process.stdin.write(
+                (json.dumps({"id": request_id, "cmd": cmd, **args}) + "\n").encode()
+            )
             await self.process.stdin.drain()
             result = await asyncio.wait_for(reply, COMMAND_TIMEOUT_SECS)
         finally:
@@ -228,8 +244,10 @@ class SessionProcessLink:
         try:
             await self._keep_resumable(self.session_id, record)
         except Exception as e:
-            logger.warning(f"Session {self.session_id}'s conversation could not be saved for "
-                           f"resuming ({e}); the session goes on")
+            logger.warning(
+                f"Session {self.session_id}'s conversation could not be saved for "
+                f"resuming ({e}); the session goes on"
+            )
 
     async def _pass_logs_on(self) -> None:
         while line := await self.process.stderr.readline():
@@ -247,11 +265,17 @@ class SessionProcessLink:
 
 
 class BotSpawner:
-    def __init__(self, settings: Settings, registry: SessionRegistry, ready_timeout_secs: float,
-                 metrics: SessionProcessMetrics,
-                 process_overrides: Callable[[], dict[str, Any]] = dict, spares: int = 0,
-                 command: list[str] | None = None,
-                 keep_resumable: Callable[[str, str], Awaitable[None]] | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        registry: SessionRegistry,
+        ready_timeout_secs: float,
+        metrics: SessionProcessMetrics,
+        process_overrides: Callable[[], dict[str, Any]] = dict,
+        spares: int = 0,
+        command: list[str] | None = None,
+        keep_resumable: Callable[[str, str], Awaitable[None]] | None = None,
+    ):
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
@@ -341,7 +365,8 @@ class BotSpawner:
         process.stdin.write((json.dumps({"settings": settings}) + "\n").encode())
         await process.stdin.drain()
         log_stream = sys.stdout if self.settings.log_format == "json" else sys.stderr
-        link = SessionProcessLink(process, self.registry, self.settings.system_prompt, log_stream,
-                                  self.keep_resumable)
+        link = SessionProcessLink(
+            process, self.registry, self.settings.system_prompt, log_stream, self.keep_resumable
+        )
         link.on_exit.append(lambda: self.metrics.process_ended(process.pid))
         return link

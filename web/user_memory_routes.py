@@ -1,8 +1,8 @@
 """The admin API of per-user memory (bot/memory/):
 
-    GET    /api/users/{user_id}/memory   what is kept of a user
-    DELETE /api/users/{user_id}/memory   forget the user (their next session starts blank;
-                                         a session of theirs still live keeps what follows)
+GET    /api/users/{user_id}/memory   what is kept of a user
+DELETE /api/users/{user_id}/memory   forget the user (their next session starts blank;
+                                     a session of theirs still live keeps what follows)
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ class Forgotten(BaseModel):
 
 def user_memory_router(settings: Settings, keeper: MemoryKeeper) -> APIRouter:
     router = admin_router(
-        settings, prefix="/api/users", tags=["admin"],
+        settings,
+        prefix="/api/users",
+        tags=["admin"],
         unavailable="The memory store is unavailable",
     )
 
@@ -41,18 +43,27 @@ def user_memory_router(settings: Settings, keeper: MemoryKeeper) -> APIRouter:
         try:
             return await call
         except Exception as e:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                                f"the memory store is unavailable: {e}") from e
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE, f"the memory store is unavailable: {e}"
+            ) from e
 
-    @router.get("/{user_id}/memory", response_model=UserMemoryInfo,
-                responses={404: {"description": "Nothing is kept of this user"}},
-                summary="What is remembered of a user")
+    @router.get(
+        "/{user_id}/memory",
+        response_model=UserMemoryInfo,
+        responses={404: {"description": "Nothing is kept of this user"}},
+        summary="What is remembered of a user",
+    )
     async def get_memory(user_id: str = UserId):
         memory = await attempt(keeper.load(user_id))
         if memory is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"nothing is kept of user {user_id!r}")
-        return UserMemoryInfo(user_id=user_id, facts=memory.facts, recent=memory.recent,
-                              summary=memory.summary, updated=memory.updated)
+        return UserMemoryInfo(
+            user_id=user_id,
+            facts=memory.facts,
+            recent=memory.recent,
+            summary=memory.summary,
+            updated=memory.updated,
+        )
 
     @router.delete("/{user_id}/memory", response_model=Forgotten, summary="Forget a user")
     async def delete_memory(user_id: str = UserId):

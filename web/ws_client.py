@@ -98,7 +98,9 @@ class _Speaker:
         if rate != self._rate:
             self._resampler = soxr.ResampleStream(rate, self.mic_rate, 1, dtype="float32")
             self._rate = rate
-        audio = self._resampler.resample_chunk(np.frombuffer(pcm, dtype=np.int16).astype(np.float32))
+        audio = self._resampler.resample_chunk(
+            np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
+        )
         if not len(self.queue):
             audio = np.concatenate([np.zeros(self.delay_samples, np.float32), audio])
         self.queue = np.concatenate([self.queue, audio])
@@ -194,8 +196,11 @@ class AgentClient:
         try:
             await self.send_rtvi(
                 "client-ready",
-                {"version": "2.2.0", **self.client_ready,
-                 "about": {"library": "voice-agent-python-client", "library_version": "1"}},
+                {
+                    "version": "2.2.0",
+                    **self.client_ready,
+                    "about": {"library": "voice-agent-python-client", "library_version": "1"},
+                },
             )
         except websockets.ConnectionClosed:
             pass  # refused at once (e.g. the server is full); close_code tells why

@@ -86,7 +86,7 @@ def _salvage_call(text: str, tool_names: set[str]) -> dict | None:
     name = re.search(r'"name"\s*:\s*"([^"]+)"', text)
     if not name or (tool_names and name.group(1) not in tool_names):
         return None
-    body = text[name.end():]
+    body = text[name.end() :]
     arguments = dict(re.findall(r'"(\w+)"\s*:\s*"((?:[^"\\]|\\.)*)"', body))
     arguments.pop("name", None)
     return {"name": name.group(1), "arguments": arguments}
@@ -144,13 +144,18 @@ def normalise_messages(messages: list[dict]) -> list[dict]:
                         args = json.loads(args or "{}")
                     except json.JSONDecodeError:
                         args = {}
-                calls.append({"type": "function", "function": {"name": fn.get("name"), "arguments": args}})
+                calls.append(
+                    {"type": "function", "function": {"name": fn.get("name"), "arguments": args}}
+                )
             msg["tool_calls"] = calls
         if role == "tool":
             # Small models answer from a tool result they are *told* (9/9 measured) but
             # not from the template's tool turn (0/9: they call the tool again).
-            msg = {"role": "user", "content": f"Here is what the search found:\n{msg['content']}\n"
-                   "Answer my question from it, in one or two spoken sentences."}
+            msg = {
+                "role": "user",
+                "content": f"Here is what the search found:\n{msg['content']}\n"
+                "Answer my question from it, in one or two spoken sentences.",
+            }
         if role == "system" and out and out[-1]["role"] == "system" and len(out) == 1:
             out[-1]["content"] += "\n\n" + msg["content"]
             continue

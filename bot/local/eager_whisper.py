@@ -144,13 +144,19 @@ class EagerWhisperSTTService(EagerEndOfTurnSTTServiceMixin, SharedWhisperSTTServ
         # Once the final transcript is out (the passes were consumed), an interim is stale.
         current = any(p.task is asyncio.current_task() for p in self._passes)
         if interim and text and current:
-            await self.push_frame(InterimTranscriptionFrame(text, self._user_id, time_now_iso8601()))
+            await self.push_frame(
+                InterimTranscriptionFrame(text, self._user_id, time_now_iso8601())
+            )
         elif text and trusted and current and self._user_speaking and self._pause.quiet:
             # Still quiet since the pause this pass started at: the likely whole utterance.
-            await self._push_eager_end_of_turn(text, user_id=self._user_id, language=self._settings.language)
+            await self._push_eager_end_of_turn(
+                text, user_id=self._user_id, language=self._settings.language
+            )
         return text, trusted
 
-    async def _transcribe(self, pcm: bytes, *, draft: bool = False, stock: bool = False) -> tuple[str, bool]:
+    async def _transcribe(
+        self, pcm: bytes, *, draft: bool = False, stock: bool = False
+    ) -> tuple[str, bool]:
         """(text, trusted): see `WindowedWhisper.transcribe` for `draft` and `stock`."""
         segments = await self._segments(pcm, draft=draft, stock=stock)
         threshold = self._settings.no_speech_prob
@@ -175,7 +181,9 @@ class EagerWhisperSTTService(EagerEndOfTurnSTTServiceMixin, SharedWhisperSTTServ
                 if trusted:
                     text, result = draft, EAGER_RESULT
                 else:  # noisy or mangled audio: Whisper's own 30 s window decides
-                    logger.debug(f"{self}: unsure of the eager pass ({draft!r}); the 30 s window instead")
+                    logger.debug(
+                        f"{self}: unsure of the eager pass ({draft!r}); the 30 s window instead"
+                    )
                     text, _ = await self._transcribe(audio, stock=True)
                     if not text and draft_is_kept(draft, self._short_words):
                         logger.debug(f"{self}: the 30 s window found no words; keeping {draft!r}")

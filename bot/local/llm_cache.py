@@ -84,7 +84,9 @@ class ContextShiftingLlama(Llama):
     @cached_property
     def _turn_marker(self) -> np.ndarray:
         """The tokens that open a user turn (ChatML's, as the shipped model's template)."""
-        return np.asarray(self.tokenize(USER_TURN.encode(), add_bos=False, special=True), dtype=np.intc)
+        return np.asarray(
+            self.tokenize(USER_TURN.encode(), add_bos=False, special=True), dtype=np.intc
+        )
 
     def _turn_starts(self, ids: np.ndarray) -> np.ndarray:
         marker = self._turn_marker
@@ -113,7 +115,9 @@ class ContextShiftingLlama(Llama):
         if len(probe) < PROBE_TOKENS or np.array_equal(cached[start : start + PROBE_TOKENS], probe):
             return 0  # the first turn is still there: nothing was dropped
         # The new first turn must start one of the cached turns, and match it for a while.
-        later = [int(t) for t in cached_turns[1:] if np.array_equal(cached[t : t + PROBE_TOKENS], probe)]
+        later = [
+            int(t) for t in cached_turns[1:] if np.array_equal(cached[t : t + PROBE_TOKENS], probe)
+        ]
         if not later:
             return 0
         resume = later[0]

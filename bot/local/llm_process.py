@@ -86,7 +86,10 @@ class LLMServerProcess:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"The local LLM server exited at start:\n{self._output_tail()}")
             try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1.0).status_code == 200:
+                if (
+                    httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1.0).status_code
+                    == 200
+                ):
                     return
             except httpx.HTTPError:
                 pass

@@ -50,7 +50,9 @@ from bot.local.chat_format import (
 class Engine:
     """One llama.cpp model; one generation at a time (a second request waits)."""
 
-    def __init__(self, model_path: str, threads: int, n_ctx: int, model_name: str, shift: bool = True):
+    def __init__(
+        self, model_path: str, threads: int, n_ctx: int, model_name: str, shift: bool = True
+    ):
         from bot.local.llm_cache import ContextShiftingLlama, ConversationCaches
 
         self.model_name = model_name
@@ -142,7 +144,6 @@ async def _pieces(engine: Engine, body: dict, cancelled: threading.Event) -> Asy
         cancelled.set()
 
 
-
 def _speakable(text: str) -> bool:
     """Text a person could hear: not empty, not JSON, not tool markup."""
     s = text.strip().strip("`").strip()
@@ -169,7 +170,9 @@ _STOPWORDS = frozenset(
 
 
 def _content_words(text: str) -> set[str]:
-    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) >= 3 and w not in _STOPWORDS}
+    return {
+        w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) >= 3 and w not in _STOPWORDS
+    }
 
 
 def _last_user_words(messages: list) -> set[str]:
@@ -198,7 +201,9 @@ def _calls_for_the_user(calls: list[dict], body: dict) -> list[dict]:
     kept = [c for c in calls if _about_the_user(c, user_words)]
     for call in calls:
         if call not in kept:
-            logger.info(f"Dropped a {call['name']} call unrelated to the user's words: {call['arguments']}")
+            logger.info(
+                f"Dropped a {call['name']} call unrelated to the user's words: {call['arguments']}"
+            )
     return kept
 
 
@@ -223,7 +228,7 @@ async def _speech_or_calls(
             if streaming:
                 if tool_names and TOOL_CALL_OPEN in full:  # a call after some speech: stop speaking
                     streaming = False
-                    held = full[full.index(TOOL_CALL_OPEN):]
+                    held = full[full.index(TOOL_CALL_OPEN) :]
                     continue
                 yield "text", piece
                 continue
@@ -266,7 +271,9 @@ def create_app(engine: Engine) -> FastAPI:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             raise HTTPException(400, "body must be an object with a 'messages' list")
         offered = body.get("tools") if body.get("tool_choice") != "none" else None
-        tool_names = {t.get("function", {}).get("name") for t in offered or [] if isinstance(t, dict)}
+        tool_names = {
+            t.get("function", {}).get("name") for t in offered or [] if isinstance(t, dict)
+        }
         tool_names.discard(None)
         cid = f"chatcmpl-{uuid.uuid4().hex[:16]}"
 
@@ -292,7 +299,12 @@ def create_app(engine: Engine) -> FastAPI:
 
 def _error(e: Exception) -> dict:
     """OpenAI's error shape: the SDK raises it as an APIError with this message, streamed or not."""
-    return {"error": {"message": f"the local model failed: {type(e).__name__}: {e}", "type": "server_error"}}
+    return {
+        "error": {
+            "message": f"the local model failed: {type(e).__name__}: {e}",
+            "type": "server_error",
+        }
+    }
 
 
 async def _complete(engine: Engine, body: dict, tool_names: set[str], cid: str) -> JSONResponse:
@@ -338,7 +350,9 @@ async def _stream(engine: Engine, body: dict, tool_names: set[str], cid: str) ->
         # Neither speech nor a call we can make (a call to a tool that does not exist, the
         # tool list echoed back): answer again without tools, never leave the caller in
         # silence.
-        async for _, value in _speech_or_calls(engine, _without_tools(body), set(), hold_markup=True):
+        async for _, value in _speech_or_calls(
+            engine, _without_tools(body), set(), hold_markup=True
+        ):
             yield _chunk(model, cid, {"content": value})
     yield _chunk(model, cid, {}, "stop")
     yield "data: [DONE]\n\n"
@@ -365,8 +379,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ctx", type=int, default=4096)
     parser.add_argument("--parent-pid", type=int, default=0)
-    parser.add_argument("--no-context-shift", dest="context_shift", action="store_false",
-                        help="Re-read the history after dropped turns (bot/local/llm_cache.py).")
+    parser.add_argument(
+        "--no-context-shift",
+        dest="context_shift",
+        action="store_false",
+        help="Re-read the history after dropped turns (bot/local/llm_cache.py).",
+    )
     args = parser.parse_args()
     if args.parent_pid:
         _exit_with_parent(args.parent_pid)

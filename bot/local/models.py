@@ -230,7 +230,9 @@ class LocalModels:
             if not self.settings.llm_gguf_path.exists():
                 raise FileNotFoundError(f"LLM_GGUF_PATH {self.settings.llm_gguf_path} not found")
             return self.settings.llm_gguf_path
-        return assemble_shipped_model(SHIPPED_LLMS[self.settings.local_llm], self.settings.model_cache_dir)
+        return assemble_shipped_model(
+            SHIPPED_LLMS[self.settings.local_llm], self.settings.model_cache_dir
+        )
 
     @property
     def llm_server(self) -> LLMServerProcess:
@@ -273,7 +275,11 @@ class LocalModels:
 
             # Both windows: the stock 30 s one is the fallback.
             silence = np.zeros(16000, dtype=np.float32)
-            list(WindowedWhisper(self.whisper, window_secs=self.settings.whisper_window_secs).transcribe(silence)[0])
+            list(
+                WindowedWhisper(
+                    self.whisper, window_secs=self.settings.whisper_window_secs
+                ).transcribe(silence)[0]
+            )
             list(self.whisper.transcribe(silence, beam_size=1)[0])
         if tts:
             for _ in self.piper.synthesize("Ready."):

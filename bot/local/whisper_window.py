@@ -77,19 +77,31 @@ class WindowedWhisper:
         from faster_whisper.tokenizer import Tokenizer
 
         model = self._model
-        return Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
+        return Tokenizer(
+            model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en"
+        )
 
     def _prompt(self, vocabulary: str) -> list[int]:
         """Whisper's decoder prompt: its start tokens, after `vocabulary` as "previous text"."""
         if vocabulary not in self._prompts:
             if len(self._prompts) > 32:  # a conversation's words change every turn
                 self._prompts.clear()
-            previous = self._tokenizer.encode(" " + vocabulary.strip()) if vocabulary.strip() else []
-            self._prompts[vocabulary] = self._model.get_prompt(self._tokenizer, previous, without_timestamps=True)
+            previous = (
+                self._tokenizer.encode(" " + vocabulary.strip()) if vocabulary.strip() else []
+            )
+            self._prompts[vocabulary] = self._model.get_prompt(
+                self._tokenizer, previous, without_timestamps=True
+            )
         return self._prompts[vocabulary]
 
     def transcribe(
-        self, audio: np.ndarray, *, draft: bool = False, stock: bool = False, vocabulary: str = "", **kwargs: Any
+        self,
+        audio: np.ndarray,
+        *,
+        draft: bool = False,
+        stock: bool = False,
+        vocabulary: str = "",
+        **kwargs: Any,
     ):
         """Like `WhisperModel.transcribe`: (segments, info); info is None on the short path.
 
@@ -134,7 +146,9 @@ class WindowedWhisper:
         import ctranslate2
 
         secs = len(audio) / SAMPLE_RATE
-        window = min(max(self._window_secs, secs + TAIL_SECS), self._model.feature_extractor.chunk_length)
+        window = min(
+            max(self._window_secs, secs + TAIL_SECS), self._model.feature_extractor.chunk_length
+        )
         padded = np.zeros(int(window * SAMPLE_RATE), dtype=np.float32)
         padded[: len(audio)] = audio
         features = self._model.feature_extractor(padded, padding=0)
@@ -161,13 +175,17 @@ class WindowedWhisper:
         if repeat is not None:
             tokens = tokens[:repeat]
         elif len(tokens) > budget:
-            logger.debug(f"windowed Whisper used its whole token budget ({budget}); 30 s window instead")
+            logger.debug(
+                f"windowed Whisper used its whole token budget ({budget}); 30 s window instead"
+            )
             return None
         text = self._tokenizer.decode(tokens).strip()
         # CTranslate2's score is the mean log-probability (length_penalty 1).
         unsure = result.no_speech_prob < 0.5 and result.scores[0] < MIN_AVG_LOGPROB
         if unsure and not accept_unsure:
-            logger.debug(f"windowed Whisper unsure ({result.scores[0]:.2f}: {text!r}); 30 s window instead")
+            logger.debug(
+                f"windowed Whisper unsure ({result.scores[0]:.2f}: {text!r}); 30 s window instead"
+            )
             return None
         if compression_ratio(text) > MAX_COMPRESSION_RATIO:
             logger.debug(f"windowed Whisper repeated itself ({text!r}); 30 s window instead")

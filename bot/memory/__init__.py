@@ -12,5 +12,11 @@ cluster mode (REDIS_URL), else in a local SQLite file (MEMORY_PATH).
 from bot.memory.keeper import MemoryKeeper, valid_user_id
 from bot.memory.store import MemoryStore, RedisMemoryStore, SqliteMemoryStore, UserMemory
 
-__all__ = ["MemoryKeeper", "MemoryStore", "RedisMemoryStore", "SqliteMemoryStore",
-           "UserMemory", "valid_user_id"]
+__all__ = [
+    "MemoryKeeper",
+    "MemoryStore",
+    "RedisMemoryStore",
+    "SqliteMemoryStore",
+    "UserMemory",
+    "valid_user_id",
+]

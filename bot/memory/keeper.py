@@ -62,16 +62,23 @@ def fact_in(text: str) -> str | None:
 class MemoryKeeper:
     """Per-user memory for the sessions of one server (MEMORY_ENABLED)."""
 
-    def __init__(self, settings: Settings, store: MemoryStore | None = None,
-                 summarizer: Callable[[], LLMService | None] | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        store: MemoryStore | None = None,
+        summarizer: Callable[[], LLMService | None] | None = None,
+    ):
         """`summarizer()` gives the LLM that writes the rolling summary (None: none)."""
         self.settings = settings
         self._summarizer = summarizer if settings.memory_summarize else None
         self._llm: LLMService | None = None
         self._conversations: dict[str, tuple[str, list[str]]] = {}  # session → (user, lines)
         if store is None:
-            store = (RedisMemoryStore(settings.redis_url.get_secret_value()) if settings.cluster
-                     else SqliteMemoryStore(settings.memory_path))
+            store = (
+                RedisMemoryStore(settings.redis_url.get_secret_value())
+                if settings.cluster
+                else SqliteMemoryStore(settings.memory_path)
+            )
         self.store = store
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._writes: set[asyncio.Task] = set()
@@ -101,12 +108,16 @@ class MemoryKeeper:
     def describe(self, memory: UserMemory) -> str:
         """Newest facts first, then the user's last words, cut to MEMORY_MAX_CHARS."""
         budget = self.settings.memory_max_chars
-        lines = ["What you remember about this user from earlier conversations (use it when "
-                 "it helps; do not recite it unasked):"]
+        lines = [
+            "What you remember about this user from earlier conversations (use it when "
+            "it helps; do not recite it unasked):"
+        ]
         used = len(lines[0])
-        sections = [("The user asked you to remember:", memory.facts[::-1]),
-                    ("Your notes from earlier conversations:", [memory.summary] if memory.summary else []),
-                    ("Their most recent words:", memory.recent[::-1])]
+        sections = [
+            ("The user asked you to remember:", memory.facts[::-1]),
+            ("Your notes from earlier conversations:", [memory.summary] if memory.summary else []),
+            ("Their most recent words:", memory.recent[::-1]),
+        ]
         for title, items in sections:
             if not items or used + len(title) + 1 > budget:
                 continue
@@ -192,10 +203,17 @@ class MemoryKeeper:
                 return
             previous = (await self.store.load(user_id) or UserMemory()).summary
             conversation = "\n".join(lines)[-4000:]
-            context = LLMContext(messages=[{"role": "user", "content":
-                f"Previous notes: {previous or '(none)'}\n\nLatest conversation:\n{conversation}"}])
-            summary = await self._llm.run_inference(context, max_tokens=SUMMARY_TOKENS,
-                                                    system_instruction=SUMMARY_INSTRUCTION)
+            context = LLMContext(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": f"Previous notes: {previous or '(none)'}\n\nLatest conversation:\n{conversation}",
+                    }
+                ]
+            )
+            summary = await self._llm.run_inference(
+                context, max_tokens=SUMMARY_TOKENS, system_instruction=SUMMARY_INSTRUCTION
+            )
             if not summary or not summary.strip():
                 return
             async with self._locks[user_id]:

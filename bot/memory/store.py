@@ -29,8 +29,12 @@ class UserMemory:
     @classmethod
     def from_json(cls, raw: str) -> UserMemory:
         data = json.loads(raw)
-        return cls(facts=list(data.get("facts", [])), recent=list(data.get("recent", [])),
-                   summary=str(data.get("summary", "")), updated=float(data.get("updated", 0.0)))
+        return cls(
+            facts=list(data.get("facts", [])),
+            recent=list(data.get("recent", [])),
+            summary=str(data.get("summary", "")),
+            updated=float(data.get("updated", 0.0)),
+        )
 
 
 class MemoryStore(Protocol):
@@ -52,22 +56,29 @@ class SqliteMemoryStore:
         """A connection in a transaction (committed unless it raises), then closed."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.closing(sqlite3.connect(self.path, timeout=5.0)) as db, db:
-            db.execute("CREATE TABLE IF NOT EXISTS user_memory "
-                       "(user_id TEXT PRIMARY KEY, memory TEXT NOT NULL, updated REAL NOT NULL)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS user_memory "
+                "(user_id TEXT PRIMARY KEY, memory TEXT NOT NULL, updated REAL NOT NULL)"
+            )
             yield db
 
     def _load(self, user_id: str) -> UserMemory | None:
         if not self.path.exists():
             return None
         with self._connect() as db:
-            row = db.execute("SELECT memory FROM user_memory WHERE user_id = ?", (user_id,)).fetchone()
+            row = db.execute(
+                "SELECT memory FROM user_memory WHERE user_id = ?", (user_id,)
+            ).fetchone()
         return UserMemory.from_json(row[0]) if row else None
 
     def _save(self, user_id: str, memory: UserMemory) -> None:
         with self._connect() as db:
-            db.execute("INSERT INTO user_memory (user_id, memory, updated) VALUES (?, ?, ?) "
-                       "ON CONFLICT(user_id) DO UPDATE SET memory = excluded.memory, "
-                       "updated = excluded.updated", (user_id, memory.to_json(), memory.updated))
+            db.execute(
+                "INSERT INTO user_memory (user_id, memory, updated) VALUES (?, ?, ?) "
+                "ON CONFLICT(user_id) DO UPDATE SET memory = excluded.memory, "
+                "updated = excluded.updated",
+                (user_id, memory.to_json(), memory.updated),
+            )
 
     def _delete(self, user_id: str) -> bool:
         if not self.path.exists():
@@ -92,8 +103,9 @@ class RedisMemoryStore:
     """One key per user (`voice-agent:memory:{user_id}`), shared by every node."""
 
     def __init__(self, url: str):
-        self._redis = redis.from_url(url, decode_responses=True, socket_timeout=2.0,
-                                     socket_connect_timeout=2.0)
+        self._redis = redis.from_url(
+            url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0
+        )
 
     async def load(self, user_id: str) -> UserMemory | None:
         raw = await self._redis.get(REDIS_PREFIX + user_id)

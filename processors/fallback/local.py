@@ -48,8 +48,7 @@ class LocalCounterpart:
         heard = self._bot_speaking or self._bot_starts > self._starts_at_fault
         if not heard and not self._ending:
             logger.info(
-                f"{self.stage.upper()}: nothing said yet from {self._local}; "
-                "saying the hold phrase"
+                f"{self.stage.upper()}: nothing said yet from {self._local}; saying the hold phrase"
             )
             await self.push_frame(TTSSpeakFrame(self._policy.hold_phrase, append_to_context=False))
 

@@ -212,7 +212,9 @@ class TurnMetricsObserver(BaseObserver):
         if isinstance(frame, EagerEndOfTurnCancelFrame):
             self._speculation_at = None
             return
-        if isinstance(frame, InterruptionFrame) and isinstance(data.destination, BaseOutputTransport):
+        if isinstance(frame, InterruptionFrame) and isinstance(
+            data.destination, BaseOutputTransport
+        ):
             # From here on, any audio of the interrupted answer is audio that got out.
             if self._interrupted and self._interrupted.audio_after_interruption_ms is None:
                 self._interrupted.audio_after_interruption_ms = 0.0
@@ -366,4 +368,3 @@ class TurnMetricsObserver(BaseObserver):
             result = callback(record)
             if inspect.isawaitable(result):
                 await result
-

@@ -17,8 +17,9 @@ from bot.config import Settings
 from web.cluster.node import ClusterNode, ClusterUnavailable, OwnerTimeout
 
 
-async def forward(cluster: ClusterNode, session_id: str, method: str, path: str,
-                  body: Any = None) -> JSONResponse | None:
+async def forward(
+    cluster: ClusterNode, session_id: str, method: str, path: str, body: Any = None
+) -> JSONResponse | None:
     """The owning node's answer to an admin request for `session_id`; None when no other
     node owns it (the caller answers itself: 404). 503 while Redis is unavailable, 504 if
     the owner does not answer."""
@@ -50,11 +51,13 @@ class InProcessDispatch:
         if settings.admin_token and settings.admin_token.get_secret_value():
             self._headers["Authorization"] = f"Bearer {settings.admin_token.get_secret_value()}"
 
-    async def __call__(self, method: str, path: str, body: Any,
-                       client: str | None = None) -> tuple[int, Any]:
+    async def __call__(
+        self, method: str, path: str, body: Any, client: str | None = None
+    ) -> tuple[int, Any]:
         transport = httpx.ASGITransport(app=self._app, client=(client or "127.0.0.1", 0))
-        async with httpx.AsyncClient(transport=transport, base_url="http://node",
-                                     headers=self._headers, timeout=None) as http:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://node", headers=self._headers, timeout=None
+        ) as http:
             response = await http.request(method, path, json=body)
         try:
             return response.status_code, response.json()

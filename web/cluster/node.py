@@ -27,13 +27,22 @@ from web.cluster.keys import EVENTS_CHANNEL, index, key, now_ms
 from web.sessions import LiveSession, SessionRegistry
 
 # Session events as the dashboard's event stream names them (web/observability.py).
-DASHBOARD_EVENTS = {"started": "session-started", "state": "state", "turn": "turn",
-                    "ended": "session-ended"}
+DASHBOARD_EVENTS = {
+    "started": "session-started",
+    "state": "state",
+    "turn": "turn",
+    "ended": "session-ended",
+}
 # A busy Redis (or host) is not a dead one: reads wait this long before the registry says 503.
 REDIS_TIMEOUT_SECS = 5.0
 # What another node may ask this one to answer: steering its sessions, starting a Daily bot.
-CALLABLE = (("GET", "/api/sessions/"), ("PUT", "/api/sessions/"), ("POST", "/api/sessions/"),
-            ("DELETE", "/api/sessions/"), ("POST", "/api/rooms"))
+CALLABLE = (
+    ("GET", "/api/sessions/"),
+    ("PUT", "/api/sessions/"),
+    ("POST", "/api/sessions/"),
+    ("DELETE", "/api/sessions/"),
+    ("POST", "/api/rooms"),
+)
 RECONNECT_SECS = 0.5
 
 
@@ -50,8 +59,12 @@ class ClusterNode:
 
     `remote_event(event, data)` is called for every dashboard event of another node."""
 
-    def __init__(self, settings: Settings, registry: SessionRegistry,
-                 dispatch: Callable[..., Awaitable[tuple[int, Any]]]):
+    def __init__(
+        self,
+        settings: Settings,
+        registry: SessionRegistry,
+        dispatch: Callable[..., Awaitable[tuple[int, Any]]],
+    ):
         self.settings = settings
         self.registry = registry
         self.id = settings.node_name
@@ -64,12 +77,16 @@ class ClusterNode:
         self.dispatch = dispatch
         url = settings.redis_url.get_secret_value()
         self._redis = redis.from_url(
-            url, decode_responses=True,
-            socket_timeout=REDIS_TIMEOUT_SECS, socket_connect_timeout=REDIS_TIMEOUT_SECS,
+            url,
+            decode_responses=True,
+            socket_timeout=REDIS_TIMEOUT_SECS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECS,
         )
         # Subscriptions wait for messages as long as it takes: no read timeout.
         self._subscriber = redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=REDIS_TIMEOUT_SECS,
+            url,
+            decode_responses=True,
+            socket_connect_timeout=REDIS_TIMEOUT_SECS,
             socket_keepalive=True,
         )
         self._outbox: asyncio.Queue[Callable[[], Awaitable[Any]]] = asyncio.Queue()
@@ -85,9 +102,11 @@ class ClusterNode:
 
     # --- life -----------------------------------------------------------------------------
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._heartbeat(), name="cluster-heartbeat"),
-                       asyncio.create_task(self._listen(), name="cluster-listen"),
-                       asyncio.create_task(self._write(), name="cluster-write")]
+        self._tasks = [
+            asyncio.create_task(self._heartbeat(), name="cluster-heartbeat"),
+            asyncio.create_task(self._listen(), name="cluster-listen"),
+            asyncio.create_task(self._write(), name="cluster-write"),
+        ]
         # Serve once this node listens for its calls and is listed (or Redis is not there).
         try:
             await asyncio.wait_for(self._registered.wait(), REDIS_TIMEOUT_SECS * 2)
@@ -126,9 +145,16 @@ class ClusterNode:
         return {**live.summary(), "node": self.id, "node_url": self.url}
 
     def node_entry(self) -> dict:
-        return {"id": self.id, "url": self.url, "sessions": len(self.registry),
-                "max_sessions": self.registry.max_sessions, "cpu_percent": self.cpu_percent,
-                "draining": self.draining, "pid": os.getpid(), "updated": time.time()}
+        return {
+            "id": self.id,
+            "url": self.url,
+            "sessions": len(self.registry),
+            "max_sessions": self.registry.max_sessions,
+            "cpu_percent": self.cpu_percent,
+            "draining": self.draining,
+            "pid": os.getpid(),
+            "updated": time.time(),
+        }
 
     def _measure_cpu(self) -> None:
         wall, cpu = time.monotonic(), time.process_time()
@@ -142,7 +168,9 @@ class ClusterNode:
             self._measure_cpu()
             try:
                 # Listed means reachable: no entries while calls for this node go unheard.
-                await asyncio.wait_for(self._subscribed.wait(), self.settings.cluster_heartbeat_secs)
+                await asyncio.wait_for(
+                    self._subscribed.wait(), self.settings.cluster_heartbeat_secs
+                )
             except TimeoutError:
                 continue
             try:
@@ -151,8 +179,11 @@ class ClusterNode:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     self._put_node(pipe, json.dumps(self.node_entry()))
                     for live in sessions:
-                        pipe.set(key("session", live.id), json.dumps(self.session_entry(live)),
-                                 px=self._ttl_ms())
+                        pipe.set(
+                            key("session", live.id),
+                            json.dumps(self.session_entry(live)),
+                            px=self._ttl_ms(),
+                        )
                         if live.history:
                             pipe.pexpire(key("turns", live.id), self._ttl_ms())
                     if sessions:
@@ -190,8 +221,10 @@ class ClusterNode:
 
     def _down(self, error: Exception) -> None:
         if self._healthy:
-            logger.warning(f"Cluster: Redis is unavailable ({error}); live sessions go on here, "
-                           "the cluster-wide registry is unavailable until it is back")
+            logger.warning(
+                f"Cluster: Redis is unavailable ({error}); live sessions go on here, "
+                "the cluster-wide registry is unavailable until it is back"
+            )
         self._healthy = False
 
     def _put_node(self, pipe, entry: str) -> None:
@@ -223,7 +256,9 @@ class ClusterNode:
     async def placed(self, node_ids: list[str]) -> dict[str, int]:
         """Sessions placed on each node in the last few seconds."""
         try:
-            counts = await self._redis.mget([key("placed", n) for n in node_ids]) if node_ids else []
+            counts = (
+                await self._redis.mget([key("placed", n) for n in node_ids]) if node_ids else []
+            )
         except (RedisError, OSError) as e:
             self._down(e)
             raise ClusterUnavailable(f"the cluster registry (Redis) is unavailable: {e}") from e
@@ -308,7 +343,7 @@ class ClusterNode:
             known = self.remote_sessions.setdefault(session["id"], {**session, "history": []})
             known.update(session)
             if event == "turn":
-                known["history"] = (known["history"] + [data["turn"]])[-self.history_turns:]
+                known["history"] = (known["history"] + [data["turn"]])[-self.history_turns :]
         self.remote_event(event, data)
 
     # --- steering calls -------------------------------------------------------------------
@@ -331,7 +366,9 @@ class ClusterNode:
                         elif (future := self._pending.get(body.get("call"))) and not future.done():
                             future.set_result(body)
                     except (ValueError, KeyError, TypeError):
-                        logger.warning(f"Cluster: ignored a malformed message on {message['channel']}")
+                        logger.warning(
+                            f"Cluster: ignored a malformed message on {message['channel']}"
+                        )
             except (RedisError, OSError) as e:
                 self._down(e)
             finally:
@@ -373,20 +410,29 @@ class ClusterNode:
             raise ClusterUnavailable(f"the cluster registry (Redis) is unavailable: {e}") from e
         return json.loads(raw)["node"] if raw else None
 
-    async def call(self, node: str, method: str, path: str, body: Any = None,
-                   client: str | None = None) -> tuple[int, Any]:
+    async def call(
+        self, node: str, method: str, path: str, body: Any = None, client: str | None = None
+    ) -> tuple[int, Any]:
         """Have `node` answer a request (for `client`'s address); its (status, JSON body)."""
         call_id = uuid.uuid4().hex
         future = asyncio.get_running_loop().create_future()
         self._pending[call_id] = future
-        message = {"call": call_id, "from": self.id, "method": method, "path": path, "json": body,
-                   "client": client}
+        message = {
+            "call": call_id,
+            "from": self.id,
+            "method": method,
+            "path": path,
+            "json": body,
+            "client": client,
+        }
         timeout = self.settings.cluster_call_timeout_secs
         try:
             try:  # just reconnecting: a moment for this node to hear its replies again
                 await asyncio.wait_for(self._subscribed.wait(), REDIS_TIMEOUT_SECS)
             except TimeoutError:
-                raise ClusterUnavailable("this node is not connected to the cluster (Redis)") from None
+                raise ClusterUnavailable(
+                    "this node is not connected to the cluster (Redis)"
+                ) from None
             try:
                 listeners = await self._redis.publish(key("calls", node), json.dumps(message))
             except (RedisError, OSError) as e:

@@ -54,22 +54,32 @@ async def choose(cluster: ClusterNode) -> dict:
         placed = await cluster.placed([n["id"] for n in nodes])
     except ClusterUnavailable as e:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e)) from e
-    open_nodes = [n for n in nodes if not n["draining"]
-                  and n["sessions"] + placed[n["id"]] < n["max_sessions"]]
+    open_nodes = [
+        n
+        for n in nodes
+        if not n["draining"] and n["sessions"] + placed[n["id"]] < n["max_sessions"]
+    ]
     if not open_nodes:
         draining = sum(n["draining"] for n in nodes)
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             f"no node can take a session: {len(nodes)} live, {draining} draining, the rest at "
-            "MAX_SESSIONS; try again in a moment", headers={"Retry-After": "5"})
-    chosen = min(open_nodes, key=lambda n: ((n["sessions"] + placed[n["id"]]) / n["max_sessions"],
-                                            n["cpu_percent"], n["id"]))
+            "MAX_SESSIONS; try again in a moment",
+            headers={"Retry-After": "5"},
+        )
+    chosen = min(
+        open_nodes,
+        key=lambda n: (
+            (n["sessions"] + placed[n["id"]]) / n["max_sessions"],
+            n["cpu_percent"],
+            n["id"],
+        ),
+    )
     await cluster.place(chosen["id"], PLACED_SECS)
     return chosen
 
 
-async def room_on(cluster: ClusterNode, chosen: dict, room: dict,
-                  request: Request) -> JSONResponse:
+async def room_on(cluster: ClusterNode, chosen: dict, room: dict, request: Request) -> JSONResponse:
     """A Daily room and its bot made on the `chosen` node (its `/api/rooms`): its answer, with
     the node's URLs."""
     client = client_address(request)
@@ -103,14 +113,21 @@ def placement_router(settings: Settings, cluster: ClusterNode) -> APIRouter:
     router = APIRouter(tags=["sessions"])
     origins = OriginPolicy(settings.origin_list)
 
-    @router.post("/api/connect", summary="Start a session on the least-loaded node",
-                 responses={503: {"description": "No node can take a session (the reason)"},
-                            403: {"description": "The page's origin may not open sessions (ALLOWED_ORIGINS)"},
-                            422: {"description": "Not a ConnectRequest"}})
+    @router.post(
+        "/api/connect",
+        summary="Start a session on the least-loaded node",
+        responses={
+            503: {"description": "No node can take a session (the reason)"},
+            403: {"description": "The page's origin may not open sessions (ALLOWED_ORIGINS)"},
+            422: {"description": "Not a ConnectRequest"},
+        },
+    )
     async def connect(request: Request):
         if not origins.allows(request):
-            raise HTTPException(status.HTTP_403_FORBIDDEN,
-                                "this page's origin may not open sessions here (ALLOWED_ORIGINS)")
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                "this page's origin may not open sessions here (ALLOWED_ORIGINS)",
+            )
         raw = await request.body()
         try:
             body = ConnectRequest.model_validate_json(raw) if raw.strip() else ConnectRequest()
@@ -119,7 +136,8 @@ def placement_router(settings: Settings, cluster: ClusterNode) -> APIRouter:
         chosen = await choose(cluster)
         if body.transport != "daily":
             return placement_of(chosen)
-        return await room_on(cluster, chosen, body.model_dump(exclude={"transport"},
-                                                               exclude_none=True), request)
+        return await room_on(
+            cluster, chosen, body.model_dump(exclude={"transport"}, exclude_none=True), request
+        )
 
     return router
