@@ -328,8 +328,9 @@ print(json.dumps({"event": "ready"}), flush=True)
 
 async def test_a_session_process_counts_in_the_servers_metrics_directory():
     """What a session process counts (prometheus-client multiprocess files, in the directory
-    the spawner gives it) is added to the server's own counts, one family per counter;
-    the directory goes with the server."""
+    the spawner gives it) is added to the server's own counts, one family per counter, and
+    stays counted once the process has gone (its files are not left behind: the directory
+    would grow by a process's files per session); the directory goes with the server."""
     from pathlib import Path
 
     from web.observability import Metrics
@@ -356,6 +357,13 @@ async def test_a_session_process_counts_in_the_servers_metrics_directory():
     assert samples[tts_errors] == 3.0 and samples[stt_errors] == 1.0, samples
     assert samples[("voice_agent_fallbacks_total", (("reason", "error"), ("stage", "tts")))] == 1.0
     assert text.count("# TYPE voice_agent_errors_total counter") == 1, text
+    await until(lambda: not list(Path(directory.path).glob("*.db")), 10, "the files to go")
+    # A second session process's counts add to the first's.
+    link = await spawner.spawn(registry.reserve(), "websocket")
+    await asyncio.wait_for(registry.get(link.session_id).task, 30)
+    await until(lambda: not list(Path(directory.path).glob("*.db")), 10, "the files to go")
+    samples = metric_samples(metrics.exposition().decode())
+    assert samples[tts_errors] == 5.0 and samples[stt_errors] == 2.0, samples
     directory.close()
     assert not Path(directory.path).exists()
 

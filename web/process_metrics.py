@@ -8,15 +8,19 @@ this server's own: a fresh temporary directory per app, removed when the app sto
 
 The server's `/metrics` reads those files with `MultiProcessCollector` and adds them to the
 server's own counters of the same names (its in-process sessions count in memory), so each
-counter is one family whoever counted it. The server itself stays in ordinary in-memory
+counter is one family whoever counted it. When a session process exits, its counts are
+folded into the server's memory and its files deleted: the directory holds the live
+processes' files only, however many sessions the server has run. The server itself stays in ordinary in-memory
 mode: several apps may share a process (the tests do), and its live-sessions gauge is a
 callback, which multiprocess mode cannot do.
 """
 
 from __future__ import annotations
 
+import glob
+import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import Counter
 from prometheus_client.metrics_core import Metric
@@ -33,38 +37,52 @@ class SessionProcessMetrics:
     def __init__(self) -> None:
         self._directory = tempfile.TemporaryDirectory(prefix="voice-agent-metrics-")
         self.path = self._directory.name
+        self._retired: list[Sample] = []  # what exited session processes counted, summed
 
     def environment(self) -> dict[str, str]:
         """What a session process's environment needs for its counts to reach /metrics."""
         return {MULTIPROC_DIR_VARIABLE: self.path}
 
     def process_ended(self, pid: int) -> None:
-        """prometheus-client's bookkeeping for a session process that has exited."""
+        """Fold an exited session process's counts into memory and delete its files.
+
+        (Both this and `/metrics` run on the event loop: a scrape never reads a file this
+        is deleting.)"""
         mark_process_dead(pid, self.path)
+        files = glob.glob(os.path.join(self.path, f"*_{pid}.db"))
+        counted = [s for m in MultiProcessCollector.merge(files, accumulate=True) for s in m.samples]
+        self._retired = _summed(self._retired + counted)
+        for file in files:
+            os.remove(file)
 
     def counted_everywhere(self, counters: Iterable[Counter]) -> Collector:
         """A collector of `counters` with their session processes' counts added in."""
-        return _CountersAcrossProcesses(list(counters), self.path)
+        return _CountersAcrossProcesses(list(counters), self.path, lambda: self._retired)
 
     def close(self) -> None:
         self._directory.cleanup()
 
 
 class _CountersAcrossProcesses(Collector):
-    def __init__(self, counters: list[Counter], path: str):
+    def __init__(self, counters: list[Counter], path: str, retired: Callable[[], list[Sample]]):
         self._counters = counters
         self._files = MultiProcessCollector(None, path)
+        self._retired = retired
 
     def describe(self) -> Iterator[Metric]:
         for counter in self._counters:
             yield from counter.describe()
 
     def collect(self) -> Iterator[Metric]:
-        theirs = {family.name: family for family in self._files.collect()}
+        theirs: dict[str, list[Sample]] = {}
+        for family in self._files.collect():
+            theirs.setdefault(family.name, []).extend(family.samples)
+        for sample in self._retired():
+            theirs.setdefault(sample.name.removesuffix("_total"), []).append(sample)
         for counter in self._counters:
             for family in counter.collect():
                 if (other := theirs.get(family.name)) is not None:
-                    family.samples = _summed(family.samples + other.samples)
+                    family.samples = _summed(family.samples + other)
                 yield family
 
 
