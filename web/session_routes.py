@@ -120,17 +120,16 @@ def in_process_session_router(
 
         user_id, resume = offer.user_id(), offer.resume()
         slot = admission.slot(request, "WebRTC")
+        try:  # a conversation that cannot be resumed is refused before anything is answered
+            session = await new_session("webrtc", user_id, resume)
+        except ValueError as e:
+            slot.release()
+            raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from e
         started: list[asyncio.Task] = []
         connections: list[SmallWebRTCConnection] = []
-        refused: list[ValueError] = []
 
         async def start_session(connection: SmallWebRTCConnection):
             connections.append(connection)
-            try:
-                session = await new_session("webrtc", user_id, resume)
-            except ValueError as e:  # a conversation that cannot be resumed
-                refused.append(e)
-                raise
             transport = create_webrtc_transport(connection, settings)
             transport.add_event_handler("on_client_disconnected", client_left(session, slot))
             connected = asyncio.Event()
@@ -166,8 +165,6 @@ def in_process_session_router(
             slot.release()
             for connection in connections:  # answered, but no session will ever use it
                 await connection.disconnect()
-            if refused:
-                raise HTTPException(status.HTTP_409_CONFLICT, str(refused[0]))
             raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, "the session did not start")
         return answer
 
