@@ -245,6 +245,16 @@ async def test_a_dropped_conversation_resumes_over_webrtc_with_its_ticket_only(
         async with AgentClient(f"{server.ws_url}?session_id={session_id}&resume_token={token}") as again:
             await until(lambda: again.closed, 10, "a spent ticket to be refused")
             assert again.close_code == 1008 and "no conversation" in again.close_reason
+        # Dropped again before any new reply: its own ticket resumes it (here over WebSocket).
+        second = told()[0]
+        query = f"session_id={second['session_id']}&resume_token={second['resume_token']}"
+        async with AgentClient(f"{server.ws_url}?{query}") as back:
+            third = await session_of(back)
+            (live,) = server.registry.all()
+            assert live.id == third and live.transport == "websocket"
+            await until_async(resumed, 10, "the conversation to be resumed again")
+        await until(lambda: len(server.registry) == 0 and not server.registry.all(), 20,
+                    "the last session to end")
         assert (await http.get("/api/health")).json()["sessions"] == 0
         assert server.registry.processes() == []
 

@@ -88,23 +88,27 @@ class ResumeKeeper:
                     f"The conversation could not be saved for resuming ({e}); the session goes on"
                 )
 
-        async def save(session: Session) -> None:
-            context, control = session.context, session.control
-            if context is None:
-                return
-            messages = [m for m in context.messages if isinstance(m, dict)]
+        def keep(messages: list, instructions: str | None) -> None:
             saved = {
                 "digest": digest,
                 "messages": messages,
                 "user_id": session.user_id,
-                "instructions": control.instructions if control else None,
+                "instructions": instructions,
             }
             # Written apart from the session: its end (the client gone) does not cancel it.
             task = asyncio.create_task(write(json.dumps(saved, default=str)))
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
 
+        async def save(session: Session) -> None:
+            context, control = session.context, session.control
+            if context is not None:
+                messages = [m for m in context.messages if isinstance(m, dict)]
+                keep(messages, control.instructions if control else None)
+
         session.on_reply.append(save)
+        if session.history:  # a resumed conversation: resumable again before its next reply
+            keep(list(session.history), session.settings.system_prompt)
 
     async def resume(self, session_id: str, token: str) -> dict:
         """The saved conversation (messages, instructions, user_id); ResumeRefused if none."""
