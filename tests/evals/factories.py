@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import re
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -82,6 +83,17 @@ def _has(*words: str) -> Callable[[str], bool]:
     return lambda reply: any(p.search(reply) for p in patterns)
 
 
+def _sounds_like(name: str, ratio: float = 0.7) -> Callable[[str], bool]:
+    """The name, or a word the judge's own Whisper may have made of it (Piper's "is Tokyo."
+    heard as "is Tokido." on a loaded machine): same first two letters, and close enough.
+    For what a reply must say only; what it must not is matched exactly."""
+    exact = _has(name)
+    return lambda reply: exact(reply) or any(
+        w[:2] == name[:2] and difflib.SequenceMatcher(None, w, name).ratio() >= ratio
+        for w in reply.split()
+    )
+
+
 def _nothing(reply: str) -> bool:
     return False
 
@@ -126,7 +138,7 @@ RULES: dict[str, Rule] = {
     "or a question to get the user started)": _OPENING,
     "the bot opens the conversation in some way (a greeting, an introduction, or a question "
     "inviting the user to respond)": _OPENING,
-    "the response says the capital of Germany is Berlin": Rule((_has("berlin"),)),
+    "the response says the capital of Germany is Berlin": Rule((_sounds_like("berlin"),)),
     "acknowledges the user's message (the name Alex and/or the trip to Italy)": Rule(
         (_has("alex", "italy"),)
     ),
@@ -134,7 +146,7 @@ RULES: dict[str, Rule] = {
         (_has("alex"), _has("italy"))
     ),
     "the response says the capital of Japan is Tokyo, instead of continuing the Paris story": Rule(
-        (_has("tokyo"),), forbids=_has("paris")
+        (_sounds_like("tokyo"),), forbids=_has("paris")
     ),
     "the bot says it didn't catch or understand what the user said, asks them to repeat, or "
     "picks the Paris story back up; it does not mention pineapples": Rule(
