@@ -103,7 +103,10 @@ def talk(
     settings = Settings()
     configure_logging(settings)
     if len(at) > max(0, len(inputs) - 1):
-        _fail(f"{len(at)} --at values for {len(inputs)} --in files: --at times the 2nd, 3rd… --in")
+        _fail(
+            f"{len(at)} --at values for {len(inputs)} --in files: "
+            "--at times the 2nd, 3rd… --in"
+        )
     script = []
     for index, path in enumerate(inputs):
         try:

@@ -308,5 +308,6 @@ def log_turn(record: TurnRecord) -> None:
             else {}
         ),
     ).info(
-        f"Turn {data['turn']}{flag}: {timings} | user: {data['user_text']!r} | bot: {data['bot_text']!r}"
+        f"Turn {data['turn']}{flag}: {timings} | "
+        f"user: {data['user_text']!r} | bot: {data['bot_text']!r}"
     )

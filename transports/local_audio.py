@@ -18,7 +18,8 @@ def create_local_audio_transport(
     except ImportError as e:
         raise AudioDeviceError(
             "the microphone needs PyAudio: install the mic extra with "
-            "`.venv/bin/pip install -e '.[mic]'` (on Debian first `apt-get install portaudio19-dev`)"
+            "`.venv/bin/pip install -e '.[mic]'` "
+            "(on Debian first `apt-get install portaudio19-dev`)"
         ) from e
 
     audio = pyaudio.PyAudio()

@@ -10,8 +10,8 @@ The server's `/metrics` reads those files with `MultiProcessCollector` and adds 
 server's own counters of the same names (its in-process sessions count in memory), so each
 counter is one family whoever counted it. When a session process exits, its counts are
 folded into the server's memory and its files deleted: the directory holds the live
-processes' files only, however many sessions the server has run. The server itself stays in ordinary in-memory
-mode: several apps may share a process (the tests do), and its live-sessions gauge is a
+processes' files only, however many sessions the server has run. The server itself stays
+in ordinary in-memory mode: several apps may share a process (the tests do), and its live-sessions gauge is a
 callback, which multiprocess mode cannot do.
 """
 
@@ -50,7 +50,8 @@ class SessionProcessMetrics:
         is deleting.)"""
         mark_process_dead(pid, self.path)
         files = glob.glob(os.path.join(self.path, f"*_{pid}.db"))
-        counted = [s for m in MultiProcessCollector.merge(files, accumulate=True) for s in m.samples]
+        merged = MultiProcessCollector.merge(files, accumulate=True)
+        counted = [sample for metric in merged for sample in metric.samples]
         self._retired = _summed(self._retired + counted)
         for file in files:
             os.remove(file)

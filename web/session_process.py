@@ -238,7 +238,8 @@ async def _join_daily(
         await asyncio.wait_for(joined.wait(), settings.daily_join_timeout_secs)
     except TimeoutError:
         logger.error(
-            f"Could not join the Daily room {room_url} within {settings.daily_join_timeout_secs:.0f}s"
+            f"Could not join the Daily room {room_url} "
+            f"within {settings.daily_join_timeout_secs:.0f}s"
         )
         bot.cancel()
         await asyncio.gather(bot, return_exceptions=True)

@@ -153,7 +153,8 @@ class SessionProcessLink:
             log.info(f"Worker process {self.process.pid} finished")
         else:
             log.warning(
-                f"Session process {self.process.pid} exited with code {code}: {self.error_summary()}"
+                f"Session process {self.process.pid} exited with code {code}: "
+                f"{self.error_summary()}"
             )
 
     async def stop(self, timeout: float = 10.0) -> None:

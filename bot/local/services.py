@@ -148,8 +148,9 @@ class SharedWhisperSTTService(SegmentedSTTService):
 
 class SharedPiperTTSService(TTSService):
     """Pipecat's Piper service (`PiperTTSService.run_tts`) over a voice loaded once per
-    process (PiperTTSService loads, or downloads, one per session in its constructor). A reply's text comes cut by
-    `FirstChunkTextAggregator` in an `LLMTextProcessor` ahead of it (bot/providers.py)."""
+    process (PiperTTSService loads, or downloads, one per session in its constructor). A
+    reply's text comes cut by `FirstChunkTextAggregator` in an `LLMTextProcessor` ahead of
+    it (bot/providers.py)."""
 
     # Pipecat's own Piper module is not imported: piper-tts (GPL-3.0) is needed only once
     # a voice is loaded (bot/local/models.py).

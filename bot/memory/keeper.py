@@ -207,7 +207,10 @@ class MemoryKeeper:
                 messages=[
                     {
                         "role": "user",
-                        "content": f"Previous notes: {previous or '(none)'}\n\nLatest conversation:\n{conversation}",
+                        "content": (
+                            f"Previous notes: {previous or '(none)'}\n\n"
+                            f"Latest conversation:\n{conversation}"
+                        ),
                     }
                 ]
             )

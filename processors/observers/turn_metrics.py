@@ -10,8 +10,8 @@ turn tile its voice-to-voice interval:
 `voice_to_voice` runs from the moment the user stopped speaking (VAD stop minus its
 stop_secs) to the first bot audio frame leaving the output transport. `barge_in_stop`
 runs from the moment the user started speaking over the bot (VAD start minus its
-start_secs) to the last audio frame of the interrupted answer leaving the output. A stage that did not
-happen is absent from the record, never 0.
+start_secs) to the last audio frame of the interrupted answer leaving the output. A stage
+that did not happen is absent from the record, never 0.
 """
 
 from __future__ import annotations
