@@ -19,7 +19,7 @@ from bot.pipeline import Session
 from tests.support.audio import transcribe
 from tests.support.fakes import FakeProviders
 from tests.support.settings import local_settings
-from tests.text import contains_words
+from tests.text import contains_words, word_error_rate
 from transports.file import FileTransportParams, Utterance
 
 pytestmark = pytest.mark.slow
@@ -148,8 +148,10 @@ async def test_the_bots_own_echo_does_not_interrupt_it(settings, models):
     result = await talk(models, script, echo_gain_db=-10, tail_secs=2.0)
     turns = result.turn_dicts()
     assert len(turns) == 1 and not turns[0]["interrupted"] and turns[0]["bot_text"] == ANSWER, turns
-    heard = (await bot_heard(settings, models, result)).lower()
-    assert heard.count("leaves") == 1 and contains_words(heard, "oxygen"), heard  # never cut off
+    heard = await bot_heard(settings, models, result)
+    # Said once and whole: a sentence said again would add 9-13 words to the answer's 46
+    # (19 % and more); Whisper's slips on Piper's voice cost a few ("in the leads, bifodocynthesis").
+    assert word_error_rate(ANSWER, heard) < 0.15 and contains_words(heard, "oxygen"), heard
 
 
 async def test_a_question_over_the_greeting_is_answered(models):
