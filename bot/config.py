@@ -141,10 +141,11 @@ class Settings(ServerSettings, FallbackSettings, BaseSettings):
     user_turn_stop_timeout: float = Field(5.0, gt=0.0)
     denoise_enabled: bool = True
     # What denoises the microphone for the VAD and smart-turn (processors/denoise.py; the
-    # recogniser hears the undenoised audio): RNNoise, or WebRTC's noise suppressor (1/20 of
+    # recogniser hears the undenoised audio): RNNoise, WebRTC's noise suppressor (1/20 of
     # the CPU, fewer false starts in chatter, quiet voices kept, but it lets the bot's echo
-    # residue through to the VAD: bench/RESULTS.md, "Adaptive VAD" and "Echo matrix").
-    denoiser: Literal["rnnoise", "webrtc"] = "rnnoise"
+    # residue through to the VAD: bench/RESULTS.md, "Adaptive VAD" and "Echo matrix"), or
+    # auto: WebRTC's while the bot is quiet, RNNoise while its voice may be in the microphone.
+    denoiser: Literal["rnnoise", "webrtc", "auto"] = "auto"
     # Cancel the bot's own voice from the microphone (WebRTC AEC3, referenced to the audio
     # the bot sent) before the VAD and STT hear it; processors/echo_cancel.py.
     echo_cancel_enabled: bool = True

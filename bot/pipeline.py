@@ -269,7 +269,11 @@ def build_pipeline(
             stt,
             # After the STT: the VAD and smart-turn hear denoised audio, the recogniser the
             # microphone's own (a denoiser costs Whisper words: docs/answers.md).
-            Denoiser(engine=settings.denoiser, enabled=settings.denoise_enabled),
+            Denoiser(
+                engine=settings.denoiser,
+                enabled=settings.denoise_enabled,
+                bot_audible=lambda: barge_in.listening_over_bot,
+            ),
             BackchannelFilter(barge_in),
             user_aggregator,
             # The microphone's audio goes no further unless the recorder needs it.

@@ -166,6 +166,32 @@ async def test_disabled_denoiser_passes_audio_through_unchanged(speech):
     assert len(out) == (len(noisy) // CHUNK) * CHUNK
 
 
+async def test_auto_denoises_with_rnnoise_while_the_bot_may_be_heard_and_webrtc_otherwise(speech):
+    """`auto`: RNNoise on the frames the bot may be heard in, WebRTC's suppressor on the
+    rest, which also hears every frame (its noise estimate stays current)."""
+    from processors.denoise import _RNNoiseStream, _WebRTCNoiseStream
+
+    noisy = add_noise(np.concatenate([speech("Tell me about the weather in Paris.")] * 2), 5.0, "pink")
+    chunks = [noisy[i : i + CHUNK].tobytes() for i in range(0, len(noisy) - CHUNK + 1, CHUNK)]
+    # The bot speaks for half a second, then is quiet for half a second, and so on.
+    audible = [(i // 25) % 2 == 1 for i in range(len(chunks))]
+    asked = iter(audible)
+    frames = [InputAudioRawFrame(audio=c, sample_rate=RATE, num_channels=1) for c in chunks]
+    down, _ = await run_test(
+        Denoiser(engine="auto", bot_audible=lambda: next(asked)), frames_to_send=frames
+    )
+    out = [f.audio for f in down if isinstance(f, InputAudioRawFrame)]
+
+    rnnoise, webrtc = _RNNoiseStream(RATE), _WebRTCNoiseStream(RATE)
+    quiet = [webrtc.process(c) for c in chunks]
+    over_bot = iter([rnnoise.process(c) for c, bot in zip(chunks, audible) if bot])
+    rnnoise.close()
+    expected = [next(over_bot) if bot else q for q, bot in zip(quiet, audible)]
+    assert sum(audible) > 50 and len(chunks) - sum(audible) > 50
+    assert expected != quiet
+    assert out == expected
+
+
 @pytest.mark.parametrize("engine", ["rnnoise", "webrtc"])
 async def test_sample_rate_change_mid_stream_is_handled(engine):
     tone = (np.sin(np.arange(48000 * 2) * 2 * np.pi * 220 / 48000) * 8000).astype(np.int16)
