@@ -103,6 +103,9 @@ class Session:
     user_id: str | None = None
     # Run with the data of the client's RTVI client-ready message, before the greeting.
     on_client_ready: list[Callable[[Session, dict], Awaitable[None]]] = field(default_factory=list)
+    # Run when the client's connection is up (a WebRTC client that offered again by itself
+    # after losing its connection does no new client-ready).
+    on_connected: list[Callable[[Session], Awaitable[None]]] = field(default_factory=list)
     # Filled in by run_bot, for hosts that steer a live session.
     worker: PipelineWorker | None = None
     context: LLMContext | None = None
@@ -387,14 +390,7 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
         nonlocal user_spoke
         user_spoke = True
 
-    @transport.event_handler("on_client_connected")
-    async def on_client_connected(transport, client):
-        log.info(f"Client connected over {session.transport_kind}")
-
-    @worker.rtvi.event_handler("on_client_ready")
-    async def on_client_ready(rtvi):
-        # Tell the session and greet once the client can hear it: a message sent while the
-        # RTVI handshake is in flight may never reach the client.
+    async def tell_session() -> None:
         await tell_client(
             {
                 "type": "session",
@@ -404,6 +400,22 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
                 **({"resume_token": session.resume_token} if session.resume_token else {}),
             }
         )
+
+    @transport.event_handler("on_client_connected")
+    async def on_client_connected(transport, client):
+        log.info(f"Client connected over {session.transport_kind}")
+        if session.history:
+            # A resumed conversation: a WebRTC client that re-offered by itself after losing
+            # its connection does no new handshake, and needs the new ticket for the next.
+            await tell_session()
+        for hook in session.on_connected:
+            await hook(session)
+
+    @worker.rtvi.event_handler("on_client_ready")
+    async def on_client_ready(rtvi):
+        # Tell the session and greet once the client can hear it: a message sent while the
+        # RTVI handshake is in flight may never reach the client.
+        await tell_session()
         for hook in session.on_client_ready:  # e.g. the user's memory, before any greeting
             await hook(session, rtvi.client_ready_data)
         # A user who is already talking is heard, not talked over.

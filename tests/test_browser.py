@@ -23,6 +23,7 @@ import http.server
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -60,6 +61,9 @@ QUESTIONS = {
 SERVER_START_TIMEOUT = 240  # loads Whisper, llama.cpp and Piper
 CONNECT_TIMEOUT_MS = 60_000
 TURN_TIMEOUT_MS = 240_000  # STT + LLM + TTS on two shared cores, maybe two sessions at once
+# A dead session process: WebRTC notices only when its ICE checks go unanswered (seconds),
+# then waits 5 s before offering again; a new process comes up with the conversation.
+RESUME_TIMEOUT_MS = 90_000
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing (`make test` installs it)"
@@ -361,25 +365,54 @@ def test_browser_conversation(
         caller.close()
 
 
+def admin_get(server: Server, path: str):
+    """The admin API, which answers loopback clients without a token when none is set."""
+    with urllib.request.urlopen(f"{server.url}/api/sessions{path}", timeout=5) as response:
+        return json.load(response)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("transport", ["websocket", "webrtc"])
 def test_browser_conversation_with_the_session_in_a_worker_process(
     worker_server, playwright, question_wavs, transport
 ):
     """The page is the same; the server relays the WebSocket (or hands the WebRTC offer on)
-    to the session's own process."""
+    to the session's own process. When that process dies, the page gets the conversation
+    back in a new one: over WebSocket the server closes with 1011 and the page reconnects
+    with its ticket; over WebRTC the connection just goes quiet, the SDK offers again by
+    itself, and the ticket rides in that offer."""
     caller = Caller(playwright, worker_server, question_wavs["france"], transport)
     try:
         caller.connect()
         caller.wait_connected()
-        with urllib.request.urlopen(f"{worker_server.url}/api/sessions", timeout=5) as response:
-            [session] = json.load(response)
+        [session] = admin_get(worker_server, "")
         assert session["transport"] == transport and session["pid"] != worker_server.process.pid
         caller.wait_for_answer("france")
         agent = caller.agent()
         assert agent["sessionId"] == session["id"]
         assert agent["errors"] == [] and caller.page_errors == []
         assert agent["stats"]["playedAudioMs"] > 500
+        heard = agent["transcript"]
+
+        os.kill(session["pid"], signal.SIGKILL)
+        caller.wait(
+            f"""() => window.voiceAgent.reconnects === 1 && window.voiceAgent.connected
+                 && window.voiceAgent.sessionId !== '{session["id"]}'""",
+            "the conversation to be resumed",
+            RESUME_TIMEOUT_MS,
+        )
+        agent = caller.agent()
+        assert agent["errors"] == [] and agent["transcript"][: len(heard)] == heard, agent
+        [resumed] = admin_get(worker_server, "")
+        assert resumed["id"] == agent["sessionId"] != session["id"]
+        assert resumed["pid"] not in (session["pid"], worker_server.process.pid)
+        # The question and its answer came along (the instructions are not counted).
+        worker_server.wait_until(
+            lambda h: admin_get(worker_server, f"/{resumed['id']}")["context"]["messages"] >= 2,
+            30,
+            "the resumed session's context",
+        )
+        assert "resumed" in caller.page.inner_text("#session-info")
         caller.disconnect()
         worker_server.wait_until(lambda h: h["sessions"] == 0, 30, "the session to end on the server")
     finally:

@@ -148,6 +148,7 @@ async def serve(job: dict, settings: Settings, models: LocalModels, providers: P
             out.levers(session)
 
         session.on_reply.append(report_context)
+        session.on_connected.append(report_context)  # a resumed conversation's, at once
         session.on_client_ready.append(lambda session, _: report_context(session))
         return session
 

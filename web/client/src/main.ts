@@ -6,7 +6,7 @@
  *   connected   true once the bot is ready, until the session ends
  *   transport   "websocket" | "webrtc" (the one in use, or selected)
  *   sessionId   the server's session id (from its "session" message)
- *   reconnects  conversations resumed after a dropped connection (WebSocket), this session
+ *   reconnects  conversations resumed after a dropped connection, this session
  *   mic         the mic track's applied settings (echoCancellation, noiseSuppression, …)
  *   stats       { receivedAudioMs, playedAudioMs, flushedAudioMs, interruptions }
  *               (how they are measured: see media.ts)
@@ -86,7 +86,7 @@ let serverState: BadgeState = "listening";
 let localPlayback = false;
 let playbackTimer: ReturnType<typeof setTimeout> | undefined;
 const PLAYBACK_HANG_MS = 300; // a short gap in the audio is not the end of speaking
-// A dropped WebSocket is resumed with the server's ticket (SESSION_RESUME_SECS, 120 s by
+// A dropped connection is resumed with the server's ticket (SESSION_RESUME_SECS, 120 s by
 // default, is far longer than these attempts).
 const RECONNECT_DELAYS_MS = [250, 1000, 2500, 5000];
 let resumeTicket: ResumeTicket | null = null;
@@ -324,17 +324,26 @@ async function connect(): Promise<void> {
 
 /** Starts a session (resuming a conversation with `resume`); its error if it did not start. */
 async function openSession(kind: TransportKind, resume?: ResumeTicket): Promise<SessionError | null> {
+  let sessionIdSeen: string | null = null;
   const current = new VoiceSession(
     kind,
     {
       onServerMessage: (data) => {
         if (current !== session) return;
         if (data.type === "session") {
-          agent.sessionId = String(data.session_id ?? "");
+          // A second session id on one connection: WebRTC offered again by itself after
+          // losing the connection, and the server resumed the conversation in a new session.
+          const id = String(data.session_id ?? "");
+          const resumedInPlace = sessionIdSeen !== null && id !== sessionIdSeen;
+          sessionIdSeen = id;
+          agent.sessionId = id;
           resumeTicket = data.resume_token
             ? { sessionId: agent.sessionId, token: String(data.resume_token) }
             : null;
-          el.sessionInfo.textContent = `session ${agent.sessionId} · ${data.transport ?? kind}`;
+          if (resumeTicket) current.resumeWith(resumeTicket);
+          if (resumedInPlace) agent.reconnects += 1;
+          const resumed = resumedInPlace || resume ? " · resumed" : "";
+          el.sessionInfo.textContent = `session ${agent.sessionId} · ${data.transport ?? kind}${resumed}`;
         } else if (data.type === "state") {
           serverState = data.state as BadgeState;
           refreshState();
@@ -366,7 +375,7 @@ async function openSession(kind: TransportKind, resume?: ResumeTicket): Promise<
       },
       onEnded: (error) => {
         if (current !== session) return;
-        if (error?.resumable && resumeTicket && kind === "websocket") void reconnect(kind, error);
+        if (error?.resumable && resumeTicket) void reconnect(kind, error);
         else sessionEnded(error);
       },
     },

@@ -9,6 +9,10 @@
  *  - WebRTC (`@pipecat-ai/small-webrtc-transport`): SDP offer to `/api/offer`, Opus over
  *    SRTP. The server stops its audio track on an interruption and paces it in real time,
  *    so only the browser's jitter buffer (tens of ms) is left to play; nothing to flush.
+ *    When the connection is lost the SDK offers again by itself (same pc_id, a new peer
+ *    connection); the offer carries the resume ticket (`requestData`, kept current by
+ *    `resumeWith`), so a server that no longer has the connection (its session's process
+ *    died) resumes the conversation instead of starting a new one.
  */
 
 import {
@@ -189,15 +193,19 @@ export class VoiceSession {
   private botSpeaking = false;
   private stopping = false;
   private failStart: ((error: SessionError) => void) | undefined;
+  // WebRTC: the offer's requestData. The SDK copies it into every offer it makes, its own
+  // re-offers after a lost connection included, so it is updated in place.
+  private readonly requestData: { session_id?: string; resume_token?: string } = {};
 
   constructor(
     readonly kind: TransportKind,
     private readonly listener: SessionListener,
     stats: AudioStats,
     audioElement: HTMLAudioElement,
-    /** WebSocket: resume this conversation instead of starting one. */
+    /** Resume this conversation instead of starting one. */
     private readonly resume?: ResumeTicket,
   ) {
+    if (resume) this.resumeWith(resume);
     this.media = new BrowserMedia(kind === "websocket" ? "pcm" : "webrtc", stats, {
       captureSampleRate: 16000,
       playerSampleRate: 24000,
@@ -288,7 +296,12 @@ export class VoiceSession {
     const params =
       this.kind === "websocket"
         ? { wsUrl: wsUrl(this.resume ? resumePath(this.resume) : "/ws") }
-        : { webrtcRequestParams: { endpoint: new URL("/api/offer", window.location.href).toString() } };
+        : {
+            webrtcRequestParams: {
+              endpoint: new URL("/api/offer", window.location.href).toString(),
+              requestData: this.requestData,
+            },
+          };
     try {
       await Promise.race([this.client.connect(params), failed, timeout]);
     } catch (error) {
@@ -306,6 +319,12 @@ export class VoiceSession {
       clearTimeout(timer);
       this.failStart = undefined;
     }
+  }
+
+  /** The ticket that resumes this session's conversation, for the transport's own re-offers. */
+  resumeWith(ticket: ResumeTicket): void {
+    this.requestData.session_id = ticket.sessionId;
+    this.requestData.resume_token = ticket.token;
   }
 
   async stop(): Promise<void> {
@@ -345,7 +364,14 @@ export class VoiceSession {
       );
       return;
     }
-    if (!error && !this.stopping) error = new SessionError("connection", "The session ended unexpectedly.");
+    if (!error && !this.stopping) {
+      // WebRTC: the SDK gave up re-offering (the server was unreachable meanwhile); the
+      // conversation may still be waiting at the server.
+      error =
+        this.kind === "webrtc"
+          ? new SessionError("connection", "The connection to the server was lost.", true)
+          : new SessionError("connection", "The session ended unexpectedly.");
+    }
     this.ended = true;
     void this.client.disconnect().catch(() => undefined);
     void this.media.disconnect();
