@@ -60,7 +60,10 @@ class BargeInPolicy:
         if _is_echo(words, [canonical(w) for w in split_words(bot_text)]):
             return Meaning.ECHO
         spoken = [w for w in words if not MURMUR.fullmatch(w)]
-        if len(spoken) < self.min_words or self._only_backchannels(spoken):
+        # One word said over and over counts once: Whisper loops on a word it half hears
+        # ("And, and, and, and." for "Mm-hmm."); a question repeats no single word throughout.
+        distinct = len(set(spoken))
+        if distinct < self.min_words or self._only_backchannels(spoken):
             return Meaning.BACKCHANNEL
         return Meaning.INTERRUPTION
 

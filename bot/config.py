@@ -162,7 +162,7 @@ class Settings(ServerSettings, FallbackSettings, BaseSettings):
     )
     # Any of these stops the bot, however short the utterance.
     barge_in_interrupt_words: str = "wait, stop, no, hold on, hang on, pause, excuse me, actually"
-    # Fewer words than this (and none of the above) is a backchannel.
+    # Fewer different words than this (and none of the above) is a backchannel.
     barge_in_min_words: int = Field(2, ge=1)
     # A sound over the bot with no words (a cough): the bot says the interrupted sentence
     # again once the local STT finds no words in it, or, with an STT that cannot say so,

@@ -127,6 +127,15 @@ def test_hums_are_not_words():
     assert judge.meaning("Hmm, what is the capital of France?") is Meaning.INTERRUPTION
 
 
+def test_one_word_looped_by_the_recogniser_is_not_a_question():
+    """Whisper heard a flite voice's "Mm-hmm." as "And, and, and, and." (bench.backchannels):
+    four words, all one; the bot goes on. A repeated interrupt word still stops it."""
+    judge = barge_in()
+    assert judge.meaning("And, and, and, and.") is Meaning.BACKCHANNEL
+    assert judge.meaning("Stop, stop, stop.") is Meaning.INTERRUPTION
+    assert judge.meaning("And then what?") is Meaning.INTERRUPTION
+
+
 def test_a_short_draft_over_the_bot_waits_for_the_final_transcript():
     """The eager draft of "Uh-huh." was "I'm not."; the final transcript found no words."""
     judge = barge_in()
