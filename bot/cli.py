@@ -51,7 +51,7 @@ def load_models(settings: Settings, progress: bool = False, providers=None):
             typer.echo(f"[{index}/{len(local)}] loading {label}…")
         models.warm_up(stt=stage is Stage.STT, llm=stage is Stage.LLM, tts=stage is Stage.TTS)
     if Stage.LLM in needed:
-        from bot.pipeline import warm_up_llm
+        from bot.local.warm_up import warm_up_llm
 
         asyncio.run(warm_up_llm(settings, models))
     return models

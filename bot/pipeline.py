@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
-from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
-from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import LLMMessagesAppendFrame, TTSSpeakFrame
 from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.pipeline import Pipeline
@@ -27,34 +25,26 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMAssistantAggregatorParams,
     LLMContextAggregatorPair,
     LLMUserAggregator,
-    LLMUserAggregatorParams,
 )
 from pipecat.processors.aggregators.llm_text_processor import LLMTextProcessor
 from pipecat.processors.frameworks.rtvi.frames import RTVIServerMessageFrame
 from pipecat.transports.base_transport import BaseTransport
-from pipecat.turns.empty_user_turn import EmptyUserTurnConfig
-from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
-from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
-from bot.adaptive_vad import AdaptiveVADAnalyzer
-from bot.barge_in import BackchannelFilter, BargeIn, BargeInStartStrategy
+from bot.barge_in import BackchannelFilter, BargeIn
 from bot.barge_in_words import BargeInPolicy
-from bot.config import Settings, Stage
+from bot.config import Settings
 from bot.idle import IdleCheckIn
 from bot.local.models import LocalModels
-from bot.local.services import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
 from bot.logs import log_turn, session_context
 from bot.providers import (
     PROVIDERS,
     Providers,
     Services,
     create_knowledge,
-    create_llm,
-    runs_locally,
 )
 from bot.session_control import SessionControl
-from bot.turn_end import SentenceTurnStop
+from bot.turn_taking import EMPTY_TURN_PROMPT, EMPTY_TURN_REPLY, create_user_params
 from processors.client_ready import ClientReadyRTVIProcessor
 from processors.context_budget import ContextBudget, tools_tokens
 from processors.denoise import Denoiser
@@ -68,14 +58,6 @@ from processors.recording import SessionRecorder
 from processors.sequential_bridge import SequentialBridge
 from processors.observers.session_state import SessionState, SessionStateObserver, StateSubscriber
 from processors.speech_gate import SpeechGate
-
-EMPTY_TURN_REPLY = "Sorry, I didn't catch that. Could you say it again?"
-# What Pipecat's user aggregator would ask the LLM after a barge-in with no words;
-# EmptyTurnReply says EMPTY_TURN_REPLY instead (processors/empty_turn_reply.py).
-EMPTY_TURN_PROMPT = (
-    f"The user spoke but it was not understood. Reply with exactly: {EMPTY_TURN_REPLY}"
-)
-
 
 @dataclass
 class Session:
@@ -115,23 +97,6 @@ class Session:
     control: SessionControl | None = None
 
 
-async def warm_up_llm(settings: Settings, models: LocalModels) -> None:
-    """Send one request shaped exactly like a session's first turn (same system
-    instruction, same tools, through the same service and adapter), so llama.cpp has that
-    prefix in its cache and a real first turn only evaluates the user's words. Without it
-    the first answer of a session waits for the whole tool prompt to be read."""
-    if not runs_locally(settings, Stage.LLM):
-        return
-    llm = create_llm(settings.model_copy(update={"llm_max_tokens": 1}), models)
-    tools, _ = create_knowledge(settings)
-    context = LLMContext(messages=[{"role": "user", "content": "Hello."}])
-    if tools:
-        context = LLMContext(messages=context.messages, tools=ToolsSchema(tools))
-    stream = await llm.get_chat_completions(context)
-    async for _ in stream:
-        pass
-
-
 def create_memory(
     settings: Settings, context: LLMContext, system_instruction
 ) -> tuple[ContextBudget, LLMAssistantAggregatorParams]:
@@ -143,52 +108,6 @@ def create_memory(
     return budget, LLMAssistantAggregatorParams(
         enable_auto_context_summarization=True,
         auto_context_summarization_config=budget.summarizer_config(fixed),
-    )
-
-
-def create_user_params(
-    settings: Settings, models: LocalModels, barge_in: BargeIn
-) -> LLMUserAggregatorParams:
-    """VAD and turn taking for one session (their ONNX models are shared)."""
-    # The VAD's loudness bar follows the room's noise floor (bot/adaptive_vad.py).
-    vad_class = AdaptiveVADAnalyzer if settings.vad_adaptive else SharedSileroVADAnalyzer
-    vad = vad_class(
-        session=models.silero_session,
-        params=VADParams(
-            confidence=settings.vad_confidence,
-            start_secs=settings.vad_start_secs,
-            stop_secs=settings.vad_stop_secs,
-            min_volume=settings.vad_min_volume,
-        ),
-    )
-    if settings.smart_turn_enabled:
-        # Smart-turn, checked against the words and the speaker's pauses (bot/turn_end.py),
-        # with the answer started early on the words heard (SPECULATIVE_REPLY, bot/speculation.py).
-        stop = SentenceTurnStop(
-            final_per_segment=settings.stt_answers_every_segment,
-            turn_analyzer=SharedSmartTurnAnalyzer(
-                session=models.smart_turn_session,
-                speculate=settings.smart_turn_speculate,
-                params=SmartTurnParams(stop_secs=settings.smart_turn_stop_secs),
-            ),
-            speculate=settings.speculative_reply,
-        )
-    else:
-        stop = SpeechTimeoutUserTurnStopStrategy()
-    start = BargeInStartStrategy(
-        barge_in=barge_in,
-        false_interruption_secs=settings.false_interruption_secs,
-        max_hold_secs=settings.barge_in_max_hold_secs,
-        enable_interruptions=True,
-    )
-    return LLMUserAggregatorParams(
-        vad_analyzer=vad,
-        user_turn_strategies=UserTurnStrategies(start=[start], stop=[stop]),
-        user_turn_stop_timeout=settings.user_turn_stop_timeout,
-        user_idle_timeout=settings.user_idle_secs,
-        # A barge-in nobody could transcribe: Pipecat decides when it deserves a reply,
-        # EmptyTurnReply gives it (its default prompt, long and descriptive, was read aloud).
-        empty_user_turn=EmptyUserTurnConfig(interrupted_prompt=EMPTY_TURN_PROMPT),
     )
 
 

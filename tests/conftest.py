@@ -26,7 +26,7 @@ def models(settings):
     import asyncio
 
     from bot.local.models import LocalModels
-    from bot.pipeline import warm_up_llm
+    from bot.local.warm_up import warm_up_llm
 
     models = LocalModels(settings)
     models.warm_up()

@@ -11,7 +11,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.tests.utils import run_test
 
-from bot.pipeline import EMPTY_TURN_PROMPT, EMPTY_TURN_REPLY
+from bot.turn_taking import EMPTY_TURN_PROMPT, EMPTY_TURN_REPLY
 from processors.empty_turn_reply import EmptyTurnReply
 
 HISTORY = [

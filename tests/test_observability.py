@@ -193,7 +193,7 @@ async def test_a_turn_answered_without_the_llm_is_reported_when_the_bot_stops():
     )
     from pipecat.utils.text.base_text_aggregator import AggregationType
 
-    from bot.pipeline import EMPTY_TURN_REPLY
+    from bot.turn_taking import EMPTY_TURN_REPLY
 
     turns = ObservedTurns()
     push, output = turns.push, turns.output

@@ -33,7 +33,8 @@ from pipecat.services.stt_service import STTService
 from pipecat.workers.runner import WorkerRunner
 
 from bot.local.models import LocalModels
-from bot.pipeline import EMPTY_TURN_REPLY, build_pipeline
+from bot.pipeline import build_pipeline
+from bot.turn_taking import EMPTY_TURN_REPLY
 from bot.providers import Services
 from processors.observers.session_state import SessionState, SessionStateObserver
 from tests.support.fakes import InstantTTSService, unset_llm_settings
