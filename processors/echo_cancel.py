@@ -71,6 +71,10 @@ REFERENCE_SPAN_SECS = 0.3
 # The microphone's clock is anchored at its earliest arrival over this long: a server that
 # falls behind for less does not move it, and the client's clock may drift slowly.
 ANCHOR_WINDOW_SECS = 10.0
+# The echo of the bot's last sound is over this long after it (AEC3's ~0.5 s delay range,
+# the room's reverb, a margin): later microphone audio, until the bot sounds again, has
+# nothing to cancel and skips the canceller (its two calls were most of its CPU).
+ECHO_DIES_SECS = 1.0
 
 
 class EchoReference:
@@ -90,6 +94,7 @@ class EchoReference:
         self.sample_rate = sample_rate
         self._ring = np.zeros(int(HISTORY_SECS * sample_rate), dtype=np.int16)
         self._written_until = 0  # one past the last sample written
+        self.sound_until = -(1 << 62)  # one past the last sample that was not silence
         self._last_add = -1e9
         self._resampler: soxr.ResampleStream | None = None
         self._source_rate = 0
@@ -116,6 +121,8 @@ class EchoReference:
         else:
             start = self._written_until  # within a burst the audio is contiguous
         self._write(start, audio)
+        if audio.any():
+            self.sound_until = start + len(audio)
         self._last_add = now
 
     def read(self, end: int, n: int) -> np.ndarray:
@@ -301,6 +308,10 @@ class EchoCanceller(FrameProcessor):
         sent = self._reference.read(index + n, n)
         self._path.add(mic, sent)
         self._bound.add(self._reference.clock(), log_energy(mic), log_energy(sent))
+        if not self._noise_suppression and (
+            index - shift - self._reference.sound_until > ECHO_DIES_SECS * self._rate
+        ):
+            return  # no echo can be in it: the microphone as it is
         rtc = self._rtc
         # AEC3 keeps adapting either way, so it is converged when an echo shows up.
         self._apm.process_reverse_stream(rtc.AudioFrame(ref.tobytes(), self._rate, 1, n))

@@ -60,8 +60,11 @@ class EchoPath:
         self._min_active = int(min_active_secs / BLOCK_SECS)
         self._absent_estimates = int(absent_secs / period_secs)
         size = self._span + self._max_lag
+        # Rings (oldest at `_next`): shifting 3.5 s of history per 10 ms block cost more
+        # than the estimates.
         self._mic = np.zeros(size, dtype=np.float32)
         self._ref = np.zeros(size, dtype=np.float32)
+        self._next = 0
         self._active: deque[bool] = deque(maxlen=int(span_secs / BLOCK_SECS))
         self._fft = 1 << int(np.ceil(np.log2(2 * size)))
         self._blocks = 0
@@ -73,25 +76,32 @@ class EchoPath:
 
     def add(self, mic_block: np.ndarray, ref_block: np.ndarray) -> None:
         """One 10 ms block of each, at 16 kHz (or any even multiple of 8 kHz)."""
-        self._push(self._mic, mic_block)
+        n = self._push(self._mic, mic_block)
         self._push(self._ref, ref_block)
+        self._next = (self._next + n) % len(self._mic)
         self._active.append(log_energy(ref_block) > SILENT_DB)
         self._blocks += 1
         if self._blocks % self._period_blocks == 0:
             self._estimate()
 
-    def _push(self, history: np.ndarray, block: np.ndarray) -> None:
+    def _push(self, history: np.ndarray, block: np.ndarray) -> int:
+        """Write the block, averaged down to 8 kHz, at `_next`; how many samples that is."""
         step = max(1, len(block) * 100 // self.RATE)
-        down = block.astype(np.float32).reshape(-1, step).mean(axis=1)
-        history[: -len(down)] = history[len(down) :]
-        history[-len(down) :] = down
+        down = np.add.reduce(block.reshape(-1, step), axis=1, dtype=np.float32) / step
+        at = (self._next + np.arange(len(down))) % len(history)
+        history[at] = down
+        return len(down)
+
+    def _ordered(self, history: np.ndarray) -> np.ndarray:
+        return np.concatenate((history[self._next :], history[: self._next]))
 
     def _estimate(self) -> None:
         if sum(self._active) < self._min_active:
             return
-        mic = np.zeros(len(self._ref), dtype=np.float32)
-        mic[-self._span :] = self._mic[-self._span :]
-        cross = np.fft.rfft(mic, self._fft) * np.conj(np.fft.rfft(self._ref, self._fft))
+        ref = self._ordered(self._ref)
+        mic = np.zeros(len(ref), dtype=np.float32)
+        mic[-self._span :] = self._ordered(self._mic)[-self._span :]
+        cross = np.fft.rfft(mic, self._fft) * np.conj(np.fft.rfft(ref, self._fft))
         cross /= np.abs(cross) + 1e-9
         correlation = np.fft.irfft(cross, self._fft)[: self._max_lag + 1]
         margin = int(0.01 * self.RATE)  # peaks at the very ends of the range are artefacts

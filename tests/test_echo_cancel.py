@@ -57,6 +57,7 @@ def call(
     user_dbfs=-25.0,
     held_secs: float = 0.0,
     ask_over_echo: tuple[float, float] | None = None,
+    after_secs: float = 2.0,
 ):
     """(microphone in, microphone out after the canceller, canceller, user segment).
 
@@ -68,7 +69,7 @@ def call(
         piece, gap = int(0.6 * RATE), np.zeros(int(held_secs * RATE), dtype=bot.dtype)
         bot = np.concatenate([x for i in range(0, len(bot), piece) for x in (bot[i : i + piece], gap)])
     bot_24k = soxr.resample(bot.astype(np.float32), RATE, OUT_RATE).astype(np.int16)
-    start, total = 0.5, len(bot) / RATE + 2.0
+    start, total = 0.5, len(bot) / RATE + after_secs
     played = np.zeros(int(total * RATE))
     played[int(start * RATE) : int(start * RATE) + len(bot)] = bot
     mic = np.zeros_like(played) if echo_db is None else room_echo(played, echo_db, delay_secs)
@@ -188,6 +189,19 @@ def test_speech_heard_before_the_echo_was_known_is_judged_once_it_is(echo_db, us
         assert over < 10, over
     else:
         assert over >= 10, over
+
+
+def test_once_the_bots_echo_has_died_away_the_microphone_is_untouched():
+    """Asked after the bot's last words have died away: the voice reaches the VAD and the
+    recogniser as the microphone had it, the echo still known for the bot's next answer."""
+    bot_secs = len(voices.synthesize(BOT, "espeak-rp-slow")) / RATE
+    user_at = 0.5 + bot_secs + 0.2 + 1.2  # the bot's start, its speech, the echo's delay
+    mic, out, canceller, user = call(-20, 0.2, user_at=user_at, after_secs=4.5)
+    assert canceller.echo_present
+    np.testing.assert_array_equal(out[user], mic[user])
+    # While the bot spoke, its echo was still cancelled.
+    late = slice(int(6 * RATE), int(11 * RATE))
+    assert dbfs(mic[late]) - dbfs(out[late]) >= 20
 
 
 def test_with_no_echo_the_microphone_is_untouched():
