@@ -88,8 +88,9 @@ class EchoPath:
         """Write the block, averaged down to 8 kHz, at `_next`; how many samples that is."""
         step = max(1, len(block) * 100 // self.RATE)
         down = np.add.reduce(block.reshape(-1, step), axis=1, dtype=np.float32) / step
-        at = (self._next + np.arange(len(down))) % len(history)
-        history[at] = down
+        first = min(len(down), len(history) - self._next)  # up to the ring's end, then wrap
+        history[self._next : self._next + first] = down[:first]
+        history[: len(down) - first] = down[first:]
         return len(down)
 
     def _ordered(self, history: np.ndarray) -> np.ndarray:
