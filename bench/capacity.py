@@ -1,7 +1,8 @@
-"""Capacity: how many live sessions one server process keeps in real time.
+"""Capacity: how many live sessions one server process (or one per core) keeps in real time.
 
     .venv/bin/python -m bench.capacity              # N = 1 twice, 2, 4, 8… then bisection
     .venv/bin/python -m bench.capacity --levels 1,3 # those levels only (after N=1's repeat)
+    .venv/bin/python -m bench.capacity --nodes 2    # two server processes sharing Redis
     .venv/bin/python -m bench.capacity --smoke      # N = 1, 2 for a few seconds
 
 The server (`python -m tests.support.fakes serve`: `bot serve` with stand-ins) runs with the
@@ -25,7 +26,8 @@ Per turn, measured on the client:
 
 What "keeps real time" means, the bounds from the run-to-run spread (N=1 run twice) and the
 ramp (doubling, then bisection up to 64) are in bench/capacity_verdict.py. CPU per session is
-the server process's CPU time (all threads, /proc/<pid>/stat) over the window ÷ wall time ÷ N.
+the servers' CPU time (all threads and workers, and Redis with --nodes: bench/capacity_servers.py)
+over the window ÷ wall time ÷ N.
 With `--profile`, the largest N is run once more under py-spy and its hot spots printed
 (bench/cpu_profile.py).
 """
@@ -39,6 +41,7 @@ import multiprocessing
 import random
 import time
 
+import httpx
 from bench.common import (
     OUT_DIR,
     Microphone,
@@ -51,11 +54,9 @@ from bench.common import (
     markdown_table,
     p50,
     p95,
-    process_tree,
     report,
     synthesize,
     tree_cpu_seconds,
-    tree_rss_mb,
     wait_for_quiet_machine,
     wait_quiet,
 )
@@ -69,7 +70,7 @@ from bench.capacity_verdict import (
     playout_underruns,
 )
 from bench.cpu_profile import hot_spots, profile
-from bench.server import FAKE_ALL, Server
+from bench.capacity_servers import ServedSystem, open_session_url
 from web.ws_client import AgentClient
 
 QUESTIONS = [
@@ -98,8 +99,12 @@ def level_secs(args, n: int) -> float:
 
 async def _session(url, questions, start_at, measure_from, deadline, rng, clock, out) -> None:
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-    client = AgentClient(url)
     try:
+        async with httpx.AsyncClient() as http:
+            ws_url = await open_session_url(url, http)
+        if ws_url is None:
+            raise ConnectionRefusedError("no node took the session")
+        client = AgentClient(ws_url)
         await client.connect()
     except Exception:
         out["refused"] += 1
@@ -132,6 +137,7 @@ async def _session(url, questions, start_at, measure_from, deadline, rng, clock,
             await client.wait_for(lambda r: len(r.turns) > records_before, 2.0)
             stages = [r["stages_ms"] for r in received.turns[records_before:]]
             turn["held"] = bool(stages) and stages[-1].get("turn", 0.0) >= TURN_HELD_MS
+            turn["stages_ms"] = stages[-1] if stages else {}
             if first >= measure_from and first <= deadline:
                 out["turns"].append(turn)
             await asyncio.sleep(rng.uniform(0.3, 1.0))
@@ -176,7 +182,7 @@ def _clients_process(url, n, questions, start_at, measure_from, deadline, seed) 
 # --- one level ----------------------------------------------------------------------------
 
 
-async def run_level(server: Server, n: int, questions, args, seed: int) -> dict:
+async def run_level(system: ServedSystem, n: int, questions, args, seed: int) -> dict:
     start_at = time.monotonic() + 1.0
     measure_from = start_at + args.warmup
     deadline = measure_from + level_secs(args, n)
@@ -184,17 +190,16 @@ async def run_level(server: Server, n: int, questions, args, seed: int) -> dict:
     shares = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
 
     async def server_cpu():
-        # The server and its session worker processes (SESSION_PROCESSES), if any.
         await asyncio.sleep(max(0.0, measure_from - time.monotonic()))
-        c0, t0 = tree_cpu_seconds(process_tree(server.pid)), time.monotonic()
+        c0, t0 = tree_cpu_seconds(system.pids()), time.monotonic()
         await asyncio.sleep(max(0.0, deadline - time.monotonic()))
         c1 = tree_cpu_seconds(list(c0))
         used = sum(c1[p] - c0[p] for p in c1)
-        return used / (time.monotonic() - t0), tree_rss_mb(server.pid)
+        return used / (time.monotonic() - t0), system.rss_mb()
 
     cpu_task = asyncio.create_task(server_cpu())
     if procs == 1:
-        parts = [await _clients(server.ws_url, n, questions, start_at, measure_from, deadline, seed)]
+        parts = [await _clients(system.connect_url, n, questions, start_at, measure_from, deadline, seed)]
     else:
         loop = asyncio.get_running_loop()
         ctx = multiprocessing.get_context("spawn")
@@ -202,7 +207,7 @@ async def run_level(server: Server, n: int, questions, args, seed: int) -> dict:
             parts = await asyncio.gather(
                 *(
                     loop.run_in_executor(
-                        pool, _clients_process, server.ws_url, k, questions, start_at, measure_from, deadline, seed + i
+                        pool, _clients_process, system.connect_url, k, questions, start_at, measure_from, deadline, seed + i
                     )
                     for i, k in enumerate(shares)
                 )
@@ -210,7 +215,7 @@ async def run_level(server: Server, n: int, questions, args, seed: int) -> dict:
     server_cpu_frac, server_rss = await cpu_task
     turns = [t for p in parts for t in p["turns"]]
     turns.sort(key=lambda t: t["at"])
-    await server.wait_sessions(0, 60)
+    await system.wait_idle(60)
     return {
         "n": n,
         "turns": turns,
@@ -248,18 +253,20 @@ async def run(args) -> tuple[str, dict]:
             f"growth {fmt(verdict['growth'])} ms, underruns {verdict['underruns']}, server CPU "
             f"{verdict['server_cpu']:.0f}% ({verdict['cpu_per_session']:.1f}%/session), client CPU "
             f"{[round(c) for c in verdict['client_cpu']]}%, mic lateness p95 {fmt(verdict['lateness_p95'], 1)} ms, "
-            f"held {verdict['held']} → {'OK' if verdict['ok'] else 'FAIL: ' + '; '.join(verdict['reasons'])}"
+            f"held {verdict['held']}, server stages p95 "
+            + ", ".join(f"{k} {fmt(v)}" for k, v in verdict["stages_p95"].items())
+            + f" → {'OK' if verdict['ok'] else 'FAIL: ' + '; '.join(verdict['reasons'])}"
             f"{' (client-bound)' if verdict['client_bound'] else ''}",
             flush=True,
         )
 
-    async with Server("capacity", env, fake=FAKE_ALL) as server:
-        # One conversation first: the server loads its VAD and smart-turn models lazily.
+    async with ServedSystem(args.nodes, env) as system:
+        # One conversation per node first: a server loads its VAD and smart-turn models lazily.
         warm_up = argparse.Namespace(warmup=0.0, secs=3.0, client_procs=1, smoke=True)
-        await run_level(server, 1, questions, warm_up, seed=1)
+        await run_level(system, args.nodes, questions, warm_up, seed=1)
         # N=1 twice: the first gives each question's baseline, the repeat the spread.
-        first = await run_level(server, 1, questions, args, seed=1000)
-        repeat = await run_level(server, 1, questions, args, seed=1001)
+        first = await run_level(system, 1, questions, args, seed=1000)
+        repeat = await run_level(system, 1, questions, args, seed=1001)
         baseline = baselines(first)
         bounds = Bounds.from_spread(first, repeat, baseline)
         print(f"spread at N=1: added p95 {fmt(bounds.spread_added_p95_ms)} ms, backlog growth "
@@ -277,7 +284,7 @@ async def run(args) -> tuple[str, dict]:
                 n = next_level(passed, failed) if passed else None
             if n is None:
                 break
-            level = await run_level(server, n, questions, args, seed=1000 + n)
+            level = await run_level(system, n, questions, args, seed=1000 + n)
             show(str(n), level, judge(level, baseline, bounds))
             (passed if verdicts[-1]["ok"] else failed).append(n)
         if args.profile:
@@ -285,9 +292,9 @@ async def run(args) -> tuple[str, dict]:
             OUT_DIR.mkdir(parents=True, exist_ok=True)
             raw = OUT_DIR / f"capacity-N{n}.pyspy.txt"
             print(f"profiling the server with py-spy at N={n}…", flush=True)
-            task = asyncio.create_task(run_level(server, n, questions, args, seed=999))
+            task = asyncio.create_task(run_level(system, n, questions, args, seed=999))
             await asyncio.sleep(1.0 + args.warmup)
-            ok = await asyncio.to_thread(profile, server.pid, args.secs - 1, raw)
+            ok = await asyncio.to_thread(profile, system.servers[0].pid, args.secs - 1, raw)
             await task
             if ok:
                 by_component, by_function = hot_spots(raw)
@@ -327,6 +334,9 @@ def main() -> None:
                              f"ramp: doubling, then bisection, up to {MAX_LEVEL}.")
     parser.add_argument("--session-processes", action="store_true",
                         help="SESSION_PROCESSES=true: each session in its own worker process.")
+    parser.add_argument("--nodes", type=int, default=1,
+                        help="Server processes sharing a private Redis (cluster mode), sessions placed by "
+                             "POST /api/connect: one per core uses the machine's cores.")
     parser.add_argument("--spares", type=int, default=4, help="WORKER_SPARES with --session-processes.")
     parser.add_argument("--secs", type=float, default=40.0, help="Measured seconds per level.")
     parser.add_argument("--min-turns", type=int, default=MIN_TURNS,
@@ -353,9 +363,15 @@ def main() -> None:
         "- 'held by smart-turn': turns smart-turn judged unfinished, answered at its 2 s timeout (a verdict "
         "on the audio, the same at any N); left out of the latency figures and counted here",
     ]
-    mode = "each session in its own process" if args.session_processes else "all sessions in the server process"
-    name, title = (("capacity_processes", "Capacity, each session in its own process (fake providers)")
-                   if args.session_processes else ("capacity", "Capacity (fake providers)"))
+    if args.nodes > 1:
+        mode = f"{args.nodes} server processes sharing Redis, sessions placed by /api/connect"
+        name, title = "capacity_nodes", f"Capacity, {args.nodes} server processes on this machine (fake providers)"
+    elif args.session_processes:
+        mode = "each session in its own process"
+        name, title = "capacity_processes", "Capacity, each session in its own process (fake providers)"
+    else:
+        mode = "all sessions in the server process"
+        name, title = "capacity", "Capacity (fake providers)"
     report(args, name, title, table=table, started_load=figures["load"], verdicts=lines,
            appendix=figures["profile"],
            heading=f"capacity (fake STT/LLM/TTS, {mode}); load average at start {figures['load']}; "

@@ -32,6 +32,7 @@ BACKLOG_GROWTH_FLOOR_MS = 20.0
 # A level fails when its figure is more than this many times the repeat's reading.
 SPREAD_FACTOR = 2.0
 MAX_LEVEL = 64
+SERVER_STAGES = ("vad", "stt", "turn", "llm_ttft", "tts_ttfb", "voice_to_voice")
 
 
 def playout_underruns(chunks: list[tuple[float, int]], bytes_per_sec: float,
@@ -135,6 +136,11 @@ def judge(level: dict, baseline_ms: dict[int, float], bounds: Bounds) -> dict:
         "server_cpu": 100 * level["server_cpu"],
         "client_cpu": [100 * c for c in level["client_cpu"] if c is not None],
         "lateness_p95": p95(level["lateness_ms"]),
+        # The server's own clock per stage (turn metrics): which one grows with N.
+        "stages_p95": {
+            stage: p95([t["stages_ms"][stage] for t in turns if stage in t.get("stages_ms", {})])
+            for stage in SERVER_STAGES
+        },
     }
     reasons = []
     if not turns or verdict["added_p95"] is None:

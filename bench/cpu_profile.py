@@ -25,8 +25,10 @@ COMPONENTS = [
     ("logging (loguru, bot/logs.py)", ("loguru", "bot/logs.py")),
     ("WebSocket I/O + protobuf (transport, serializer)",
      ("websocket", "serializers/protobuf", "transports/websocket.py", "uvicorn", "starlette")),
+    # The stand-ins' own methods, not the module: the fake server's entry point is in it too.
     ("fake STT/LLM/TTS services",
-     ("tests/support/fakes.py", "services/tts_service", "services/stt_service",
+     ("run_stt (tests/support/fakes.py", "run_tts (tests/support/fakes.py",
+      "process_frame (tests/support/fakes.py", "services/tts_service", "services/stt_service",
       "services/llm_service")),
     ("Pipecat frame machinery (processors, queues, observers)",
      ("pipecat/processors", "pipecat/pipeline", "pipecat/observers", "pipecat/utils",
