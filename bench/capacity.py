@@ -42,6 +42,7 @@ import random
 import time
 
 import httpx
+import numpy as np
 from bench.common import (
     OUT_DIR,
     Microphone,
@@ -321,7 +322,10 @@ async def run(args) -> tuple[str, dict]:
          "mic lateness p95 ms", "held by smart-turn", "failed", "real time"],
         rows,
     )
-    figures = {"largest": largest, "load": started_load, "profile": profile_text, "baseline": baseline,
+    # Memory per added session: the slope of the servers' RSS (with sessions live) over N.
+    ns = np.array([r["n"] for r in results], dtype=float)
+    rss_slope = float(np.polyfit(ns, [r["server_rss"] for r in results], 1)[0]) if len(set(ns)) > 1 else None
+    figures = {"largest": largest, "rss_per_session": rss_slope, "load": started_load, "profile": profile_text, "baseline": baseline,
                "bounds": bounds, "cpu_per_session": verdicts[-1]["cpu_per_session"] if verdicts else None}
     return table, figures
 
@@ -360,6 +364,8 @@ def main() -> None:
         f"{fmt(figures['bounds'].spread_added_p95_ms)} / {fmt(figures['bounds'].spread_growth_ms)} ms, floors 50 / 20 ms), "
         f"no underrun of the bot's audio in a browser-like player (80 ms pre-buffer), server CPU < "
         f"{CPU_LIMIT_OF_CORES:.0%} of the cores, no failed/refused/closed session",
+        f"- memory per added session: {fmt(figures['rss_per_session'], 1)} MB (the slope of the servers' RSS "
+        "over the levels' N, sessions live)",
         "- 'held by smart-turn': turns smart-turn judged unfinished, answered at its 2 s timeout (a verdict "
         "on the audio, the same at any N); left out of the latency figures and counted here",
     ]
