@@ -31,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bot.config import Settings
 from bot.session_control import InstructionMode
 from web.cluster.calls import forward
-from web.cluster.node import ClusterNode, ClusterUnavailable
+from web.cluster.node import ClusterNode
+from web.cluster.steering import ClusterUnavailable
 from web.http_hygiene import BODY_RESPONSES
 from web.sessions import LiveSession, SessionLevers, SessionRegistry
 

@@ -14,7 +14,8 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from bot.config import Settings
-from web.cluster.node import ClusterNode, ClusterUnavailable, OwnerTimeout
+from web.cluster.node import ClusterNode
+from web.cluster.steering import ClusterUnavailable, OwnerTimeout
 
 
 async def forward(

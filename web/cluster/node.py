@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ from redis.exceptions import RedisError
 
 from bot.config import Settings
 from web.cluster.keys import EVENTS_CHANNEL, index, key, now_ms
+from web.cluster.steering import REDIS_TIMEOUT_SECS, ClusterUnavailable, SteeringCalls
 from web.sessions import LiveSession, SessionRegistry
 
 # Session events as the dashboard's event stream names them (web/observability.py).
@@ -33,25 +33,7 @@ DASHBOARD_EVENTS = {
     "turn": "turn",
     "ended": "session-ended",
 }
-# A busy Redis (or host) is not a dead one: reads wait this long before the registry says 503.
-REDIS_TIMEOUT_SECS = 5.0
-# What another node may ask this one to answer: steering its sessions, starting a Daily bot.
-CALLABLE = (
-    ("GET", "/api/sessions/"),
-    ("PUT", "/api/sessions/"),
-    ("POST", "/api/sessions/"),
-    ("DELETE", "/api/sessions/"),
-    ("POST", "/api/rooms"),
-)
 RECONNECT_SECS = 0.5
-
-
-class ClusterUnavailable(RuntimeError):
-    """Redis cannot be reached: the cluster-wide view is unavailable for now."""
-
-
-class OwnerTimeout(RuntimeError):
-    """The node owning a session did not answer a call in time."""
 
 
 class ClusterNode:
@@ -90,10 +72,13 @@ class ClusterNode:
             socket_keepalive=True,
         )
         self._outbox: asyncio.Queue[Callable[[], Awaitable[Any]]] = asyncio.Queue()
-        self._pending: dict[str, asyncio.Future] = {}
         self._tasks: list[asyncio.Task] = []
         self._handlers: set[asyncio.Task] = set()
         self._subscribed = asyncio.Event()
+        self.steering = SteeringCalls(
+            self.id, self._redis, self._subscribed, dispatch,
+            settings.cluster_call_timeout_secs, on_redis_error=self._down,
+        )
         self._registered = asyncio.Event()
         self._healthy = True
         self._cpu = (time.monotonic(), time.process_time())
@@ -346,7 +331,7 @@ class ClusterNode:
                 known["history"] = (known["history"] + [data["turn"]])[-self.history_turns :]
         self.remote_event(event, data)
 
-    # --- steering calls -------------------------------------------------------------------
+    # --- the subscriptions: other nodes' events, calls to this node, replies to its calls ---
     async def _listen(self) -> None:
         calls, replies = key("calls", self.id), key("replies", self.id)
         while True:
@@ -362,9 +347,9 @@ class ClusterNode:
                         if message["channel"] == EVENTS_CHANNEL:
                             self._on_remote_event(body)
                         elif message["channel"] == calls:
-                            self._spawn(self._answer(body))
-                        elif (future := self._pending.get(body.get("call"))) and not future.done():
-                            future.set_result(body)
+                            self._spawn(self.steering.answer(body))
+                        elif message["channel"] == replies:
+                            self.steering.replied(body)
                     except (ValueError, KeyError, TypeError):
                         logger.warning(
                             f"Cluster: ignored a malformed message on {message['channel']}"
@@ -384,24 +369,6 @@ class ClusterNode:
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
 
-    async def _answer(self, call: dict) -> None:
-        try:
-            method, path = call["method"], call["path"]
-            if not any(method == m and path.startswith(p) for m, p in CALLABLE):
-                status, body = 403, {"detail": f"{method} {path} is not callable across nodes"}
-            else:
-                # A room is admitted under its client's own per-client limits.
-                client = call.get("client") if path.startswith("/api/rooms") else None
-                status, body = await self.dispatch(method, path, call.get("json"), client)
-        except Exception as e:  # the answer must go back whatever happened
-            logger.exception("Cluster: a steering call failed on this node")
-            status, body = 500, {"detail": f"node {self.id!r} failed to answer: {e}"}
-        reply = json.dumps({"call": call["call"], "status": status, "body": body, "node": self.id})
-        try:
-            await self._redis.publish(key("replies", call["from"]), reply)
-        except (RedisError, OSError) as e:
-            self._down(e)
-
     async def owner_of(self, session_id: str) -> str | None:
         try:
             raw = await self._redis.get(key("session", session_id))
@@ -414,36 +381,4 @@ class ClusterNode:
         self, node: str, method: str, path: str, body: Any = None, client: str | None = None
     ) -> tuple[int, Any]:
         """Have `node` answer a request (for `client`'s address); its (status, JSON body)."""
-        call_id = uuid.uuid4().hex
-        future = asyncio.get_running_loop().create_future()
-        self._pending[call_id] = future
-        message = {
-            "call": call_id,
-            "from": self.id,
-            "method": method,
-            "path": path,
-            "json": body,
-            "client": client,
-        }
-        timeout = self.settings.cluster_call_timeout_secs
-        try:
-            try:  # just reconnecting: a moment for this node to hear its replies again
-                await asyncio.wait_for(self._subscribed.wait(), REDIS_TIMEOUT_SECS)
-            except TimeoutError:
-                raise ClusterUnavailable(
-                    "this node is not connected to the cluster (Redis)"
-                ) from None
-            try:
-                listeners = await self._redis.publish(key("calls", node), json.dumps(message))
-            except (RedisError, OSError) as e:
-                self._down(e)
-                raise ClusterUnavailable(f"the cluster (Redis) is unavailable: {e}") from e
-            if not listeners:
-                raise OwnerTimeout(f"node {node!r} is not listening (it may have just died)")
-            try:
-                reply = await asyncio.wait_for(future, timeout)
-            except TimeoutError:
-                raise OwnerTimeout(f"node {node!r} did not answer within {timeout:g} s") from None
-            return reply["status"], reply["body"]
-        finally:
-            self._pending.pop(call_id, None)
+        return await self.steering.call(node, method, path, body, client)

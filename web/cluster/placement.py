@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bot.config import Settings
 from web.admission import OriginPolicy, client_address
 from web.cluster.calls import InProcessDispatch
-from web.cluster.node import ClusterNode, ClusterUnavailable, OwnerTimeout
+from web.cluster.node import ClusterNode
+from web.cluster.steering import ClusterUnavailable, OwnerTimeout
 from web.rooms import RoomPlacement, RoomRequest
 
 PLACED_SECS = 5.0  # a placement counts as a session on its node this long (or until it connects)

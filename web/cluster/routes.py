@@ -7,7 +7,8 @@ from pydantic import BaseModel, Field
 
 from bot.config import Settings
 from web.admin import admin_router
-from web.cluster.node import ClusterNode, ClusterUnavailable
+from web.cluster.node import ClusterNode
+from web.cluster.steering import ClusterUnavailable
 
 
 class NodeInfo(BaseModel):
