@@ -103,6 +103,7 @@ class BargeIn:
         self._vad_start_secs = vad_start_secs
         self._segment_began = 0.0
         self._segment_echo_known = True
+        self._segment_echo_pending = False
         self.backchannels = 0
         self.echoes = 0
         self.resumed = 0
@@ -138,6 +139,7 @@ class BargeIn:
         self.segment_over_echo_db = None
         self._segment_began = time.monotonic() - self._vad_start_secs
         self._segment_echo_known = self.canceller is None or self.canceller.echo_present
+        self._segment_echo_pending = self.canceller is not None and self.canceller.echo_pending
 
     def _echo_before_known(self) -> bool:
         """Speech that began before the echo path was known (nothing cancelled it) and,
@@ -156,10 +158,12 @@ class BargeIn:
             return Meaning.ECHO
         if self.echo_segment and meaning is Meaning.INTERRUPTION:
             over = self.segment_over_echo_db
-            if over is None and self.canceller is not None:
-                # The echo's residual not measured yet (AEC3 silences most of it at first):
-                # the raw microphone against what the bot's audio explains instead.
-                over = self.canceller.over_echo_db(self._segment_began)
+            if self.canceller is not None and (over is None or not self.canceller.echo_settled):
+                # The echo's residual not measured yet (AEC3 silences most of it at first),
+                # or no measure yet (AEC3 still settling): the raw microphone against what
+                # the bot's audio explains as well, and the lower of the two.
+                raw = self.canceller.over_echo_db(self._segment_began)
+                over = raw if over is None or raw is None else min(over, raw)
             logger.debug(f"Words in an echo segment: {over} dB over the echo: {text!r}")
             if over is not None and over < WORDS_OVER_ECHO_DB:
                 return Meaning.ECHO  # measured: no more than the echo's residue, whatever words
@@ -174,7 +178,12 @@ class BargeIn:
 
     def interrupts(self, text: str, *, draft: bool = False) -> bool:
         """Whether `text`, heard over the bot, starts the user's turn; a `draft` (interim)
-        only with an interrupt word or `DRAFT_MIN_WORDS` words."""
+        only with an interrupt word or `DRAFT_MIN_WORDS` words, and never in speech that
+        began before the canceller could tell whether the microphone hears the bot at all:
+        the bot's first words come back garbled ("Let's make it."), and by the final
+        transcript the echo is known and measured (the bot is held meanwhile)."""
+        if draft and self._segment_echo_pending:
+            return False
         if self.meaning(text) is not Meaning.INTERRUPTION:
             return False
         words = [canonical(w) for w in split_words(text)]

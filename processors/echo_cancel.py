@@ -75,6 +75,11 @@ ANCHOR_WINDOW_SECS = 10.0
 # the room's reverb, a margin): later microphone audio, until the bot sounds again, has
 # nothing to cancel and skips the canceller (its two calls were most of its CPU).
 ECHO_DIES_SECS = 1.0
+# While AEC3 settles, a voice is over the echo when the raw microphone of the last
+# `RAW_WINDOW_SECS` stood this far over what the bot's echo explains (the echo alone: up to
+# 7 dB, bench/RESULTS.md, "The echo's first seconds").
+RAW_VOICE_DB = 10.0
+RAW_WINDOW_SECS = 0.3
 
 
 class EchoReference:
@@ -200,15 +205,33 @@ class EchoCanceller(FrameProcessor):
     def echo_present(self) -> bool:
         return self._path.present
 
+    @property
+    def echo_pending(self) -> bool:
+        """The bot has not said enough yet to tell whether the microphone hears it."""
+        return self._path.pending
+
+    @property
+    def echo_settled(self) -> bool:
+        """AEC3 has cancelled enough of the echo for its residue to measure a voice by."""
+        return self._residual.settled
+
     def above_floor_db(self) -> float | None:
         return self._residual.above_floor_db()
 
     def voice_over_echo(self) -> bool:
         """Whether the microphone's last moments hold more than the bot's own echo (always,
-        where there is no echo to cancel)."""
-        voice = not self._path.present or self._residual.voice_over_echo()
-        if self._path.present:
-            logger.trace(f"{self}: {self._residual.above_floor_db()} dB over the echo's residual")
+        where there is no echo to cancel). While AEC3 settles, its residue can stand 20 dB
+        over its floor: the raw microphone must then stand over the echo the bot's audio
+        explains as well (alone, that read 12-55 dB on pure echo in pauses of the bot's
+        speech, where its model of the echo's decay falls short)."""
+        if not self._path.present:
+            return True
+        voice = self._residual.voice_over_echo()
+        if voice and not self._residual.settled:
+            over = self.over_echo_db(self._reference.clock() - RAW_WINDOW_SECS)
+            logger.trace(f"{self}: {over} dB over the echo (raw, AEC3 settling)")
+            return over is not None and over >= RAW_VOICE_DB
+        logger.trace(f"{self}: {self._residual.above_floor_db()} dB over the echo's residual")
         return voice
 
     def over_echo_db(self, since: float) -> float | None:

@@ -24,7 +24,8 @@ class EchoPath:
     speak at the same time do not (envelope correlation did: two utterances that start a
     second apart correlate at that second). Two peaks of `peak_ratio` in a row turn
     `present` on within the bot's first second: a pause of the bot (held by a barge-in)
-    must not keep the echo unknown, or every early residual is taken for the user. It goes
+    must not keep the echo unknown, or every early residual is taken for the user; until
+    then, for the bot's first `decide_secs` of speech, the answer is `pending`. It goes
     off again after `absent_secs` of the bot's speech without a peak of `keep_ratio`
     (headphones put on, the browser's own canceller took over). A lag beyond `aec_range_secs` also shifts the
     reference by all but `keep_secs` of it, so AEC3 is left a delay it tracks itself.
@@ -49,6 +50,7 @@ class EchoPath:
         peak_ratio: float = 12.0,
         keep_ratio: float = 8.0,
         absent_secs: float = 6.0,
+        decide_secs: float = 2.0,
     ):
         self._span = int(span_secs * self.RATE)
         self._max_lag = int(max_secs * self.RATE)
@@ -68,18 +70,27 @@ class EchoPath:
         self._active: deque[bool] = deque(maxlen=int(span_secs / BLOCK_SECS))
         self._fft = 1 << int(np.ceil(np.log2(2 * size)))
         self._blocks = 0
+        self._bot_blocks = 0  # blocks of the bot's speech heard so far
+        self._decide_blocks = int(decide_secs / BLOCK_SECS)
         self._misses = 0
         self._last_lag: int | None = None
         self.present = False
         self.shift_secs = 0.0  # the reference is read this much earlier
         self.delay_secs: float | None = None
 
+    @property
+    def pending(self) -> bool:
+        """Too little of the bot heard yet to say whether the microphone hears it."""
+        return not self.present and self._bot_blocks < self._decide_blocks
+
     def add(self, mic_block: np.ndarray, ref_block: np.ndarray) -> None:
         """One 10 ms block of each, at 16 kHz (or any even multiple of 8 kHz)."""
         n = self._push(self._mic, mic_block)
         self._push(self._ref, ref_block)
         self._next = (self._next + n) % len(self._mic)
-        self._active.append(log_energy(ref_block) > SILENT_DB)
+        active = log_energy(ref_block) > SILENT_DB
+        self._active.append(active)
+        self._bot_blocks += active
         self._blocks += 1
         if self._blocks % self._period_blocks == 0:
             self._estimate()
@@ -153,6 +164,11 @@ class ResidualEcho:
     bot talks far more than the user does). A voice is over the echo when the last
     `window_secs` sit `margin_db` above that floor; in the first `onset_secs` of the echo
     after a silence, while AEC3 settles on the new speech, `onset_margin_db` more.
+
+    Until AEC3 has cancelled `settle_secs` of an echo, what it leaves is no measure of
+    anything: its garbled residue stood up to 21 dB over that floor in an answer's first
+    five seconds (bench/RESULTS.md, "The echo's first seconds"). `settled` says when the
+    floor can be trusted.
     """
 
     def __init__(
@@ -163,6 +179,7 @@ class ResidualEcho:
         margin_db=18.0,
         onset_secs=0.6,
         onset_margin_db=10.0,
+        settle_secs=8.0,
         rate_hz=50,
     ):
         self._recent: deque[float] = deque(maxlen=max(1, int(window_secs * rate_hz)))
@@ -170,6 +187,7 @@ class ResidualEcho:
         self._margin = margin_db
         self._onset_frames = int(onset_secs * rate_hz)
         self._onset_margin = onset_margin_db
+        self._settle_frames = int(settle_secs * rate_hz)
         self._floor: float | None = None
         self._frames = 0
         self._since_quiet = 0
@@ -187,6 +205,10 @@ class ResidualEcho:
         self._frames += 1
         if self._frames % 25 == 0 and len(self._history) >= 25:
             self._floor = float(np.percentile(self._history, 30))
+
+    @property
+    def settled(self) -> bool:
+        return self._frames >= self._settle_frames
 
     def above_floor_db(self) -> float | None:
         """How far the last moments sit above the residual's floor (None: nothing to compare)."""

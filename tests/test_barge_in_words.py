@@ -161,8 +161,9 @@ class Canceller:
     tests/test_echo_cancel.py's): whether it knows the echo, and how far the microphone
     stood over it since a moment."""
 
-    def __init__(self, over_db: float):
+    def __init__(self, over_db: float, *, settled: bool = True):
         self.echo_present, self.over_db, self.asked_since = False, over_db, None
+        self.echo_pending, self.echo_settled = False, settled
 
     def voice_over_echo(self) -> bool:
         return True
@@ -212,3 +213,46 @@ def test_in_an_echo_segment_whose_residual_is_not_known_yet_the_raw_level_decide
         judge.segment_started()
         judge.echo_segment = True  # the canceller: nothing over the echo
         assert judge.meaning(garbled) is meaning
+
+
+def test_while_aec3_settles_garbled_echo_needs_the_raw_microphone_over_the_echo_too():
+    """In an answer's first seconds AEC3's residue stood 11-21 dB over its floor, and
+    Whisper made "I believe I post emphasis." of it: four words not the bot's. While the
+    canceller is settling, the raw microphone must stand over the echo as well; once it has
+    settled, the residual decides as before."""
+    policy = BargeInPolicy.from_settings(Settings(_env_file=None))
+    garbled = "I believe I post emphasis."
+    for settled, raw_db, meaning in [
+        (False, 6.0, Meaning.ECHO),
+        (False, 14.0, Meaning.INTERRUPTION),
+        (True, 6.0, Meaning.INTERRUPTION),
+    ]:
+        canceller = Canceller(raw_db, settled=settled)
+        canceller.echo_present = True
+        judge = BargeIn(SaidLately(SAID), policy, canceller=canceller)
+        judge.bot_speaking = True
+        judge.segment_started()
+        judge.echo_segment = True
+        judge.segment_over_echo_db = 17.0  # the residual's measure
+        assert judge.meaning(garbled) is meaning, (settled, raw_db)
+
+
+def test_a_draft_heard_before_the_echo_could_be_known_waits_for_the_final_transcript():
+    """The bot's first words came back before the canceller could know its echo, and the
+    recogniser's draft of them was "Let's make it." (three words): it cut the bot off. Such
+    a draft waits; the final transcript, by when the echo is known, is measured against it."""
+    policy = BargeInPolicy.from_settings(Settings(_env_file=None))
+    canceller = Canceller(6.0)
+    canceller.echo_pending = True
+    judge = BargeIn(SaidLately(SAID), policy, canceller=canceller)
+    judge.bot_speaking = True
+    judge.segment_started()
+    assert not judge.interrupts("Let's make it.", draft=True)
+    assert not judge.interrupts("What is the capital", draft=True)
+    canceller.echo_pending, canceller.echo_present = False, True
+    assert not judge.interrupts("Let's make this.")  # 6 dB: no more than the echo
+    canceller.over_db = 14.0
+    assert judge.interrupts("What is the capital of France?")
+    # Where the echo was already known (or known absent), a draft of three words cuts in.
+    judge.segment_started()
+    assert judge.interrupts("What is the capital", draft=True)
