@@ -150,8 +150,13 @@ class BargeIn:
         logger.debug(f"Speech heard before the echo was known: {over} dB over the echo")
         return over is not None and over < WORDS_OVER_ECHO_DB
 
+    def _said(self) -> str:
+        """What the bot said that the speech heard now may hold the echo of: its last
+        seconds, and all it said since that speech began (a long echo segment)."""
+        return self.gate.recent_text(since=self._segment_began)
+
     def meaning(self, text: str) -> Meaning | None:
-        meaning = self.policy.meaning(text, self.gate.recent_text())
+        meaning = self.policy.meaning(text, self._said())
         if meaning is Meaning.BACKCHANNEL and not self.talking:
             return Meaning.INTERRUPTION  # the bot has finished: these are words for it
         if meaning is Meaning.INTERRUPTION and self._echo_before_known():
@@ -170,7 +175,7 @@ class BargeIn:
             # The segment began as the bot's echo; the user may have spoken on over it
             # ("food. What is the capital of France?"). Theirs only with words of their own.
             # (Before the bot's first words are in its recent text, nothing can be told.)
-            said = {canonical(w) for w in split_words(self.gate.recent_text())}
+            said = {canonical(w) for w in split_words(self._said())}
             own = {canonical(w) for w in split_words(text)} - said
             if not said or len(own) < ECHO_SEGMENT_OWN_WORDS:
                 return Meaning.ECHO

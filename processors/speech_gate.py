@@ -43,12 +43,18 @@ CHUNK_SECS = 0.02
 LEAD_SECS = 0.04
 # Recent sentences kept as "what the bot just said" (its echo can only be those).
 RECENT_TEXT_SECS = 6.0
+# Sentences remembered for a long stretch of speech heard over the bot, whose echo may
+# reach back further than RECENT_TEXT_SECS before now.
+KEPT_TEXT_SECS = 30.0
 
 
 class SpeechGate(FrameProcessor):
-    def __init__(self, *, lead_secs: float = LEAD_SECS, **kwargs):
+    def __init__(
+        self, *, lead_secs: float = LEAD_SECS, recent_secs: float = RECENT_TEXT_SECS, **kwargs
+    ):
         super().__init__(**kwargs)
         self._lead = lead_secs
+        self._recent_secs = recent_secs
         self._queue: deque[Frame] = deque()
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -68,19 +74,24 @@ class SpeechGate(FrameProcessor):
         """Whether a sentence is part-said (held mid-way, or more of it still to come)."""
         return bool(self._sentence) or any(isinstance(f, OutputAudioRawFrame) for f in self._queue)
 
-    def recent_text(self) -> str:
-        """What the bot said in the last seconds and the sentence it is saying now.
+    def recent_text(self, since: float | None = None) -> str:
+        """What the bot said in the last seconds (before `since`, a `time.monotonic()`, if
+        earlier: speech heard since then may hold the echo of all of it) and the sentence
+        it is saying now.
 
         Only the first text still queued: it follows the audio being played. The sentences
         after it have not been heard yet, so nothing can be their echo (the whole answer is
         queued long before it is said, and its common words made a question asked over the
         bot look like echo)."""
-        self._forget_old_text(time.monotonic())
+        now = time.monotonic()
+        self._forget_old_text(now)
+        horizon = min(now, now if since is None else since) - self._recent_secs
+        said = [t for at, t in self._recent_text if at >= horizon]
         playing = next((f.text for f in self._queue if isinstance(f, TTSTextFrame)), None)
-        return " ".join([t for _, t in self._recent_text] + ([playing] if playing else []))
+        return " ".join(said + ([playing] if playing else []))
 
     def _forget_old_text(self, now: float) -> None:
-        while self._recent_text and now - self._recent_text[0][0] > RECENT_TEXT_SECS:
+        while self._recent_text and now - self._recent_text[0][0] > KEPT_TEXT_SECS:
             self._recent_text.popleft()
 
     def hold(self) -> None:

@@ -14,7 +14,7 @@ class SaidLately:
     def __init__(self, text: str):
         self.text, self.held, self.cut_off = text, False, False
 
-    def recent_text(self) -> str:
+    def recent_text(self, since: float | None = None) -> str:
         return self.text
 
 
@@ -256,3 +256,34 @@ def test_a_draft_heard_before_the_echo_could_be_known_waits_for_the_final_transc
     # Where the echo was already known (or known absent), a draft of three words cuts in.
     judge.segment_started()
     assert judge.interrupts("What is the capital", draft=True)
+
+
+async def test_a_long_echo_segment_is_matched_against_all_the_bot_said_in_it():
+    """The VAD heard the bot's echo for longer than the gate's "lately" (its first words
+    came back well transcribed: "And there's a lot to say about it. It began a very long
+    time ago…") and the words of its first sentences were taken for the user's. What the
+    bot said since the segment began counts as well."""
+    import time
+
+    from pipecat.frames.frames import TTSAudioRawFrame, TTSStartedFrame, TTSTextFrame
+    from pipecat.tests.utils import run_test
+
+    from processors.speech_gate import SpeechGate
+
+    gate = SpeechGate(recent_secs=0.3)
+    judge = BargeIn(gate, BargeInPolicy.from_settings(Settings(_env_file=None)))
+    judge.bot_speaking = True
+    judge.segment_started()  # the echo heard from before the first sentence on
+    began = time.monotonic()
+    sentences = ["There is a lot to say about it.", "It began a very long time ago.",
+                 "People first wrote things down."]
+    frames = [TTSStartedFrame()]
+    for sentence in sentences:
+        frames += [TTSAudioRawFrame(16000 * b"\0", 16000, 1), TTSTextFrame(sentence, "sentence")]
+    await run_test(gate, frames_to_send=frames)  # 1.5 s of the bot's speech, in real time
+    assert gate.recent_text() == sentences[-1]
+    assert gate.recent_text(since=began) == " ".join(sentences)
+    judge.echo_segment = True
+    assert judge.meaning("There's a lot to say about it. It began a very long time ago.") is (
+        Meaning.ECHO
+    )
