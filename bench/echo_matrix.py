@@ -179,10 +179,15 @@ async def session(
             dropped.append((level, text))
         elif not any(contains_words(t.get("user_text", ""), w) for t in turns for w in words):
             wrong.append((level, text))
+    finals = [(t, m["data"]["text"]) for t, m in received.rtvi("user-transcription")
+              if m["data"].get("final")]
+    false_starts = [t for t in user_starts if outside(t)]
     return {
         "overlaps": len(overlaps),
         "false_interruptions": sum(1 for t in received.interruptions if outside(t)),
-        "false_turns": sum(1 for t in user_starts if outside(t)),
+        "false_turns": len(false_starts),
+        # What each false user turn was heard as (the next final transcript): what to trace.
+        "false_heard": [next((text for t, text in finals if t >= start), "") for start in false_starts],
         "dropped": dropped,
         "misheard": wrong,
         "seconds": time.monotonic() - started,
@@ -206,7 +211,8 @@ async def run(args) -> tuple[str, dict]:
         fake="" if args.local_llm else "llm",
         answer=LONG_ANSWER,
     )
-    rows, totals = [], {"overlaps": 0, "false": 0, "dropped": 0, "misheard": 0, "holds": 0}
+    rows, totals = [], {"overlaps": 0, "false": 0, "dropped": 0, "misheard": 0, "holds": 0,
+                        "false_heard": []}
     conditions = [(-20, False), (-20, True), (-10, False), (-10, True)]
     voice_pool = itertools.cycle(voices.UNFAMILIAR)
     runs = [(echo, aec, next(voice_pool)) for echo, aec in conditions for _ in range(2)]
@@ -220,6 +226,9 @@ async def run(args) -> tuple[str, dict]:
                 server, echo_db, browser_aec, levels, voice, args, first_question=index % len(QUESTIONS)
             )
             holds, echo_judged = server_log_counts(server, log_start)
+            for heard in figures["false_heard"]:
+                print(f"  false user turn, heard as {heard!r}", flush=True)
+            totals["false_heard"] += figures["false_heard"]
             false = figures["false_interruptions"] + figures["false_turns"]
             totals["overlaps"] += figures["overlaps"]
             totals["false"] += false
@@ -294,6 +303,8 @@ def main() -> None:
         f"{totals['false']} false, {totals['dropped']} dropped over {totals['overlaps']} overlaps — "
         f"{'reached' if totals['false'] == totals['dropped'] == 0 and totals['overlaps'] >= 40 else 'NOT reached'}",
         f"- questions heard but with their key word wrong (STT, not turn-taking): {totals['misheard']}",
+        "- false user turns heard as: "
+        + (", ".join(repr(text) for text in totals["false_heard"]) or "none"),
     ]
     report(
         args,
