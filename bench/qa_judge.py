@@ -28,6 +28,9 @@ REFUSAL = re.compile(
     re.IGNORECASE,
 )
 
+# The agent's question back when it did not make the words out (bot/turn_taking.py).
+ASKED_AGAIN = re.compile(r"\bdidn'?t catch that\b", re.IGNORECASE)
+
 
 @dataclass(frozen=True)
 class Item:
@@ -49,6 +52,7 @@ class Verdict:
     right: bool
     refusal: bool
     leak: bool
+    asked_again: bool = False  # "Sorry, I didn't catch that": neither right nor a wrong answer
 
 
 def load_items(path: Path = QUESTIONS_FILE) -> list[Item]:
@@ -79,4 +83,5 @@ def judge(item: Item, answer: str) -> Verdict:
     relevant = any(re.search(rf"\b(?:{p})\b", answer, re.IGNORECASE) for p in item.accept)
     long_enough = len(words(answer)) >= item.min_words
     leak = item.category not in KB_CATEGORIES and bool(KB_MARKERS.search(answer))
-    return Verdict(right=relevant and long_enough and not refusal and not leak, refusal=refusal, leak=leak)
+    return Verdict(right=relevant and long_enough and not refusal and not leak, refusal=refusal, leak=leak,
+                   asked_again=bool(ASKED_AGAIN.search(answer)))

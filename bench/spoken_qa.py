@@ -93,6 +93,8 @@ async def ask_text(items: list[Item], heard: list[Outcome] | None = None) -> lis
     from bot.providers import local_note_sources
     from processors.turn_notes import augmented_context
 
+    from bot.turn_taking import EMPTY_TURN_REPLY
+
     settings = Settings()
     models = LocalModels(settings)
     server = models.llm_server
@@ -106,7 +108,16 @@ async def ask_text(items: list[Item], heard: list[Outcome] | None = None) -> lis
             item = outcome.item
             conversation = uuid.uuid4().hex
             context = LLMContext()
-            for text in outcome.heard:
+            asked_again = False
+            for text, logprob in zip(outcome.heard, outcome.heard_logprob or [0.0] * len(outcome.heard)):
+                # As a session does (processors/unsure_transcripts.py): words Whisper was unsure
+                # of are asked again, once in a row, and never reach the context.
+                if logprob < settings.stt_unsure_logprob and not asked_again:
+                    asked_again = True
+                    outcome.answer, outcome.first_token_ms = EMPTY_TURN_REPLY, None
+                    context.add_message({"role": "assistant", "content": EMPTY_TURN_REPLY})
+                    continue
+                asked_again = False
                 context.add_message({"role": "user", "content": text})
                 request = augmented_context(context, sources) or context
                 messages = [{"role": "system", "content": settings.system_prompt}, *request.messages]
@@ -139,7 +150,8 @@ async def ask_text(items: list[Item], heard: list[Outcome] | None = None) -> lis
 def transcribe_all(items: list[Item], voice_names: list[str], conditions: list[str]) -> list[Outcome]:
     from bot.config import Settings
     from bot.local.models import LocalModels
-    from bot.local.whisper_window import WindowedWhisper
+    from bot.local.services import NO_SPEECH_PROB
+    from bot.local.whisper_window import WindowedWhisper, heard
 
     from bot.providers import stt_vocabulary
 
@@ -157,7 +169,9 @@ def transcribe_all(items: list[Item], voice_names: list[str], conditions: list[s
                     audio, _ = spoken(text, voice, condition, models.synthesize)
                     audio = audio.astype(np.float32) / 32768
                     segments, _ = whisper.transcribe(audio, language="en", vocabulary=vocabulary)
-                    outcome.heard.append(" ".join(s.text.strip() for s in segments))
+                    words = heard(list(segments), NO_SPEECH_PROB)
+                    outcome.heard.append(words.text)
+                    outcome.heard_logprob.append(words.avg_logprob)
                 outcomes.append(outcome)
             print(f"{voice} {condition}: WER {wer(o for o in outcomes if o.voice == voice and o.condition == condition):.3f}",
                   flush=True)

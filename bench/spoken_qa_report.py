@@ -19,6 +19,7 @@ class Outcome:
     voice: str
     condition: str
     heard: list[str] = field(default_factory=list)  # the transcript of each utterance
+    heard_logprob: list[float] = field(default_factory=list)  # Whisper's confidence in each (stt mode)
     answer: str = ""
     v2v_ms: float | None = None
     first_token_ms: float | None = None
@@ -54,19 +55,20 @@ def summarize(outcomes: list[Outcome], mode: str) -> tuple[str, dict]:
         f = figures[(voice, condition)] = {
             "n": len(group), "right": right, "share": right / len(group),
             "refusals": sum(v.refusal for v in verdicts), "leaks": sum(v.leak for v in verdicts),
+            "asked_again": sum(v.asked_again for v in verdicts),
             "wer": wer(group) if mode != "text" else None,
             "p50": p50(latency), "p95": p95(latency),
             "problems": sum(1 for o in group if o.problem),
         }
         word_error = "–" if f["wer"] is None else f"{100 * f['wer']:.1f} %"
         rows.append([voice, condition, f"{right}/{len(group)} ({100 * f['share']:.0f} %)",
-                     f["refusals"], f["leaks"], word_error,
+                     f["asked_again"], f["refusals"], f["leaks"], word_error,
                      fmt(f["p50"]), fmt(f["p95"]), f["problems"]])
     if mode == "stt":  # nothing was asked: only what the recogniser heard
-        table = markdown_table(["voice", "condition", "WER"], [[r[0], r[1], r[5]] for r in rows])
+        table = markdown_table(["voice", "condition", "WER"], [[r[0], r[1], r[6]] for r in rows])
         return table, figures
     latency_name = "v2v" if mode == "voice" else "first token"
-    table = markdown_table(["voice", "condition", "right", "refusals", "kb leaks", "WER",
+    table = markdown_table(["voice", "condition", "right", "asked again", "refusals", "kb leaks", "WER",
                             f"{latency_name} p50 (ms)", f"{latency_name} p95 (ms)", "no answer"],
                            rows)
     by_category: dict[str, list[bool]] = defaultdict(list)
@@ -98,6 +100,10 @@ def verdicts(outcomes: list[Outcome], figures: dict, mode: str) -> list[str]:
         leaks = sum(o.verdict.leak for o in outcomes)
         refusals = sum(o.verdict.refusal for o in outcomes)
         lines.append(f"- knowledge-base leaks: {leaks} (target 0); refusals: {refusals} (target 0)")
+        asked = sum(o.verdict.asked_again for o in outcomes)
+        given = sum(not o.verdict.right and not o.verdict.asked_again for o in outcomes)
+        lines.append(f"- asked again (\"didn't catch that\"): {asked}; wrong answers given: {given} "
+                     f"of {len(outcomes)}")
     if mode != "text":
         clean = [o for o in outcomes if o.condition == "clean"]
         if clean:
@@ -111,7 +117,7 @@ def verdicts(outcomes: list[Outcome], figures: dict, mode: str) -> list[str]:
             reached = "reached" if a <= 800 and b <= 1500 else "NOT reached"
             lines.append(f"- voice-to-voice p50 {fmt(a)} ms (target ≤ 800), "
                          f"p95 {fmt(b)} ms (target ≤ 1,500) — {reached}")
-    wrong = [o for o in outcomes if not o.verdict.right] if mode != "stt" else []
+    wrong = [o for o in outcomes if not o.verdict.right and not o.verdict.asked_again] if mode != "stt" else []
     if wrong:
         lines.append("- wrong answers (first 12): " + "; ".join(
             f"{o.item.id} [{o.voice}/{o.condition}] "

@@ -50,6 +50,7 @@ from processors.context_budget import ContextBudget, tools_tokens
 from processors.denoise import Denoiser
 from processors.echo_cancel import BotAudioTap, EchoCanceller, EchoReference
 from processors.empty_turn_reply import EmptyTurnReply
+from processors.unsure_transcripts import UnsureTranscripts
 from processors.input_audio_stop import InputAudioStop
 from processors.llm_error_apology import LLMErrorApology
 from processors.observers.turn_metrics import TurnMetricsObserver, TurnRecord, TurnSubscriber
@@ -183,6 +184,7 @@ def build_pipeline(
         assistant_params=assistant_params,
     )
 
+    unsure = UnsureTranscripts(settings.stt_unsure_logprob)
     records_user_audio = bool(recorder and recorder.audio_path)
     pipeline = Pipeline(
         [
@@ -197,10 +199,12 @@ def build_pipeline(
                 bot_audible=lambda: barge_in.listening_over_bot,
             ),
             BackchannelFilter(barge_in),
+            unsure,  # how sure the recogniser was of each transcript of the turn
             user_aggregator,
             # The microphone's audio goes no further unless the recorder needs it.
             *([] if records_user_audio else [InputAudioStop()]),
-            EmptyTurnReply(prompt=EMPTY_TURN_PROMPT, reply=EMPTY_TURN_REPLY),
+            # A turn with no words, or only words heard unsurely: "Sorry, I didn't catch that."
+            EmptyTurnReply(prompt=EMPTY_TURN_PROMPT, reply=EMPTY_TURN_REPLY, unsure=unsure),
             budget.guard(),  # the user's turns
             # A failed completion is answered with an apology, not silence (a cloud LLM's
             # fallback switcher handles its own failures and passes this by).

@@ -13,7 +13,7 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.tests.utils import run_test
 
 from bot.conversation import converse
-from bot.local.eager_whisper import EAGER_RESULT
+from bot.local.eager_whisper import EAGER_PASS
 from bot.pipeline import Session
 from bot.providers import create_stt
 from tests.text import contains_words
@@ -86,7 +86,7 @@ async def test_the_pass_started_at_the_pause_is_the_final_transcript(
     )
     (final,) = [f for f in down if isinstance(f, TranscriptionFrame)]
     assert contains_words(final.text, "capital", "France"), final.text
-    assert final.result == EAGER_RESULT, "transcribed again at the stop, not taken from the pass"
+    assert final.result["source"] == EAGER_PASS, "transcribed again at the stop, not taken from the pass"
 
 
 async def test_an_unsure_eager_pass_is_shown_but_the_final_comes_from_the_30_s_window(
@@ -107,7 +107,7 @@ async def test_an_unsure_eager_pass_is_shown_but_the_final_comes_from_the_30_s_w
     assert transcripts.final, "a final transcript"
     heard = " ".join(final.text for final in transcripts.final)
     assert contains_words(heard, "capital", "France"), heard
-    assert all(final.result != EAGER_RESULT for final in transcripts.final), (
+    assert all(final.result["source"] != EAGER_PASS for final in transcripts.final), (
         "an unsure pass became final"
     )
 

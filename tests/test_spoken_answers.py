@@ -1,4 +1,5 @@
-"""Right answers to questions spoken in voices the bot has never heard, through the voice loop.
+"""Right answers to questions spoken in voices the bot has never heard, through the voice loop,
+and a question back when the recogniser was unsure of what it heard.
 
 A fixed dozen of the spoken-QA yardstick's items (bench/spoken_qa.yaml: general knowledge,
 arithmetic, a follow-up, a joke, a knowledge-base question and a general one that shares its
@@ -12,8 +13,10 @@ import pytest
 
 from bench import voices
 from bench.qa_judge import KB_MARKERS, judge, load_items
+from bench.spoken_qa import spoken
 from bot.conversation import converse
 from bot.pipeline import Session
+from bot.turn_taking import EMPTY_TURN_REPLY
 from tests.conftest import local_settings
 from transports.file import FileTransportParams, Utterance
 
@@ -28,6 +31,9 @@ SUBSET = [
 # tiny.en mishears it ("Who painted the Mona Lisa?" → "You painted the Mona Lisa."); its
 # figures are in bench/RESULTS.md (Spoken QA), with the other voices'.
 TEST_VOICES = ["flite-slt", "flite-rms"]
+
+
+REPEATED = next(item for item in load_items() if item.id == "light-bulb")
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +53,22 @@ async def test_a_dozen_spoken_questions_are_answered_right(models, items):
         Utterance(audio=voices.synthesize(item.q, TEST_VOICES[i % 2]), name=item.id)
         for i, item in enumerate(items)
     ]
+    # Then a question lost in a noisy room (white noise, 10 dB SNR), which Whisper hears as
+    # another sentence and is unsure of: it is asked again, and the repeat is answered.
+    noisy, _ = spoken(REPEATED.q, TEST_VOICES[0], "noisy", piper=None)
+    script += [
+        Utterance(audio=noisy, name="noisy"),
+        Utterance(audio=voices.synthesize(REPEATED.q, TEST_VOICES[0]), name="repeated"),
+    ]
     session = Session(settings=local_settings(greeting="", llm_seed=7), models=models)
     # In real time, as a person listens, and patient: on a loaded machine the LLM can take
     # over a second to write the rest of a sentence after its first phrase is spoken.
     result = await converse(script, session, FileTransportParams(fast=False, reply_pause_secs=3.0))
 
     turns = result.turn_dicts()
-    assert len(turns) == len(items), [(t["user_text"], t["bot_text"]) for t in turns]
+    assert len(turns) == len(items) + 2, [(t["user_text"], t["bot_text"]) for t in turns]
+    (misheard, asked_again), (repeat, answer) = [(t["user_text"], t["bot_text"]) for t in turns[-2:]]
+    turns = turns[:-2]
     verdicts = [judge(item, turn["bot_text"]) for item, turn in zip(items, turns)]
     report = "\n".join(
         f"{'ok ' if v.right else 'BAD'} {item.id} ({TEST_VOICES[i % 2]}): "
@@ -66,3 +81,9 @@ async def test_a_dozen_spoken_questions_are_answered_right(models, items):
     assert "Quintela" in turns[kb]["bot_text"], report
     assert not any(KB_MARKERS.search(t["bot_text"]) for i, t in enumerate(turns) if i != kb), report
     assert not any(v.refusal for v in verdicts), report
+
+    assert asked_again == EMPTY_TURN_REPLY, (misheard, asked_again)
+    assert judge(REPEATED, answer).right, (repeat, answer)
+    # The misheard words never reached the conversation; the repeat did.
+    said = [str(m.get("content")) for m in session.context.get_messages() if m.get("role") == "user"]
+    assert misheard not in said and repeat in said, (misheard, said[-3:])

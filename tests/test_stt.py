@@ -2,7 +2,10 @@
 
 import pytest
 
-from tests.support.audio import shared_transcripts, transcribe
+from bench import voices
+from bench.spoken_qa import spoken
+from processors.unsure_transcripts import is_unsure
+from tests.support.audio import shared_transcripts, transcribe, transcripts
 from tests.text import normalise, word_error_rate
 from transports.wav import load_wav
 
@@ -23,3 +26,19 @@ async def test_real_recordings_overall_wer(shared_audio, settings, models):
         words += n
     assert words > 0
     assert errors / words <= 0.15, f"{errors} errors in {words} words"
+
+
+async def test_real_speech_is_heard_surely_and_a_mishearing_unsurely(shared_audio, settings, models):
+    """The confidence that decides whether a turn is asked again, not answered
+    (processors/unsure_transcripts.py): no real recording falls under the threshold, and a
+    question buried in white noise, which tiny.en hears as another sentence, does."""
+    for name, _ in shared_transcripts():
+        (heard,) = await transcripts(settings, models, load_wav(shared_audio / name, 16000))
+        assert not is_unsure(heard, settings.stt_unsure_logprob), (name, heard.result)
+    if not voices.get("flite-slt").available():
+        pytest.skip("flite-slt needs flite (apt-get install flite; `make test` installs it)")
+    question = "Who is usually credited with inventing the light bulb?"
+    audio, _ = spoken(question, "flite-slt", "noisy", piper=None)  # white noise, 10 dB SNR
+    (heard,) = await transcripts(settings, models, audio)
+    assert "light bulb" not in heard.text.lower(), heard.text  # still misheard, or no test
+    assert is_unsure(heard, settings.stt_unsure_logprob), (heard.text, heard.result)

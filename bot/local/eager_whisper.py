@@ -48,11 +48,12 @@ from pipecat.utils.time import time_now_iso8601
 
 from bot.barge_in import NoWordsFrame
 from bot.local.services import SharedWhisperSTTService
+from bot.local.whisper_window import Heard, heard
 from bot.speech_pause import PauseDetector
 
 MIN_PASS_SECS = 0.5  # less audio than this is not worth a pass
 MAX_PASSES = 2  # passes in flight at once, counting the end-of-speech pass
-EAGER_RESULT = {"source": "eager-pass"}  # marks a final transcript an eager pass produced
+EAGER_PASS = "eager-pass"  # a final transcript's `result["source"]` when a pass produced it
 
 
 # A draft this long that the 30 s window found no words in is kept: Whisper's short window
@@ -137,31 +138,28 @@ class EagerWhisperSTTService(EagerEndOfTurnSTTServiceMixin, SharedWhisperSTTServ
         task = self.create_task(self._transcribe_pass(snapshot, interim), "eager-whisper-pass")
         self._passes = [p for p in self._passes if not p.task.done()] + [_Pass(len(snapshot), task)]
 
-    async def _transcribe_pass(self, pcm: bytes, interim: bool) -> tuple[str, bool]:
+    async def _transcribe_pass(self, pcm: bytes, interim: bool) -> Heard:
         # Every pass is a draft: most are superseded, and the final path below re-checks
         # one the short window was unsure of.
-        text, trusted = await self._transcribe(pcm + self._trailing_silence(), draft=True)
+        words = await self._transcribe(pcm + self._trailing_silence(), draft=True)
+        text = words.text
         # Once the final transcript is out (the passes were consumed), an interim is stale.
         current = any(p.task is asyncio.current_task() for p in self._passes)
         if interim and text and current:
             await self.push_frame(
                 InterimTranscriptionFrame(text, self._user_id, time_now_iso8601())
             )
-        elif text and trusted and current and self._user_speaking and self._pause.quiet:
+        elif text and words.trusted and current and self._user_speaking and self._pause.quiet:
             # Still quiet since the pause this pass started at: the likely whole utterance.
             await self._push_eager_end_of_turn(
                 text, user_id=self._user_id, language=self._settings.language
             )
-        return text, trusted
+        return words
 
-    async def _transcribe(
-        self, pcm: bytes, *, draft: bool = False, stock: bool = False
-    ) -> tuple[str, bool]:
-        """(text, trusted): see `WindowedWhisper.transcribe` for `draft` and `stock`."""
+    async def _transcribe(self, pcm: bytes, *, draft: bool = False, stock: bool = False) -> Heard:
+        """See `WindowedWhisper.transcribe` for `draft` and `stock`."""
         segments = await self._segments(pcm, draft=draft, stock=stock)
-        threshold = self._settings.no_speech_prob
-        text = " ".join(s.text.strip() for s in segments if s.no_speech_prob < threshold)
-        return text, all(getattr(s, "trusted", True) for s in segments)
+        return heard(segments, self._settings.no_speech_prob)
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
         """The final transcript: the latest eager pass's if it heard the whole utterance."""
@@ -174,26 +172,29 @@ class EagerWhisperSTTService(EagerEndOfTurnSTTServiceMixin, SharedWhisperSTTServ
             needed = speech_bytes - int(self._stop_secs * self.sample_rate) * 2
         covering = [p for p in self._passes if p.covered_bytes >= needed]
         self._passes = []
-        text, result = None, None
+        words, source = None, "whisper"
         if covering:
             try:
-                draft, trusted = await covering[-1].task
-                if trusted:
-                    text, result = draft, EAGER_RESULT
+                draft = await covering[-1].task
+                if draft.trusted:
+                    words, source = draft, EAGER_PASS
                 else:  # noisy or mangled audio: Whisper's own 30 s window decides
                     logger.debug(
-                        f"{self}: unsure of the eager pass ({draft!r}); the 30 s window instead"
+                        f"{self}: unsure of the eager pass ({draft.text!r}); the 30 s window instead"
                     )
-                    text, _ = await self._transcribe(audio, stock=True)
-                    if not text and draft_is_kept(draft, self._short_words):
-                        logger.debug(f"{self}: the 30 s window found no words; keeping {draft!r}")
-                        text = draft
+                    words = await self._transcribe(audio, stock=True)
+                    if not words.text and draft_is_kept(draft.text, self._short_words):
+                        logger.debug(
+                            f"{self}: the 30 s window found no words; keeping {draft.text!r}"
+                        )
+                        words = draft
             except Exception as e:  # a failed pass: transcribe the segment instead
                 logger.warning(f"{self}: eager pass failed ({e}); transcribing the segment")
-        if text is None:
+        if words is None:
             if not covering:
                 logger.debug(f"{self}: no eager pass heard the end; transcribing the segment")
-            text, _ = await self._transcribe(audio)
+            words = await self._transcribe(audio)
+        text = words.text
         await self.stop_processing_metrics()
         self._clear_eager_end_of_turn()  # committed: the turn strategy compares the two
         if text and any(word in text.lower() for word in self._untranscribable):
@@ -201,7 +202,11 @@ class EagerWhisperSTTService(EagerEndOfTurnSTTServiceMixin, SharedWhisperSTTServ
             text = ""
         if text:
             yield TranscriptionFrame(
-                text, self._user_id, time_now_iso8601(), self._settings.language, result=result
+                text,
+                self._user_id,
+                time_now_iso8601(),
+                self._settings.language,
+                result={"source": source, "avg_logprob": words.avg_logprob},
             )
         else:
             yield NoWordsFrame()

@@ -46,8 +46,9 @@ from pipecat.utils.time import time_now_iso8601
 
 from bot.speech_pause import PauseDetector
 from bot.text_aggregation import speakable_chunk
-from bot.local.whisper_window import WindowedWhisper
+from bot.local.whisper_window import WindowedWhisper, heard
 
+NO_SPEECH_PROB = 0.4  # a segment Whisper finds likelier than this to be no speech is dropped
 SMART_TURN_SAMPLE_RATE = 16000  # what smart-turn v3 was trained on
 SMART_TURN_SECS = 8  # how much of the turn's end it hears
 
@@ -78,7 +79,7 @@ class SharedWhisperSTTService(SegmentedSTTService):
             settings=self.Settings(
                 model="shared",
                 language=Language.EN,
-                no_speech_prob=0.4,
+                no_speech_prob=NO_SPEECH_PROB,
                 hotwords=None,
                 initial_prompt=vocabulary or None,
             ),
@@ -100,14 +101,16 @@ class SharedWhisperSTTService(SegmentedSTTService):
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
         """As WhisperSTTService.run_stt, on the shared model."""
         await self.start_processing_metrics()
-        segments = await self._segments(audio)
-        threshold = self._settings.no_speech_prob
-        text = "".join(f"{s.text} " for s in segments if s.no_speech_prob < threshold)
+        words = heard(await self._segments(audio), self._settings.no_speech_prob)
         await self.stop_processing_metrics()
-        if text:
-            logger.debug(f"Transcription: [{text}]")
+        if words.text:
+            logger.debug(f"Transcription: [{words.text}]")
             yield TranscriptionFrame(
-                text, self._user_id, time_now_iso8601(), self._settings.language
+                words.text,
+                self._user_id,
+                time_now_iso8601(),
+                self._settings.language,
+                result={"avg_logprob": words.avg_logprob},
             )
 
     async def _segments(self, pcm: bytes, **options: Any) -> list[Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from loguru import logger
@@ -42,7 +42,26 @@ class WindowedSegment:
 
     text: str
     no_speech_prob: float
+    avg_logprob: float = 0.0  # mean token log-probability, as faster-whisper's Segment has it
     trusted: bool = True
+
+
+class Heard(NamedTuple):
+    """What a transcription heard: its text, how sure Whisper was of it (the mean token
+    log-probability over its words, 0.0 for no words) and whether a draft can be trusted."""
+
+    text: str
+    avg_logprob: float = 0.0
+    trusted: bool = True
+
+
+def heard(segments: list[Any], no_speech_threshold: float) -> Heard:
+    """The words of `segments` Whisper took for speech, and its confidence in them."""
+    spoken = [s for s in segments if s.no_speech_prob < no_speech_threshold and s.text.strip()]
+    text = " ".join(s.text.strip() for s in spoken)
+    chars = sum(len(s.text) for s in spoken)
+    logprob = sum(s.avg_logprob * len(s.text) for s in spoken) / chars if chars else 0.0
+    return Heard(text, logprob, all(getattr(s, "trusted", True) for s in segments))
 
 
 def trailing_repeat_start(tokens: list[int], min_len: int = 3) -> int | None:
@@ -190,7 +209,12 @@ class WindowedWhisper:
         if compression_ratio(text) > MAX_COMPRESSION_RATIO:
             logger.debug(f"windowed Whisper repeated itself ({text!r}); 30 s window instead")
             return None
-        return WindowedSegment(text=text, no_speech_prob=result.no_speech_prob, trusted=not unsure)
+        return WindowedSegment(
+            text=text,
+            no_speech_prob=result.no_speech_prob,
+            avg_logprob=result.scores[0],
+            trusted=not unsure,
+        )
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)

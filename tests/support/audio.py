@@ -25,12 +25,17 @@ def shared_transcripts() -> list[tuple[str, str]]:
     return [(r[0], r[1]) for r in rows]
 
 
-async def transcribe(settings, models, audio: np.ndarray) -> str:
-    """Through the STT service our provider factory builds (shared model, greedy beam)."""
+async def transcripts(settings, models, audio: np.ndarray) -> list:
+    """The TranscriptionFrames of the STT service our provider factory builds (shared model,
+    greedy beam) for one utterance."""
     from pipecat.frames.frames import TranscriptionFrame
 
     from bot.providers import create_stt
 
     stt = create_stt(settings, models)
     frames = [f async for f in stt.run_stt(audio.astype(np.int16).tobytes())]
-    return " ".join(f.text for f in frames if isinstance(f, TranscriptionFrame))
+    return [f for f in frames if isinstance(f, TranscriptionFrame)]
+
+
+async def transcribe(settings, models, audio: np.ndarray) -> str:
+    return " ".join(f.text for f in await transcripts(settings, models, audio))
