@@ -327,7 +327,7 @@ def main() -> None:
     settings_env = {k: os.environ[k] for k in sorted(os.environ)
                     if k in ("LOCAL_LLM", "LLM_GGUF_PATH", "WHISPER_MODEL", "WHISPER_BEAM_SIZE", "SYSTEM_PROMPT",
                              "KNOWLEDGE_MATCH_THRESHOLD", "LLM_TEMPERATURE", "WHISPER_VOCABULARY", "DENOISE_ENABLED",
-                             "SPECULATIVE_REPLY")}
+                             "SPECULATIVE_REPLY", "LLM_SEED", "STT_UNSURE_LOGPROB")}
     name = "spoken_qa" if args.mode == "voice" else f"spoken_qa_{args.mode}"
     name += f"_{args.label}" if args.label else ""
     title = {"voice": "Spoken QA: right answers in unfamiliar voices, over /ws",
