@@ -1,12 +1,9 @@
 """Local STT (faster-whisper tiny.en, greedy) on real human speech."""
 
-import numpy as np
 import pytest
 
 from bench import voices
 from bench.spoken_qa import spoken
-from bot.local.services import NO_SPEECH_PROB
-from bot.local.whisper_window import WindowedWhisper, heard
 from processors.unsure_transcripts import is_unsure
 from tests.support.audio import shared_transcripts, transcribe, transcripts
 from tests.text import normalise, word_error_rate
@@ -45,18 +42,3 @@ async def test_real_speech_is_heard_surely_and_a_mishearing_unsurely(shared_audi
     (heard,) = await transcripts(settings, models, audio)
     assert "light bulb" not in heard.text.lower(), heard.text  # still misheard, or no test
     assert is_unsure(heard, settings.stt_unsure_logprob), (heard.text, heard.result)
-
-
-async def test_words_whisper_half_takes_for_silence_are_kept_and_noise_is_not(settings, models):
-    """Whisper gives espeak's voice a no-speech probability of 0.47 while hearing it word for
-    word: only a segment also decoded unsurely is silence (bot/local/whisper_window.py)."""
-    if not voices.get("espeak-us-f").available():
-        pytest.skip("espeak-us-f needs espeak-ng (apt-get install espeak-ng; `make test` installs it)")
-    question, _ = spoken("Who painted the Mona Lisa?", "espeak-us-f", "clean", piper=None)
-    assert normalise(await transcribe(settings, models, question)) == "who painted the mona lisa"
-    # A room's babble, which Whisper's short window decodes as "You" (an eager pass's draft).
-    hiss = (np.random.default_rng(3).standard_normal(24000) * 300).astype(np.int16)
-    room = voices.add_noise(hiss, 0.0, "babble", seed=3).astype(np.float32) / 32768
-    segments, _ = WindowedWhisper(models.whisper).transcribe(room, language="en", draft=True)
-    assert any(s.text.strip() for s in segments), segments
-    assert heard(segments, NO_SPEECH_PROB).text == "", segments

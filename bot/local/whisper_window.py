@@ -33,7 +33,6 @@ MAX_COMPRESSION_RATIO = 2.4  # Whisper's own threshold for "this text repeats it
 # Below this mean token log-probability the short window is unsure (noisy or mangled
 # audio, where it does worse than the 30 s window): the stock window decides.
 MIN_AVG_LOGPROB = -0.35
-SILENCE_LOGPROB = -1.0  # Whisper's own `log_prob_threshold`, as its no-speech rule uses it
 
 
 @dataclass(frozen=True)
@@ -56,17 +55,9 @@ class Heard(NamedTuple):
     trusted: bool = True
 
 
-def is_silence(segment: Any, no_speech_threshold: float) -> bool:
-    """Whisper's own rule (openai/whisper's `transcribe`): a segment is no speech when its
-    no-speech probability is high *and* its decode unsure. The probability alone dropped
-    clean questions heard word for word (espeak's voice: 0.42-0.48, 4 of 512 utterances);
-    noise, clicks and silence decode under -1.5."""
-    return segment.no_speech_prob >= no_speech_threshold and segment.avg_logprob < SILENCE_LOGPROB
-
-
 def heard(segments: list[Any], no_speech_threshold: float) -> Heard:
     """The words of `segments` Whisper took for speech, and its confidence in them."""
-    spoken = [s for s in segments if not is_silence(s, no_speech_threshold) and s.text.strip()]
+    spoken = [s for s in segments if s.no_speech_prob < no_speech_threshold and s.text.strip()]
     text = " ".join(s.text.strip() for s in spoken)
     chars = sum(len(s.text) for s in spoken)
     logprob = sum(s.avg_logprob * len(s.text) for s in spoken) / chars if chars else 0.0
