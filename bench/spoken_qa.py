@@ -82,9 +82,11 @@ def spoken(item_text: str, voice: str, condition: str, piper) -> tuple[np.ndarra
 # --- text mode: the LLM alone --------------------------------------------------------------
 
 
-async def ask_text(items: list[Item], heard: list[Outcome] | None = None) -> list[Outcome]:
-    """Each item's utterances as text to the LLM; with `heard` (stt mode's outcomes), what the
-    recogniser heard instead of what was said, one outcome per voice and condition."""
+async def ask_text(items: list[Item], voice_names: list[str] = (),
+                   conditions: list[str] = ()) -> list[Outcome]:
+    """Each item's utterances as text to the LLM; with voices and conditions (heard mode),
+    what the recogniser heard of each instead of what was said, one outcome per voice and
+    condition, transcribed as the conversation goes (the recogniser reads its last exchange)."""
     from openai import AsyncOpenAI
     from pipecat.processors.aggregators.llm_context import LLMContext
 
@@ -101,7 +103,12 @@ async def ask_text(items: list[Item], heard: list[Outcome] | None = None) -> lis
     server.warm_up()
     sources = local_note_sources(settings)
     client = AsyncOpenAI(api_key="local", base_url=server.base_url)
-    asked = heard or [Outcome(item, "text", "text", heard=list(item.utterances)) for item in items]
+    listener = Listener(settings, models) if voice_names else None
+    if listener:
+        asked = [Outcome(item, voice, condition) for voice in voice_names
+                 for condition in conditions for item in items]
+    else:
+        asked = [Outcome(item, "text", "text", heard=list(item.utterances)) for item in items]
     outcomes = []
     try:
         for outcome in asked:
@@ -109,7 +116,12 @@ async def ask_text(items: list[Item], heard: list[Outcome] | None = None) -> lis
             conversation = uuid.uuid4().hex
             context = LLMContext()
             asked_again = False
-            for text, logprob in zip(outcome.heard, outcome.heard_logprob or [0.0] * len(outcome.heard)):
+            for n, said in enumerate(item.utterances):
+                if listener:
+                    words = listener.hear(said, outcome.voice, outcome.condition, context)
+                    outcome.heard.append(words.text)
+                    outcome.heard_logprob.append(words.avg_logprob)
+                text, logprob = outcome.heard[n], (outcome.heard_logprob or [0.0] * (n + 1))[n]
                 # As a session does (processors/unsure_transcripts.py): words Whisper was unsure
                 # of are asked again, once in a row, and never reach the context.
                 if logprob < settings.stt_unsure_logprob and not asked_again:
@@ -147,31 +159,57 @@ async def ask_text(items: list[Item], heard: list[Outcome] | None = None) -> lis
 # --- stt mode: the recogniser alone ----------------------------------------------------------
 
 
+class Listener:
+    """The recogniser as a session's makes a turn's final transcript: undenoised (in the
+    pipeline the denoiser comes after it), reading the conversation's last exchange in
+    `context` when the settings say so (WHISPER_CONVERSATION_PROMPT)."""
+
+    def __init__(self, settings, models):
+        from bot.local.whisper_window import WindowedWhisper
+        from bot.providers import stt_conversation_prompt, stt_vocabulary
+
+        self.models = models
+        self.whisper = WindowedWhisper(models.whisper, settings.whisper_beam_size,
+                                       settings.whisper_window_secs)
+        self.vocabulary = stt_vocabulary(settings)
+        self.conversation = stt_conversation_prompt(settings)
+
+    def hear(self, text: str, voice: str, condition: str, context):
+        from bot.local.services import NO_SPEECH_PROB
+        from bot.local.whisper_window import heard
+
+        audio, _ = spoken(text, voice, condition, self.models.synthesize)
+        prompt = self.vocabulary
+        if self.conversation:
+            self.conversation.follow(context)
+            prompt = self.conversation()
+        segments, _ = self.whisper.transcribe(audio.astype(np.float32) / 32768, language="en",
+                                              vocabulary=prompt)
+        return heard(list(segments), NO_SPEECH_PROB)
+
+
 def transcribe_all(items: list[Item], voice_names: list[str], conditions: list[str]) -> list[Outcome]:
+    """Each utterance transcribed; a follow-up after its lead-in as the user's last turn (no
+    answer: the LLM is not asked in this mode)."""
+    from pipecat.processors.aggregators.llm_context import LLMContext
+
     from bot.config import Settings
     from bot.local.models import LocalModels
-    from bot.local.services import NO_SPEECH_PROB
-    from bot.local.whisper_window import WindowedWhisper, heard
-
-    from bot.providers import stt_vocabulary
 
     settings = Settings()
     models = LocalModels(settings)
-    whisper = WindowedWhisper(models.whisper, settings.whisper_beam_size, settings.whisper_window_secs)
-    vocabulary = stt_vocabulary(settings)
+    listener = Listener(settings, models)
     outcomes = []
     for voice in voice_names:
         for condition in conditions:
             for item in items:
                 outcome = Outcome(item, voice, condition)
+                context = LLMContext()
                 for text in item.utterances:
-                    # Undenoised: in the pipeline the denoiser comes after the recogniser.
-                    audio, _ = spoken(text, voice, condition, models.synthesize)
-                    audio = audio.astype(np.float32) / 32768
-                    segments, _ = whisper.transcribe(audio, language="en", vocabulary=vocabulary)
-                    words = heard(list(segments), NO_SPEECH_PROB)
+                    words = listener.hear(text, voice, condition, context)
                     outcome.heard.append(words.text)
                     outcome.heard_logprob.append(words.avg_logprob)
+                    context.add_message({"role": "user", "content": words.text})
                 outcomes.append(outcome)
             print(f"{voice} {condition}: WER {wer(o for o in outcomes if o.voice == voice and o.condition == condition):.3f}",
                   flush=True)
@@ -309,7 +347,7 @@ def main() -> None:
     elif args.mode == "stt":
         outcomes = transcribe_all(items, voice_names, conditions)
     elif args.mode == "heard":
-        outcomes = asyncio.run(ask_text(items, transcribe_all(items, voice_names, conditions)))
+        outcomes = asyncio.run(ask_text(items, voice_names, conditions))
     else:
         cost = ServerCost()
         outcomes = asyncio.run(ask_voices(items, voice_names, conditions, args.timeout, cost))
@@ -327,7 +365,8 @@ def main() -> None:
     settings_env = {k: os.environ[k] for k in sorted(os.environ)
                     if k in ("LOCAL_LLM", "LLM_GGUF_PATH", "WHISPER_MODEL", "WHISPER_BEAM_SIZE", "SYSTEM_PROMPT",
                              "KNOWLEDGE_MATCH_THRESHOLD", "LLM_TEMPERATURE", "WHISPER_VOCABULARY", "DENOISE_ENABLED",
-                             "SPECULATIVE_REPLY", "LLM_SEED", "STT_UNSURE_LOGPROB")}
+                             "SPECULATIVE_REPLY", "LLM_SEED", "STT_UNSURE_LOGPROB",
+                             "WHISPER_CONVERSATION_PROMPT")}
     name = "spoken_qa" if args.mode == "voice" else f"spoken_qa_{args.mode}"
     name += f"_{args.label}" if args.label else ""
     title = {"voice": "Spoken QA: right answers in unfamiliar voices, over /ws",

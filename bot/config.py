@@ -105,6 +105,10 @@ class Settings(ServerSettings, FallbackSettings, BaseSettings):
     # Give Whisper the knowledge base's names (Brightline, eSIM…) as its prompt, so it
     # spells them as written there (bench.spoken_qa --mode stt measures it).
     whisper_vocabulary: bool = False
+    # Give Whisper the conversation's last exchange (the user's last turn and the reply) as
+    # its previous text before each transcript (bot/local/whisper_prompt.py): fewer words
+    # misheard in every voice measured (bench/RESULTS.md).
+    whisper_conversation_prompt: bool = True
     # Which shipped local LLM (bot/local/models.py: SHIPPED_LLMS); the choice is measured in
     # bench/RESULTS.md ("Spoken QA"). LLM_GGUF_PATH, if set, is used instead.
     local_llm: Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"] = "qwen2.5-coder-1.5b"

@@ -157,6 +157,8 @@ def build_pipeline(
     tools, notes = create_knowledge(settings, local_llm=services.local_llm)
     messages = list(history or [])
     context = LLMContext(messages, tools=ToolsSchema(tools)) if tools else LLMContext(messages)
+    if services.follow_conversation:  # the local recogniser hears in the conversation's words
+        services.follow_conversation(context)
     # Every LLM request (system instruction + tools + turns) stays within CONTEXT_TOKEN_BUDGET.
     budget, assistant_params = create_memory(
         settings, context, lambda: llm.settings.system_instruction

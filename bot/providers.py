@@ -8,7 +8,9 @@ them at loopback peers.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pipecat.services.llm_service import LLMService
 from pipecat.services.openai.llm import OpenAILLMService
@@ -20,6 +22,11 @@ from bot.config import ProviderChoice, Settings, Stage
 from bot.local.models import LocalModels
 from bot.text_aggregation import FirstChunkTextAggregator
 from bot.tool_preamble import NoFillerAfterPreamble
+
+if TYPE_CHECKING:
+    from pipecat.processors.aggregators.llm_context import LLMContext
+
+    from bot.local.whisper_prompt import ConversationPrompt
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,9 @@ class Services:
     tts: TTSService
     # How the LLM's text is cut for the TTS, where the TTS's own sentences are not best.
     tts_text: BaseTextAggregator | None = None
+    # Called with the session's context once it exists: the local recogniser reads its last
+    # exchange before each transcript (bot/local/whisper_prompt.py).
+    follow_conversation: Callable[[LLMContext], None] | None = None
     # The LLM is the small local model (told the knowledge, offered no tool); None: as the
     # settings say.
     local_llm: bool | None = None
@@ -69,12 +79,14 @@ class Providers:
     """
 
     def services(self, settings: Settings, models: LocalModels) -> Services:
+        stt = self.stt(settings, models)
         return Services(
-            stt=self.stt(settings, models),
+            stt=stt,
             llm=self.llm(settings, models),
             tts=self.tts(settings, models),
             tts_text=self.tts_text(settings),
             local_llm=Stage.LLM in self.local_stages(settings),
+            follow_conversation=getattr(stt, "follow_conversation", None),
         )
 
     def stt(self, settings: Settings, models: LocalModels) -> STTService:
@@ -116,30 +128,23 @@ def create_stt(settings: Settings, models: LocalModels) -> STTService:
     from bot.local.eager_whisper import EagerWhisperSTTService
     from bot.local.services import SharedWhisperSTTService
 
-    if settings.whisper_eager:
-        return EagerWhisperSTTService(
-            model=models.whisper,
-            beam_size=settings.whisper_beam_size,
-            window_secs=settings.whisper_window_secs,
-            untranscribable=_word_list(settings.stt_untranscribable_words),
-            short_words=_word_list(settings.barge_in_interrupt_words),
-            ttfs_p99_latency=1.5,
-        )
-    return SharedWhisperSTTService(
+    common = dict(
         model=models.whisper,
         beam_size=settings.whisper_beam_size,
         window_secs=settings.whisper_window_secs,
         vocabulary=stt_vocabulary(settings),
-        # Its pass at a pause starts a speculative answer (bot/speculation.py).
-        **(
-            {"enable_eager_end_of_turn": settings.speculative_reply}
-            if settings.whisper_eager
-            else {}
-        ),
+        conversation=stt_conversation_prompt(settings),
         # Whisper transcribes a whole segment at once and marks it final, so this only
         # bounds the turn detector's fallback wait for a transcript.
         ttfs_p99_latency=1.5,
     )
+    if settings.whisper_eager:
+        return EagerWhisperSTTService(
+            untranscribable=_word_list(settings.stt_untranscribable_words),
+            short_words=_word_list(settings.barge_in_interrupt_words),
+            **common,
+        )
+    return SharedWhisperSTTService(**common)
 
 
 def stt_vocabulary(settings: Settings) -> str:
@@ -150,6 +155,15 @@ def stt_vocabulary(settings: Settings) -> str:
 
     folder = settings.knowledge_dir or DEFAULT_KNOWLEDGE_DIR
     return KnowledgeBase.shared(folder, max_results=settings.search_max_results).vocabulary()
+
+
+def stt_conversation_prompt(settings: Settings) -> ConversationPrompt | None:
+    """The local recogniser's prompt from the conversation (WHISPER_CONVERSATION_PROMPT)."""
+    if not settings.whisper_conversation_prompt:
+        return None
+    from bot.local.whisper_prompt import ConversationPrompt
+
+    return ConversationPrompt(stt_vocabulary(settings))
 
 
 def create_llm(settings: Settings, models: LocalModels, *, fallback: bool = True) -> LLMService:

@@ -42,3 +42,33 @@ async def test_real_speech_is_heard_surely_and_a_mishearing_unsurely(shared_audi
     (heard,) = await transcripts(settings, models, audio)
     assert "light bulb" not in heard.text.lower(), heard.text  # still misheard, or no test
     assert is_unsure(heard, settings.stt_unsure_logprob), (heard.text, heard.result)
+
+
+@pytest.mark.parametrize(
+    "voice, said_before, reply, follow_up, word",
+    [
+        ("espeak-us-f", "At what temperature does water boil in Celsius?",
+         "Water boils at 100 degrees Celsius at sea level.", "And in Fahrenheit?", "fahrenheit"),
+        ("flite-awb", "What is the capital of Italy?", "The capital of Italy is Rome.",
+         "What about Spain?", "spain"),
+    ],
+)
+async def test_a_follow_up_is_heard_in_the_conversations_words(
+    settings, models, voice, said_before, reply, follow_up, word
+):
+    """WHISPER_CONVERSATION_PROMPT: Whisper reads the last exchange before the user's words
+    (bot/local/whisper_prompt.py). Unprompted, tiny.en hears these follow-ups as "and in fair
+    and high" and "What about spin?"."""
+    from pipecat.processors.aggregators.llm_context import LLMContext
+
+    if not voices.get(voice).available():
+        pytest.skip(f"{voice} needs espeak-ng and flite (`make test` installs them)")
+    audio, _ = spoken(follow_up, voice, "clean", piper=None)
+    unprompted = settings.model_copy(update={"whisper_conversation_prompt": False})
+    alone = " ".join(f.text for f in await transcripts(unprompted, models, audio)).lower()
+    assert word not in alone, alone  # heard right without the prompt: no test
+    conversation = LLMContext(
+        [{"role": "user", "content": said_before}, {"role": "assistant", "content": reply}]
+    )
+    heard = await transcripts(settings, models, audio, conversation)
+    assert word in " ".join(f.text for f in heard).lower(), [f.text for f in heard]

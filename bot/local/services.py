@@ -46,6 +46,7 @@ from pipecat.utils.time import time_now_iso8601
 
 from bot.speech_pause import PauseDetector
 from bot.text_aggregation import speakable_chunk
+from bot.local.whisper_prompt import ConversationPrompt
 from bot.local.whisper_window import WindowedWhisper, heard
 
 NO_SPEECH_PROB = 0.4  # a segment Whisper finds likelier than this to be no speech is dropped
@@ -55,6 +56,7 @@ SMART_TURN_SECS = 8  # how much of the turn's end it hears
 if TYPE_CHECKING:
     import onnxruntime
     from faster_whisper import WhisperModel
+    from pipecat.processors.aggregators.llm_context import LLMContext
     from piper import PiperVoice
 
 
@@ -72,10 +74,12 @@ class SharedWhisperSTTService(SegmentedSTTService):
         beam_size: int = 1,
         window_secs: float = 12.0,
         vocabulary: str = "",
+        conversation: ConversationPrompt | None = None,
         **kwargs: Any,
     ):
+        # `vocabulary`: names the user may say (the knowledge base's), as Whisper's prompt;
+        # `conversation`: that and the session's last exchange instead (`follow`).
         super().__init__(
-            # `vocabulary`: names the user may say (the knowledge base's), as Whisper's prompt.
             settings=self.Settings(
                 model="shared",
                 language=Language.EN,
@@ -86,7 +90,14 @@ class SharedWhisperSTTService(SegmentedSTTService):
             **kwargs,
         )
         self.whisper = WindowedWhisper(model, beam_size, window_secs)
+        self._conversation = conversation
         self._running = False
+
+    def follow_conversation(self, context: LLMContext) -> None:
+        """Read the last exchange of `context` before each transcription (when prompted by
+        the conversation)."""
+        if self._conversation:
+            self._conversation.follow(context)
 
     @property
     def wants_wav_segments(self) -> bool:
@@ -117,7 +128,10 @@ class SharedWhisperSTTService(SegmentedSTTService):
         """Whisper's segments for 16-bit PCM (`WindowedWhisper.transcribe`'s options)."""
         audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
         language = self._settings.language
-        vocabulary = self._settings.initial_prompt or ""
+        if self._conversation:
+            vocabulary = self._conversation()
+        else:
+            vocabulary = self._settings.initial_prompt or ""
 
         def transcribe() -> list[Any]:
             # A lazy generator that decodes as it is consumed: consume it in the thread.

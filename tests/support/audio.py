@@ -25,14 +25,16 @@ def shared_transcripts() -> list[tuple[str, str]]:
     return [(r[0], r[1]) for r in rows]
 
 
-async def transcripts(settings, models, audio: np.ndarray) -> list:
+async def transcripts(settings, models, audio: np.ndarray, conversation=None) -> list:
     """The TranscriptionFrames of the STT service our provider factory builds (shared model,
-    greedy beam) for one utterance."""
+    greedy beam) for one utterance; `conversation`: the session's context so far."""
     from pipecat.frames.frames import TranscriptionFrame
 
     from bot.providers import create_stt
 
     stt = create_stt(settings, models)
+    if conversation is not None:
+        stt.follow_conversation(conversation)
     frames = [f async for f in stt.run_stt(audio.astype(np.int16).tobytes())]
     return [f for f in frames if isinstance(f, TranscriptionFrame)]
 

@@ -1,0 +1,58 @@
+"""What Whisper reads before the user's words: the conversation's last exchange.
+
+Whisper decodes an utterance as the continuation of its "previous text". Given the user's
+last turn and the bot's answer to it, as the session's context holds them, it hears a
+follow-up in the conversation's own words ("And what is that times three?" after "What is
+five plus five? Ten.") and unfamiliar voices better overall: it is primed for a spoken
+question in plain English (bench/RESULTS.md, "Whisper prompted with the conversation").
+Before the first exchange it reads `opening`.
+"""
+
+from __future__ import annotations
+
+from pipecat.processors.aggregators.llm_context import LLMContext, standard_message_text
+
+# The bot's usual first words: primes the first turn like a conversation (measured).
+OPENING = "Hello! How can I help you today?"
+# Whisper keeps at most 223 tokens of previous text; the end of the exchange matters most,
+# and every token is decoder work on each pass.
+MAX_CHARS = 400
+
+
+class ConversationPrompt:
+    """`prompt()`: `vocabulary` (names the user may say) and the last exchange of the
+    context it follows, at most `max_chars` of it, cut at a word."""
+
+    def __init__(self, vocabulary: str = "", opening: str = OPENING, max_chars: int = MAX_CHARS):
+        self._vocabulary = vocabulary.strip()
+        self._opening = opening
+        self._max_chars = max_chars
+        self._context: LLMContext | None = None
+
+    def follow(self, context: LLMContext) -> None:
+        self._context = context
+
+    def __call__(self) -> str:
+        exchange = last_exchange(self._context) if self._context else ""
+        exchange = exchange or self._opening
+        if len(exchange) > self._max_chars:
+            cut = exchange[-self._max_chars :]
+            exchange = cut[cut.find(" ") + 1 :] if " " in cut else cut
+        return f"{self._vocabulary} {exchange}".strip()
+
+
+def last_exchange(context: LLMContext) -> str:
+    """The last thing the user said and what the bot said after it (either may be missing:
+    a greeting before anyone spoke, a turn not answered yet)."""
+    user = bot = ""
+    for message in reversed(context.get_messages()):
+        role = message.get("role") if isinstance(message, dict) else None
+        text = standard_message_text(message).strip()
+        if not text:
+            continue
+        if role == "assistant":
+            bot = f"{text} {bot}".strip()  # a reply in several messages (a tool call's two)
+        elif role == "user":
+            user = text
+            break
+    return f"{user} {bot}".strip()
