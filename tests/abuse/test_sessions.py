@@ -1,0 +1,263 @@
+"""Issue 14's probe, F1-F3: WebRTC offers checked before anything is reserved, slots freed the
+moment a client leaves, no task outliving its session."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import numpy as np
+import pytest
+import websockets
+
+from tests.abuse.frames import session_of
+from tests.support.polling import until, until_async
+from tests.webrtc_peer import WebRTCCaller, offer_sdp
+from web.ws_client import AgentClient
+
+# --- F1, F2: WebRTC offers are checked before anything is reserved ---------------------------
+
+
+async def test_bad_offers_are_refused_with_the_reason_and_reserve_nothing(serve):
+    good = await offer_sdp()
+    without_media = good.split("m=")[0]
+    bad = {
+        "empty SDP": ({"sdp": "", "type": "offer"}, 400, "not SDP"),
+        "garbage": ({"sdp": "garbage", "type": "offer"}, 400, "not SDP"),
+        "bare v=0": ({"sdp": "v=0\r\n", "type": "offer"}, 400, "0 audio m-lines"),
+        "no media": ({"sdp": without_media, "type": "offer"}, 400, "0 audio m-lines"),
+        "no rtcp-mux": (
+            {"sdp": good.replace("a=rtcp-mux\r\n", ""), "type": "offer"},
+            400,
+            "a=rtcp-mux",
+        ),
+        "no ICE password": (
+            {"sdp": good.replace("a=ice-pwd:", "a=x-pwd:"), "type": "offer"},
+            400,
+            "ICE",
+        ),
+        "two audio lines": (
+            {
+                "sdp": good + good[good.index("m=audio") : good.index("m=application")],
+                "type": "offer",
+            },
+            400,
+            "2 audio m-lines",
+        ),
+        "not a user id": (
+            {"sdp": good, "type": "offer", "request_data": {"user_id": "not an id!"}},
+            422,
+            "user_id",
+        ),
+        # Pipecat's JS SDK (SmallWebRTCTransport) spells it requestData.
+        "not a user id, camelCase": (
+            {"sdp": good, "type": "offer", "requestData": {"user_id": "not an id!"}},
+            422,
+            "user_id",
+        ),
+        "empty type": ({"sdp": "", "type": ""}, 422, "'offer'"),
+        "bogus type": ({"type": "bogus"}, 422, "sdp"),
+        "an answer": ({"sdp": good, "type": "answer"}, 422, "'offer'"),
+        "5 MB SDP": (
+            {"sdp": "v=0\r\n" + "a=x\r\n" * 1_000_000, "type": "offer"},
+            413,
+            "MAX_REQUEST_BYTES",
+        ),
+    }
+    async with serve() as server, httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        for name, (body, code, reason) in bad.items():
+            r = await http.post("/api/offer", json=body)
+            assert r.status_code == code, (name, r.status_code, r.text[:300])
+            assert reason in r.text, (name, r.text[:300])
+            assert len(server.registry) == 0 and server.registry.all() == [], name
+        r = await http.patch("/api/offer", json={"pc_id": "nope", "candidates": []})
+        assert r.status_code == 404
+        assert (await http.get("/api/health")).json()["sessions"] == 0
+
+
+async def test_a_webrtc_peer_that_never_connects_is_closed_and_its_slot_freed(serve):
+    """An offer that is answered but never followed by a connection (F1's squatter)."""
+    async with serve(webrtc_connect_timeout_secs=1.0, max_sessions=1) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            r = await http.post("/api/offer", json={"sdp": await offer_sdp(), "type": "offer"})
+            assert r.status_code == 200, r.text
+            assert len(server.registry) == 1
+            await until(
+                lambda: len(server.registry) == 0 and not server.registry.all(),
+                20,
+                "the unconnected session to be closed",
+            )
+        # A caller that does connect keeps its session past the timeout, then frees it.
+        caller = WebRTCCaller(server.url)
+        try:
+            r = await caller.call()
+            assert r.status_code == 200, r.text
+            await asyncio.wait_for(caller.connected.wait(), 20)
+            await asyncio.sleep(2.5)
+            assert len(server.registry) == 1 and server.registry.all()[0].transport == "webrtc"
+        finally:
+            await caller.hang_up()
+        await until(lambda: len(server.registry) == 0, 20, "the caller's slot to be freed")
+
+
+@pytest.mark.parametrize("session_processes", [False, True], ids=["in-process", "session-processes"])
+async def test_a_dropped_conversation_resumes_over_webrtc_with_its_ticket_only(
+        serve, models, session_processes):
+    """The ticket a session gives its client (session id + resume token) resumes the
+    conversation over WebRTC too, once, sessions in their own processes included; a wrong or
+    spent ticket is refused with the reason and leaves no session, connection, process or
+    slot behind."""
+    async with serve(max_sessions=1, session_processes=session_processes, worker_spares=0) as server, \
+            httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        async with AgentClient(server.ws_url) as client:
+            session_id = await session_of(client)
+            token = client.received.server_messages("session")[0]["resume_token"]
+            await client.speak(models.synthesize("What is the capital of France?", 16000))
+            assert await client.silence_until(lambda r: r.turns, 30), client.received.turns
+            said = (await http.get(f"/api/sessions/{session_id}")).json()["context"]["messages"]
+        await until(lambda: len(server.registry) == 0 and not server.registry.all(), 20,
+                    "the dropped session to end")
+
+        async def offer(ticket: dict) -> httpx.Response:
+            return await http.post("/api/offer", json={"sdp": await offer_sdp(), "type": "offer",
+                                                       "requestData": ticket})
+
+        r = await offer({"session_id": session_id, "resume_token": "a guess"})
+        assert r.status_code == 409 and "wrong resume_token" in r.text, r.text
+        assert len(server.registry) == 0 and server.registry.all() == []
+        assert server.registry.processes() == []
+        r = await offer({"session_id": session_id, "resume_token": ["not", "a", "string"]})
+        assert r.status_code == 422 and "resume_token" in r.text, r.text
+
+        caller = WebRTCCaller(server.url)
+        try:
+            r = await caller.call({"session_id": session_id, "resume_token": token})
+            assert r.status_code == 200, r.text
+            await asyncio.wait_for(caller.connected.wait(), 20)
+            (live,) = server.registry.all()
+            assert live.transport == "webrtc" and live.id != session_id
+            # The question and its answer came back (a session process reports its context
+            # with its first state).
+            async def resumed() -> bool:
+                r = await http.get(f"/api/sessions/{live.id}")
+                return r.json()["context"]["messages"] == said
+
+            assert said >= 2
+            await until_async(resumed, 10, "the conversation to be resumed")
+            # ... with a ticket of its own for the next drop.
+            def told() -> list[dict]:
+                return [m["data"] for m in caller.messages
+                        if m.get("type") == "server-message" and m["data"].get("type") == "session"]
+
+            await until(told, 10, "the session message")
+            assert told()[0]["session_id"] == live.id
+            assert told()[0]["resume_token"] not in ("", token)
+        finally:
+            await caller.hang_up()
+        await until(lambda: len(server.registry) == 0 and not server.registry.all(), 20,
+                    "the resumed session to end")
+        r = await offer({"session_id": session_id, "resume_token": token})
+        assert r.status_code == 409 and "no conversation" in r.text, r.text
+        async with AgentClient(f"{server.ws_url}?session_id={session_id}&resume_token={token}") as again:
+            await until(lambda: again.closed, 10, "a spent ticket to be refused")
+            assert again.close_code == 1008 and "no conversation" in again.close_reason
+        # Dropped again before any new reply: its own ticket resumes it (here over WebSocket).
+        second = told()[0]
+        query = f"session_id={second['session_id']}&resume_token={second['resume_token']}"
+        async with AgentClient(f"{server.ws_url}?{query}") as back:
+            third = await session_of(back)
+            (live,) = server.registry.all()
+            assert live.id == third and live.transport == "websocket"
+            await until_async(resumed, 10, "the conversation to be resumed again")
+        await until(lambda: len(server.registry) == 0 and not server.registry.all(), 20,
+                    "the last session to end")
+        assert (await http.get("/api/health")).json()["sessions"] == 0
+        assert server.registry.processes() == []
+
+
+async def test_in_worker_mode_a_bad_offer_starts_no_worker(serve):
+    good = await offer_sdp()
+    async with serve(session_processes=True, worker_spares=0) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            for body in (
+                {"sdp": "", "type": "offer"},
+                {"sdp": "v=0\r\n", "type": "offer"},
+                {"sdp": "", "type": ""},
+                {"sdp": good, "type": "offer", "requestData": {"user_id": "not an id!"}},
+                {"sdp": good, "type": "offer", "requestData": {"session_id": "s", "resume_token": "t"}},
+            ):
+                r = await http.post("/api/offer", json=body)
+                assert r.status_code in (400, 409, 422), r.text
+        assert server.app.state.spawner.waiting == 0
+        assert len(server.registry) == 0 and server.registry.processes() == []
+
+
+# --- F3: a slot is free the moment its client leaves; no task outlives a session ------------
+
+
+async def test_a_client_that_reconnects_at_once_gets_its_slot_back(serve):
+    """In worker mode the old session's teardown includes its process exiting; the slot
+    does not wait for it. In this process too, two clients reconnecting in a loop are
+    never refused."""
+    async with serve(
+        session_processes=True, worker_spares=1, max_sessions=1, max_new_sessions_per_minute=0
+    ) as server:
+        for _ in range(2):
+            async with AgentClient(server.ws_url) as client:
+                await session_of(client)
+            async with AgentClient(server.ws_url) as again:
+                await session_of(again)  # not refused with 1013
+        await until(lambda: not server.registry.all(), 30, "the workers to exit")
+
+    async with serve(max_sessions=2, max_new_sessions_per_minute=0) as server:
+        refusals = []
+
+        async def reconnect(times: int):
+            for _ in range(times):
+                async with AgentClient(server.ws_url) as client:
+                    if not await client.wait_for(lambda r: r.server_messages("session"), 20):
+                        refusals.append((client.close_code, client.close_reason))
+
+        await asyncio.gather(reconnect(10), reconnect(10))
+        assert refusals == []
+
+
+async def test_no_task_outlives_a_session_that_ends_mid_transcription(models, log_lines):
+    """Eager Whisper starts a pass the moment speech pauses; a session that ends then
+    (cancelled, as when its client leaves, or ended) leaves no task behind."""
+    from pipecat.frames.frames import CancelFrame, InputAudioRawFrame, VADUserStartedSpeakingFrame
+    from pipecat.pipeline.worker import PipelineParams
+    from pipecat.tests.utils import run_test
+
+    from bot.local.eager_whisper import EagerWhisperSTTService
+    from bot.speech_pause import QUIET_FRAMES
+
+    speech = models.synthesize("What is the capital of France?", 16000)[: 16000 * 8 // 10]
+    pcm = np.concatenate([speech, np.zeros(320 * QUIET_FRAMES, dtype=np.int16)])
+    frames = [VADUserStartedSpeakingFrame()] + [
+        InputAudioRawFrame(audio=pcm[i : i + 320].tobytes(), sample_rate=16000, num_channels=1)
+        for i in range(0, len(pcm), 320)
+    ]  # the last frame completes the pause: a pass starts, and the session ends at once
+    for end in ("cancel", "end"):
+        stt = EagerWhisperSTTService(model=models.whisper, window_secs=30.0)
+        await run_test(
+            stt,
+            frames_to_send=frames + ([CancelFrame()] if end == "cancel" else []),
+            send_end_frame=end == "end",
+            pipeline_params=PipelineParams(audio_in_sample_rate=16000),
+        )
+    dangling = [line for line in log_lines if "dangling" in line]
+    assert dangling == []
+
+
+async def test_no_task_outlives_a_session_whose_client_leaves_at_once(serve, log_lines):
+    """A client that connects and leaves at once ends its session while the pipeline is
+    still starting (the probe's connect/close cycles): Whisper's transcription task goes too."""
+    async with serve(fake="llm,tts", max_new_sessions_per_minute=0) as server:
+        for n in range(20):
+            async with websockets.connect(server.ws_url):
+                await asyncio.sleep(0.002 * (n % 10))
+        await until(lambda: not server.registry.all(), 20, "the sessions to end")
+    dangling = [line for line in log_lines if "dangling" in line]
+    assert dangling == [], dangling[:3]
+
