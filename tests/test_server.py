@@ -1,7 +1,6 @@
 """The web server: WebSocket sessions end to end, bad input, limits, teardown."""
 
 import asyncio
-import json
 
 import httpx
 import numpy as np

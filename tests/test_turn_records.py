@@ -1,0 +1,141 @@
+"""Turn records as the turn-metrics observer makes them from the frames it sees pushed."""
+
+from __future__ import annotations
+
+import pytest
+
+
+class ObservedTurns:
+    """A TurnMetricsObserver fed pushes by hand: `push(frame, t)` from a plain processor,
+    the output transport (`source=turns.output`) or to the LLM (`destination=turns.llm`)."""
+
+    def __init__(self):
+        from pipecat.processors.frame_processor import FrameProcessor
+        from pipecat.services.llm_service import LLMService
+        from pipecat.transports.base_output import BaseOutputTransport
+        from pipecat.transports.base_transport import TransportParams
+
+        from processors.observers.turn_metrics import TurnMetricsObserver
+
+        self.observer, self.records = TurnMetricsObserver("s1"), []
+        self.observer.subscribe(self.records.append)
+        self.output, self.other, self.llm = BaseOutputTransport(TransportParams()), FrameProcessor(), LLMService()
+
+    async def push(self, frame, t, source=None, destination=None, upstream=False):
+        from pipecat.observers.base_observer import FramePushed
+        from pipecat.processors.frame_processor import FrameDirection
+
+        direction = FrameDirection.UPSTREAM if upstream else FrameDirection.DOWNSTREAM
+        await self.observer.on_push_frame(
+            FramePushed(source or self.other, destination or self.other, frame, direction, int(t * 1e9))
+        )
+
+    @staticmethod
+    def audio():
+        from pipecat.frames.frames import OutputAudioRawFrame
+
+        return OutputAudioRawFrame(b"\0\0" * 480, 24000, 1)
+
+
+async def test_barge_in_stop_ends_at_the_last_bot_audio_out_not_at_bot_stopped_speaking():
+    """BotStoppedSpeaking follows the last audio by a silence timeout; the caller heard
+    the bot stop when its last audio frame went out."""
+    from pipecat.frames.frames import (
+        BotStartedSpeakingFrame,
+        BotStoppedSpeakingFrame,
+        LLMContextFrame,
+        UserStartedSpeakingFrame,
+        VADUserStartedSpeakingFrame,
+    )
+    from pipecat.processors.aggregators.llm_context import LLMContext
+
+    turns = ObservedTurns()
+    push, audio, output, llm, records = turns.push, turns.audio, turns.output, turns.llm, turns.records
+
+    await push(UserStartedSpeakingFrame(), 0.0, upstream=True)
+    await push(LLMContextFrame(LLMContext()), 1.0, destination=llm)
+    await push(BotStartedSpeakingFrame(), 1.5, source=output)
+    for i in range(20):  # the answer plays from 1.5 s
+        await push(audio(), 1.5 + i * 0.02, source=output)
+    await push(VADUserStartedSpeakingFrame(start_secs=0.2), 2.0, upstream=True)  # speech began at 1.8
+    await push(UserStartedSpeakingFrame(), 2.0, upstream=True)
+    await push(audio(), 2.05, source=output)  # the last audio out, before the interruption lands
+    await push(BotStoppedSpeakingFrame(), 2.45, source=output)
+    assert len(records) == 1 and records[0].interrupted
+    assert records[0].stages_ms()["barge_in_stop"] == pytest.approx(250.0)
+
+
+async def test_a_turn_started_on_its_words_keeps_the_speech_end_it_came_after():
+    """Over the bot, a turn starts once its words are judged (bot/barge_in.py): after the VAD
+    stopped and the STT finalised. Its voice-to-voice still runs from the end of the speech."""
+    from pipecat.frames.frames import (
+        BotStartedSpeakingFrame,
+        BotStoppedSpeakingFrame,
+        LLMContextFrame,
+        TranscriptionFrame,
+        UserStartedSpeakingFrame,
+        VADUserStartedSpeakingFrame,
+        VADUserStoppedSpeakingFrame,
+    )
+    from pipecat.processors.aggregators.llm_context import LLMContext
+    from pipecat.services.stt_service import STTService
+
+    turns = ObservedTurns()
+    push, audio, output, llm, records = turns.push, turns.audio, turns.output, turns.llm, turns.records
+    class AnySTT(STTService):
+        async def run_stt(self, audio):
+            yield None
+
+    stt = AnySTT()
+
+    await push(UserStartedSpeakingFrame(), 0.0, upstream=True)
+    await push(LLMContextFrame(LLMContext()), 1.0, destination=llm)
+    await push(BotStartedSpeakingFrame(), 1.5, source=output)
+    await push(audio(), 1.5, source=output)
+    await push(BotStoppedSpeakingFrame(), 2.0, source=output)
+    await push(VADUserStartedSpeakingFrame(start_secs=0.2), 2.2, upstream=True)
+    await push(VADUserStoppedSpeakingFrame(stop_secs=0.2), 3.2, upstream=True)  # spoke until 3.0
+    await push(TranscriptionFrame("hello there", "u", "now"), 3.4, source=stt)
+    await push(UserStartedSpeakingFrame(), 3.45, upstream=True)  # started on its words
+    await push(LLMContextFrame(LLMContext()), 3.5, destination=llm)
+    await push(BotStartedSpeakingFrame(), 3.9, source=output)
+    await push(audio(), 3.9, source=output)
+    await turns.observer.flush()
+    stages = records[-1].stages_ms()
+    assert stages["voice_to_voice"] == pytest.approx(900.0)
+    assert stages["vad"] == pytest.approx(200.0) and stages["stt"] == pytest.approx(200.0)
+
+
+async def test_a_turn_answered_without_the_llm_is_reported_when_the_bot_stops():
+    """An untranscribed barge-in answered by EmptyTurnReply's fixed sentence (spoken by the
+    TTS, no LLM request) is reported when the sentence ends, not at the next turn."""
+    from pipecat.frames.frames import (
+        BotStartedSpeakingFrame,
+        BotStoppedSpeakingFrame,
+        TTSTextFrame,
+        UserStartedSpeakingFrame,
+        UserStoppedSpeakingFrame,
+    )
+    from pipecat.utils.text.base_text_aggregator import AggregationType
+
+    from bot.turn_taking import EMPTY_TURN_REPLY
+
+    turns = ObservedTurns()
+    push, output = turns.push, turns.output
+
+    await push(UserStartedSpeakingFrame(), 0.0, upstream=True)
+    # A greeting playing across the end of the user's turn is not the reply to it.
+    await push(BotStartedSpeakingFrame(), 0.3, source=output)
+    await push(TTSTextFrame("Hi!", AggregationType.WORD), 0.3, source=output)
+    await push(UserStoppedSpeakingFrame(), 1.0, upstream=True)
+    await push(BotStoppedSpeakingFrame(), 1.1, source=output)
+    assert turns.records == []
+    await push(BotStartedSpeakingFrame(), 1.2, source=output)
+    for i, word in enumerate(EMPTY_TURN_REPLY.split()):
+        await push(TTSTextFrame(word, AggregationType.WORD), 1.2 + i * 0.1, source=output)
+        await push(turns.audio(), 1.2 + i * 0.1, source=output)
+    await push(BotStoppedSpeakingFrame(), 2.5, source=output)
+    [record] = turns.records
+    assert record.to_dict()["bot_text"].endswith(EMPTY_TURN_REPLY) and not record.to_dict()["user_text"]
+    assert "voice_to_voice" not in record.stages_ms()
+
