@@ -1,5 +1,5 @@
 """Faults the providers really produce, injected at the loopback peers, and what OUR
-services (bot/cloud_services.py) make of them, with the fallback off; tests/test_fallback.py
+services (bot/cloud_services.py) make of them, with the fallback off; tests/fallback/
 checks the whole turn with it. Nothing here tests a peer by itself or pins a Pipecat bug."""
 
 from __future__ import annotations

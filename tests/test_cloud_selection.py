@@ -77,7 +77,7 @@ def test_keys_and_loopback_urls_select_the_cloud_services():
         deepgram_base_url="ws://127.0.0.1:1111",
         groq_base_url="http://127.0.0.1:2222/openai/v1",
         cartesia_base_url="ws://127.0.0.1:3333/",
-        fallback_enabled=False,  # the bare wiring (tests/test_fallback.py: with fallback)
+        fallback_enabled=False,  # the bare wiring (tests/fallback/: with fallback)
     )
     assert ProviderNames.from_settings(settings) == ProviderNames("deepgram", "groq", "cartesia")
     models = NoLocalModels()  # cloud services must not load any local model

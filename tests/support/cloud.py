@@ -75,7 +75,7 @@ def cloud_settings(
         cartesia_api_key=CARTESIA_KEY,
         tavily_api_key=None,
         daily_api_key=None,
-        # These tests pin down the bare cloud wiring; tests/test_fallback.py covers the
+        # These tests pin down the bare cloud wiring; tests/fallback/ covers the
         # local fallback around it.
         fallback_enabled=False,
     )
