@@ -7,7 +7,7 @@ the providers.
 
 | module | provider | protocol |
 |---|---|---|
-| `deepgram` | Deepgram live STT | WebSocket `/v1/listen`, HTTP `/v1/models` |
+| `deepgram` (+ `deepgram_stream`) | Deepgram live STT | WebSocket `/v1/listen`, HTTP `/v1/models` |
 | `groq` | Groq chat completions | HTTP + SSE `/openai/v1/chat/completions`, `/openai/v1/models` |
 | `cartesia` | Cartesia TTS (API 2026-03-01) | WebSocket `/tts/websocket`, HTTP `/models` |
 | `tavily` | Tavily search | HTTP `POST /search` |
