@@ -150,7 +150,8 @@ async def ask_text(items: list[Item], voice_names: list[str] = (),
                 outcome.first_token_ms = (first - started) * 1000 if first else None
             outcomes.append(outcome)
             print(f"{'OK ' if outcome.verdict.right else 'BAD'} {outcome.voice:12s} {outcome.condition:6s} "
-                  f"{item.id:22s} heard {outcome.heard[-1][:50]!r} → {outcome.answer[:80]!r}", flush=True)
+                  f"{item.id:22s} heard {outcome.heard[-1][:50]!r} "
+                  f"({(outcome.heard_logprob or [0.0])[-1]:.2f}) → {outcome.answer[:80]!r}", flush=True)
     finally:
         models.close()
     return outcomes

@@ -98,7 +98,7 @@ class Settings(ServerSettings, FallbackSettings, BaseSettings):
     # made only of unsure words is asked again ("Sorry, I didn't catch that"), not answered,
     # once in a row (processors/unsure_transcripts.py; the threshold is measured in
     # docs/answers.md). -99: every transcript is answered.
-    stt_unsure_logprob: float = Field(-0.9, le=0.0)
+    stt_unsure_logprob: float = Field(-0.75, le=0.0)
     # Whisper's encoder reads this many seconds (or the utterance + 1 s, if longer)
     # instead of a fixed 30 s: ~3x faster transcripts. 0: the stock 30 s window.
     whisper_window_secs: float = Field(12.0, ge=0.0, le=30.0)

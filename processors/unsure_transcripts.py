@@ -4,7 +4,8 @@ Given a voice or a room it does not know, Whisper tiny.en can hear another sente
 is the capital of the room?") and the LLM answers it faithfully: a confident wrong answer,
 worse than a question back. Whisper's own confidence tells most of these apart: on the
 spoken-QA yardstick, transcripts under a mean token log-probability of -0.9 were misheard
-about five times as often as not, and real recordings score -0.3 to -0.5 (docs/answers.md).
+about five times as often as not (-0.75 once Whisper reads the conversation, which makes it
+surer), and real recordings score -0.3 to -0.5 (docs/answers.md).
 The LLM cannot tell them apart itself: told which words were unsure, the local model
 answered them all the same.
 

@@ -3,7 +3,7 @@
 import pytest
 from pipecat.processors.aggregators.llm_context import LLMContext
 
-from bot.local.whisper_prompt import OPENING, ConversationPrompt, last_exchange
+from bot.local.whisper_prompt import OPENING, ConversationPrompt, answered_exchange
 
 
 def test_the_prompt_is_the_last_exchange_of_the_context_it_follows():
@@ -14,8 +14,9 @@ def test_the_prompt_is_the_last_exchange_of_the_context_it_follows():
     context.add_message({"role": "assistant", "content": "Hi! I'm listening."})  # the greeting
     assert prompt() == "Brightline eSIM Hi! I'm listening."
     context.add_message({"role": "user", "content": "What is the capital of Italy?"})
-    assert prompt() == "Brightline eSIM What is the capital of Italy?"
+    assert prompt() == "Brightline eSIM"  # the bot is answering: words now are over it
     context.add_message({"role": "assistant", "content": "Rome."})
+    assert prompt() == "Brightline eSIM What is the capital of Italy? Rome."
     context.add_message({"role": "user", "content": "What is five plus five?"})
     context.add_message({"role": "assistant", "content": [{"type": "text", "text": "Ten."}]})
     assert prompt() == "Brightline eSIM What is five plus five? Ten."
@@ -30,7 +31,7 @@ def test_a_reply_after_a_tool_call_is_one_reply_and_the_tool_result_is_not_read(
             {"role": "assistant", "content": "Porto won."},
         ]
     )
-    assert last_exchange(context) == "Who won the match? Let me check. Porto won."
+    assert answered_exchange(context) == "Who won the match? Let me check. Porto won."
 
 
 def test_a_long_reply_keeps_its_end_cut_at_a_word():

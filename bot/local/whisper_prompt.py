@@ -1,11 +1,16 @@
-"""What Whisper reads before the user's words: the conversation's last exchange.
+"""What Whisper reads before the user's words: the exchange they answer.
 
 Whisper decodes an utterance as the continuation of its "previous text". Given the user's
 last turn and the bot's answer to it, as the session's context holds them, it hears a
 follow-up in the conversation's own words ("And what is that times three?" after "What is
 five plus five? Ten.") and unfamiliar voices better overall: it is primed for a spoken
 question in plain English (bench/RESULTS.md, "Whisper prompted with the conversation").
-Before the first exchange it reads `opening`.
+Before anything has been said it reads `opening`.
+
+While the bot is answering (the context ends with the user's turn), words are spoken over
+it — a barge-in, a backchannel — and answer nothing yet: Whisper reads no exchange then,
+because primed with the user's own question it made words of hums ("Mm-hmm." → "And in
+H&M.", which stopped the bot; bench.backchannels).
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ MAX_CHARS = 400
 
 
 class ConversationPrompt:
-    """`prompt()`: `vocabulary` (names the user may say) and the last exchange of the
-    context it follows, at most `max_chars` of it, cut at a word."""
+    """`prompt()`: `vocabulary` (names the user may say) and the exchange the user's next
+    words answer in the context it follows, at most `max_chars` of it, cut at a word."""
 
     def __init__(self, vocabulary: str = "", opening: str = OPENING, max_chars: int = MAX_CHARS):
         self._vocabulary = vocabulary.strip()
@@ -33,26 +38,30 @@ class ConversationPrompt:
         self._context = context
 
     def __call__(self) -> str:
-        exchange = last_exchange(self._context) if self._context else ""
-        exchange = exchange or self._opening
+        exchange = answered_exchange(self._context) if self._context else None
+        exchange = self._opening if exchange is None else exchange
         if len(exchange) > self._max_chars:
             cut = exchange[-self._max_chars :]
             exchange = cut[cut.find(" ") + 1 :] if " " in cut else cut
         return f"{self._vocabulary} {exchange}".strip()
 
 
-def last_exchange(context: LLMContext) -> str:
-    """The last thing the user said and what the bot said after it (either may be missing:
-    a greeting before anyone spoke, a turn not answered yet)."""
+def answered_exchange(context: LLMContext) -> str | None:
+    """The last thing the user said and the bot's reply to it (a greeting alone, before
+    anyone spoke); "" while the bot has yet to reply; None before anything was said."""
     user = bot = ""
     for message in reversed(context.get_messages()):
         role = message.get("role") if isinstance(message, dict) else None
         text = standard_message_text(message).strip()
-        if not text:
+        if role not in ("user", "assistant") or not text:
             continue
         if role == "assistant":
             bot = f"{text} {bot}".strip()  # a reply in several messages (a tool call's two)
-        elif role == "user":
+        elif not bot:
+            return ""  # the bot is answering: words now are spoken over it
+        else:
             user = text
             break
+    if not (user or bot):
+        return None
     return f"{user} {bot}".strip()
