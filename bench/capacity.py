@@ -53,8 +53,6 @@ from bench.common import (
     fmt,
     loadavg,
     markdown_table,
-    p50,
-    p95,
     report,
     synthesize,
     tree_cpu_seconds,

@@ -39,7 +39,6 @@ from bench.common import (
     Microphone,
     MicrophoneClock,
     add_common_args,
-    fmt,
     loadavg,
     markdown_table,
     report,
