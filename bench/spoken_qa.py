@@ -177,6 +177,7 @@ class Listener:
 
     def hear(self, text: str, voice: str, condition: str, context):
         from bot.local.services import NO_SPEECH_PROB
+        from bot.local.whisper_prompt import transcribe_prompted
         from bot.local.whisper_window import heard
 
         audio, _ = spoken(text, voice, condition, self.models.synthesize)
@@ -184,9 +185,9 @@ class Listener:
         if self.conversation:
             self.conversation.follow(context)
             prompt = self.conversation()
-        segments, _ = self.whisper.transcribe(audio.astype(np.float32) / 32768, language="en",
-                                              vocabulary=prompt)
-        return heard(list(segments), NO_SPEECH_PROB)
+        segments = transcribe_prompted(self.whisper, audio.astype(np.float32) / 32768, prompt,
+                                       language="en")
+        return heard(segments, NO_SPEECH_PROB)
 
 
 def transcribe_all(items: list[Item], voice_names: list[str], conditions: list[str]) -> list[Outcome]:

@@ -3,7 +3,12 @@
 import pytest
 from pipecat.processors.aggregators.llm_context import LLMContext
 
-from bot.local.whisper_prompt import OPENING, ConversationPrompt, answered_exchange
+from bot.local.whisper_prompt import (
+    OPENING,
+    ConversationPrompt,
+    answered_exchange,
+    repeats_prompt,
+)
 
 
 def test_the_prompt_is_the_last_exchange_of_the_context_it_follows():
@@ -80,3 +85,13 @@ async def test_the_session_pipeline_hands_its_context_to_the_recogniser(settings
     frames = [f async for f in services.stt.run_stt(audio.astype(np.int16).tobytes())]
     heard = " ".join(f.text for f in frames if isinstance(f, TranscriptionFrame))
     assert "spain" in heard.lower(), heard  # unprompted: "What about spin?" (test_stt.py)
+
+
+def test_words_that_go_on_with_the_prompt_are_told_from_words_that_share_a_few():
+    """A transcript repeating four words in a row of its prompt is transcribed again without
+    it (`transcribe_prompted`): the one the comma-paused question in espeak's slow voice got."""
+    assert repeats_prompt("Tell me along. Did I help you today?", OPENING)
+    exchange = "What is the capital of France? The capital of France is Paris."
+    assert not repeats_prompt("How many people live in Paris?", exchange)
+    # Heard again unprompted too, as every turn was before the prompt: a decode more.
+    assert repeats_prompt("And what is the capital of Spain?", exchange)

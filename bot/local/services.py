@@ -46,7 +46,7 @@ from pipecat.utils.time import time_now_iso8601
 
 from bot.speech_pause import PauseDetector
 from bot.text_aggregation import speakable_chunk
-from bot.local.whisper_prompt import ConversationPrompt
+from bot.local.whisper_prompt import ConversationPrompt, transcribe_prompted
 from bot.local.whisper_window import WindowedWhisper, heard
 
 NO_SPEECH_PROB = 0.4  # a segment Whisper finds likelier than this to be no speech is dropped
@@ -134,11 +134,10 @@ class SharedWhisperSTTService(SegmentedSTTService):
             vocabulary = self._settings.initial_prompt or ""
 
         def transcribe() -> list[Any]:
-            # A lazy generator that decodes as it is consumed: consume it in the thread.
-            segments, _ = self.whisper.transcribe(
-                audio, language=language, vocabulary=vocabulary, **options
+            # Segments decode as they are consumed: in the thread.
+            return transcribe_prompted(
+                self.whisper, audio, vocabulary, language=language, **options
             )
-            return list(segments)
 
         return await asyncio.to_thread(transcribe)
 

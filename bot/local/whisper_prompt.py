@@ -15,6 +15,9 @@ H&M.", which stopped the bot; bench.backchannels).
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from pipecat.processors.aggregators.llm_context import LLMContext, standard_message_text
 
 # The bot's usual first words: primes the first turn like a conversation (measured).
@@ -22,6 +25,9 @@ OPENING = "Hello! How can I help you today?"
 # Whisper keeps at most 223 tokens of previous text; the end of the exchange matters most,
 # and every token is decoder work on each pass.
 MAX_CHARS = 400
+# A transcript sharing this many words in a row with its prompt is Whisper going on with the
+# prompt, not hearing ("Tell me a long," became "Tell me along. Did I help you today?").
+REPEATED_RUN = 4
 
 
 class ConversationPrompt:
@@ -65,3 +71,22 @@ def answered_exchange(context: LLMContext) -> str | None:
     if not (user or bot):
         return None
     return f"{user} {bot}".strip()
+
+
+def transcribe_prompted(whisper: Any, audio: Any, prompt: str, **options: Any) -> list[Any]:
+    """`whisper.transcribe` (a WindowedWhisper) with `prompt` as its previous text, and again
+    without it when the words heard repeat a run of the prompt's."""
+    segments = list(whisper.transcribe(audio, vocabulary=prompt, **options)[0])
+    if prompt and repeats_prompt(" ".join(s.text for s in segments), prompt):
+        segments = list(whisper.transcribe(audio, **options)[0])
+    return segments
+
+
+def repeats_prompt(text: str, prompt: str, run: int = REPEATED_RUN) -> bool:
+    said, read = _words(text), _words(prompt)
+    runs = {tuple(read[i : i + run]) for i in range(len(read) - run + 1)}
+    return any(tuple(said[i : i + run]) in runs for i in range(len(said) - run + 1))
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
