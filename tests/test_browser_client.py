@@ -7,6 +7,7 @@ unreachable server and a denied microphone, a dropped WebSocket resuming its con
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
@@ -123,17 +124,27 @@ class FakeBotSocket:
         self.ws.send(data)
 
 
-@pytest.mark.parametrize("signal", ["interruption-frame", "bot-interrupted"])
-def test_websocket_playback_stops_on_interruption(static_site, playwright, signal):
-    """3 s of bot audio queued, an interruption after ~0.6 s: the rest is dropped unplayed,
-    whether the server's in-band InterruptionFrame or RTVI bot-interrupted says so, and
-    the next answer still plays."""
-    caller = Caller(playwright, static_site, None, "websocket")
+@contextlib.contextmanager
+def connected_to_a_played_bot(site, playwright):
+    """A page connected over WebSocket to a bot the test plays (`FakeBotSocket`):
+    (caller, bot), the browser closed after."""
+    caller = Caller(playwright, site, None, "websocket")
     try:
         healthy(caller.page)
         bot = FakeBotSocket(caller.page)
         caller.connect()
         caller.wait_connected()
+        yield caller, bot
+    finally:
+        caller.close()
+
+
+@pytest.mark.parametrize("signal", ["interruption-frame", "bot-interrupted"])
+def test_websocket_playback_stops_on_interruption(static_site, playwright, signal):
+    """3 s of bot audio queued, an interruption after ~0.6 s: the rest is dropped unplayed,
+    whether the server's in-band InterruptionFrame or RTVI bot-interrupted says so, and
+    the next answer still plays."""
+    with connected_to_a_played_bot(static_site, playwright) as (caller, bot):
 
         bot.send(rtvi_bytes("bot-started-speaking"))
         said = "Engines burn fuel."
@@ -186,8 +197,6 @@ def test_websocket_playback_stops_on_interruption(static_site, playwright, signa
             20_000,
         )
         assert caller.page_errors == []
-    finally:
-        caller.close()
 
 
 def expect_error(caller: Caller, kind: str, text: str, timeout: int = 30_000) -> str:
@@ -238,12 +247,7 @@ def test_refused_webrtc_session(static_site, playwright):
 
 def test_server_ends_websocket_session(static_site, playwright):
     """Ended by the server (1000): reported, and never resumed, ticket or not."""
-    caller = Caller(playwright, static_site, None, "websocket")
-    try:
-        healthy(caller.page)
-        bot = FakeBotSocket(caller.page)
-        caller.connect()
-        caller.wait_connected()
+    with connected_to_a_played_bot(static_site, playwright) as (caller, bot):
         data = {"type": "session", "session_id": "s", "transport": "websocket", "resume_token": "t"}
         bot.send(rtvi_bytes("server-message", data))
         caller.wait("() => window.voiceAgent.sessionId === 's'", "the session message")
@@ -251,8 +255,6 @@ def test_server_ends_websocket_session(static_site, playwright):
         message = expect_error(caller, "server", "the server ended the session")
         assert len(bot.urls) == 1, bot.urls
         assert "idle for 300 s" in message
-    finally:
-        caller.close()
 
 
 def test_a_dropped_websocket_resumes_its_conversation(static_site, playwright):
@@ -262,8 +264,6 @@ def test_a_dropped_websocket_resumes_its_conversation(static_site, playwright):
     session with why."""
     from urllib.parse import parse_qs, urlparse
 
-    caller = Caller(playwright, static_site, None, "websocket")
-
     def session_message(session_id: str, token: str) -> None:
         data = {"type": "session", "session_id": session_id, "transport": "websocket"}
         bot.send(rtvi_bytes("server-message", {**data, "resume_token": token}))
@@ -272,11 +272,7 @@ def test_a_dropped_websocket_resumes_its_conversation(static_site, playwright):
     def asked_to_resume(url: str) -> dict:
         return {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
 
-    try:
-        healthy(caller.page)
-        bot = FakeBotSocket(caller.page)
-        caller.connect()
-        caller.wait_connected()
+    with connected_to_a_played_bot(static_site, playwright) as (caller, bot):
         session_message("first", "token-1")
         said = {"text": "My name is Ada.", "final": True, "user_id": "", "timestamp": ""}
         bot.send(rtvi_bytes("user-transcription", said))
@@ -301,8 +297,6 @@ def test_a_dropped_websocket_resumes_its_conversation(static_site, playwright):
         assert "no conversation 'second' to resume" in message
         assert asked_to_resume(bot.urls[-1])["resume_token"] == "token-2"
         assert caller.agent()["transcript"][0]["text"] == "My name is Ada."  # kept to read
-    finally:
-        caller.close()
 
 
 @pytest.mark.parametrize("transport", ["websocket", "webrtc"])
@@ -329,12 +323,7 @@ def test_microphone_denied(static_site, playwright):
 
 def test_page_shows_what_the_server_says(static_site, playwright):
     """Interim user text replaced by the final, spoken bot text, state badge, latency panel."""
-    caller = Caller(playwright, static_site, None, "websocket")
-    try:
-        healthy(caller.page)
-        bot = FakeBotSocket(caller.page)
-        caller.connect()
-        caller.wait_connected()
+    with connected_to_a_played_bot(static_site, playwright) as (caller, bot):
 
         def server_message(data: dict) -> None:
             bot.send(rtvi_bytes("server-message", data))
@@ -429,5 +418,3 @@ def test_page_shows_what_the_server_says(static_site, playwright):
         tool = caller.page.locator("#latency-latest div", has_text="Tool").locator("dd")
         assert tool.inner_text() == "—"
         assert caller.page_errors == []
-    finally:
-        caller.close()

@@ -3,6 +3,19 @@
 from __future__ import annotations
 
 import pytest
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    LLMContextFrame,
+    TranscriptionFrame,
+    TTSTextFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.services.stt_service import STTService
 
 
 class ObservedTurns:
@@ -40,14 +53,6 @@ class ObservedTurns:
 async def test_barge_in_stop_ends_at_the_last_bot_audio_out_not_at_bot_stopped_speaking():
     """BotStoppedSpeaking follows the last audio by a silence timeout; the caller heard
     the bot stop when its last audio frame went out."""
-    from pipecat.frames.frames import (
-        BotStartedSpeakingFrame,
-        BotStoppedSpeakingFrame,
-        LLMContextFrame,
-        UserStartedSpeakingFrame,
-        VADUserStartedSpeakingFrame,
-    )
-    from pipecat.processors.aggregators.llm_context import LLMContext
 
     turns = ObservedTurns()
     push, audio, output, llm, records = turns.push, turns.audio, turns.output, turns.llm, turns.records
@@ -68,17 +73,6 @@ async def test_barge_in_stop_ends_at_the_last_bot_audio_out_not_at_bot_stopped_s
 async def test_a_turn_started_on_its_words_keeps_the_speech_end_it_came_after():
     """Over the bot, a turn starts once its words are judged (bot/barge_in.py): after the VAD
     stopped and the STT finalised. Its voice-to-voice still runs from the end of the speech."""
-    from pipecat.frames.frames import (
-        BotStartedSpeakingFrame,
-        BotStoppedSpeakingFrame,
-        LLMContextFrame,
-        TranscriptionFrame,
-        UserStartedSpeakingFrame,
-        VADUserStartedSpeakingFrame,
-        VADUserStoppedSpeakingFrame,
-    )
-    from pipecat.processors.aggregators.llm_context import LLMContext
-    from pipecat.services.stt_service import STTService
 
     turns = ObservedTurns()
     push, audio, output, llm, records = turns.push, turns.audio, turns.output, turns.llm, turns.records
@@ -109,13 +103,6 @@ async def test_a_turn_started_on_its_words_keeps_the_speech_end_it_came_after():
 async def test_a_turn_answered_without_the_llm_is_reported_when_the_bot_stops():
     """An untranscribed barge-in answered by EmptyTurnReply's fixed sentence (spoken by the
     TTS, no LLM request) is reported when the sentence ends, not at the next turn."""
-    from pipecat.frames.frames import (
-        BotStartedSpeakingFrame,
-        BotStoppedSpeakingFrame,
-        TTSTextFrame,
-        UserStartedSpeakingFrame,
-        UserStoppedSpeakingFrame,
-    )
     from pipecat.utils.text.base_text_aggregator import AggregationType
 
     from bot.turn_taking import EMPTY_TURN_REPLY
