@@ -223,11 +223,14 @@ class EchoCanceller(FrameProcessor):
         where there is no echo to cancel). While AEC3 settles, its residue can stand 20 dB
         over its floor: the raw microphone must then stand over the echo the bot's audio
         explains as well (alone, that read 12-55 dB on pure echo in pauses of the bot's
-        speech, where its model of the echo's decay falls short)."""
+        speech, where its model of the echo's decay falls short). Before the residue has a
+        floor at all (AEC3 silences the first echo it has learned), the raw microphone alone
+        decides: otherwise the bot talked on over a question asked then, and its echo
+        masked the question's last words ("the capital of Franklin?")."""
         if not self._path.present:
             return True
         voice = self._residual.voice_over_echo()
-        if voice and not self._residual.settled:
+        if voice is None or (voice and not self._residual.settled):
             over = self.over_echo_db(self._reference.clock() - RAW_WINDOW_SECS)
             logger.trace(f"{self}: {over} dB over the echo (raw, AEC3 settling)")
             return over is not None and over >= RAW_VOICE_DB

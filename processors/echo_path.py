@@ -216,12 +216,13 @@ class ResidualEcho:
             return None
         return float(np.mean(self._recent)) - self._floor
 
-    def voice_over_echo(self) -> bool:
+    def voice_over_echo(self) -> bool | None:
+        """None: an echo is due and its residual is not known yet."""
         if not self._recent:
             return True  # no echo due now
         above = self.above_floor_db()
         if above is None:
-            return False  # an echo is due and its residual is not known yet: transcripts decide
+            return None
         margin = self._margin + (
             self._onset_margin if self._since_quiet < self._onset_frames else 0.0
         )

@@ -196,6 +196,24 @@ def test_while_aec3_settles_the_bots_own_voice_is_not_taken_for_the_user(models)
     assert canceller.voice[user.start // frame : user.stop // frame].any()
 
 
+def test_a_question_asked_as_soon_as_the_echo_is_known_is_a_voice_at_once(models):
+    """Asked 1.5 s into the answer: the echo path is known, but AEC3 has silenced all of the
+    echo so far, so its residue has no floor to measure a voice by. The raw microphone
+    decides then; before, the bot talked on over the question until its transcript came,
+    and its echo masked the last words ("What is the capital of Franklin?")."""
+    answer = models.synthesize(
+        "Plants make their food in the leaves, by photosynthesis. Sunlight gives them the "
+        "energy. Water from the roots and carbon dioxide from the air become sugar.",
+        RATE,
+    )
+    mic, out, canceller, user = call(-20, 0.15, bot=answer, user_at=1.5, user_dbfs=-20)
+    frame = int(0.02 * RATE)
+    first = user.start // frame
+    assert canceller.present[first]
+    assert canceller.voice[first : first + 15].any()  # within its first 0.3 s
+    assert not canceller.voice[canceller.present[:first].argmax() : first].any()
+
+
 @pytest.mark.parametrize("echo_db,user_dbfs", [(-10, None), (-20, None), (-10, -22), (-20, -32)])
 def test_speech_heard_before_the_echo_was_known_is_judged_once_it_is(echo_db, user_dbfs):
     """The bot's first words come back before anything cancels them: the VAD hears them
