@@ -14,6 +14,7 @@ from tests.support.audio import SHARED_AUDIO
 from tests.support.browser import client_bundle, playwright  # noqa: F401 (fixtures)
 from tests.support.cloud import cartesia, deepgram, groq  # noqa: F401 (fixtures: loopback peers)
 from tests.support.observability import planted_keys, restore_logging  # noqa: F401 (fixtures)
+from tests.support.played_bot import static_site  # noqa: F401 (a fixture)
 from tests.support.redis_server import redis_server  # noqa: F401 (a fixture)
 from tests.support.server import free_port, serving
 from tests.support.settings import KEY_VARIABLES, local_settings

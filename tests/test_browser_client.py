@@ -1,142 +1,24 @@
 """The web client (web/client) in Debian's Chromium against a server played by the test.
 
-The built page is served as static files and the server is played by Playwright routes:
-interruptions flushing WebSocket playback, the messages for a refused session, an
-unreachable server and a denied microphone, a dropped WebSocket resuming its conversation.
+The built page is served as static files and the server is played by Playwright routes
+(tests/support/played_bot.py): interruptions flushing WebSocket playback, what the server
+says shown on the page, a session the server ends, a dropped WebSocket resuming its
+conversation. The page's errors: tests/test_browser_errors.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import http.server
-import json
-import threading
-from pathlib import Path
-
 import pytest
 
-from tests.support.browser import (
-    Caller,
-    needs_chromium,
+from tests.support.browser import expect_error, needs_chromium
+from tests.support.played_bot import (
+    connected_to_a_played_bot,
+    frame_bytes,
+    rtvi_bytes,
+    tone_frames,
 )
 
 pytestmark = needs_chromium
-
-
-class StaticSite:
-    """The built client as plain static files: no models, no sessions."""
-
-    def __init__(self, root: Path):
-        handler = functools.partial(QuietHandler, directory=str(root))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def tail(self) -> str:
-        return "(static site: no server log)"
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture(scope="session")
-def static_site(client_bundle):
-    site = StaticSite(client_bundle.parent)
-    yield site
-    site.stop()
-
-
-def healthy(page) -> None:
-    page.route("**/api/health", lambda route: route.fulfill(json={"status": "ok", "sessions": 0}))
-
-
-def frame_bytes(**fields) -> bytes:
-    """A Pipecat protobuf frame, e.g. frame_bytes(message={"data": "..."})."""
-    from pipecat.frames.protobufs import frames_pb2
-
-    frame = frames_pb2.Frame()
-    for kind, values in fields.items():
-        getattr(frame, kind).SetInParent()
-        for name, value in values.items():
-            setattr(getattr(frame, kind), name, value)
-    return frame.SerializeToString()
-
-
-def rtvi_bytes(type_: str, data: dict | None = None, id_: str = "test") -> bytes:
-    message = {"label": "rtvi-ai", "type": type_, "id": id_, "data": data or {}}
-    return frame_bytes(message={"data": json.dumps(message)})
-
-
-def tone_frames(seconds: float, rate: int = 24000, frame_ms: int = 40) -> list[bytes]:
-    import numpy as np
-
-    t = np.arange(int(seconds * rate)) / rate
-    pcm = (0.3 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
-    step = rate * frame_ms // 1000
-    return [
-        frame_bytes(
-            audio={"audio": pcm[i : i + step].tobytes(), "sample_rate": rate, "num_channels": 1}
-        )
-        for i in range(0, len(pcm), step)
-    ]
-
-
-class FakeBotSocket:
-    """Plays the server's `/ws` for one page: bot-ready on client-ready, or a refusal of the
-    next socket the page opens (`refuse`). `urls`: every socket's URL, in order."""
-
-    def __init__(self, page, refuse: tuple[int, str] | None = None):
-        self.ws = None
-        self.refuse = refuse
-        self.urls: list[str] = []
-        page.route_web_socket("**/ws*", self._accept)
-
-    def _accept(self, ws) -> None:
-        self.ws = ws
-        self.urls.append(ws.url)
-        refuse, self.refuse = self.refuse, None
-        ws.on_message(lambda message: self._on_message(ws, message, refuse))
-
-    def _on_message(self, ws, message, refuse: tuple[int, str] | None) -> None:
-        from pipecat.frames.protobufs import frames_pb2
-
-        if refuse:
-            # Like the server: the socket is open (the page spoke), then closed with a reason.
-            ws.close(code=refuse[0], reason=refuse[1])
-            return
-        if not isinstance(message, bytes):
-            return
-        frame = frames_pb2.Frame.FromString(message)
-        if frame.WhichOneof("frame") == "message":
-            rtvi = json.loads(frame.message.data)
-            if rtvi.get("type") == "client-ready":
-                ws.send(rtvi_bytes("bot-ready", {"version": "2.2.0"}, rtvi.get("id", "ready")))
-
-    def send(self, data: bytes) -> None:
-        assert self.ws is not None, "the page has not opened the WebSocket"
-        self.ws.send(data)
-
-
-@contextlib.contextmanager
-def connected_to_a_played_bot(site, playwright):
-    """A page connected over WebSocket to a bot the test plays (`FakeBotSocket`):
-    (caller, bot), the browser closed after."""
-    caller = Caller(playwright, site, None, "websocket")
-    try:
-        healthy(caller.page)
-        bot = FakeBotSocket(caller.page)
-        caller.connect()
-        caller.wait_connected()
-        yield caller, bot
-    finally:
-        caller.close()
 
 
 @pytest.mark.parametrize("signal", ["interruption-frame", "bot-interrupted"])
@@ -199,52 +81,6 @@ def test_websocket_playback_stops_on_interruption(static_site, playwright, signa
         assert caller.page_errors == []
 
 
-def expect_error(caller: Caller, kind: str, text: str, timeout: int = 30_000) -> str:
-    caller.wait(
-        f"() => window.voiceAgent.errors.some(e => e.kind === '{kind}')",
-        f"a '{kind}' error",
-        timeout,
-    )
-    caller.wait("() => window.voiceAgent.state === 'disconnected'", "the page to give up", timeout)
-    message = caller.page.inner_text("#error")
-    assert caller.page.locator("#error").is_visible()
-    assert text.lower() in message.lower(), message
-    assert caller.page.locator("#connect").is_enabled()
-    assert not caller.agent()["connected"]
-    return message
-
-
-def test_refused_websocket_session(static_site, playwright):
-    """The server is full: it accepts the socket and closes it with 1013 and a reason."""
-    caller = Caller(playwright, static_site, None, "websocket")
-    try:
-        healthy(caller.page)
-        FakeBotSocket(caller.page, refuse=(1013, "The server is at its limit of 8 live sessions"))
-        caller.connect()
-        message = expect_error(caller, "refused", "refused")
-        assert "limit of 8 live sessions" in message
-    finally:
-        caller.close()
-
-
-def test_refused_webrtc_session(static_site, playwright):
-    """The server is full: /api/offer answers 503 with a detail."""
-    caller = Caller(playwright, static_site, None, "webrtc")
-    try:
-        healthy(caller.page)
-        caller.page.route(
-            "**/api/offer",
-            lambda route: route.fulfill(
-                status=503, json={"detail": "The server is at its limit of 8 live sessions"}
-            ),
-        )
-        caller.connect()
-        message = expect_error(caller, "refused", "refused", timeout=60_000)
-        assert "limit of 8 live sessions" in message
-    finally:
-        caller.close()
-
-
 def test_server_ends_websocket_session(static_site, playwright):
     """Ended by the server (1000): reported, and never resumed, ticket or not."""
     with connected_to_a_played_bot(static_site, playwright) as (caller, bot):
@@ -297,28 +133,6 @@ def test_a_dropped_websocket_resumes_its_conversation(static_site, playwright):
         assert "no conversation 'second' to resume" in message
         assert asked_to_resume(bot.urls[-1])["resume_token"] == "token-2"
         assert caller.agent()["transcript"][0]["text"] == "My name is Ada."  # kept to read
-
-
-@pytest.mark.parametrize("transport", ["websocket", "webrtc"])
-def test_unreachable_server(static_site, playwright, transport):
-    caller = Caller(playwright, static_site, None, transport)
-    try:
-        caller.page.route("**/api/health", lambda route: route.abort("connectionrefused"))
-        caller.connect()
-        expect_error(caller, "unreachable", "unreachable")
-    finally:
-        caller.close()
-
-
-def test_microphone_denied(static_site, playwright):
-    """No fake permission UI: headless Chromium refuses the mic (NotAllowedError)."""
-    caller = Caller(playwright, static_site, None, "websocket", allow_mic=False)
-    try:
-        healthy(caller.page)
-        caller.connect()
-        expect_error(caller, "mic-denied", "microphone access was denied")
-    finally:
-        caller.close()
 
 
 def test_page_shows_what_the_server_says(static_site, playwright):

@@ -139,3 +139,17 @@ class Caller:
     def close(self) -> None:
         self.browser.close()
 
+
+def expect_error(caller: Caller, kind: str, text: str, timeout: int = 30_000) -> str:
+    caller.wait(
+        f"() => window.voiceAgent.errors.some(e => e.kind === '{kind}')",
+        f"a '{kind}' error",
+        timeout,
+    )
+    caller.wait("() => window.voiceAgent.state === 'disconnected'", "the page to give up", timeout)
+    message = caller.page.inner_text("#error")
+    assert caller.page.locator("#error").is_visible()
+    assert text.lower() in message.lower(), message
+    assert caller.page.locator("#connect").is_enabled()
+    assert not caller.agent()["connected"]
+    return message
