@@ -53,6 +53,12 @@ async def test_a_dozen_spoken_questions_are_answered_right(models, items):
         Utterance(audio=voices.synthesize(item.q, TEST_VOICES[i % 2]), name=item.id)
         for i, item in enumerate(items)
     ]
+    # The knowledge-base question is said twice: Whisper cannot know the company's name, and
+    # its confidence in "Who is the chief of Bright Line Telecom?" sits near the unsure bar
+    # (-0.66 in one run, under -0.75 in another), so the bot may ask it again; then the
+    # second time is answered, whatever Whisper's confidence (asked again once in a row).
+    kb = SUBSET.index("kb-ceo")
+    script.insert(kb + 1, Utterance(audio=script[kb].audio, name="kb-ceo-again"))
     # Then a question lost in a noisy room (white noise, 10 dB SNR), which Whisper hears as
     # another sentence and is unsure of: it is asked again, and the repeat is answered.
     noisy, _ = spoken(REPEATED.q, TEST_VOICES[0], "noisy", piper=None)
@@ -66,8 +72,9 @@ async def test_a_dozen_spoken_questions_are_answered_right(models, items):
     result = await converse(script, session, FileTransportParams(fast=False, reply_pause_secs=3.0))
 
     turns = result.turn_dicts()
-    assert len(turns) == len(items) + 2, [(t["user_text"], t["bot_text"]) for t in turns]
+    assert len(turns) == len(items) + 3, [(t["user_text"], t["bot_text"]) for t in turns]
     (misheard, asked_again), (repeat, answer) = [(t["user_text"], t["bot_text"]) for t in turns[-2:]]
+    kb_answers = [turns[kb]["bot_text"], turns.pop(kb + 1)["bot_text"]]
     turns = turns[:-2]
     verdicts = [judge(item, turn["bot_text"]) for item, turn in zip(items, turns)]
     report = "\n".join(
@@ -76,9 +83,10 @@ async def test_a_dozen_spoken_questions_are_answered_right(models, items):
         for i, (item, t, v) in enumerate(zip(items, turns, verdicts))
     )
     assert sum(v.right for v in verdicts) >= 10, report
-    # The knowledge-base question is answered from it; no other answer mentions it.
-    kb = SUBSET.index("kb-ceo")
-    assert "Quintela" in turns[kb]["bot_text"], report
+    # The knowledge-base question is answered from it (asked again at most once); no other
+    # answer mentions it.
+    assert kb_answers.count(EMPTY_TURN_REPLY) <= 1, kb_answers
+    assert all("Quintela" in a for a in kb_answers if a != EMPTY_TURN_REPLY), kb_answers
     assert not any(KB_MARKERS.search(t["bot_text"]) for i, t in enumerate(turns) if i != kb), report
     assert not any(v.refusal for v in verdicts), report
 
