@@ -6,7 +6,7 @@ CTranslate2 accepts a shorter mel window, and Whisper tiny.en transcribes as wel
 12 s window (measured in bench/RESULTS.md: the encoder takes ~1/5 of the time). Shorter
 windows than that make Whisper repeat its own words, so the window never goes below
 `window_secs`; a decode that still runs away (repeats, or fills its token budget), or
-that is unsure of itself (mean token log-probability under -0.35: noisy or mangled audio,
+that is unsure of itself (mean token log-probability under -0.6: noisy or mangled audio,
 where the short window does worse), is thrown away and the audio transcribed the stock way.
 """
 
@@ -31,8 +31,10 @@ TOKENS_PER_SEC = 6
 TOKENS_MIN = 10
 MAX_COMPRESSION_RATIO = 2.4  # Whisper's own threshold for "this text repeats itself"
 # Below this mean token log-probability the short window is unsure (noisy or mangled
-# audio, where it does worse than the 30 s window): the stock window decides.
-MIN_AVG_LOGPROB = -0.35
+# audio, where it does worse than the 30 s window): the stock window decides. Between it
+# and -0.35 the short window heard unfamiliar voices in noise better (bench/RESULTS.md,
+# "The short window's unsure bar").
+MIN_AVG_LOGPROB = -0.6
 
 
 @dataclass(frozen=True)
