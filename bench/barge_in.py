@@ -29,8 +29,6 @@ import itertools
 import time
 
 from bench.common import (
-    Microphone,
-    MicrophoneClock,
     add_common_args,
     fmt,
     loadavg,
@@ -40,8 +38,8 @@ from bench.common import (
     report,
     synthesize,
     wait_for_quiet_machine,
-    wait_quiet,
 )
+from bench.microphone import Microphone, MicrophoneClock, wait_quiet
 from bench.server import Server
 from web.ws_client import AgentClient
 

@@ -45,11 +45,8 @@ import httpx
 import numpy as np
 from bench.common import (
     OUT_DIR,
-    Microphone,
-    MicrophoneClock,
     add_common_args,
     cpu_seconds,
-    first_audio_after,
     fmt,
     loadavg,
     markdown_table,
@@ -57,8 +54,8 @@ from bench.common import (
     synthesize,
     tree_cpu_seconds,
     wait_for_quiet_machine,
-    wait_quiet,
 )
+from bench.microphone import Microphone, MicrophoneClock, first_audio_after, wait_quiet
 from bench.capacity_verdict import (
     CPU_LIMIT_OF_CORES,
     MAX_LEVEL,

@@ -36,15 +36,13 @@ import numpy as np
 
 from bench import voices
 from bench.common import (
-    Microphone,
-    MicrophoneClock,
     add_common_args,
     loadavg,
     markdown_table,
     report,
     wait_for_quiet_machine,
-    wait_quiet,
 )
+from bench.microphone import Microphone, MicrophoneClock, wait_quiet
 from bench.server import Server
 from tests.text import contains_words
 from web.ws_client import AgentClient

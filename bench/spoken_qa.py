@@ -37,10 +37,7 @@ import numpy as np
 
 from bench import voices
 from bench.common import (
-    Microphone,
-    MicrophoneClock,
     add_common_args,
-    first_audio_after,
     fmt,
     loadavg,
     process_tree,
@@ -48,8 +45,8 @@ from bench.common import (
     speech_bounds,
     tree_cpu_seconds,
     wait_for_quiet_machine,
-    wait_quiet,
 )
+from bench.microphone import Microphone, MicrophoneClock, first_audio_after, wait_quiet
 from bench.server import Server
 from bench.qa_judge import Item, load_items
 from bench.spoken_qa_report import Outcome, summarize, verdicts, wer

@@ -33,12 +33,8 @@ import time
 from dataclasses import dataclass, field
 
 from bench.common import (
-    Microphone,
-    MicrophoneClock,
     Question,
     add_common_args,
-    audio_between,
-    first_audio_after,
     fmt,
     loadavg,
     markdown_table,
@@ -48,6 +44,12 @@ from bench.common import (
     shared_recordings,
     synthesize,
     wait_for_quiet_machine,
+)
+from bench.microphone import (
+    Microphone,
+    MicrophoneClock,
+    audio_between,
+    first_audio_after,
     wait_quiet,
 )
 from bench.server import Server
