@@ -20,6 +20,11 @@ Words that stop mid-sentence: a comma or dash at the end, a last word no sentenc
 ("and", "the"; "about" unless asked), an opening "if"/"when"/"because" clause still
 waiting for its main clause.
 
+Smart-turn's verdict changes the end only where the words look unfinished, so the model
+runs only there: at the VAD's stop the verdict is owed, and asked for once the segment's
+words are in (its transcript, the local Whisper's `NoWordsFrame`, words already heard when
+the VAD stopped, or, from an STT that stays silent, nothing by its p99 latency).
+
 It extends the speculative stop strategy (bot/speculation.py: the answer started on the
 words heard while the turn waits), so both live on one stop path. `decide()` is the rule
 alone (bench/sentence_turns.py runs it).
@@ -34,9 +39,12 @@ from collections import deque
 from enum import Enum
 
 from loguru import logger
+from pipecat.audio.turn.base_turn_analyzer import EndOfTurnState
 from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
+    MetricsFrame,
+    STTMetadataFrame,
     TranscriptionFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
@@ -138,6 +146,8 @@ class SentenceTurnStop(SpeculativeTurnStopStrategy):
         # Smart-turn runs only while a turn is in progress (bot/local/services.py).
         shared = isinstance(turn_analyzer, SharedSmartTurnAnalyzer)
         self._analyzer = turn_analyzer if shared else None
+        if shared:
+            turn_analyzer.verdict_on_request = True
         self._set_turn_in_progress(False)
         self._min_wait = min_wait_secs
         self._max_wait = max_wait_secs
@@ -157,6 +167,11 @@ class SentenceTurnStop(SpeculativeTurnStopStrategy):
         self._final_per_segment = final_per_segment
         self._segments_pending = 0
         self._end_when_heard: dict | None = None
+        # Words heard since the VAD last heard speech start; the STT's p99 latency (its
+        # STTMetadataFrame), after which an owed verdict is asked for without them.
+        self._segment_heard = False
+        self._stt_wait_secs = 1.0
+        self._owed_timer: asyncio.Task | None = None
 
     @property
     def wait_secs(self) -> float:
@@ -174,6 +189,7 @@ class SentenceTurnStop(SpeculativeTurnStopStrategy):
     async def handle_user_turn_stopped(self):
         await super().handle_user_turn_stopped()
         await self._cancel_wait()
+        await self._cancel_owed_timer()
         self._words, self._in_turn, self._stopped_at = "", False, None
         self._set_turn_in_progress(False)
 
@@ -183,6 +199,7 @@ class SentenceTurnStop(SpeculativeTurnStopStrategy):
 
     async def cleanup(self):
         await self._cancel_wait()
+        await self._cancel_owed_timer()
         await super().cleanup()
 
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
@@ -193,35 +210,71 @@ class SentenceTurnStop(SpeculativeTurnStopStrategy):
                 self._pauses.append(time.monotonic() - frame.start_secs - self._stopped_at)
             self._stopped_at = None
             self._pending_end = None
+            self._segment_heard = False
             await self._cancel_wait()  # speech came back: the turn goes on
+            await self._cancel_owed_timer()
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             self._stopped_at = time.monotonic() - frame.stop_secs
             self._segments_pending += self._in_turn
         elif isinstance(frame, TranscriptionFrame):
             self._words = frame.text
+        elif isinstance(frame, STTMetadataFrame):
+            self._stt_wait_secs = frame.ttfs_p99_latency
         if isinstance(frame, (TranscriptionFrame, NoWordsFrame)):
             self._segments_pending = max(0, self._segments_pending - 1)
+            self._segment_heard = True
         result = await super().process_frame(frame)
         if self._end_when_heard is not None and not self._words_pending:
             kwargs, self._end_when_heard = self._end_when_heard, None
             await self.trigger_user_turn_stopped(**kwargs)
-        if (
-            isinstance(frame, TranscriptionFrame)
-            and self._in_turn
-            and self._words
-            and self._stopped_at is not None
-            and self._wait is None
-        ):
-            # Smart-turn thought the turn unfinished (or has not said yet): the words may
-            # still end it sooner than its timeout.
-            verdict = decide(False, self._words)
-            if verdict is Verdict.END:
-                await self.trigger_user_turn_stopped()
-            elif verdict is Verdict.WAIT:
-                self._wait = self.task_manager.create_task(
-                    self._end_after_wait({}), f"{self}::wait"
-                )
+        if self._in_turn and self._stopped_at is not None and self._wait is None:
+            if isinstance(frame, TranscriptionFrame) and self._words:
+                await self._words_in()
+            elif self._verdict_owed and isinstance(frame, NoWordsFrame):
+                await self._words_in()
+            elif self._verdict_owed and isinstance(frame, VADUserStoppedSpeakingFrame):
+                if self._segment_heard and not self._words_pending:
+                    await self._words_in()  # the STT's words came before the VAD's stop
+                elif not self._final_per_segment:
+                    self._owed_timer = self.task_manager.create_task(
+                        self._words_in_after(self._stt_wait_secs), f"{self}::owed"
+                    )
         return result
+
+    @property
+    def _verdict_owed(self) -> bool:
+        return self._analyzer is not None and self._analyzer.verdict_owed
+
+    async def _words_in(self) -> None:
+        """The segment's words are in: smart-turn judges if they look unfinished; otherwise
+        (or if it thought the turn unfinished) the words may still end the turn sooner
+        than its timeout."""
+        if self._words_pending:
+            return
+        await self._cancel_owed_timer()
+        if self._verdict_owed and looks_unfinished(self._words):
+            state, metrics = await self._analyzer.judge()
+            if metrics:
+                await self.push_frame(MetricsFrame(data=[metrics]))
+            if state == EndOfTurnState.COMPLETE:
+                await self.trigger_user_turn_stopped()
+                return
+        verdict = decide(False, self._words)
+        if verdict is Verdict.END:
+            await self.trigger_user_turn_stopped()
+        elif verdict is Verdict.WAIT:
+            self._wait = self.task_manager.create_task(self._end_after_wait({}), f"{self}::wait")
+
+    async def _words_in_after(self, secs: float) -> None:
+        await asyncio.sleep(secs)
+        self._owed_timer = None
+        if self._in_turn and self._stopped_at is not None and self._wait is None:
+            await self._words_in()
+
+    async def _cancel_owed_timer(self) -> None:
+        if self._owed_timer is not None and self._owed_timer is not asyncio.current_task():
+            await self.task_manager.cancel_task(self._owed_timer)
+        self._owed_timer = None
 
     @property
     def _words_pending(self) -> bool:

@@ -17,9 +17,12 @@ import pytest
 from pipecat.audio.turn.base_turn_analyzer import EndOfTurnState
 from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
 from pipecat.frames.frames import (
+    DataFrame,
     Frame,
     InputAudioRawFrame,
+    TranscriptionFrame,
     UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
@@ -33,6 +36,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
 from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
+from pipecat.utils.time import time_now_iso8601
 from pipecat.workers.runner import WorkerRunner
 
 from bot.local.services import SharedSmartTurnAnalyzer
@@ -188,6 +192,11 @@ async def test_real_recordings_judged_finished_at_the_pause_stay_finished(models
             assert v.early == EndOfTurnState.COMPLETE, name
 
 
+@dataclass
+class Marker(DataFrame):
+    """Seen downstream once every data frame queued before it has been processed."""
+
+
 class HeldOverBot(VADUserTurnStartStrategy):
     """The VAD starts a turn, except while the bot talks (BargeInStartStrategy holds those
     until the words decide)."""
@@ -200,9 +209,14 @@ class HeldOverBot(VADUserTurnStartStrategy):
         return await super().process_frame(frame)
 
 
-async def test_smart_turn_runs_only_when_a_turn_can_end(models, speech):
+@pytest.mark.parametrize(
+    "words, runs_at_stop",
+    [("What is the capital of France?", 0), ("What is the capital of", 1)],
+)
+async def test_smart_turn_runs_only_where_its_verdict_decides(models, speech, words, runs_at_stop):
     """Speech with no user turn in progress (over the bot, held for its words) is not judged:
-    nothing would use the verdict. The next turn's stop is, once."""
+    nothing would use the verdict. A turn's stop is judged once its words are in, and only
+    when they look unfinished: whole words end the turn whatever smart-turn would say."""
     runs = ModelRuns(models.smart_turn_session)
     start = HeldOverBot()
     stop = SentenceTurnStop(
@@ -221,7 +235,7 @@ async def test_smart_turn_runs_only_when_a_turn_can_end(models, speech):
     quiet = np.zeros(FRAME * VAD_STOP_FRAMES, dtype=np.int16)
     audio = np.concatenate([speech("What is the capital of France?"), quiet])
 
-    async def utterance():
+    async def utterance(text: str | None = None):
         done = InputAudioRawFrame(quiet[:FRAME].tobytes(), 16000, 1)  # after the VAD stop
         await worker.queue_frames(
             [VADUserStartedSpeakingFrame(start_secs=0.2)]
@@ -229,15 +243,24 @@ async def test_smart_turn_runs_only_when_a_turn_can_end(models, speech):
             + [VADUserStoppedSpeakingFrame(stop_secs=0.2), done]
         )
         await until(lambda: done in seen.frames, 10.0, "the utterance processed")
+        if text:  # its words, as the local Whisper sends them after the VAD's stop
+            words_in = Marker()  # (data frames keep their order: after the words)
+            await worker.queue_frames([TranscriptionFrame(text, "user", time_now_iso8601()), words_in])
+            await until(lambda: words_in in seen.frames, 10.0, "the words processed")
 
     try:
         await utterance()
         assert runs.inputs == []  # no turn started: nothing to judge
         assert not any(isinstance(f, UserStartedSpeakingFrame) for f in seen.frames)
         start.bot_speaking = False
-        await utterance()
+        await utterance(words)
         assert any(isinstance(f, UserStartedSpeakingFrame) for f in seen.frames)
-        assert len(runs.inputs) == 1  # the turn's stop
+        assert len(runs.inputs) == runs_at_stop
+        # Smart-turn's own timeout (2 s of silence) ends any turn still open.
+        await worker.queue_frames([InputAudioRawFrame(pcm, 16000, 1) for pcm in frames(quiet)] * 8)
+        ended = lambda: any(isinstance(f, UserStoppedSpeakingFrame) for f in seen.frames)  # noqa: E731
+        await until(ended, 10.0, "the turn's end")
+        assert len(runs.inputs) == runs_at_stop
     finally:
         await worker.cancel()
         await asyncio.wait_for(running, 10.0)

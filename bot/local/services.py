@@ -302,6 +302,11 @@ class SharedSmartTurnAnalyzer(BaseSmartTurn):
     end (speech over the bot that the barge-in logic is still judging, its echo, a
     backchannel), a verdict would be dropped when the next turn starts, so the model does
     not run; the audio is cleared as a "finished" verdict would clear it.
+
+    `verdict_on_request` (set by the stop strategy): at the VAD's stop the verdict is only
+    owed, not reached ("unfinished" for now); the strategy asks for it with `judge()` once
+    the segment's words are in and only if they look unfinished, the one case where the
+    verdict changes the turn's end (`decide()` in bot/turn_end.py).
     """
 
     def __init__(
@@ -313,6 +318,8 @@ class SharedSmartTurnAnalyzer(BaseSmartTurn):
         self._pause = PauseDetector()
         self._speculation: Future | None = None
         self.turn_in_progress = True  # stock: every VAD stop is judged
+        self.verdict_on_request = False  # stock: judged at the VAD stop
+        self._verdict_owed = False
 
     def _predict_endpoint(self, audio_array: np.ndarray) -> dict[str, Any]:
         """As LocalSmartTurnAnalyzerV3's, on the shared session (without its
@@ -328,6 +335,8 @@ class SharedSmartTurnAnalyzer(BaseSmartTurn):
         return {"prediction": 1 if probability > 0.5 else 0, "probability": probability}
 
     def append_audio(self, buffer: bytes, is_speech: bool) -> EndOfTurnState:
+        if is_speech:
+            self._verdict_owed = False  # the user went on: the next stop is judged anew
         state = super().append_audio(buffer, is_speech)
         # `is_speech` stays true until the VAD stop: the frames in between are the pause.
         if (
@@ -345,10 +354,25 @@ class SharedSmartTurnAnalyzer(BaseSmartTurn):
             self._speculation = self._model_executor.submit(self._process_speech_segment, snapshot)
         return state
 
+    @property
+    def verdict_owed(self) -> bool:
+        return self._verdict_owed
+
     async def analyze_end_of_turn(self) -> tuple[EndOfTurnState, MetricsData | None]:
         if not self.turn_in_progress:
             self._clear(EndOfTurnState.COMPLETE)  # no turn to end: see the class docstring
             return EndOfTurnState.COMPLETE, None
+        if self.verdict_on_request and self.speech_triggered:
+            self._verdict_owed = True
+            return EndOfTurnState.INCOMPLETE, None
+        return await self._judge()
+
+    async def judge(self) -> tuple[EndOfTurnState, MetricsData | None]:
+        """The verdict owed since the VAD's stop (see `verdict_on_request`)."""
+        self._verdict_owed = False
+        return await self._judge()
+
+    async def _judge(self) -> tuple[EndOfTurnState, MetricsData | None]:
         speculation, self._speculation = self._speculation, None
         if speculation is not None and self._pause.quiet:  # only quiet since the snapshot
             state, result = await asyncio.wrap_future(speculation)
@@ -363,3 +387,4 @@ class SharedSmartTurnAnalyzer(BaseSmartTurn):
         if turn_state == EndOfTurnState.COMPLETE:
             self._pause.reset()
             self._speculation = None
+            self._verdict_owed = False
