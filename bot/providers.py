@@ -20,6 +20,7 @@ from pipecat.utils.text.base_text_aggregator import BaseTextAggregator
 
 from bot.config import ProviderChoice, Settings, Stage
 from bot.local.models import LocalModels
+from bot.memory import MemoryKeeper
 from bot.text_aggregation import FirstChunkTextAggregator
 from bot.tool_preamble import NoFillerAfterPreamble
 
@@ -164,6 +165,14 @@ def stt_conversation_prompt(settings: Settings) -> ConversationPrompt | None:
     from bot.local.whisper_prompt import ConversationPrompt
 
     return ConversationPrompt(stt_vocabulary(settings))
+
+
+def create_memory_keeper(settings: Settings, models: LocalModels) -> MemoryKeeper | None:
+    """Per-user memory (MEMORY_ENABLED), its rolling summary written by the configured LLM
+    alone (no fallback, no tools)."""
+    if not settings.memory_enabled:
+        return None
+    return MemoryKeeper(settings, summarizer=lambda: create_llm(settings, models, fallback=False))
 
 
 def create_llm(settings: Settings, models: LocalModels, *, fallback: bool = True) -> LLMService:

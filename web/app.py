@@ -21,10 +21,9 @@ from pydantic import BaseModel, Field
 
 from bot.config import Settings, Stage
 from bot.local.models import LocalModels
-from bot.memory import MemoryKeeper
 from bot.model_check import warn_about_models
 from bot.pipeline import Session
-from bot.providers import PROVIDERS, Providers, create_llm, create_search
+from bot.providers import PROVIDERS, Providers, create_memory_keeper, create_search
 from web.admin import create_admin_router
 from web.admission import log_origin_policy
 from web.cluster import ClusterNode
@@ -151,15 +150,9 @@ def create_app(
     app.include_router(rooms_router(settings, registry, spawner, place_room))
 
     # Per-user memory (bot/memory/): /api/users/{id}/memory
-    memory = None
-    if settings.memory_enabled:
-        # The rolling summary is written by the configured LLM alone (no fallback, no tools).
-        memory = MemoryKeeper(
-            settings, summarizer=lambda: create_llm(settings, models, fallback=False)
-        )
-        registry.listeners.append(
-            lambda event, live, _: memory.ended(live.id) if event == "ended" else None
-        )
+    memory = create_memory_keeper(settings, models)
+    if memory is not None:
+        registry.listeners.append(memory.on_session_event)
         app.include_router(user_memory_router(settings, memory))
 
     async def new_session(

@@ -35,10 +35,9 @@ from loguru import logger
 
 from bot.config import Settings
 from bot.local.models import LocalModels
-from bot.memory import MemoryKeeper
 from bot.pipeline import Session, run_bot
 from bot.session_control import InstructionMode
-from bot.providers import ProviderNames, Providers, create_llm
+from bot.providers import ProviderNames, Providers, create_memory_keeper
 from processors.observers.provider_errors import ProviderErrorObserver, provider_counters
 from web.resume import ResumeKeeper, ResumeRefused
 from web.sessions import LiveSession, SessionRegistry
@@ -100,14 +99,9 @@ async def serve(job: dict, settings: Settings, models: LocalModels, providers: P
     errors = ProviderErrorObserver(error_counter, names, fallback_counter)
     # Per-user memory, in the store the server reads too (SQLite file or Redis): the
     # session process keeps its user's words and, when its session ends, their summary.
-    memory = None
-    if settings.memory_enabled:
-        memory = MemoryKeeper(
-            settings, summarizer=lambda: create_llm(settings, models, fallback=False)
-        )
-        registry.listeners.append(
-            lambda event, live, _: memory.ended(live.id) if event == "ended" else None
-        )
+    memory = create_memory_keeper(settings, models)
+    if memory is not None:
+        registry.listeners.append(memory.on_session_event)
 
     # Its conversation is saved for resuming by the server, which holds the records.
     resumes = None

@@ -184,6 +184,11 @@ class MemoryKeeper:
             await session.control.update_instructions(instructions)
         session.metrics.subscribe(self.keeper_of(user_id, session.id))
 
+    def on_session_event(self, event: str, live, _=None) -> None:
+        """A session registry listener: a session that ended is summarised."""
+        if event == "ended":
+            self.ended(live.id)
+
     def ended(self, session_id: str) -> None:
         """A session has ended: its user's rolling summary is rewritten (in the background)."""
         user_id, lines = self._conversations.pop(session_id, (None, []))
