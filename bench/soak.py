@@ -37,7 +37,6 @@ from pipecat.frames.frames import (
     StartFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection
-from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
@@ -51,6 +50,7 @@ from bench.common import (
     synthesize,
     wait_for_quiet_machine,
 )
+from transports.file import FedInputTransport
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -107,33 +107,19 @@ class Soak:
         )
 
 
-class SoakInput(BaseInputTransport):
+class SoakInput(FedInputTransport):
     def __init__(self, transport: SoakTransport, params: TransportParams, **kwargs):
         super().__init__(params, **kwargs)
         self._t = transport
         self._soak = transport.soak
-        self._feed_task = None
         self._silence = b""
 
     async def start(self, frame: StartFrame):
         await super().start(frame)
         await self.set_transport_ready(frame)
         self._silence = b"\x00\x00" * int(self.sample_rate * FRAME_SECS)
-        self._feed_task = self.create_task(self._feed(), "soak-feed")
+        self.start_feeding("soak-feed")
         await self._t._call_event_handler("on_client_connected", self)
-
-    async def stop(self, frame):
-        await self._cancel_feed()
-        await super().stop(frame)
-
-    async def cancel(self, frame):
-        await self._cancel_feed()
-        await super().cancel(frame)
-
-    async def _cancel_feed(self):
-        if self._feed_task:
-            await self.cancel_task(self._feed_task)
-            self._feed_task = None
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)

@@ -98,35 +98,19 @@ class _Playback:
             pass
 
 
-class FileInputTransport(BaseInputTransport):
-    def __init__(self, transport: FileTransport, params: FileTransportParams, **kwargs):
-        super().__init__(params, **kwargs)
-        self._transport = transport
-        self._file_params: FileTransportParams = params
-        self._feed_task: asyncio.Task | None = None
-        self._silence = b""
-        self._echo: _Echo | None = None
-        self._next_frame_at = 0.0
+class FedInputTransport(BaseInputTransport):
+    """An input transport whose microphone is a task of its own (`_feed`), started with
+    `start_feeding()` and cancelled when the pipeline stops."""
 
-    async def start(self, frame: StartFrame):
-        await super().start(frame)
-        await self.set_transport_ready(frame)
-        self._silence = b"\x00\x00" * int(self.sample_rate * FRAME_SECS)
-        if self._file_params.echo_gain_db is not None:
-            if self._file_params.fast:
-                raise ValueError("an echo needs real-time playback (fast=False)")
-            self._echo = _Echo(self._transport, self._file_params, self.sample_rate)
-        self._feed_task = self.create_task(self._feed(), "file-input-feed")
-        await self._transport._call_event_handler("on_client_connected", self)
-        # Like a client that has set up and can hear the bot now (RTVI's client-ready):
-        # the session greets it, as it greets a browser.
-        ready = {
-            "label": "rtvi-ai",
-            "type": "client-ready",
-            "id": "file",
-            "data": {"version": "2.2.0"},
-        }
-        await self.broadcast_frame(InputTransportMessageFrame, message=ready)
+    def __init__(self, params: TransportParams, **kwargs):
+        super().__init__(params, **kwargs)
+        self._feed_task: asyncio.Task | None = None
+
+    def start_feeding(self, name: str) -> None:
+        self._feed_task = self.create_task(self._feed(), name)
+
+    async def _feed(self) -> None:
+        raise NotImplementedError
 
     async def stop(self, frame):
         await self._cancel_feed()
@@ -140,6 +124,36 @@ class FileInputTransport(BaseInputTransport):
         if self._feed_task:
             await self.cancel_task(self._feed_task)
             self._feed_task = None
+
+
+class FileInputTransport(FedInputTransport):
+    def __init__(self, transport: FileTransport, params: FileTransportParams, **kwargs):
+        super().__init__(params, **kwargs)
+        self._transport = transport
+        self._file_params: FileTransportParams = params
+        self._silence = b""
+        self._echo: _Echo | None = None
+        self._next_frame_at = 0.0
+
+    async def start(self, frame: StartFrame):
+        await super().start(frame)
+        await self.set_transport_ready(frame)
+        self._silence = b"\x00\x00" * int(self.sample_rate * FRAME_SECS)
+        if self._file_params.echo_gain_db is not None:
+            if self._file_params.fast:
+                raise ValueError("an echo needs real-time playback (fast=False)")
+            self._echo = _Echo(self._transport, self._file_params, self.sample_rate)
+        self.start_feeding("file-input-feed")
+        await self._transport._call_event_handler("on_client_connected", self)
+        # Like a client that has set up and can hear the bot now (RTVI's client-ready):
+        # the session greets it, as it greets a browser.
+        ready = {
+            "label": "rtvi-ai",
+            "type": "client-ready",
+            "id": "file",
+            "data": {"version": "2.2.0"},
+        }
+        await self.broadcast_frame(InputTransportMessageFrame, message=ready)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
