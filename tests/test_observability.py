@@ -21,23 +21,13 @@ from processors.recording import RecordingFolder, SessionRecorder
 from tests.support.fakes import FakeProviders
 from tests.support.observability import PLANTED, metric_samples, synthetic_turn
 from tests.support.polling import until
+from tests.support.server import ask
 from tests.support.settings import local_settings
 from web.ws_client import AgentClient
 
 FAKE = FakeProviders()
 MAX_BYTES = 400_000
 PROCESSOR_NAME = re.compile(r"\b([A-Z][A-Za-z0-9]+#\d+)\b")
-
-
-def turns_reached(n):
-    return lambda r: len(r.turns) >= n
-
-
-async def ask(client: AgentClient, audio, n_before: int, timeout: float = 240) -> dict:
-    await client.speak(audio)
-    assert await client.silence_until(turns_reached(n_before + 1), timeout), client.received.turns
-    return client.received.turns[n_before]
-
 
 
 # --- Dashboard ring, events, /metrics and recording under 1,000 turns ----------------------
@@ -210,8 +200,8 @@ async def test_turn_figures_agree_in_client_log_and_metrics(serve_app, speech, p
             id_a = a.received.server_messages("session")[0]["session_id"]
             id_b = b.received.server_messages("session")[0]["session_id"]
             quiet = asyncio.create_task(b.silence_until(lambda r: False, 600))  # b stays, listening
-            first = await ask(a, speech("What is the capital of France?"), 0)
-            second = await ask(a, speech("What is the capital of Japan?"), 1)
+            first = await ask(a, speech("What is the capital of France?"), 0, timeout=240)
+            second = await ask(a, speech("What is the capital of Japan?"), 1, timeout=240)
             assert first["bot_text"] and second["bot_text"]
             async with httpx.AsyncClient() as http:
                 metrics = metric_samples((await http.get(f"{server.url}/metrics")).text)

@@ -4,25 +4,16 @@ import asyncio
 
 import httpx
 import numpy as np
+import pipecat.frames.protobufs.frames_pb2 as proto
 import pytest
 import websockets
 
-import pipecat.frames.protobufs.frames_pb2 as proto
+from tests.support.server import ask, turn_count
 from tests.text import contains_words
 from tests.webrtc_peer import offer_sdp
 from web.ws_client import AgentClient
 
 pytestmark = pytest.mark.slow
-
-
-def turn_count(n):
-    return lambda r: len(r.turns) >= n
-
-
-async def ask(client: AgentClient, audio, turns_before: int, timeout: float = 60) -> dict:
-    await client.speak(audio)
-    assert await client.silence_until(turn_count(turns_before + 1), timeout), client.received.turns
-    return client.received.turns[turns_before]
 
 
 async def test_two_turns_and_a_barge_in_over_websocket(serve_app, speech):

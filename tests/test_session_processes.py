@@ -12,15 +12,12 @@ import pytest
 
 from tests.peers.daily import DailyPeer
 from tests.support.polling import until, until_async
+from tests.support.server import turn_count
 from tests.text import contains_words
 from web.ws_client import AgentClient
 
 pytestmark = pytest.mark.slow
 WORKER_READY_SECS = 90  # the worker loads Whisper, Piper and the VAD models itself
-
-
-def turn_count(n):
-    return lambda r: len(r.turns) >= n
 
 
 async def ready_session(server, client: AgentClient) -> dict:

@@ -36,6 +36,7 @@ from web.observability import install_observability
 from web.process_metrics import SessionProcessMetrics
 from web.resume import ResumeKeeper, take_conversation
 from web.rooms import rooms_router
+from web.session_opening import open_session
 from web.session_process_routes import session_process_router
 from web.session_routes import in_process_session_router
 from web.sessions import SessionRegistry
@@ -161,28 +162,17 @@ def create_app(
         """A session; with a user id (and MEMORY_ENABLED) it knows what its user said before
         and keeps what they say now; with a (session id, resume token) it goes on with that
         conversation (ResumeRefused if it cannot)."""
-        prompt, history = settings.system_prompt, []
-        saved = await take_conversation(resumes, resume)
-        if saved is not None:
-            history, user_id = saved["messages"], saved["user_id"]
-            prompt = saved["instructions"] or prompt
-        elif memory is not None and user_id is not None:
-            prompt = await memory.instructions_for(user_id)
-        session = Session(
-            settings=settings.model_copy(update={"system_prompt": prompt}),
-            models=models,
-            transport_kind=transport,
-            greeting="" if history else settings.greeting,
-            observers=[observability.error_observer()],
-            history=history,
-            providers=providers,
+        return await open_session(
+            settings,
+            models,
+            providers,
+            transport,
             user_id=user_id,
+            saved=await take_conversation(resumes, resume),
+            memory=memory,
+            resumes=resumes,
+            observers=[observability.error_observer()],
         )
-        if memory is not None:
-            memory.enrol(session, named_by_client=resume is None)
-        if resumes is not None:
-            resumes.enrol(session)
-        return session
 
     @app.get(
         "/api/health",

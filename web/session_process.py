@@ -36,10 +36,11 @@ from loguru import logger
 from bot.config import Settings
 from bot.local.models import LocalModels
 from bot.pipeline import Session, run_bot
-from bot.session_control import InstructionMode
 from bot.providers import ProviderNames, Providers, create_memory_keeper
+from bot.session_control import InstructionMode
 from processors.observers.provider_errors import ProviderErrorObserver, provider_counters
 from web.resume import ResumeKeeper, ResumeRefused
+from web.session_opening import open_session
 from web.sessions import LiveSession, SessionRegistry
 
 EXIT_OK, EXIT_NO_CONNECTION = 0, 3
@@ -113,30 +114,23 @@ async def serve(job: dict, settings: Settings, models: LocalModels, providers: P
     async def new_session(
         transport: str, user_id: str | None = None, resume: tuple[str, str] | None = None
     ) -> Session:
-        prompt, history = settings.system_prompt, []
+        saved = None
         if resume is not None:  # the server has checked the ticket and sent the conversation
             saved = job.get("resumed")
             if saved is None:
                 raise ResumeRefused("the server sent no conversation to resume")
-            history, user_id = saved["messages"], saved["user_id"]
-            prompt = saved["instructions"] or prompt
-        elif memory is not None and user_id is not None:
-            prompt = await memory.instructions_for(user_id)
-        session = Session(
-            settings=settings.model_copy(update={"system_prompt": prompt}),
-            models=models,
-            id=job["session_id"],
-            transport_kind=transport,
-            greeting="" if history else settings.greeting,
-            history=history,
-            observers=[errors],
-            providers=providers,
+        session = await open_session(
+            settings,
+            models,
+            providers,
+            transport,
             user_id=user_id,
+            saved=saved,
+            memory=memory,
+            resumes=resumes,
+            observers=[errors],
+            session_id=job["session_id"],
         )
-        if memory is not None:
-            memory.enrol(session, named_by_client=resume is None)
-        if resumes is not None:
-            resumes.enrol(session)
 
         async def report_context(session: Session) -> None:  # the reply is in it now
             out.levers(session)

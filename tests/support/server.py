@@ -1,4 +1,5 @@
-"""The real FastAPI app served by uvicorn on a free loopback port, in the test's loop."""
+"""The real FastAPI app served by uvicorn on a free loopback port, in the test's loop, and
+a question asked over its /ws."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import socket
 
 from bot.config import Settings
+from web.ws_client import AgentClient
 
 
 class LiveServer:
@@ -44,3 +46,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def turn_count(n: int):
+    """A `silence_until` condition: the client has received `n` turns."""
+    return lambda received: len(received.turns) >= n
+
+
+async def ask(client: AgentClient, audio, turns_before: int, timeout: float = 60) -> dict:
+    """Speak `audio`, then silence until its turn arrives; that turn."""
+    await client.speak(audio)
+    assert await client.silence_until(turn_count(turns_before + 1), timeout), client.received.turns
+    return client.received.turns[turns_before]
