@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.capacity              # N = 1 twice, 2, 4, 8… then bisection
     .venv/bin/python -m bench.capacity --levels 1,3 # those levels only (after N=1's repeat)
     .venv/bin/python -m bench.capacity --nodes 2    # two server processes sharing Redis
+    .venv/bin/python -m bench.capacity --echo-db -20  # the bot's echo in every microphone
     .venv/bin/python -m bench.capacity --smoke      # N = 1, 2 for a few seconds
 
 The server (`python -m tests.support.fakes serve`: `bot serve` with stand-ins) runs with the
@@ -93,14 +94,14 @@ def level_secs(args, n: int) -> float:
 # --- one client process -------------------------------------------------------------------
 
 
-async def _session(url, questions, start_at, measure_from, deadline, rng, clock, out) -> None:
+async def _session(url, questions, start_at, measure_from, deadline, rng, clock, out, echo_db) -> None:
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     try:
         async with httpx.AsyncClient() as http:
             ws_url = await open_session_url(url, http)
         if ws_url is None:
             raise ConnectionRefusedError("no node took the session")
-        client = AgentClient(ws_url)
+        client = AgentClient(ws_url, echo_gain_db=echo_db)
         await client.connect()
     except Exception:
         out["refused"] += 1
@@ -145,7 +146,7 @@ async def _session(url, questions, start_at, measure_from, deadline, rng, clock,
         await client.close()
 
 
-async def _clients(url, n, questions, start_at, measure_from, deadline, seed) -> dict:
+async def _clients(url, n, questions, start_at, measure_from, deadline, seed, echo_db=None) -> dict:
     out = {"turns": [], "lateness": [], "refused": 0, "closed": 0}
     rng = random.Random(seed)
     clock = MicrophoneClock().start()
@@ -160,7 +161,8 @@ async def _clients(url, n, questions, start_at, measure_from, deadline, seed) ->
     # Sessions connect over the first second or two, like users arriving.
     await asyncio.gather(
         *(
-            _session(url, questions, start_at + i * 0.03, measure_from, deadline, random.Random(rng.random()), clock, out)
+            _session(url, questions, start_at + i * 0.03, measure_from, deadline, random.Random(rng.random()), clock, out,
+                     echo_db)
             for i in range(n)
         )
     )
@@ -171,8 +173,8 @@ async def _clients(url, n, questions, start_at, measure_from, deadline, seed) ->
     return out
 
 
-def _clients_process(url, n, questions, start_at, measure_from, deadline, seed) -> dict:
-    return asyncio.run(_clients(url, n, questions, start_at, measure_from, deadline, seed))
+def _clients_process(url, n, questions, start_at, measure_from, deadline, seed, echo_db) -> dict:
+    return asyncio.run(_clients(url, n, questions, start_at, measure_from, deadline, seed, echo_db))
 
 
 # --- one level ----------------------------------------------------------------------------
@@ -195,7 +197,7 @@ async def run_level(system: ServedSystem, n: int, questions, args, seed: int) ->
 
     cpu_task = asyncio.create_task(server_cpu())
     if procs == 1:
-        parts = [await _clients(system.connect_url, n, questions, start_at, measure_from, deadline, seed)]
+        parts = [await _clients(system.connect_url, n, questions, start_at, measure_from, deadline, seed, args.echo_db)]
     else:
         loop = asyncio.get_running_loop()
         ctx = multiprocessing.get_context("spawn")
@@ -203,7 +205,8 @@ async def run_level(system: ServedSystem, n: int, questions, args, seed: int) ->
             parts = await asyncio.gather(
                 *(
                     loop.run_in_executor(
-                        pool, _clients_process, system.connect_url, k, questions, start_at, measure_from, deadline, seed + i
+                        pool, _clients_process, system.connect_url, k, questions, start_at, measure_from, deadline, seed + i,
+                        args.echo_db,
                     )
                     for i, k in enumerate(shares)
                 )
@@ -258,7 +261,7 @@ async def run(args) -> tuple[str, dict]:
 
     async with ServedSystem(args.nodes, env) as system:
         # One conversation per node first: a server loads its VAD and smart-turn models lazily.
-        warm_up = argparse.Namespace(warmup=0.0, secs=3.0, client_procs=1, smoke=True)
+        warm_up = argparse.Namespace(warmup=0.0, secs=3.0, client_procs=1, smoke=True, echo_db=args.echo_db)
         await run_level(system, args.nodes, questions, warm_up, seed=1)
         # N=1 twice: the first gives each question's baseline, the repeat the spread.
         first = await run_level(system, 1, questions, args, seed=1000)
@@ -343,6 +346,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0, help="Unmeasured seconds at the start of a level.")
     parser.add_argument("--client-procs", type=int, default=1, help="Client processes to drive the sessions.")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
+    parser.add_argument("--echo-db", type=float, default=None,
+                        help="Each client plays the bot's audio back into its microphone at this gain "
+                             "(e.g. -20: a laptop without headphones); default: none (headphones, or a "
+                             "browser that cancelled the echo).")
     args = parser.parse_args()
     if args.smoke:
         args.levels, args.secs, args.warmup, args.profile = [1, 2], 10.0, 0.0, False
@@ -373,6 +380,9 @@ def main() -> None:
     else:
         mode = "all sessions in the server process"
         name, title = "capacity", "Capacity (fake providers)"
+    if args.echo_db is not None:
+        mode += f", the bot's echo in every microphone at {args.echo_db:g} dB"
+        name, title = f"{name}_echo", f"{title}, the bot's echo in the microphones"
     report(args, name, title, table=table, started_load=figures["load"], verdicts=lines,
            appendix=figures["profile"],
            heading=f"capacity (fake STT/LLM/TTS, {mode}); load average at start {figures['load']}; "

@@ -129,6 +129,16 @@ class BargeIn:
         last words may still be echoing."""
         return self.talking or time.monotonic() - self._bot_stopped_at < self.echo_tail_secs
 
+    @property
+    def echo_may_be_heard(self) -> bool:
+        """The bot's echo may be in the microphone now: it is talking (or just stopped), and
+        the canceller has heard its echo or has not heard enough of the bot yet to tell.
+        Headphones, or a browser whose own canceller removed it, leave no echo to hear."""
+        if not self.listening_over_bot:
+            return False
+        canceller = self.canceller
+        return canceller is None or canceller.echo_present or canceller.echo_pending
+
     def voice_over_echo(self) -> bool:
         """The echo canceller's view: more than the bot's cancelled echo in the microphone."""
         return self.canceller is None or self.canceller.voice_over_echo()

@@ -153,7 +153,7 @@ class Settings(ServerSettings, FallbackSettings, BaseSettings):
     # recogniser hears the undenoised audio): RNNoise, WebRTC's noise suppressor (1/20 of
     # the CPU, fewer false starts in chatter, quiet voices kept, but it lets the bot's echo
     # residue through to the VAD: bench/RESULTS.md, "Adaptive VAD" and "Echo matrix"), or
-    # auto: WebRTC's while the bot is quiet, RNNoise while its voice may be in the microphone.
+    # auto: RNNoise while the bot's echo may be in the microphone, WebRTC's otherwise.
     denoiser: Literal["rnnoise", "webrtc", "auto"] = "auto"
     # Cancel the bot's own voice from the microphone (WebRTC AEC3, referenced to the audio
     # the bot sent) before the VAD and STT hear it; processors/echo_cancel.py.

@@ -198,7 +198,7 @@ def build_pipeline(
             Denoiser(
                 engine=settings.denoiser,
                 enabled=settings.denoise_enabled,
-                bot_audible=lambda: barge_in.listening_over_bot,
+                echo_audible=lambda: barge_in.echo_may_be_heard,
             ),
             BackchannelFilter(barge_in),
             unsure,  # how sure the recogniser was of each transcript of the turn

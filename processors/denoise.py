@@ -8,9 +8,9 @@ canceller uses) works at the microphone's rate in 10 ms blocks, at a small part 
 and never across sessions.
 
 `auto` uses each where it is better: WebRTC's while the bot is quiet (fewer false starts in
-room noise, quiet voices kept, 1/20 of the CPU), RNNoise while the bot's own voice may be in
+room noise, quiet voices kept, 1/20 of the CPU), RNNoise while the bot's own echo may be in
 the microphone (it takes out the echo canceller's residue, which WebRTC's lets through to
-the VAD). WebRTC's suppressor hears every frame, so its noise estimate is current whenever
+the VAD); with headphones, or a browser that cancelled the echo itself, there is none. WebRTC's suppressor hears every frame, so its noise estimate is current whenever
 it takes over again.
 """
 
@@ -128,7 +128,7 @@ class _WebRTCNoiseStream:
 
 
 ENGINES = {"rnnoise": _RNNoiseStream, "webrtc": _WebRTCNoiseStream}
-# WebRTC's suppressor while the bot is quiet, RNNoise while it may be heard (see above).
+# WebRTC's suppressor while the bot is quiet, RNNoise while its echo may be heard (see above).
 AUTO = "auto"
 
 
@@ -148,7 +148,7 @@ def denoise(
 
 class Denoiser(FrameProcessor):
     """Denoises `InputAudioRawFrame`s in place with `engine` (rnnoise, webrtc, or auto:
-    RNNoise while `bot_audible()`, WebRTC's otherwise); every other frame passes untouched.
+    RNNoise while `echo_audible()`, WebRTC's otherwise); every other frame passes untouched.
 
     Mono audio only: other channel counts pass through (with one warning), as does all
     audio when `enabled` is False.
@@ -159,16 +159,16 @@ class Denoiser(FrameProcessor):
         *,
         engine: str = "rnnoise",
         enabled: bool = True,
-        bot_audible: Callable[[], bool] | None = None,
+        echo_audible: Callable[[], bool] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if engine != AUTO and engine not in ENGINES:
             raise ValueError(f"unknown denoiser {engine!r}: rnnoise, webrtc or {AUTO}")
-        if engine == AUTO and bot_audible is None:
-            raise ValueError(f"the {AUTO} denoiser needs to know when the bot may be heard")
+        if engine == AUTO and echo_audible is None:
+            raise ValueError(f"the {AUTO} denoiser needs to know when the bot's echo is heard")
         self._engine = engine
-        self._bot_audible = bot_audible
+        self._echo_audible = echo_audible
         self._enabled = enabled
         self._streams: dict[str, _RNNoiseStream | _WebRTCNoiseStream] = {}
         self._warned_channels = False
@@ -193,7 +193,7 @@ class Denoiser(FrameProcessor):
             self._close()
         if self._engine == AUTO:
             quiet = self._stream("webrtc", frame.sample_rate).process(frame.audio)
-            if self._bot_audible():
+            if self._echo_audible():
                 frame.audio = self._stream("rnnoise", frame.sample_rate).process(frame.audio)
             else:
                 frame.audio = quiet

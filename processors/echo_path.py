@@ -90,7 +90,7 @@ class EchoPath:
         self._next = (self._next + n) % len(self._mic)
         active = log_energy(ref_block) > SILENT_DB
         self._active.append(active)
-        self._bot_blocks += active
+        self._bot_blocks += int(active)
         self._blocks += 1
         if self._blocks % self._period_blocks == 0:
             self._estimate()

@@ -178,7 +178,7 @@ async def test_auto_denoises_with_rnnoise_while_the_bot_may_be_heard_and_webrtc_
     asked = iter(audible)
     frames = [InputAudioRawFrame(audio=c, sample_rate=RATE, num_channels=1) for c in chunks]
     down, _ = await run_test(
-        Denoiser(engine="auto", bot_audible=lambda: next(asked)), frames_to_send=frames
+        Denoiser(engine="auto", echo_audible=lambda: next(asked)), frames_to_send=frames
     )
     out = [f.audio for f in down if isinstance(f, InputAudioRawFrame)]
 

@@ -96,7 +96,7 @@ def call(
     frame = int(0.02 * RATE)
     for i in range(0, len(mic) - frame + 1, frame):
         events.append(((i + frame) / RATE + 0.02, 1, "mic", mic[i : i + frame]))
-    out, voice, present, settled = [], [], [], []
+    out, voice, present, pending, settled = [], [], [], [], []
     canceller.asked_over_echo = None
     for t, _, kind, data in sorted(events, key=lambda e: (e[0], e[1])):
         if ask_over_echo and clock.now < ask_over_echo[1] <= t:
@@ -110,9 +110,11 @@ def call(
             out.append(np.frombuffer(f.audio, dtype=np.int16))
             voice.append(canceller.voice_over_echo())
             present.append(canceller.echo_present)
+            pending.append(canceller.echo_pending)
             settled.append(canceller.echo_settled)
     # Per 20 ms frame, for the double-talk and onset tests.
     canceller.voice, canceller.present = np.array(voice), np.array(present)
+    canceller.pending = np.array(pending)
     canceller.settled = np.array(settled)
     return mic, np.concatenate(out), canceller, segment
 
@@ -252,6 +254,31 @@ def test_with_no_echo_the_microphone_is_untouched():
     mic, out, canceller, user = call(None, 0.2, user_at=2.0, user_dbfs=-30)
     assert not canceller.echo_present
     np.testing.assert_array_equal(out, mic[: len(out)])
+
+
+@pytest.mark.parametrize("echo_db", [None, -20, -35])
+def test_rnnoise_runs_while_the_bots_echo_may_be_heard_and_only_then(echo_db):
+    """The auto denoiser's RNNoise (a millisecond of CPU per frame) is for the echo's
+    residue: while the bot speaks, from its first words on where there is an echo, and no
+    longer than the bot's first 2 s of speech where there is none (headphones, a browser
+    that cancelled it already)."""
+    from bot.barge_in import BargeIn
+    from bot.barge_in_words import BargeInPolicy
+    from bot.config import Settings
+    from processors.speech_gate import SpeechGate
+
+    _, _, canceller, _ = call(echo_db, 0.2)
+    judge = BargeIn(SpeechGate(), BargeInPolicy.from_settings(Settings(_env_file=None)),
+                    echo_tail_secs=0.0, canceller=canceller)
+    assert not judge.echo_may_be_heard  # the bot is quiet
+    judge.bot_speaking = True
+    assert judge.echo_may_be_heard is (echo_db is not None)
+    may_be_heard = canceller.present | canceller.pending
+    speaking = slice(int(0.5 / 0.02), int(8.0 / 0.02))  # the bot starts at 0.5 s
+    if echo_db is None:
+        assert may_be_heard[speaking].mean() < 0.35, may_be_heard[speaking].mean()
+    else:
+        assert may_be_heard[speaking].all(), np.flatnonzero(~may_be_heard[speaking])
 
 
 def test_a_voice_the_canceller_cut_like_echo_is_heard_raw():
