@@ -109,7 +109,14 @@ class InstantTTSService(TTSService):
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
         await self.start_ttfb_metrics()
         n = max(1, int(len(text) * self._secs_per_char * self.sample_rate))
-        tone = (np.sin(np.arange(n) * 2 * np.pi * 440 / self.sample_rate) * 3000).astype(np.int16)
+        tone = np.sin(np.arange(n) * 2 * np.pi * 440 / self.sample_rate) * 3000
+        # Faded in and out as a voice starts and ends: a tone that starts with a click makes
+        # the echo canceller find an "echo" in a question that starts with one too.
+        fade = np.linspace(0.0, 1.0, min(n // 2, self.sample_rate // 100))
+        if len(fade):
+            tone[: len(fade)] *= fade
+            tone[n - len(fade) :] *= fade[::-1]
+        tone = tone.astype(np.int16)
         await self.stop_ttfb_metrics()
         yield TTSAudioRawFrame(tone.tobytes(), self.sample_rate, 1, context_id=context_id)
 
