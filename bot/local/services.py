@@ -52,6 +52,9 @@ from bot.local.whisper_window import WindowedWhisper, heard
 NO_SPEECH_PROB = 0.4  # a segment Whisper finds likelier than this to be no speech is dropped
 SMART_TURN_SAMPLE_RATE = 16000  # what smart-turn v3 was trained on
 SMART_TURN_SECS = 8  # how much of the turn's end it hears
+# A VAD window under -80 dBFS: 15 dB under the lowest volume bar the VAD uses (adaptive, -65
+# LUFS). Digital silence, a muted microphone, a browser's suppressor in a quiet room.
+SILENT_WINDOW_POWER = 10 ** (-80 / 10)
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -240,6 +243,7 @@ class SharedSileroVADAnalyzer(VADAnalyzer):
         self.silero = _SharedSileroModel(session)
         self._windows_since_model_reset = 0
         self._quiet_windows = 0  # in a row, scored below SILERO_RESET_MAX_CONFIDENCE
+        self._last_confidence = 0.0  # the model's latest score
 
     def set_sample_rate(self, sample_rate: int):
         if sample_rate not in (8000, 16000):
@@ -252,11 +256,19 @@ class SharedSileroVADAnalyzer(VADAnalyzer):
         return 512 if self.sample_rate == 16000 else 256
 
     def voice_confidence(self, buffer: bytes) -> float:
-        """As SileroVADAnalyzer.voice_confidence, on this session's state."""
+        """As SileroVADAnalyzer.voice_confidence, on this session's state. Once the model has
+        called the sound no speech, a window too quiet to pass any volume bar the VAD uses is
+        not run through it; speech cut off into silence is still the model's to end."""
         try:
             audio = np.frombuffer(buffer, np.int16).astype(np.float32) / 32768.0
+            if self._last_confidence < self.params.confidence and (
+                float(np.dot(audio, audio)) < SILENT_WINDOW_POWER * len(audio)
+            ):
+                self._maybe_reset_model(0.0)
+                return 0.0
             confidence = self.silero(audio, self.sample_rate)[0]
-            self._maybe_reset_model(confidence.item())
+            self._last_confidence = confidence.item()
+            self._maybe_reset_model(self._last_confidence)
             return confidence
         except Exception as e:  # an empty audio array
             logger.error(f"Error analyzing audio with Silero VAD: {e}")
