@@ -22,13 +22,17 @@ class EchoPath:
     with the phase transform (GCC-PHAT) over lags 0..`max_secs`. An echo makes a sharp peak,
     many times the correlation's RMS, at the same lag every time; two voices that merely
     speak at the same time do not (envelope correlation did: two utterances that start a
-    second apart correlate at that second). Two peaks of `peak_ratio` in a row turn
-    `present` on within the bot's first second: a pause of the bot (held by a barge-in)
-    must not keep the echo unknown, or every early residual is taken for the user; until
-    then, for the bot's first `decide_secs` of speech, the answer is `pending`. It goes
-    off again after `absent_secs` of the bot's speech without a peak of `keep_ratio`
-    (headphones put on, the browser's own canceller took over). A lag beyond `aec_range_secs` also shifts the
-    reference by all but `keep_secs` of it, so AEC3 is left a delay it tracks itself.
+    second apart correlate at that second). Bands more than `ref_band_db` under the
+    reference's loudest carry none of its echo and do not vote: a narrow-band sound (a tone,
+    a chime) is all onset there, which lined up with a question's onset after it.
+
+    Two peaks of `peak_ratio` in a row turn `present` on within the bot's first second: a
+    pause of the bot (held by a barge-in) must not keep the echo unknown, or every early
+    residual is taken for the user; until then, for the bot's first `decide_secs` of
+    speech, the answer is `pending`. It goes off again after `absent_secs` of the bot's
+    speech without a peak of `keep_ratio` (headphones put on, the browser's own canceller
+    took over). A lag beyond `aec_range_secs` also shifts the reference by all but
+    `keep_secs` of it, so AEC3 is left a delay it tracks itself.
 
     Why gate on it: until AEC3 has heard an echo it assumes the worst (an echo as loud as
     the bot), so with no echo at all (headphones, a fake microphone, a browser that
@@ -51,6 +55,7 @@ class EchoPath:
         keep_ratio: float = 8.0,
         absent_secs: float = 6.0,
         decide_secs: float = 2.0,
+        ref_band_db: float = 40.0,
     ):
         self._span = int(span_secs * self.RATE)
         self._max_lag = int(max_secs * self.RATE)
@@ -72,6 +77,7 @@ class EchoPath:
         self._blocks = 0
         self._bot_blocks = 0  # blocks of the bot's speech heard so far
         self._decide_blocks = int(decide_secs / BLOCK_SECS)
+        self._ref_band = 10 ** (-ref_band_db / 10)
         self._misses = 0
         self._last_lag: int | None = None
         self.present = False
@@ -113,8 +119,11 @@ class EchoPath:
         ref = self._ordered(self._ref)
         mic = np.zeros(len(ref), dtype=np.float32)
         mic[-self._span :] = self._ordered(self._mic)[-self._span :]
-        cross = np.fft.rfft(mic, self._fft) * np.conj(np.fft.rfft(ref, self._fft))
+        spectrum = np.fft.rfft(ref, self._fft)
+        cross = np.fft.rfft(mic, self._fft) * np.conj(spectrum)
         cross /= np.abs(cross) + 1e-9
+        power = np.abs(spectrum) ** 2
+        cross[power < power.max() * self._ref_band] = 0.0
         correlation = np.fft.irfft(cross, self._fft)[: self._max_lag + 1]
         margin = int(0.01 * self.RATE)  # peaks at the very ends of the range are artefacts
         lag = margin + int(np.argmax(correlation[margin:-margin]))

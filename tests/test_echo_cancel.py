@@ -256,6 +256,33 @@ def test_with_no_echo_the_microphone_is_untouched():
     np.testing.assert_array_equal(out, mic[: len(out)])
 
 
+@pytest.mark.parametrize("voice", ["flite-slt", "flite-awb"])
+def test_a_voice_after_a_narrow_band_bot_sound_is_not_its_echo(voice):
+    """With no echo at all, a question that starts soon after the bot's sound ends must not
+    be taken for that sound's echo. A tone (the test bots' voice; a chime) has energy in one
+    band only: elsewhere its spectrum is its onset and fade, and a phase-only correlation
+    there lines those up with the question's onset (10 of 24 such exchanges, before). Bands
+    the bot sent nothing in cannot carry its echo, so they do not vote."""
+    from processors.echo_path import EchoPath
+
+    n = int(0.54 * RATE)
+    tone = np.sin(np.arange(n) * 2 * np.pi * 440 / RATE) * 3000
+    fade = np.linspace(0.0, 1.0, RATE // 100)
+    tone[: len(fade)] *= fade
+    tone[-len(fade) :] *= fade[::-1]
+    question = voices.synthesize(USER, voice).astype(np.float64)
+    for gap in (0.0, 0.2, 0.4, 0.7):
+        silence = np.zeros(int(gap * RATE))
+        after = np.zeros(len(question) + RATE // 2)
+        played = np.concatenate([np.concatenate([tone, silence, after])] * 5)
+        asked = np.concatenate([tone * 0, silence, question, after[len(question) :]])
+        heard = np.concatenate([asked] * 5)
+        path = EchoPath()
+        for i in range(0, len(played) - 159, 160):
+            path.add(heard[i : i + 160].astype(np.int16), played[i : i + 160].astype(np.int16))
+            assert not path.present, f"{gap} s after the tone: taken for its echo at {i / RATE:.2f} s"
+
+
 @pytest.mark.parametrize("echo_db", [None, -20, -35])
 def test_rnnoise_runs_while_the_bots_echo_may_be_heard_and_only_then(echo_db):
     """The auto denoiser's RNNoise (a millisecond of CPU per frame) is for the echo's
