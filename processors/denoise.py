@@ -10,8 +10,9 @@ and never across sessions.
 `auto` uses each where it is better: WebRTC's while the bot is quiet (fewer false starts in
 room noise, quiet voices kept, 1/20 of the CPU), RNNoise while the bot's own echo may be in
 the microphone (it takes out the echo canceller's residue, which WebRTC's lets through to
-the VAD); with headphones, or a browser that cancelled the echo itself, there is none. WebRTC's suppressor hears every frame, so its noise estimate is current whenever
-it takes over again.
+the VAD); with headphones, or a browser that cancelled the echo itself, there is none.
+WebRTC's suppressor hears every frame, so its noise estimate is current whenever it takes
+over again.
 """
 
 from __future__ import annotations

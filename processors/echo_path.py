@@ -1,7 +1,8 @@
 """What the echo canceller learns about the echo: whether the microphone hears the bot at
 all and how late (`EchoPath`), and what is left of it after cancellation, to tell a voice
 over it from its residue (`ResidualEcho`), when the canceller took a voice for echo
-(`DoubleTalk`), and what the raw microphone held beyond the echo (`EchoBound`). processors/echo_cancel.py uses them.
+(`DoubleTalk`), and what the raw microphone held beyond the echo (`EchoBound`).
+processors/echo_cancel.py uses them.
 """
 
 from __future__ import annotations
@@ -286,9 +287,9 @@ class EchoBound:
     nothing cancelled yet), judged once it is. The echo of block i can be no louder than the
     loudest reference block `delay` earlier (within `early_secs`..`late_secs` of it: the
     measured delay is the direct path's, the room adds later ones), its reverb decaying at
-    most `decay_db` per 10 ms block after (a running maximum); the echo path's gain is the median of the microphone less that over
-    the last `history_secs` of blocks an echo was due in (robust to anyone talking over less
-    than half of it). Where no echo is due, the microphone is measured against the room's
+    most `decay_db` per 10 ms block after (a running maximum); the echo path's gain is the
+    median of the microphone less that over the last `history_secs` of blocks an echo was
+    due in (robust to anyone talking over less than half of it). Where no echo is due, the microphone is measured against the room's
     quiet (its `floor_percentile`). The echo alone stays within a few dB of its gain; a
     voice over it stands well above (a Geigel-style double-talk test, the gain measured
     instead of assumed). The statistic of a segment is its `robust_rank`-th highest block,

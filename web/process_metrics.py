@@ -11,8 +11,8 @@ server's own counters of the same names (its in-process sessions count in memory
 counter is one family whoever counted it. When a session process exits, its counts are
 folded into the server's memory and its files deleted: the directory holds the live
 processes' files only, however many sessions the server has run. The server itself stays
-in ordinary in-memory mode: several apps may share a process (the tests do), and its live-sessions gauge is a
-callback, which multiprocess mode cannot do.
+in ordinary in-memory mode: several apps may share a process (the tests do), and its
+live-sessions gauge is a callback, which multiprocess mode cannot do.
 """
 
 from __future__ import annotations

@@ -180,7 +180,8 @@ class EagerWhisperSTTService(EagerEndOfTurnSTTServiceMixin, SharedWhisperSTTServ
                     words, source = draft, EAGER_PASS
                 else:  # noisy or mangled audio: Whisper's own 30 s window decides
                     logger.debug(
-                        f"{self}: unsure of the eager pass ({draft.text!r}); the 30 s window instead"
+                        f"{self}: unsure of the eager pass ({draft.text!r}); "
+                        "the 30 s window instead"
                     )
                     words = await self._transcribe(audio, stock=True)
                     if not words.text and draft_is_kept(draft.text, self._short_words):

@@ -114,7 +114,9 @@ class SteeringCalls:
             try:
                 reply = await asyncio.wait_for(future, self._timeout)
             except TimeoutError:
-                raise OwnerTimeout(f"node {node!r} did not answer within {self._timeout:g} s") from None
+                raise OwnerTimeout(
+                    f"node {node!r} did not answer within {self._timeout:g} s"
+                ) from None
             return reply["status"], reply["body"]
         finally:
             self._pending.pop(call_id, None)
