@@ -56,7 +56,7 @@ class EchoPath:
         keep_ratio: float = 8.0,
         absent_secs: float = 6.0,
         decide_secs: float = 2.0,
-        ref_band_db: float = 40.0,
+        ref_band_db: float = 60.0,
     ):
         self._span = int(span_secs * self.RATE)
         self._max_lag = int(max_secs * self.RATE)
