@@ -132,6 +132,12 @@ class EchoPath:
         sharp = ratio >= self._peak_ratio
         repeated = sharp and self._last_lag is not None and abs(lag - self._last_lag) <= margin
         self._last_lag = lag if sharp else None
+        late = self._decide_blocks // 2 <= self._bot_blocks < 2 * self._decide_blocks
+        if late and not self.present:  # known within about a second as a rule: why not yet
+            logger.debug(
+                f"No echo path yet: best lag {lag / self.RATE * 1000:.0f} ms, "
+                f"{ratio:.1f}× the correlation's RMS"
+            )
         if self.present and not sharp and ratio >= self._keep_ratio:
             if abs(lag - self.delay_secs * self.RATE) <= margin:
                 self._misses = 0  # still the echo, less sharp (the user talking over it)
@@ -289,8 +295,8 @@ class EchoBound:
     measured delay is the direct path's, the room adds later ones), its reverb decaying at
     most `decay_db` per 10 ms block after (a running maximum); the echo path's gain is the
     median of the microphone less that over the last `history_secs` of blocks an echo was
-    due in (robust to anyone talking over less than half of it). Where no echo is due, the microphone is measured against the room's
-    quiet (its `floor_percentile`). The echo alone stays within a few dB of its gain; a
+    due in (robust to anyone talking over less than half of it). Where no echo is due, the
+    microphone is measured against the room's quiet (its `floor_percentile`). The echo alone stays within a few dB of its gain; a
     voice over it stands well above (a Geigel-style double-talk test, the gain measured
     instead of assumed). The statistic of a segment is its `robust_rank`-th highest block,
     so one stray block does not make a voice.
