@@ -298,8 +298,8 @@ class EchoBound:
     due in (robust to anyone talking over less than half of it). Where no echo is due, the
     microphone is measured against the room's quiet (its `floor_percentile`). The echo alone
     stays within a few dB of its gain; a voice over it stands well above (a Geigel-style
-    double-talk test, the gain measured instead of assumed). The statistic of a segment is its `robust_rank`-th highest block,
-    so one stray block does not make a voice.
+    double-talk test, the gain measured instead of assumed). The statistic of a segment is
+    its `robust_rank`-th highest block, so one stray block does not make a voice.
     """
 
     def __init__(
