@@ -155,10 +155,13 @@ async def test_the_bots_own_echo_does_not_interrupt_it(settings, models):
 
 
 async def test_a_question_over_the_greeting_is_answered(models):
-    """Asked while the greeting plays, its echo in the microphone: heard and answered."""
+    """Asked while the greeting plays, its echo in the microphone: heard and answered.
+
+    Not espeak-us-f: Whisper tiny.en hears its "France" as "friends" in 5 of 7 contexts
+    (trimmed, padded, over echo), the echo aside, so the test flipped with timing."""
     script = [
         Utterance(
-            audio=say("What is the capital of France?", "espeak-us-f"), name="question", at=1.3
+            audio=say("What is the capital of France?", "flite-rms"), name="question", at=1.3
         ),
     ]
     result = await talk(
