@@ -29,10 +29,13 @@ class EchoPath:
 
     Two peaks of `peak_ratio` in a row turn `present` on within the bot's first second: a
     pause of the bot (held by a barge-in) must not keep the echo unknown, or every early
-    residual is taken for the user; until then, for the bot's first `decide_secs` of
-    speech, the answer is `pending`. It goes off again after `absent_secs` of the bot's
-    speech without a peak of `keep_ratio` (headphones put on, the browser's own canceller
-    took over). A lag beyond `aec_range_secs` also shifts the reference by all but
+    residual is taken for the user. So do `steady_estimates` in a row of `steady_ratio` at
+    one lag: a voice over the echo (a question over the greeting) holds its peak at 9-12×
+    for seconds, while two voices with no echo made no three such peaks at one lag over
+    7.6× (bench/RESULTS.md, "The echo path under double talk"). Until then, for the bot's
+    first `decide_secs` of speech, the answer is `pending`. It goes off again after
+    `absent_secs` of the bot's speech without a peak of `keep_ratio` (headphones put on,
+    the browser's own canceller took over). A lag beyond `aec_range_secs` also shifts the reference by all but
     `keep_secs` of it, so AEC3 is left a delay it tracks itself.
 
     Why gate on it: until AEC3 has heard an echo it assumes the worst (an echo as loud as
@@ -54,6 +57,8 @@ class EchoPath:
         period_secs: float = 0.25,
         peak_ratio: float = 12.0,
         keep_ratio: float = 8.0,
+        steady_ratio: float = 9.0,
+        steady_estimates: int = 3,
         absent_secs: float = 6.0,
         decide_secs: float = 2.0,
         ref_band_db: float = 60.0,
@@ -65,6 +70,7 @@ class EchoPath:
         self._period_blocks = int(period_secs / BLOCK_SECS)
         self._peak_ratio = peak_ratio
         self._keep_ratio = keep_ratio
+        self._steady_ratio = steady_ratio
         self._min_active = int(min_active_secs / BLOCK_SECS)
         self._absent_estimates = int(absent_secs / period_secs)
         size = self._span + self._max_lag
@@ -80,7 +86,7 @@ class EchoPath:
         self._decide_blocks = int(decide_secs / BLOCK_SECS)
         self._ref_band = 10 ** (-ref_band_db / 10)
         self._misses = 0
-        self._last_lag: int | None = None
+        self._peaks: deque[tuple[int, float]] = deque(maxlen=steady_estimates)  # (lag, ratio)
         self.present = False
         self.shift_secs = 0.0  # the reference is read this much earlier
         self.delay_secs: float | None = None
@@ -130,8 +136,7 @@ class EchoPath:
         lag = margin + int(np.argmax(correlation[margin:-margin]))
         ratio = correlation[lag] / (np.sqrt(np.mean(correlation**2)) + 1e-12)
         sharp = ratio >= self._peak_ratio
-        repeated = sharp and self._last_lag is not None and abs(lag - self._last_lag) <= margin
-        self._last_lag = lag if sharp else None
+        repeated = self._repeated(lag, ratio, margin)
         late = self._decide_blocks // 2 <= self._bot_blocks < 2 * self._decide_blocks
         if late and not self.present:  # known within about a second as a rule: why not yet
             logger.debug(
@@ -163,6 +168,20 @@ class EchoPath:
             if self._misses >= self._absent_estimates:
                 logger.debug("No echo heard for a while: the microphone passes uncancelled")
                 self.present = False
+
+
+    def _repeated(self, lag: int, ratio: float, margin: int) -> bool:
+        """Whether this peak and the last ones say the same echo: two sharp, or all steady."""
+        previous = self._peaks[-1] if self._peaks else None
+        self._peaks.append((lag, ratio))
+        if previous and min(ratio, previous[1]) >= self._peak_ratio:
+            return abs(lag - previous[0]) <= margin
+        lags = [lag for lag, _ in self._peaks]
+        return (
+            len(self._peaks) == self._peaks.maxlen
+            and min(r for _, r in self._peaks) >= self._steady_ratio
+            and max(lags) - min(lags) <= margin
+        )
 
 
 SILENT_DB = -60.0
