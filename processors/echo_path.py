@@ -35,8 +35,8 @@ class EchoPath:
     7.6× (bench/RESULTS.md, "The echo path under double talk"). Until then, for the bot's
     first `decide_secs` of speech, the answer is `pending`. It goes off again after
     `absent_secs` of the bot's speech without a peak of `keep_ratio` (headphones put on,
-    the browser's own canceller took over). A lag beyond `aec_range_secs` also shifts the reference by all but
-    `keep_secs` of it, so AEC3 is left a delay it tracks itself.
+    the browser's own canceller took over). A lag beyond `aec_range_secs` also shifts the
+    reference by all but `keep_secs` of it, so AEC3 is left a delay it tracks itself.
 
     Why gate on it: until AEC3 has heard an echo it assumes the worst (an echo as loud as
     the bot), so with no echo at all (headphones, a fake microphone, a browser that
