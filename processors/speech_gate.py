@@ -46,6 +46,9 @@ RECENT_TEXT_SECS = 6.0
 # Sentences remembered for a long stretch of speech heard over the bot, whose echo may
 # reach back further than RECENT_TEXT_SECS before now.
 KEPT_TEXT_SECS = 30.0
+# ...and no more text than anyone says in that time (about 15 characters a second): a
+# sentence whose audio was short or missing (a TTS that said nothing) is not held for 30 s.
+KEPT_TEXT_CHARS = 1000
 
 
 class SpeechGate(FrameProcessor):
@@ -93,6 +96,9 @@ class SpeechGate(FrameProcessor):
     def _forget_old_text(self, now: float) -> None:
         while self._recent_text and now - self._recent_text[0][0] > KEPT_TEXT_SECS:
             self._recent_text.popleft()
+        kept = sum(len(text) for _, text in self._recent_text)
+        while len(self._recent_text) > 1 and kept > KEPT_TEXT_CHARS:
+            kept -= len(self._recent_text.popleft()[1])
 
     def hold(self) -> None:
         if not self._held:
@@ -174,8 +180,8 @@ class SpeechGate(FrameProcessor):
                 self._sentence = []
                 if isinstance(frame, TTSTextFrame):
                     now = time.monotonic()
-                    self._forget_old_text(now)  # a session without barge-ins keeps no more
                     self._recent_text.append((now, frame.text))
+                    self._forget_old_text(now)  # a session without barge-ins keeps no more
             await self.push_frame(frame)
             if isinstance(frame, EndFrame):
                 return

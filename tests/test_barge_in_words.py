@@ -287,3 +287,26 @@ async def test_a_long_echo_segment_is_matched_against_all_the_bot_said_in_it():
     assert judge.meaning("There's a lot to say about it. It began a very long time ago.") is (
         Meaning.ECHO
     )
+
+
+async def test_text_said_with_little_audio_is_not_kept_as_possible_echo():
+    """What the gate keeps as "what the bot said" is bounded by what anyone can say in its
+    30 s, not only by time: sentences whose audio was a blip (a TTS that said little or
+    nothing of them) would otherwise pile up, 16 KB a turn in the 500-turn memory test."""
+    import time
+
+    from pipecat.frames.frames import TTSAudioRawFrame, TTSStartedFrame, TTSTextFrame
+    from pipecat.tests.utils import run_test
+
+    from processors.speech_gate import KEPT_TEXT_CHARS, SpeechGate
+
+    gate = SpeechGate()
+    began = time.monotonic()
+    sentences = [f"Sentence {i} goes on and on and on for a good while." for i in range(200)]
+    frames = [TTSStartedFrame()]
+    for sentence in sentences:
+        frames += [TTSAudioRawFrame(32 * b"\0", 16000, 1), TTSTextFrame(sentence, "sentence")]
+    await run_test(gate, frames_to_send=frames)
+    kept = gate.recent_text(since=began)
+    assert kept.endswith(sentences[-1]) and len(kept) <= KEPT_TEXT_CHARS + len(sentences), len(kept)
+    assert sentences[0] not in kept
