@@ -128,7 +128,7 @@ async def run(args) -> tuple[str, list[str]]:
         user_idle_secs=0.0,  # no check-in while a trial waits out a backchannel
     )
     models = LocalModels(settings)
-    models.warm_up()
+    models.warm_up(llm=False)  # the answers come from the fake LLM (FakeProviders)
     backchannels = [(w, v) for v in VOICES for w in BACKCHANNELS][: args.n]
     interruptions = [(w, v) for v in VOICES for w in INTERRUPTIONS][: args.n]
     results = {"backchannel": [], "interruption": []}
