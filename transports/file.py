@@ -12,7 +12,8 @@ When does the next utterance start? Either at an absolute time (`at`, seconds si
 the conversation started), or `after_bot_audio` seconds into the bot's answer to the
 previous one (counted in bot audio played, so a barge-in lands at the same point of
 the answer however slow the machine), or, by default, once the bot has answered and
-fallen silent for `reply_pause_secs`, like a person taking turns.
+fallen silent for `reply_pause_secs` with its answer complete (the LLM's reply ended, not
+only paused), like a person taking turns.
 
 Echo. With `echo_gain_db`, the microphone also hears the bot's audio as it plays,
 `echo_delay_secs` later and that much quieter (a laptop without headphones); real time only.
@@ -36,6 +37,8 @@ from pipecat.frames.frames import (
     InputAudioRawFrame,
     InputTransportMessageFrame,
     InterruptionFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
     OutputAudioRawFrame,
     StartFrame,
 )
@@ -81,6 +84,9 @@ class _Playback:
     bot_started_at_sample: int = 0
     bot_stopped_at: float | None = None
     bot_starts: int = 0
+    # An LLM answer has reached the output and not yet ended: the bot may fall silent
+    # mid-answer while the LLM writes on, and that silence is not the user's turn yet.
+    answer_open: bool = False
     interruptions: int = 0
     # Bot audio frames played between an interruption and the bot falling silent.
     frames_after_interruption: int = 0
@@ -227,6 +233,7 @@ class FileInputTransport(FedInputTransport):
             return (
                 playback.bot_starts > starts_before
                 and not playback.bot_speaking
+                and not playback.answer_open
                 and playback.bot_stopped_at is not None
                 and time.monotonic() - playback.bot_stopped_at >= pause
             )
@@ -344,7 +351,18 @@ class FileOutputTransport(BaseOutputTransport):
             playback = self._transport.playback
             playback.interruptions += 1
             playback.draining_interrupted_answer = playback.bot_speaking
+            playback.answer_open = False  # the rest of the answer will not be played
         await super().process_frame(frame, direction)
+
+    async def push_frame(
+        self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM
+    ):
+        # Out of the output, frames come in the order their audio was played.
+        answer_marks = (LLMFullResponseStartFrame, LLMFullResponseEndFrame)
+        if direction == FrameDirection.DOWNSTREAM and isinstance(frame, answer_marks):
+            self._transport.playback.answer_open = isinstance(frame, LLMFullResponseStartFrame)
+            self._transport.playback.notify()
+        await super().push_frame(frame, direction)
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
         playback = self._transport.playback

@@ -1,0 +1,92 @@
+"""The file transport's script waits for the bot's whole answer, not its first silence.
+
+An LLM on a heavily loaded machine can stop writing for seconds mid-answer; once its TTS has
+had nothing to say for 3 s (Pipecat's `stop_frame_timeout_s`) the bot counts as stopped. A
+person waits for the rest; the scripted user must too, or a conversation test on a busy
+machine turns into a barge-in test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pipecat.frames.frames import (
+    Frame,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+    UserStartedSpeakingFrame,
+)
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.transports.base_output import BaseOutputTransport
+
+from bench import voices
+from bot.conversation import converse
+from bot.pipeline import Session
+from tests.support.fakes import FakeProviders, InstantLLMService
+from tests.support.settings import local_settings
+from transports.file import FileTransportParams, Utterance
+
+pytestmark = pytest.mark.slow
+
+ANSWER = "The first half of the answer is here. And the second half comes after a pause."
+# Where the LLM stops writing: after the next sentence's first word, which tells the TTS that
+# the first sentence is whole, so the bot says it and falls silent.
+PAUSED_AT = ANSWER.index(" the second")
+WRITING_PAUSE_SECS = 5.0  # the TTS's 3 s, then more than the script's reply pause (1 s)
+
+
+class PausingLLMService(InstantLLMService):
+    """Writes a sentence and a word, stops writing for a while, then writes the rest."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        if not isinstance(frame, LLMContextFrame):
+            await super().process_frame(frame, direction)
+            return
+        await self.push_frame(LLMFullResponseStartFrame())
+        await self.push_frame(LLMTextFrame(ANSWER[:PAUSED_AT]))
+        await asyncio.sleep(WRITING_PAUSE_SECS)
+        await self.push_frame(LLMTextFrame(ANSWER[PAUSED_AT:]))
+        await self.push_frame(LLMFullResponseEndFrame())
+
+
+class Timeline(BaseObserver):
+    """When the user started speaking and when an answer finished playing, in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.events: list[str] = []
+
+    async def on_push_frame(self, data: FramePushed):
+        # Counted once: the turn's start is broadcast both ways, as two frames.
+        if isinstance(data.frame, UserStartedSpeakingFrame) and data.first_push and (
+            data.direction == FrameDirection.DOWNSTREAM
+        ):
+            self.events.append("user speaks")
+        elif isinstance(data.frame, LLMFullResponseEndFrame) and isinstance(
+            data.source, BaseOutputTransport
+        ):
+            self.events.append("answer played")
+
+
+class PausingLLM(FakeProviders):
+    def llm(self, settings, models):
+        return PausingLLMService()
+
+
+async def test_the_next_utterance_waits_for_the_rest_of_a_paused_answer(models):
+    if not voices.get("flite-slt").available():
+        pytest.skip("flite-slt needs flite (apt-get install flite; `make test` installs it)")
+    question = voices.synthesize("Tell me about the two halves.", "flite-slt")
+    script = [Utterance(audio=question, name="first"), Utterance(audio=question, name="second")]
+    timeline = Timeline()
+    session = Session(settings=local_settings(greeting=""), models=models,
+                      providers=PausingLLM("stt,tts"), observers=[timeline])
+    result = await converse(script, session, FileTransportParams(reply_pause_secs=1.0))
+
+    assert timeline.events == ["user speaks", "answer played"] * 2, timeline.events
+    turns = result.turn_dicts()
+    assert [(t["bot_text"], t["interrupted"]) for t in turns] == [(ANSWER, False)] * 2, turns
