@@ -16,7 +16,7 @@ fallen silent for `reply_pause_secs` with its answer complete (the LLM's reply e
 only paused), like a person taking turns.
 
 Echo. With `echo_gain_db`, the microphone also hears the bot's audio as it plays,
-`echo_delay_secs` later and that much quieter (a laptop without headphones); real time only.
+`echo_delay_secs` later and that much quieter (transports/file_echo.py); real time only.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soxr
 from loguru import logger
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
@@ -47,6 +46,7 @@ from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
+from transports.file_echo import PlayedEcho
 from transports.wav import write_wav
 
 FRAME_SECS = 0.02
@@ -138,7 +138,7 @@ class FileInputTransport(FedInputTransport):
         self._transport = transport
         self._file_params: FileTransportParams = params
         self._silence = b""
-        self._echo: _Echo | None = None
+        self._echo: PlayedEcho | None = None
         self._next_frame_at = 0.0
 
     async def start(self, frame: StartFrame):
@@ -148,7 +148,9 @@ class FileInputTransport(FedInputTransport):
         if self._file_params.echo_gain_db is not None:
             if self._file_params.fast:
                 raise ValueError("an echo needs real-time playback (fast=False)")
-            self._echo = _Echo(self._transport, self._file_params, self.sample_rate)
+            self._echo = PlayedEcho(
+                self._file_params.echo_gain_db, self._file_params.echo_delay_secs, self.sample_rate
+            )
         self.start_feeding("file-input-feed")
         await self._transport._call_event_handler("on_client_connected", self)
         # Like a client that has set up and can hear the bot now (RTVI's client-ready):
@@ -178,7 +180,10 @@ class FileInputTransport(FedInputTransport):
 
     async def _push_mic(self, pcm: bytes) -> None:
         if self._echo is not None:
-            pcm = self._echo.mix(pcm)
+            transport = self._transport
+            pcm = self._echo.mix(
+                pcm, transport.bot_audio, transport.playback.sample_rate, transport.output_began
+            )
         await self.push_audio_frame(
             InputAudioRawFrame(audio=pcm, sample_rate=self.sample_rate, num_channels=1)
         )
@@ -286,48 +291,6 @@ class FileInputTransport(FedInputTransport):
         await self.push_frame(EndWorkerFrame(reason="file conversation finished"))
 
 
-class _Echo:
-    """What the microphone hears of the bot: its played audio, delayed and attenuated.
-
-    Each microphone frame is captured at its own clock's time (the first frame's time plus
-    the frames since), and hears what the bot was playing `echo_delay_secs` before that.
-    """
-
-    def __init__(self, transport: FileTransport, params: FileTransportParams, mic_rate: int):
-        self._transport = transport
-        self._gain = 10 ** (params.echo_gain_db / 20)
-        self._delay = params.echo_delay_secs
-        self._mic_rate = mic_rate
-        self._resampler: soxr.ResampleStream | None = None
-        self._mic_started: float | None = None
-        self._mic_samples = 0
-
-    def mix(self, pcm: bytes) -> bytes:
-        output = self._transport._output
-        rate = self._transport.playback.sample_rate
-        mic = np.frombuffer(pcm, dtype=np.int16)
-        if self._mic_started is None:
-            self._mic_started = time.monotonic()
-        captured = self._mic_started + self._mic_samples / self._mic_rate
-        self._mic_samples += len(mic)
-        if output is None or not rate:
-            return pcm
-        if self._resampler is None:
-            self._resampler = soxr.ResampleStream(rate, self._mic_rate, 1, dtype="float32")
-        n = len(mic) * rate // self._mic_rate
-        start = int((captured - self._delay - output.began) * rate)
-        played = self._transport.bot_audio
-        segment = np.zeros(n, dtype=np.float32)
-        lo, hi = max(start, 0), min(start + n, len(played) // 2)
-        if hi > lo:
-            heard = np.frombuffer(played[2 * lo : 2 * hi], dtype=np.int16)
-            segment[lo - start : hi - start] = heard
-        echo = self._resampler.resample_chunk(segment * self._gain)
-        out = mic.astype(np.float32)
-        out[: len(echo)] += echo[: len(out)]
-        return np.clip(out, -32768, 32767).astype(np.int16).tobytes()
-
-
 class FileOutputTransport(BaseOutputTransport):
     def __init__(self, transport: FileTransport, params: FileTransportParams, **kwargs):
         super().__init__(params, **kwargs)
@@ -414,6 +377,11 @@ class FileTransport(BaseTransport):
         if not self._output:
             self._output = FileOutputTransport(self, self.params, name=self._output_name)
         return self._output
+
+    @property
+    def output_began(self) -> float | None:
+        """When the output started playing (the bot audio buffer's time zero)."""
+        return self._output.began if self._output else None
 
     @property
     def output_sample_rate(self) -> int:
