@@ -300,6 +300,7 @@ class SentenceTurnStop(SpeculativeTurnStopStrategy):
         self._loud_frames = 0 if self._level.quiet else self._loud_frames + 1
         if (
             self._wait is not None
+            and self._pending_end is None  # not already confirming (loudness that lasts)
             and self._loud_frames >= RESUMED_FRAMES
             and self._stopped_at is not None
         ):

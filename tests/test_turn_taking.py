@@ -179,6 +179,24 @@ async def test_a_question_over_the_greeting_is_answered(models):
     assert turns[0]["bot_text"] == ANSWER, turns
 
 
+async def test_a_request_over_the_greeting_ends_its_turn_without_the_watchdog(models):
+    """A request (no "?": its turn waits for the speaker's pause) over the greeting, whose
+    turn starts late, on its words, once the bot has held its greeting: its turn still ends
+    on the pause rule, not on the user aggregator's stop watchdog (USER_TURN_STOP_TIMEOUT)."""
+    script = [
+        Utterance(
+            audio=say("Explain how airplanes are able to fly.", "flite-rms"), name="request", at=1.3
+        ),
+    ]
+    settings = settings_for(user_turn_stop_timeout=10.0)
+    result = await talk(models, script, settings=settings, greeting=GREETING, echo_gain_db=-10,
+                        lead_in_secs=0.3, answer_timeout_secs=30)
+    turns = result.turn_dicts()
+    assert len(turns) == 1 and contains_words(turns[0]["user_text"], "airplanes"), turns
+    # The pause rule waits at most a second (plus 0.4 s if a voice seems to come back).
+    assert turns[0]["stages_ms"]["turn"] < 5000, turns
+
+
 async def test_a_question_over_the_end_of_an_answer_is_answered(models):
     """The next question starts while the bot says its last words: heard whole, answered."""
     short = "Paris is the capital of France."
