@@ -146,7 +146,8 @@ class Settings(ServerSettings, FallbackSettings, BaseSettings):
     # Whisper pass at a pause, or a segment judged unfinished); it is played only if the
     # turn ends with those words, else withdrawn silently (bot/speculation.py).
     speculative_reply: bool = False
-    # Seconds the user aggregator waits for a transcript after the turn ended.
+    # Pipecat's watchdog: a turn no turn-end rule has ended is ended after this many seconds
+    # with no speech, VAD event or words.
     user_turn_stop_timeout: float = Field(5.0, gt=0.0)
     denoise_enabled: bool = True
     # What denoises the microphone for the VAD and smart-turn (processors/denoise.py; the
