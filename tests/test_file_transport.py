@@ -1,4 +1,5 @@
-"""The file transport's script waits for the bot's whole answer, not its first silence.
+"""The file transport's script: it waits for the bot's whole answer, not its first silence,
+and speaks an utterance given a time (`at`) at that time, the first one too.
 
 An LLM on a heavily loaded machine can stop writing for seconds mid-answer; once its TTS has
 had nothing to say for 3 s (Pipecat's `stop_frame_timeout_s`) the bot counts as stopped. A
@@ -59,6 +60,7 @@ class Timeline(BaseObserver):
     def __init__(self):
         super().__init__()
         self.events: list[str] = []
+        self.user_started_secs: list[float] = []  # on the pipeline's clock
 
     async def on_push_frame(self, data: FramePushed):
         # Counted once: the turn's start is broadcast both ways, as two frames.
@@ -66,6 +68,7 @@ class Timeline(BaseObserver):
             data.direction == FrameDirection.DOWNSTREAM
         ):
             self.events.append("user speaks")
+            self.user_started_secs.append(data.timestamp / 1e9)
         elif isinstance(data.frame, LLMFullResponseEndFrame) and isinstance(
             data.source, BaseOutputTransport
         ):
@@ -90,3 +93,18 @@ async def test_the_next_utterance_waits_for_the_rest_of_a_paused_answer(models):
     assert timeline.events == ["user speaks", "answer played"] * 2, timeline.events
     turns = result.turn_dicts()
     assert [(t["bot_text"], t["interrupted"]) for t in turns] == [(ANSWER, False)] * 2, turns
+
+
+async def test_the_first_utterance_is_spoken_at_its_time(models):
+    if not voices.get("flite-slt").available():
+        pytest.skip("flite-slt needs flite (apt-get install flite; `make test` installs it)")
+    question = voices.synthesize("Tell me about the two halves.", "flite-slt")
+    timeline = Timeline()
+    session = Session(settings=local_settings(greeting=""), models=models,
+                      providers=FakeProviders("stt,llm,tts"), observers=[timeline])
+    await converse([Utterance(audio=question, at=2.0)], session,
+                   FileTransportParams(lead_in_secs=0.3, fast=False))
+
+    # Not at the end of the lead-in: at 2 s (its turn starts when the VAD has heard it).
+    assert len(timeline.user_started_secs) == 1, timeline.events
+    assert timeline.user_started_secs[0] >= 2.0, timeline.user_started_secs

@@ -262,14 +262,14 @@ class FileInputTransport(FedInputTransport):
         await self._silence_for(self._file_params.lead_in_secs)
         starts_before = self._transport.playback.bot_starts
         for index, utterance in enumerate(script):
-            if index > 0:
-                if utterance.at is not None:
-                    await self._wait_until(
-                        lambda u=utterance: time.monotonic() - began >= u.at,
-                        utterance.at + self._file_params.answer_timeout_secs,
-                        f"t={utterance.at}s",
-                    )
-                elif utterance.after_bot_audio is not None:
+            if utterance.at is not None:
+                await self._wait_until(
+                    lambda u=utterance: time.monotonic() - began >= u.at,
+                    utterance.at + self._file_params.answer_timeout_secs,
+                    f"t={utterance.at}s",
+                )
+            elif index > 0:
+                if utterance.after_bot_audio is not None:
                     await self._wait_until(
                         self._into_answer(starts_before, utterance.after_bot_audio),
                         self._file_params.answer_timeout_secs,
