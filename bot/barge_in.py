@@ -104,6 +104,7 @@ class BargeIn:
         self._segment_began = 0.0
         self._segment_echo_known = True
         self._segment_echo_pending = False
+        self._segment_over_bot = False
         self.backchannels = 0
         self.echoes = 0
         self.resumed = 0
@@ -130,6 +131,14 @@ class BargeIn:
         return self.talking or time.monotonic() - self._bot_stopped_at < self.echo_tail_secs
 
     @property
+    def judging_words(self) -> bool:
+        """Words transcribed now are judged as said over the bot: it is talking or just
+        stopped, or the speech they come from began then. (The final transcript of speech
+        heard over the bot's last words can come over a second after them: Whisper decodes
+        a transcript it is unsure of again; the first answer's echo passed for a turn so.)"""
+        return self.listening_over_bot or self._segment_over_bot
+
+    @property
     def echo_may_be_heard(self) -> bool:
         """The bot's echo may be in the microphone now: it is talking (or just stopped), and
         the canceller has heard its echo or has not heard enough of the bot yet to tell.
@@ -150,6 +159,7 @@ class BargeIn:
         self._segment_began = time.monotonic() - self._vad_start_secs
         self._segment_echo_known = self.canceller is None or self.canceller.echo_present
         self._segment_echo_pending = self.canceller is not None and self.canceller.echo_pending
+        self._segment_over_bot = self.listening_over_bot
 
     def _echo_before_known(self) -> bool:
         """Speech that began before the echo path was known (nothing cancelled it) and,
@@ -225,7 +235,7 @@ class BackchannelFilter(FrameProcessor):
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self._barge_in.bot_speaking = False
         elif isinstance(frame, (TranscriptionFrame, InterimTranscriptionFrame)):
-            if self._barge_in.listening_over_bot:
+            if self._barge_in.judging_words:
                 meaning = self._barge_in.meaning(frame.text)
                 self._barge_in.heard = meaning
                 if meaning in (Meaning.BACKCHANNEL, Meaning.ECHO):
@@ -322,8 +332,8 @@ class BargeInStartStrategy(VADUserTurnStartStrategy):
             draft = isinstance(frame, InterimTranscriptionFrame)
             if self._in_turn or (draft and not self._held):
                 return ProcessFrameResult.CONTINUE
-            listening = self._barge_in.listening_over_bot
-            if not listening or self._barge_in.interrupts(frame.text, draft=draft):
+            judged = self._barge_in.judging_words
+            if not judged or self._barge_in.interrupts(frame.text, draft=draft):
                 logger.debug(f"{self}: words with no turn started: {frame.text!r}")
                 return await self._start()
         return ProcessFrameResult.CONTINUE

@@ -17,6 +17,9 @@ class SaidLately:
     def recent_text(self, since: float | None = None) -> str:
         return self.text
 
+    def release(self) -> None:
+        self.held = False
+
 
 def barge_in(said: str = SAID) -> BargeIn:
     policy = BargeInPolicy.from_settings(Settings(_env_file=None))
@@ -41,6 +44,34 @@ async def test_a_question_spoken_on_over_the_echo_reaches_the_user_turn():
         expected_down_frames=[TranscriptionFrame],
     )
     assert down[0].text == question.text
+
+
+async def test_words_of_speech_begun_over_the_bot_are_judged_however_late_they_come():
+    """The first answer's echo ("It is a big city.") began over the bot's last words; Whisper,
+    unsure of its first decode, decoded it again, and that final transcript ("It's a big
+    step.") came after the bot's echo tail: it was taken for the user's turn and the bot
+    answered its own echo. Words are judged by when their speech began."""
+    from pipecat.frames.frames import TranscriptionFrame
+    from pipecat.tests.utils import run_test
+
+    from bot.barge_in import BackchannelFilter
+
+    policy = BargeInPolicy.from_settings(Settings(_env_file=None))
+    said = SaidLately("Paris is the capital of France. It is a big city.")
+    judge = BargeIn(said, policy, echo_tail_secs=0.0)
+    judge.bot_speaking = True
+    judge.segment_started()
+    judge.echo_segment, judge.segment_over_echo_db = True, 5.0  # the canceller: its echo
+    judge.bot_speaking = False  # the bot has finished, its tail over, when the words come
+    late = TranscriptionFrame("It's a big step.", "user", "now")
+    down, _ = await run_test(
+        BackchannelFilter(judge), frames_to_send=[late], expected_down_frames=[]
+    )
+    # Speech that begins after the bot has finished is the user's, whatever its words.
+    judge.segment_started()
+    down, _ = await run_test(
+        BackchannelFilter(judge), frames_to_send=[late], expected_down_frames=[TranscriptionFrame]
+    )
 
 
 def test_the_echo_garbled_by_the_recogniser_is_still_echo():
