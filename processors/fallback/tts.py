@@ -48,6 +48,7 @@ class TTSFallback(FallbackSwitcher):
         self._pending: list[_Utterance] = []
         self._heard_contexts: deque[str] = deque(maxlen=64)
         self._last_local_audio = 0.0
+        self._replayed_answer = False  # an answer's start was replayed; its end may be lost
         cloud.add_event_handler("on_tts_request", self._on_cloud_request)
         # Hear of a broken stream as the reconnect starts where the service says so
         # (bot.cloud_services.CartesiaTTS), else when "disconnected" comes (2 s later).
@@ -169,6 +170,7 @@ class TTSFallback(FallbackSwitcher):
         return pending or None
 
     async def _replay(self, pending):
+        self._replayed_answer = any(u.response for u in pending)
         for u in pending:
             if u.response:
                 await self._local.queue_frame(LLMFullResponseStartFrame())
@@ -194,6 +196,11 @@ class TTSFallback(FallbackSwitcher):
             self._retry_due = True
             async with self._lock:
                 await self._switch_back()
-        await self.strategy.active_service.queue_frame(
-            TTSSpeakFrame(self._policy.apology, append_to_context=False)
-        )
+        service = self.strategy.active_service
+        await service.queue_frame(TTSSpeakFrame(self._policy.apology, append_to_context=False))
+        if self._replayed_answer:
+            # The replayed answer's end went with the local TTS's interruption: close the
+            # answer after the apology, or the assistant's turn stays open until the user
+            # speaks again (and the client waits on an answer that never ends).
+            self._replayed_answer = False
+            await service.queue_frame(LLMFullResponseEndFrame())

@@ -92,5 +92,8 @@ async def test_piper_failing_too_means_an_apology_through_cartesia(converse_with
     o = await converse_with("tts", local_models=models_with(models, piper=BrokenModel()))
     assert_apologised(o, "tts")
     assert o.watch.tts_audio.get("SharedPiperTTSService", 0) == 0
+    # The unspoken answer is closed after the apology: the next question is asked and
+    # answered at once (before, the client waited a minute on an answer that never ended).
+    assert len(o.turns) == 2 and o.turns[-1]["bot_text"] == GROQ_SAID, o.turns
 
 
