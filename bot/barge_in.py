@@ -27,8 +27,6 @@ from dataclasses import dataclass
 
 from loguru import logger
 from pipecat.frames.frames import (
-    BotStartedSpeakingFrame,
-    BotStoppedSpeakingFrame,
     Frame,
     InputAudioRawFrame,
     InterimTranscriptionFrame,
@@ -39,7 +37,6 @@ from pipecat.frames.frames import (
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_start import VADUserTurnStartStrategy
 
@@ -59,6 +56,11 @@ DRAFT_MIN_WORDS = 3
 # stood this far over the echo's measured residual: garbled residue transcribes as words ("I
 # will send this list before.") and starts at -7..+8 dB; voices over the echo at 10 and more.
 WORDS_OVER_ECHO_DB = 10.0
+# The final transcript of speech that began before the canceller could tell whether the
+# microphone hears the bot waits at most this long for it to tell: the bot is held meanwhile,
+# and the echo already heard decides within three of the echo path's estimates, 0.25 s apart
+# (steady peaks; the path of a "Harris is the key." was found 65 ms after a 0.5 s wait).
+ECHO_VERDICT_WAIT_SECS = 0.8
 
 
 @dataclass
@@ -161,6 +163,22 @@ class BargeIn:
         self._segment_echo_pending = self.canceller is not None and self.canceller.echo_pending
         self._segment_over_bot = self.listening_over_bot
 
+    def awaits_echo_verdict(self, text: str, since: float) -> bool:
+        """Words that came at `since`, half of them or more the bot's, of speech begun before
+        the canceller could tell whether the microphone hears the bot, and it still cannot:
+        judged once it can (the first answer's echo, "Carrots is the key." for "Paris is the
+        capital", came 130 ms before its path was found and was taken for the user's), or
+        `ECHO_VERDICT_WAIT_SECS` after they came (headphones). Words the bot did not say (a
+        question over the greeting) are judged at once: nothing cancelled its echo yet, so
+        Whisper hears that echo well and keeps its words."""
+        canceller = self.canceller
+        if not (self._segment_echo_pending and canceller is not None and canceller.echo_pending):
+            return False
+        words = {canonical(w) for w in split_words(text)}
+        said = {canonical(w) for w in split_words(self._said())}
+        waited = time.monotonic() - since
+        return 2 * len(words & said) >= len(words) and waited < ECHO_VERDICT_WAIT_SECS
+
     def _echo_before_known(self) -> bool:
         """Speech that began before the echo path was known (nothing cancelled it) and,
         measured now that it is, never rose over what the bot's echo explains."""
@@ -213,46 +231,6 @@ class BargeIn:
             return False
         words = [canonical(w) for w in split_words(text)]
         return not draft or len(words) >= DRAFT_MIN_WORDS or self.policy.has_interrupt_word(words)
-
-
-class BackchannelFilter(FrameProcessor):
-    """Before the user aggregator: backchannels and echo said over the bot never become turns.
-
-    A final transcript heard over the bot that is a backchannel becomes a
-    `UserBackchannelFrame` (kept out of the context, reported as such); one that is the bot's
-    own words is dropped. Either way the bot goes on. Interim transcripts of either are
-    dropped too. Everything else passes.
-    """
-
-    def __init__(self, barge_in: BargeIn, **kwargs):
-        super().__init__(**kwargs)
-        self._barge_in = barge_in
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection):
-        await super().process_frame(frame, direction)
-        if isinstance(frame, BotStartedSpeakingFrame):
-            self._barge_in.bot_speaking = True
-        elif isinstance(frame, BotStoppedSpeakingFrame):
-            self._barge_in.bot_speaking = False
-        elif isinstance(frame, (TranscriptionFrame, InterimTranscriptionFrame)):
-            if self._barge_in.judging_words:
-                meaning = self._barge_in.meaning(frame.text)
-                self._barge_in.heard = meaning
-                if meaning in (Meaning.BACKCHANNEL, Meaning.ECHO):
-                    await self._let_pass(frame, meaning)
-                    return
-        await self.push_frame(frame, direction)
-
-    async def _let_pass(self, frame: Frame, meaning: Meaning) -> None:
-        if isinstance(frame, InterimTranscriptionFrame):
-            return  # the final transcript decides
-        logger.debug(f"{self}: {meaning.value} over the bot: {frame.text!r}")
-        if meaning is Meaning.BACKCHANNEL:
-            self._barge_in.backchannels += 1
-            await self.push_frame(UserBackchannelFrame(frame.text, frame.user_id, frame.timestamp))
-        else:
-            self._barge_in.echoes += 1
-        self._barge_in.gate.release()
 
 
 class BargeInStartStrategy(VADUserTurnStartStrategy):

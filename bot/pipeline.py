@@ -31,7 +31,8 @@ from pipecat.processors.frameworks.rtvi.frames import RTVIServerMessageFrame
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
-from bot.barge_in import BackchannelFilter, BargeIn
+from bot.backchannel_filter import BackchannelFilter
+from bot.barge_in import BargeIn
 from bot.barge_in_words import BargeInPolicy
 from bot.config import Settings
 from bot.idle import IdleCheckIn

@@ -33,7 +33,7 @@ async def test_a_question_spoken_on_over_the_echo_reaches_the_user_turn():
     from pipecat.frames.frames import TranscriptionFrame
     from pipecat.tests.utils import run_test
 
-    from bot.barge_in import BackchannelFilter
+    from bot.backchannel_filter import BackchannelFilter
 
     judge = barge_in()
     judge.echo_segment = True
@@ -54,7 +54,7 @@ async def test_words_of_speech_begun_over_the_bot_are_judged_however_late_they_c
     from pipecat.frames.frames import TranscriptionFrame
     from pipecat.tests.utils import run_test
 
-    from bot.barge_in import BackchannelFilter
+    from bot.backchannel_filter import BackchannelFilter
 
     policy = BargeInPolicy.from_settings(Settings(_env_file=None))
     said = SaidLately("Paris is the capital of France. It is a big city.")
@@ -341,3 +341,65 @@ async def test_text_said_with_little_audio_is_not_kept_as_possible_echo():
     kept = gate.recent_text(since=began)
     assert kept.endswith(sentences[-1]) and len(kept) <= KEPT_TEXT_CHARS + len(sentences), len(kept)
     assert sentences[0] not in kept
+
+
+async def test_words_heard_before_the_canceller_could_tell_wait_for_its_verdict():
+    """The first answer's echo ("Carrots is the key." for "Paris is the capital") was
+    transcribed 130 ms before the canceller found the echo path, so nothing measured it, and
+    it became a turn. Words half the bot's wait for the canceller's verdict (the bot is
+    held); where it never comes (headphones: no echo to find), for half a second at most."""
+    from pipecat.frames.frames import InputAudioRawFrame, TranscriptionFrame
+    from pipecat.pipeline.pipeline import Pipeline
+    from pipecat.processors.frame_processor import FrameProcessor
+    from pipecat.tests.utils import SleepFrame, run_test
+
+    from bot.backchannel_filter import BackchannelFilter
+    from bot.barge_in import ECHO_VERDICT_WAIT_SECS
+
+    class PathFoundWithTheNextFrame(FrameProcessor):
+        def __init__(self, canceller):
+            super().__init__()
+            self._canceller = canceller
+
+        async def process_frame(self, frame, direction):
+            await super().process_frame(frame, direction)
+            if isinstance(frame, InputAudioRawFrame):
+                self._canceller.echo_pending, self._canceller.echo_present = False, True
+            await self.push_frame(frame, direction)
+
+    policy = BargeInPolicy.from_settings(Settings(_env_file=None))
+    words = TranscriptionFrame("Carrots is the key.", "user", "now")
+    mic = InputAudioRawFrame(audio=640 * b"\0", sample_rate=16000, num_channels=1)
+    for over_db, passed in [(5.0, False), (14.0, True)]:
+        canceller = Canceller(over_db)
+        canceller.echo_pending = True
+        judge = BargeIn(SaidLately("Paris is the capital of France."), policy, canceller=canceller)
+        judge.bot_speaking = True
+        judge.segment_started()
+        down, _ = await run_test(
+            Pipeline([PathFoundWithTheNextFrame(canceller), BackchannelFilter(judge)]),
+            frames_to_send=[words, SleepFrame(sleep=0.05), mic],  # judged, then the path found
+        )
+        # (Audio frames are system frames: they need not come out behind the words.)
+        assert any(isinstance(f, TranscriptionFrame) for f in down) is passed, down
+        assert canceller.asked_since is not None  # measured against the echo once known
+    # Words the bot did not say (a question over the greeting) do not wait.
+    canceller = Canceller(5.0)
+    canceller.echo_pending = True
+    judge = BargeIn(SaidLately("Hi! I'm listening. Ask me anything."), policy, canceller=canceller)
+    judge.bot_speaking = True
+    judge.segment_started()
+    question = TranscriptionFrame("What is the capital of France?", "user", "now")
+    down, _ = await run_test(BackchannelFilter(judge), frames_to_send=[question])
+    assert [type(f) for f in down] == [TranscriptionFrame]
+    # No verdict coming: the words are judged as they are once the wait is over.
+    canceller = Canceller(5.0)
+    canceller.echo_pending = True
+    judge = BargeIn(SaidLately("Paris is the capital of France."), policy, canceller=canceller)
+    judge.bot_speaking = True
+    judge.segment_started()
+    down, _ = await run_test(
+        BackchannelFilter(judge),
+        frames_to_send=[words, mic, SleepFrame(sleep=ECHO_VERDICT_WAIT_SECS + 0.1), mic],
+    )
+    assert [type(f) for f in down] == [InputAudioRawFrame, TranscriptionFrame, InputAudioRawFrame]
