@@ -356,10 +356,13 @@ class EchoCanceller(FrameProcessor):
         self._bound.add(self._reference.clock(), log_energy(mic), log_energy(sent))
         if not self._noise_suppression and (
             index - shift - self._reference.sound_until > ECHO_DIES_SECS * self._rate
+            or not (self._path.present or self._path.pending)
         ):
-            return  # no echo can be in it: the microphone as it is
+            # No echo can be in it, or the microphone hears none of the bot (headphones, the
+            # browser's own canceller): the microphone as it is, and AEC3 not run at all.
+            return
         rtc = self._rtc
-        # AEC3 keeps adapting either way, so it is converged when an echo shows up.
+        # While an echo is heard or may be, AEC3 adapts on every frame of it.
         self._apm.process_reverse_stream(rtc.AudioFrame(ref.tobytes(), self._rate, 1, n))
         near = rtc.AudioFrame(mic.tobytes(), self._rate, 1, n)
         self._apm.process_stream(near)
