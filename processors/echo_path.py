@@ -18,9 +18,12 @@ BLOCK_SECS = 0.01  # the audio processing module works on 10 ms blocks
 class EchoPath:
     """Whether the microphone hears the bot at all, and how late.
 
-    Every `period_secs` with at least `min_active_secs` of the bot's speech in the last
-    `span_secs`, the raw microphone and the reference (both at 8 kHz) are cross-correlated
-    with the phase transform (GCC-PHAT) over lags 0..`max_secs`. An echo makes a sharp peak,
+    Every `period_secs` (`absent_period_secs` once no echo was found in the bot's first
+    `decide_secs` of speech: headphones, or the browser's own canceller, leave none, and the
+    estimate is most of the canceller's CPU then) with at least `min_active_secs` of the
+    bot's speech in the last `span_secs`, the raw microphone and the reference (both at
+    8 kHz) are cross-correlated with the phase transform (GCC-PHAT) over lags 0..`max_secs`.
+    An echo makes a sharp peak,
     many times the correlation's RMS, at the same lag every time; two voices that merely
     speak at the same time do not (envelope correlation did: two utterances that start a
     second apart correlate at that second). Bands more than `ref_band_db` under the
@@ -55,6 +58,7 @@ class EchoPath:
         aec_range_secs: float = 0.5,
         keep_secs: float = 0.2,
         period_secs: float = 0.25,
+        absent_period_secs: float = 1.0,
         peak_ratio: float = 12.0,
         keep_ratio: float = 8.0,
         steady_ratio: float = 9.0,
@@ -68,6 +72,7 @@ class EchoPath:
         self._aec_range = aec_range_secs
         self._keep = keep_secs
         self._period_blocks = int(period_secs / BLOCK_SECS)
+        self._absent_period_blocks = int(absent_period_secs / BLOCK_SECS)
         self._peak_ratio = peak_ratio
         self._keep_ratio = keep_ratio
         self._steady_ratio = steady_ratio
@@ -105,7 +110,8 @@ class EchoPath:
         self._active.append(active)
         self._bot_blocks += int(active)
         self._blocks += 1
-        if self._blocks % self._period_blocks == 0:
+        period = self._period_blocks if self.present or self.pending else self._absent_period_blocks
+        if self._blocks % period == 0:
             self._estimate()
 
     def _push(self, history: np.ndarray, block: np.ndarray) -> int:

@@ -301,6 +301,30 @@ def test_with_no_echo_the_microphone_is_untouched():
     np.testing.assert_array_equal(out, mic[: len(out)])
 
 
+def test_an_echo_that_appears_later_is_found_within_seconds():
+    """Headphones taken off mid-conversation: the echo path, called absent after the bot's
+    first 2 s of speech, is estimated less often from then on (it is most of the canceller's
+    CPU where there is no echo), and an echo that appears is still found within 3 s."""
+    from processors.echo_path import EchoPath
+
+    bot = voices.synthesize(BOT, "espeak-rp-slow").astype(np.float64)
+    played = np.concatenate([bot, bot])
+    heard = room_echo(played, -20, 0.2)
+    appears = len(bot)
+    heard[:appears] = 0.0  # headphones on for the first answer
+    heard += np.random.default_rng(1).standard_normal(len(heard)) * 32768 * 10 ** (-70 / 20)
+    path = EchoPath()
+    found = None
+    for i in range(0, len(played) - 159, 160):
+        path.add(heard[i : i + 160].astype(np.int16), played[i : i + 160].astype(np.int16))
+        if i < appears:
+            assert not path.present
+        elif path.present and found is None:
+            found = (i - appears) / RATE
+    assert not path.pending and found is not None and found <= 3.0, found
+    assert abs(path.delay_secs - 0.2) <= 0.02, path.delay_secs
+
+
 @pytest.mark.parametrize("voice", ["flite-slt", "flite-awb"])
 def test_a_voice_after_a_narrow_band_bot_sound_is_not_its_echo(voice):
     """With no echo at all, a question that starts soon after the bot's sound ends must not
