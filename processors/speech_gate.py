@@ -49,14 +49,26 @@ KEPT_TEXT_SECS = 30.0
 # ...and no more text than anyone says in that time (about 15 characters a second): a
 # sentence whose audio was short or missing (a TTS that said nothing) is not held for 30 s.
 KEPT_TEXT_CHARS = 1000
+# A sentence is said again from its start, across the chunks the TTS spoke it in (a reply's
+# first sentence goes to the TTS in two: bot/text_aggregation.py; a TTS with word timestamps
+# sends a text frame per word), unless it has gone on longer than this: then from its
+# latest chunk.
+MAX_REPLAY_SECS = 10.0
+SENTENCE_END = ".!?"
 
 
 class SpeechGate(FrameProcessor):
     def __init__(
-        self, *, lead_secs: float = LEAD_SECS, recent_secs: float = RECENT_TEXT_SECS, **kwargs
+        self,
+        *,
+        lead_secs: float = LEAD_SECS,
+        recent_secs: float = RECENT_TEXT_SECS,
+        max_replay_secs: float = MAX_REPLAY_SECS,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self._lead = lead_secs
+        self._max_replay_secs = max_replay_secs
         self._recent_secs = recent_secs
         self._queue: deque[Frame] = deque()
         self._changed = asyncio.Event()
@@ -176,8 +188,10 @@ class SpeechGate(FrameProcessor):
                 continue
             self._queue.popleft()
             if isinstance(frame, (TTSTextFrame, TTSStartedFrame)):
-                # A sentence's text follows its audio: the next audio is a new sentence.
-                self._sentence = []
+                # A chunk's text follows its audio: after a sentence's end, or a new
+                # reply, the next audio is a new sentence.
+                if isinstance(frame, TTSStartedFrame) or self._ends_sentence(frame.text):
+                    self._sentence = []
                 if isinstance(frame, TTSTextFrame):
                     now = time.monotonic()
                     self._recent_text.append((now, frame.text))
@@ -210,6 +224,12 @@ class SpeechGate(FrameProcessor):
         self._play_until = max(self._play_until, now) + len(chunk.audio) / bytes_per_sec
         self._sentence.append(self._copy(chunk))
         await self.push_frame(chunk)
+
+    def _ends_sentence(self, text: str) -> bool:
+        if text.rstrip(" \"')")[-1:] in SENTENCE_END:
+            return True
+        said = sum(f.num_frames / f.sample_rate for f in self._sentence)
+        return said > self._max_replay_secs
 
     @staticmethod
     def _copy(frame: OutputAudioRawFrame, audio: bytes | None = None) -> OutputAudioRawFrame:

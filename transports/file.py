@@ -88,6 +88,8 @@ class _Playback:
     # mid-answer while the LLM writes on, and that silence is not the user's turn yet.
     answer_open: bool = False
     interruptions: int = 0
+    # Where each interruption cut the bot's audio: byte offsets into `FileTransport.bot_audio`.
+    cut_offsets: list[int] = field(default_factory=list)
     # Bot audio frames played between an interruption and the bot falling silent.
     frames_after_interruption: int = 0
     draining_interrupted_answer: bool = False
@@ -313,6 +315,7 @@ class FileOutputTransport(BaseOutputTransport):
         if isinstance(frame, InterruptionFrame):
             playback = self._transport.playback
             playback.interruptions += 1
+            playback.cut_offsets.append(len(self._transport.bot_audio))
             playback.draining_interrupted_answer = playback.bot_speaking
             playback.answer_open = False  # the rest of the answer will not be played
         await super().process_frame(frame, direction)

@@ -1,0 +1,87 @@
+"""The speech gate says a cut-off sentence again from its start, and no more than that."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pipecat.frames.frames import (
+    Frame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+    TTSAudioRawFrame,
+    TTSStartedFrame,
+    TTSTextFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.tests.utils import run_test
+
+from processors.speech_gate import SpeechGate
+
+RATE = 24000
+
+
+def chunk(level: int, secs: float = 0.1) -> TTSAudioRawFrame:
+    """Audio at one level, so that where it went can be told from the output."""
+    audio = np.full(int(secs * RATE), level, np.int16).tobytes()
+    return TTSAudioRawFrame(audio, RATE, 1, context_id="reply")
+
+
+class CoughAt(FrameProcessor):
+    """After the gate: when audio of `level` first plays, a cough holds the bot and turns out
+    to have no words (what bot/barge_in.py does), so the gate says the sentence again."""
+
+    def __init__(self, gate: SpeechGate, level: int):
+        super().__init__()
+        self._gate, self._level, self._coughed = gate, level, False
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, OutputAudioRawFrame) and not self._coughed:
+            if np.frombuffer(frame.audio, np.int16)[0] == self._level:
+                self._coughed = True
+                self._gate.hold()
+                self.create_task(self._gate.replay_sentence(), "no-words")
+        await self.push_frame(frame, direction)
+
+
+def levels_after_the_cut(frames) -> list[int]:
+    """The audio levels played after the replay's interruption, each run of one level once."""
+    cut = next(i for i, f in enumerate(frames) if isinstance(f, InterruptionFrame))
+    levels = [
+        int(np.frombuffer(f.audio, np.int16)[0])
+        for f in frames[cut:]
+        if isinstance(f, OutputAudioRawFrame)
+    ]
+    return [level for i, level in enumerate(levels) if i == 0 or levels[i - 1] != level]
+
+
+def reply() -> list[Frame]:
+    """A reply whose first sentence went to the TTS in two chunks (bot/text_aggregation.py)."""
+    return [
+        TTSStartedFrame(context_id="reply"),
+        chunk(1000),
+        TTSTextFrame("Plants make their food", text_type="phrase"),
+        chunk(2000),
+        TTSTextFrame("in the leaves, by photosynthesis.", text_type="sentence"),
+        chunk(3000),
+        TTSTextFrame("The chlorophyll in each leaf catches the light.", text_type="sentence"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "cough_over, max_replay_secs, said_again",
+    [
+        (2000, 10.0, [1000, 2000, 3000]),  # the sentence's second chunk: from the first one
+        (3000, 10.0, [3000]),  # the next sentence: that one only
+        (2000, 0.05, [2000, 3000]),  # a sentence gone on too long: from its latest chunk
+    ],
+)
+async def test_a_cut_off_sentence_is_said_again_from_its_start(
+    cough_over, max_replay_secs, said_again
+):
+    gate = SpeechGate(max_replay_secs=max_replay_secs)
+    received, _ = await run_test(
+        Pipeline([gate, CoughAt(gate, cough_over)]), frames_to_send=reply()
+    )
+    assert levels_after_the_cut(received) == said_again
