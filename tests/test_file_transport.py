@@ -108,3 +108,22 @@ async def test_the_first_utterance_is_spoken_at_its_time(models):
     # Not at the end of the lead-in: at 2 s (its turn starts when the VAD has heard it).
     assert len(timeline.user_started_secs) == 1, timeline.events
     assert timeline.user_started_secs[0] >= 2.0, timeline.user_started_secs
+
+
+async def test_after_a_backchannel_the_script_waits_for_the_answer_it_was_said_over(models):
+    """An utterance the bot is not to answer (`reply_expected=False`): the conversation ends
+    once the answer it was said over has been played, not when something new is said (here
+    the idle check-in, 3 s after it)."""
+    if not voices.get("flite-slt").available():
+        pytest.skip("flite-slt needs flite (apt-get install flite; `make test` installs it)")
+    script = [
+        Utterance(audio=voices.synthesize("Tell me about the two halves.", "flite-slt")),
+        Utterance(audio=voices.synthesize("Okay.", "flite-slt"), after_bot_audio=1.0,
+                  reply_expected=False),
+    ]
+    settings = local_settings(greeting="", user_idle_secs=3.0)
+    session = Session(settings=settings, models=models, providers=FakeProviders("llm", answer=ANSWER))
+    result = await converse(script, session, FileTransportParams(reply_pause_secs=1.0))
+
+    assert result.transport.playback.bot_starts == 1, result.turn_dicts()
+    assert [t["bot_text"] for t in result.turn_dicts()] == [ANSWER]

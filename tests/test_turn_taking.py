@@ -75,7 +75,8 @@ async def test_a_backchannel_does_not_stop_the_bot(settings, models):
     frames = Frames(UserBackchannelFrame)
     script = [
         Utterance(audio=say("Can you explain photosynthesis to me?", "flite-rms"), name="question"),
-        Utterance(audio=say("Okay.", "flite-slt"), name="backchannel", after_bot_audio=2.0),
+        Utterance(audio=say("Okay.", "flite-slt"), name="backchannel", after_bot_audio=2.0,
+                  reply_expected=False),
     ]
     result = await talk(models, script, observers=[frames], tail_secs=1.0)
     turns = result.turn_dicts()
@@ -129,7 +130,7 @@ async def test_a_sound_without_words_resumes_the_interrupted_sentence(settings, 
     mumble = voices.muffled(say("Hmm let me think about it", "flite-rms"))
     script = [
         Utterance(audio=say("Can you explain photosynthesis to me?", "flite-slt"), name="question"),
-        Utterance(audio=mumble, name="mumble", after_bot_audio=1.5),
+        Utterance(audio=mumble, name="mumble", after_bot_audio=1.5, reply_expected=False),
     ]
     result = await talk(models, script, tail_secs=1.0)
     turns = result.turn_dicts()

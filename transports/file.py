@@ -13,7 +13,8 @@ the conversation started), or `after_bot_audio` seconds into the bot's answer to
 previous one (counted in bot audio played, so a barge-in lands at the same point of
 the answer however slow the machine), or, by default, once the bot has answered and
 fallen silent for `reply_pause_secs` with its answer complete (the LLM's reply ended, not
-only paused), like a person taking turns.
+only paused), like a person taking turns; after an utterance with `reply_expected=False`
+(a backchannel), once the bot has finished what it was saying and fallen silent.
 
 Echo. With `echo_gain_db`, the microphone also hears the bot's audio as it plays,
 `echo_delay_secs` later and that much quieter (transports/file_echo.py); real time only.
@@ -58,6 +59,9 @@ class Utterance:
     name: str = ""
     at: float | None = None
     after_bot_audio: float | None = None
+    # False for what the bot is not to answer (a backchannel, a cough over its answer): what
+    # comes next waits for the bot to finish and fall silent, not for a new answer.
+    reply_expected: bool = True
 
 
 class FileTransportParams(TransportParams):
@@ -232,13 +236,13 @@ class FileInputTransport(FedInputTransport):
             await self._push_mic(self._silence)
             await self._tick()
 
-    def _answered(self, starts_before: int):
+    def _answered(self, starts_before: int, reply_expected: bool = True):
         playback = self._transport.playback
         pause = self._file_params.reply_pause_secs
 
         def ready() -> bool:
             return (
-                playback.bot_starts > starts_before
+                (playback.bot_starts > starts_before or not reply_expected)
                 and not playback.bot_speaking
                 and not playback.answer_open
                 and playback.bot_stopped_at is not None
@@ -279,14 +283,16 @@ class FileInputTransport(FedInputTransport):
                     )
                 else:
                     await self._wait_until(
-                        self._answered(starts_before),
+                        self._answered(starts_before, script[index - 1].reply_expected),
                         self._file_params.answer_timeout_secs,
                         "the bot's answer",
                     )
             starts_before = self._transport.playback.bot_starts
             await self._speak(utterance)
         await self._wait_until(
-            self._answered(starts_before), self._file_params.answer_timeout_secs, "the last answer"
+            self._answered(starts_before, script[-1].reply_expected),
+            self._file_params.answer_timeout_secs,
+            "the last answer",
         )
         await self._silence_for(self._file_params.tail_secs)
         logger.debug(f"{self}: script finished, ending the conversation")
