@@ -122,7 +122,9 @@ async def test_after_a_backchannel_the_script_waits_for_the_answer_it_was_said_o
                   reply_expected=False),
     ]
     settings = local_settings(greeting="", user_idle_secs=3.0)
-    session = Session(settings=settings, models=models, providers=FakeProviders("llm", answer=ANSWER))
+    session = Session(
+        settings=settings, models=models, providers=FakeProviders("llm", answer=ANSWER)
+    )
     result = await converse(script, session, FileTransportParams(reply_pause_secs=1.0))
 
     assert result.transport.playback.bot_starts == 1, result.turn_dicts()
