@@ -85,8 +85,10 @@ async def test_a_backchannel_does_not_stop_the_bot(settings, models):
     # Reported as a backchannel, however the recogniser punctuated it ("Okay." or "Okay").
     said = [f.text.strip(" .!,").lower() for f in frames.of(UserBackchannelFrame)]
     assert said == ["okay"], frames.seen
+    # Never cut off once it spoke (a sentence said again is a cut too), and on to the end.
+    assert not any(result.transport.playback.cut_offsets), result.transport.playback
     heard = (await bot_heard(settings, models, result)).lower()
-    assert heard.count("leaves") == 1 and contains_words(heard, "oxygen"), heard
+    assert contains_words(heard, "oxygen"), heard
 
 
 async def test_stop_stops_the_bot(models):
