@@ -13,6 +13,13 @@ from one asyncio process (`--client-procs 2` splits them over two), each stream 
 microphone in real time (20 ms frames, silence between questions, random phase): a spoken
 question, then silence until the answer has played, a pause, the next question.
 
+The fake bot answers with `ANSWER` (~3 s of tone, shorter than the local bot's usual
+answer, as a cloud bot's one or two sentences): a bot whose every answer lasted half a
+second (`--answer short`, the fake LLM's own) kept each session in its first seconds of
+speech for most of a level, while the echo canceller decides whether the microphone hears
+the bot (AEC3 and RNNoise on: processors/echo_path.py), which a real session leaves within
+its greeting or first answer.
+
 Per turn, measured on the client:
 - voice-to-voice: first bot audio byte − the frame holding the last speech sample sent.
   Added latency at N = voice-to-voice − the same question's median voice-to-voice at N=1. Turns that
@@ -68,6 +75,7 @@ from bench.capacity_verdict import (
 )
 from bench.cpu_profile import hot_spots, profile
 from bench.capacity_servers import ServedSystem, open_session_url
+from tests.support.fakes import FAKE_ANSWER, FAKE_SECS_PER_CHAR
 from web.ws_client import AgentClient
 
 QUESTIONS = [
@@ -79,16 +87,26 @@ QUESTIONS = [
 # smart-turn judged the question unfinished and the turn waited for its timeout
 # (SMART_TURN_STOP_SECS, 2 s): a verdict on the audio, not a sign of load.
 TURN_HELD_MS = 1500.0
-# A session asks about one question every ~3.6 s. The backlog check compares medians of
-# thirds of a level's turns, so small levels run long enough to have this many turns.
+# What the fake bot answers: `spoken` (default) or the fake LLM's own half-second `short`.
+ANSWERS = {
+    "spoken": "Paris is the capital of France. It stands on the Seine in the north of the "
+              "country, and about two million people live in the city itself.",
+    "short": FAKE_ANSWER,
+}
+# A session asks a question every ~3.1 s plus its answer. The backlog check compares medians
+# of thirds of a level's turns, so small levels run long enough to have this many turns.
 MIN_TURNS = 30
-SECS_PER_TURN = 3.6
+SECS_PER_TURN_BESIDES_ANSWER = 3.1
+
+
+def secs_per_turn(args) -> float:
+    return SECS_PER_TURN_BESIDES_ANSWER + len(ANSWERS[args.answer]) * FAKE_SECS_PER_CHAR
 
 
 def level_secs(args, n: int) -> float:
     """Measured seconds for level N: --secs, or longer when N is too small for MIN_TURNS."""
     min_turns = 0 if args.smoke else args.min_turns
-    return max(args.secs, min_turns * SECS_PER_TURN / n)
+    return max(args.secs, min_turns * secs_per_turn(args) / n)
 
 
 # --- one client process -------------------------------------------------------------------
@@ -259,9 +277,10 @@ async def run(args) -> tuple[str, dict]:
             flush=True,
         )
 
-    async with ServedSystem(args.nodes, env) as system:
+    async with ServedSystem(args.nodes, env, answer=ANSWERS[args.answer]) as system:
         # One conversation per node first: a server loads its VAD and smart-turn models lazily.
-        warm_up = argparse.Namespace(warmup=0.0, secs=3.0, client_procs=1, smoke=True, echo_db=args.echo_db)
+        warm_up = argparse.Namespace(warmup=0.0, secs=3.0, client_procs=1, smoke=True, echo_db=args.echo_db,
+                                     answer=args.answer)
         await run_level(system, args.nodes, questions, warm_up, seed=1)
         # N=1 twice: the first gives each question's baseline, the repeat the spread.
         first = await run_level(system, 1, questions, args, seed=1000)
@@ -346,6 +365,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0, help="Unmeasured seconds at the start of a level.")
     parser.add_argument("--client-procs", type=int, default=1, help="Client processes to drive the sessions.")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
+    parser.add_argument("--answer", choices=sorted(ANSWERS), default="spoken",
+                        help="The fake bot's answer: ~3 s of speech (spoken) or half a second (short).")
     parser.add_argument("--echo-db", type=float, default=None,
                         help="Each client plays the bot's audio back into its microphone at this gain "
                              "(e.g. -20: a laptop without headphones); default: none (headphones, or a "
@@ -353,6 +374,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.levels, args.secs, args.warmup, args.profile = [1, 2], 10.0, 0.0, False
+        args.answer = "short"  # a few turns in 10 s, however loaded the machine
     wait_for_quiet_machine(args.wait_load, timeout_secs=3 * 3600)
     started = time.monotonic()
     table, figures = asyncio.run(run(args))
@@ -380,6 +402,7 @@ def main() -> None:
     else:
         mode = "all sessions in the server process"
         name, title = "capacity", "Capacity (fake providers)"
+    mode += f", the fake bot's {args.answer} answer"
     if args.echo_db is not None:
         mode += f", the bot's echo in every microphone at {args.echo_db:g} dB"
         name, title = f"{name}_echo", f"{title}, the bot's echo in the microphones"

@@ -17,9 +17,10 @@ from bench.server import FAKE_ALL, Server
 
 
 class ServedSystem:
-    def __init__(self, nodes: int, env: dict[str, str]):
+    def __init__(self, nodes: int, env: dict[str, str], answer: str | None = None):
         self.nodes = nodes
         self.env = env
+        self.answer = answer  # what the fake LLM says (None: its own short fixed answer)
         self.servers: list[Server] = []
         self.redis = None
         self._stack = contextlib.AsyncExitStack()
@@ -57,7 +58,9 @@ class ServedSystem:
                 env["REDIS_URL"] = self.redis.url
             names = ["capacity"] if self.nodes == 1 else [f"capacity-node{i}" for i in range(self.nodes)]
             self.servers = [
-                Server(name, env | ({"NODE_ID": name} if self.nodes > 1 else {}), fake=FAKE_ALL) for name in names
+                Server(name, env | ({"NODE_ID": name} if self.nodes > 1 else {}), fake=FAKE_ALL,
+                       answer=self.answer)
+                for name in names
             ]
             for server in self.servers:
                 server.start()
