@@ -14,6 +14,9 @@ out at the pace it plays, `lead_secs` ahead. That makes three things possible:
 
 Everything else (text, TTS and LLM markers) keeps its place behind the audio it follows.
 A real interruption (an `InterruptionFrame` from upstream) empties the gate.
+
+The lead grows by how late the event loop has lately woken the gate (a loaded server), so
+that the client's playout buffer is not left empty, and shrinks back as the load goes.
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ CHUNK_SECS = 0.02
 # How far ahead of real time the gate lets audio go: the transport sends a 40 ms chunk
 # ahead of playing it, so this is about what remains audible after a hold.
 LEAD_SECS = 0.04
+# ...plus how late the event loop has lately woken the gate (many sessions on one loop),
+# up to this much: audio that arrives later than a client's playout buffer (a browser's
+# ~80 ms) leaves a gap in the bot's voice. A hold then leaves that much more audible.
+MAX_EXTRA_LEAD_SECS = 0.2
+LATENESS_HALF_LIFE_SECS = 10.0
 # Recent sentences kept as "what the bot just said" (its echo can only be those).
 RECENT_TEXT_SECS = 6.0
 # Sentences remembered for a long stretch of speech heard over the bot, whose echo may
@@ -57,6 +65,22 @@ MAX_REPLAY_SECS = 10.0
 SENTENCE_END = ".!?"
 
 
+class WakeLateness:
+    """The worst lateness of recent wake-ups, forgotten with a half-life."""
+
+    def __init__(self, half_life_secs: float = LATENESS_HALF_LIFE_SECS):
+        self._half_life = half_life_secs
+        self._secs = 0.0
+        self._at = 0.0
+
+    def observe(self, late_secs: float, now: float) -> None:
+        self._secs = max(late_secs, self.at(now))
+        self._at = now
+
+    def at(self, now: float) -> float:
+        return self._secs * 0.5 ** ((now - self._at) / self._half_life)
+
+
 class SpeechGate(FrameProcessor):
     def __init__(
         self,
@@ -68,6 +92,7 @@ class SpeechGate(FrameProcessor):
     ):
         super().__init__(**kwargs)
         self._lead = lead_secs
+        self._lateness = WakeLateness()
         self._max_replay_secs = max_replay_secs
         self._recent_secs = recent_secs
         self._queue: deque[Frame] = deque()
@@ -79,6 +104,11 @@ class SpeechGate(FrameProcessor):
         self._recent_text: deque[tuple[float, str]] = deque()
         self.holds = 0
         self.replays = 0
+
+    @property
+    def lead_secs(self) -> float:
+        """How far ahead of real time audio goes out now."""
+        return self._lead + min(MAX_EXTRA_LEAD_SECS, self._lateness.at(time.monotonic()))
 
     @property
     def held(self) -> bool:
@@ -205,14 +235,15 @@ class SpeechGate(FrameProcessor):
         bytes_per_sec = frame.sample_rate * frame.num_channels * 2
         size = max(2 * frame.num_channels, int(CHUNK_SECS * bytes_per_sec) // 2 * 2)
         now = time.monotonic()
-        wait = self._play_until - now - self._lead
+        wait = self._play_until - now - self.lead_secs
         if wait > 0:
             # Sleep, but wake for a hold or an interruption.
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), wait)
             except TimeoutError:
-                pass
+                woke = time.monotonic()
+                self._lateness.observe(woke - (now + wait), woke)
             return
         if len(frame.audio) <= size:
             self._queue.popleft()

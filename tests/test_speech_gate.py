@@ -1,6 +1,9 @@
-"""The speech gate says a cut-off sentence again from its start, and no more than that."""
+"""The speech gate says a cut-off sentence again from its start, and no more than that; it
+lets audio further ahead of real time when the event loop is late."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pytest
@@ -16,7 +19,7 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import run_test
 
-from processors.speech_gate import SpeechGate
+from processors.speech_gate import LEAD_SECS, SpeechGate
 
 RATE = 24000
 
@@ -85,3 +88,28 @@ async def test_a_cut_off_sentence_is_said_again_from_its_start(
         Pipeline([gate, CoughAt(gate, cough_over)]), frames_to_send=reply()
     )
     assert levels_after_the_cut(received) == said_again
+
+
+class BusyLoop(FrameProcessor):
+    """After the gate: the first audio it sees holds up the whole event loop, as many
+    sessions' frames on one loop do."""
+
+    def __init__(self, secs: float):
+        super().__init__()
+        self._secs, self._done = secs, False
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, OutputAudioRawFrame) and not self._done:
+            self._done = True
+            time.sleep(self._secs)  # blocking on purpose: the loop is busy elsewhere
+        await self.push_frame(frame, direction)
+
+
+async def test_audio_goes_further_ahead_once_the_loop_wakes_the_gate_late():
+    """The gate woken 120 ms late: it lets audio that much further ahead of real time, so
+    that a client's playout buffer does not run dry the next time."""
+    gate = SpeechGate()
+    assert gate.lead_secs == LEAD_SECS
+    await run_test(Pipeline([gate, BusyLoop(0.12)]), frames_to_send=[chunk(1000, secs=0.3)])
+    assert gate.lead_secs > LEAD_SECS + 0.05, gate.lead_secs
