@@ -36,6 +36,7 @@ from pipecat.frames.frames import (
     SystemFrame,
     TTSAudioRawFrame,
     TTSStartedFrame,
+    TTSStoppedFrame,
     TTSTextFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
@@ -100,7 +101,9 @@ class SpeechGate(FrameProcessor):
         self._task: asyncio.Task | None = None
         self._held = False
         self._play_until = 0.0  # when the audio released so far has played
-        self._sentence: list[OutputAudioRawFrame] = []  # audio of the sentence being said
+        self._sentence: list[OutputAudioRawFrame] = []  # audio of the chunk being said
+        # ...and of the chunks of its sentence said before it (its first phrase).
+        self._sentence_before: list[OutputAudioRawFrame] = []
         self._recent_text: deque[tuple[float, str]] = deque()
         self.holds = 0
         self.replays = 0
@@ -159,8 +162,8 @@ class SpeechGate(FrameProcessor):
         """Stop the output for real and say the interrupted sentence again."""
         self._held = False
         self.replays += 1
-        replay = [self._copy(f) for f in self._sentence]
-        self._sentence = []
+        replay = [self._copy(f) for f in self._sentence_before + self._sentence]
+        self._sentence, self._sentence_before = [], []
         logger.debug(f"{self}: saying the interrupted sentence again ({len(replay)} chunks)")
         await self.push_frame(InterruptionFrame())
         self._queue.extendleft(reversed(replay))
@@ -192,7 +195,7 @@ class SpeechGate(FrameProcessor):
 
     def _clear(self) -> None:
         self._queue.clear()
-        self._sentence = []
+        self._sentence, self._sentence_before = [], []
         self._held = False
         self._play_until = 0.0
 
@@ -217,11 +220,14 @@ class SpeechGate(FrameProcessor):
                 await self._release_audio(frame)
                 continue
             self._queue.popleft()
-            if isinstance(frame, (TTSTextFrame, TTSStartedFrame)):
-                # A chunk's text follows its audio: after a sentence's end, or a new
-                # reply, the next audio is a new sentence.
-                if isinstance(frame, TTSStartedFrame) or self._ends_sentence(frame.text):
-                    self._sentence = []
+            if isinstance(frame, (TTSTextFrame, TTSStartedFrame, TTSStoppedFrame)):
+                # A chunk's text follows its audio: the next audio is a new chunk, of the
+                # same sentence unless this one ended it or the reply is new or over.
+                if isinstance(frame, TTSTextFrame) and not self._ends_sentence(frame.text):
+                    self._sentence_before += self._sentence
+                else:
+                    self._sentence_before = []
+                self._sentence = []
                 if isinstance(frame, TTSTextFrame):
                     now = time.monotonic()
                     self._recent_text.append((now, frame.text))
@@ -259,7 +265,7 @@ class SpeechGate(FrameProcessor):
     def _ends_sentence(self, text: str) -> bool:
         if text.rstrip(" \"')")[-1:] in SENTENCE_END:
             return True
-        said = sum(f.num_frames / f.sample_rate for f in self._sentence)
+        said = sum(f.num_frames / f.sample_rate for f in self._sentence_before + self._sentence)
         return said > self._max_replay_secs
 
     @staticmethod

@@ -146,8 +146,8 @@ def gated_transport(script, params):
     from transports.file import FileInputTransport, FileTransport
 
     class GatedInput(FileInputTransport):
-        def _answered(self, starts_before):
-            spoke = super()._answered(starts_before)
+        def _answered(self, starts_before, reply_expected=True):
+            spoke = super()._answered(starts_before, reply_expected)
             asked = self._transport.utterances_sent
             return lambda: spoke() and len(self._transport.turns) >= asked
 
