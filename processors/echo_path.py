@@ -36,7 +36,8 @@ class EchoPath:
     one lag: a voice over the echo (a question over the greeting) holds its peak at 9-12×
     for seconds, while two voices with no echo made no three such peaks at one lag over
     7.6× (bench/RESULTS.md, "The echo path under double talk"). Until then, for the bot's
-    first `decide_secs` of speech, the answer is `pending`. It goes off again after
+    first `decide_secs` of speech (`max_decide_secs` once a peak of `keep_ratio` was seen),
+    the answer is `pending`. It goes off again after
     `absent_secs` of the bot's speech without a peak of `keep_ratio` (headphones put on,
     the browser's own canceller took over). A lag beyond `aec_range_secs` also shifts the
     reference by all but `keep_secs` of it, so AEC3 is left a delay it tracks itself.
@@ -65,6 +66,7 @@ class EchoPath:
         steady_estimates: int = 3,
         absent_secs: float = 6.0,
         decide_secs: float = 2.0,
+        max_decide_secs: float = 6.0,
         ref_band_db: float = 60.0,
     ):
         self._span = int(span_secs * self.RATE)
@@ -89,6 +91,8 @@ class EchoPath:
         self._blocks = 0
         self._bot_blocks = 0  # blocks of the bot's speech heard so far
         self._decide_blocks = int(decide_secs / BLOCK_SECS)
+        self._max_decide_blocks = int(max_decide_secs / BLOCK_SECS)
+        self._best_ratio = 0.0  # the sharpest peak while no echo path was known
         self._ref_band = 10 ** (-ref_band_db / 10)
         self._misses = 0
         self._peaks: deque[tuple[int, float]] = deque(maxlen=steady_estimates)  # (lag, ratio)
@@ -98,8 +102,18 @@ class EchoPath:
 
     @property
     def pending(self) -> bool:
-        """Too little of the bot heard yet to say whether the microphone hears it."""
-        return not self.present and self._bot_blocks < self._decide_blocks
+        """Too little of the bot heard yet to say whether the microphone hears it: under
+        `decide_secs` of its speech, or under `max_decide_secs` once a peak of `keep_ratio`
+        was seen. A voice over the greeting can keep its echo from peaking twice (peaks of
+        11×, 7.9×, 6.8×), and an echo judged absent went uncancelled into the first seconds
+        of the answer, where its words became turns; with no echo such single peaks come
+        too (up to 14×), which only makes the verdict wait."""
+        if self.present:
+            return False
+        heard = self._bot_blocks
+        return heard < self._decide_blocks or (
+            self._best_ratio >= self._keep_ratio and heard < self._max_decide_blocks
+        )
 
     def add(self, mic_block: np.ndarray, ref_block: np.ndarray) -> None:
         """One 10 ms block of each, at 16 kHz (or any even multiple of 8 kHz)."""
@@ -142,6 +156,8 @@ class EchoPath:
         lag = margin + int(np.argmax(correlation[margin:-margin]))
         ratio = correlation[lag] / (np.sqrt(np.mean(correlation**2)) + 1e-12)
         sharp = ratio >= self._peak_ratio
+        if not self.present:
+            self._best_ratio = max(self._best_ratio, float(ratio))
         repeated = self._repeated(lag, ratio, margin)
         late = self._decide_blocks // 2 <= self._bot_blocks < 2 * self._decide_blocks
         if late and not self.present:  # known within about a second as a rule: why not yet
