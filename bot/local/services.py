@@ -95,6 +95,9 @@ class SharedWhisperSTTService(SegmentedSTTService):
         self.whisper = WindowedWhisper(model, beam_size, window_secs)
         self._conversation = conversation
         self._running = False
+        # After each segment, with its text ("" when Whisper heard no words): the STT
+        # fallback waits for Whisper's word on a replayed tail (processors/fallback/stt.py).
+        self._register_event_handler("on_segment_transcribed", sync=True)
 
     def follow_conversation(self, context: LLMContext) -> None:
         """Read the last exchange of `context` before each transcription (when prompted by
@@ -126,6 +129,7 @@ class SharedWhisperSTTService(SegmentedSTTService):
                 self._settings.language,
                 result={"avg_logprob": words.avg_logprob},
             )
+        await self._call_event_handler("on_segment_transcribed", words.text)
 
     async def _segments(self, pcm: bytes, **options: Any) -> list[Any]:
         """Whisper's segments for 16-bit PCM (`WindowedWhisper.transcribe`'s options)."""

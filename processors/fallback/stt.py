@@ -4,11 +4,12 @@ A rolling buffer holds the current utterance's audio from the VAD start (with a 
 of pre-roll), or, once the cloud has finalized part of it (Deepgram sends several finals
 in one utterance), the audio since its last final. The budget runs from the VAD stop to
 a final that covers the end of the speech: a tail that never gets one (an unconfirmed
-`Finalize`) is transcribed by Whisper from the buffer, within the budget.
+`Finalize`) is transcribed by Whisper from the buffer.
 
-The cloud's finals for an utterance are held until one covers the end of the speech (or
-Whisper has transcribed the tail): the user's turn ends on the whole question, not on
-its first half.
+The cloud's finals for an utterance are held until one covers the end of the speech, or
+Whisper has had its say on the tail (its `on_segment_transcribed`; the hold phrase covers
+a slow Whisper, the local timeout bounds it): the user's turn ends on the whole question,
+not on its first half answered and its tail taken for a turn of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+from loguru import logger
 from pipecat.frames.frames import (
     InputAudioRawFrame,
     InterimTranscriptionFrame,
@@ -49,6 +51,7 @@ class STTFallback(FallbackSwitcher):
         self._utterances = 0
         self._hold_at_stop = False  # redone mid-utterance: the hold waits for the VAD stop
         self._held: list[TranscriptionFrame] = []  # the cloud's finals, until the end is heard
+        local.add_event_handler("on_segment_transcribed", self._on_local_transcribed)
 
     def _tracks(self, frame):
         return isinstance(
@@ -181,11 +184,7 @@ class STTFallback(FallbackSwitcher):
 
     async def _replay(self, replay):
         frames, stopped = replay
-        if stopped:
-            # Whisper's transcript of the tail releases the held finals; if it has none
-            # to give, they go on after the budget anyway.
-            await self._arm("release", self._policy.budget_secs, self._release)
-        else:
+        if not stopped:
             await self._release()
         await self._inject(self._local, VADUserStartedSpeakingFrame())
         for f in frames:
@@ -202,6 +201,22 @@ class STTFallback(FallbackSwitcher):
             # The user is still speaking: the rest of the audio and the real VAD stop
             # reach the local STT as the active service (the hold waits for that stop).
             self._hold_at_stop = True
+
+    async def _on_local_transcribed(self, service, text: str) -> None:
+        """Whisper is done with a segment: words go on with the held finals (`_on_output`);
+        none heard in the tail, and the cloud's finals are the whole utterance."""
+        if not text and self._held:
+            self._local_output()
+            await self._release()
+
+    async def _local_failed(self, why: str) -> None:
+        if self._held and not self._ending:
+            # Whisper never finished the tail: what the cloud heard is better than an apology.
+            logger.warning(f"STT: {self._local} gave no tail ({why}); the cloud's finals go on")
+            self._local_answered = True
+            await self._release()
+            return
+        await super()._local_failed(why)
 
     async def _stop_cloud_work(self):
         pass  # a streaming STT has no request to cancel; it is reconnected on retry

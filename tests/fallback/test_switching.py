@@ -53,9 +53,13 @@ async def test_an_utterance_whose_tail_is_never_finalized_is_finished_by_whisper
     answered: the words after the last final ("question.") would be lost. Within the STT
     budget Whisper transcribes the audio since that final; the turn goes on."""
     peers.deepgram.final_every_ms = 600  # a final mid-utterance, as at a pause...
-    peers.deepgram.ms_per_word = 500  # ...with words still to come after it
-    peers.deepgram.lose_tails = 1
-    o = await converse_with("stt", fast=False)
+    peers.deepgram.lose_tails = 1  # ...and the last word in interims only
+    # Whisper takes longer than the budget for the tail (its whole 30 s window decoded):
+    # the turn still ends on the whole question, not on "Deepgram heard this" and then a
+    # turn of the tail's own.
+    o = await converse_with(
+        "stt", fast=False, whisper_window_secs=30.0, fallback_stt_budget_secs=0.5
+    )
 
     assert_fell_back_and_recovered(o, "stt", "timeout")
     first, second = o.turns

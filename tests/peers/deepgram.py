@@ -26,7 +26,8 @@ v7 (`deepgram.listen.v1.types`):
   `utterance_gap_ms` the words left are finalized, and `UtteranceEnd` follows when
   `utterance_end_ms` was requested.
   `lose_tails=N`: the next N utterances get their periodic finals (`final_every_ms`)
-  only: the words after the last one are never finalized, a `Finalize` gets no answer.
+  only, never with their last word: the words after the last final are never
+  finalized (however long the speech the peer hears), a `Finalize` gets no answer.
 - Text frames: `{"type": "KeepAlive"}` (no reply), `{"type": "Finalize"}` (the open
   utterance is finalised at once with `from_finalize: true` — unless
   `confirm_finalize=False`: not answered at all), `{"type": "CloseStream"}` (flush, then

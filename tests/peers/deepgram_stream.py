@@ -185,7 +185,7 @@ class DeepgramStream:
         An utterance losing its tail gets only its periodic finals."""
         utt = self.utt
         utt.speech_ms_since_final = 0.0
-        upto = utt.words_shown
+        upto = min(utt.words_shown, len(utt.words) - 1) if utt.lose_tail else utt.words_shown
         if upto <= utt.words_final or (utt.lose_tail and not periodic):
             return
         words = utt.words[utt.words_final : upto]
