@@ -9,6 +9,7 @@ from bot.local.whisper_prompt import (
     answered_exchange,
     repeats_prompt,
 )
+from tests.text import contains_words
 
 
 def test_the_prompt_is_the_last_exchange_of_the_context_it_follows():
@@ -95,3 +96,28 @@ def test_words_that_go_on_with_the_prompt_are_told_from_words_that_share_a_few()
     assert not repeats_prompt("How many people live in Paris?", exchange)
     # Heard again unprompted too, as every turn was before the prompt: a decode more.
     assert repeats_prompt("And what is the capital of Spain?", exchange)
+
+
+async def test_whisper_goes_on_from_words_another_recogniser_heard(models):
+    """A tail replayed after the cloud's finals (processors/fallback/stt.py) is read after
+    those words: in an unfamiliar voice Whisper alone hears nothing in "...months are there
+    in a year?", and goes on from "How many months" to the rest of the question."""
+    import numpy as np
+
+    from bench import voices
+    from bench.common import speech_bounds
+    from bot.local.services import SharedWhisperSTTService
+
+    question = "How many months are there in a year?"
+    try:
+        audio = voices.synthesize(question, "flite-awb")
+    except voices.VoiceUnavailable as e:
+        pytest.skip(f"flite's awb voice: {e}")
+    first, last = speech_bounds(audio)
+    cut = int(first + 0.45 * (last - first)) - int(0.3 * voices.SAMPLE_RATE)
+    tail = np.concatenate([audio[cut:], np.zeros(voices.SAMPLE_RATE // 5, np.int16)]).tobytes()
+
+    stt = SharedWhisperSTTService(model=models.whisper)
+    stt.continue_from("How many months")
+    heard = " ".join([f.text async for f in stt.run_stt(tail)])
+    assert contains_words(heard, "there", "year"), heard

@@ -98,12 +98,19 @@ class SharedWhisperSTTService(SegmentedSTTService):
         # After each segment, with its text ("" when Whisper heard no words): the STT
         # fallback waits for Whisper's word on a replayed tail (processors/fallback/stt.py).
         self._register_event_handler("on_segment_transcribed", sync=True)
+        self._continuation: str | None = None
 
     def follow_conversation(self, context: LLMContext) -> None:
         """Read the last exchange of `context` before each transcription (when prompted by
         the conversation)."""
         if self._conversation:
             self._conversation.follow(context)
+
+    def continue_from(self, text: str) -> None:
+        """The next segment continues `text` (words another recogniser already heard of the
+        same utterance): Whisper reads it as its previous text instead of the usual prompt.
+        A tail decoded this way is heard better (bench/RESULTS.md, "Whisper on a tail")."""
+        self._continuation = text.strip() or None
 
     @property
     def wants_wav_segments(self) -> bool:
@@ -118,7 +125,8 @@ class SharedWhisperSTTService(SegmentedSTTService):
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
         """As WhisperSTTService.run_stt, on the shared model."""
         await self.start_processing_metrics()
-        words = heard(await self._segments(audio), self._settings.no_speech_prob)
+        prompt, self._continuation = self._continuation, None
+        words = heard(await self._segments(audio, prompt=prompt), self._settings.no_speech_prob)
         await self.stop_processing_metrics()
         if words.text:
             logger.debug(f"Transcription: [{words.text}]")
@@ -131,11 +139,16 @@ class SharedWhisperSTTService(SegmentedSTTService):
             )
         await self._call_event_handler("on_segment_transcribed", words.text)
 
-    async def _segments(self, pcm: bytes, **options: Any) -> list[Any]:
-        """Whisper's segments for 16-bit PCM (`WindowedWhisper.transcribe`'s options)."""
+    async def _segments(
+        self, pcm: bytes, *, prompt: str | None = None, **options: Any
+    ) -> list[Any]:
+        """Whisper's segments for 16-bit PCM (`WindowedWhisper.transcribe`'s options), read
+        after `prompt`, or the conversation's or the vocabulary's."""
         audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
         language = self._settings.language
-        if self._conversation:
+        if prompt is not None:
+            vocabulary = prompt
+        elif self._conversation:
             vocabulary = self._conversation()
         else:
             vocabulary = self._settings.initial_prompt or ""

@@ -6,6 +6,8 @@ in one utterance), the audio since its last final. The budget runs from the VAD 
 a final that covers the end of the speech: a tail that never gets one (an unconfirmed
 `Finalize`) is transcribed by Whisper from the buffer.
 
+The local STT (`SharedWhisperSTTService`) reads the cloud's finals as the tail's previous
+text (`continue_from`) and says when it is done with a segment (`on_segment_transcribed`).
 The cloud's finals for an utterance are held until one covers the end of the speech, or
 Whisper has had its say on the tail (its `on_segment_transcribed`; the hold phrase covers
 a slow Whisper, the local timeout bounds it): the user's turn ends on the whole question,
@@ -15,6 +17,7 @@ not on its first half answered and its tail taken for a turn of its own.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 
 from loguru import logger
@@ -130,7 +133,9 @@ class STTFallback(FallbackSwitcher):
         if service is not self._cloud:
             self._local_pending = False
             self._local_output()
-            return await self._push_with_held(frame)  # what the cloud heard comes first
+            # What the cloud heard comes first; the tail's audio began a little before it
+            # (OVERLAP_SECS), so its first words may be the cloud's last.
+            return await self._push_with_held(frame, overlapping=True)
         self._finalized, self._unfinalized = True, False
         if self._speaking:
             # Part of the utterance is transcribed: only what follows may need a redo.
@@ -140,14 +145,18 @@ class STTFallback(FallbackSwitcher):
         self._heard, self._awaiting, self._segment = True, False, None
         return await self._push_with_held(frame)
 
-    async def _push_with_held(self, frame: TranscriptionFrame) -> bool:
+    async def _push_with_held(self, frame: TranscriptionFrame, overlapping: bool = False) -> bool:
         """The utterance's held finals and its last transcript as one: once the user has
         stopped, a turn may end on the first final it gets, and the rest would start a
         turn of its own."""
         if not self._held:
             return True
-        pieces, self._held = [*self._held, frame], []
-        text = " ".join(p.text.strip() for p in pieces if p.text.strip())
+        held, self._held = self._held, []
+        text = " ".join(p.text.strip() for p in held if p.text.strip())
+        last = frame.text.strip()
+        if overlapping:
+            last = without_overlap(text, last)
+        text = f"{text} {last}".strip()
         await self.push_frame(
             TranscriptionFrame(
                 text, frame.user_id, frame.timestamp, frame.language, finalized=frame.finalized
@@ -184,6 +193,9 @@ class STTFallback(FallbackSwitcher):
 
     async def _replay(self, replay):
         frames, stopped = replay
+        if self._held:
+            # Whisper hears the tail better reading the cloud's words of it first.
+            self._local.continue_from(" ".join(f.text.strip() for f in self._held))
         if not stopped:
             await self._release()
         await self._inject(self._local, VADUserStartedSpeakingFrame())
@@ -236,3 +248,17 @@ class STTFallback(FallbackSwitcher):
                         await self._switch_back()
                         return
             await asyncio.sleep(0.05)
+
+
+def _word(token: str) -> str:
+    return re.sub(r"[^a-z0-9']", "", token.lower())
+
+
+def without_overlap(before: str, after: str, most: int = 3) -> str:
+    """`after` without its first words where they repeat the last words of `before` ("What
+    is the capital" + "capital of France?" → "of France?")."""
+    head, tail = before.split(), after.split()
+    for n in range(min(most, len(head), len(tail)), 0, -1):
+        if [_word(w) for w in head[-n:]] == [_word(w) for w in tail[:n]]:
+            return " ".join(tail[n:])
+    return after

@@ -7,10 +7,12 @@ import pytest
 
 from tests.fallback.harness import (
     DG_HEARD,
+    QUESTION,
     GROQ_SAID,
     assert_fell_back_and_recovered,
 )
 from tests.peers import Fault
+from tests.text import normalise
 
 pytestmark = pytest.mark.slow
 
@@ -144,3 +146,20 @@ async def test_tts_fault_is_spoken_by_piper_then_cartesia_again(converse_with, p
     assert done and done[-1].text.strip() == GROQ_SAID, [(c.text, c.done) for c in peers.cartesia.contexts.values()]
     assert [t["bot_text"] for t in o.turns] == [GROQ_SAID, GROQ_SAID]
 
+
+
+
+async def test_a_lost_tail_joins_the_cloud_finals_as_one_question(converse_with, peers):
+    """The tail Whisper hears starts a little before the cloud's last final (it lags the
+    audio): the words both heard are said once, and Whisper goes on from the cloud's words
+    (`continue_from`)."""
+    peers.deepgram.transcripts.clear()
+    peers.deepgram.script(QUESTION, *[DG_HEARD] * 5)  # the cloud hears the real words
+    peers.deepgram.final_every_ms = 600
+    peers.deepgram.lose_tails = 1
+    o = await converse_with("stt", fast=False)
+
+    assert_fell_back_and_recovered(o, "stt", "timeout")
+    first, second = o.turns
+    assert normalise(first["user_text"]) == normalise(QUESTION), first
+    assert second["user_text"] == DG_HEARD, second

@@ -93,3 +93,20 @@ def test_backoff_doubles_up_to_its_cap():
 
     policy = FallbackPolicy(budget_secs=1.0, retry_secs=30.0, retry_max_secs=100.0)
     assert [policy.backoff(n) for n in (1, 2, 3, 4)] == [30.0, 60.0, 100.0, 100.0]
+
+
+@pytest.mark.parametrize(
+    "before, after, joined",
+    [
+        ("What is the capital", "capital of France?", "of France?"),
+        ("What is the capital", "Capital of France.", "of France."),
+        ("How many months are", "months are there in a year?", "there in a year?"),
+        ("What is the capital", "of France?", "of France?"),  # nothing heard twice
+        ("It is very", "very cold today.", "cold today."),
+        ("", "Hello there.", "Hello there."),
+    ],
+)
+def test_the_words_a_tail_shares_with_the_cloud_finals_are_said_once(before, after, joined):
+    from processors.fallback.stt import without_overlap
+
+    assert without_overlap(before, after) == joined
