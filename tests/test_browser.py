@@ -123,9 +123,8 @@ def server(client_bundle):
 def worker_server(client_bundle):
     """The server with SESSION_PROCESSES on: every session in its own worker process.
 
-    No greeting: a worker's session can come up seconds after the page opened the mic, so
-    when the question plays against the greeting is left to chance here; what this server
-    is here for is the relay. (A question over the greeting: tests/test_turn_taking.py.)"""
+    No greeting: what this server is here for is the relay. (A question over the greeting:
+    tests/test_turn_taking.py.)"""
     yield from started(Server(env={"SESSION_PROCESSES": "true", "GREETING": ""}))
 
 
@@ -249,6 +248,11 @@ def test_browser_conversation_with_the_session_in_a_worker_process(
     back in a new one: over WebSocket the server closes with 1011 and the page reconnects
     with its ticket; over WebRTC the connection just goes quiet, the SDK offers again by
     itself, and the ticket rides in that offer."""
+    # The fake microphone plays its question once, from the click on: over WebRTC what it
+    # says before the session process is up is never sent, so click once one is loaded.
+    worker_server.wait_until(
+        lambda h: h["ready_session_processes"] >= 1, SERVER_START_TIMEOUT, "a loaded spare"
+    )
     caller = Caller(playwright, worker_server, question_wavs["france"], transport)
     try:
         caller.connect()

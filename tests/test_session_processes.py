@@ -27,12 +27,18 @@ async def ready_session(server, client: AgentClient) -> dict:
 
 async def test_a_websocket_session_runs_in_its_worker_and_is_steered_from_the_server(serve_app, speech):
     async with serve_app(session_processes=True) as server, httpx.AsyncClient(timeout=60) as http:
+        async def ready_processes() -> int:
+            return (await http.get(f"{server.url}/api/health")).json()["ready_session_processes"]
+
+        # The spare started with the server says when its models are loaded.
+        await until_async(ready_processes, WORKER_READY_SECS, "a loaded spare")
         async with AgentClient(server.ws_url) as client:
             session_id = (await ready_session(server, client))["session_id"]
             [live] = server.registry.processes()
             assert live.id == session_id and live.pid != os.getpid()
             # It took the spare worker loaded at start-up; another is loading behind it.
             assert server.app.state.spawner.waiting == 1
+            assert await ready_processes() == 0
 
             # A question through the relay: heard, answered, timed.
             await client.speak(speech("What is the capital of France?"))

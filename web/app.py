@@ -53,6 +53,11 @@ class Health(BaseModel):
     status: str
     sessions: int = Field(description="Live sessions")
     max_sessions: int
+    ready_session_processes: int | None = Field(
+        None,
+        description="With SESSION_PROCESSES: session processes loaded and waiting, so the next "
+        "session starts without loading models (while 0, a new session waits seconds for one)",
+    )
 
 
 def create_app(
@@ -186,6 +191,8 @@ def create_app(
             "sessions": len(registry.all()),
             "max_sessions": registry.max_sessions,
         }
+        if settings.session_processes:
+            answer["ready_session_processes"] = spawner.loaded
         if registry.draining:  # a load balancer sends no new sessions here
             return JSONResponse({**answer, "status": "draining"}, status_code=503)
         return answer

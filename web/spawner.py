@@ -69,6 +69,7 @@ class SessionProcessLink:
         self.session_id = ""  # set by `assign`
         self.transport = ""
         self.port: int | None = None
+        self.loaded = False  # its models are loaded (a spare can start a session at once)
         self.on_exit: list[Callable[[], Any]] = []
         # The session's levers as the session process last reported them.
         self.instructions = instructions
@@ -206,6 +207,7 @@ class SessionProcessLink:
 
     def _on_event(self, kind: str, event: dict) -> None:
         if kind == "loaded":  # models loaded; the session process waits for its job
+            self.loaded = True
             return
         if kind == "ready":
             self.port = event.get("port")
@@ -293,6 +295,11 @@ class BotSpawner:
     def waiting(self) -> int:
         """Spare session processes alive or starting."""
         return sum(link.alive for link in self._spares) + len(self._starting)
+
+    @property
+    def loaded(self) -> int:
+        """Spare session processes with their models loaded: sessions that start at once."""
+        return sum(link.alive and link.loaded for link in self._spares)
 
     def keep_spares(self) -> None:
         """Start loading session processes until `spares` are alive and waiting (in the
