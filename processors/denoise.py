@@ -2,10 +2,10 @@
 
 RNNoise runs on 48 kHz audio in 10 ms frames; the pipeline usually carries 16 kHz, so each
 session owns its RNNoise state and a pair of streaming resamplers. WebRTC's noise
-suppressor (the audio processing module of the `livekit` package, the one the echo
-canceller uses) works at the microphone's rate in 10 ms blocks, at a small part of the cost
-(bench/RESULTS.md, "Per-frame CPU cost"). Either way the filter state carries across frames
-and never across sessions.
+suppressor (`webrtc-noise-gain`: WebRTC's audio processing called directly, not through
+livekit's FFI as the echo canceller's is) works on 16 kHz in 10 ms blocks, at a small part
+of the cost (bench/RESULTS.md, "Per-frame CPU cost"); other rates are resampled for it.
+Either way the filter state carries across frames and never across sessions.
 
 `auto` uses each where it is better: WebRTC's while the bot is quiet (fewer false starts in
 room noise, quiet voices kept, 1/20 of the CPU), RNNoise while the bot's own echo may be in
@@ -37,6 +37,12 @@ RNNOISE_RATE = 48000
 RNNOISE_FRAME = rnnoise.FRAME_SIZE  # 480 samples = 10 ms at 48 kHz
 # Low-latency resampling: soxr's "quick" cubic filter delays by well under 1 ms.
 _RESAMPLE_QUALITY = "QQ"
+WEBRTC_NS_RATE = 16000
+WEBRTC_NS_BLOCK_BYTES = WEBRTC_NS_RATE // 100 * 2  # 10 ms of 16-bit mono
+# webrtc-noise-gain's suppression level (1-4): the lightest, ~10 dB off pink noise in the
+# pauses; the stronger ones let the adaptive VAD start on more of a café's chatter
+# (bench/RESULTS.md, "The VAD's WebRTC suppressor without livekit").
+WEBRTC_NS_LEVEL = 1
 
 
 class _RNNoiseStream:
@@ -101,31 +107,36 @@ class _WebRTCNoiseStream:
     """Streaming 16-bit PCM through WebRTC's noise suppressor (mono, 10 ms blocks)."""
 
     def __init__(self, sample_rate: int):
-        from livekit import rtc
+        from webrtc_noise_gain import AudioProcessor
 
         self.sample_rate = sample_rate
-        self._rtc = rtc
-        self._apm = rtc.AudioProcessingModule(noise_suppression=True, high_pass_filter=True)
-        self._block = sample_rate // 100
-        self._pending = np.zeros(0, dtype=np.int16)
+        self._processor = AudioProcessor(0, WEBRTC_NS_LEVEL)  # 0: no automatic gain
+        self._resample = sample_rate != WEBRTC_NS_RATE
+        if self._resample:
+            self._up = soxr.ResampleStream(
+                sample_rate, WEBRTC_NS_RATE, 1, dtype="int16", quality=_RESAMPLE_QUALITY
+            )
+            self._down = soxr.ResampleStream(
+                WEBRTC_NS_RATE, sample_rate, 1, dtype="int16", quality=_RESAMPLE_QUALITY
+            )
+        self._pending = b""
 
     def close(self) -> None:
-        self._apm = None
+        self._processor = None
 
     def process(self, pcm16: bytes) -> bytes:
-        x = np.frombuffer(pcm16, dtype=np.int16)
-        if len(self._pending):
-            x = np.concatenate([self._pending, x])
-        whole = len(x) - len(x) % self._block
-        out = x[:whole].copy()
-        for start in range(0, whole, self._block):
-            block = self._rtc.AudioFrame(
-                out[start : start + self._block].tobytes(), self.sample_rate, 1, self._block
-            )
-            self._apm.process_stream(block)
-            out[start : start + self._block] = np.frombuffer(bytes(block.data), dtype=np.int16)
-        self._pending = x[whole:].copy()
-        return out.tobytes()
+        if self._resample:
+            pcm16 = self._up.resample_chunk(np.frombuffer(pcm16, dtype=np.int16)).tobytes()
+        x = self._pending + pcm16 if self._pending else pcm16
+        whole = len(x) - len(x) % WEBRTC_NS_BLOCK_BYTES
+        out = b"".join(
+            self._processor.Process10ms(x[i : i + WEBRTC_NS_BLOCK_BYTES]).audio
+            for i in range(0, whole, WEBRTC_NS_BLOCK_BYTES)
+        )
+        self._pending = x[whole:]
+        if self._resample:
+            out = self._down.resample_chunk(np.frombuffer(out, dtype=np.int16)).tobytes()
+        return out
 
 
 ENGINES = {"rnnoise": _RNNoiseStream, "webrtc": _WebRTCNoiseStream}
