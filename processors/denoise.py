@@ -45,6 +45,14 @@ WEBRTC_NS_BLOCK_BYTES = WEBRTC_NS_RATE // 100 * 2  # 10 ms of 16-bit mono
 WEBRTC_NS_LEVEL = 1
 
 
+def _resamplers(rate: int, engine_rate: int, dtype: str):
+    """Streaming resamplers to an engine's rate and back (mono)."""
+    return (
+        soxr.ResampleStream(rate, engine_rate, 1, dtype=dtype, quality=_RESAMPLE_QUALITY),
+        soxr.ResampleStream(engine_rate, rate, 1, dtype=dtype, quality=_RESAMPLE_QUALITY),
+    )
+
+
 class _RNNoiseStream:
     """Streaming 16-bit PCM denoiser at any input rate (mono)."""
 
@@ -53,12 +61,7 @@ class _RNNoiseStream:
         self._state = rnnoise.create()
         self._resample = sample_rate != RNNOISE_RATE
         if self._resample:
-            self._up = soxr.ResampleStream(
-                sample_rate, RNNOISE_RATE, 1, dtype="float32", quality=_RESAMPLE_QUALITY
-            )
-            self._down = soxr.ResampleStream(
-                RNNOISE_RATE, sample_rate, 1, dtype="float32", quality=_RESAMPLE_QUALITY
-            )
+            self._up, self._down = _resamplers(sample_rate, RNNOISE_RATE, "float32")
         # 48 kHz samples waiting to fill a 10 ms RNNoise frame (at most one frame's worth).
         self._pending = np.zeros(RNNOISE_FRAME * 2, dtype=np.float32)
         self._pending_len = 0
@@ -113,12 +116,7 @@ class _WebRTCNoiseStream:
         self._processor = AudioProcessor(0, WEBRTC_NS_LEVEL)  # 0: no automatic gain
         self._resample = sample_rate != WEBRTC_NS_RATE
         if self._resample:
-            self._up = soxr.ResampleStream(
-                sample_rate, WEBRTC_NS_RATE, 1, dtype="int16", quality=_RESAMPLE_QUALITY
-            )
-            self._down = soxr.ResampleStream(
-                WEBRTC_NS_RATE, sample_rate, 1, dtype="int16", quality=_RESAMPLE_QUALITY
-            )
+            self._up, self._down = _resamplers(sample_rate, WEBRTC_NS_RATE, "int16")
         self._pending = b""
 
     def close(self) -> None:
