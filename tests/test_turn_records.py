@@ -126,3 +126,45 @@ async def test_a_turn_answered_without_the_llm_is_reported_when_the_bot_stops():
     assert record.to_dict()["bot_text"].endswith(EMPTY_TURN_REPLY) and not record.to_dict()["user_text"]
     assert "voice_to_voice" not in record.stages_ms()
 
+
+
+async def _answer_paused_mid_way(turns):
+    """Turn 1's answer is all generated and half played when the bot falls silent: held
+    over a sound (bot/barge_in.py) long enough for the output's 3 s fallback, or stopped
+    for real to say its sentence again, either of which reports the bot stopped."""
+    from pipecat.frames.frames import LLMFullResponseEndFrame, LLMTextFrame
+
+    push, audio, output, llm = turns.push, turns.audio, turns.output, turns.llm
+    await push(UserStartedSpeakingFrame(), 0.0, upstream=True)
+    await push(LLMContextFrame(LLMContext()), 1.0, destination=llm)
+    await push(LLMTextFrame("One. Two."), 1.1, source=llm)
+    await push(LLMFullResponseEndFrame(), 1.2, source=llm)
+    await push(BotStartedSpeakingFrame(), 1.5, source=output)
+    await push(audio(), 1.5, source=output)
+    await push(BotStoppedSpeakingFrame(), 4.5, source=output)
+
+
+async def test_an_answer_paused_mid_way_is_reported_once_its_end_has_played():
+    from pipecat.frames.frames import LLMFullResponseEndFrame
+
+    turns = ObservedTurns()
+    push, audio, output = turns.push, turns.audio, turns.output
+    await _answer_paused_mid_way(turns)
+    assert turns.records == []  # the answer's end is still waiting behind the pause
+    await push(BotStartedSpeakingFrame(), 4.6, source=output)  # it goes on
+    await push(audio(), 4.6, source=output)
+    await push(BotStoppedSpeakingFrame(), 5.0, source=output)  # at the TTS's stop frame
+    assert turns.records == []
+    await push(LLMFullResponseEndFrame(), 5.0, source=output)
+    [record] = turns.records
+    assert not record.interrupted and record.to_dict()["bot_text"] == "One. Two."
+
+
+async def test_a_turn_begun_while_the_answer_is_paused_interrupts_it():
+    turns = ObservedTurns()
+    push = turns.push
+    await _answer_paused_mid_way(turns)
+    await push(VADUserStartedSpeakingFrame(start_secs=0.2), 5.0, upstream=True)
+    await push(UserStartedSpeakingFrame(), 5.5, upstream=True)
+    [record] = turns.records
+    assert record.interrupted and record.stages_ms()["barge_in_stop"] == 0.0

@@ -84,12 +84,21 @@ class TurnRecord:
     barge_in_at: float | None = None
     bot_stopped_at: float | None = None
     llm_done: bool = False
+    # The answer's LLM responses (one, or more around tool calls) made, and those whose end
+    # has gone out behind their audio: until then a silent bot is paused (bot/barge_in.py),
+    # not done.
+    responses_generated: int = 0
+    responses_played: int = 0
     # The answer was started before the turn ended and released when it did (bot/speculation.py).
     speculative: bool = False
     bot_text_spoken: list[str] = field(default_factory=list)
     bot_text_generated: list[str] = field(default_factory=list)
     # Provider switches during the turn (processors/fallback/), e.g. "llm:timeout".
     fallbacks: list[str] = field(default_factory=list)
+
+    @property
+    def answer_delivered(self) -> bool:
+        return self.llm_done and self.responses_played >= self.responses_generated
 
     def stages_ms(self) -> dict[str, float]:
         """Stage durations in ms; only the stages that happened."""
@@ -227,6 +236,7 @@ class TurnMetricsObserver(BaseObserver):
                 turn.fallbacks.append(switch)
                 if frame.retracted:  # the failed LLM's words were withdrawn; the local one answers
                     turn.bot_text_generated.clear()
+                    turn.responses_generated = turn.responses_played
             else:  # e.g. at connect time, or the STT failing before the turn began
                 self._fallbacks_before_turn.append(switch)
             return
@@ -273,6 +283,7 @@ class TurnMetricsObserver(BaseObserver):
                     turn.tool_started_at = turn.tool_started_at or t
                 elif isinstance(frame, LLMFullResponseEndFrame):
                     turn.llm_done = self._pending_tools == 0
+                    turn.responses_generated += 1
         elif isinstance(frame, FunctionCallResultFrame):
             self._pending_tools = max(0, self._pending_tools - 1)
             if turn:
@@ -299,6 +310,13 @@ class TurnMetricsObserver(BaseObserver):
             target = self._interrupted or turn
             if target:
                 target.bot_text_spoken.append(frame.text)
+        elif isinstance(frame, LLMFullResponseEndFrame):
+            if turn and turn.llm_request_at is not None:
+                turn.responses_played += 1
+                # The TTS's stop frame, which stops the bot, comes just before this one.
+                if not self._bot_speaking and self._answer_over(turn):
+                    self._current = None
+                    await self._emit(turn)
         elif isinstance(frame, BotStartedSpeakingFrame):
             self._bot_speaking, self._bot_started_at = True, t
         elif isinstance(frame, BotStoppedSpeakingFrame):
@@ -309,7 +327,7 @@ class TurnMetricsObserver(BaseObserver):
                 self._interrupted.bot_stopped_at = self._last_bot_audio_out_at or t
                 done, self._interrupted = self._interrupted, None
                 await self._emit(done)
-            elif turn and turn.bot_audio_out_at is not None and turn.llm_done:
+            elif turn and self._answer_over(turn):
                 self._current = None
                 await self._emit(turn)
             elif (
@@ -326,6 +344,10 @@ class TurnMetricsObserver(BaseObserver):
                 self._current = None
                 await self._emit(turn)
 
+    @staticmethod
+    def _answer_over(turn: TurnRecord) -> bool:
+        return turn.bot_audio_out_at is not None and turn.answer_delivered
+
     def _speech_start(self, t: float) -> float:
         """When the user began the turn that starts at `t`."""
         # A barge-in starts its turn once its words are known (bot/barge_in.py), but the
@@ -336,12 +358,18 @@ class TurnMetricsObserver(BaseObserver):
         previous = self._current
         speech_start = self._speech_start(t)
         if previous is not None:
-            if self._bot_speaking and previous.bot_audio_out_at is not None:
+            cut_off = self._bot_speaking or not previous.answer_delivered
+            if cut_off and previous.bot_audio_out_at is not None:
                 previous.interrupted = True
                 previous.barge_in_at = speech_start
                 if self._interrupted:  # an earlier interrupted answer never reported its stop
                     await self._emit(self._interrupted)
-                self._interrupted = previous
+                    self._interrupted = None
+                if self._bot_speaking:
+                    self._interrupted = previous  # reported when its audio stops
+                else:  # paused before the user began (bot/barge_in.py): stopped already
+                    previous.bot_stopped_at = self._last_bot_audio_out_at
+                    await self._emit(previous)
             else:
                 await self._emit(previous)
         self._turn_count += 1
