@@ -36,6 +36,10 @@ MAX_KNOWLEDGE_FILE_BYTES = 512 * 1024
 PASSAGE_CHARS = 700  # paragraphs are merged into passages of about this size
 RELATIVE_SCORE_FLOOR = 0.4  # a passage is returned if at least this relevant as the best
 MIN_TERM_COVERAGE = 0.5  # ...and if it has at least this share of the query's words
+# A local LLM reads its notes at ~100 tokens a second on two cores before it says a word:
+# a question gets the passages that match it about as well as the best one, not every
+# passage over the threshold (most share only the company's name with it).
+CLOSE_MATCH_RATIO = 0.85
 # A word never seen in English (a made-up name) carries this much information, like the
 # rarest words wordfreq knows.
 MAX_WORD_INFORMATION = 9.0
@@ -178,10 +182,18 @@ class KnowledgeBase:
         return ", ".join(sorted(counts, key=lambda w: -counts[w])[:limit])
 
     def _terms(self, query: str) -> list[str]:
-        terms = query_terms(query)
         words = re.findall(r"\w+", query.lower())
-        joined = [a + b for a, b in zip(words, words[1:]) if a + b in self._vocabulary]
-        return list(dict.fromkeys(terms + joined))
+        joined = {}  # (half, half) -> the word as the files write it
+        for a, b in zip(words, words[1:]):
+            # "Bright Lines" too: a plural or a possessive the recogniser wrote as one.
+            for word in (a + b, (a + b)[:-1] if b.endswith("s") else None):
+                if word in self._vocabulary and min(len(a), len(b)) > 1:
+                    joined[(a, b)] = word
+                    break
+        # ...and its halves no longer count on their own ("bright", "line" matched a slogan).
+        halves = {w for pair in joined for w in pair}
+        terms = [w for w in query_terms(query) if w not in halves]
+        return list(dict.fromkeys(terms + list(joined.values())))
 
     def _ranked(self, terms: list[str]) -> list[tuple[int, str, str, str, float, set[str]]]:
         """Passages with any of `terms`, best BM25 first, each with the terms it holds."""
@@ -233,10 +245,11 @@ class KnowledgeBase:
         return sorted(found, key=lambda m: -m.score)
 
     def retrieve(self, question: str, threshold: float) -> list[SearchResult]:
-        """The passages that answer `question`, or [] when it is not about this knowledge base."""
-        return [m.result for m in self.matches(question) if m.score >= threshold][
-            : self.max_results
-        ]
+        """The passages that answer `question`, or [] when it is not about this knowledge base:
+        those over `threshold` that match it about as well as the best one."""
+        matched = [m for m in self.matches(question) if m.score >= threshold]
+        close = [m.result for m in matched if m.score >= CLOSE_MATCH_RATIO * matched[0].score]
+        return close[: self.max_results]
 
     async def search(self, query: str) -> list[SearchResult]:
         # A dozen-file index answers in well under a millisecond: no thread needed.

@@ -20,6 +20,7 @@ ABOUT_THE_KB = {
     "What is Brightline's late payment fee?": "5 euro late fee",
     # As a recogniser may write the name: two words, joined again before the search.
     "When was Bright Line Telecom founded?": "2011",
+    "How much is Bright Lines Travel Pass per day?": "7 euros a day",
 }
 # General questions, several sharing words with the knowledge base's pages.
 NOT_ABOUT_THE_KB = [
@@ -44,6 +45,21 @@ def knowledge() -> KnowledgeBase:
 def test_a_question_about_the_knowledge_base_gets_its_passage(knowledge, question):
     passages = knowledge.retrieve(question, THRESHOLD)
     assert passages and ABOUT_THE_KB[question] in passages[0].content, passages
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "How many days do I have to return a Brightline phone?",
+        # The name in two words, which also match the company's slogan ("bright days").
+        "How many days do I have to return a bright line phone?",
+    ],
+)
+def test_a_question_gets_only_the_passage_it_matches_best(knowledge, question):
+    """Other pages share the company's name with it; each passage costs the local LLM ~1 s
+    of reading before its first word."""
+    [passage] = knowledge.retrieve(question, THRESHOLD)
+    assert "within 30 days" in passage.content, passage
 
 
 @pytest.mark.parametrize("question", NOT_ABOUT_THE_KB)
