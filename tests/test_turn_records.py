@@ -132,11 +132,16 @@ async def _answer_paused_mid_way(turns):
     """Turn 1's answer is all generated and half played when the bot falls silent: held
     over a sound (bot/barge_in.py) long enough for the output's 3 s fallback, or stopped
     for real to say its sentence again, either of which reports the bot stopped."""
-    from pipecat.frames.frames import LLMFullResponseEndFrame, LLMTextFrame
+    from pipecat.frames.frames import (
+        LLMFullResponseEndFrame,
+        LLMFullResponseStartFrame,
+        LLMTextFrame,
+    )
 
     push, audio, output, llm = turns.push, turns.audio, turns.output, turns.llm
     await push(UserStartedSpeakingFrame(), 0.0, upstream=True)
     await push(LLMContextFrame(LLMContext()), 1.0, destination=llm)
+    await push(LLMFullResponseStartFrame(), 1.05, source=llm)
     await push(LLMTextFrame("One. Two."), 1.1, source=llm)
     await push(LLMFullResponseEndFrame(), 1.2, source=llm)
     await push(BotStartedSpeakingFrame(), 1.5, source=output)
@@ -168,3 +173,29 @@ async def test_a_turn_begun_while_the_answer_is_paused_interrupts_it():
     await push(UserStartedSpeakingFrame(), 5.5, upstream=True)
     [record] = turns.records
     assert record.interrupted and record.stages_ms()["barge_in_stop"] == 0.0
+
+
+async def test_the_end_of_an_interrupted_response_does_not_hold_the_next_answer_open():
+    """A barge-in's request can reach the LLM before the response it cut off has ended:
+    that end never plays (the interruption dropped it), and the new answer is reported
+    when it has played."""
+    from pipecat.frames.frames import (
+        LLMFullResponseEndFrame,
+        LLMFullResponseStartFrame,
+        LLMTextFrame,
+    )
+
+    turns = ObservedTurns()
+    push, audio, output, llm = turns.push, turns.audio, turns.output, turns.llm
+    await push(UserStartedSpeakingFrame(), 0.0, upstream=True)
+    await push(LLMContextFrame(LLMContext()), 0.1, destination=llm)
+    await push(LLMFullResponseEndFrame(), 0.2, source=llm)  # the cut-off response's end
+    await push(LLMFullResponseStartFrame(), 0.3, source=llm)
+    await push(LLMTextFrame("Paris."), 0.4, source=llm)
+    await push(LLMFullResponseEndFrame(), 0.5, source=llm)
+    await push(BotStartedSpeakingFrame(), 1.0, source=output)
+    await push(audio(), 1.0, source=output)
+    await push(BotStoppedSpeakingFrame(), 1.5, source=output)
+    await push(LLMFullResponseEndFrame(), 1.5, source=output)
+    [record] = turns.records
+    assert record.to_dict()["bot_text"] == "Paris."

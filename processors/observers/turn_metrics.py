@@ -32,6 +32,7 @@ from pipecat.frames.frames import (
     LLMContextFrame,
     LLMContextUserTurnFrame,
     LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
     LLMTextFrame,
     OutputAudioRawFrame,
     TranscriptionFrame,
@@ -281,9 +282,12 @@ class TurnMetricsObserver(BaseObserver):
                 elif isinstance(frame, FunctionCallInProgressFrame):
                     self._pending_tools += 1
                     turn.tool_started_at = turn.tool_started_at or t
+                elif isinstance(frame, LLMFullResponseStartFrame):
+                    # Counted at its start: an interrupted response can end after the next
+                    # turn's request, and its end never plays.
+                    turn.responses_generated += 1
                 elif isinstance(frame, LLMFullResponseEndFrame):
                     turn.llm_done = self._pending_tools == 0
-                    turn.responses_generated += 1
         elif isinstance(frame, FunctionCallResultFrame):
             self._pending_tools = max(0, self._pending_tools - 1)
             if turn:
