@@ -17,11 +17,17 @@ the words after the next pause were lost.) It sets
 changing them by a clear step only, and only while the VAD is quiet or what it hears now
 is under the new bar (Pipecat resets the VAD's state on a change: that must not cut a
 user's words short). Measured in bench/RESULTS.md ("Adaptive VAD").
+
+While the bot talks into a microphone that hears none of its echo (`over_bot`), speech
+starts after `start_secs_over_bot` instead: there a start only pauses the bot
+(bot/barge_in.py), undone if the sound has no words, and the sooner it pauses the less of
+the bot talks over the user. Switched while the VAD is quiet.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 from loguru import logger
@@ -45,10 +51,14 @@ class AdaptiveVADAnalyzer(SharedSileroVADAnalyzer):
         window_secs: float = 6.0,
         step: float = 0.03,
         endless_speech_secs: float = 6.0,
+        start_secs_over_bot: float | None = None,
+        over_bot: Callable[[], bool] = lambda: False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self._base = self.params
+        self._start_secs_over_bot = start_secs_over_bot
+        self._over_bot = over_bot
         self._margin, self._low, self._high = margin, low, high
         self._noisy_floor, self._noisy_step = noisy_floor, noisy_confidence_step
         self._step = step
@@ -61,6 +71,8 @@ class AdaptiveVADAnalyzer(SharedSileroVADAnalyzer):
         self.noise_floor: float | None = None
 
     def _run_analyzer(self, buffer: bytes) -> VADState:
+        if self._run_state in (None, VADState.QUIET):
+            self._follow_the_bot()
         state = super()._run_analyzer(buffer)
         # Loudness over the last 0.4 s (a BS.1770 gating block), one reading per 20 ms.
         self._window += buffer
@@ -77,6 +89,22 @@ class AdaptiveVADAnalyzer(SharedSileroVADAnalyzer):
             if len(self._volumes) >= self._volumes.maxlen // 3:
                 self._adapt(state, volume)
         return state
+
+    def _follow_the_bot(self) -> None:
+        if self._start_secs_over_bot is None:
+            return
+        over_bot = self._over_bot()
+        start_secs = self._start_secs_over_bot if over_bot else self._base.start_secs
+        current = self.params
+        if start_secs != current.start_secs:
+            self.set_params(
+                VADParams(
+                    confidence=current.confidence,
+                    start_secs=start_secs,
+                    stop_secs=current.stop_secs,
+                    min_volume=current.min_volume,
+                )
+            )
 
     def _hears_the_room(self, block_bytes: int) -> bool:
         if self._run_state == VADState.QUIET:

@@ -150,15 +150,22 @@ class BargeIn:
         canceller = self.canceller
         return canceller is None or canceller.echo_present or canceller.echo_pending
 
+    @property
+    def over_bot_without_echo(self) -> bool:
+        """The bot is talking (or just stopped) into a microphone that hears none of it: a
+        start of speech there can only be the user's (bot/adaptive_vad.py starts it sooner)."""
+        return self.listening_over_bot and not self.echo_may_be_heard
+
     def voice_over_echo(self) -> bool:
         """The echo canceller's view: more than the bot's cancelled echo in the microphone."""
         return self.canceller is None or self.canceller.voice_over_echo()
 
-    def segment_started(self) -> None:
-        """The VAD has heard speech start (`vad_start_secs` ago)."""
+    def segment_started(self, start_secs: float | None = None) -> None:
+        """The VAD has heard speech start (`start_secs`, by default `vad_start_secs`, ago)."""
         self.echo_segment = False
         self.segment_over_echo_db = None
-        self._segment_began = time.monotonic() - self._vad_start_secs
+        began = self._vad_start_secs if start_secs is None else start_secs
+        self._segment_began = time.monotonic() - began
         self._segment_echo_known = self.canceller is None or self.canceller.echo_present
         self._segment_echo_pending = self.canceller is not None and self.canceller.echo_pending
         self._segment_over_bot = self.listening_over_bot
@@ -275,7 +282,7 @@ class BargeInStartStrategy(VADUserTurnStartStrategy):
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
         if isinstance(frame, VADUserStartedSpeakingFrame):
             self._vad_speaking = True
-            self._barge_in.segment_started()
+            self._barge_in.segment_started(frame.start_secs)
             if self._in_turn:
                 return ProcessFrameResult.CONTINUE  # the user going on with their turn
             if not self._barge_in.listening_over_bot:

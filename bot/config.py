@@ -131,6 +131,10 @@ class Settings(ServerSettings, FallbackSettings, BaseSettings):
     # --- Voice activity and turn taking ---------------------------------------------------
     vad_confidence: float = Field(0.7, ge=0.0, le=1.0)
     vad_start_secs: float = Field(0.2, ge=0.0)
+    # ...while the bot talks and the microphone hears none of its echo (headphones, the
+    # browser's canceller): there a start only pauses the bot until the words are known
+    # (bot/barge_in.py), so it stops sooner for a barge-in (adaptive VAD only).
+    vad_start_secs_over_bot: float = Field(0.1, ge=0.0)
     vad_stop_secs: float = Field(0.2, ge=0.0)
     vad_min_volume: float = Field(0.6, ge=0.0, le=1.0)
     # Let the loudness bar (VAD_MIN_VOLUME) follow the room: 5 LU over its noise floor,

@@ -32,16 +32,24 @@ def create_user_params(
 ) -> LLMUserAggregatorParams:
     """VAD and turn taking for one session (their ONNX models are shared)."""
     # The VAD's loudness bar follows the room's noise floor (bot/adaptive_vad.py).
-    vad_class = AdaptiveVADAnalyzer if settings.vad_adaptive else SharedSileroVADAnalyzer
-    vad = vad_class(
-        session=models.silero_session,
-        params=VADParams(
-            confidence=settings.vad_confidence,
-            start_secs=settings.vad_start_secs,
-            stop_secs=settings.vad_stop_secs,
-            min_volume=settings.vad_min_volume,
-        ),
+    # ...and the speech it starts on is shorter while the bot talks into a microphone that
+    # hears none of its echo (headphones, the browser's canceller): the echo's residue, at
+    # 0.1 s, started turns of its own (bench/RESULTS.md, "Barge-in").
+    params = VADParams(
+        confidence=settings.vad_confidence,
+        start_secs=settings.vad_start_secs,
+        stop_secs=settings.vad_stop_secs,
+        min_volume=settings.vad_min_volume,
     )
+    if settings.vad_adaptive:
+        vad = AdaptiveVADAnalyzer(
+            session=models.silero_session,
+            params=params,
+            start_secs_over_bot=settings.vad_start_secs_over_bot,
+            over_bot=lambda: barge_in.over_bot_without_echo,
+        )
+    else:
+        vad = SharedSileroVADAnalyzer(session=models.silero_session, params=params)
     if settings.smart_turn_enabled:
         # Smart-turn, checked against the words and the speaker's pauses (bot/turn_end.py),
         # with the answer started early on the words heard (SPECULATIVE_REPLY, bot/speculation.py).

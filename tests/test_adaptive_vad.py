@@ -69,3 +69,26 @@ def test_a_user_speaking_on_does_not_raise_the_bar_over_their_own_voice(silero):
     starts, _ = vad_run(analyzer, np.concatenate(track))
     assert analyzer.params.min_volume < 0.75, analyzer.noise_floor
     assert all(any(a - 0.2 <= s <= a + 0.6 for s in starts) for a, b in spans), (starts, spans)
+
+
+def test_over_the_bot_speech_starts_sooner(silero):
+    """Where a start only pauses the bot until the words are known (bot/barge_in.py), the
+    VAD starts on VAD_START_SECS_OVER_BOT of speech: the bot stops talking over the user
+    ~0.1 s sooner. Elsewhere it waits VAD_START_SECS, as a turn's start costs more."""
+    settings = Settings(_env_file=None)
+    audio, _ = room_audio(QUESTIONS, voices.UNFAMILIAR[:3], -26.0, "white", 30.0)
+
+    def starts(over_bot: bool) -> list[float]:
+        analyzer = AdaptiveVADAnalyzer(
+            session=silero.silero_session,
+            params=VADParams(start_secs=settings.vad_start_secs),
+            start_secs_over_bot=settings.vad_start_secs_over_bot,
+            over_bot=lambda: over_bot,
+        )
+        return vad_run(analyzer, audio)[0]
+
+    sooner, later = starts(True), starts(False)
+    assert len(sooner) == len(later) == len(QUESTIONS), (sooner, later)
+    earlier_by = settings.vad_start_secs - settings.vad_start_secs_over_bot
+    for a, b in zip(sooner, later):
+        assert b - a == pytest.approx(earlier_by, abs=0.04), (sooner, later)
