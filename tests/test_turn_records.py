@@ -7,6 +7,9 @@ from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
     LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
     TranscriptionFrame,
     TTSTextFrame,
     UserStartedSpeakingFrame,
@@ -132,12 +135,6 @@ async def _answer_paused_mid_way(turns):
     """Turn 1's answer is all generated and half played when the bot falls silent: held
     over a sound (bot/barge_in.py) long enough for the output's 3 s fallback, or stopped
     for real to say its sentence again, either of which reports the bot stopped."""
-    from pipecat.frames.frames import (
-        LLMFullResponseEndFrame,
-        LLMFullResponseStartFrame,
-        LLMTextFrame,
-    )
-
     push, audio, output, llm = turns.push, turns.audio, turns.output, turns.llm
     await push(UserStartedSpeakingFrame(), 0.0, upstream=True)
     await push(LLMContextFrame(LLMContext()), 1.0, destination=llm)
@@ -150,8 +147,6 @@ async def _answer_paused_mid_way(turns):
 
 
 async def test_an_answer_paused_mid_way_is_reported_once_its_end_has_played():
-    from pipecat.frames.frames import LLMFullResponseEndFrame
-
     turns = ObservedTurns()
     push, audio, output = turns.push, turns.audio, turns.output
     await _answer_paused_mid_way(turns)
@@ -179,12 +174,6 @@ async def test_the_end_of_an_interrupted_response_does_not_hold_the_next_answer_
     """A barge-in's request can reach the LLM before the response it cut off has ended:
     that end never plays (the interruption dropped it), and the new answer is reported
     when it has played."""
-    from pipecat.frames.frames import (
-        LLMFullResponseEndFrame,
-        LLMFullResponseStartFrame,
-        LLMTextFrame,
-    )
-
     turns = ObservedTurns()
     push, audio, output, llm = turns.push, turns.audio, turns.output, turns.llm
     await push(UserStartedSpeakingFrame(), 0.0, upstream=True)
