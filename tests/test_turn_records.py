@@ -46,6 +46,12 @@ class ObservedTurns:
             FramePushed(source or self.other, destination or self.other, frame, direction, int(t * 1e9))
         )
 
+    async def llm_answers(self, text, t):
+        """The LLM's response, from its start at `t`."""
+        await self.push(LLMFullResponseStartFrame(), t, source=self.llm)
+        await self.push(LLMTextFrame(text), t + 0.05, source=self.llm)
+        await self.push(LLMFullResponseEndFrame(), t + 0.1, source=self.llm)
+
     @staticmethod
     def audio():
         from pipecat.frames.frames import OutputAudioRawFrame
@@ -138,9 +144,7 @@ async def _answer_paused_mid_way(turns):
     push, audio, output, llm = turns.push, turns.audio, turns.output, turns.llm
     await push(UserStartedSpeakingFrame(), 0.0, upstream=True)
     await push(LLMContextFrame(LLMContext()), 1.0, destination=llm)
-    await push(LLMFullResponseStartFrame(), 1.05, source=llm)
-    await push(LLMTextFrame("One. Two."), 1.1, source=llm)
-    await push(LLMFullResponseEndFrame(), 1.2, source=llm)
+    await turns.llm_answers("One. Two.", 1.05)
     await push(BotStartedSpeakingFrame(), 1.5, source=output)
     await push(audio(), 1.5, source=output)
     await push(BotStoppedSpeakingFrame(), 4.5, source=output)
@@ -179,9 +183,7 @@ async def test_the_end_of_an_interrupted_response_does_not_hold_the_next_answer_
     await push(UserStartedSpeakingFrame(), 0.0, upstream=True)
     await push(LLMContextFrame(LLMContext()), 0.1, destination=llm)
     await push(LLMFullResponseEndFrame(), 0.2, source=llm)  # the cut-off response's end
-    await push(LLMFullResponseStartFrame(), 0.3, source=llm)
-    await push(LLMTextFrame("Paris."), 0.4, source=llm)
-    await push(LLMFullResponseEndFrame(), 0.5, source=llm)
+    await turns.llm_answers("Paris.", 0.3)
     await push(BotStartedSpeakingFrame(), 1.0, source=output)
     await push(audio(), 1.0, source=output)
     await push(BotStoppedSpeakingFrame(), 1.5, source=output)
