@@ -235,9 +235,11 @@ class TurnMetricsObserver(BaseObserver):
             switch = f"{frame.stage}:{frame.reason if frame.event == 'fallback' else frame.event}"
             if turn:
                 turn.fallbacks.append(switch)
+                # The failed service's response is abandoned, its end may never play: what
+                # follows (the local service's answer, or the apology) is the turn's.
+                turn.responses_generated = turn.responses_played
                 if frame.retracted:  # the failed LLM's words were withdrawn; the local one answers
                     turn.bot_text_generated.clear()
-                    turn.responses_generated = turn.responses_played
             else:  # e.g. at connect time, or the STT failing before the turn began
                 self._fallbacks_before_turn.append(switch)
             return
