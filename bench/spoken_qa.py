@@ -92,6 +92,8 @@ async def ask_text(items: list[Item], voice_names: list[str] = (),
     from bot.providers import local_note_sources
     from processors.turn_notes import augmented_context
 
+    from pipecat.turns.user_turn_completion_mixin import UserTurnCompletionConfig
+
     from bot.turn_taking import EMPTY_TURN_REPLY
 
     settings = Settings()
@@ -99,6 +101,13 @@ async def ask_text(items: list[Item], voice_names: list[str] = (),
     server = models.llm_server
     server.warm_up()
     sources = local_note_sources(settings)
+    system, extra = settings.system_prompt, {}
+    if settings.llm_seed >= 0:
+        extra["seed"] = settings.llm_seed
+    if settings.llm_turn_completion:  # as a session asks (docs/turn_taking.md)
+        completion = UserTurnCompletionConfig()
+        system += "\n\n" + completion.completion_instructions
+        extra["extra_body"] = {"turn_markers": list(completion.markers)}
     client = AsyncOpenAI(api_key="local", base_url=server.base_url)
     listener = Listener(settings, models) if voice_names else None
     if listener:
@@ -129,12 +138,12 @@ async def ask_text(items: list[Item], voice_names: list[str] = (),
                 asked_again = False
                 context.add_message({"role": "user", "content": text})
                 request = augmented_context(context, sources) or context
-                messages = [{"role": "system", "content": settings.system_prompt}, *request.messages]
+                messages = [{"role": "system", "content": system}, *request.messages]
                 started = time.monotonic()
                 stream = await client.chat.completions.create(
                     model=server.model_name, messages=messages, stream=True, user=conversation,
                     temperature=settings.llm_temperature, max_tokens=settings.llm_max_tokens,
-                    **({"seed": settings.llm_seed} if settings.llm_seed >= 0 else {}),
+                    **extra,
                 )
                 answer, first = "", None
                 async for chunk in stream:
@@ -143,6 +152,9 @@ async def ask_text(items: list[Item], voice_names: list[str] = (),
                         first = first or time.monotonic()
                         answer += piece
                 context.add_message({"role": "assistant", "content": answer})
+                if settings.llm_turn_completion:  # the marker is not spoken
+                    outcome.held_back = not answer.startswith(completion.complete_marker)
+                    answer = answer.lstrip("".join(completion.markers)).lstrip()
                 outcome.answer = answer
                 outcome.first_token_ms = (first - started) * 1000 if first else None
             outcomes.append(outcome)
@@ -365,7 +377,7 @@ def main() -> None:
                     if k in ("LOCAL_LLM", "LLM_GGUF_PATH", "WHISPER_MODEL", "WHISPER_BEAM_SIZE", "SYSTEM_PROMPT",
                              "KNOWLEDGE_MATCH_THRESHOLD", "LLM_TEMPERATURE", "WHISPER_VOCABULARY", "DENOISE_ENABLED",
                              "SPECULATIVE_REPLY", "LLM_SEED", "STT_UNSURE_LOGPROB",
-                             "WHISPER_CONVERSATION_PROMPT")}
+                             "WHISPER_CONVERSATION_PROMPT", "LLM_TURN_COMPLETION")}
     name = "spoken_qa" if args.mode == "voice" else f"spoken_qa_{args.mode}"
     name += f"_{args.label}" if args.label else ""
     title = {"voice": "Spoken QA: right answers in unfamiliar voices, over /ws",

@@ -24,6 +24,8 @@ class Outcome:
     v2v_ms: float | None = None
     first_token_ms: float | None = None
     problem: str = ""
+    # LLM_TURN_COMPLETION: the LLM judged the (whole) question unfinished and said nothing.
+    held_back: bool | None = None
 
     @property
     def verdict(self):
@@ -104,6 +106,10 @@ def verdicts(outcomes: list[Outcome], figures: dict, mode: str) -> list[str]:
         given = sum(not o.verdict.right and not o.verdict.asked_again for o in outcomes)
         lines.append(f"- asked again (\"didn't catch that\"): {asked}; wrong answers given: {given} "
                      f"of {len(outcomes)}")
+        judged = [o.held_back for o in outcomes if o.held_back is not None]
+        if judged:
+            lines.append(f"- judged unfinished by the LLM (LLM_TURN_COMPLETION), no answer: "
+                         f"{sum(judged)} of {len(judged)}")
     if mode != "text":
         clean = [o for o in outcomes if o.condition == "clean"]
         if clean:

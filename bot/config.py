@@ -150,6 +150,14 @@ class Settings(ServerSettings, FallbackSettings, BaseSettings):
     # Whisper pass at a pause, or a segment judged unfinished); it is played only if the
     # turn ends with those words, else withdrawn silently (bot/speculation.py).
     speculative_reply: bool = False
+    # The LLM also judges whether the turn is over (Pipecat's FilterIncompleteUserTurnStrategies):
+    # each reply opens with a complete or incomplete marker, and an incomplete turn gets no
+    # answer until the user goes on or a timeout asks them to. The rules above still decide
+    # when to ask it. Off by default: its instructions (~1,000 tokens) cost the local model
+    # ~10 s to read once per process, and the verdict only matters for users who trail off
+    # ("let me think..."); a local model's first token is forced to a marker
+    # (bot/local/turn_markers.py).
+    llm_turn_completion: bool = False
     # Pipecat's watchdog: a turn no turn-end rule has ended is ended after this many seconds
     # with no speech, VAD event or words.
     user_turn_stop_timeout: float = Field(5.0, gt=0.0)

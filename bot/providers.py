@@ -16,6 +16,7 @@ from pipecat.services.llm_service import LLMService
 from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
+from pipecat.turns.user_turn_completion_mixin import UserTurnCompletionConfig
 from pipecat.utils.text.base_text_aggregator import BaseTextAggregator
 
 from bot.config import ProviderChoice, Settings, Stage
@@ -193,15 +194,18 @@ def create_llm(settings: Settings, models: LocalModels, *, fallback: bool = True
         )
         return with_fallback(Stage.LLM, llm, settings, models) if fallback else llm
     server = models.llm_server
-    seed = {"seed": settings.llm_seed} if settings.llm_seed >= 0 else {}
+    # OpenAI's `user` names the conversation: the server shifts its cache across dropped
+    # turns only within one (bot/local/llm_cache.py).
+    extra: dict = {"user": uuid.uuid4().hex}
+    if settings.llm_seed >= 0:
+        extra["seed"] = settings.llm_seed
+    if settings.llm_turn_completion:
+        # The server makes the reply's first token one of these (bot/local/turn_markers.py).
+        extra["extra_body"] = {"turn_markers": list(UserTurnCompletionConfig().markers)}
     return LocalLLMService(
         api_key="local",  # the loopback server ignores it; the client requires one
         base_url=server.base_url,
-        # OpenAI's `user` names the conversation: the server shifts its cache across
-        # dropped turns only within one (bot/local/llm_cache.py).
-        settings=LocalLLMService.Settings(
-            model=server.model_name, extra={"user": uuid.uuid4().hex, **seed}, **common
-        ),
+        settings=LocalLLMService.Settings(model=server.model_name, extra=extra, **common),
     )
 
 

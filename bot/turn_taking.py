@@ -9,7 +9,10 @@ from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregatorParams
 from pipecat.turns.empty_user_turn import EmptyUserTurnConfig
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
-from pipecat.turns.user_turn_strategies import UserTurnStrategies
+from pipecat.turns.user_turn_strategies import (
+    FilterIncompleteUserTurnStrategies,
+    UserTurnStrategies,
+)
 
 from bot.adaptive_vad import AdaptiveVADAnalyzer
 from bot.barge_in import BargeIn, BargeInStartStrategy
@@ -70,9 +73,14 @@ def create_user_params(
         max_hold_secs=settings.barge_in_max_hold_secs,
         enable_interruptions=True,
     )
+    # With LLM_TURN_COMPLETION the rules above only say when to ask the LLM; its marker ends
+    # the turn (Pipecat wraps them in `deferred`).
+    strategies = (
+        FilterIncompleteUserTurnStrategies if settings.llm_turn_completion else UserTurnStrategies
+    )
     return LLMUserAggregatorParams(
         vad_analyzer=vad,
-        user_turn_strategies=UserTurnStrategies(start=[start], stop=[stop]),
+        user_turn_strategies=strategies(start=[start], stop=[stop]),
         user_turn_stop_timeout=settings.user_turn_stop_timeout,
         user_idle_timeout=settings.user_idle_secs,
         # A barge-in nobody could transcribe: Pipecat decides when it deserves a reply,

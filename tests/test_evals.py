@@ -10,7 +10,8 @@ shipped Whisper; a keyword judge answers each criterion.
 
 The bot runs as shipped, with the settings the scenarios assume: its greeting written by the
 LLM (text scenarios wait for an LLM reply), "pineapple" untranscribable (empty_user_turn's
-sound nobody can make words of), and the idle check-in after 8 s.
+sound nobody can make words of), and the idle check-in after 8 s; for filter_incomplete_turns, Pipecat's turn-completion markers
+(LLM_TURN_COMPLETION).
 
 Run alone: `pytest -m evals`.
 """
@@ -91,11 +92,26 @@ class DevRunner:
         stop_process(self.process, grace_secs=30)
 
 
+# A scenario that needs a setting the others must not have: filter_incomplete_turns asks
+# for Pipecat's turn-completion markers (every reply opens with one).
+SCENARIO_ENV = {"filter_incomplete_turns": {"LLM_TURN_COMPLETION": "true"}}
+
+
 @pytest.fixture(scope="module")
-def bot(tmp_path_factory):
-    runner = DevRunner(tmp_path_factory.mktemp("evals") / "bot.log")
-    yield runner
-    runner.stop()
+def bots(tmp_path_factory):
+    """The bot for a scenario file, one dev runner per distinct setting, started on demand."""
+    started: dict[tuple, DevRunner] = {}
+
+    def bot_for(file: str) -> DevRunner:
+        env = SCENARIO_ENV.get(file, {})
+        key = tuple(sorted(env.items()))
+        if key not in started:
+            started[key] = DevRunner(tmp_path_factory.mktemp("evals") / "bot.log", **env)
+        return started[key]
+
+    yield bot_for
+    for runner in started.values():
+        runner.stop()
 
 
 def not_run(file: str, reason: str):
@@ -118,23 +134,19 @@ RUNS = [
     ),
     # The idle check-in after a complete thought (no incomplete-turn markers are asked for).
     ("filter_incomplete_turns_user_idle", "filter_incomplete_turns_user_idle"),
-    not_run(
-        "filter_incomplete_turns",
-        "needs an LLM that opens each reply with Pipecat's turn-completion marker "
-        "(FilterIncompleteUserTurnStrategies); the local qwen2.5-coder-1.5b wrote none, its "
-        "first token 27 s late under load (bench/RESULTS.md, Pipecat's evals)",
-    ),
+    ("filter_incomplete_turns", "filter_incomplete_turns"),
 ]
 
 
 @pytest.mark.parametrize(("file", "name"), RUNS)
-async def test_release_scenario(bot, file, name):
+async def test_release_scenario(bots, file, name):
     from pipecat.evals.scenario import EvalScenarioFile
     from pipecat.evals.session import EvalSession, EvalSessionParams
 
     loaded = EvalScenarioFile.load(SCENARIOS / f"{file}.yaml")
     [scenario] = [s for s in loaded if s.name == f"{file}/{name}"]
     params = EvalSessionParams(default_timeout_ms=DEFAULT_TIMEOUT_MS, use_cache=False)
+    bot = bots(file)
     result = await EvalSession.from_scenario(scenario, bot.bot_url, params=params).run()
     assert result.passed, (
         "\n".join(str(f) for f in result.failures)

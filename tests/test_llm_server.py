@@ -326,3 +326,52 @@ def test_each_local_llm_service_names_its_own_conversation(settings, models):
     first, second = create_llm(settings, models), create_llm(settings, models)
     users = {first._settings.extra["user"], second._settings.extra["user"]}
     assert len(users) == 2 and all(users)
+
+
+def test_a_turn_marker_opens_the_reply_whatever_else_scores_higher():
+    import numpy as np
+
+    from bot.local.turn_markers import TurnMarkerChoice
+
+    complete, short, long_, end, word = 10, 11, 12, 0, 5
+    choice = TurnMarkerChoice([complete, short, long_], end_token=end)
+    prompt = np.arange(100, 140)
+    scores = np.zeros(20)
+    scores[word], scores[long_], scores[complete] = 9.0, 3.0, 2.0
+    first = choice(prompt, scores.copy())
+    assert np.argmax(first) == long_ and np.isinf(np.delete(first, long_)).all()
+    # After an incomplete marker the reply ends...
+    assert np.argmax(choice(np.append(prompt, long_), scores.copy())) == end
+    # ...after the complete one it goes on as the model writes it.
+    again = TurnMarkerChoice([complete, short, long_], end_token=end)
+    scores[complete] = 4.0
+    assert np.argmax(again(prompt, scores.copy())) == complete
+    assert (again(np.append(prompt, complete), scores.copy()) == scores).all()
+
+
+def test_the_real_model_opens_each_reply_with_a_turn_marker(models):
+    """Pipecat's markers (complete ●, incomplete ◐ ○): a question is answered after ●, a
+    request to wait is one incomplete marker and nothing more."""
+    from pipecat.turns.user_turn_completion_mixin import UserTurnCompletionConfig
+
+    server = models.llm_server
+    markers = list(UserTurnCompletionConfig().markers)
+    system = ("Answer in one short sentence. Start every reply with one marker: ● if the user "
+              "has finished their turn, then a space and your answer; ○ alone if they asked you "
+              "to wait or are thinking.")
+
+    def reply(user: str, **extra) -> str:
+        r = httpx.post(f"{server.base_url}/chat/completions", timeout=120, json={
+            "model": server.model_name, "max_tokens": 40, "temperature": 0.3, "seed": 7,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            "turn_markers": markers, **extra})
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]["message"]["content"]
+
+    answer = reply("What is the capital of France?")
+    assert answer.startswith("● ") and "paris" in answer.lower(), answer
+    assert reply("Hold on, let me think.") in markers[1:]
+
+    r = httpx.post(f"{server.base_url}/chat/completions", timeout=60, json={
+        "messages": [{"role": "user", "content": "Hi"}], "turn_markers": ["● complete", "○"]})
+    assert r.status_code == 400 and "not one" in r.json()["detail"]

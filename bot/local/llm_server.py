@@ -12,7 +12,9 @@ does not do what a small model in a voice loop needs,
   so once a conversation fills its budget every turn re-reads its whole history;
 - tool calls the model writes as text made into `tool_calls` deltas, and an answer that is
   neither speech nor a usable call generated again without tools (bot/local/chat_format.py);
-- generation stopped as soon as a call is written, or the client has gone.
+- generation stopped as soon as a call is written, or the client has gone;
+- a reply opened with a turn-completion marker when the request names them (`turn_markers`,
+  bot/local/turn_markers.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import uvicorn
+from llama_cpp import LogitsProcessorList
 from loguru import logger
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -41,6 +44,7 @@ from bot.local.chat_format import (
     normalise_messages,
     text_of,
 )
+from bot.local.turn_markers import TurnMarkerChoice
 
 # --------------------------------------------------------------------------------------
 # Engine
@@ -80,6 +84,10 @@ class Engine:
             kwargs["tools"] = body["tools"]
         if body.get("seed") is not None:
             kwargs["seed"] = int(body["seed"])
+        if body.get("turn_markers") is not None:  # ours, not OpenAI's: bot/local/turn_markers.py
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [TurnMarkerChoice.for_model(self.llm, body["turn_markers"])]
+            )
         with self.lock:
             # Each conversation (OpenAI's `user` field) gets its own cache back; another's
             # may hold the same words, computed with that conversation in view.
@@ -275,6 +283,11 @@ def create_app(engine: Engine) -> FastAPI:
             t.get("function", {}).get("name") for t in offered or [] if isinstance(t, dict)
         }
         tool_names.discard(None)
+        if body.get("turn_markers") is not None:
+            try:
+                TurnMarkerChoice.for_model(engine.llm, body["turn_markers"])
+            except ValueError as e:
+                raise HTTPException(400, str(e)) from e
         cid = f"chatcmpl-{uuid.uuid4().hex[:16]}"
 
         if not body.get("stream"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.turns.user_turn_completion_mixin import UserTurnCompletionConfig
 
 from bot.config import Settings, Stage
 from bot.local.models import LocalModels
@@ -18,6 +19,10 @@ async def warm_up_llm(settings: Settings, models: LocalModels) -> None:
     if not runs_locally(settings, Stage.LLM):
         return
     llm = create_llm(settings.model_copy(update={"llm_max_tokens": 1}), models)
+    if settings.llm_turn_completion:
+        # As Pipecat composes it once the turn strategy switches the filter on: after the
+        # system prompt, one blank line between (~10 s for the local model to read).
+        llm.append_system_instruction(UserTurnCompletionConfig().completion_instructions)
     tools, _ = create_knowledge(settings)
     context = LLMContext(messages=[{"role": "user", "content": "Hello."}])
     if tools:
