@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.fallback_settings import FallbackSettings
@@ -283,6 +283,18 @@ class Settings(ServerSettings, FallbackSettings, BaseSettings):
             Stage.TTS: self.cartesia_api_key,
             Stage.SEARCH: self.tavily_api_key,
         }[stage]
+
+    @model_validator(mode="after")
+    def _one_early_answer(self) -> Settings:
+        # With the LLM judging the turn, it already runs where a speculative answer would
+        # start (each time the turn rules would have ended the turn), and its verdict is
+        # what ends the turn: the two would each decide when the other's answer counts.
+        if self.llm_turn_completion and self.speculative_reply:
+            raise ValueError(
+                "LLM_TURN_COMPLETION and SPECULATIVE_REPLY both start the answer before the "
+                "turn is over; turn one of them off"
+            )
+        return self
 
     def choice_for(self, stage: Stage) -> ProviderChoice:
         return {

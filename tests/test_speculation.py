@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer, BaseTurnParams, EndOfTurnState
 from pipecat.frames.frames import (
     EagerEndOfTurnCancelFrame,
@@ -221,3 +222,13 @@ async def test_without_speculation_nothing_is_asked_before_the_turn_ends():
         await c.say(speech_started(), speech_stopped(), words("France?"))
         await c.until(lambda: c.heard.texts(), "the answer")
     assert c.llm.requests == [(False, "What is the capital of France?")]
+
+
+def test_the_llms_turn_verdict_and_a_speculative_reply_are_not_both_on():
+    from pydantic import ValidationError
+
+    from bot.config import Settings
+
+    with pytest.raises(ValidationError, match="turn one of them off"):
+        Settings(_env_file=None, speculative_reply=True, llm_turn_completion=True)
+    assert Settings(_env_file=None, llm_turn_completion=True).llm_turn_completion
