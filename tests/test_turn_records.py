@@ -190,3 +190,34 @@ async def test_the_end_of_an_interrupted_response_does_not_hold_the_next_answer_
     await push(LLMFullResponseEndFrame(), 1.5, source=output)
     [record] = turns.records
     assert record.to_dict()["bot_text"] == "Paris."
+
+
+async def test_an_answer_the_llm_held_back_leaves_the_turn_open_and_untimed():
+    """LLM_TURN_COMPLETION: "Let me think about it" gets an incomplete marker and no words;
+    the user goes on. The turn's stages are those of the request that was answered."""
+    from pipecat.frames.frames import LLMMarkerResponseFrame
+
+    turns = ObservedTurns()
+    push, audio, output, llm, records = turns.push, turns.audio, turns.output, turns.llm, turns.records
+
+    await push(UserStartedSpeakingFrame(), 0.0, upstream=True)
+    await push(VADUserStoppedSpeakingFrame(stop_secs=0.2), 2.2, upstream=True)  # "let me think"
+    await push(LLMContextFrame(LLMContext()), 2.5, destination=llm)
+    await push(LLMFullResponseStartFrame(), 2.6, source=llm)
+    await push(LLMMarkerResponseFrame(raw="○", marker="○", kind="long"), 3.0, source=llm)
+    await push(LLMFullResponseEndFrame(), 3.0, source=llm)
+    await push(LLMFullResponseEndFrame(), 3.0, source=output)
+    await push(VADUserStartedSpeakingFrame(start_secs=0.2), 5.2, upstream=True)
+    await push(VADUserStoppedSpeakingFrame(stop_secs=0.2), 6.2, upstream=True)  # "...Japan", until 6.0
+    await push(LLMContextFrame(LLMContext()), 6.5, destination=llm)
+    await turns.llm_answers("Japan is lovely.", 6.6)
+    await push(UserStoppedSpeakingFrame(), 6.7, upstream=True)
+    await push(BotStartedSpeakingFrame(), 7.0, source=output)
+    await push(audio(), 7.0, source=output)
+    await push(LLMFullResponseEndFrame(), 7.5, source=output)
+    await push(BotStoppedSpeakingFrame(), 7.6, source=output)
+    [record] = records
+    stages = record.stages_ms()
+    assert stages["voice_to_voice"] == pytest.approx(1000.0)
+    assert stages["llm_ttft"] == pytest.approx(150.0) and stages["vad"] == pytest.approx(200.0)
+    assert not record.interrupted and record.spoken_text() == "Japan is lovely."

@@ -33,6 +33,7 @@ from pipecat.frames.frames import (
     LLMContextUserTurnFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
+    LLMMarkerResponseFrame,
     LLMTextFrame,
     OutputAudioRawFrame,
     TranscriptionFrame,
@@ -54,6 +55,8 @@ from processors.fallback import ServiceFallbackFrame
 
 _SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([.,!?;:])")
 
+# Pipecat's turn-completion verdicts (its user-turn-completion mixin) that hold the answer back.
+HELD_BACK = ("short", "long")
 STAGES = ("vad", "stt", "turn", "llm_ttft", "tool", "tts_ttfb", "voice_to_voice", "barge_in_stop")
 
 
@@ -290,6 +293,11 @@ class TurnMetricsObserver(BaseObserver):
                     turn.responses_generated += 1
                 elif isinstance(frame, LLMFullResponseEndFrame):
                     turn.llm_done = self._pending_tools == 0
+                elif isinstance(frame, LLMMarkerResponseFrame) and frame.kind in HELD_BACK:
+                    # The LLM judged the user unfinished and said nothing (LLM_TURN_COMPLETION):
+                    # the turn goes on, and its LLM stage starts again with the next request.
+                    turn.llm_request_at = turn.llm_first_output_at = None
+                    turn.responses_generated -= 1
         elif isinstance(frame, FunctionCallResultFrame):
             self._pending_tools = max(0, self._pending_tools - 1)
             if turn:
