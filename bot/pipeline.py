@@ -187,7 +187,11 @@ def build_pipeline(
         assistant_params=assistant_params,
     )
 
-    unsure = UnsureTranscripts(settings.stt_unsure_logprob)
+    # With LLM_TURN_COMPLETION only the LLM's marker ends a turn: a fixed "didn't catch that"
+    # in its place would leave the turn open, so words heard unsurely go to the LLM too.
+    unsure = (
+        None if settings.llm_turn_completion else UnsureTranscripts(settings.stt_unsure_logprob)
+    )
     records_user_audio = bool(recorder and recorder.audio_path)
     pipeline = Pipeline(
         [
@@ -202,7 +206,7 @@ def build_pipeline(
                 echo_audible=lambda: barge_in.echo_may_be_heard,
             ),
             BackchannelFilter(barge_in),
-            unsure,  # how sure the recogniser was of each transcript of the turn
+            *([unsure] if unsure else []),  # how sure the recogniser was of each transcript
             user_aggregator,
             # The microphone's audio goes no further unless the recorder needs it.
             *([] if records_user_audio else [InputAudioStop()]),
