@@ -333,8 +333,9 @@ def test_a_turn_marker_opens_the_reply_whatever_else_scores_higher():
 
     from bot.local.turn_markers import TurnMarkerChoice
 
-    complete, short, long_, end, word = 10, 11, 12, 0, 5
-    choice = TurnMarkerChoice([complete, short, long_], end_token=end)
+    complete, short, long_, end, other_end, word = 10, 11, 12, 0, 1, 5
+    ends = [end, other_end]
+    choice = TurnMarkerChoice([complete, short, long_], end_tokens=ends)
     prompt = np.arange(100, 140)
     scores = np.zeros(20)
     scores[word], scores[long_], scores[complete] = 9.0, 3.0, 2.0
@@ -342,11 +343,14 @@ def test_a_turn_marker_opens_the_reply_whatever_else_scores_higher():
     assert np.argmax(first) == long_ and np.isinf(np.delete(first, long_)).all()
     # After an incomplete marker the reply ends...
     assert np.argmax(choice(np.append(prompt, long_), scores.copy())) == end
-    # ...after the complete one it goes on as the model writes it.
-    again = TurnMarkerChoice([complete, short, long_], end_token=end)
+    # ...after the complete one it goes on as the model writes it, but does not end at once.
+    again = TurnMarkerChoice([complete, short, long_], end_tokens=ends)
     scores[complete] = 4.0
     assert np.argmax(again(prompt, scores.copy())) == complete
-    assert (again(np.append(prompt, complete), scores.copy()) == scores).all()
+    scores[other_end] = 20.0
+    after = again(np.append(prompt, complete), scores.copy())
+    assert np.isinf(after[ends]).all() and np.argmax(after) == word
+    assert (np.delete(after, ends) == np.delete(scores, ends)).all()
 
 
 def test_the_real_model_opens_each_reply_with_a_turn_marker(models):
@@ -354,23 +358,36 @@ def test_the_real_model_opens_each_reply_with_a_turn_marker(models):
     request to wait is one incomplete marker and nothing more."""
     from pipecat.turns.user_turn_completion_mixin import UserTurnCompletionConfig
 
-    server = models.llm_server
-    markers = list(UserTurnCompletionConfig().markers)
-    system = ("Answer in one short sentence. Start every reply with one marker: ● if the user "
-              "has finished their turn, then a space and your answer; ○ alone if they asked you "
-              "to wait or are thinking.")
+    from bot.config import DEFAULT_SYSTEM_PROMPT
 
-    def reply(user: str, **extra) -> str:
+    server = models.llm_server
+    completion = UserTurnCompletionConfig()
+    markers = list(completion.markers)
+    system = f"{DEFAULT_SYSTEM_PROMPT}\n\n{completion.completion_instructions}"  # as Pipecat composes it
+
+    def reply(user: str, history=()) -> str:
         r = httpx.post(f"{server.base_url}/chat/completions", timeout=120, json={
             "model": server.model_name, "max_tokens": 40, "temperature": 0.3, "seed": 7,
-            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
-            "turn_markers": markers, **extra})
+            "messages": [{"role": "system", "content": system}, *history,
+                         {"role": "user", "content": user}],
+            "turn_markers": markers})
         assert r.status_code == 200, r.text
         return r.json()["choices"][0]["message"]["content"]
 
     answer = reply("What is the capital of France?")
     assert answer.startswith("● ") and "paris" in answer.lower(), answer
     assert reply("Hold on, let me think.") in markers[1:]
+    # A reply interrupted before a word of it was heard is a bare ● in Pipecat's context.
+    # (A conversation from Pipecat's `interruption` eval: with the bare ● the reply was "●"
+    # alone, or "● I understand.".)
+    interrupted = [
+        {"role": "user", "content": "(The caller has just connected. Hi! Ask me anything.)"},
+        {"role": "assistant", "content": "● Hi! Ask me anything."},
+        {"role": "user", "content": "Tell me a long, detailed story about the history of Paris."},
+        {"role": "assistant", "content": "●"},
+    ]
+    answer = reply("Actually, never mind that what's the capital of Japan.", interrupted)
+    assert answer.startswith("● ") and "tokyo" in answer.lower(), answer
 
     r = httpx.post(f"{server.base_url}/chat/completions", timeout=60, json={
         "messages": [{"role": "user", "content": "Hi"}], "turn_markers": ["● complete", "○"]})

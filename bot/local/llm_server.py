@@ -44,7 +44,7 @@ from bot.local.chat_format import (
     normalise_messages,
     text_of,
 )
-from bot.local.turn_markers import TurnMarkerChoice
+from bot.local.turn_markers import TurnMarkerChoice, unspoken_left_out
 
 # --------------------------------------------------------------------------------------
 # Engine
@@ -88,6 +88,7 @@ class Engine:
             kwargs["logits_processor"] = LogitsProcessorList(
                 [TurnMarkerChoice.for_model(self.llm, body["turn_markers"])]
             )
+            kwargs["messages"] = unspoken_left_out(kwargs["messages"], body["turn_markers"][0])
         with self.lock:
             # Each conversation (OpenAI's `user` field) gets its own cache back; another's
             # may hold the same words, computed with that conversation in view.
