@@ -31,7 +31,7 @@ class TurnMarkerChoice:
 
     def __init__(self, token_ids: list[int], end_tokens: list[int]):
         """`end_tokens`: every token that ends a generation, the end-of-sequence one first."""
-        self._complete, *self._incomplete = token_ids
+        self._incomplete = token_ids[1:]  # the first is the complete marker
         self._markers = np.array(token_ids)
         self._end, self._ends = end_tokens[0], np.array(end_tokens)
         self._prompt_tokens: int | None = None
