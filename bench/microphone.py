@@ -70,7 +70,9 @@ class Microphone:
                 chunk = np.pad(chunk, (0, self.n - len(chunk)))
             u.position += self.n
             self.speaking = True
-            await self.client.send_audio(chunk.astype(np.int16).tobytes())
+            await self.client.send_audio(
+                chunk.astype(np.int16).tobytes(), captured_at=self.next_due
+            )
             sent = time.monotonic()
             if u.first_speech_sent_at is None and start <= u.speech_first < start + self.n:
                 u.first_speech_sent_at = sent
@@ -81,7 +83,7 @@ class Microphone:
                 self.speaking = False
                 u.done.set()
         elif not self.muted:
-            await self.client.send_audio(self.silence.tobytes())
+            await self.client.send_audio(self.silence.tobytes(), captured_at=self.next_due)
         self.frames_sent += 1
         self.next_due += FRAME_SECS
 

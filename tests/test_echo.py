@@ -35,7 +35,8 @@ async def test_echo_does_not_interrupt_the_bot(serve_app, speech):
             # Never a turn of its own, never the answer cut short. (A residual the canceller
             # let through can still pause the bot and have a sentence said again: counted
             # in bench.echo_matrix.)
-            assert len(turns) == 1 and not turns[0]["interrupted"], turns
+            heard = client.received.user_transcripts() + client.received.user_transcripts(False)
+            assert len(turns) == 1 and not turns[0]["interrupted"], (turns, heard)
             assert turns[0]["bot_text"] == ANSWER, turns
 
 

@@ -61,12 +61,15 @@ class Received:
 class _Speaker:
     """Plays the bot's audio back into our microphone, as a laptop without headphones does.
 
-    Bot audio joins a playout queue as it arrives; each microphone frame we send takes
-    the next 20 ms of it, attenuated by `gain_db`, after `delay_secs` (the playout buffer
-    and the room). An interruption from the server flushes the queue, as the browser
-    client does. With `room`, the echo also has a reverberant tail (~0.3 s); with
-    `browser_aec`, the microphone goes through WebRTC's echo canceller with the played
-    audio as its reference before it is sent, as a browser's `echoCancellation` does.
+    Like a sound card, the loudspeaker plays on the wall clock: bot audio plays from when it
+    arrives, or right after what is still playing, and each microphone frame hears what
+    played `delay_secs` (the room, the playout buffer) before the moment it was captured,
+    attenuated by `gain_db`. A client that falls behind and then sends its late frames in a
+    burst does not play the bot faster for it. An interruption from the server flushes what
+    has not played yet, as the browser client does. With `room`, the echo also has a
+    reverberant tail (~0.3 s); with `browser_aec`, the microphone goes through WebRTC's echo
+    canceller with the played audio as its reference before it is sent, as a browser's
+    `echoCancellation` does.
     """
 
     def __init__(
@@ -76,11 +79,17 @@ class _Speaker:
         mic_rate: int,
         room: bool = False,
         browser_aec: bool = False,
+        *,
+        clock=time.monotonic,
     ):
         self.gain = 10 ** (gain_db / 20)
-        self.delay_samples = int(delay_secs * mic_rate)
+        self.delay_secs = delay_secs
         self.mic_rate = mic_rate
-        self.queue = np.zeros(0, dtype=np.float32)
+        self.clock = clock
+        self._t0 = clock()
+        # What the loudspeaker plays, from sample index `_first` (on the clock since `_t0`).
+        self._played = np.zeros(0, dtype=np.float32)
+        self._first = 0
         self._resampler = None
         self._rate = 0
         self._room = _room_impulse(mic_rate) if room else None
@@ -92,6 +101,13 @@ class _Speaker:
             self._rtc = rtc
             self._aec = rtc.AudioProcessingModule(echo_cancellation=True, high_pass_filter=True)
 
+    def _index(self, t: float) -> int:
+        return int(round((t - self._t0) * self.mic_rate))
+
+    @property
+    def _end(self) -> int:
+        return self._first + len(self._played)
+
     def receive(self, pcm: bytes, rate: int) -> None:
         import soxr
 
@@ -101,18 +117,26 @@ class _Speaker:
         audio = self._resampler.resample_chunk(
             np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
         )
-        if not len(self.queue):
-            audio = np.concatenate([np.zeros(self.delay_samples, np.float32), audio])
-        self.queue = np.concatenate([self.queue, audio])
+        now = self._index(self.clock())
+        if now > self._end:  # the speaker ran dry: this plays from now
+            self._played = np.concatenate([self._played, np.zeros(now - self._end, np.float32)])
+        self._played = np.concatenate([self._played, audio])
 
     def flush(self) -> None:
-        self.queue = np.zeros(0, dtype=np.float32)
+        now = self._index(self.clock())
+        self._played = self._played[: max(0, now - self._first)]
 
-    def mix(self, mic: np.ndarray) -> np.ndarray:
+    def mix(self, mic: np.ndarray, captured_at: float) -> np.ndarray:
+        """`mic`, captured from `captured_at`, with what the speaker played then."""
         n = len(mic)
+        start = self._index(captured_at - self.delay_secs)
         played = np.zeros(n, dtype=np.float32)
-        chunk, self.queue = self.queue[:n], self.queue[n:]
-        played[: len(chunk)] = chunk
+        lo, hi = max(start, self._first), min(start + n, self._end)
+        if hi > lo:
+            played[lo - start : hi - start] = self._played[lo - self._first : hi - self._first]
+        if start > self._first:  # played before the frames being captured: heard already
+            keep = min(start - self._first, len(self._played))
+            self._played, self._first = self._played[keep:], self._first + keep
         echo = played * self.gain
         if self._room is not None:
             full = np.convolve(echo, self._room)
@@ -220,9 +244,16 @@ class AgentClient:
         frame.message.data = json.dumps(message)
         await self._ws.send(frame.SerializeToString())
 
-    async def send_audio(self, pcm: bytes, sample_rate: int | None = None) -> None:
+    async def send_audio(
+        self, pcm: bytes, sample_rate: int | None = None, captured_at: float | None = None
+    ) -> None:
+        """Send one microphone frame; `captured_at`: when the microphone's clock took it
+        (by default the frame due on this client's own clock, see `_tick`)."""
         if self.speaker is not None and sample_rate in (None, self.sample_rate):
-            pcm = self.speaker.mix(np.frombuffer(pcm, dtype=np.int16)).tobytes()
+            if captured_at is None:
+                captured_at = self._next_frame_at or time.monotonic()
+            mic = np.frombuffer(pcm, dtype=np.int16)
+            pcm = self.speaker.mix(mic, captured_at).tobytes()
         frame = proto.Frame()
         frame.audio.audio = pcm
         frame.audio.sample_rate = sample_rate or self.sample_rate
