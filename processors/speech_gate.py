@@ -27,6 +27,7 @@ from collections import deque
 
 from loguru import logger
 from pipecat.frames.frames import (
+    AggregatedTextFrame,
     CancelFrame,
     EndFrame,
     Frame,
@@ -105,6 +106,9 @@ class SpeechGate(FrameProcessor):
         # ...and of the chunks of its sentence said before it (its first phrase).
         self._sentence_before: list[OutputAudioRawFrame] = []
         self._recent_text: deque[tuple[float, str]] = deque()
+        # The text the TTS announced ahead of the audio now playing: its own TTSTextFrame
+        # follows that audio only once the whole chunk is synthesised.
+        self._announced: str | None = None
         self.holds = 0
         self.replays = 0
 
@@ -136,6 +140,7 @@ class SpeechGate(FrameProcessor):
         horizon = min(now, now if since is None else since) - self._recent_secs
         said = [t for at, t in self._recent_text if at >= horizon]
         playing = next((f.text for f in self._queue if isinstance(f, TTSTextFrame)), None)
+        playing = playing or self._announced
         return " ".join(said + ([playing] if playing else []))
 
     def _forget_old_text(self, now: float) -> None:
@@ -195,6 +200,7 @@ class SpeechGate(FrameProcessor):
 
     def _clear(self) -> None:
         self._queue.clear()
+        self._announced = None
         self._sentence, self._sentence_before = [], []
         self._held = False
         self._play_until = 0.0
@@ -232,6 +238,9 @@ class SpeechGate(FrameProcessor):
                     now = time.monotonic()
                     self._recent_text.append((now, frame.text))
                     self._forget_old_text(now)  # a session without barge-ins keeps no more
+                    self._announced = None
+            elif isinstance(frame, AggregatedTextFrame) and frame.will_be_spoken:
+                self._announced = frame.text
             await self.push_frame(frame)
             if isinstance(frame, EndFrame):
                 return

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 from pipecat.frames.frames import (
+    AggregatedTextFrame,
     Frame,
     InterruptionFrame,
     OutputAudioRawFrame,
@@ -113,3 +114,42 @@ async def test_audio_goes_further_ahead_once_the_loop_wakes_the_gate_late():
     assert gate.lead_secs == LEAD_SECS
     await run_test(Pipeline([gate, BusyLoop(0.12)]), frames_to_send=[chunk(1000, secs=0.3)])
     assert gate.lead_secs > LEAD_SECS + 0.05, gate.lead_secs
+
+
+class HeardWhilePlaying(FrameProcessor):
+    """After the gate: what the gate says the bot is saying, when each level first plays."""
+
+    def __init__(self, gate: SpeechGate):
+        super().__init__()
+        self._gate, self.text_at = gate, {}
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, OutputAudioRawFrame):
+            level = int(np.frombuffer(frame.audio, np.int16)[0])
+            self.text_at.setdefault(level, self._gate.recent_text())
+        await self.push_frame(frame, direction)
+
+
+def announced(text: str) -> AggregatedTextFrame:
+    frame = AggregatedTextFrame(text, text_type="sentence")
+    frame.will_be_spoken = True  # as the TTS announces a chunk ahead of its audio
+    return frame
+
+
+async def test_the_sentence_playing_is_known_before_its_synthesis_ends():
+    """Its own text comes after all its audio (a slow TTS streams the audio first): the
+    bot's echo of it is its own words from the first chunk played."""
+    gate = SpeechGate()
+    heard = HeardWhilePlaying(gate)
+    frames = [
+        TTSStartedFrame(context_id="reply"),
+        announced("Plants make their food."),
+        chunk(1000),
+        TTSTextFrame("Plants make their food.", text_type="sentence"),
+        announced("The leaf catches the energy."),
+        chunk(2000),
+    ]
+    await run_test(Pipeline([gate, heard]), frames_to_send=frames)
+    assert heard.text_at[1000] == "Plants make their food."
+    assert heard.text_at[2000].endswith("The leaf catches the energy."), heard.text_at
