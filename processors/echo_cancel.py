@@ -43,10 +43,10 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from processors.echo_bound import EchoBound
 from processors.echo_path import (
     BLOCK_SECS,
     DoubleTalk,
-    EchoBound,
     EchoPath,
     ResidualEcho,
     log_energy,
