@@ -372,12 +372,16 @@ async def test_placement_spreads_sessions_and_a_draining_node_takes_no_new_ones(
             b.terminate()  # SIGTERM: B drains
             await until(lambda: [n["draining"] for n in httpx.get(f"{a.url}/api/nodes").json()]
                         == [False, True], 10, "A to see B draining")
-            assert [(await place())["node"] for _ in range(2)] == ["a", "a"]
-            # A fills up (MAX_SESSIONS=8, counting the sessions placed on it just now).
-            assert [(await place())["node"] for _ in range(4)] == ["a"] * 4
-            for path, body in (("/api/connect", {"transport": "websocket"}), ("/api/rooms", {})):
-                r = await http.post(f"{a.url}{path}", json=body)
-                assert r.status_code == 503 and "1 draining" in r.json()["detail"], r.text
+            # A fills up: MAX_SESSIONS=8 counts the sessions placed on it in the last few
+            # seconds, the two of the first round among them unless they have aged out.
+            on_a = []
+            while (r := await http.post(f"{a.url}/api/connect", json={"transport": "websocket"})
+                   ).status_code == 200 and len(on_a) <= 8:
+                on_a.append(r.json()["node"])
+            assert set(on_a) == {"a"} and 6 <= len(on_a) <= 8, on_a
+            assert r.status_code == 503 and "1 draining" in r.json()["detail"], r.text
+            r = await http.post(f"{a.url}/api/rooms", json={})
+            assert r.status_code == 503 and "1 draining" in r.json()["detail"], r.text
             assert httpx.get(f"{b.url}/api/health").json()["status"] == "draining"
             async with AgentClient(b.ws_url) as refused:
                 await until(lambda: refused.closed, 10, "B to refuse a new session")

@@ -5,7 +5,8 @@ Keys (all under `voice-agent:`):
     node:{node_id}        JSON: id, url, sessions, max_sessions, cpu, draining, updated
     session:{session_id}  JSON: the session's summary (`LiveSession.summary()`) and its node
     turns:{session_id}    its recent turn records (a list, newest last)
-    placed:{node_id}      sessions placed on the node in the last few seconds
+    placed:{node_id}      sessions placed on the node lately: a sorted set, scored by when
+                          (ms), pruned to the last few seconds on reading
     index:node, index:session   sorted sets of the ids above, scored by when they expire
                           (listing reads these, never a scan of every key)
 

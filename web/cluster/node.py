@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -238,21 +239,29 @@ class ClusterNode:
         except (RedisError, OSError) as e:
             self._down(e)
 
-    async def placed(self, node_ids: list[str]) -> dict[str, int]:
-        """Sessions placed on each node in the last few seconds."""
+    async def placed(
+        self, node_ids: list[str], secs: float, now: int | None = None
+    ) -> dict[str, int]:
+        """Sessions placed on each node in the last `secs` (`now`: ms, by default the clock)."""
+        now = now_ms() if now is None else now
         try:
-            counts = (
-                await self._redis.mget([key("placed", n) for n in node_ids]) if node_ids else []
-            )
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for n in node_ids:
+                    pipe.zremrangebyscore(key("placed", n), "-inf", now - int(secs * 1000))
+                    pipe.zcard(key("placed", n))
+                answers = await pipe.execute() if node_ids else []
         except (RedisError, OSError) as e:
             self._down(e)
             raise ClusterUnavailable(f"the cluster registry (Redis) is unavailable: {e}") from e
-        return {n: int(c or 0) for n, c in zip(node_ids, counts)}
+        return {n: int(count) for n, count in zip(node_ids, answers[1::2])}
 
-    async def place(self, node_id: str, secs: float) -> None:
+    async def place(self, node_id: str, secs: float, now: int | None = None) -> None:
+        """Count one session placed on `node_id` for `secs` (a sliding window: each placement
+        ages out on its own)."""
+        now = now_ms() if now is None else now
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incr(key("placed", node_id))
+                pipe.zadd(key("placed", node_id), {uuid.uuid4().hex: now})
                 pipe.pexpire(key("placed", node_id), int(secs * 1000))
                 await pipe.execute()
         except (RedisError, OSError) as e:

@@ -25,7 +25,9 @@ from web.cluster.node import ClusterNode
 from web.cluster.steering import ClusterUnavailable, OwnerTimeout
 from web.rooms import RoomPlacement, RoomRequest
 
-PLACED_SECS = 5.0  # a placement counts as a session on its node this long (or until it connects)
+# A placement counts as a session on its node this long (a client connects well within it;
+# one that connects sooner counts twice meanwhile, which errs towards spreading).
+PLACED_SECS = 5.0
 
 
 class ConnectRequest(BaseModel):
@@ -52,7 +54,7 @@ async def choose(cluster: ClusterNode) -> dict:
     """The least-loaded node taking sessions; 503 with the reason if there is none."""
     try:
         nodes = await cluster.nodes()
-        placed = await cluster.placed([n["id"] for n in nodes])
+        placed = await cluster.placed([n["id"] for n in nodes], PLACED_SECS)
     except ClusterUnavailable as e:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e)) from e
     open_nodes = [
