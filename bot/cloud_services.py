@@ -14,7 +14,9 @@ Per provider:
 
 - Deepgram: a 429 at the handshake (the account's concurrency limit) is a busy moment,
   not a bad request: reported as a rate limit and retried with back-off (Pipecat treats
-  every 4xx as permanent and gives the service up for the session).
+  every 4xx as permanent and gives the service up for the session). One retry loop runs
+  until Deepgram lets it in or the session ends; each 429 in a row doubles the wait (or
+  takes its `Retry-After`), up to `RETRY_MAX_SECS`.
 - Groq: the OpenAI SDK's own retries are off (a 429 says `Retry-After: <seconds>` and the
   SDK would sleep through it, twice): a failed request fails the turn at once, and the
   fallback or the apology answers it within the stage budget. Text the model writes
@@ -32,6 +34,7 @@ import asyncio
 import json
 import time
 import uuid
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -86,21 +89,31 @@ class _BoundedConnect:
 class DeepgramSTT(Muteable, _BoundedConnect, DeepgramSTTService):
     """Deepgram live STT; a concurrency 429 is retried, not fatal (module doc)."""
 
-    RETRY_MAX_SECS = 30.0
+    RETRY_FIRST_SECS = 1.0  # the wait after the first 429; doubled after each one in a row
+    RETRY_MAX_SECS = 30.0  # no wait is longer, whatever Retry-After says
 
     def __init__(self, *, connect_timeout_secs: float = DEFAULT_CONNECT_TIMEOUT_SECS, **kwargs):
         super().__init__(**kwargs)
         self.connect_timeout_secs = connect_timeout_secs
         self._rate_limited = 0  # 429s in a row
-        self._retry_task: asyncio.Task | None = None
+        self._retry_in: float | None = None  # the wait the last 429 asked for, not yet begun
+        self._retry_task: asyncio.Task | None = None  # the one retry loop
+        self._connecting = asyncio.Lock()  # one (re)connect at a time
 
     @property
     def connected(self) -> bool:
         return self._connection is not None
 
     async def reconnect(self) -> bool:
-        await self._disconnect()
-        await self._connect()
+        return await self._reconnect(only_if_down=False)
+
+    async def _reconnect(self, *, only_if_down: bool) -> bool:
+        async with self._connecting:
+            if not (only_if_down and self.connected):
+                await self._disconnect()
+                await self._connect()
+        if self.connected:
+            self._rate_limited = 0
         return self.connected
 
     async def push_error(self, error_msg: str, exception: Exception | None = None, **kwargs):
@@ -108,16 +121,69 @@ class DeepgramSTT(Muteable, _BoundedConnect, DeepgramSTTService):
             # Deepgram's concurrency limit: the next attempt may well be let in.
             kwargs.update(force_treat_as_permanent=False, category=ErrorCategory.RATE_LIMIT)
             self._rate_limited += 1
-            delay = min(2.0 ** (self._rate_limited - 1), self.RETRY_MAX_SECS)
+            delay = self.retry_delay(exception)
             error_msg = f"Deepgram is at its concurrency limit (429); retrying in {delay:g}s"
+            # A 429 met by the retry loop's own attempt (this runs inside it) only sets the
+            # loop's next wait; a loop is started only when none runs.
+            self._retry_in = delay
             if self._retry_task is None or self._retry_task.done():
-                self._retry_task = self.create_task(self._retry_after(delay), "rate-limit-retry")
+                self._retry_task = self.create_task(self._retry_while_refused(), "rate-limit-retry")
         await super().push_error(error_msg, exception=exception, **kwargs)
 
-    async def _retry_after(self, delay: float) -> None:
-        await asyncio.sleep(delay)
-        if not self.connected and await self.reconnect():
-            self._rate_limited = 0
+    def retry_delay(self, refusal: Exception | None) -> float:
+        """The wait before the next attempt after this many 429s in a row: doubling from
+        RETRY_FIRST_SECS, longer if the refusal's Retry-After says so, never past the cap."""
+        backoff = self.RETRY_FIRST_SECS * 2.0 ** max(self._rate_limited - 1, 0)
+        return min(max(backoff, _retry_after(refusal) or 0.0), self.RETRY_MAX_SECS)
+
+    async def _retry_while_refused(self) -> None:
+        """Wait what the last 429 asked, try again; until let in, refused otherwise (a 401,
+        Pipecat giving up) or the session ends (stop, cancel and cleanup cancel this)."""
+        while (delay := self._retry_in) is not None:
+            self._retry_in = None
+            await asyncio.sleep(delay)
+            if self.connected:
+                break  # another reconnect (the fallback's) got in meanwhile
+            if self._retry_in is None:  # else refused again meanwhile: wait what that asked
+                await self._reconnect(only_if_down=True)
+
+    async def _stop_retrying(self) -> None:
+        self._retry_in = None
+        if self._retry_task is not None:
+            await self.cancel_task(self._retry_task)
+            self._retry_task = None
+
+    async def stop(self, frame):
+        await self._stop_retrying()
+        await super().stop(frame)
+
+    async def cancel(self, frame):
+        await self._stop_retrying()
+        await super().cancel(frame)
+
+    async def cleanup(self):
+        await self._stop_retrying()
+        await super().cleanup()
+
+
+def _retry_after(exception: Exception | None) -> float | None:
+    """A refused handshake's `Retry-After` in seconds, if it sent one. The SDK's ApiError
+    carries the request's headers; the response's are on the websockets error it wraps."""
+    refusal = (exception.__cause__ or exception.__context__) if exception else None
+    headers = getattr(refusal, "headers", None) or getattr(
+        getattr(refusal, "response", None), "headers", None
+    )
+    value = headers.get("Retry-After") if headers is not None else None
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:  # an HTTP date
+        return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError):
+        return None
 
 
 class GroqLLM(Muteable, NoFillerAfterPreamble, GroqLLMService):

@@ -80,6 +80,72 @@ async def test_deepgram_concurrency_429_is_retried_with_backoff_not_given_up(dee
     assert " ".join(f.text for f in rec.frames(TranscriptionFrame)) == UTTERANCE
 
 
+async def test_deepgram_429s_in_a_row_are_retried_until_let_in(deepgram):
+    """The limit can last: the second 429 comes while the first retry is still connecting.
+    One retry loop goes on, each wait longer than the last, until Deepgram lets it in."""
+    deepgram.script(UTTERANCE)
+    deepgram.faults.inject(Fault.HTTP_429, times=3)
+    stt = create_stt(cloud_settings(deepgram=deepgram), NoLocalModels())
+    stt.RETRY_FIRST_SECS = 0.1  # back-off 0.1, 0.2, 0.4 s: the growth, not the wait, is tested
+    rec = Recorder(stt)
+    frames = [
+        Await(lambda: len(deepgram.connections) == 4 and stt.connected, "the third retry"),
+        *[Send(f) for f in speech()],
+        Await(transcribed(rec), "the whole transcript"),
+    ]
+    await drive(stt, frames, rec)
+
+    assert deepgram.faults.count(Fault.HTTP_429) == 3
+    assert len(deepgram.connections) == 4  # one attempt per refusal, and one let in
+    errors = rec.errors()
+    assert [e.category for e in errors] == [ErrorCategory.RATE_LIMIT] * 3, rec.error_text()
+    waits = [e.error.split("retrying in ")[1] for e in errors]
+    assert waits == ["0.1s", "0.2s", "0.4s"], waits
+    assert stt.is_usable
+    assert " ".join(f.text for f in rec.frames(TranscriptionFrame)) == UTTERANCE
+
+
+def test_deepgram_429_wait_honours_retry_after_up_to_the_cap():
+    """The peer's refusal says no Retry-After (Deepgram documents none for the handshake);
+    if one comes it is honoured. The SDK's ApiError carries the request's headers, so the
+    response's are read from the websockets error it is raised from, built here as the SDK
+    meets it (deepgram.core.websocket_compat)."""
+    import warnings
+
+    from deepgram.core.api_error import ApiError
+    from websockets.datastructures import Headers
+
+    from bot.cloud_services import DeepgramSTT
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from deepgram.core.websocket_compat import InvalidWebSocketStatus
+
+    def refusal(retry_after: str | None) -> ApiError:
+        headers = Headers({"Retry-After": retry_after} if retry_after else {})
+        try:
+            try:
+                if InvalidWebSocketStatus.__name__ == "InvalidStatusCode":  # websockets.legacy
+                    raise InvalidWebSocketStatus(429, headers)
+                from websockets.http11 import Response
+
+                raise InvalidWebSocketStatus(Response(429, "Too Many Requests", headers))
+            except InvalidWebSocketStatus:
+                raise ApiError(status_code=429, headers={"Authorization": "Token k"}, body="")
+        except ApiError as e:
+            return e
+
+    stt = DeepgramSTT(api_key=DG_KEY)
+    stt._rate_limited = 2  # the second 429 in a row: 2 s of back-off
+    assert stt.retry_delay(refusal(None)) == 2.0
+    assert stt.retry_delay(refusal("1")) == 2.0  # never sooner than the back-off
+    assert stt.retry_delay(refusal("7")) == 7.0
+    assert stt.retry_delay(refusal("3600")) == DeepgramSTT.RETRY_MAX_SECS
+    assert stt.retry_delay(refusal("soon")) == 2.0
+    stt._rate_limited = 10
+    assert stt.retry_delay(refusal(None)) == DeepgramSTT.RETRY_MAX_SECS
+
+
 async def test_deepgram_unanswered_handshake_does_not_hold_the_pipeline_start(deepgram):
     """Unbounded, the SDK waits 10 s per attempt, past the worker's setup timeout: the
     session would never start. Ours starts after CLOUD_CONNECT_TIMEOUT_SECS and says why."""
