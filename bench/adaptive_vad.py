@@ -93,7 +93,7 @@ def run(args) -> tuple[str, dict]:
 
     from bot.adaptive_vad import AdaptiveVADAnalyzer
     from bot.config import Settings
-    from bot.local.services import SharedSileroVADAnalyzer
+    from bot.local.silero_vad import SharedSileroVADAnalyzer
 
     settings = Settings(_env_file=None)
     from bot.local.models import LocalModels

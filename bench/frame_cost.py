@@ -53,7 +53,8 @@ async def run(count: int) -> tuple[str, dict]:
 
     from bot.config import Settings
     from bot.local.models import LocalModels
-    from bot.local.services import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
+    from bot.local.silero_vad import SharedSileroVADAnalyzer
+    from bot.local.smart_turn import SharedSmartTurnAnalyzer
     from processors.denoise import _RNNoiseStream, _WebRTCNoiseStream
     from processors.echo_cancel import EchoCanceller, EchoReference
     from transports.websocket import GuardedProtobufSerializer
@@ -91,7 +92,7 @@ async def run(count: int) -> tuple[str, dict]:
     pool, pooled = ThreadPoolExecutor(max_workers=2), vad()
 
     async def through_pool(f: bytes):
-        # What bot/local/services.py did before: buffering inline, each model call in a pool.
+        # What bot/local/silero_vad.py did before: buffering inline, each model call in a pool.
         if len(pooled._vad_buffer) + len(f) < pooled._vad_frames_num_bytes:
             return pooled._run_analyzer(f)
         return await asyncio.get_running_loop().run_in_executor(pool, pooled._run_analyzer, f)

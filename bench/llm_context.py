@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.llm_context --smoke     # 6 turns, budget 400
 
 One conversation, the same questions for both arms, through the local model in this process
-(bot/local/llm_server.py's Engine: the shipped 0.5B GGUF, the bot's instructions and web_search
+(bot/local/llm_engine.py's Engine: the shipped 0.5B GGUF, the bot's instructions and web_search
 tool). Before every request the session's own budget (processors/context_budget.py) drops
 the oldest turns that no longer fit, as in a live session. Per turn: time to the first
 text piece and the prompt tokens llama.cpp had to read. Arms:
@@ -65,7 +65,7 @@ def converse(engine, settings, questions: list[str], budget_tokens: int, max_tok
 
 def main() -> None:
     from bot.config import Settings
-    from bot.local.llm_server import Engine
+    from bot.local.llm_engine import Engine
     from bot.local.models import LocalModels
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

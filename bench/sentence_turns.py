@@ -72,7 +72,7 @@ class Judge:
     def __init__(self):
         from bot.config import Settings
         from bot.local.models import LocalModels
-        from bot.local.services import SharedSmartTurnAnalyzer
+        from bot.local.smart_turn import SharedSmartTurnAnalyzer
         from bot.local.whisper_window import WindowedWhisper
 
         self.models = LocalModels(Settings(_env_file=None))

@@ -185,8 +185,8 @@ class Listener:
         self.conversation = stt_conversation_prompt(settings)
 
     def hear(self, text: str, voice: str, condition: str, context):
-        from bot.local.services import NO_SPEECH_PROB
         from bot.local.whisper_prompt import transcribe_prompted
+        from bot.local.whisper_stt import NO_SPEECH_PROB
         from bot.local.whisper_window import heard
 
         audio, _ = spoken(text, voice, condition, self.models.synthesize)

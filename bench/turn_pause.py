@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.turn_pause --smoke
 
 SMART_TURN_SPECULATE runs the model when the audio first pauses instead of at the VAD's
-stop (bot/local/services.py), so it sees less trailing silence. This compares the two on
+stop (bot/local/smart_turn.py), so it sees less trailing silence. This compares the two on
 labelled utterances: finished questions (the voice-to-voice bench's, spoken by the local
 voice, and the shared real recordings) and unfinished fragments ("I would like to order
 a"): how often each verdict is right, and the model's time per verdict.
@@ -43,7 +43,7 @@ EITHER = "finished at the pause, else at the VAD stop (SMART_TURN_SPECULATE)"
 def main() -> None:
     from bot.config import Settings
     from bot.local.models import LocalModels
-    from bot.local.services import SharedSmartTurnAnalyzer
+    from bot.local.smart_turn import SharedSmartTurnAnalyzer
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)

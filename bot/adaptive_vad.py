@@ -34,7 +34,7 @@ from loguru import logger
 from pipecat.audio.utils import calculate_audio_volume
 from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 
-from bot.local.services import SharedSileroVADAnalyzer
+from bot.local.silero_vad import SharedSileroVADAnalyzer
 
 FRAME_SECS = 0.02
 

@@ -128,7 +128,7 @@ def create_stt(settings: Settings, models: LocalModels) -> STTService:
         )
         return with_fallback(Stage.STT, stt, settings, models)
     from bot.local.eager_whisper import EagerWhisperSTTService
-    from bot.local.services import SharedWhisperSTTService
+    from bot.local.whisper_stt import SharedWhisperSTTService
 
     common = dict(
         model=models.whisper,
@@ -234,7 +234,7 @@ def create_tts(settings: Settings, models: LocalModels) -> TTSService:
             connect_timeout_secs=settings.cloud_connect_timeout_secs,
         )
         return with_fallback(Stage.TTS, tts, settings, models)
-    from bot.local.services import SharedPiperTTSService
+    from bot.local.piper_tts import SharedPiperTTSService
 
     return SharedPiperTTSService(voice=models.piper, voice_name=settings.piper_voice)
 

@@ -52,7 +52,7 @@ from pipecat.frames.frames import (
 from pipecat.turns.types import ProcessFrameResult
 
 from bot.barge_in import NoWordsFrame
-from bot.local.services import SharedSmartTurnAnalyzer
+from bot.local.smart_turn import SharedSmartTurnAnalyzer
 from bot.speculation import SpeculativeTurnStopStrategy
 from bot.speech_pause import PauseDetector
 
@@ -143,7 +143,7 @@ class SentenceTurnStop(SpeculativeTurnStopStrategy):
         **kwargs,
     ):
         super().__init__(turn_analyzer=turn_analyzer, **kwargs)
-        # Smart-turn runs only while a turn is in progress (bot/local/services.py).
+        # Smart-turn runs only while a turn is in progress (bot/local/smart_turn.py).
         shared = isinstance(turn_analyzer, SharedSmartTurnAnalyzer)
         self._analyzer = turn_analyzer if shared else None
         if shared:

@@ -18,7 +18,8 @@ from bot.adaptive_vad import AdaptiveVADAnalyzer
 from bot.barge_in import BargeIn, BargeInStartStrategy
 from bot.config import Settings
 from bot.local.models import LocalModels
-from bot.local.services import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
+from bot.local.silero_vad import SharedSileroVADAnalyzer
+from bot.local.smart_turn import SharedSmartTurnAnalyzer
 from bot.turn_end import SentenceTurnStop
 
 EMPTY_TURN_REPLY = "Sorry, I didn't catch that. Could you say it again?"

@@ -8,7 +8,7 @@ from bench import voices
 from bot.adaptive_vad import AdaptiveVADAnalyzer
 from bot.config import Settings
 from bot.local.models import LocalModels
-from bot.local.services import SharedSileroVADAnalyzer
+from bot.local.silero_vad import SharedSileroVADAnalyzer
 
 QUESTIONS = [
     "What is the capital of France?",

@@ -43,7 +43,7 @@ class StubModels:
 
 def test_no_keys_selects_the_local_services():
     from bot.local.eager_whisper import EagerWhisperSTTService
-    from bot.local.services import SharedPiperTTSService
+    from bot.local.piper_tts import SharedPiperTTSService
     from bot.providers import LocalLLMService
 
     settings = Settings(

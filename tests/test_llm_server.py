@@ -253,7 +253,7 @@ def test_generation_stops_once_the_call_is_written():
 def test_dropping_the_oldest_turns_keeps_the_rest_of_the_cache(models):
     """The context budget drops whole turns from the front; only the new turn is read."""
     from bot.config import DEFAULT_SYSTEM_PROMPT
-    from bot.local.llm_server import Engine
+    from bot.local.llm_engine import Engine
 
     engine = Engine(str(models.gguf_path()), threads=2, n_ctx=2048, model_name="test")
     tools = [{"type": "function", "function": {"name": "web_search", "description": "Search the web.",
@@ -296,7 +296,7 @@ def test_dropping_the_oldest_turns_keeps_the_rest_of_the_cache(models):
 
 def test_conversations_taking_turns_each_get_their_own_cache_back(models):
     from bot.config import DEFAULT_SYSTEM_PROMPT
-    from bot.local.llm_server import Engine
+    from bot.local.llm_engine import Engine
 
     engine = Engine(str(models.gguf_path()), threads=2, n_ctx=2048, model_name="test")
     said = {"alice": [], "bob": []}

@@ -39,7 +39,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.utils.time import time_now_iso8601
 from pipecat.workers.runner import WorkerRunner
 
-from bot.local.services import SharedSmartTurnAnalyzer
+from bot.local.smart_turn import SharedSmartTurnAnalyzer
 from bot.speech_pause import PauseDetector
 from bot.turn_end import SentenceTurnStop
 from tests.support.audio import shared_transcripts

@@ -11,7 +11,7 @@ from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 
 from bot.config import Settings
 from bot.local.models import LocalModels
-from bot.local.services import SharedSileroVADAnalyzer
+from bot.local.silero_vad import SharedSileroVADAnalyzer
 
 FRAME = 320  # 20 ms at 16 kHz, as the transports deliver it
 

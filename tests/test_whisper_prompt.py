@@ -106,7 +106,7 @@ async def test_whisper_goes_on_from_words_another_recogniser_heard(models):
 
     from bench import voices
     from bench.common import speech_bounds
-    from bot.local.services import SharedWhisperSTTService
+    from bot.local.whisper_stt import SharedWhisperSTTService
 
     question = "How many months are there in a year?"
     try:

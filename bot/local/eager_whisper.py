@@ -47,7 +47,7 @@ from pipecat.turns.eager_end_of_turn_mixin import EagerEndOfTurnSTTServiceMixin
 from pipecat.utils.time import time_now_iso8601
 
 from bot.barge_in import NoWordsFrame
-from bot.local.services import SharedWhisperSTTService
+from bot.local.whisper_stt import SharedWhisperSTTService
 from bot.local.whisper_window import Heard, heard
 from bot.speech_pause import PauseDetector
 

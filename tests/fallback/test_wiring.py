@@ -45,7 +45,8 @@ def cloud_only(**overrides) -> Settings:
 
 def test_cloud_stages_get_a_local_fallback_built_without_loading_a_model():
     from bot.cloud_services import CartesiaTTS, DeepgramSTT, GroqLLM
-    from bot.local.services import SharedPiperTTSService, SharedWhisperSTTService
+    from bot.local.piper_tts import SharedPiperTTSService
+    from bot.local.whisper_stt import SharedWhisperSTTService
     from bot.providers import LocalLLMService, create_llm, create_stt, create_tts
     from processors.fallback import LLMFallback, STTFallback, TTSFallback
 
@@ -64,7 +65,7 @@ def test_cloud_stages_get_a_local_fallback_built_without_loading_a_model():
 
 def test_no_fallback_when_disabled_local_or_without_local_models():
     from bot.cloud_services import DeepgramSTT, GroqLLM
-    from bot.local.services import SharedPiperTTSService
+    from bot.local.piper_tts import SharedPiperTTSService
     from bot.providers import create_llm, create_stt, create_tts
 
     assert type(create_stt(cloud_only(fallback_enabled=False), Untouchable())) is DeepgramSTT
