@@ -42,7 +42,7 @@ class ServerSettings(BaseModel):
     # How long a Daily bot waits to join its room before giving up.
     daily_join_timeout_secs: float = Field(20.0, gt=0)
     # A WebRTC peer that has not connected this long after its offer is closed and freed.
-    webrtc_connect_timeout_secs: float = Field(10.0, gt=0)
+    webrtc_connect_timeout_secs: float = Field(5.0, gt=0)
 
     # --- Abuse limits (README "Security") ---------------------------------------------------
     # Per client address (0: no limit): live sessions at once, and new sessions per minute.

@@ -25,11 +25,7 @@ from bot.config import Settings
 from bot.memory import valid_user_id
 from bot.pipeline import Session, run_bot
 from transports.webrtc import create_webrtc_transport
-from transports.websocket import (
-    CLOSE_NORMAL,
-    SessionWebSocket,
-    create_websocket_transport,
-)
+from transports.websocket import SessionWebSocket, create_websocket_transport
 from web.admission import ADMISSION_RESPONSES, Admission
 from web.http_hygiene import BODY_RESPONSES
 from web.offers import Answer, CandidatesPatch, Offer, PatchResult, check_offer
@@ -46,6 +42,10 @@ OFFER_RESPONSES: dict[int | str, dict] = {
     **ADMISSION_RESPONSES,
     400: {"description": "The offer is not one this server can answer, or not JSON (the reason)"},
     409: {"description": "request_data names a conversation that cannot be resumed (the reason)"},
+    503: {
+        "description": "The server is at MAX_SESSIONS (the reason; Retry-After), or could not "
+        "start the session it answered the offer for (the reason)"
+    },
 }
 PATCH_RESPONSES: dict[int | str, dict] = {
     **BODY_RESPONSES,
@@ -101,7 +101,7 @@ def in_process_session_router(
         finally:
             slot.release()
             # Ended by the server (admin API, idle, shutdown) and not closed yet: say so.
-            await socket.close(CLOSE_NORMAL, socket.reason or "the session was ended by the server")
+            await socket.close(socket.code, socket.reason or "the session was ended by the server")
 
     @router.post(
         "/api/offer",
@@ -161,11 +161,14 @@ def in_process_session_router(
             for task in started:
                 task.cancel()
             raise
-        if not started:  # Pipecat swallowed an error in start_session
+        if not started:  # Pipecat swallowed (and logged) an error in start_session: ours
             slot.release()
             for connection in connections:  # answered, but no session will ever use it
                 await connection.disconnect()
-            raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, "the session did not start")
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                "the server could not start the session (its log says why); the offer was fine",
+            )
         return answer
 
     @router.patch(

@@ -12,6 +12,7 @@ import time
 
 import httpx
 import pipecat.frames.protobufs.frames_pb2 as proto
+import pytest
 import websockets
 from loguru import logger
 
@@ -54,6 +55,34 @@ async def test_dashboard_data_needs_the_admin_token_and_metrics_hold_no_text(ser
             assert metrics.status_code == 200 and "voice_agent_turns_total 1.0" in metrics.text
             assert FAKE_TRANSCRIPT not in metrics.text and FAKE_ANSWER not in metrics.text
             assert (await http.get("/dashboard")).status_code == 200  # the page holds no data
+
+
+@pytest.mark.parametrize("path", ["/api/dashboard", "/api/events"])
+async def test_without_a_token_the_dashboard_data_answers_this_machine_only(serve, path):
+    """No ADMIN_TOKEN: another machine (the peer address as tests/test_admin.py sets it),
+    or a request a local proxy forwarded, is refused before any transcript is read; this
+    machine is answered."""
+    async with serve() as server, AgentClient(server.ws_url) as client:
+        session_id = await session_of(client)
+        for peer, headers in (
+            (("203.0.113.7", 50123), {}),
+            (("2001:db8::1", 50123), {}),
+            (("127.0.0.1", 50123), {"X-Forwarded-For": "203.0.113.7"}),
+        ):
+            transport = httpx.ASGITransport(app=server.app, client=peer)
+            async with httpx.AsyncClient(transport=transport, base_url="http://agent") as http:
+                r = await http.get(path, headers=headers)
+            assert r.status_code == 403, (peer, headers, r.status_code, r.text[:300])
+            assert "ADMIN_TOKEN is not set" in r.json()["detail"] and session_id not in r.text
+        async with httpx.AsyncClient(base_url=server.url) as http:  # over loopback
+            async with http.stream("GET", path) as r:
+                assert r.status_code == 200
+                first = b""
+                async for chunk in r.aiter_bytes():
+                    first += chunk
+                    if session_id.encode() in first:
+                        break
+                assert session_id.encode() in first
 
 
 # --- F5: malformed messages counted by ratio, their log lines rate-limited -------------------
