@@ -36,8 +36,10 @@ from web.ws_client import AgentClient
 PER_EVENT = (
     "Beyond the heartbeat, per session (counted from the code, not measured): a state change "
     "3 commands (SET, ZADD, PUBLISH), a turn 6 (SET, ZADD, RPUSH, LTRIM, PEXPIRE, PUBLISH), "
-    "plus with a user id 2 (GET, SET of its memory), plus 1 SET to keep it resumable; a "
-    "steering call 2 PUBLISH and 1 GET; a placement 5 (ZRANGEBYSCORE, 2 MGET, INCR, PEXPIRE)."
+    "plus with a user id 2 (GET, SET of its memory), plus 1 EVALSHA (a conditional SET) to keep "
+    "it resumable, and 1 PEXPIRE every min(SESSION_RESUME_SECS / 2, 10) s while it lives; a "
+    "steering call 2 PUBLISH and 1 GET; a placement 4 + 2 per node (ZRANGEBYSCORE, MGET, "
+    "ZREMRANGEBYSCORE and ZCARD per node, ZADD, PEXPIRE)."
 )
 DEFAULTS = {"cluster_heartbeat_secs": "2", "cluster_ttl_secs": "6", "max_sessions": "16"}
 

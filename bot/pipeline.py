@@ -90,6 +90,9 @@ class Session:
     # Run when the client's connection is up (a WebRTC client that offered again by itself
     # after losing its connection does no new client-ready).
     on_connected: list[Callable[[Session], Awaitable[None]]] = field(default_factory=list)
+    # Run once the session is over (its client gone, or ended by the server), its context
+    # still there; must not block (the session's teardown waits for it).
+    on_end: list[Callable[[Session], Awaitable[None]]] = field(default_factory=list)
     # Filled in by run_bot, for hosts that steer a live session.
     worker: PipelineWorker | None = None
     context: LLMContext | None = None
@@ -371,4 +374,9 @@ async def _run_bot(transport: BaseTransport, session: Session) -> None:
         await metrics.flush()
         if recorder:
             recorder.close()
+        for hook in session.on_end:
+            try:
+                await hook(session)
+            except Exception:
+                log.exception("A session-end hook failed")
         log.info(f"Session ended after {metrics.turns_completed} turns")

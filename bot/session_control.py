@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from loguru import logger
-from pipecat.frames.frames import LLMUpdateSettingsFrame, TTSSpeakFrame
+from pipecat.frames.frames import EndFrame, LLMUpdateSettingsFrame, TTSSpeakFrame
 from pipecat.observers.base_observer import BaseObserver, FrameProcessed
 from pipecat.services.llm_service import LLMService
 from pipecat.services.settings import LLMSettings
@@ -91,9 +91,10 @@ class SessionControl(BaseObserver):
         """Have the bot speak `text` now (after anything it is already saying)."""
         await self._worker.queue_frame(TTSSpeakFrame(text))
 
-    async def end(self) -> None:
-        """Ask the session to end gracefully (the host waits for it and may cancel)."""
-        await self._worker.stop_when_done()
+    async def end(self, reason: str | None = None) -> None:
+        """Ask the session to end gracefully (the host waits for it and may cancel);
+        `reason`: what its client is told."""
+        await self._worker.queue_frame(EndFrame(reason=reason))
 
     async def cancel(self) -> None:
         await self._worker.cancel(reason="ended by the admin API")

@@ -71,6 +71,34 @@ async def test_with_a_token_every_route_needs_it_from_any_client():
             assert r.status_code == 200 and r.json() == []
 
 
+@pytest.mark.parametrize(
+    "method, path, opened",
+    [
+        ("GET", "/api/nodes", 200),
+        ("GET", "/api/users/u-42/memory", 404),  # nothing kept of u-42: answered, not refused
+        ("DELETE", "/api/users/u-42/memory", 200),
+    ],
+)
+async def test_with_a_token_the_cluster_and_memory_routes_need_it_from_any_client(
+        redis_server, tmp_path, method, path, opened):
+    """/api/nodes (cluster mode only) and /api/users/{id}/memory are admin routes too."""
+    app = app_with(admin_token=TOKEN, redis_url=redis_server.url, node_id="n1",
+                   memory_path=str(tmp_path / "memory.sqlite3"))
+    async with app.router.lifespan_context(app):  # the node registers itself in Redis
+        for peer in (("127.0.0.1", 1), REMOTE):
+            async with client(app, peer) as http:
+                for headers in ({}, bearer("wrong"), bearer(TOKEN + "x"),
+                                {"Authorization": f"Basic {TOKEN}"}):
+                    r = await http.request(method, path, headers=headers)
+                    assert r.status_code == 401, (method, path, peer, headers, r.text)
+                    assert r.headers["WWW-Authenticate"] == "Bearer"
+                    assert "admin token" in r.json()["detail"]
+                r = await http.request(method, path, headers=bearer(TOKEN))
+                assert r.status_code == opened, (method, path, peer, r.text)
+                if path == "/api/nodes":
+                    assert [n["id"] for n in r.json()] == ["n1"]
+
+
 async def test_the_token_is_compared_in_constant_time(monkeypatch):
     import web.admin
 

@@ -11,7 +11,8 @@ then as a count every MALFORMED_LOG_INTERVAL_SECS. Audio is validated, downmixed
 resampled to the pipeline's input rate, and held to real time: a client sending faster
 waits (the socket is not read meanwhile, so what it sent ahead stays in bounded buffers).
 When the session ends for a reason of the server's (idle, ended by the admin API) the
-socket closes with 1000 and that reason.
+socket closes with 1000 and that reason; ended because the server is going away (its drain
+grace over), with 1012 and the reason.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ from bot.logs import ThrottledLog
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 96000
 CLOSE_NORMAL = 1000
 CLOSE_INVALID_DATA = 1007
+CLOSE_SERVICE_RESTART = 1012
+# How a session ended because its server is going away begins (web/drain.py): its socket
+# closes with 1012, on which the browser client resumes the conversation (elsewhere).
+SHUTTING_DOWN = "the server is shutting down"
 # What the agent serves of RTVI's client messages. `send-text`, `raw-audio`,
 # `llm-function-call-result`, `send-file` and the UI messages would let a client put words,
 # audio or tool results into the conversation past the microphone: refused.
@@ -283,6 +288,8 @@ def create_websocket_transport(
 
     async def close_at_end(frame: Frame) -> None:
         websocket.reason = end_reason(frame, settings)
+        if websocket.reason.startswith(SHUTTING_DOWN):
+            websocket.code = CLOSE_SERVICE_RESTART
 
     return FastAPIWebsocketTransport(
         websocket=websocket,  # type: ignore[arg-type]  # a WebSocket in all it is used for

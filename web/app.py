@@ -141,6 +141,8 @@ def create_app(
     # /api/rooms: a Daily room with a bot in its own process (web/rooms.py)
     # Resuming a dropped conversation (web/resume.py); session processes' records are kept here
     resumes = ResumeKeeper(settings) if settings.session_resume_secs > 0 else None
+    if resumes is not None:  # a session's end (its process dead included) starts its window
+        registry.listeners.append(resumes.on_session_event)
     spares = settings.worker_spares if settings.session_processes else 0
     spawner = BotSpawner(
         settings,

@@ -11,7 +11,8 @@ The pipes (one JSON object per line), the other side being web/spawner.py's `Ses
 - stdout: events only: `loaded`, `ready` (with the loopback `port` of a WebSocket/WebRTC
   session process),
   `state`, `turn` (a `TurnRecord.to_dict()`), `levers` (instructions, context size),
-  `resumable` (the conversation's record after each reply, kept by the server for resuming),
+  `resumable` (the conversation's record once connected, after each reply and at its end
+  (`ended`), kept by the server for resuming),
   `released` (the client has left: the server frees the session's slot while the session
   process tears it down), `reply`.
 - stderr: the session's log lines (bot/logs.py), which the server passes on.
@@ -108,7 +109,8 @@ async def serve(job: dict, settings: Settings, models: LocalModels, providers: P
     resumes = None
     if settings.session_resume_secs > 0:
         resumes = ResumeKeeper(
-            settings, forward=lambda _, record: out.emit("resumable", record=record)
+            settings,
+            forward=lambda _, record, ended: out.emit("resumable", record=record, ended=ended),
         )
 
     async def new_session(
@@ -280,7 +282,7 @@ async def _obey(
         elif name == "say":
             await control.say(command["text"])
         elif name == "end":
-            await control.end()
+            await control.end(command.get("reason"))
         else:
             raise ValueError(f"unknown command {name!r}")
     except Exception as e:

@@ -60,7 +60,7 @@ class SessionProcessLink:
         registry: SessionRegistry,
         instructions: str,
         log_stream: TextIO,
-        keep_resumable: Callable[[str, str], Awaitable[None]] | None = None,
+        keep_resumable: Callable[[str, str, bool], Awaitable[None]] | None = None,
     ):
         self.process = process
         # Where the session's conversation is kept for resuming (web/resume.py), if anywhere.
@@ -96,8 +96,8 @@ class SessionProcessLink:
     async def say(self, text: str) -> None:
         await self._command("say", text=text)
 
-    async def end(self) -> None:
-        await self._command("end")
+    async def end(self, reason: str | None = None) -> None:
+        await self._command("end", reason=reason)
 
     async def cancel(self) -> None:
         if self.process.returncode is None:
@@ -221,7 +221,7 @@ class SessionProcessLink:
             return
         if kind == "resumable" and isinstance(event.get("record"), str):
             if self._keep_resumable is not None and self.session_id:
-                task = asyncio.create_task(self._keep(event["record"]))
+                task = asyncio.create_task(self._keep(event["record"], bool(event.get("ended"))))
                 self._keeping.add(task)
                 task.add_done_callback(self._keeping.discard)
             return
@@ -243,9 +243,9 @@ class SessionProcessLink:
         elif kind == "turn" and isinstance(event.get("record"), dict):
             self._registry.add_turn(live, event["record"])
 
-    async def _keep(self, record: str) -> None:
+    async def _keep(self, record: str, ended: bool) -> None:
         try:
-            await self._keep_resumable(self.session_id, record)
+            await self._keep_resumable(self.session_id, record, ended)
         except Exception as e:
             logger.warning(
                 f"Session {self.session_id}'s conversation could not be saved for "
@@ -277,7 +277,7 @@ class BotSpawner:
         process_overrides: Callable[[], dict[str, Any]] = dict,
         spares: int = 0,
         command: list[str] | None = None,
-        keep_resumable: Callable[[str, str], Awaitable[None]] | None = None,
+        keep_resumable: Callable[[str, str, bool], Awaitable[None]] | None = None,
     ):
         self.settings = settings
         self.registry = registry
