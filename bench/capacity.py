@@ -34,8 +34,8 @@ Per turn, measured on the client:
 
 What "keeps real time" means, the bounds from the run-to-run spread (N=1 run twice) and the
 ramp (doubling, then bisection up to 64) are in bench/capacity_verdict.py. CPU per session is
-the servers' CPU time (all threads and workers, and Redis with --nodes: bench/capacity_servers.py)
-over the window ÷ wall time ÷ N.
+the servers' CPU time (all threads and session processes, and Redis with --nodes:
+bench/capacity_servers.py) over the window ÷ wall time ÷ N.
 With `--profile`, the largest N is run once more under py-spy and its hot spots printed
 (bench/cpu_profile.py).
 """
@@ -59,6 +59,7 @@ from bench.common import (
     loadavg,
     markdown_table,
     report,
+    shown_path,
     synthesize,
     tree_cpu_seconds,
     wait_for_quiet_machine,
@@ -254,7 +255,7 @@ async def run(args) -> tuple[str, dict]:
     questions = [q.audio for q in synthesize(QUESTIONS)]
     env = {"MAX_SESSIONS": "1000"}
     if args.session_processes:
-        env |= {"SESSION_PROCESSES": "true", "WORKER_SPARES": str(args.spares)}
+        env |= {"SESSION_PROCESSES": "true", "SESSION_PROCESS_SPARES": str(args.spares)}
     results, verdicts, labels = [], [], []
     passed, bounds = [], Bounds()
     started_load = loadavg()
@@ -318,7 +319,7 @@ async def run(args) -> tuple[str, dict]:
                 by_component, by_function = hot_spots(raw)
                 profile_text = (
                     f"Server hot spots at N={n} (py-spy, 100 Hz, {args.secs - 1:.0f} s; raw stacks: "
-                    f"{raw.relative_to(OUT_DIR.parents[1])}):\n\n{by_component}\n\n{by_function}"
+                    f"{shown_path(raw)}):\n\n{by_component}\n\n{by_function}"
                 )
                 print("\n" + profile_text)
 
@@ -354,11 +355,11 @@ def main() -> None:
                         help="Run these levels (after N=1 and its repeat) until one fails, instead of the "
                              f"ramp: doubling, then bisection, up to {MAX_LEVEL}.")
     parser.add_argument("--session-processes", action="store_true",
-                        help="SESSION_PROCESSES=true: each session in its own worker process.")
+                        help="SESSION_PROCESSES=true: each session in its own session process.")
     parser.add_argument("--nodes", type=int, default=1,
                         help="Server processes sharing a private Redis (cluster mode), sessions placed by "
                              "POST /api/connect: one per core uses the machine's cores.")
-    parser.add_argument("--spares", type=int, default=4, help="WORKER_SPARES with --session-processes.")
+    parser.add_argument("--spares", type=int, default=4, help="SESSION_PROCESS_SPARES with --session-processes.")
     parser.add_argument("--secs", type=float, default=40.0, help="Measured seconds per level.")
     parser.add_argument("--min-turns", type=int, default=MIN_TURNS,
                         help="Run small levels longer than --secs to measure about this many turns.")

@@ -14,7 +14,6 @@ import os
 import platform
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "RESULTS.md"
-OUT_DIR = ROOT / "out" / "bench"
+# Everything the benches write but RESULTS.md: server logs and profiles (OUT_DIR) and the
+# voice cache (bench/voices.py). BENCH_OUT_DIR moves it all (the tests: to their tmp_path).
+OUT_ROOT = Path(os.environ.get("BENCH_OUT_DIR") or ROOT / "out")
+OUT_DIR = OUT_ROOT / "bench"
 SHARED_AUDIO = ROOT.parent / "shared" / "audio"
 FRAME_SECS = 0.02
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -121,6 +123,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def shown_path(path: Path) -> str:
+    """`path` as a report shows it: from the checkout's root when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def command_line() -> str:
     module = Path(sys.argv[0]).stem
     return ".venv/bin/python -m bench." + module + "".join(" " + shlex.quote(a) for a in sys.argv[1:])
@@ -171,12 +178,6 @@ def record(name: str, title: str, body: str, started_load: str, env: dict[str, s
 # --- processes ----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def cpu_seconds(pid: int | str = "self") -> float:
     """User + system CPU time of a process, all its threads included."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -188,7 +189,7 @@ def rss_mb(pid: int | str = "self") -> float:
 
 
 def process_tree(pid: int) -> list[int]:
-    """`pid` and all its descendants alive now (a server and its session workers)."""
+    """`pid` and all its descendants alive now (a server and its session processes)."""
     tree, stack = [], [pid]
     while stack:
         p = stack.pop()

@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 
-from bench.common import OUT_DIR, ROOT, free_port
+from bench.common import OUT_DIR, ROOT
+from bot.processes import free_port
 
 # The stages a bench's server hands to the instant stand-ins (tests/support/fakes.py), as
 # `Server(fake=…)` or, for a bench run as a whole (its smoke test), BENCH_FAKE=stt,llm,tts.
@@ -23,7 +24,7 @@ class Server:
     instant stand-ins answer (e.g. "stt,llm,tts"; default BENCH_FAKE), `answer` what the
     fake LLM says: the server is then `python -m tests.support.fakes serve`. The greeting
     is off so that every bot sound is an answer, and the per-client session limits too (every
-    benchmark client is on loopback). Its log goes to out/bench/<name>.log.
+    benchmark client is on loopback). Its log goes to OUT_DIR/<name>.log (out/bench/).
     """
 
     def __init__(self, name: str, env: dict[str, str] | None = None, startup_timeout: float = 240.0,

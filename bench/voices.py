@@ -9,7 +9,8 @@ two synthesizers unlike Piper's neural one. `Makefile` installs both.
 voice), the way people pause mid-question; `add_noise` mixes deterministic noise in at an SNR;
 `muffled` makes a voice a sound with no words in it (a mumble through a wall, a cough's
 murmur: the VAD hears speech, Whisper no words).
-Generated audio is cached under `out/voices/` (git-ignored), keyed by voice and text.
+Generated audio is cached under `out/voices/` (git-ignored; `BENCH_OUT_DIR`/voices when set:
+bench/common.py), keyed by voice and text.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-CACHE_DIR = ROOT / "out" / "voices"
+from bench.common import OUT_ROOT
+
+CACHE_DIR = OUT_ROOT / "voices"
 SAMPLE_RATE = 16000
 
 

@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.config import Settings
+# What the benches' code writes when tests use it (synthesized voices, logs) goes outside the
+# checkout: a cache in the user's cache folder, kept between runs (bench/common.py).
+os.environ.setdefault(
+    "BENCH_OUT_DIR", str(Path.home() / ".cache" / "voice-agent" / "test-out")
+)
+
+from bot.config import Settings  # noqa: E402 (after the output folder is chosen)
 from tests.support.audio import SHARED_AUDIO
 from tests.support.browser import client_bundle, playwright  # noqa: F401 (fixtures)
 from tests.support.cloud import cartesia, deepgram, groq  # noqa: F401 (fixtures: loopback peers)

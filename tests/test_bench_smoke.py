@@ -76,14 +76,16 @@ async def test_sequential_bridge_drops_held_text_on_interruption():
 # --- the benchmarks ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def smoke_runs():
-    """Start every bench's --smoke run at once; their outputs by name."""
+def smoke_runs(tmp_path_factory):
+    """Start every bench's --smoke run at once; their outputs by name. What they write (server
+    logs, the voice cache: bench/common.py OUT_ROOT) goes to a tmp dir, not the checkout."""
+    out_dir = tmp_path_factory.mktemp("bench-out")
     procs = {}
     for name, env in BENCHES.items():
         procs[name] = subprocess.Popen(
             [sys.executable, "-m", f"bench.{name}", "--smoke"],
             cwd=ROOT,
-            env={**os.environ, **env},
+            env={**os.environ, "BENCH_OUT_DIR": str(out_dir), **env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 import wave
 from collections import deque
@@ -28,6 +27,7 @@ from tests.support.browser import (
     Caller,
     needs_chromium,
 )
+from tests.support.polling import until_sync
 from tests.support.screenshots import keep_screenshot
 from tests.support.server import free_port
 
@@ -89,16 +89,17 @@ class Server:
             return None
 
     def wait_until(self, condition, timeout: float, what: str) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """The first /api/health answer `condition` accepts; fails if the server exits."""
+
+        def accepted() -> dict | None:
             if self.process.poll() is not None:
                 code = self.process.returncode
                 pytest.fail(f"the server exited ({code}) while waiting for {what}:\n{self.tail()}")
             health = self.health()
-            if health is not None and condition(health):
-                return health
-            time.sleep(0.25)
-        pytest.fail(f"timed out waiting for {what}; last health {self.health()}:\n{self.tail()}")
+            return health if health is not None and condition(health) else None
+
+        return until_sync(accepted, timeout, what, interval=0.25,
+                          details=lambda: f"last health {self.health()}\n{self.tail()}")
 
     def stop(self) -> None:
         stop_process(self.process, grace_secs=20)
@@ -120,8 +121,8 @@ def server(client_bundle):
 
 
 @pytest.fixture(scope="module")
-def worker_server(client_bundle):
-    """The server with SESSION_PROCESSES on: every session in its own worker process.
+def process_server(client_bundle):
+    """The server with SESSION_PROCESSES on: every session in its own session process.
 
     No greeting: what this server is here for is the relay. (A question over the greeting:
     tests/test_turn_taking.py.)"""
@@ -240,8 +241,8 @@ def admin_get(server: Server, path: str):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("transport", ["websocket", "webrtc"])
-def test_browser_conversation_with_the_session_in_a_worker_process(
-    worker_server, playwright, question_wavs, transport
+def test_browser_conversation_with_the_session_in_its_own_process(
+    process_server, playwright, question_wavs, transport
 ):
     """The page is the same; the server relays the WebSocket (or hands the WebRTC offer on)
     to the session's own process. When that process dies, the page gets the conversation
@@ -250,15 +251,16 @@ def test_browser_conversation_with_the_session_in_a_worker_process(
     itself, and the ticket rides in that offer."""
     # The fake microphone plays its question once, from the click on: over WebRTC what it
     # says before the session process is up is never sent, so click once one is loaded.
-    worker_server.wait_until(
+    process_server.wait_until(
         lambda h: h["ready_session_processes"] >= 1, SERVER_START_TIMEOUT, "a loaded spare"
     )
-    caller = Caller(playwright, worker_server, question_wavs["france"], transport)
+    caller = Caller(playwright, process_server, question_wavs["france"], transport)
     try:
         caller.connect()
         caller.wait_connected()
-        [session] = admin_get(worker_server, "")
-        assert session["transport"] == transport and session["pid"] != worker_server.process.pid
+        [session] = admin_get(process_server, "")
+        assert session["transport"] == transport
+        assert session["pid"] != process_server.process.pid
         caller.wait_for_answer("france")
         agent = caller.agent()
         assert agent["sessionId"] == session["id"]
@@ -275,18 +277,19 @@ def test_browser_conversation_with_the_session_in_a_worker_process(
         )
         agent = caller.agent()
         assert agent["errors"] == [] and agent["transcript"][: len(heard)] == heard, agent
-        [resumed] = admin_get(worker_server, "")
+        [resumed] = admin_get(process_server, "")
         assert resumed["id"] == agent["sessionId"] != session["id"]
-        assert resumed["pid"] not in (session["pid"], worker_server.process.pid)
+        assert resumed["pid"] not in (session["pid"], process_server.process.pid)
         # The question and its answer came along (the instructions are not counted).
-        worker_server.wait_until(
-            lambda h: admin_get(worker_server, f"/{resumed['id']}")["context"]["messages"] >= 2,
+        detail = f"/{resumed['id']}"
+        process_server.wait_until(
+            lambda h: admin_get(process_server, detail)["context"]["messages"] >= 2,
             30,
             "the resumed session's context",
         )
         assert "resumed" in caller.page.inner_text("#session-info")
         caller.disconnect()
-        worker_server.wait_until(lambda h: h["sessions"] == 0, 30, "the session to end on the server")
+        process_server.wait_until(lambda h: h["sessions"] == 0, 30, "the session to end on the server")
     finally:
         caller.close()
 

@@ -15,12 +15,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.support.polling import until_sync
 from tests.text import contains_words, normalise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,8 +76,10 @@ def sound_server(tmp_path):
          "-F", str(runtime / "server.pa"), f"--log-target=file:{runtime / 'server.log'}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: server.poll() is not None or pactl(env, "info") is not None, 30, "the sound server")
-        assert server.poll() is None, (runtime / "server.log").read_text()[-2000:]
+        server_log = runtime / "server.log"
+        until_sync(lambda: server.poll() is not None or pactl(env, "info") is not None, 30, "the sound server",
+                   details=lambda: server_log.read_text()[-2000:] if server_log.exists() else "(no log)")
+        assert server.poll() is None, server_log.read_text()[-2000:]
         yield env
     finally:
         server.terminate()
@@ -87,14 +89,6 @@ def sound_server(tmp_path):
 def pactl(env: dict, *args: str) -> str | None:
     done = subprocess.run(["pactl", *args], env=env, capture_output=True, text=True)
     return done.stdout if done.returncode == 0 else None
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def audible_span(audio: np.ndarray, rate: int, threshold: int = 1000) -> np.ndarray:
@@ -125,13 +119,17 @@ async def test_conversation_through_a_sound_device(tmp_path, sound_server, speec
         reader = threading.Thread(target=lambda: printed.extend(proc.stdout), daemon=True)
         reader.start()
         recorder = None
+
+        def agent_log() -> str:  # for every failure below
+            return log.read_text()[-3000:]
+
         try:
             # The microphone is open once the agent records from the sound server (the only
             # recording stream until ours starts).
-            await asyncio.to_thread(wait_for, lambda: proc.poll() is not None or bool(
+            await asyncio.to_thread(until_sync, lambda: proc.poll() is not None or bool(
                 (pactl(sound_server, "list", "short", "source-outputs") or "").strip()), 240,
-                "the agent to open its microphone")
-            assert proc.poll() is None, log.read_text()[-3000:]
+                "the agent to open its microphone", details=agent_log)
+            assert proc.poll() is None, agent_log()
             recorder = subprocess.Popen(
                 ["parec", "-d", "speaker.monitor", "--format=s16le", f"--rate={SPEAKER_RATE}",
                  "--channels=1", "--raw", "--latency-msec=20"], env=sound_server, stdout=heard_out)
@@ -149,8 +147,9 @@ async def test_conversation_through_a_sound_device(tmp_path, sound_server, speec
                 tail = np.fromfile(heard_file, dtype="<i2")[-SPEAKER_RATE:]
                 return len(tail) == SPEAKER_RATE and np.abs(tail).max() < 1000
 
-            await asyncio.to_thread(wait_for, answered_and_played, 180, "the answer to be printed and played")
-            assert proc.poll() is None, log.read_text()[-3000:]
+            await asyncio.to_thread(until_sync, answered_and_played, 180, "the answer to be printed and played",
+                                    details=lambda: f"{''.join(printed)[-1000:]}\n--- log ---\n{agent_log()}")
+            assert proc.poll() is None, agent_log()
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=60)

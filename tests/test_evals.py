@@ -21,13 +21,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from bot.processes import stop_process
+from bot.processes import free_port, stop_process
+from tests.support.server import wait_until_answering
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "tests" / "evals" / "scenarios" / "scripted"
@@ -53,11 +52,7 @@ class DevRunner:
     """`python -m bot.devrunner` on a free port, its output in a log file."""
 
     def __init__(self, log: Path, **env: str):
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.log = log
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bot.devrunner", "--host", "127.0.0.1", "--port",
@@ -69,16 +64,12 @@ class DevRunner:
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + START_TIMEOUT_SECS
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.tail()
-            try:
-                httpx.get(f"http://127.0.0.1:{self.port}/", timeout=1)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        self.stop()
-        pytest.fail(f"the dev runner did not start within {START_TIMEOUT_SECS} s:\n{self.tail()}")
+        try:
+            wait_until_answering(self.process, f"http://127.0.0.1:{self.port}/", START_TIMEOUT_SECS,
+                                 "the dev runner", self.tail)
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def bot_url(self) -> str:

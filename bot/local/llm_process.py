@@ -7,7 +7,6 @@ and gives the local LLM the same HTTP interface as Groq.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,13 +17,7 @@ import httpx
 from loguru import logger
 
 from bot.config import Settings
-from bot.processes import stop_process
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bot.processes import free_port, stop_process
 
 
 class LLMServerProcess:
@@ -60,7 +53,7 @@ class LLMServerProcess:
         return self.settings.llm_model_name
 
     def start(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         cmd = [
             sys.executable,
             "-m",

@@ -28,6 +28,21 @@ async def until(
     return value
 
 
+def until_sync(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1,
+    details: Callable[[], str] | None = None,
+) -> Any:
+    """`until` for a blocking caller (a fixture, a worker thread, a subprocess's start): sleeps
+    between tries. On timeout the failure names `what` and adds `details()` (a log's tail)."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            extra = f":\n{details()}" if details else ""
+            raise AssertionError(f"timed out waiting for {what} ({timeout:g} s){extra}")
+        time.sleep(interval)
+    return value
+
+
 async def until_async(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
     """`until` for a coroutine predicate (a query to a server in this event loop, Redis)."""
     deadline = time.monotonic() + timeout

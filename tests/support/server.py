@@ -1,13 +1,16 @@
 """The real FastAPI app served by uvicorn on a free loopback port, in the test's loop, and
-a question asked over its /ws."""
+a question asked over its /ws; waiting for a server subprocess to answer HTTP."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
+import subprocess
+from collections.abc import Callable
 
 from bot.config import Settings
+from bot.processes import free_port  # noqa: F401 (the tests' servers take their port here)
+from tests.support.polling import until_sync
 from web.ws_client import AgentClient
 
 
@@ -42,10 +45,22 @@ async def serving(app, settings: Settings):
         await task
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def wait_until_answering(process: subprocess.Popen, url: str, timeout: float, what: str,
+                         tail: Callable[[], str]) -> None:
+    """Block until `url` answers HTTP at all (any status): `process`, a server, is up. Fails the
+    test with `tail()` (its log) if the process exits first or `timeout` s pass."""
+    import httpx
+
+    def answering() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"{what} exited ({process.returncode}) before answering {url}:\n{tail()}")
+        try:
+            httpx.get(url, timeout=1)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    until_sync(answering, timeout, f"{what} to answer {url}", interval=0.3, details=tail)
 
 
 def turn_count(n: int):
