@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.pipeline import Session, run_bot
-from processors.observers.turn_metrics import TurnRecord
+from processors.observers.turn_record import TurnRecord
 from transports.file import FileTransport, FileTransportParams, Utterance
 
 

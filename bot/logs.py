@@ -37,7 +37,7 @@ from loguru import logger
 from bot.config import Settings
 
 if TYPE_CHECKING:  # imported lazily: the CLI configures logging before it loads Pipecat
-    from processors.observers.turn_metrics import TurnRecord
+    from processors.observers.turn_record import TurnRecord
 
 REDACTED = "[REDACTED]"
 # Shorter "secrets" would redact ordinary words; real keys and tokens are far longer.

@@ -26,7 +26,7 @@ from pathlib import Path
 from loguru import logger
 
 from bot.config import Settings
-from processors.observers.turn_metrics import TurnRecord
+from processors.observers.turn_record import TurnRecord
 
 _NAME = re.compile(r"^(\d{8}T\d{12}Z-[A-Za-z0-9_-]+)\.(jsonl|wav)$")
 WAV_HEADER_BYTES = 44

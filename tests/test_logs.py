@@ -13,7 +13,7 @@ from loguru import logger
 
 from bot.config import Settings
 from bot.logs import configure_logging, log_turn, session_context
-from processors.observers.turn_metrics import TurnRecord
+from processors.observers.turn_record import TurnRecord
 from tests.support.observability import PLANTED, metric_samples, synthetic_turn
 from tests.support.polling import until
 from tests.support.settings import local_settings

@@ -8,7 +8,7 @@ import pytest
 
 from bot.memory import MemoryKeeper, SqliteMemoryStore, valid_user_id
 from bot.memory.keeper import fact_in
-from processors.observers.turn_metrics import TurnRecord
+from processors.observers.turn_record import TurnRecord
 from tests.support.settings import local_settings
 
 

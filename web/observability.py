@@ -52,7 +52,7 @@ from bot.providers import ProviderNames
 from processors.observers.provider_errors import ProviderErrorObserver, provider_counters
 from web.admin import admin_router
 from web.process_metrics import SessionProcessMetrics
-from processors.observers.turn_metrics import STAGES
+from processors.observers.turn_record import STAGES
 from web.sessions import LiveSession, SessionRegistry
 
 DASHBOARD_DIR = Path(__file__).parent / "dashboard"

@@ -20,7 +20,8 @@ from pipecat.services.llm_service import LLMService
 
 from bot.config import Settings
 from bot.memory.store import MemoryStore, RedisMemoryStore, SqliteMemoryStore, UserMemory
-from processors.observers.turn_metrics import TurnRecord, TurnSubscriber
+from processors.observers.turn_metrics import TurnSubscriber
+from processors.observers.turn_record import TurnRecord
 
 if TYPE_CHECKING:
     from bot.pipeline import Session

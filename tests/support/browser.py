@@ -2,7 +2,7 @@
 
 Chromium is Debian's (`make test` installs the `chromium` package); Playwright only drives
 it (`playwright install` is never needed). The page's `window.voiceAgent`
-(web/client/src/main.ts) is what the tests read; they wait on it, never sleep.
+(web/client/src/page.ts) is what the tests read; they wait on it, never sleep.
 """
 
 from __future__ import annotations

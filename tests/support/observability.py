@@ -9,7 +9,7 @@ import pytest
 from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
 
-from processors.observers.turn_metrics import TurnRecord
+from processors.observers.turn_record import TurnRecord
 from tests.support.settings import KEY_VARIABLES
 
 PLANTED = {name: f"planted-{name.lower().replace('_', '-')}-7c1e9b" for name in (*KEY_VARIABLES, "ADMIN_TOKEN")}

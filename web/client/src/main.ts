@@ -1,86 +1,22 @@
 /**
- * The page: connect / disconnect, transcript, state badge, latency chart and errors.
- *
- * `window.voiceAgent` mirrors what the page shows, for tests and the curious:
- *   state       "disconnected" | "connecting" | "listening" | "thinking" | "speaking"
- *   connected   true once the bot is ready, until the session ends
- *   transport   "websocket" | "webrtc" (the one in use, or selected)
- *   sessionId   the server's session id (from its "session" message)
- *   reconnects  conversations resumed after a dropped connection, this session
- *   mic         the mic track's applied settings (echoCancellation, noiseSuppression, …)
- *   stats       { receivedAudioMs, playedAudioMs, flushedAudioMs, interruptions }
- *               (how they are measured: see media.ts)
- *   transcript  [{ role: "user" | "bot", text, final, interrupted? }]
- *   turns       the server's "turn-metrics" records, in order
- *   errors      [{ kind, message }] (kinds: see session.ts)
+ * The page: connect / disconnect (a session, resumed when its connection drops), the state
+ * badge and errors. What it shows: `window.voiceAgent` (page.ts); the transcript
+ * (transcript.ts) and the latency panel (latency-panel.ts) draw themselves.
  */
 
-import type { BotOutputData, TranscriptData } from "@pipecat-ai/client-js";
-import { LatencyChart, STAGES, V2V_COLOR, formatMs, type TurnMetrics } from "./chart";
-import type { AudioStats } from "./media";
+import type { TurnMetrics } from "./chart";
+import { onTurnMetrics, renderAudioStats, renderEmptyLatency, resetLatency } from "./latency-panel";
+import { agent, el, type BadgeState } from "./page";
 import { SessionError, VoiceSession, type ResumeTicket, type TransportKind } from "./session";
+import {
+  closeBotEntry,
+  onBotOutput,
+  onUserTranscript,
+  renderTranscript,
+  resetTranscript,
+} from "./transcript";
 import "./style.css";
 
-type BadgeState = "disconnected" | "connecting" | "listening" | "thinking" | "speaking";
-
-interface TranscriptEntry {
-  role: "user" | "bot";
-  text: string;
-  final: boolean;
-  interrupted?: boolean;
-}
-
-interface VoiceAgent {
-  state: BadgeState;
-  connected: boolean;
-  transport: TransportKind;
-  sessionId: string | null;
-  reconnects: number;
-  mic: MediaTrackSettings | null;
-  stats: AudioStats;
-  transcript: TranscriptEntry[];
-  turns: TurnMetrics[];
-  errors: { kind: string; message: string }[];
-}
-
-declare global {
-  interface Window {
-    voiceAgent: VoiceAgent;
-  }
-}
-
-const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
-const el = {
-  connect: $<HTMLButtonElement>("connect"),
-  disconnect: $<HTMLButtonElement>("disconnect"),
-  transport: $<HTMLSelectElement>("transport"),
-  state: $<HTMLDivElement>("state"),
-  transcript: $<HTMLOListElement>("transcript"),
-  chart: $<HTMLCanvasElement>("latency-chart"),
-  legend: $<HTMLUListElement>("latency-legend"),
-  latest: $<HTMLDListElement>("latency-latest"),
-  latestCaption: $<HTMLSpanElement>("latency-caption"),
-  error: $<HTMLDivElement>("error"),
-  sessionInfo: $<HTMLSpanElement>("session-info"),
-  audioStats: $<HTMLParagraphElement>("audio-stats"),
-  audio: $<HTMLAudioElement>("bot-audio"),
-};
-
-const agent: VoiceAgent = {
-  state: "disconnected",
-  connected: false,
-  transport: el.transport.value as TransportKind,
-  sessionId: null,
-  reconnects: 0,
-  mic: null,
-  stats: { receivedAudioMs: 0, playedAudioMs: 0, flushedAudioMs: 0, interruptions: 0 },
-  transcript: [],
-  turns: [],
-  errors: [],
-};
-window.voiceAgent = agent;
-
-const chart = new LatencyChart(el.chart);
 let session: VoiceSession | null = null;
 let serverState: BadgeState = "listening";
 let localPlayback = false;
@@ -127,155 +63,6 @@ function clearError(): void {
   delete el.error.dataset.kind;
 }
 
-// ---- transcript --------------------------------------------------------------------------
-
-let userFinalText = ""; // the finals of the user bubble being written
-const botSegments = new Map<number | string, string>(); // segment → spoken text, current bot bubble
-
-function lastEntry(): TranscriptEntry | undefined {
-  return agent.transcript[agent.transcript.length - 1];
-}
-
-function renderTranscript(): void {
-  const list = el.transcript;
-  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-  list.replaceChildren(
-    ...agent.transcript.map((entry) => {
-      const item = document.createElement("li");
-      item.className = entry.role;
-      if (!entry.final) item.classList.add(entry.role === "user" ? "interim" : "live");
-      if (entry.interrupted) item.classList.add("interrupted");
-      const who = document.createElement("span");
-      who.className = "who";
-      who.textContent = entry.role === "user" ? "You" : "Agent";
-      item.append(who, entry.text);
-      return item;
-    }),
-  );
-  if (agent.transcript.length === 0) {
-    const placeholder = document.createElement("li");
-    placeholder.className = "placeholder";
-    placeholder.textContent = agent.connected
-      ? "Listening… ask a question."
-      : "Connect, allow the microphone, and ask a question.";
-    list.append(placeholder);
-  }
-  if (atBottom) list.scrollTop = list.scrollHeight;
-}
-
-function onUserTranscript(data: TranscriptData): void {
-  const text = data.text.trim();
-  if (!text) return;
-  let entry = lastEntry();
-  if (!entry || entry.role !== "user") {
-    entry = { role: "user", text: "", final: false };
-    agent.transcript.push(entry);
-    userFinalText = "";
-  }
-  if (data.final) {
-    userFinalText = userFinalText ? `${userFinalText} ${text}` : text;
-    entry.text = userFinalText;
-    entry.final = true;
-  } else {
-    entry.text = userFinalText ? `${userFinalText} ${text}` : text;
-    entry.final = false;
-  }
-  renderTranscript();
-}
-
-function currentBotEntry(): TranscriptEntry {
-  const entry = lastEntry();
-  if (entry && entry.role === "bot" && !entry.final) return entry;
-  botSegments.clear();
-  const fresh: TranscriptEntry = { role: "bot", text: "", final: false };
-  agent.transcript.push(fresh);
-  return fresh;
-}
-
-function onBotOutput(data: BotOutputData): void {
-  // Protocol 2.x: a spoken segment reports "in-progress" / "completed" with what has been
-  // said so far; text that will not be spoken comes once. Show what the user has heard.
-  let spoken: string | undefined;
-  if (data.will_be_spoken === false) spoken = data.text;
-  else if (data.spoken_status === "in-progress" || data.spoken_status === "completed")
-    spoken = data.spoken_progress?.accumulated_text ?? data.text;
-  else if (data.spoken_status === undefined && data.spoken) spoken = data.text; // protocol 1.x
-  if (!spoken?.trim()) return;
-  const entry = currentBotEntry();
-  const key = data.segment_id ?? `${botSegments.size}`;
-  botSegments.set(key, spoken.trim());
-  entry.text = [...botSegments.values()].join(" ");
-  renderTranscript();
-}
-
-/** Ends the bot's open bubble (the user may have started one after it meanwhile). */
-function closeBotEntry(interrupted: boolean): void {
-  const entry = agent.transcript.findLast((e) => e.role === "bot" && !e.final);
-  if (!entry) return;
-  entry.final = true;
-  if (interrupted) entry.interrupted = true;
-  renderTranscript();
-}
-
-// ---- latency -----------------------------------------------------------------------------
-
-function renderLegend(): void {
-  const items = STAGES.map((s) => ({ label: s.label, color: s.color, cls: "" }));
-  items.push({ label: "Voice-to-voice", color: V2V_COLOR, cls: " v2v" });
-  el.legend.replaceChildren(
-    ...items.map((item) => {
-      const li = document.createElement("li");
-      const swatch = document.createElement("span");
-      swatch.className = `swatch${item.cls}`;
-      swatch.style.background = item.color;
-      li.append(swatch, item.label);
-      return li;
-    }),
-  );
-}
-
-function renderLatest(): void {
-  const turn = agent.turns[agent.turns.length - 1];
-  const cells: [string, number | undefined, string][] = [
-    ["Voice-to-voice", turn?.stages_ms.voice_to_voice, "v2v"],
-    ...STAGES.map((s) => [s.label, turn?.stages_ms[s.key], ""] as [string, number | undefined, string]),
-  ];
-  if (turn?.stages_ms.barge_in_stop !== undefined)
-    cells.push(["Barge-in stop", turn.stages_ms.barge_in_stop, ""]);
-  el.latest.replaceChildren(
-    ...cells.map(([label, ms, cls]) => {
-      const div = document.createElement("div");
-      if (cls) div.className = cls;
-      const dt = document.createElement("dt");
-      dt.textContent = label;
-      const dd = document.createElement("dd");
-      dd.textContent = ms === undefined ? "—" : formatMs(ms);
-      if (ms === undefined) dd.className = "absent";
-      div.append(dt, dd);
-      return div;
-    }),
-  );
-  el.latest.dataset.turn = turn ? String(turn.turn) : "";
-  el.latestCaption.textContent = turn
-    ? `latest: turn ${turn.turn}${turn.interrupted ? " (interrupted)" : ""}`
-    : "";
-}
-
-function onTurnMetrics(record: TurnMetrics): void {
-  agent.turns.push(record);
-  chart.update(agent.turns);
-  renderLatest();
-}
-
-function renderAudioStats(): void {
-  const s = agent.stats;
-  const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
-  el.audioStats.textContent = agent.connected
-    ? `Bot audio received ${sec(s.receivedAudioMs)} · played ${sec(s.playedAudioMs)}` +
-      (s.interruptions ? ` · ${s.interruptions} interruption${s.interruptions > 1 ? "s" : ""}` : "")
-    : "";
-}
-
 // ---- session -----------------------------------------------------------------------------
 
 function resetForSession(kind: TransportKind): void {
@@ -286,17 +73,12 @@ function resetForSession(kind: TransportKind): void {
   resumeTicket = null;
   agent.mic = null;
   Object.assign(agent.stats, { receivedAudioMs: 0, playedAudioMs: 0, flushedAudioMs: 0, interruptions: 0 });
-  agent.transcript.length = 0;
-  agent.turns.length = 0;
-  userFinalText = "";
-  botSegments.clear();
   serverState = "listening";
   localPlayback = false;
   clearTimeout(playbackTimer);
   playbackTimer = undefined;
-  chart.update(agent.turns);
-  renderTranscript();
-  renderLatest();
+  resetTranscript();
+  resetLatency();
   el.sessionInfo.textContent = "";
 }
 
@@ -455,7 +237,5 @@ el.transport.addEventListener("change", () => {
 window.addEventListener("pagehide", () => void session?.stop());
 setInterval(renderAudioStats, 250);
 
-renderLegend();
-renderLatest();
-chart.update([]);
+renderEmptyLatency();
 setControls("idle");

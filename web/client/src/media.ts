@@ -6,11 +6,12 @@
  * but the browser):
  *
  *  - "pcm" mode (WebSocket): the mic is captured by an AudioWorklet at 16 kHz into 20 ms
- *    16-bit PCM chunks for the transport (the transport declares 16 kHz on every frame); bot PCM goes to `PcmPlayer`, whose queue can be
- *    flushed at once when the server interrupts the bot.
+ *    16-bit PCM chunks for the transport (the transport declares 16 kHz on every frame); bot
+ *    PCM goes to `PcmPlayer` (audio-nodes.ts), whose queue can be flushed at once when the
+ *    server interrupts the bot.
  *  - "webrtc" mode: the mic track is handed to the peer connection as is; the bot's track
  *    plays through an <audio> element (so the browser's echo canceller sees it) and is
- *    metered on the side.
+ *    metered on the side (`LevelMeter`, audio-nodes.ts).
  *
  * How `stats` are measured:
  *  - WebSocket: `receivedAudioMs` sums the bot PCM handed to the player; `playedAudioMs`
@@ -32,7 +33,7 @@ import {
   type RTVIEventCallbacks,
   type Tracks,
 } from "@pipecat-ai/client-js";
-import processorsUrl from "./worklets/audio-processors.js?url";
+import { LevelMeter, PcmPlayer, loadProcessors } from "./audio-nodes";
 
 export const MIC_CONSTRAINTS: MediaTrackConstraints = {
   echoCancellation: true,
@@ -64,106 +65,6 @@ export interface BrowserMediaOptions {
 }
 
 const CAPTURE_CHUNK_MS = 20;
-const PLAYER_PREBUFFER_MS = 80;
-
-async function loadProcessors(ctx: AudioContext): Promise<void> {
-  await ctx.audioWorklet.addModule(processorsUrl);
-}
-
-/** Resample int16 PCM to float32 at `toRate` (linear; only used if the server's rate differs). */
-function toFloat32(samples: Int16Array, fromRate: number, toRate: number): Float32Array {
-  if (fromRate === toRate) {
-    const out = new Float32Array(samples.length);
-    for (let i = 0; i < samples.length; i++) out[i] = samples[i] / 0x8000;
-    return out;
-  }
-  const ratio = fromRate / toRate;
-  const length = Math.floor(samples.length / ratio);
-  const out = new Float32Array(length);
-  for (let i = 0; i < length; i++) {
-    const pos = i * ratio;
-    const i0 = Math.floor(pos);
-    const i1 = Math.min(i0 + 1, samples.length - 1);
-    const frac = pos - i0;
-    out[i] = (samples[i0] * (1 - frac) + samples[i1] * frac) / 0x8000;
-  }
-  return out;
-}
-
-/** Streams PCM chunks to the speakers; `flush()` drops everything not yet played. */
-export class PcmPlayer {
-  private constructor(
-    readonly ctx: AudioContext,
-    private readonly node: AudioWorkletNode,
-  ) {}
-
-  played = 0;
-  flushed = 0;
-  cuts = 0;
-  buffered = 0;
-  playing = false;
-
-  static async create(sampleRate: number, onReport: (player: PcmPlayer) => void): Promise<PcmPlayer> {
-    const ctx = new AudioContext({ sampleRate, latencyHint: "interactive" });
-    await loadProcessors(ctx);
-    const node = new AudioWorkletNode(ctx, "pcm-player", {
-      numberOfInputs: 0,
-      numberOfOutputs: 1,
-      outputChannelCount: [1],
-      processorOptions: { prebufferMs: PLAYER_PREBUFFER_MS },
-    });
-    node.connect(ctx.destination);
-    const player = new PcmPlayer(ctx, node);
-    node.port.onmessage = (event) => {
-      Object.assign(player, event.data);
-      onReport(player);
-    };
-    if (ctx.state === "suspended") await ctx.resume();
-    return player;
-  }
-
-  get sampleRate(): number {
-    return this.ctx.sampleRate;
-  }
-
-  push(samples: Int16Array, sampleRate: number): void {
-    const data = toFloat32(samples, sampleRate, this.ctx.sampleRate);
-    this.node.port.postMessage({ type: "pcm", samples: data }, [data.buffer]);
-  }
-
-  flush(): void {
-    this.node.port.postMessage({ type: "flush" });
-  }
-
-  async close(): Promise<void> {
-    this.node.port.onmessage = null;
-    this.node.disconnect();
-    await this.ctx.close().catch(() => undefined);
-  }
-}
-
-/** Counts audible milliseconds of a MediaStream (see the module comment). */
-class LevelMeter {
-  audibleMs = 0;
-  private source: MediaStreamAudioSourceNode;
-  private node: AudioWorkletNode;
-
-  constructor(ctx: AudioContext, stream: MediaStream, onUpdate: (ms: number) => void) {
-    this.source = ctx.createMediaStreamSource(stream);
-    // No outputs: an AudioWorkletNode without outputs is pulled by the graph on its own.
-    this.node = new AudioWorkletNode(ctx, "level-meter", { numberOfInputs: 1, numberOfOutputs: 0 });
-    this.node.port.onmessage = (event) => {
-      this.audibleMs = (1000 * event.data.audibleFrames) / ctx.sampleRate;
-      onUpdate(this.audibleMs);
-    };
-    this.source.connect(this.node);
-  }
-
-  stop(): void {
-    this.node.port.onmessage = null;
-    this.source.disconnect();
-  }
-}
 
 export class BrowserMedia {
   private userAudioCallback: ((data: ArrayBuffer) => void) | undefined;
