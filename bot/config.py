@@ -2,7 +2,7 @@
 
 This is the only module that reads the environment: everything else receives a
 `Settings` object. Each stage (STT, LLM, TTS, search) is `auto | local | cloud`;
-`auto` picks the cloud provider when that stage's key is set.
+bot/providers.py decides from these what each stage runs on (`uses_cloud`).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class Settings(ServerSettings, FallbackSettings, BaseSettings):
     local_llm: Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"] = "qwen2.5-coder-1.5b"
     llm_gguf_path: Path | None = None
     # An already-running local LLM server (OpenAI protocol) to use instead of starting
-    # one; the web server hands its own to the bot worker processes it spawns.
+    # one; the web server hands its own to the session processes it spawns.
     local_llm_url: str | None = None
     llm_threads: int = Field(2, ge=1)
     llm_context_tokens: int = Field(4096, ge=512)
@@ -271,11 +271,6 @@ class Settings(ServerSettings, FallbackSettings, BaseSettings):
         """The local LLM's name on its OpenAI-compatible server."""
         return self.llm_gguf_path.stem if self.llm_gguf_path else f"{self.local_llm}-instruct-q4"
 
-    @property
-    def stt_answers_every_segment(self) -> bool:
-        """The local eager Whisper answers every speech segment, with words or without."""
-        return self.whisper_eager and not self.uses_cloud(Stage.STT)
-
     def key_for(self, stage: Stage) -> SecretStr | None:
         return {
             Stage.STT: self.deepgram_api_key,
@@ -304,22 +299,8 @@ class Settings(ServerSettings, FallbackSettings, BaseSettings):
             Stage.SEARCH: self.search_provider,
         }[stage]
 
-    def uses_cloud(self, stage: Stage) -> bool:
-        """Whether `stage` runs on its cloud provider.
-
-        `cloud` without a key is a configuration error, reported here rather than as a
-        confusing 401 from the provider mid-conversation.
-        """
-        choice = self.choice_for(stage)
-        has_key = bool(self.key_for(stage) and self.key_for(stage).get_secret_value())
-        if choice is ProviderChoice.CLOUD and not has_key:
-            raise ValueError(
-                f"{stage.value.upper()}_PROVIDER=cloud needs its API key; see .env.example"
-            )
-        return choice is ProviderChoice.CLOUD or (choice is ProviderChoice.AUTO and has_key)
-
     def secret_values(self) -> dict[str, str]:
-        """The `SecretStr` settings' values by field name (for a worker process's job)."""
+        """The `SecretStr` settings' values by field name (for a session process's job)."""
         return {
             name: value.get_secret_value()
             for name in type(self).model_fields

@@ -21,6 +21,7 @@ import httpx
 from loguru import logger
 
 from bot.config import Settings, Stage
+from bot.providers import uses_cloud
 
 CARTESIA_VERSION = "2026-03-01"  # as pipecat.services.cartesia.tts pins it
 TIMEOUT = httpx.Timeout(5.0)
@@ -79,7 +80,7 @@ CHECKS[Stage.TTS] = ("Cartesia", _cartesia)
 async def model_problems(settings: Settings) -> list[str]:
     """One line per cloud stage in use whose model is not offered (or could not be
     checked); empty when every configured model exists."""
-    stages = [stage for stage in CHECKS if settings.uses_cloud(stage)]
+    stages = [stage for stage in CHECKS if uses_cloud(settings, stage)]
     if not stages:
         return []
     async with httpx.AsyncClient(timeout=TIMEOUT) as http:

@@ -3,7 +3,7 @@
     transport in → echo cancel → STT → denoise → backchannels → user context (VAD + turns)
       → LLM → TTS → speech gate → transport out → echo reference → assistant context
 
-One call is one session: its own services, VAD and turn state, context and worker.
+One call is one session: its own services, VAD and turn state, context and `PipelineWorker`.
 Model weights are shared through `Session.models`.
 """
 
@@ -27,8 +27,11 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregator,
 )
 from pipecat.processors.aggregators.llm_text_processor import LLMTextProcessor
+from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.processors.frameworks.rtvi.frames import RTVIServerMessageFrame
+from pipecat.services.llm_service import LLMService
 from pipecat.transports.base_transport import BaseTransport
+from pipecat.utils.text.base_text_aggregator import BaseTextAggregator
 from pipecat.workers.runner import WorkerRunner
 
 from bot.backchannel_filter import BackchannelFilter
@@ -43,6 +46,7 @@ from bot.providers import (
     Providers,
     Services,
     create_knowledge,
+    stt_answers_every_segment,
 )
 from bot.session_control import SessionControl
 from bot.turn_taking import EMPTY_TURN_PROMPT, EMPTY_TURN_REPLY, create_user_params
@@ -54,7 +58,8 @@ from processors.empty_turn_reply import EmptyTurnReply
 from processors.unsure_transcripts import UnsureTranscripts
 from processors.input_audio_stop import InputAudioStop
 from processors.llm_error_apology import LLMErrorApology
-from processors.observers.turn_metrics import TurnMetricsObserver, TurnRecord, TurnSubscriber
+from processors.observers.turn_metrics import TurnMetricsObserver, TurnSubscriber
+from processors.observers.turn_record import TurnRecord
 from processors.observers.group import ObserverGroup
 from processors.recording import SessionRecorder
 from processors.sequential_bridge import SequentialBridge
@@ -183,7 +188,7 @@ def build_pipeline(
         echo_canceller,
         vad_start_secs=settings.vad_start_secs,
     )
-    barge_in.stt_answers_every_segment = settings.stt_answers_every_segment
+    barge_in.stt_answers_every_segment = stt_answers_every_segment(settings)
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context,
         user_params=create_user_params(settings, models, barge_in),
@@ -213,18 +218,9 @@ def build_pipeline(
             user_aggregator,
             # The microphone's audio goes no further unless the recorder needs it.
             *([] if records_user_audio else [InputAudioStop()]),
-            # A turn with no words, or only words heard unsurely: "Sorry, I didn't catch that."
-            EmptyTurnReply(prompt=EMPTY_TURN_PROMPT, reply=EMPTY_TURN_REPLY, unsure=unsure),
-            budget.guard(),  # the user's turns
-            # A failed completion is answered with an apology, not silence (a cloud LLM's
-            # fallback switcher handles its own failures and passes this by).
-            LLMErrorApology(llm, apology=settings.fallback_apology),
-            *([notes] if notes else []),
-            llm,
-            budget.guard(),  # re-runs after tool results (upstream)
-            # STREAMING_BRIDGE=false: whole reply, then TTS (the benchmark's baseline).
-            *([] if settings.streaming_bridge else [SequentialBridge()]),
-            *([LLMTextProcessor(text_aggregator=services.tts_text)] if services.tts_text else []),
+            *reply_chain(
+                settings, llm, budget=budget, notes=notes, unsure=unsure, tts_text=services.tts_text
+            ),
             tts,
             gate,
             transport.output(),
@@ -234,6 +230,34 @@ def build_pipeline(
         ]
     )
     return VoicePipeline(pipeline, context, user_aggregator, assistant_aggregator, budget, recorder)
+
+
+def reply_chain(
+    settings: Settings,
+    llm: LLMService,
+    *,
+    budget: ContextBudget,
+    notes: FrameProcessor | None = None,
+    unsure: UnsureTranscripts | None = None,
+    tts_text: BaseTextAggregator | None = None,
+) -> list[FrameProcessor]:
+    """What answers a finished user turn, from the user aggregator to the TTS, as
+    `build_pipeline` runs it (tests run it between aggregators of their own)."""
+    return [
+        # A turn with no words, or only words heard unsurely: "Sorry, I didn't catch that."
+        EmptyTurnReply(prompt=EMPTY_TURN_PROMPT, reply=EMPTY_TURN_REPLY, unsure=unsure),
+        budget.guard(),  # the user's turns
+        # A failed completion is answered with an apology, not silence (a cloud LLM's
+        # fallback switcher handles its own failures and passes this by).
+        LLMErrorApology(llm, apology=settings.fallback_apology),
+        # A local LLM's notes (knowledge-base passages, sums) just before it.
+        *([notes] if notes else []),
+        llm,
+        budget.guard(),  # re-runs after tool results (upstream)
+        # STREAMING_BRIDGE=false: whole reply, then TTS (the benchmark's baseline).
+        *([] if settings.streaming_bridge else [SequentialBridge()]),
+        *([LLMTextProcessor(text_aggregator=tts_text)] if tts_text else []),
+    ]
 
 
 async def _run_bot(transport: BaseTransport, session: Session) -> None:

@@ -42,7 +42,7 @@ class ProviderNames:
     @classmethod
     def from_settings(cls, settings: Settings) -> ProviderNames:
         def name(stage: Stage, cloud: str, local: str) -> str:
-            return cloud if settings.uses_cloud(stage) else local
+            return cloud if uses_cloud(settings, stage) else local
 
         return cls(
             stt=name(Stage.STT, "deepgram", "whisper"),
@@ -51,9 +51,31 @@ class ProviderNames:
         )
 
 
+def uses_cloud(settings: Settings, stage: Stage) -> bool:
+    """Whether `stage` runs on its cloud provider: `cloud`, or `auto` with its key set.
+
+    `cloud` without a key is a configuration error, reported here rather than as a
+    confusing 401 from the provider mid-conversation.
+    """
+    choice = settings.choice_for(stage)
+    key = settings.key_for(stage)
+    has_key = bool(key and key.get_secret_value())
+    if choice is ProviderChoice.CLOUD and not has_key:
+        raise ValueError(
+            f"{stage.value.upper()}_PROVIDER=cloud needs its API key; see .env.example"
+        )
+    return choice is ProviderChoice.CLOUD or (choice is ProviderChoice.AUTO and has_key)
+
+
 def runs_locally(settings: Settings, stage: Stage) -> bool:
     """Whether `stage` runs on this machine's models (not on a cloud provider)."""
-    return not settings.uses_cloud(stage)
+    return not uses_cloud(settings, stage)
+
+
+def stt_answers_every_segment(settings: Settings) -> bool:
+    """Whether the chosen STT answers every speech segment, with words or without: the
+    local eager Whisper does; Deepgram (whose tail may never be finalized) does not."""
+    return settings.whisper_eager and runs_locally(settings, Stage.STT)
 
 
 @dataclass
@@ -115,7 +137,7 @@ PROVIDERS = Providers()
 
 
 def create_stt(settings: Settings, models: LocalModels) -> STTService:
-    if settings.uses_cloud(Stage.STT):
+    if uses_cloud(settings, Stage.STT):
         from bot.cloud_services import DeepgramSTT
 
         stt = DeepgramSTT(
@@ -184,7 +206,7 @@ def create_llm(settings: Settings, models: LocalModels, *, fallback: bool = True
         temperature=settings.llm_temperature,
         max_tokens=settings.llm_max_tokens,
     )
-    if settings.uses_cloud(Stage.LLM):
+    if uses_cloud(settings, Stage.LLM):
         from bot.cloud_services import GroqLLM
 
         llm = GroqLLM(
@@ -222,7 +244,7 @@ class LocalLLMService(NoFillerAfterPreamble, OpenAILLMService):
 
 
 def create_tts(settings: Settings, models: LocalModels) -> TTSService:
-    if settings.uses_cloud(Stage.TTS):
+    if uses_cloud(settings, Stage.TTS):
         from bot.cloud_services import CartesiaTTS
 
         tts = CartesiaTTS(
@@ -245,7 +267,7 @@ def with_fallback(stage: Stage, cloud, settings: Settings, models: LocalModels |
     With FALLBACK_ENABLED and local models to fall back on (`models` None: a caller with
     no local stack gets the bare cloud service). The local service is built here from the
     same settings with the stage forced local, over a lazy view of the models: building it
-    loads nothing. Its model is fetched (once per process, in a worker thread) when the
+    loads nothing. Its model is fetched (once per process, on a thread of its own) when the
     session starts with FALLBACK_WARM, else at the first fault: a fallback that first has
     to start the 0.5 GB LLM server keeps the caller waiting for seconds.
     """
@@ -261,7 +283,7 @@ def with_fallback(stage: Stage, cloud, settings: Settings, models: LocalModels |
     factory = {Stage.STT: create_stt, Stage.LLM: create_llm, Stage.TTS: create_tts}[stage]
     local = factory(forced_local, fallback.LazyModels(models, settings.llm_model_name))
 
-    def prepare_local() -> None:  # in a worker thread
+    def prepare_local() -> None:  # on a thread of its own
         # Load and warm the model unless this process already has (a cold llama.cpp server
         # takes ~10 s more for its first answer than a warm one).
         loaded = {Stage.STT: "_whisper", Stage.LLM: "_llm", Stage.TTS: "_piper"}[stage]
@@ -293,7 +315,7 @@ def create_search(settings: Settings, *, knowledge_dir=None):
     from bot.knowledge import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase
     from bot.search import TavilySearch
 
-    if settings.uses_cloud(Stage.SEARCH):
+    if uses_cloud(settings, Stage.SEARCH):
         return TavilySearch(
             api_key=settings.tavily_api_key.get_secret_value(),
             base_url=settings.tavily_base_url,

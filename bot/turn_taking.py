@@ -20,6 +20,7 @@ from bot.config import Settings
 from bot.local.models import LocalModels
 from bot.local.silero_vad import SharedSileroVADAnalyzer
 from bot.local.smart_turn import SharedSmartTurnAnalyzer
+from bot.providers import stt_answers_every_segment
 from bot.turn_end import SentenceTurnStop
 
 EMPTY_TURN_REPLY = "Sorry, I didn't catch that. Could you say it again?"
@@ -58,7 +59,7 @@ def create_user_params(
         # Smart-turn, checked against the words and the speaker's pauses (bot/turn_end.py),
         # with the answer started early on the words heard (SPECULATIVE_REPLY, bot/speculation.py).
         stop = SentenceTurnStop(
-            final_per_segment=settings.stt_answers_every_segment,
+            final_per_segment=stt_answers_every_segment(settings),
             turn_analyzer=SharedSmartTurnAnalyzer(
                 session=models.smart_turn_session,
                 speculate=settings.smart_turn_speculate,

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from bot.config import Settings, Stage
-from bot.providers import ProviderNames, create_llm, create_stt, create_tts
+from bot.providers import ProviderNames, create_llm, create_stt, create_tts, uses_cloud
 from tests.support.cloud import (
     CARTESIA_KEY,
     DG_KEY,
@@ -57,7 +57,7 @@ def test_no_keys_selects_the_local_services():
         tavily_api_key=None,
     )
     assert ProviderNames.from_settings(settings) == ProviderNames("whisper", "llama.cpp", "piper")
-    assert not any(settings.uses_cloud(stage) for stage in Stage)
+    assert not any(uses_cloud(settings, stage) for stage in Stage)
     models = StubModels()
     stt, llm, tts = (f(settings, models) for f in (create_stt, create_llm, create_tts))
     assert type(stt) is EagerWhisperSTTService  # whisper_eager is on by default

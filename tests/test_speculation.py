@@ -1,10 +1,11 @@
 """Speculative answers (SPECULATIVE_REPLY, bot/speculation.py), checked frame by frame.
 
 The production stop strategy (`SentenceTurnStop`, which carries the speculation) runs in a
-real Pipecat user aggregator, then the local LLM's notes, Pipecat's real `SpeculationGate`
-inside an LLM service, and an assistant aggregator writing the context. Two stand-ins make the turns exact: the
-turn analyzer (smart-turn's verdicts, scripted) and the model (it answers every request
-with the words it was asked, so a stale answer is recognisable wherever it turns up).
+real Pipecat user aggregator, then run_bot's own reply chain (`bot.pipeline.reply_chain`:
+the context budget, the local LLM's notes, Pipecat's real `SpeculationGate` inside the LLM
+service), and an assistant aggregator writing the context. Two stand-ins make the turns
+exact: the turn analyzer (smart-turn's verdicts, scripted) and the model (it answers every
+request with the words it was asked, so a stale answer is recognisable wherever it turns up).
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ from pipecat.utils.time import time_now_iso8601
 from pipecat.workers.runner import WorkerRunner
 
 from bot.config import Settings
-from bot.providers import local_note_sources
+from bot.pipeline import create_memory, reply_chain
+from bot.providers import create_knowledge
 from bot.turn_end import SentenceTurnStop
-from processors.turn_notes import TurnNotes
 from tests.support.fakes import unset_llm_settings
 from tests.support.pipeline import Heard
 from tests.support.polling import until
@@ -110,16 +111,26 @@ class Conversation:
         self.llm, self.heard = EchoLLM(), Heard()
         self.analyzer = ScriptedTurnAnalyzer(verdicts)
         stop = SentenceTurnStop(turn_analyzer=self.analyzer, speculate=speculate)
+        settings = Settings(_env_file=None)
+        # As build_pipeline makes them for a local LLM: its notes (knowledge base,
+        # calculator) and the context's budget.
+        _, notes = create_knowledge(settings, local_llm=True)
+        budget, assistant_params = create_memory(
+            settings, self.context, lambda: self.llm.settings.system_instruction
+        )
         user, assistant = LLMContextAggregatorPair(
             self.context,
             user_params=LLMUserAggregatorParams(
-                user_turn_strategies=UserTurnStrategies(start=[VADUserTurnStartStrategy()], stop=[stop])
+                user_turn_strategies=UserTurnStrategies(
+                    start=[VADUserTurnStartStrategy()], stop=[stop]
+                )
             ),
+            assistant_params=assistant_params,
         )
-        # As in run_bot: the local LLM's notes (knowledge base, calculator) just before it.
-        notes = TurnNotes(local_note_sources(Settings(_env_file=None)))
+        # Between the aggregators, run_bot's own chain around the LLM (TTS and audio aside).
+        chain = reply_chain(settings, self.llm, budget=budget, notes=notes)
         self.worker = PipelineWorker(
-            Pipeline([user, notes, self.llm, self.heard, assistant]), params=PipelineParams()
+            Pipeline([user, *chain, self.heard, assistant]), params=PipelineParams()
         )
 
     async def __aenter__(self):

@@ -57,9 +57,10 @@ def test_the_wait_follows_the_speakers_own_pauses():
 def test_only_the_local_eager_whisper_answers_every_segment():
     """The turn end waits for a segment's words only from an STT that always sends them:
     the local eager Whisper, not Deepgram (whose tail may never be finalized)."""
+    from bot.providers import stt_answers_every_segment
     from tests.support.settings import local_settings
 
-    assert local_settings().stt_answers_every_segment is True
-    assert local_settings(whisper_eager=False).stt_answers_every_segment is False
+    assert stt_answers_every_segment(local_settings()) is True
+    assert stt_answers_every_segment(local_settings(whisper_eager=False)) is False
     cloud = local_settings(stt_provider="cloud", deepgram_api_key="dg-test")
-    assert cloud.stt_answers_every_segment is False
+    assert stt_answers_every_segment(cloud) is False
