@@ -26,8 +26,9 @@ MIC_STAMP := $(VENV)/.installed-mic
 run: setup client
 	$(PY) -m bot serve
 
-# Two workers, one test file each at a time: most tests wait on real-time audio, so the
-# second core has room (27 -> 18 min here); a file's server and browser fixtures stay shared.
+# Two pytest-xdist workers, one test file each at a time: most tests wait on real-time audio,
+# so the second core has room (27 -> 18 min here); a file's server and browser fixtures stay
+# shared.
 test: test-setup
 	$(PY) -m pytest -n 2 --dist loadfile
 

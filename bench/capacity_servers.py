@@ -2,7 +2,7 @@
 core, `--nodes`) sharing a private Redis in cluster mode, each session placed on the
 least-loaded one by `POST /api/connect` as a client of the cluster would be.
 
-CPU and RSS are those of every server, its session workers (SESSION_PROCESSES) and Redis.
+CPU and RSS are those of every server, its session processes (SESSION_PROCESSES) and Redis.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ A level N keeps real time when, over all its sessions:
   pre-buffer, re-buffering after an underrun: web/client's `PcmPlayer`) and counts underruns;
 - the p95 added voice-to-voice (each turn against its question's median at N=1) is under a
   bound taken from the spread, and so is the input backlog's growth;
-- the server (and its workers) used less than ~85 % of the machine's cores.
+- the server (and its session processes) used less than ~85 % of the machine's cores.
 
 The spread: N=1 is run twice. The second run judged against the first's baselines shows
 what "added latency" and "backlog growth" read with no added load at all; a level fails only

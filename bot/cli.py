@@ -254,8 +254,8 @@ def chat(
         models.close()
 
 
-@app.command(hidden=True)
-def worker():
+@app.command("session-process", hidden=True)
+def session_process():
     """Run one session in this process (started by the server's spawner; the job comes on stdin)."""
     run_session_process()
 
@@ -278,7 +278,7 @@ def run_session_process(providers=None) -> None:
     models = load_models(settings, providers=providers)
     print(json.dumps({"event": "loaded"}), flush=True)
     try:
-        job = read_line()  # the session: given when one comes (a spare worker waits here)
+        job = read_line()  # the session: given when one comes (a spare waits here)
         if missing := {"session_id", "transport"} - job.keys():
             raise KeyError(", ".join(sorted(missing)))
     except (ValueError, KeyError, TypeError) as e:

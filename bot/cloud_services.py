@@ -6,7 +6,7 @@ each change unnecessary. What every one of them adds:
 
 - a bounded connect: setting a service up never holds the pipeline's start longer than
   `connect_timeout_secs` (a refused or unanswered handshake otherwise holds it for 8 s,
-  or past the worker's setup timeout); it goes on connecting in the background and
+  or past the `PipelineWorker`'s setup timeout); it goes on connecting in the background and
   reports `ConnectTimeout`, which the fallback answers;
 - `connected` and `reconnect()` for the fallback's retry (processors/fallback).
 

@@ -29,13 +29,14 @@ class ServerSettings(BaseModel):
     # The LLM writes the greeting (GREETING is then its instruction), as a reply of its
     # own: Pipecat's text-modality evals wait for one.
     greeting_from_llm: bool = False
-    # Run each WebSocket/WebRTC session in its own worker process (as Daily bots always
+    # Run each WebSocket/WebRTC session in its own session process (as Daily bots always
     # are): a crashing bot takes only its session down, and sessions use every core.
-    # Each worker loads its own STT/TTS/VAD models (~2-4 s at connect, ~250 MB).
+    # Each session process loads its own STT/TTS/VAD models (~2-4 s at connect, ~250 MB).
     session_processes: bool = False
-    # With SESSION_PROCESSES: workers kept loaded and waiting, so a session starts at once.
-    worker_spares: int = Field(1, ge=0, le=8)
-    # How long a spawned bot process (Daily rooms) may take to load and say it is ready.
+    # With SESSION_PROCESSES: session processes kept loaded and waiting, so a session
+    # starts at once.
+    session_process_spares: int = Field(1, ge=0, le=8)
+    # How long a session process (Daily rooms too) may take to load and say it is ready.
     spawn_ready_timeout_secs: float = Field(60.0, gt=0)
     # Longest wait for Daily's REST API (creating a room and its tokens).
     daily_api_timeout_secs: float = Field(15.0, gt=0)

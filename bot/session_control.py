@@ -4,7 +4,7 @@
 (`web/admin.py`) calls it. Nothing here restarts or rebuilds the pipeline:
 
 - new instructions travel as an `LLMUpdateSettingsFrame` carrying a `system_instruction`
-  delta, queued into the session's worker. It flows downstream in order with every other
+  delta, queued into the session's `PipelineWorker`. It flows downstream in order with every other
   frame, so the LLM applies it before any turn queued after it; `update_instructions`
   returns once the LLM has taken the frame (this object observes the pipeline for that);
 - `say` queues a `TTSSpeakFrame`;

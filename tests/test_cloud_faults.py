@@ -147,7 +147,7 @@ def test_deepgram_429_wait_honours_retry_after_up_to_the_cap():
 
 
 async def test_deepgram_unanswered_handshake_does_not_hold_the_pipeline_start(deepgram):
-    """Unbounded, the SDK waits 10 s per attempt, past the worker's setup timeout: the
+    """Unbounded, the SDK waits 10 s per attempt, past the `PipelineWorker`'s setup timeout: the
     session would never start. Ours starts after CLOUD_CONNECT_TIMEOUT_SECS and says why."""
     deepgram.faults.inject(Fault.HANG, stage="handshake", times=1)
     settings = cloud_settings(deepgram=deepgram, cloud_connect_timeout_secs=1.0)

@@ -3,7 +3,7 @@
 The session is driven by the Python client (web/ws_client.py) against the in-process server
 — real VAD, turn detection, transport and metrics; instant fake STT/LLM/TTS, so the test is
 about the dashboard, not the models' speed on a loaded machine — while Chromium (Debian's, driven by Playwright; `playwright install` is never needed) has the
-dashboard open. The browser runs in a worker thread (Playwright's sync API), the server and
+dashboard open. The browser runs on a thread of its own (Playwright's sync API), the server and
 the client in the test's event loop; they hand over with events, never sleeps.
 """
 
@@ -36,7 +36,7 @@ pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing (`make test` installs it)"),
 ]
 
-# Pixels of the p50 bars of the stage chart, by colour (see STAGE_INFO in dashboard.js).
+# Pixels of the p50 bars of the stage chart, by colour (see STAGE_INFO in web/dashboard/state.js).
 COUNT_BAR_PIXELS = """() => {
   const canvas = document.querySelector('#stage-chart');
   const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;

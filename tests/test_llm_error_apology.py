@@ -107,7 +107,7 @@ async def test_a_failed_completion_is_answered_with_the_apology(server, request)
     kinds = [type(f) for f in down if isinstance(f, answer)]
     assert kinds == list(answer), kinds  # an empty answer, then the apology
     assert [f.text for f in down if isinstance(f, TTSSpeakFrame)] == [APOLOGY]
-    # The error still goes on up, to the worker and the error counters.
+    # The error still goes on up, to the `PipelineWorker` and the error counters.
     assert [f.processor for f in up if isinstance(f, ErrorFrame)] == [llm]
 
 

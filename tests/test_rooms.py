@@ -21,7 +21,7 @@ async def test_without_a_key_rooms_are_refused_clearly(serve_app):
 
 
 async def test_room_and_tokens_are_created_and_a_bot_process_is_spawned(serve_app, monkeypatch):
-    # The spawned worker cannot reach the (loopback) room on Daily: it must give up cleanly.
+    # The session process cannot reach the (loopback) room on Daily: it must give up cleanly.
     monkeypatch.setenv("DAILY_JOIN_TIMEOUT_SECS", "3")
     async with DailyPeer(api_key=KEY) as daily:
         async with serve_app(daily_api_key=KEY, daily_api_url=daily.base_url) as server:
@@ -44,7 +44,8 @@ async def test_room_and_tokens_are_created_and_a_bot_process_is_spawned(serve_ap
 
 
 async def test_a_bot_that_crashes_at_start_is_reported(serve_app, monkeypatch):
-    monkeypatch.setenv("WHISPER_MODEL_DIR", "/nonexistent/whisper")  # the worker cannot load STT
+    # The session process cannot load STT.
+    monkeypatch.setenv("WHISPER_MODEL_DIR", "/nonexistent/whisper")
     async with DailyPeer(api_key=KEY) as daily:
         async with serve_app(daily_api_key=KEY, daily_api_url=daily.base_url) as server:
             async with httpx.AsyncClient(timeout=120) as http:

@@ -33,7 +33,9 @@ class SessionSummary(BaseModel):
     started_at: float = Field(description="Unix time")
     duration_secs: float
     turns: int = Field(description="Completed turns")
-    pid: int = Field(description="The process running the session (the server's, or its worker's)")
+    pid: int = Field(
+        description="The process running the session: the server, or its own session process"
+    )
     node: str | None = Field(None, description="The node running it (cluster mode: REDIS_URL)")
 
 

@@ -2,7 +2,7 @@
 
 Every connection is one session (`bot.pipeline.run_bot`) registered in the app's
 `SessionRegistry`, which enforces MAX_SESSIONS and the per-client limits and tears
-sessions down on disconnect. Sessions run in this process, or each in its own worker
+sessions down on disconnect. Sessions run in this process, or each in its own session
 process (SESSION_PROCESSES; web/session_routes.py). What the server refuses, and to whom
 it answers, is in README "Security".
 """
@@ -68,7 +68,8 @@ def create_app(
     session_process_command: list[str] | None = None,
 ) -> FastAPI:
     """The server. `providers` builds each session's services and `session_process_command`
-    starts a session process (`python -m bot worker`); tests and benchmarks hand in theirs."""
+    starts a session process (`python -m bot session-process`); tests and benchmarks hand in
+    theirs."""
     clients = ClientLimits(settings.max_sessions_per_client, settings.max_new_sessions_per_minute)
     registry = SessionRegistry(
         settings.max_sessions, history_turns=settings.dashboard_session_turns, clients=clients
@@ -143,7 +144,7 @@ def create_app(
     resumes = ResumeKeeper(settings) if settings.session_resume_secs > 0 else None
     if resumes is not None:  # a session's end (its process dead included) starts its window
         registry.listeners.append(resumes.on_session_event)
-    spares = settings.worker_spares if settings.session_processes else 0
+    spares = settings.session_process_spares if settings.session_processes else 0
     spawner = BotSpawner(
         settings,
         registry,

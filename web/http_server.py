@@ -1,5 +1,5 @@
 """How the app is served: one uvicorn configuration for `python -m bot serve`, the session
-workers and the tests.
+processes and the tests.
 
 - HTTP/1.1 by h11 with a deadline on each request's headers (REQUEST_HEADER_TIMEOUT_SECS,
   counted from the connection, or from the first byte of the next request on a kept-alive
@@ -106,7 +106,7 @@ def server_config(
 
 
 def loopback_socket() -> socket.socket:
-    """A socket bound to a free loopback port (the worker's and the tests' servers)."""
+    """A socket bound to a free loopback port (a session process's and the tests' servers)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     return sock

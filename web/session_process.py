@@ -1,4 +1,4 @@
-"""One session in its own process: what `python -m bot worker` runs for the spawner.
+"""One session in its own process: what `python -m bot session-process` runs for the spawner.
 
 The pipes (one JSON object per line), the other side being web/spawner.py's `SessionProcessLink`:
 

@@ -32,7 +32,7 @@ CLOSE_INTERNAL_ERROR = 1011
 # What a WebSocket client sends while its session process is starting is kept for it: its
 # messages (the RTVI handshake) up to this many, its audio up to a burst (the latest).
 EARLY_MESSAGES = 32
-WORKER_RESPONSES: dict[int | str, dict] = {
+SESSION_PROCESS_RESPONSES: dict[int | str, dict] = {
     502: {"description": "The session's session process could not be started or reached"},
 }
 
@@ -98,7 +98,7 @@ def session_process_router(
     @router.post(
         "/api/offer",
         response_model=Answer,
-        responses={**OFFER_RESPONSES, **WORKER_RESPONSES},
+        responses={**OFFER_RESPONSES, **SESSION_PROCESS_RESPONSES},
         summary="Start (or renegotiate) a WebRTC session",
     )
     async def webrtc_offer(offer: Offer, request: Request):
@@ -126,7 +126,7 @@ def session_process_router(
     @router.patch(
         "/api/offer",
         response_model=PatchResult,
-        responses={**PATCH_RESPONSES, **WORKER_RESPONSES},
+        responses={**PATCH_RESPONSES, **SESSION_PROCESS_RESPONSES},
         summary="Trickle ICE candidates to a WebRTC connection",
     )
     async def webrtc_ice_candidate(patch: CandidatesPatch, request: Request):

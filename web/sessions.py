@@ -189,13 +189,15 @@ class SessionRegistry:
     ) -> LiveSession:
         """Register an admitted session whose bot runs in a session process; then `track` it.
 
-        The worker's link reports its state and turns through `set_state` / `add_turn`."""
+        The session process's link reports its state and turns through `set_state` /
+        `add_turn`."""
         return self._open(
             LiveSession(id=session_id, transport=transport, remote=link, pid=pid, slot=slot)
         )
 
     async def track(self, live: LiveSession, until_exit: Coroutine) -> None:
-        """Keep a worker's session registered until `until_exit` returns (run as live.task)."""
+        """Keep a session process's session registered until `until_exit` returns (run as
+        live.task)."""
         await self._until_done(live, until_exit)
 
     def set_state(self, live: LiveSession, state: SessionState) -> None:

@@ -1,15 +1,15 @@
 """Bots in session processes: a crashing bot never takes the server down.
 
-`BotSpawner.spawn()` gives one session to a `python -m bot worker` process (web/session_process.py):
-the session process gets the settings (secrets included, on stdin, never on the command line, where
-`ps` would show them) and loads its models, then gets the session's job, says when it is
-ready, and the session is registered in the `SessionRegistry`, where it counts towards
-MAX_SESSIONS and shows on the dashboard like any other. Loading takes seconds, so with
-SESSION_PROCESSES on the spawner keeps WORKER_SPARES session processes loaded and waiting:
-a new session takes one and another starts loading behind it. `SessionProcessLink` is this
-side of a session process's pipes: its events
-(state, turns, its session's instructions) come on its stdout, the admin API's commands go
-to its stdin, and its log lines (stderr) are passed on to this process's log stream.
+`BotSpawner.spawn()` gives one session to a `python -m bot session-process` process
+(web/session_process.py): the session process gets the settings (secrets included, on stdin,
+never on the command line, where `ps` would show them) and loads its models, then gets the
+session's job, says when it is ready, and the session is registered in the `SessionRegistry`,
+where it counts towards MAX_SESSIONS and shows on the dashboard like any other. Loading takes
+seconds, so with SESSION_PROCESSES on the spawner keeps SESSION_PROCESS_SPARES session
+processes loaded and waiting: a new session takes one and another starts loading behind it.
+`SessionProcessLink` is this side of a session process's pipes: its events (state, turns,
+its session's instructions) come on its stdout, the admin API's commands go to its stdin,
+and its log lines (stderr) are passed on to this process's log stream.
 Session processes share the server's loopback LLM server instead of loading their own, and
 count their provider errors and fallbacks in the server's metrics directory
 (web/process_metrics.py).
@@ -151,7 +151,7 @@ class SessionProcessLink:
                 if not reply.done():
                     reply.set_exception(ConnectionError("the session's process has ended"))
         if code == 0:
-            log.info(f"Worker process {self.process.pid} finished")
+            log.info(f"Session process {self.process.pid} finished")
         else:
             log.warning(
                 f"Session process {self.process.pid} exited with code {code}: "
@@ -286,7 +286,7 @@ class BotSpawner:
         # Evaluated per session process: e.g. the running LLM server's URL.
         self.process_overrides = process_overrides
         self.spares = spares
-        self.command = command or [sys.executable, "-m", "bot", "worker"]
+        self.command = command or [sys.executable, "-m", "bot", "session-process"]
         self.keep_resumable = keep_resumable
         self._spares: list[SessionProcessLink] = []
         self._starting: set[asyncio.Task] = set()

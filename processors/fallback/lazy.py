@@ -1,5 +1,5 @@
 """Lazy local models: the local counterparts are built with the session, their weights
-are only fetched by `prepare_local` (a worker thread) or on first use."""
+are only fetched by `prepare_local` (on a thread of its own) or on first use."""
 
 from __future__ import annotations
 

@@ -85,7 +85,7 @@ async def test_a_webrtc_peer_that_never_connects_is_closed_and_its_slot_freed(
     """An offer that is answered but never followed by a connection (F1's squatter); with
     SESSION_PROCESSES its session process exits too."""
     async with serve(webrtc_connect_timeout_secs=1.0, max_sessions=1,
-                     session_processes=session_processes, worker_spares=0) as server:
+                     session_processes=session_processes, session_process_spares=0) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
             r = await http.post("/api/offer", json={"sdp": await offer_sdp(), "type": "offer"})
             assert r.status_code == 200, r.text
@@ -117,7 +117,8 @@ async def test_a_dropped_conversation_resumes_over_webrtc_with_its_ticket_only(
     conversation over WebRTC too, once, sessions in their own processes included; a wrong or
     spent ticket is refused with the reason and leaves no session, connection, process or
     slot behind."""
-    async with serve(max_sessions=1, session_processes=session_processes, worker_spares=0) as server, \
+    async with serve(max_sessions=1, session_processes=session_processes,
+                     session_process_spares=0) as server, \
             httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         async with AgentClient(server.ws_url) as client:
             session_id = await session_of(client)
@@ -193,7 +194,9 @@ async def test_a_conversation_resumes_for_the_window_after_its_drop_however_quie
     (before any reply, or after one) and then dropped gets it back; once the window after the
     drop is over, nobody does. In this process, through session processes, and in Redis."""
     window = 2.0
-    extra = {"session_processes": True, "worker_spares": 0} if mode == "session-processes" else {}
+    extra = {}
+    if mode == "session-processes":
+        extra = {"session_processes": True, "session_process_spares": 0}
     async with contextlib.AsyncExitStack() as stack:
         if mode == "redis":
             extra = {"redis_url": (await stack.enter_async_context(RedisServer())).url}
@@ -259,9 +262,9 @@ async def _resumes_for_the_window_after_its_drop(server, http, models, window: f
     assert "no conversation" in await refusal(again)
 
 
-async def test_in_worker_mode_a_bad_offer_starts_no_worker(serve):
+async def test_with_session_processes_a_bad_offer_starts_no_session_process(serve):
     good = await offer_sdp()
-    async with serve(session_processes=True, worker_spares=0) as server:
+    async with serve(session_processes=True, session_process_spares=0) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
             for body in (
                 {"sdp": "", "type": "offer"},
@@ -304,7 +307,7 @@ async def test_an_offer_that_passes_the_checks_but_cannot_be_answered_leaves_not
     the session and its process go."""
     sdp = unanswerable(await offer_sdp())
     async with serve(max_sessions=1, session_processes=session_processes,
-                     worker_spares=0) as server, \
+                     session_process_spares=0) as server, \
             httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         for _ in range(2):  # the one slot is free again for the next offer
             r = await http.post("/api/offer", json={"sdp": sdp, "type": "offer"})
@@ -346,18 +349,19 @@ async def test_a_session_that_does_not_start_after_its_answer_is_a_503_and_leave
 
 
 async def test_a_client_that_reconnects_at_once_gets_its_slot_back(serve):
-    """In worker mode the old session's teardown includes its process exiting; the slot
-    does not wait for it. In this process too, two clients reconnecting in a loop are
+    """With SESSION_PROCESSES the old session's teardown includes its process exiting; the
+    slot does not wait for it. In this process too, two clients reconnecting in a loop are
     never refused."""
     async with serve(
-        session_processes=True, worker_spares=1, max_sessions=1, max_new_sessions_per_minute=0
+        session_processes=True, session_process_spares=1, max_sessions=1,
+        max_new_sessions_per_minute=0,
     ) as server:
         for _ in range(2):
             async with AgentClient(server.ws_url) as client:
                 await session_of(client)
             async with AgentClient(server.ws_url) as again:
                 await session_of(again)  # not refused with 1013
-        await until(lambda: not server.registry.all(), 30, "the workers to exit")
+        await until(lambda: not server.registry.all(), 30, "the session processes to exit")
 
     async with serve(max_sessions=2, max_new_sessions_per_minute=0) as server:
         refusals = []

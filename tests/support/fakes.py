@@ -7,7 +7,7 @@ a test hands `FakeProviders` to `create_app` or a `Session`, and a server or ses
 process of its own is started with this module in place of `python -m bot`:
 
     python -m tests.support.fakes serve --fake stt,llm,tts [--answer TEXT] [--port N]
-    python -m tests.support.fakes worker --fake ...     (the spawner's session process)
+    python -m tests.support.fakes session-process --fake ...  (the spawner's session process)
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ class FakeProviders(Providers):
 
     def session_process_command(self) -> list[str]:
         """What the spawner runs for a session process with these providers."""
-        return [sys.executable, "-m", "tests.support.fakes", "worker", *self.arguments()]
+        return [sys.executable, "-m", "tests.support.fakes", "session-process", *self.arguments()]
 
 
 def main() -> None:
@@ -180,9 +180,9 @@ def main() -> None:
         configure_logging(settings)
         cli.run_server(settings, providers, providers.session_process_command())
 
-    @app.command()
-    def worker(fake: str = fake_option, answer: str = answer_option):
-        """`python -m bot worker` with the stand-ins."""
+    @app.command("session-process")
+    def session_process(fake: str = fake_option, answer: str = answer_option):
+        """`python -m bot session-process` with the stand-ins."""
         cli.run_session_process(FakeProviders(fake, answer=answer))
 
     app()
