@@ -10,7 +10,7 @@ the speaker), a street (pink noise, 10 dB under), a quiet room with a soft speak
 dBFS, a hiss 25 dB under).
 The VAD runs as the pipeline runs it (Silero over the shared model, 20 ms frames, after the
 denoiser: each of `--denoisers` in turn) with the settings' fixed bar, and with
-bot/adaptive_vad.py. A false start is the VAD starting
+bot/turns/adaptive_vad.py. A false start is the VAD starting
 outside every question (+0.5 s); a missed question is one it never started in.
 """
 
@@ -91,9 +91,9 @@ def vad_run(analyzer, audio) -> tuple[list[float], list[float]]:
 def run(args) -> tuple[str, dict]:
     from pipecat.audio.vad.vad_analyzer import VADParams
 
-    from bot.adaptive_vad import AdaptiveVADAnalyzer
     from bot.config import Settings
     from bot.local.silero_vad import SharedSileroVADAnalyzer
+    from bot.turns.adaptive_vad import AdaptiveVADAnalyzer
 
     settings = Settings(_env_file=None)
     from bot.local.models import LocalModels

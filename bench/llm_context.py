@@ -29,7 +29,7 @@ def converse(engine, settings, questions: list[str], budget_tokens: int, max_tok
     from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
     from pipecat.processors.aggregators.llm_context import LLMContext
 
-    from bot.search import web_search_schema
+    from bot.tools.search import web_search_schema
     from processors.context_budget import ContextBudget
 
     schema = web_search_schema()

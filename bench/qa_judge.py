@@ -28,7 +28,7 @@ REFUSAL = re.compile(
     re.IGNORECASE,
 )
 
-# The agent's question back when it did not make the words out (bot/turn_taking.py).
+# The agent's question back when it did not make the words out (bot/turns/turn_taking.py).
 ASKED_AGAIN = re.compile(r"\bdidn'?t catch that\b", re.IGNORECASE)
 
 

@@ -12,7 +12,7 @@ the whole question. Two rules are compared:
 
 - stock: the turn ends at the VAD stop when smart-turn says finished, else after
   SMART_TURN_STOP_SECS (2 s);
-- ours (bot/turn_end.py `decide`): ends at the stop when the words are a whole question,
+- ours (bot/turns/turn_end.py `decide`): ends at the stop when the words are a whole question,
   else after the speaker's pause-length wait (their longest comma pause so far, times 1.3,
   within [0.55, 1.0] s), or smart-turn's timeout when words and sound are both unfinished.
 
@@ -99,7 +99,7 @@ def clauses(text: str) -> list[str]:
 
 
 def run(args) -> tuple[str, dict, list[str]]:
-    from bot.turn_end import pause_wait
+    from bot.turns.turn_end import pause_wait
 
     judge = Judge()
     piper = judge.models.synthesize
@@ -163,7 +163,7 @@ def run(args) -> tuple[str, dict, list[str]]:
 
 def ends_within(rule: str, verdict: tuple[bool, str], pause: float, wait: float) -> bool:
     """Would the turn end during a comma pause of `pause` seconds?"""
-    from bot.turn_end import Verdict, decide
+    from bot.turns.turn_end import Verdict, decide
 
     complete, text = verdict
     if rule == "stock":
@@ -178,7 +178,7 @@ def ends_within(rule: str, verdict: tuple[bool, str], pause: float, wait: float)
 
 def end_latency(rule: str, verdict: tuple[bool, str], wait: float) -> float:
     """Silence after the last word before the turn ends."""
-    from bot.turn_end import Verdict, decide
+    from bot.turns.turn_end import Verdict, decide
 
     complete, text = verdict
     if rule == "stock":

@@ -94,7 +94,7 @@ async def ask_text(items: list[Item], voice_names: list[str] = (),
 
     from pipecat.turns.user_turn_completion_mixin import UserTurnCompletionConfig
 
-    from bot.turn_taking import EMPTY_TURN_REPLY
+    from bot.turns.turn_taking import EMPTY_TURN_REPLY
 
     settings = Settings()
     models = LocalModels(settings)

@@ -47,7 +47,7 @@ from pipecat.services.groq.llm import GroqLLMService
 from pipecat.utils.errors import ErrorCategory, classify_http_status_code
 from websockets.protocol import State
 
-from bot.tool_preamble import NoFillerAfterPreamble
+from bot.tools.tool_preamble import NoFillerAfterPreamble
 from processors.fallback import ConnectTimeout, ContextFreeError, Muteable
 
 DEFAULT_CONNECT_TIMEOUT_SECS = 2.0

@@ -133,12 +133,12 @@ class Settings(ServerSettings, FallbackSettings, BaseSettings):
     vad_start_secs: float = Field(0.2, ge=0.0)
     # ...while the bot talks and the microphone hears none of its echo (headphones, the
     # browser's canceller): there a start only pauses the bot until the words are known
-    # (bot/barge_in.py), so it stops sooner for a barge-in (adaptive VAD only).
+    # (bot/turns/barge_in.py), so it stops sooner for a barge-in (adaptive VAD only).
     vad_start_secs_over_bot: float = Field(0.1, ge=0.0)
     vad_stop_secs: float = Field(0.2, ge=0.0)
     vad_min_volume: float = Field(0.6, ge=0.0, le=1.0)
     # Let the loudness bar (VAD_MIN_VOLUME) follow the room: 5 LU over its noise floor,
-    # within 0.45-0.85 (bot/adaptive_vad.py). false: VAD_MIN_VOLUME, fixed.
+    # within 0.45-0.85 (bot/turns/adaptive_vad.py). false: VAD_MIN_VOLUME, fixed.
     vad_adaptive: bool = True
     smart_turn_enabled: bool = True
     smart_turn_stop_secs: float = Field(2.0, gt=0.0)
@@ -148,7 +148,7 @@ class Settings(ServerSettings, FallbackSettings, BaseSettings):
     smart_turn_speculate: bool = False
     # Start the answer on the words heard while turn detection still waits (the eager
     # Whisper pass at a pause, or a segment judged unfinished); it is played only if the
-    # turn ends with those words, else withdrawn silently (bot/speculation.py).
+    # turn ends with those words, else withdrawn silently (bot/turns/speculation.py).
     speculative_reply: bool = False
     # The LLM also judges whether the turn is over (Pipecat's FilterIncompleteUserTurnStrategies):
     # each reply opens with a complete or incomplete marker, and an incomplete turn gets no
@@ -175,7 +175,7 @@ class Settings(ServerSettings, FallbackSettings, BaseSettings):
     # chooses the VAD's denoiser; this one the recogniser also hears).
     echo_cancel_noise_suppression: bool = False
 
-    # --- Barge-in: what the user's voice means while the bot speaks (bot/barge_in.py) -----
+    # --- Barge-in: what the user's voice means while the bot speaks (bot/turns/barge_in.py)
     # Said over the bot, these let it go on (comma-separated; spellings like "Mm-hmm",
     # "mhm" and "mmhmm" are one word); they reach the client as backchannels, not turns.
     barge_in_backchannels: str = (
@@ -213,7 +213,7 @@ class Settings(ServerSettings, FallbackSettings, BaseSettings):
     # at start-up. Empty means the small set shipped in bot/knowledge/.
     knowledge_dir: Path | None = None
     # A local LLM gets knowledge-base passages with a user turn whose match score (the
-    # general-English information of the question's words a passage holds; bot/knowledge.py)
+    # general-English information of the question's words a passage holds; bot/tools/knowledge.py)
     # reaches this; tuned on bench.spoken_qa. Cloud LLMs search through the web_search tool.
     knowledge_match_threshold: float = Field(12.0, ge=0.0)
     search_enabled: bool = True

@@ -34,11 +34,7 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.utils.text.base_text_aggregator import BaseTextAggregator
 from pipecat.workers.runner import WorkerRunner
 
-from bot.backchannel_filter import BackchannelFilter
-from bot.barge_in import BargeIn
-from bot.barge_in_words import BargeInPolicy
 from bot.config import Settings
-from bot.idle import IdleCheckIn
 from bot.local.models import LocalModels
 from bot.logs import log_turn, session_context
 from bot.providers import (
@@ -49,7 +45,11 @@ from bot.providers import (
     stt_answers_every_segment,
 )
 from bot.session_control import SessionControl
-from bot.turn_taking import EMPTY_TURN_PROMPT, EMPTY_TURN_REPLY, create_user_params
+from bot.turns.backchannel_filter import BackchannelFilter
+from bot.turns.barge_in import BargeIn
+from bot.turns.barge_in_words import BargeInPolicy
+from bot.turns.idle import IdleCheckIn
+from bot.turns.turn_taking import EMPTY_TURN_PROMPT, EMPTY_TURN_REPLY, create_user_params
 from processors.client_ready import ClientReadyRTVIProcessor
 from processors.context_budget import ContextBudget, tools_tokens
 from processors.denoise import Denoiser

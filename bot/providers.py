@@ -23,7 +23,7 @@ from bot.config import ProviderChoice, Settings, Stage
 from bot.local.models import LocalModels
 from bot.memory import MemoryKeeper
 from bot.text_aggregation import FirstChunkTextAggregator
-from bot.tool_preamble import NoFillerAfterPreamble
+from bot.tools.tool_preamble import NoFillerAfterPreamble
 
 if TYPE_CHECKING:
     from pipecat.processors.aggregators.llm_context import LLMContext
@@ -175,7 +175,7 @@ def stt_vocabulary(settings: Settings) -> str:
     """Names the user may say, for the local recogniser's prompt (WHISPER_VOCABULARY)."""
     if not (settings.whisper_vocabulary and settings.search_enabled):
         return ""
-    from bot.knowledge import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase
+    from bot.tools.knowledge import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase
 
     folder = settings.knowledge_dir or DEFAULT_KNOWLEDGE_DIR
     return KnowledgeBase.shared(folder, max_results=settings.search_max_results).vocabulary()
@@ -312,8 +312,8 @@ def create_search(settings: Settings, *, knowledge_dir=None):
     The knowledge base is indexed once per process and shared (`KnowledgeBase.shared`);
     `knowledge_dir` overrides KNOWLEDGE_DIR (tests).
     """
-    from bot.knowledge import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase
-    from bot.search import TavilySearch
+    from bot.tools.knowledge import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase
+    from bot.tools.search import TavilySearch
 
     if uses_cloud(settings, Stage.SEARCH):
         return TavilySearch(
@@ -340,7 +340,7 @@ def create_knowledge(settings: Settings, *, local_llm: bool | None = None, knowl
     if not local_llm:
         if not settings.search_enabled:
             return [], None
-        from bot.search import WebSearchTool
+        from bot.tools.search import WebSearchTool
 
         tool = WebSearchTool(
             create_search(settings, knowledge_dir=knowledge_dir),
@@ -358,7 +358,7 @@ def create_knowledge(settings: Settings, *, local_llm: bool | None = None, knowl
 def local_note_sources(settings: Settings, *, knowledge_dir=None) -> list:
     """What a local LLM is told with a turn: matching knowledge-base passages, and the
     results of the arithmetic it asks for (processors/turn_notes.py)."""
-    from bot.knowledge import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase
+    from bot.tools.knowledge import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase
     from processors.turn_notes import calculator_notes, knowledge_notes
 
     if not settings.search_enabled:  # no knowledge base at all

@@ -19,7 +19,7 @@ class ServerSettings(BaseModel):
     # A session with no speech from either side for this long is ended.
     idle_timeout_secs: float = Field(300.0, gt=0)
     # The user quiet this long after the bot spoke: the bot checks in once, and after
-    # USER_IDLE_END_SECS more says goodbye and ends the session (bot/idle.py). 0: never.
+    # USER_IDLE_END_SECS more says goodbye and ends the session (bot/turns/idle.py). 0: never.
     user_idle_secs: float = Field(30.0, ge=0.0)
     user_idle_end_secs: float = Field(20.0, gt=0.0)
     user_idle_check_in: str = "Are you still there?"

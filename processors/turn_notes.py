@@ -5,7 +5,7 @@ greetings and arithmetic, then ignores what comes back), and it guesses at facts
 it is unsure of; it answers well from notes handed to it with the question. So each
 `NoteSource` looks at the user's turn: the knowledge base gives the passages a question
 about it matches (`KnowledgeBase.retrieve`, over KNOWLEDGE_MATCH_THRESHOLD), the calculator
-the results of the arithmetic it asks for (bot/calculator.py). A turn none of them has
+the results of the arithmetic it asks for (bot/tools/calculator.py). A turn none of them has
 anything for goes to the LLM untouched: it sees no knowledge-base text at all.
 
 The notes go into a copy of the context made for this one request (as Pipecat's own
@@ -22,8 +22,8 @@ from pipecat.frames.frames import Frame, LLMContextFrame
 from pipecat.processors.aggregators.llm_context import LLMContext, standard_message_text
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from bot.calculator import worked_arithmetic
-from bot.knowledge import KnowledgeBase, format_passages
+from bot.tools.calculator import worked_arithmetic
+from bot.tools.knowledge import KnowledgeBase, format_passages
 
 NOTES_INTRO = (
     "Notes for my question (use them only if they answer it; never mention them otherwise):"

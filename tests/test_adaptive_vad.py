@@ -5,10 +5,10 @@ from pipecat.audio.vad.vad_analyzer import VADParams
 
 from bench.adaptive_vad import ROOMS, room_audio, vad_run
 from bench import voices
-from bot.adaptive_vad import AdaptiveVADAnalyzer
 from bot.config import Settings
 from bot.local.models import LocalModels
 from bot.local.silero_vad import SharedSileroVADAnalyzer
+from bot.turns.adaptive_vad import AdaptiveVADAnalyzer
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -72,7 +72,7 @@ def test_a_user_speaking_on_does_not_raise_the_bar_over_their_own_voice(silero):
 
 
 def test_over_the_bot_speech_starts_sooner(silero):
-    """Where a start only pauses the bot until the words are known (bot/barge_in.py), the
+    """Where a start only pauses the bot until the words are known (bot/turns/barge_in.py), the
     VAD starts on VAD_START_SECS_OVER_BOT of speech: the bot stops talking over the user
     ~0.1 s sooner. Elsewhere it waits VAD_START_SECS, as a turn's start costs more."""
     settings = Settings(_env_file=None)

@@ -1,9 +1,9 @@
-"""What words heard over the bot mean (bot/barge_in.py), where the echo canceller called the
+"""What words heard over the bot mean (bot/turns/barge_in.py), where the echo canceller called the
 segment the bot's own echo: the user may still have spoken on over it."""
 
-from bot.barge_in import BargeIn
-from bot.barge_in_words import BargeInPolicy, Meaning
 from bot.config import Settings
+from bot.turns.barge_in import BargeIn
+from bot.turns.barge_in_words import BargeInPolicy, Meaning
 
 SAID = "Plants make their food in the leaves, by photosynthesis."
 
@@ -33,7 +33,7 @@ async def test_a_question_spoken_on_over_the_echo_reaches_the_user_turn():
     from pipecat.frames.frames import TranscriptionFrame
     from pipecat.tests.utils import run_test
 
-    from bot.backchannel_filter import BackchannelFilter
+    from bot.turns.backchannel_filter import BackchannelFilter
 
     judge = barge_in()
     judge.echo_segment = True
@@ -54,7 +54,7 @@ async def test_words_of_speech_begun_over_the_bot_are_judged_however_late_they_c
     from pipecat.frames.frames import TranscriptionFrame
     from pipecat.tests.utils import run_test
 
-    from bot.backchannel_filter import BackchannelFilter
+    from bot.turns.backchannel_filter import BackchannelFilter
 
     policy = BargeInPolicy.from_settings(Settings(_env_file=None))
     said = SaidLately("Paris is the capital of France. It is a big city.")
@@ -353,8 +353,8 @@ async def test_words_heard_before_the_canceller_could_tell_wait_for_its_verdict(
     from pipecat.processors.frame_processor import FrameProcessor
     from pipecat.tests.utils import SleepFrame, run_test
 
-    from bot.backchannel_filter import BackchannelFilter
-    from bot.barge_in import ECHO_VERDICT_WAIT_SECS
+    from bot.turns.backchannel_filter import BackchannelFilter
+    from bot.turns.barge_in import ECHO_VERDICT_WAIT_SECS
 
     class PathFoundWithTheNextFrame(FrameProcessor):
         def __init__(self, canceller):
@@ -406,7 +406,7 @@ async def test_words_heard_before_the_canceller_could_tell_wait_for_its_verdict(
 
 
 def test_speech_starts_sooner_over_the_bot_only_where_its_echo_is_not_heard():
-    """bot/adaptive_vad.py starts speech on VAD_START_SECS_OVER_BOT while this holds: at 0.1 s
+    """bot/turns/adaptive_vad.py starts speech on VAD_START_SECS_OVER_BOT while this holds: at 0.1 s
     the echo's residue started turns of its own (bench/RESULTS.md, "A shorter VAD start")."""
     canceller = Canceller(0.0)
     judge = BargeIn(SaidLately(SAID), BargeInPolicy.from_settings(Settings(_env_file=None)),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bot.calculator import worked_arithmetic
+from bot.tools.calculator import worked_arithmetic
 
 
 @pytest.mark.parametrize(

@@ -249,9 +249,9 @@ def test_rnnoise_runs_while_the_bots_echo_may_be_heard_and_only_then(echo_db):
     residue: while the bot speaks, from its first words on where there is an echo, and no
     longer than the bot's first 2 s of speech where there is none (headphones, a browser
     that cancelled it already)."""
-    from bot.barge_in import BargeIn
-    from bot.barge_in_words import BargeInPolicy
     from bot.config import Settings
+    from bot.turns.barge_in import BargeIn
+    from bot.turns.barge_in_words import BargeInPolicy
     from processors.speech_gate import SpeechGate
 
     _, _, canceller, _ = call(echo_db, 0.2)

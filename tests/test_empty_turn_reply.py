@@ -15,7 +15,7 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.tests.utils import SleepFrame, run_test
 
-from bot.turn_taking import EMPTY_TURN_PROMPT, EMPTY_TURN_REPLY
+from bot.turns.turn_taking import EMPTY_TURN_PROMPT, EMPTY_TURN_REPLY
 from processors.empty_turn_reply import EmptyTurnReply
 from processors.unsure_transcripts import UnsureTranscripts
 

@@ -2,7 +2,7 @@
 
 Cloud paths run against loopback peers (tests/peers: Groq's OpenAI-compatible API, Tavily's
 REST API). The LLM service and the search backend are built by our factories
-(`create_llm`, `create_search`) from `Settings`; the tool is `bot.search.WebSearchTool`,
+(`create_llm`, `create_search`) from `Settings`; the tool is `bot.tools.search.WebSearchTool`,
 advertised on the `LLMContext` as `run_bot` does. Every wait is bounded and says what it
 waited for.
 """
@@ -34,9 +34,9 @@ from pydantic import SecretStr
 
 from bot.config import Settings
 from tests.support.fakes import InstantTTSService
-from bot.knowledge import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase
 from bot.providers import create_llm, create_search
-from bot.search import (
+from bot.tools.knowledge import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase
+from bot.tools.search import (
     SearchError,
     TavilySearch,
     WebSearchTool,

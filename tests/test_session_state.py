@@ -34,8 +34,8 @@ from pipecat.workers.runner import WorkerRunner
 
 from bot.local.models import LocalModels
 from bot.pipeline import build_pipeline
-from bot.turn_taking import EMPTY_TURN_REPLY
 from bot.providers import Services
+from bot.turns.turn_taking import EMPTY_TURN_REPLY
 from processors.observers.session_state import SessionState, SessionStateObserver
 from tests.support.fakes import InstantTTSService, unset_llm_settings
 from tests.support.pipeline import NoTransport

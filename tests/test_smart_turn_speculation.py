@@ -40,8 +40,8 @@ from pipecat.utils.time import time_now_iso8601
 from pipecat.workers.runner import WorkerRunner
 
 from bot.local.smart_turn import SharedSmartTurnAnalyzer
-from bot.speech_pause import PauseDetector
-from bot.turn_end import SentenceTurnStop
+from bot.turns.speech_pause import PauseDetector
+from bot.turns.turn_end import SentenceTurnStop
 from tests.support.audio import shared_transcripts
 from tests.support.pipeline import Heard
 from tests.support.polling import until

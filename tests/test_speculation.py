@@ -1,4 +1,4 @@
-"""Speculative answers (SPECULATIVE_REPLY, bot/speculation.py), checked frame by frame.
+"""Speculative answers (SPECULATIVE_REPLY, bot/turns/speculation.py), checked frame by frame.
 
 The production stop strategy (`SentenceTurnStop`, which carries the speculation) runs in a
 real Pipecat user aggregator, then run_bot's own reply chain (`bot.pipeline.reply_chain`:
@@ -45,7 +45,7 @@ from pipecat.workers.runner import WorkerRunner
 from bot.config import Settings
 from bot.pipeline import create_memory, reply_chain
 from bot.providers import create_knowledge
-from bot.turn_end import SentenceTurnStop
+from bot.turns.turn_end import SentenceTurnStop
 from tests.support.fakes import unset_llm_settings
 from tests.support.pipeline import Heard
 from tests.support.polling import until

@@ -33,7 +33,7 @@ def chunk(level: int, secs: float = 0.1) -> TTSAudioRawFrame:
 
 class CoughAt(FrameProcessor):
     """After the gate: when audio of `level` first plays, a cough holds the bot and turns out
-    to have no words (what bot/barge_in.py does), so the gate says the sentence again."""
+    to have no words (what bot/turns/barge_in.py does), so the gate says the sentence again."""
 
     def __init__(self, gate: SpeechGate, level: int):
         super().__init__()

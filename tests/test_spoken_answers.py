@@ -16,7 +16,7 @@ from bench.qa_judge import KB_MARKERS, judge, load_items
 from bench.spoken_qa import spoken
 from bot.conversation import converse
 from bot.pipeline import Session
-from bot.turn_taking import EMPTY_TURN_REPLY
+from bot.turns.turn_taking import EMPTY_TURN_REPLY
 from tests.conftest import local_settings
 from transports.file import FileTransportParams, Utterance
 

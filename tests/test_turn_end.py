@@ -1,8 +1,9 @@
-"""The turn-end rule on its own: which words end a turn at the VAD's stop (bot/turn_end.py)."""
+"""The turn-end rule on its own: which words end a turn at the VAD's stop
+(bot/turns/turn_end.py)."""
 
 import pytest
 
-from bot.turn_end import Verdict, decide, looks_unfinished, pause_wait
+from bot.turns.turn_end import Verdict, decide, looks_unfinished, pause_wait
 
 
 @pytest.mark.parametrize(

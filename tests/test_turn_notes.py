@@ -9,7 +9,7 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.tests.utils import run_test
 
 from bot.config import Settings
-from bot.knowledge import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase
+from bot.tools.knowledge import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase
 from processors.turn_notes import NOTES_INTRO, TurnNotes, calculator_notes, knowledge_notes
 
 THRESHOLD = Settings(_env_file=None).knowledge_match_threshold

@@ -80,7 +80,7 @@ async def test_barge_in_stop_ends_at_the_last_bot_audio_out_not_at_bot_stopped_s
 
 
 async def test_a_turn_started_on_its_words_keeps_the_speech_end_it_came_after():
-    """Over the bot, a turn starts once its words are judged (bot/barge_in.py): after the VAD
+    """Over the bot, a turn starts once its words are judged (bot/turns/barge_in.py): after the VAD
     stopped and the STT finalised. Its voice-to-voice still runs from the end of the speech."""
 
     turns = ObservedTurns()
@@ -114,7 +114,7 @@ async def test_a_turn_answered_without_the_llm_is_reported_when_the_bot_stops():
     TTS, no LLM request) is reported when the sentence ends, not at the next turn."""
     from pipecat.utils.text.base_text_aggregator import AggregationType
 
-    from bot.turn_taking import EMPTY_TURN_REPLY
+    from bot.turns.turn_taking import EMPTY_TURN_REPLY
 
     turns = ObservedTurns()
     push, output = turns.push, turns.output
@@ -139,7 +139,7 @@ async def test_a_turn_answered_without_the_llm_is_reported_when_the_bot_stops():
 
 async def _answer_paused_mid_way(turns):
     """Turn 1's answer is all generated and half played when the bot falls silent: held
-    over a sound (bot/barge_in.py) long enough for the output's 3 s fallback, or stopped
+    over a sound (bot/turns/barge_in.py) long enough for the output's 3 s fallback, or stopped
     for real to say its sentence again, either of which reports the bot stopped."""
     push, audio, output, llm = turns.push, turns.audio, turns.output, turns.llm
     await push(UserStartedSpeakingFrame(), 0.0, upstream=True)

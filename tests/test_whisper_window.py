@@ -110,7 +110,7 @@ def test_audio_longer_than_any_window_goes_the_stock_way(models, speech):
 def test_a_vocabulary_prompt_spells_the_names_and_keeps_every_word(models):
     """WHISPER_VOCABULARY: the knowledge base's names as Whisper's prompt, on the short window."""
     from bench import voices
-    from bot.knowledge import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase
+    from bot.tools.knowledge import DEFAULT_KNOWLEDGE_DIR, KnowledgeBase
 
     if not voices.get("flite-slt").available():
         pytest.skip("flite is not installed (`make test` installs it)")

@@ -15,7 +15,7 @@ pass covers the end is the segment transcribed again, as a plain segmented STT w
 
 With SPECULATIVE_REPLY a trusted pass at a pause is also an eager end of turn (Pipecat's
 `EagerEndOfTurnSTTServiceMixin`): the LLM starts answering it while the turn detector still
-waits (bot/speculation.py), and speech resuming withdraws it.
+waits (bot/turns/speculation.py), and speech resuming withdraws it.
 
 Passes are drafts (`WindowedWhisper.transcribe(draft=True)`): Whisper's short window only,
 never its 30 s one, which cut-off audio ("What is the...") always sent them to and which
@@ -46,10 +46,10 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.turns.eager_end_of_turn_mixin import EagerEndOfTurnSTTServiceMixin
 from pipecat.utils.time import time_now_iso8601
 
-from bot.barge_in import NoWordsFrame
 from bot.local.whisper_stt import SharedWhisperSTTService
 from bot.local.whisper_window import Heard, heard
-from bot.speech_pause import PauseDetector
+from bot.turns.barge_in import NoWordsFrame
+from bot.turns.speech_pause import PauseDetector
 
 MIN_PASS_SECS = 0.5  # less audio than this is not worth a pass
 MAX_PASSES = 2  # passes in flight at once, counting the end-of-speech pass

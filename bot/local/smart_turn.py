@@ -15,7 +15,7 @@ from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
 from pipecat.audio.turn.smart_turn._whisper_features import compute_whisper_log_mel_features
 from pipecat.metrics.metrics import MetricsData
 
-from bot.speech_pause import PauseDetector
+from bot.turns.speech_pause import PauseDetector
 
 SMART_TURN_SAMPLE_RATE = 16000  # what smart-turn v3 was trained on
 SMART_TURN_SECS = 8  # how much of the turn's end it hears
@@ -31,7 +31,7 @@ class SharedSmartTurnAnalyzer(BaseSmartTurn):
     Pipecat runs the model (~90 ms on one core) when the VAD reports a stop, i.e.
     stop_secs after the last word, and the turn waits for it. With `speculate`
     (SMART_TURN_SPECULATE, off by default) this analyzer also runs it the moment the audio
-    pauses (bot/speech_pause.py, ~100 ms after the last word). If
+    pauses (bot/turns/speech_pause.py, ~100 ms after the last word). If
     nothing but quiet follows until the VAD stop and that run heard a finished turn, the
     turn ends at once; otherwise (speech came back, or the run heard an unfinished turn)
     the model judges the whole silence at the stop, as stock. With only ~100 ms of
@@ -41,7 +41,7 @@ class SharedSmartTurnAnalyzer(BaseSmartTurn):
     The cost: a model run at every pause inside the speech, and a turn can now end on
     either verdict, so more questions are cut at a comma.
 
-    `turn_in_progress` (kept by the stop strategy, bot/turn_end.py): with no user turn to
+    `turn_in_progress` (kept by the stop strategy, bot/turns/turn_end.py): with no user turn to
     end (speech over the bot that the barge-in logic is still judging, its echo, a
     backchannel), a verdict would be dropped when the next turn starts, so the model does
     not run; the audio is cleared as a "finished" verdict would clear it.
@@ -49,7 +49,7 @@ class SharedSmartTurnAnalyzer(BaseSmartTurn):
     `verdict_on_request` (set by the stop strategy): at the VAD's stop the verdict is only
     owed, not reached ("unfinished" for now); the strategy asks for it with `judge()` once
     the segment's words are in and only if they look unfinished, the one case where the
-    verdict changes the turn's end (`decide()` in bot/turn_end.py).
+    verdict changes the turn's end (`decide()` in bot/turns/turn_end.py).
     """
 
     def __init__(

@@ -50,7 +50,7 @@ class SessionStateObserver(BaseObserver):
             # the assistant aggregator (a tool's result). The assistant aggregator also
             # sends the context on downstream when a reply ends, which asks nothing. A
             # tool's re-run while the filler still plays stays "speaking".
-            # A speculative one (bot/speculation.py) comes while the user may still speak.
+            # A speculative one (bot/turns/speculation.py) comes while the user may still speak.
             upstream = data.direction == FrameDirection.UPSTREAM
             to_llm = upstream or isinstance(data.source, LLMUserAggregator)
             if to_llm and not frame.speculation and self.state is not SessionState.SPEAKING:

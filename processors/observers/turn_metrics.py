@@ -105,7 +105,7 @@ class TurnMetricsObserver(BaseObserver):
             await self._on_output(frame, t)
             return
         if isinstance(frame, LLMContextFrame) and isinstance(data.destination, LLMService):
-            if frame.speculation:  # held by the LLM until the turn ends (bot/speculation.py)
+            if frame.speculation:  # held by the LLM until the turn ends (bot/turns/speculation.py)
                 self._speculation_at = t
             elif turn and turn.llm_request_at is None:
                 turn.llm_request_at = t
@@ -252,7 +252,7 @@ class TurnMetricsObserver(BaseObserver):
 
     def _speech_start(self, t: float) -> float:
         """When the user began the turn that starts at `t`."""
-        # A barge-in starts its turn once its words are known (bot/barge_in.py), but the
+        # A barge-in starts its turn once its words are known (bot/turns/barge_in.py), but the
         # bot fell silent at the VAD's start: that is where the user began.
         return t if self._vad_started_at is None else self._vad_started_at
 
@@ -269,7 +269,7 @@ class TurnMetricsObserver(BaseObserver):
                     self._interrupted = None
                 if self._bot_speaking:
                     self._interrupted = previous  # reported when its audio stops
-                else:  # paused before the user began (bot/barge_in.py): stopped already
+                else:  # paused before the user began (bot/turns/barge_in.py): stopped already
                     previous.bot_stopped_at = self._last_bot_audio_out_at
                     await self._emit(previous)
             else:

@@ -46,11 +46,12 @@ class TurnRecord:
     bot_stopped_at: float | None = None
     llm_done: bool = False
     # The answer's LLM responses (one, or more around tool calls) made, and those whose end
-    # has gone out behind their audio: until then a silent bot is paused (bot/barge_in.py),
+    # has gone out behind their audio: until then a silent bot is paused (bot/turns/barge_in.py),
     # not done.
     responses_generated: int = 0
     responses_played: int = 0
-    # The answer was started before the turn ended and released when it did (bot/speculation.py).
+    # The answer was started before the turn ended and released when it did
+    # (bot/turns/speculation.py).
     speculative: bool = False
     bot_text_spoken: list[str] = field(default_factory=list)
     bot_text_generated: list[str] = field(default_factory=list)

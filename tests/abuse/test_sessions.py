@@ -384,7 +384,7 @@ async def test_no_task_outlives_a_session_that_ends_mid_transcription(models, lo
     from pipecat.tests.utils import run_test
 
     from bot.local.eager_whisper import EagerWhisperSTTService
-    from bot.speech_pause import QUIET_FRAMES
+    from bot.turns.speech_pause import QUIET_FRAMES
 
     speech = models.synthesize("What is the capital of France?", 16000)[: 16000 * 8 // 10]
     pcm = np.concatenate([speech, np.zeros(320 * QUIET_FRAMES, dtype=np.int16)])

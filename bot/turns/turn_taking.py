@@ -1,6 +1,6 @@
 """The user's side of turn taking for one session: the VAD, when a turn starts (barge-in
-judged by its words, bot/barge_in.py) and when it ends (smart-turn checked against the
-words and pauses, bot/turn_end.py), idle and empty turns."""
+judged by its words, bot/turns/barge_in.py) and when it ends (smart-turn checked against the
+words and pauses, bot/turns/turn_end.py), idle and empty turns."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ from pipecat.turns.user_turn_strategies import (
     UserTurnStrategies,
 )
 
-from bot.adaptive_vad import AdaptiveVADAnalyzer
-from bot.barge_in import BargeIn, BargeInStartStrategy
 from bot.config import Settings
 from bot.local.models import LocalModels
 from bot.local.silero_vad import SharedSileroVADAnalyzer
 from bot.local.smart_turn import SharedSmartTurnAnalyzer
 from bot.providers import stt_answers_every_segment
-from bot.turn_end import SentenceTurnStop
+from bot.turns.adaptive_vad import AdaptiveVADAnalyzer
+from bot.turns.barge_in import BargeIn, BargeInStartStrategy
+from bot.turns.turn_end import SentenceTurnStop
 
 EMPTY_TURN_REPLY = "Sorry, I didn't catch that. Could you say it again?"
 # What Pipecat's user aggregator would ask the LLM after a barge-in with no words;
@@ -36,7 +36,7 @@ def create_user_params(
     settings: Settings, models: LocalModels, barge_in: BargeIn
 ) -> LLMUserAggregatorParams:
     """VAD and turn taking for one session (their ONNX models are shared)."""
-    # The VAD's loudness bar follows the room's noise floor (bot/adaptive_vad.py).
+    # The VAD's loudness bar follows the room's noise floor (bot/turns/adaptive_vad.py).
     # ...and the speech it starts on is shorter while the bot talks into a microphone that
     # hears none of its echo (headphones, the browser's canceller): the echo's residue, at
     # 0.1 s, started turns of its own (bench/RESULTS.md, "Barge-in").
@@ -56,8 +56,9 @@ def create_user_params(
     else:
         vad = SharedSileroVADAnalyzer(session=models.silero_session, params=params)
     if settings.smart_turn_enabled:
-        # Smart-turn, checked against the words and the speaker's pauses (bot/turn_end.py),
-        # with the answer started early on the words heard (SPECULATIVE_REPLY, bot/speculation.py).
+        # Smart-turn, checked against the words and the speaker's pauses (bot/turns/turn_end.py),
+        # with the answer started early on the words heard (SPECULATIVE_REPLY,
+        # bot/turns/speculation.py).
         stop = SentenceTurnStop(
             final_per_segment=stt_answers_every_segment(settings),
             turn_analyzer=SharedSmartTurnAnalyzer(

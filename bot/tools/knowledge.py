@@ -30,7 +30,8 @@ from pathlib import Path
 
 from loguru import logger
 
-DEFAULT_KNOWLEDGE_DIR = Path(__file__).parent / "knowledge"
+# The Markdown files shipped in bot/knowledge/ (this module is bot/tools/knowledge.py).
+DEFAULT_KNOWLEDGE_DIR = Path(__file__).parent.parent / "knowledge"
 KNOWLEDGE_SUFFIXES = {".md", ".markdown", ".txt"}
 MAX_KNOWLEDGE_FILE_BYTES = 512 * 1024
 PASSAGE_CHARS = 700  # paragraphs are merged into passages of about this size

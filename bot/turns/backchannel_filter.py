@@ -1,4 +1,4 @@
-"""Before the user aggregator: what is said over the bot is judged (bot/barge_in.py) and
+"""Before the user aggregator: what is said over the bot is judged (bot/turns/barge_in.py) and
 backchannels and echo never become turns."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from bot.barge_in import BargeIn
-from bot.barge_in_words import Meaning
+from bot.turns.barge_in import BargeIn
+from bot.turns.barge_in_words import Meaning
 
 
 class BackchannelFilter(FrameProcessor):

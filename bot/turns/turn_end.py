@@ -25,7 +25,7 @@ runs only there: at the VAD's stop the verdict is owed, and asked for once the s
 words are in (its transcript, the local Whisper's `NoWordsFrame`, words already heard when
 the VAD stopped, or, from an STT that stays silent, nothing by its p99 latency).
 
-It extends the speculative stop strategy (bot/speculation.py: the answer started on the
+It extends the speculative stop strategy (bot/turns/speculation.py: the answer started on the
 words heard while the turn waits), so both live on one stop path. `decide()` is the rule
 alone (bench/sentence_turns.py runs it).
 """
@@ -51,10 +51,10 @@ from pipecat.frames.frames import (
 )
 from pipecat.turns.types import ProcessFrameResult
 
-from bot.barge_in import NoWordsFrame
 from bot.local.smart_turn import SharedSmartTurnAnalyzer
-from bot.speculation import SpeculativeTurnStopStrategy
-from bot.speech_pause import PauseDetector
+from bot.turns.barge_in import NoWordsFrame
+from bot.turns.speculation import SpeculativeTurnStopStrategy
+from bot.turns.speech_pause import PauseDetector
 
 # The VAD reports speech start_secs (0.2 s) after it resumes; a waiting turn notices it at
 # once from the level (two loud 20 ms frames), and ends anyway if the VAD then hears none.

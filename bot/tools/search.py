@@ -6,7 +6,7 @@ Pipecat `FunctionSchema` that carries its handler, advertised on the session's
 (SEARCH_TIMEOUT_SECS) is answered with a spoken apology and ends the turn, so a turn never
 hangs on the tool. Results are cut to SEARCH_MAX_RESULT_CHARS before they enter the context.
 
-The knowledge-base backend is `bot.knowledge.KnowledgeBase`. The tool is offered to cloud
+The knowledge-base backend is `bot.tools.knowledge.KnowledgeBase`. The tool is offered to cloud
 LLMs only: a small local model gets knowledge-base passages with the user's turn instead
 (processors/knowledge_retrieval.py).
 """
@@ -27,7 +27,7 @@ from pipecat.services.llm_service import FunctionCallParams
 from tavily import AsyncTavilyClient
 from tavily import errors as tavily_errors
 
-from bot.knowledge import SearchResult
+from bot.tools.knowledge import SearchResult
 
 # Longest wait for the tool-free answer to a question the search found nothing for.
 ANSWER_TIMEOUT_SECS = 15.0

@@ -40,7 +40,7 @@ from pipecat.frames.frames import (
 from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_start import VADUserTurnStartStrategy
 
-from bot.barge_in_words import BargeInPolicy, Meaning, canonical, split_words
+from bot.turns.barge_in_words import BargeInPolicy, Meaning, canonical, split_words
 from processors.speech_gate import SpeechGate
 
 # Words the bot did not just say that make speech in a segment that began as its echo the
@@ -153,7 +153,8 @@ class BargeIn:
     @property
     def over_bot_without_echo(self) -> bool:
         """The bot is talking (or just stopped) into a microphone that hears none of it: a
-        start of speech there can only be the user's (bot/adaptive_vad.py starts it sooner)."""
+        start of speech there can only be the user's (bot/turns/adaptive_vad.py starts it
+        sooner)."""
         return self.listening_over_bot and not self.echo_may_be_heard
 
     def voice_over_echo(self) -> bool:

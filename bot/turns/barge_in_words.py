@@ -1,5 +1,5 @@
 """What words heard over the bot mean: the user's interruption, a backchannel, or the bot's
-own echo (the BARGE_IN_* settings). bot/barge_in.py acts on the verdict."""
+own echo (the BARGE_IN_* settings). bot/turns/barge_in.py acts on the verdict."""
 
 from __future__ import annotations
 

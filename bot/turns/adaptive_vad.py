@@ -20,7 +20,7 @@ user's words short). Measured in bench/RESULTS.md ("Adaptive VAD").
 
 While the bot talks into a microphone that hears none of its echo (`over_bot`), speech
 starts after `start_secs_over_bot` instead: there a start only pauses the bot
-(bot/barge_in.py), undone if the sound has no words, and the sooner it pauses the less of
+(bot/turns/barge_in.py), undone if the sound has no words, and the sooner it pauses the less of
 the bot talks over the user. Switched while the VAD is quiet.
 """
 
