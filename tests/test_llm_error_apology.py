@@ -7,7 +7,6 @@ loopback server that answers 500, or at a port nobody listens on.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -29,6 +28,7 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.openai.llm import OpenAILLMService
 
+from bot.processes import free_port
 from processors.llm_error_apology import LLMErrorApology
 
 APOLOGY = "Sorry, I'm having trouble answering right now."
@@ -55,9 +55,7 @@ def answers_500():
 
 @pytest.fixture
 def nobody_listens():
-    with socket.socket() as s:  # a free port, closed again: connections are refused
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    return f"http://127.0.0.1:{free_port()}/v1"  # a free port, closed again: refused
 
 
 class Recorder(FrameProcessor):

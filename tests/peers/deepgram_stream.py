@@ -15,6 +15,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from tests.peers._server import FaultyStream
+from tests.support.audio import rms
 
 if TYPE_CHECKING:
     from tests.peers.deepgram import DeepgramPeer
@@ -119,9 +120,8 @@ class DeepgramStream:
         self.pending = np.concatenate([self.pending, pcm])
         while len(self.pending) >= self.window:
             chunk, self.pending = self.pending[: self.window], self.pending[self.window :]
-            rms = float(np.sqrt(np.mean(chunk.astype(np.float64) ** 2)))
             self.samples += self.window // self.channels
-            await self.on_window(rms >= self.peer.rms_threshold)
+            await self.on_window(rms(chunk.tobytes()) >= self.peer.rms_threshold)
 
     async def on_window(self, speech: bool) -> None:
         step_ms = WINDOW_SECS * 1000
