@@ -18,6 +18,13 @@ function setupCanvas(canvas) {
 }
 
 // --- Latency per stage: p50 (solid) and p95 (light) bars over the recent turns ---------
+/** A chart with nothing to draw yet says why, in its middle. */
+function drawPlaceholder(ctx, w, h, text) {
+  ctx.fillStyle = "#64748b";
+  ctx.textAlign = "center";
+  ctx.fillText(text, w / 2, h / 2);
+}
+
 function drawStageChart() {
   const canvas = $("#stage-chart");
   const { ctx, w, h } = setupCanvas(canvas);
@@ -31,9 +38,7 @@ function drawStageChart() {
   canvas.dataset.samples = String(state.recent.length);
   canvas.dataset.stages = String(drawn.length);
   if (!drawn.length) {
-    ctx.fillStyle = "#64748b";
-    ctx.textAlign = "center";
-    ctx.fillText("Stage latencies appear here after the first turn.", w / 2, h / 2);
+    drawPlaceholder(ctx, w, h, "Stage latencies appear here after the first turn.");
     return;
   }
   const left = 126, right = 150, top = 8, bottom = 22;
@@ -86,9 +91,7 @@ export function drawTrendChart() {
     .filter((p) => p.v !== undefined);
   canvas.dataset.samples = String(points.length);
   if (!points.length) {
-    ctx.fillStyle = "#64748b";
-    ctx.textAlign = "center";
-    ctx.fillText("No turn has this stage yet.", w / 2, h / 2);
+    drawPlaceholder(ctx, w, h, "No turn has this stage yet.");
     return;
   }
   const left = 58, right = 12, top = 10, bottom = 24;
