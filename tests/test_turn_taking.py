@@ -207,7 +207,9 @@ async def test_a_request_over_the_greeting_ends_its_turn_without_the_watchdog(mo
     result = await talk(models, script, settings=settings, greeting=GREETING, echo_gain_db=-10,
                         lead_in_secs=0.3, answer_timeout_secs=30)
     turns = result.turn_dicts()
-    assert len(turns) == 1 and contains_words(turns[0]["user_text"], "airplanes"), turns
+    # Its turn (its last words: the first, over the -10 dB greeting, are now and then
+    # garbled, "Explain now your planes…": counted in bench/RESULTS.md, not this test's topic).
+    assert len(turns) == 1 and contains_words(turns[0]["user_text"], "able", "fly"), turns
     # The pause rule waits at most a second (plus 0.4 s if a voice seems to come back).
     assert turns[0]["stages_ms"]["turn"] < 5000, turns
 
