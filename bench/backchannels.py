@@ -82,7 +82,7 @@ def outcome(interrupted: bool, did: WhatTheBotDid) -> str:
 
 async def trial(models, settings, utterance: str, voice: str) -> dict:
     from bot.conversation import converse
-    from bot.pipeline import Session
+    from bot.session import Session
     from tests.support.fakes import FakeProviders
     from transports.file import FileTransportParams, Utterance
 

@@ -197,7 +197,8 @@ async def run(args) -> tuple[str, dict]:
     from bot.config import Settings
     from bot.local.models import LocalModels
     from bot.logs import configure_logging
-    from bot.pipeline import Session, run_bot
+    from bot.pipeline import run_bot
+    from bot.session import Session
 
     print("synthesizing the questions with the local voice…", flush=True)
     questions = [q.audio for q in synthesize(QUESTIONS)]

@@ -96,7 +96,7 @@ def talk(
 ):
     """Hold a conversation from WAV files through the full voice pipeline."""
     from bot.conversation import converse
-    from bot.pipeline import Session
+    from bot.session import Session
     from transports.file import FileTransportParams, Utterance
     from transports.wav import AudioFileError, load_wav
 
@@ -141,7 +141,7 @@ def demo(
 ):
     """A spoken demo conversation: a question synthesized with the local voice, answered aloud."""
     from bot.conversation import converse
-    from bot.pipeline import Session
+    from bot.session import Session
     from transports.file import FileTransportParams, Utterance
     from transports.wav import write_wav
 
@@ -233,7 +233,8 @@ def chat(
     ),
 ):
     """Talk to the agent through this machine's microphone and speakers (Ctrl-C ends)."""
-    from bot.pipeline import Session, run_bot
+    from bot.pipeline import run_bot
+    from bot.session import Session
     from transports.local_audio import AudioDeviceError, create_local_audio_transport
 
     settings = Settings()

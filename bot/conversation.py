@@ -6,7 +6,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.pipeline import Session, run_bot
+from bot.pipeline import run_bot
+
+from bot.session import Session
 from processors.observers.turn_record import TurnRecord
 from transports.file import FileTransport, FileTransportParams, Utterance
 

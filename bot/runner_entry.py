@@ -24,7 +24,8 @@ from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 
 from bot.config import Settings
 from bot.local.models import LocalModels
-from bot.pipeline import Session, run_bot
+from bot.pipeline import run_bot
+from bot.session import Session
 from transports.webrtc import webrtc_params
 from transports.websocket import GuardedProtobufSerializer
 

@@ -70,7 +70,7 @@ async def cloud_conversation():
     """
     from bot.conversation import converse
     from bot.local.models import LocalModels
-    from bot.pipeline import Session
+    from bot.session import Session
     from transports.file import FileTransportParams, Utterance
 
     async with (

@@ -14,7 +14,7 @@ from pipecat.tests.utils import run_test
 
 from bot.conversation import converse
 from bot.local.eager_whisper import EAGER_PASS
-from bot.pipeline import Session
+from bot.session import Session
 from bot.providers import create_stt
 from tests.text import contains_words
 from transports.file import FileTransportParams, Utterance

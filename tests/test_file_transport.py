@@ -26,7 +26,7 @@ from pipecat.transports.base_output import BaseOutputTransport
 
 from bench import voices
 from bot.conversation import converse
-from bot.pipeline import Session
+from bot.session import Session
 from tests.support.fakes import FakeProviders, InstantLLMService
 from tests.support.settings import local_settings
 from transports.file import FileTransportParams, Utterance

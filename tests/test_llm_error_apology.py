@@ -160,7 +160,7 @@ async def test_the_local_stack_apologises_aloud_when_its_llm_server_fails(models
 
     from bot.conversation import converse
     from bot.local.models import LocalModels
-    from bot.pipeline import Session
+    from bot.session import Session
     from tests.support.audio import transcribe
     from tests.support.settings import local_settings
     from tests.text import contains_words

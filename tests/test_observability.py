@@ -35,7 +35,7 @@ PROCESSOR_NAME = re.compile(r"\b([A-Z][A-Za-z0-9]+#\d+)\b")
 
 async def test_rings_recordings_and_metrics_stay_bounded_over_1000_turns(serve_app, tmp_path, monkeypatch):
     import web.observability as observability
-    from bot.pipeline import Session
+    from bot.session import Session
 
     monkeypatch.setattr(observability, "STREAM_SECS", 600.0)
     limits = dict(dashboard_session_turns=20, dashboard_chart_turns=50, recording_max_sessions=3,

@@ -15,7 +15,7 @@ from bench import voices
 from bench.qa_judge import KB_MARKERS, judge, load_items
 from bench.spoken_qa import spoken
 from bot.conversation import converse
-from bot.pipeline import Session
+from bot.session import Session
 from bot.turns.turn_taking import EMPTY_TURN_REPLY
 from tests.conftest import local_settings
 from transports.file import FileTransportParams, Utterance

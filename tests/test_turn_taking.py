@@ -15,7 +15,7 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 
 from bench import voices
 from bot.conversation import converse
-from bot.pipeline import Session
+from bot.session import Session
 from tests.support.audio import transcribe
 from tests.support.fakes import FakeProviders
 from tests.support.settings import local_settings

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from bot.conversation import converse
-from bot.pipeline import Session
+from bot.session import Session
 from tests.support.audio import rms, transcribe
 from tests.text import contains_words
 from transports.file import FileTransportParams, Utterance

@@ -239,7 +239,7 @@ class GuardedProtobufSerializer(ProtobufFrameSerializer):
                 )
 
 
-class SessionWebSocket:
+class ClosingWebSocket:
     """The session's WebSocket as Pipecat's transport sees it: it closes once, with the
     session's code and reason (Pipecat's transport closes without either)."""
 
@@ -280,7 +280,7 @@ def end_reason(frame: Frame, settings: Settings) -> str:
 
 
 def create_websocket_transport(
-    websocket: SessionWebSocket, settings: Settings
+    websocket: ClosingWebSocket, settings: Settings
 ) -> FastAPIWebsocketTransport:
     async def close_for_abuse(reason: str) -> None:
         logger.warning(f"Closing a WebSocket session: {reason}")

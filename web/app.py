@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from bot.config import Settings, Stage
 from bot.local.models import LocalModels
 from bot.model_check import warn_about_models
-from bot.pipeline import Session
+from bot.session import Session
 from bot.providers import PROVIDERS, Providers, create_memory_keeper, create_search
 from web.admin import create_admin_router
 from web.admission import log_origin_policy

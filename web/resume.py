@@ -29,7 +29,7 @@ import redis.asyncio as redis
 from loguru import logger
 
 from bot.config import Settings
-from bot.pipeline import Session
+from bot.session import Session
 
 REDIS_PREFIX = "voice-agent:resume:"
 # What a resumed conversation's record becomes: its token spent, its old session's writes void.

@@ -7,7 +7,7 @@ from __future__ import annotations
 from bot.config import Settings
 from bot.local.models import LocalModels
 from bot.memory.keeper import MemoryKeeper
-from bot.pipeline import Session
+from bot.session import Session
 from bot.providers import Providers
 from web.resume import ResumeKeeper
 

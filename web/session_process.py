@@ -36,7 +36,8 @@ from loguru import logger
 
 from bot.config import Settings
 from bot.local.models import LocalModels
-from bot.pipeline import Session, run_bot
+from bot.pipeline import run_bot
+from bot.session import Session
 from bot.providers import ProviderNames, Providers, create_memory_keeper
 from bot.session_control import InstructionMode
 from processors.observers.provider_errors import ProviderErrorObserver, provider_counters

@@ -23,9 +23,10 @@ from pipecat.transports.smallwebrtc.request_handler import SmallWebRTCRequestHan
 
 from bot.config import Settings
 from bot.memory import valid_user_id
-from bot.pipeline import Session, run_bot
+from bot.pipeline import run_bot
+from bot.session import Session
 from transports.webrtc import create_webrtc_transport
-from transports.websocket import SessionWebSocket, create_websocket_transport
+from transports.websocket import ClosingWebSocket, create_websocket_transport
 from web.admission import ADMISSION_RESPONSES, Admission
 from web.http_hygiene import BODY_RESPONSES
 from web.offers import Answer, CandidatesPatch, Offer, PatchResult, check_offer
@@ -81,7 +82,7 @@ def in_process_session_router(
         slot = await admission.websocket(websocket)
         if slot is None:
             return
-        socket = SessionWebSocket(websocket)
+        socket = ClosingWebSocket(websocket)
         try:
             query = websocket.query_params
             resume = (

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from loguru import logger
 
-from bot.pipeline import Session
+from bot.session import Session
 from processors.observers.session_state import SessionState
 from web.limits import ClientLimitError, ClientLimits
 

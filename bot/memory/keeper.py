@@ -24,7 +24,7 @@ from processors.observers.turn_metrics import TurnSubscriber
 from processors.observers.turn_record import TurnRecord
 
 if TYPE_CHECKING:
-    from bot.pipeline import Session
+    from bot.session import Session
 
 # An opaque id of the client's choosing: letters, digits and . _ : @ -, at most 128.
 USER_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")

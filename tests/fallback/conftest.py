@@ -61,7 +61,8 @@ async def peers():
 @pytest.fixture
 def converse_with(models, speech, peers):
     """Run a two-question conversation on the cloud stack; returns an `Outcome`."""
-    from bot.pipeline import Session, run_bot
+    from bot.pipeline import run_bot
+    from bot.session import Session
     from processors.observers.provider_errors import ProviderErrorObserver
     from transports.file import FileTransportParams, Utterance
     from web.observability import Metrics
