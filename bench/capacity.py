@@ -11,7 +11,8 @@ instant fake STT, LLM and TTS and everything else real: WebSocket transport, RNN
 Silero VAD, smart-turn v3, echo cancellation, context aggregation, metrics. N clients, driven
 from one asyncio process (`--client-procs 2` splits them over two), each stream a live
 microphone in real time (20 ms frames, silence between questions, random phase): a spoken
-question, then silence until the answer has played, a pause, the next question.
+question, then silence until the answer has played, a pause, the next question
+(bench/capacity_clients.py).
 
 The fake bot answers with `ANSWER` (~3 s of tone, shorter than the local bot's usual
 answer, as a cloud bot's one or two sentences): a bot whose every answer lasted half a
@@ -46,15 +47,12 @@ import argparse
 import asyncio
 import concurrent.futures
 import multiprocessing
-import random
 import time
 
-import httpx
 import numpy as np
 from bench.common import (
     OUT_DIR,
     add_common_args,
-    cpu_seconds,
     fmt,
     loadavg,
     markdown_table,
@@ -64,7 +62,7 @@ from bench.common import (
     tree_cpu_seconds,
     wait_for_quiet_machine,
 )
-from bench.microphone import Microphone, MicrophoneClock, first_audio_after, wait_quiet
+from bench.capacity_clients import drive_clients, drive_clients_process
 from bench.capacity_verdict import (
     CPU_LIMIT_OF_CORES,
     MAX_LEVEL,
@@ -72,12 +70,10 @@ from bench.capacity_verdict import (
     baselines,
     judge,
     next_level,
-    playout_underruns,
 )
 from bench.cpu_profile import hot_spots, profile
-from bench.capacity_servers import ServedSystem, open_session_url
+from bench.capacity_servers import ServedSystem
 from tests.support.fakes import FAKE_ANSWER, FAKE_SECS_PER_CHAR
-from web.ws_client import AgentClient
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -85,9 +81,6 @@ QUESTIONS = [
     "Who wrote Romeo and Juliet?",
     "Which planet is closest to the sun?",
 ]
-# smart-turn judged the question unfinished and the turn waited for its timeout
-# (SMART_TURN_STOP_SECS, 2 s): a verdict on the audio, not a sign of load.
-TURN_HELD_MS = 1500.0
 # What the fake bot answers: `spoken` (default) or the fake LLM's own half-second `short`.
 ANSWERS = {
     "spoken": "Paris is the capital of France. It stands on the Seine in the north of the "
@@ -110,92 +103,6 @@ def level_secs(args, n: int) -> float:
     return max(args.secs, min_turns * secs_per_turn(args) / n)
 
 
-# --- one client process -------------------------------------------------------------------
-
-
-async def _session(url, questions, start_at, measure_from, deadline, rng, clock, out, echo_db) -> None:
-    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-    try:
-        async with httpx.AsyncClient() as http:
-            ws_url = await open_session_url(url, http)
-        if ws_url is None:
-            raise ConnectionRefusedError("no node took the session")
-        client = AgentClient(ws_url, echo_gain_db=echo_db)
-        await client.connect()
-    except Exception:
-        out["refused"] += 1
-        return
-    try:
-        if not await client.wait_for(lambda r: r.server_messages("session"), 30):
-            out["refused"] += 1
-            return
-        mic = clock.add(Microphone(client, phase=rng.uniform(0.0, 0.02)))
-        received = client.received
-        while time.monotonic() < deadline and not client.closed:
-            records_before = len(received.turns)
-            question = rng.randrange(len(questions))
-            u = mic.say(questions[question])
-            await u.done.wait()
-            first, last = u.first_speech_sent_at, u.last_speech_sent_at
-            answered = await client.wait_for(lambda r: first_audio_after(r, last) is not None, 30)
-            starts = [t for t, _ in received.rtvi("user-started-speaking") if t > first]
-            turn = {
-                "at": first,
-                "question": question,
-                "v2v_ms": (first_audio_after(received, last) - last) * 1000 if answered else None,
-                "input_lag_ms": (starts[0] - first) * 1000 if starts else None,
-            }
-            await wait_quiet(client, 0.5, 15)
-            answer = [c for c in received.audio_chunks if c[0] > last]
-            if answer and received.audio_sample_rate:
-                turn["underruns"], turn["underrun_secs"] = playout_underruns(answer, 2 * received.audio_sample_rate)
-            # The turn's record follows the bot's last audio.
-            await client.wait_for(lambda r: len(r.turns) > records_before, 2.0)
-            stages = [r["stages_ms"] for r in received.turns[records_before:]]
-            turn["held"] = bool(stages) and stages[-1].get("turn", 0.0) >= TURN_HELD_MS
-            turn["stages_ms"] = stages[-1] if stages else {}
-            if first >= measure_from and first <= deadline:
-                out["turns"].append(turn)
-            await asyncio.sleep(rng.uniform(0.3, 1.0))
-        clock.remove(mic)
-        out["lateness"].extend(mic.lateness[50:])  # after the first second
-        if client.closed:
-            out["closed"] += 1
-    finally:
-        await client.close()
-
-
-async def _clients(url, n, questions, start_at, measure_from, deadline, seed, echo_db=None) -> dict:
-    out = {"turns": [], "lateness": [], "refused": 0, "closed": 0}
-    rng = random.Random(seed)
-    clock = MicrophoneClock().start()
-    cpu0, t0 = None, None
-
-    async def sample_cpu():
-        nonlocal cpu0, t0
-        await asyncio.sleep(max(0.0, measure_from - time.monotonic()))
-        cpu0, t0 = cpu_seconds(), time.monotonic()
-
-    sampler = asyncio.create_task(sample_cpu())
-    # Sessions connect over the first second or two, like users arriving.
-    await asyncio.gather(
-        *(
-            _session(url, questions, start_at + i * 0.03, measure_from, deadline, random.Random(rng.random()), clock, out,
-                     echo_db)
-            for i in range(n)
-        )
-    )
-    await sampler
-    out["client_cpu"] = (cpu_seconds() - cpu0) / (time.monotonic() - t0) if t0 else None
-    out["mic_errors"] = clock.errors
-    await clock.stop()
-    return out
-
-
-def _clients_process(url, n, questions, start_at, measure_from, deadline, seed, echo_db) -> dict:
-    return asyncio.run(_clients(url, n, questions, start_at, measure_from, deadline, seed, echo_db))
-
-
 # --- one level ----------------------------------------------------------------------------
 
 
@@ -216,7 +123,8 @@ async def run_level(system: ServedSystem, n: int, questions, args, seed: int) ->
 
     cpu_task = asyncio.create_task(server_cpu())
     if procs == 1:
-        parts = [await _clients(system.connect_url, n, questions, start_at, measure_from, deadline, seed, args.echo_db)]
+        parts = [await drive_clients(system.connect_url, n, questions, start_at, measure_from, deadline,
+                                     seed, args.echo_db)]
     else:
         loop = asyncio.get_running_loop()
         ctx = multiprocessing.get_context("spawn")
@@ -224,8 +132,8 @@ async def run_level(system: ServedSystem, n: int, questions, args, seed: int) ->
             parts = await asyncio.gather(
                 *(
                     loop.run_in_executor(
-                        pool, _clients_process, system.connect_url, k, questions, start_at, measure_from, deadline, seed + i,
-                        args.echo_db,
+                        pool, drive_clients_process, system.connect_url, k, questions, start_at,
+                        measure_from, deadline, seed + i, args.echo_db,
                     )
                     for i, k in enumerate(shares)
                 )
