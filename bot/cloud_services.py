@@ -48,6 +48,7 @@ from pipecat.utils.errors import ErrorCategory, classify_http_status_code
 from websockets.protocol import State
 
 from bot.tools.tool_preamble import NoFillerAfterPreamble
+from bot.turns.transcripts import UninterruptibleTranscriptsMixin
 from processors.fallback import ConnectTimeout, ContextFreeError, Muteable
 
 DEFAULT_CONNECT_TIMEOUT_SECS = 2.0
@@ -86,7 +87,7 @@ class _BoundedConnect:
             )
 
 
-class DeepgramSTT(Muteable, _BoundedConnect, DeepgramSTTService):
+class DeepgramSTT(UninterruptibleTranscriptsMixin, Muteable, _BoundedConnect, DeepgramSTTService):
     """Deepgram live STT; a concurrency 429 is retried, not fatal (module doc)."""
 
     RETRY_FIRST_SECS = 1.0  # the wait after the first 429; doubled after each one in a row

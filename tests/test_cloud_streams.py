@@ -66,6 +66,8 @@ async def test_deepgram_streams_interim_then_final_transcripts(deepgram):
     interims = [f.text for f in rec.frames(InterimTranscriptionFrame)]
     finals = [f.text for f in rec.frames(TranscriptionFrame)]
     assert " ".join(finals) == UTTERANCE
+    # Finals survive an interruption broadcast right behind them (tests/test_transcripts.py).
+    assert not any(f.interruptible for f in rec.frames(TranscriptionFrame))
     assert len(interims) >= 2, interims
     assert all(t in UTTERANCE for t in interims), interims
     # Interims come before the final that covers them.

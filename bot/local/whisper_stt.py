@@ -24,6 +24,7 @@ from pipecat.utils.time import time_now_iso8601
 
 from bot.local.whisper_prompt import ConversationPrompt, transcribe_prompted
 from bot.local.whisper_window import WindowedWhisper, heard
+from bot.turns.transcripts import UninterruptibleTranscriptsMixin
 
 NO_SPEECH_PROB = 0.4  # a segment Whisper finds likelier than this to be no speech is dropped
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from pipecat.processors.aggregators.llm_context import LLMContext
 
 
-class SharedWhisperSTTService(SegmentedSTTService):
+class SharedWhisperSTTService(UninterruptibleTranscriptsMixin, SegmentedSTTService):
     """Pipecat's Whisper service (`WhisperSTTService.run_stt`) over a model loaded once per
     process. WhisperSTTService loads its model in its constructor (`_load`) and reads it from
     a private attribute, so this is a SegmentedSTTService with Whisper's settings instead."""
