@@ -192,6 +192,7 @@ class Settings(ServerSettings, FallbackSettings, BaseSettings):
     false_interruption_secs: float = Field(2.0, gt=0.0)
     # The longest the bot stays paused for speech over it with no verdict from the STT
     # (a slow or silent one): then a barge-in if the user is still talking, else it goes on.
+    # The local Whisper, which answers every segment, is waited for up to three times this.
     barge_in_max_hold_secs: float = Field(5.0, gt=0.0)
     # For this long after the bot stops, its last words may still come back (the client's
     # playout buffer, the room): speech that is only its own words then is not a turn.

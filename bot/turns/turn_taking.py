@@ -20,7 +20,8 @@ from bot.local.silero_vad import SharedSileroVADAnalyzer
 from bot.local.smart_turn import SharedSmartTurnAnalyzer
 from bot.providers import stt_answers_every_segment
 from bot.turns.adaptive_vad import AdaptiveVADAnalyzer
-from bot.turns.barge_in import BargeIn, BargeInStartStrategy
+from bot.turns.barge_in import BargeIn
+from bot.turns.barge_in_start import BargeInStartStrategy
 from bot.turns.turn_end import SentenceTurnStop
 
 EMPTY_TURN_REPLY = "Sorry, I didn't catch that. Could you say it again?"
