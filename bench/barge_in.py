@@ -112,7 +112,8 @@ async def run(args) -> tuple[str, dict]:
 
                 if not await client.wait_for(answer_playing, args.timeout):
                     no_answer += 1
-                    print(f"[{cycle}] no answer within {args.timeout:.0f} s; asking again", flush=True)
+                    print(f"[{cycle}] no answer within {args.timeout:.0f} s; asking again",
+                          flush=True)
                     current = await say(next(pool))
                     continue
                 if args.listen_every and cycle % args.listen_every == 0:
@@ -127,7 +128,8 @@ async def run(args) -> tuple[str, dict]:
                     print(f"[{cycle}] the answer was over before the barge-in", flush=True)
                 else:
                     stops.append((last - barge.first_speech_sent_at) * 1000)
-                    print(f"[{cycle}] barge-in #{len(stops)}: bot silent after {stops[-1]:.0f} ms", flush=True)
+                    print(f"[{cycle}] barge-in #{len(stops)}: bot silent after {stops[-1]:.0f} ms",
+                          flush=True)
                 current = barge
             await wait_quiet(client, 1.5, 120)
             await client.wait_for(lambda r: False, 2.0)  # the last turn records
@@ -147,8 +149,10 @@ async def run(args) -> tuple[str, dict]:
     received = client.received
     false_turns = [t for t, _ in received.rtvi("user-started-speaking") if outside(t)]
     false_interruptions = [t for t in received.interruptions if outside(t)]
-    server_stops = [r["stages_ms"]["barge_in_stop"] for r in received.turns if "barge_in_stop" in r["stages_ms"]]
-    after_ms = [r["audio_after_interruption_ms"] for r in received.turns if "audio_after_interruption_ms" in r]
+    server_stops = [r["stages_ms"]["barge_in_stop"] for r in received.turns
+                    if "barge_in_stop" in r["stages_ms"]]
+    after_ms = [r["audio_after_interruption_ms"] for r in received.turns
+                if "audio_after_interruption_ms" in r]
     figures = {
         "n": len(stops),
         "p50": p50(stops),
@@ -160,16 +164,20 @@ async def run(args) -> tuple[str, dict]:
         "false_interruptions": len(false_interruptions),
         "skipped": skipped,
         "no_answer": no_answer,
-        "listened": sum(1 for c in range(1, cycle + 1) if args.listen_every and c % args.listen_every == 0),
+        "listened": sum(1 for c in range(1, cycle + 1)
+                        if args.listen_every and c % args.listen_every == 0),
         "load": started_load,
     }
     echo = "off" if args.echo_db is None else f"{args.echo_db:g} dB"
     rows = [
         ["interruptions measured", figures["n"]],
-        ["stop time p50 (ms), client: first speech sample → last bot audio byte", fmt(figures["p50"])],
+        ["stop time p50 (ms), client: first speech sample → last bot audio byte",
+         fmt(figures["p50"])],
         ["stop time p95 (ms), client", fmt(figures["p95"])],
-        ["server barge_in_stop p50 / p95 (ms)", f"{fmt(figures['server_p50'])} / {fmt(figures['server_p95'])}"],
-        ["bot audio after the interruption reached the output, p50 (ms)", fmt(figures["after_p50"])],
+        ["server barge_in_stop p50 / p95 (ms)",
+         f"{fmt(figures['server_p50'])} / {fmt(figures['server_p95'])}"],
+        ["bot audio after the interruption reached the output, p50 (ms)",
+         fmt(figures["after_p50"])],
         [f"false user turns from echo ({echo})", figures["false_turns"]],
         [f"false interruptions from echo ({echo})", figures["false_interruptions"]],
         ["whole answers heard with the echo", figures["listened"]],
@@ -183,11 +191,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
     parser.add_argument("--interruptions", type=int, default=20)
-    parser.add_argument("--into", type=float, default=1.0, help="Seconds of the answer before barging in.")
-    parser.add_argument("--listen-every", type=int, default=5, help="Hear every Nth answer to the end (0: never).")
-    parser.add_argument("--echo-db", type=float, default=-20.0, help="Echo of the bot in the mic (dB).")
+    parser.add_argument("--into", type=float, default=1.0,
+                        help="Seconds of the answer before barging in.")
+    parser.add_argument("--listen-every", type=int, default=5,
+                        help="Hear every Nth answer to the end (0: never).")
+    parser.add_argument("--echo-db", type=float, default=-20.0,
+                        help="Echo of the bot in the mic (dB).")
     parser.add_argument("--no-echo", dest="echo_db", action="store_const", const=None)
-    parser.add_argument("--echo-cancel", type=lambda s: s.lower() in ("1", "true", "on", "yes"), default=None,
+    parser.add_argument("--echo-cancel", type=lambda s: s.lower() in ("1", "true", "on", "yes"),
+                        default=None,
                         help="Override ECHO_CANCEL_ENABLED on the server (default: its setting).")
     parser.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args()
@@ -199,13 +211,17 @@ def main() -> None:
     lines = [
         f"- target barge-in stop p50 <= 250 ms: {fmt(figures['p50'])} ms — "
         f"{'reached' if figures['p50'] is not None and figures['p50'] <= 250 else 'NOT reached'}",
-        f"- target zero self-interruptions from echo at -20 dB: {figures['false_turns']} false turns, "
+        f"- target zero self-interruptions from echo at -20 dB: "
+        f"{figures['false_turns']} false turns, "
         f"{figures['false_interruptions']} false interruptions — "
-        f"{'reached' if figures['false_turns'] == figures['false_interruptions'] == 0 else 'NOT reached'}"
+        + ("reached" if figures["false_turns"] == figures["false_interruptions"] == 0
+           else "NOT reached")
         + ("" if args.echo_db == -20 else f" (this run: echo {args.echo_db})"),
     ]
-    report(args, "barge_in", "Barge-in and echo", table=table, started_load=figures["load"], verdicts=lines,
-           heading=f"barge-in; load average at start {figures['load']}; {time.monotonic() - started:.0f} s")
+    report(args, "barge_in", "Barge-in and echo", table=table, started_load=figures["load"],
+           verdicts=lines,
+           heading=f"barge-in; load average at start {figures['load']}; "
+                   f"{time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":

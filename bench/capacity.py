@@ -23,8 +23,8 @@ its greeting or first answer.
 
 Per turn, measured on the client:
 - voice-to-voice: first bot audio byte − the frame holding the last speech sample sent.
-  Added latency at N = voice-to-voice − the same question's median voice-to-voice at N=1. Turns that
-  smart-turn judged unfinished wait for its 2 s timeout whatever the load; they are
+  Added latency at N = voice-to-voice − the same question's median voice-to-voice at N=1. Turns
+  that smart-turn judged unfinished wait for its 2 s timeout whatever the load; they are
   counted ("held by smart-turn") and left out of the latency figures.
 - input lag: arrival of the server's `user-started-speaking` − the frame holding the first
   speech sample sent (VAD start_secs plus however far the server is behind the microphone).
@@ -123,8 +123,8 @@ async def run_level(system: ServedSystem, n: int, questions, args, seed: int) ->
 
     cpu_task = asyncio.create_task(server_cpu())
     if procs == 1:
-        parts = [await drive_clients(system.connect_url, n, questions, start_at, measure_from, deadline,
-                                     seed, args.echo_db)]
+        parts = [await drive_clients(system.connect_url, n, questions, start_at, measure_from,
+                                     deadline, seed, args.echo_db)]
     else:
         loop = asyncio.get_running_loop()
         ctx = multiprocessing.get_context("spawn")
@@ -174,11 +174,13 @@ async def run(args) -> tuple[str, dict]:
         verdicts.append(verdict)
         labels.append(label)
         print(
-            f"N={label}: {verdict['turns']} turns, v2v p50 {fmt(verdict['v2v_p50'])} p95 {fmt(verdict['v2v_p95'])} ms, "
+            f"N={label}: {verdict['turns']} turns, v2v p50 {fmt(verdict['v2v_p50'])} "
+            f"p95 {fmt(verdict['v2v_p95'])} ms, "
             f"added p95 {fmt(verdict['added_p95'])} ms, input lag p50 {fmt(verdict['lag_p50'])} "
             f"growth {fmt(verdict['growth'])} ms, underruns {verdict['underruns']}, server CPU "
             f"{verdict['server_cpu']:.0f}% ({verdict['cpu_per_session']:.1f}%/session), client CPU "
-            f"{[round(c) for c in verdict['client_cpu']]}%, mic lateness p95 {fmt(verdict['lateness_p95'], 1)} ms, "
+            f"{[round(c) for c in verdict['client_cpu']]}%, mic lateness p95 "
+            f"{fmt(verdict['lateness_p95'], 1)} ms, "
             f"held {verdict['held']}, server stages p95 "
             + ", ".join(f"{k} {fmt(v)}" for k, v in verdict["stages_p95"].items())
             + f" → {'OK' if verdict['ok'] else 'FAIL: ' + '; '.join(verdict['reasons'])}"
@@ -188,8 +190,8 @@ async def run(args) -> tuple[str, dict]:
 
     async with ServedSystem(args.nodes, env, answer=ANSWERS[args.answer]) as system:
         # One conversation per node first: a server loads its VAD and smart-turn models lazily.
-        warm_up = argparse.Namespace(warmup=0.0, secs=3.0, client_procs=1, smoke=True, echo_db=args.echo_db,
-                                     answer=args.answer)
+        warm_up = argparse.Namespace(warmup=0.0, secs=3.0, client_procs=1, smoke=True,
+                                     echo_db=args.echo_db, answer=args.answer)
         await run_level(system, args.nodes, questions, warm_up, seed=1)
         # N=1 twice: the first gives each question's baseline, the repeat the spread.
         first = await run_level(system, 1, questions, args, seed=1000)
@@ -197,7 +199,8 @@ async def run(args) -> tuple[str, dict]:
         baseline = baselines(first)
         bounds = Bounds.from_spread(first, repeat, baseline)
         print(f"spread at N=1: added p95 {fmt(bounds.spread_added_p95_ms)} ms, backlog growth "
-              f"{fmt(bounds.spread_growth_ms)} ms → bounds {bounds.added_p95_ms:.0f} / {bounds.growth_ms:.0f} ms",
+              f"{fmt(bounds.spread_growth_ms)} ms → bounds {bounds.added_p95_ms:.0f} / "
+              f"{bounds.growth_ms:.0f} ms",
               flush=True)
         show("1", first, judge(first, baseline, bounds))
         show("1 (repeat)", repeat, judge(repeat, baseline, bounds))
@@ -226,33 +229,38 @@ async def run(args) -> tuple[str, dict]:
             if ok:
                 by_component, by_function = hot_spots(raw)
                 profile_text = (
-                    f"Server hot spots at N={n} (py-spy, 100 Hz, {args.secs - 1:.0f} s; raw stacks: "
-                    f"{shown_path(raw)}):\n\n{by_component}\n\n{by_function}"
+                    f"Server hot spots at N={n} (py-spy, 100 Hz, {args.secs - 1:.0f} s; "
+                    f"raw stacks: {shown_path(raw)}):\n\n{by_component}\n\n{by_function}"
                 )
                 print("\n" + profile_text)
 
     largest = max(passed, default=0)
     rows = []
-    for label, r, v in sorted(zip(labels, results, verdicts), key=lambda row: (row[1]["n"], row[0])):
+    for label, r, v in sorted(zip(labels, results, verdicts),
+                              key=lambda row: (row[1]["n"], row[0])):
         rows.append([
-            label, v["turns"], fmt(v["v2v_p50"]), fmt(v["v2v_p95"]), fmt(v["added_p95"]), fmt(v["lag_p50"]),
-            fmt(v["growth"]), f"{v['underruns']} ({v['underrun_ms']:.0f} ms)", f"{v['server_cpu']:.0f}",
-            f"{v['cpu_per_session']:.1f}", f"{r['server_rss']:.0f}",
+            label, v["turns"], fmt(v["v2v_p50"]), fmt(v["v2v_p95"]), fmt(v["added_p95"]),
+            fmt(v["lag_p50"]), fmt(v["growth"]), f"{v['underruns']} ({v['underrun_ms']:.0f} ms)",
+            f"{v['server_cpu']:.0f}", f"{v['cpu_per_session']:.1f}", f"{r['server_rss']:.0f}",
             "/".join(f"{c:.0f}" for c in v["client_cpu"]), fmt(v["lateness_p95"], 1), v["held"],
             v["failed"] + r["refused"] + r["closed"],
-            ("yes" if v["ok"] else "no: " + "; ".join(v["reasons"])) + (" (client-bound)" if v["client_bound"] else ""),
+            ("yes" if v["ok"] else "no: " + "; ".join(v["reasons"]))
+            + (" (client-bound)" if v["client_bound"] else ""),
         ])
     table = markdown_table(
-        ["N", "turns", "v2v p50 ms", "v2v p95 ms", "added p95 ms", "input lag p50 ms", "backlog growth ms",
-         "underruns (silence)", "server CPU %", "CPU %/session", "server RSS MB", "client CPU %",
-         "mic lateness p95 ms", "held by smart-turn", "failed", "real time"],
+        ["N", "turns", "v2v p50 ms", "v2v p95 ms", "added p95 ms", "input lag p50 ms",
+         "backlog growth ms", "underruns (silence)", "server CPU %", "CPU %/session",
+         "server RSS MB", "client CPU %", "mic lateness p95 ms", "held by smart-turn", "failed",
+         "real time"],
         rows,
     )
     # Memory per added session: the slope of the servers' RSS (with sessions live) over N.
     ns = np.array([r["n"] for r in results], dtype=float)
-    rss_slope = float(np.polyfit(ns, [r["server_rss"] for r in results], 1)[0]) if len(set(ns)) > 1 else None
-    figures = {"largest": largest, "rss_per_session": rss_slope, "load": started_load, "profile": profile_text, "baseline": baseline,
-               "bounds": bounds, "cpu_per_session": verdicts[-1]["cpu_per_session"] if verdicts else None}
+    rss_slope = (float(np.polyfit(ns, [r["server_rss"] for r in results], 1)[0])
+                 if len(set(ns)) > 1 else None)
+    figures = {"largest": largest, "rss_per_session": rss_slope, "load": started_load,
+               "profile": profile_text, "baseline": baseline, "bounds": bounds,
+               "cpu_per_session": verdicts[-1]["cpu_per_session"] if verdicts else None}
     return table, figures
 
 
@@ -260,26 +268,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
     parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=None,
-                        help="Run these levels (after N=1 and its repeat) until one fails, instead of the "
-                             f"ramp: doubling, then bisection, up to {MAX_LEVEL}.")
+                        help="Run these levels (after N=1 and its repeat) until one fails, "
+                             f"instead of the ramp: doubling, then bisection, up to {MAX_LEVEL}.")
     parser.add_argument("--session-processes", action="store_true",
                         help="SESSION_PROCESSES=true: each session in its own session process.")
     parser.add_argument("--nodes", type=int, default=1,
-                        help="Server processes sharing a private Redis (cluster mode), sessions placed by "
-                             "POST /api/connect: one per core uses the machine's cores.")
-    parser.add_argument("--spares", type=int, default=4, help="SESSION_PROCESS_SPARES with --session-processes.")
+                        help="Server processes sharing a private Redis (cluster mode), sessions "
+                             "placed by POST /api/connect: one per core uses the machine's cores.")
+    parser.add_argument("--spares", type=int, default=4,
+                        help="SESSION_PROCESS_SPARES with --session-processes.")
     parser.add_argument("--secs", type=float, default=40.0, help="Measured seconds per level.")
     parser.add_argument("--min-turns", type=int, default=MIN_TURNS,
-                        help="Run small levels longer than --secs to measure about this many turns.")
-    parser.add_argument("--warmup", type=float, default=5.0, help="Unmeasured seconds at the start of a level.")
-    parser.add_argument("--client-procs", type=int, default=1, help="Client processes to drive the sessions.")
+                        help="Run small levels longer than --secs to measure about this many "
+                             "turns.")
+    parser.add_argument("--warmup", type=float, default=5.0,
+                        help="Unmeasured seconds at the start of a level.")
+    parser.add_argument("--client-procs", type=int, default=1,
+                        help="Client processes to drive the sessions.")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     parser.add_argument("--answer", choices=sorted(ANSWERS), default="spoken",
-                        help="The fake bot's answer: ~3 s of speech (spoken) or half a second (short).")
+                        help="The fake bot's answer: ~3 s of speech (spoken) or half a second "
+                             "(short).")
     parser.add_argument("--echo-db", type=float, default=None,
-                        help="Each client plays the bot's audio back into its microphone at this gain "
-                             "(e.g. -20: a laptop without headphones); default: none (headphones, or a "
-                             "browser that cancelled the echo).")
+                        help="Each client plays the bot's audio back into its microphone at this "
+                             "gain (e.g. -20: a laptop without headphones); default: none "
+                             "(headphones, or a browser that cancelled the echo).")
     args = parser.parse_args()
     if args.smoke:
         args.levels, args.secs, args.warmup, args.profile = [1, 2], 10.0, 0.0, False
@@ -288,26 +301,32 @@ def main() -> None:
     started = time.monotonic()
     table, figures = asyncio.run(run(args))
     lines = [
-        f"- target >= 50 concurrent sessions with fake providers: largest N in real time = {figures['largest']} — "
+        f"- target >= 50 concurrent sessions with fake providers: largest N in real time = "
+        f"{figures['largest']} — "
         f"{'reached' if figures['largest'] >= 50 else 'NOT reached'}",
         "- N=1 voice-to-voice median per question (the baselines of 'added'): "
         + ", ".join(f"{fmt(ms)} ms" for _, ms in sorted((figures["baseline"] or {}).items())),
-        f"- real time = p95 added latency < {figures['bounds'].added_p95_ms:.0f} ms and backlog growth < "
-        f"{figures['bounds'].growth_ms:.0f} ms (twice the spread of a repeated N=1: "
-        f"{fmt(figures['bounds'].spread_added_p95_ms)} / {fmt(figures['bounds'].spread_growth_ms)} ms, floors 50 / 20 ms), "
-        f"no underrun of the bot's audio in a browser-like player (80 ms pre-buffer), server CPU < "
+        f"- real time = p95 added latency < {figures['bounds'].added_p95_ms:.0f} ms and "
+        f"backlog growth < {figures['bounds'].growth_ms:.0f} ms (twice the spread of a "
+        f"repeated N=1: {fmt(figures['bounds'].spread_added_p95_ms)} / "
+        f"{fmt(figures['bounds'].spread_growth_ms)} ms, floors 50 / 20 ms), "
+        f"no underrun of the bot's audio in a browser-like player (80 ms pre-buffer), "
+        "server CPU < "
         f"{CPU_LIMIT_OF_CORES:.0%} of the cores, no failed/refused/closed session",
-        f"- memory per added session: {fmt(figures['rss_per_session'], 1)} MB (the slope of the servers' RSS "
-        "over the levels' N, sessions live)",
-        "- 'held by smart-turn': turns smart-turn judged unfinished, answered at its 2 s timeout (a verdict "
-        "on the audio, the same at any N); left out of the latency figures and counted here",
+        f"- memory per added session: {fmt(figures['rss_per_session'], 1)} MB (the slope of the "
+        "servers' RSS over the levels' N, sessions live)",
+        "- 'held by smart-turn': turns smart-turn judged unfinished, answered at its 2 s timeout "
+        "(a verdict on the audio, the same at any N); left out of the latency figures and counted "
+        "here",
     ]
     if args.nodes > 1:
         mode = f"{args.nodes} server processes sharing Redis, sessions placed by /api/connect"
-        name, title = "capacity_nodes", f"Capacity, {args.nodes} server processes on this machine (fake providers)"
+        name, title = ("capacity_nodes",
+                       f"Capacity, {args.nodes} server processes on this machine (fake providers)")
     elif args.session_processes:
         mode = "each session in its own process"
-        name, title = "capacity_processes", "Capacity, each session in its own process (fake providers)"
+        name, title = ("capacity_processes",
+                       "Capacity, each session in its own process (fake providers)")
     else:
         mode = "all sessions in the server process"
         name, title = "capacity", "Capacity (fake providers)"

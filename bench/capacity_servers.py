@@ -52,11 +52,13 @@ class ServedSystem:
         try:
             env = dict(self.env)
             if self.nodes > 1:
-                from tests.support.redis_server import RedisServer  # the tests' private redis-server
+                # the tests' private redis-server
+                from tests.support.redis_server import RedisServer
 
                 self.redis = await self._stack.enter_async_context(RedisServer())
                 env["REDIS_URL"] = self.redis.url
-            names = ["capacity"] if self.nodes == 1 else [f"capacity-node{i}" for i in range(self.nodes)]
+            names = (["capacity"] if self.nodes == 1
+                     else [f"capacity-node{i}" for i in range(self.nodes)])
             self.servers = [
                 Server(name, env | ({"NODE_ID": name} if self.nodes > 1 else {}), fake=FAKE_ALL,
                        answer=self.answer)

@@ -97,7 +97,8 @@ class Bounds:
         baselines, and the larger of the two runs' backlog growths (either sign)."""
         added = _added(repeat, baseline_ms)
         spread_added = p95([abs(a) for a in added]) if added else None
-        growths = [abs(g) for g in (backlog_growth(first["turns"]), backlog_growth(repeat["turns"])) if g is not None]
+        growths = [abs(g) for g in (backlog_growth(first["turns"]), backlog_growth(repeat["turns"]))
+                   if g is not None]
         spread_growth = max(growths) if growths else None
         return cls(
             added_p95_ms=max(ADDED_P95_FLOOR_MS, SPREAD_FACTOR * (spread_added or 0.0)),
@@ -152,7 +153,8 @@ def judge(level: dict, baseline_ms: dict[int, float], bounds: Bounds) -> dict:
     if underruns:
         reasons.append(f"{underruns} underruns")
     if level["server_cpu"] >= CPU_LIMIT_OF_CORES * cores:
-        reasons.append(f"server CPU {verdict['server_cpu']:.0f} % ≥ {CPU_LIMIT_OF_CORES:.0%} of {cores} cores")
+        reasons.append(f"server CPU {verdict['server_cpu']:.0f} % ≥ {CPU_LIMIT_OF_CORES:.0%} "
+                       f"of {cores} cores")
     lost = failed + level["refused"] + level["closed"]
     if lost:
         reasons.append(f"{lost} unanswered/refused/closed")

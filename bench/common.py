@@ -108,7 +108,8 @@ def wait_for_quiet_machine(max_load: float, timeout_secs: float, poll_secs: floa
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--smoke", action="store_true", help="A few seconds' run that checks the bench works.")
+    parser.add_argument("--smoke", action="store_true",
+                        help="A few seconds' run that checks the bench works.")
     parser.add_argument(
         "--record",
         action="store_true",
@@ -130,11 +131,13 @@ def shown_path(path: Path) -> str:
 
 def command_line() -> str:
     module = Path(sys.argv[0]).stem
-    return ".venv/bin/python -m bench." + module + "".join(" " + shlex.quote(a) for a in sys.argv[1:])
+    return (".venv/bin/python -m bench." + module
+            + "".join(" " + shlex.quote(a) for a in sys.argv[1:]))
 
 
-def report(args: argparse.Namespace, name: str, title: str, heading: str, table: str, started_load: str, *,
-           verdicts: Iterable[str] = (), appendix: str = "", env: dict[str, str] | None = None) -> None:
+def report(args: argparse.Namespace, name: str, title: str, heading: str, table: str,
+           started_load: str, *, verdicts: Iterable[str] = (), appendix: str = "",
+           env: dict[str, str] | None = None) -> None:
     """Every bench's ending: its heading, verdicts and table printed (the table last), and
     with --record the same written into its section of RESULTS.md."""
     lines = "\n".join(verdicts)
@@ -146,7 +149,8 @@ def report(args: argparse.Namespace, name: str, title: str, heading: str, table:
         record(name, title, body, started_load, env)
 
 
-def record(name: str, title: str, body: str, started_load: str, env: dict[str, str] | None = None) -> None:
+def record(name: str, title: str, body: str, started_load: str,
+           env: dict[str, str] | None = None) -> None:
     """Replace this bench's section of RESULTS.md (between its markers) with this run."""
     info = machine_info()
     env_text = " ".join(f"{k}={v}" for k, v in (env or {}).items())
@@ -156,9 +160,10 @@ def record(name: str, title: str, body: str, started_load: str, env: dict[str, s
             f"### {title}",
             "",
             f"- command: `{(env_text + ' ') if env_text else ''}{command_line()}`",
-            f"- date: {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}; commit {info['commit']}",
-            f"- machine: {info['nproc']} × {info['cpu']}, {info['ram']} RAM; Python {info['python']}, "
-            f"Pipecat {info['pipecat']}",
+            f"- date: {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}; "
+            f"commit {info['commit']}",
+            f"- machine: {info['nproc']} × {info['cpu']}, {info['ram']} RAM; "
+            f"Python {info['python']}, Pipecat {info['pipecat']}",
             f"- load average (1/5/15 min) at start: {started_load}; at end: {loadavg()}",
             "",
             body.strip(),
@@ -269,5 +274,6 @@ def shared_recordings(sample_rate: int = 16000) -> list[Question]:
     for line in tsv.read_text().splitlines()[1:]:
         if line.strip():
             name, text = line.split("\t")[:2]
-            questions.append(Question(text, load_wav(SHARED_AUDIO / name, sample_rate), "recording"))
+            questions.append(Question(text, load_wav(SHARED_AUDIO / name, sample_rate),
+                                      "recording"))
     return questions

@@ -184,7 +184,8 @@ async def session(
         "false_interruptions": sum(1 for t in received.interruptions if outside(t)),
         "false_turns": len(false_starts),
         # What each false user turn was heard as (the next final transcript): what to trace.
-        "false_heard": [next((text for t, text in finals if t >= start), "") for start in false_starts],
+        "false_heard": [next((text for t, text in finals if t >= start), "")
+                        for start in false_starts],
         "dropped": dropped,
         "misheard": wrong,
         "seconds": time.monotonic() - started,
@@ -220,7 +221,8 @@ async def run(args) -> tuple[str, dict]:
         for index, (echo_db, browser_aec, voice) in enumerate(runs):
             log_start = server.log_path.stat().st_size
             figures = await session(
-                server, echo_db, browser_aec, levels, voice, args, first_question=index % len(QUESTIONS)
+                server, echo_db, browser_aec, levels, voice, args,
+                first_question=index % len(QUESTIONS)
             )
             holds, echo_judged = server_log_counts(server, log_start)
             for heard in figures["false_heard"]:
@@ -297,9 +299,12 @@ def main() -> None:
     table, totals = asyncio.run(run(args))
     verdicts = [
         f"- target 0 false interruptions and 0 dropped user turns over >= 40 overlaps: "
-        f"{totals['false']} false, {totals['dropped']} dropped over {totals['overlaps']} overlaps — "
-        f"{'reached' if totals['false'] == totals['dropped'] == 0 and totals['overlaps'] >= 40 else 'NOT reached'}",
-        f"- questions heard but with their key word wrong (STT, not turn-taking): {totals['misheard']}",
+        f"{totals['false']} false, {totals['dropped']} dropped "
+        f"over {totals['overlaps']} overlaps — "
+        + ("reached" if totals["false"] == totals["dropped"] == 0 and totals["overlaps"] >= 40
+           else "NOT reached"),
+        f"- questions heard but with their key word wrong (STT, not turn-taking): "
+        f"{totals['misheard']}",
         "- false user turns heard as: "
         + (", ".join(repr(text) for text in totals["false_heard"]) or "none"),
     ]

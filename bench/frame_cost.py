@@ -75,10 +75,12 @@ async def run(count: int) -> tuple[str, dict]:
         rows.append([name, f"{us:.0f}", f"{100 * us / FRAME_US:.2f}", note])
 
     denoiser = _RNNoiseStream(16000)
-    add("RNNoise denoise (16→48→16 kHz, 2 RNNoise frames)", cpu_us_per_frame(denoiser.process, frames))
+    add("RNNoise denoise (16→48→16 kHz, 2 RNNoise frames)",
+        cpu_us_per_frame(denoiser.process, frames))
     denoiser.close()
     denoiser = _WebRTCNoiseStream(16000)
-    add("WebRTC noise suppression (16 kHz, 2 blocks of 10 ms)", cpu_us_per_frame(denoiser.process, frames))
+    add("WebRTC noise suppression (16 kHz, 2 blocks of 10 ms)",
+        cpu_us_per_frame(denoiser.process, frames))
     denoiser.close()
 
     inline = vad()
@@ -136,7 +138,8 @@ async def run(count: int) -> tuple[str, dict]:
         reference.add(f, 16000)
         canceller._process(InputAudioRawFrame(f, 16000, 1))
 
-    add("echo cancellation (AEC3 both ways + the echo path estimate)", cpu_us_per_frame(cancel, frames))
+    add("echo cancellation (AEC3 both ways + the echo path estimate)",
+        cpu_us_per_frame(cancel, frames))
 
     # The same bot, and a microphone that hears none of it (headphones, the browser's AEC),
     # on a clock of 20 ms a frame: the canceller places the bot's audio by its clock, and at
@@ -175,7 +178,8 @@ def main() -> None:
         args.frames = 200
     load = loadavg()
     table, figures = asyncio.run(run(args.frames))
-    report(args, "frame_cost", "Per-frame CPU cost of the audio path", table=table, started_load=load,
+    report(args, "frame_cost", "Per-frame CPU cost of the audio path", table=table,
+           started_load=load,
            heading=f"per-frame CPU cost ({args.frames} frames each); load average at start {load}")
 
 

@@ -25,7 +25,8 @@ from bench.common import add_common_args, fmt, loadavg, markdown_table, p50, p95
 from bench.voice_to_voice import LONG_QUESTIONS, QUESTIONS
 
 
-def converse(engine, settings, questions: list[str], budget_tokens: int, max_tokens: int) -> list[dict]:
+def converse(engine, settings, questions: list[str], budget_tokens: int,
+             max_tokens: int) -> list[dict]:
     from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
     from pipecat.processors.aggregators.llm_context import LLMContext
 
@@ -71,7 +72,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
     parser.add_argument("--turns", type=int, default=40)
-    parser.add_argument("--budget", type=int, default=1024, help="CONTEXT_TOKEN_BUDGET for the run.")
+    parser.add_argument("--budget", type=int, default=1024,
+                        help="CONTEXT_TOKEN_BUDGET for the run.")
     parser.add_argument("--max-tokens", type=int, default=60, help="Longest answer (tokens).")
     args = parser.parse_args()
     if args.smoke:
@@ -92,21 +94,25 @@ def main() -> None:
         row = [phase]
         for turns in arms.values():
             chosen = [t for t in turns[1:] if t["trimmed"] == pick]  # turn 1 reads the tool prompt
-            row += [len(chosen), fmt(p50([t["ttft_ms"] for t in chosen])), fmt(p95([t["ttft_ms"] for t in chosen])),
+            row += [len(chosen), fmt(p50([t["ttft_ms"] for t in chosen])),
+                    fmt(p95([t["ttft_ms"] for t in chosen])),
                     fmt(p50([t["read"] for t in chosen]))]
         rows.append(row)
     after = [p50([t["ttft_ms"] for t in turns[1:] if t["trimmed"]]) for turns in arms.values()]
     headers = ["turns"]
     for name in arms:
-        headers += [f"{name}: n", f"{name}: first token p50 ms", f"{name}: p95 ms", f"{name}: tokens read p50"]
+        headers += [f"{name}: n", f"{name}: first token p50 ms", f"{name}: p95 ms",
+                    f"{name}: tokens read p50"]
     table = markdown_table(headers, rows)
     verdicts = []
     if all(after):
-        verdicts.append(f"- once the budget drops turns, first token p50 {fmt(after[0])} → {fmt(after[1])} ms "
+        verdicts.append(f"- once the budget drops turns, first token p50 {fmt(after[0])} → "
+                        f"{fmt(after[1])} ms "
                         f"({after[0] / after[1]:.1f}× faster with the context shift)")
-    report(args, "llm_context", "The LLM's first token once the context budget drops turns", table=table,
-           started_load=load, verdicts=verdicts,
-           heading=f"{args.turns} turns, budget {args.budget} tokens, answers up to {args.max_tokens} tokens, "
+    report(args, "llm_context", "The LLM's first token once the context budget drops turns",
+           table=table, started_load=load, verdicts=verdicts,
+           heading=f"{args.turns} turns, budget {args.budget} tokens, answers up to "
+                   f"{args.max_tokens} tokens, "
                    f"{settings.llm_threads} threads; load at start {load}")
 
 

@@ -83,5 +83,5 @@ def judge(item: Item, answer: str) -> Verdict:
     relevant = any(re.search(rf"\b(?:{p})\b", answer, re.IGNORECASE) for p in item.accept)
     long_enough = len(words(answer)) >= item.min_words
     leak = item.category not in KB_CATEGORIES and bool(KB_MARKERS.search(answer))
-    return Verdict(right=relevant and long_enough and not refusal and not leak, refusal=refusal, leak=leak,
-                   asked_again=bool(ASKED_AGAIN.search(answer)))
+    return Verdict(right=relevant and long_enough and not refusal and not leak, refusal=refusal,
+                   leak=leak, asked_again=bool(ASKED_AGAIN.search(answer)))

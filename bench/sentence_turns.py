@@ -1,6 +1,6 @@
 """Sentences kept whole: false cut-offs at comma pauses, and what waiting costs.
 
-    .venv/bin/python -m bench.sentence_turns            # 12 comma questions + 12 plain, 5 voices, 3 pauses
+    .venv/bin/python -m bench.sentence_turns  # 12 comma questions + 12 plain, 5 voices, 3 pauses
     .venv/bin/python -m bench.sentence_turns --smoke
 
 Each question is spoken clause by clause with a silence at every comma (0.3, 0.4, 0.5 s;
@@ -131,7 +131,8 @@ def run(args) -> tuple[str, dict, list[str]]:
                         f["cut"] += cut
                         if cut and rule == "ours" and len(examples) < 8:
                             examples.append(
-                                f"{name} {pause:.1f} s: {question!r} cut at {[v[1] for v in at_commas]}"
+                                f"{name} {pause:.1f} s: {question!r} cut at "
+                                f"{[v[1] for v in at_commas]}"
                             )
                     latency = end_latency(rule, at_end, wait)
                     f["added"].append(latency - VAD_STOP)
@@ -199,8 +200,10 @@ def main() -> None:
     added = p50(ours["added"]) * 1000
     verdicts = [
         f"- target <= 10 % false cut-offs at comma pauses <= 0.5 s: {100 * cut_rate:.0f} % "
-        f"(stock {100 * stock['cut'] / max(1, stock['n_comma']):.0f} %) — {'reached' if cut_rate <= 0.10 else 'NOT reached'}",
-        f"- target <= +150 ms median added latency: {added:.0f} ms — {'reached' if added <= 150 else 'NOT reached'}",
+        f"(stock {100 * stock['cut'] / max(1, stock['n_comma']):.0f} %) — "
+        f"{'reached' if cut_rate <= 0.10 else 'NOT reached'}",
+        f"- target <= +150 ms median added latency: {added:.0f} ms — "
+        f"{'reached' if added <= 150 else 'NOT reached'}",
     ]
     appendix = (
         "Questions our rule still cut (voice, pause: the draft words at each comma):\n\n"

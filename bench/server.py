@@ -71,7 +71,8 @@ class Server:
         async with httpx.AsyncClient() as http:
             while True:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"server {self.name} exited ({self.proc.returncode}):\n{self.log_tail()}")
+                    raise RuntimeError(f"server {self.name} exited ({self.proc.returncode}):\n"
+                                       f"{self.log_tail()}")
                 try:
                     r = await http.get(f"{self.url}/api/health", timeout=2)
                     if r.status_code == 200:
@@ -79,7 +80,8 @@ class Server:
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"server {self.name} not ready in {self.startup_timeout}s:\n{self.log_tail()}")
+                    raise RuntimeError(f"server {self.name} not ready in {self.startup_timeout}s:\n"
+                                       f"{self.log_tail()}")
                 await asyncio.sleep(0.2)
 
     async def health(self) -> dict:

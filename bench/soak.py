@@ -95,14 +95,16 @@ class Soak:
     def sample(self) -> None:
         gc.collect()
         messages = self.context.get_messages() if self.context is not None else []
-        chars = sum(len(str(m.get("content", ""))) if isinstance(m, dict) else len(str(m)) for m in messages)
+        chars = sum(len(str(m.get("content", ""))) if isinstance(m, dict) else len(str(m))
+                    for m in messages)
         self.samples.append(
-            Sample(self.simulated_secs / 60, self.turns, rss_mb(), len(messages), chars // 4, len(asyncio.all_tasks()))
+            Sample(self.simulated_secs / 60, self.turns, rss_mb(), len(messages), chars // 4,
+                   len(asyncio.all_tasks()))
         )
         s = self.samples[-1]
         print(
-            f"  minute {s.minute:5.1f}: {s.turns:4d} turns, RSS {s.rss_mb:6.1f} MB, context {s.messages:4d} "
-            f"messages ≈ {s.tokens:5d} tokens, {s.tasks} tasks",
+            f"  minute {s.minute:5.1f}: {s.turns:4d} turns, RSS {s.rss_mb:6.1f} MB, "
+            f"context {s.messages:4d} messages ≈ {s.tokens:5d} tokens, {s.tasks} tasks",
             flush=True,
         )
 
@@ -130,7 +132,8 @@ class SoakInput(FedInputTransport):
             self._soak.bot_speaking = False
 
     async def _mic(self, pcm: bytes, realtime_share: float) -> None:
-        await self.push_audio_frame(InputAudioRawFrame(audio=pcm, sample_rate=self.sample_rate, num_channels=1))
+        await self.push_audio_frame(InputAudioRawFrame(audio=pcm, sample_rate=self.sample_rate,
+                                                       num_channels=1))
         soak = self._soak
         soak.frames += 1
         if soak.frames % round(soak.sample_every_secs * FRAMES_PER_SEC) == 0:
@@ -239,7 +242,8 @@ async def run(args) -> tuple[str, dict]:
         ["simulated minutes / wall seconds", f"{end.minute:.1f} / {wall:.0f}"],
         ["turns (unanswered)", f"{end.turns} ({soak.unanswered})"],
         [f"RSS {at} → end (MB)", f"{mark.rss_mb:.1f} → {end.rss_mb:.1f}"],
-        [f"RSS growth after {mark.minute:.1f} min: at the end / at its peak", f"{growth:+.2f} % / {peak_growth:+.2f} %"],
+        [f"RSS growth after {mark.minute:.1f} min: at the end / at its peak",
+         f"{growth:+.2f} % / {peak_growth:+.2f} %"],
         [f"context messages {at} → end", f"{mark.messages} → {end.messages}"],
         [f"context tokens (estimated) {at} → end", f"{mark.tokens} → {end.tokens}"],
         [f"asyncio tasks {at} → end", f"{mark.tasks} → {end.tasks}"],
@@ -251,25 +255,33 @@ async def run(args) -> tuple[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
-    parser.add_argument("--minutes", type=float, default=60.0, help="Simulated minutes of conversation.")
-    parser.add_argument("--speed", type=float, default=10.0, help="Silence runs this many times real time.")
-    parser.add_argument("--sample-secs", type=float, default=60.0, help="Simulated seconds between samples.")
-    parser.add_argument("--log-level", default="WARNING", help="The session's log level (default WARNING).")
+    parser.add_argument("--minutes", type=float, default=60.0,
+                        help="Simulated minutes of conversation.")
+    parser.add_argument("--speed", type=float, default=10.0,
+                        help="Silence runs this many times real time.")
+    parser.add_argument("--sample-secs", type=float, default=60.0,
+                        help="Simulated seconds between samples.")
+    parser.add_argument("--log-level", default="WARNING",
+                        help="The session's log level (default WARNING).")
     args = parser.parse_args()
     if args.smoke:
         args.minutes, args.sample_secs = 0.5, 6.0
     wait_for_quiet_machine(args.wait_load, timeout_secs=3 * 3600)
     table, figures = asyncio.run(run(args))
     minutes_table = markdown_table(
-        ["simulated minute", "turns", "RSS MB", "context messages", "context tokens (est.)", "asyncio tasks"],
-        [[f"{s.minute:.1f}", s.turns, f"{s.rss_mb:.1f}", s.messages, s.tokens, s.tasks] for s in figures["samples"]],
+        ["simulated minute", "turns", "RSS MB", "context messages", "context tokens (est.)",
+         "asyncio tasks"],
+        [[f"{s.minute:.1f}", s.turns, f"{s.rss_mb:.1f}", s.messages, s.tokens, s.tasks]
+         for s in figures["samples"]],
     )
     lines = [
-        f"- target RSS growth < 5 % after the first {figures['mark']:.0f} minutes: {figures['growth']:+.2f} % — "
+        f"- target RSS growth < 5 % after the first {figures['mark']:.0f} minutes: "
+        f"{figures['growth']:+.2f} % — "
         f"{'reached' if figures['growth'] < 5 else 'NOT reached'}",
     ]
-    report(args, "soak", "Soak (one session, fake providers)", table=table, started_load=figures["load"],
-           verdicts=lines, appendix=f"<details><summary>Every sample</summary>\n\n{minutes_table}\n\n</details>",
+    report(args, "soak", "Soak (one session, fake providers)", table=table,
+           started_load=figures["load"], verdicts=lines,
+           appendix=f"<details><summary>Every sample</summary>\n\n{minutes_table}\n\n</details>",
            heading=f"soak (fake STT/LLM/TTS, in process); load average at start {figures['load']}")
 
 

@@ -19,7 +19,8 @@ class Outcome:
     voice: str
     condition: str
     heard: list[str] = field(default_factory=list)  # the transcript of each utterance
-    heard_logprob: list[float] = field(default_factory=list)  # Whisper's confidence in each (stt mode)
+    # Whisper's confidence in each (stt mode)
+    heard_logprob: list[float] = field(default_factory=list)
     answer: str = ""
     v2v_ms: float | None = None
     first_token_ms: float | None = None
@@ -70,8 +71,9 @@ def summarize(outcomes: list[Outcome], mode: str) -> tuple[str, dict]:
         table = markdown_table(["voice", "condition", "WER"], [[r[0], r[1], r[6]] for r in rows])
         return table, figures
     latency_name = "v2v" if mode == "voice" else "first token"
-    table = markdown_table(["voice", "condition", "right", "asked again", "refusals", "kb leaks", "WER",
-                            f"{latency_name} p50 (ms)", f"{latency_name} p95 (ms)", "no answer"],
+    table = markdown_table(["voice", "condition", "right", "asked again", "refusals", "kb leaks",
+                            "WER", f"{latency_name} p50 (ms)", f"{latency_name} p95 (ms)",
+                            "no answer"],
                            rows)
     by_category: dict[str, list[bool]] = defaultdict(list)
     for o in outcomes:
@@ -104,8 +106,8 @@ def verdicts(outcomes: list[Outcome], figures: dict, mode: str) -> list[str]:
         lines.append(f"- knowledge-base leaks: {leaks} (target 0); refusals: {refusals} (target 0)")
         asked = sum(o.verdict.asked_again for o in outcomes)
         given = sum(not o.verdict.right and not o.verdict.asked_again for o in outcomes)
-        lines.append(f"- asked again (\"didn't catch that\"): {asked}; wrong answers given: {given} "
-                     f"of {len(outcomes)}")
+        lines.append(f"- asked again (\"didn't catch that\"): {asked}; wrong answers given: "
+                     f"{given} of {len(outcomes)}")
         judged = [o.held_back for o in outcomes if o.held_back is not None]
         if judged:
             lines.append(f"- judged unfinished by the LLM (LLM_TURN_COMPLETION), no answer: "
@@ -123,7 +125,8 @@ def verdicts(outcomes: list[Outcome], figures: dict, mode: str) -> list[str]:
             reached = "reached" if a <= 800 and b <= 1500 else "NOT reached"
             lines.append(f"- voice-to-voice p50 {fmt(a)} ms (target ≤ 800), "
                          f"p95 {fmt(b)} ms (target ≤ 1,500) — {reached}")
-    wrong = [o for o in outcomes if not o.verdict.right and not o.verdict.asked_again] if mode != "stt" else []
+    wrong = ([o for o in outcomes if not o.verdict.right and not o.verdict.asked_again]
+             if mode != "stt" else [])
     if wrong:
         lines.append("- wrong answers (first 12): " + "; ".join(
             f"{o.item.id} [{o.voice}/{o.condition}] "

@@ -16,13 +16,16 @@ import time
 
 import numpy as np
 
-from bench.common import add_common_args, fmt, loadavg, markdown_table, p50, p95, report, shared_recordings, synthesize
+from bench.common import (add_common_args, fmt, loadavg, markdown_table, p50, p95, report,
+                          shared_recordings, synthesize)
 from bench.voice_to_voice import QUESTIONS
 
 EXTRA = [
     "Tell me a short story about a dragon who learns to fly, and make it funny please.",
-    "I would like to book a table for four people tomorrow evening at seven, near the river if possible.",
-    "Okay. So my question is really simple. What time does the train to Boston leave on Sunday morning?",
+    ("I would like to book a table for four people tomorrow evening at seven, near the river "
+     "if possible."),
+    ("Okay. So my question is really simple. What time does the train to Boston leave on Sunday "
+     "morning?"),
     "Yes.",
     "No thanks.",
     "Can you explain how photosynthesis works in a few sentences?",
@@ -45,7 +48,8 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
-    parser.add_argument("--window", type=float, default=Settings(_env_file=None).whisper_window_secs)
+    parser.add_argument("--window", type=float,
+                        default=Settings(_env_file=None).whisper_window_secs)
     args = parser.parse_args()
     load = loadavg()
     texts = (QUESTIONS + EXTRA)[: 3 if args.smoke else None]
@@ -53,12 +57,14 @@ def main() -> None:
     if not args.smoke:
         utterances += [(q.text, q.audio) for q in shared_recordings()]
     rng = np.random.default_rng(0)
-    cases = [(text, cond, audio) for text, a in utterances for cond, audio in conditions(a, rng).items()]
+    cases = [(text, cond, audio) for text, a in utterances
+             for cond, audio in conditions(a, rng).items()]
 
     models = LocalModels(Settings(_env_file=None))
     models.warm_up(llm=False, tts=False)
     windows = {"stock 30 s": WindowedWhisper(models.whisper, window_secs=0),
-               f"fitted ({args.window:g} s)": WindowedWhisper(models.whisper, window_secs=args.window)}
+               f"fitted ({args.window:g} s)": WindowedWhisper(models.whisper,
+                                                              window_secs=args.window)}
     results: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
     for name, whisper in windows.items():
         for text, cond, audio in cases:
@@ -80,10 +86,11 @@ def main() -> None:
     table = markdown_table(
         ["condition", "utterances", "WER stock", "WER fitted", "p50 ms stock", "p50 ms fitted",
          "p95 ms stock", "p95 ms fitted", "speed-up (p50)"], rows)
-    table += (f"\n\nfitted window: {fitted.windowed_runs} transcripts, {fitted.fallbacks} handed back to the "
-              "30 s window (a runaway or unsure decode)\n")
+    table += (f"\n\nfitted window: {fitted.windowed_runs} transcripts, {fitted.fallbacks} handed "
+              "back to the 30 s window (a runaway or unsure decode)\n")
     report(args, "stt_window", "Whisper's encoder window", table=table, started_load=load,
-           heading=f"Whisper tiny.en, int8, greedy, {models.settings.whisper_threads} threads; load at start {load}")
+           heading=f"Whisper tiny.en, int8, greedy, {models.settings.whisper_threads} threads; "
+                   f"load at start {load}")
 
 
 if __name__ == "__main__":

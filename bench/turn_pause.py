@@ -1,6 +1,6 @@
 """Smart-turn's verdict at the first pause (~100 ms of quiet) against at the VAD stop (~250 ms).
 
-    .venv/bin/python -m bench.turn_pause            # 32 questions, 12 unfinished fragments, the recordings
+    .venv/bin/python -m bench.turn_pause  # 32 questions, 12 unfinished fragments, the recordings
     .venv/bin/python -m bench.turn_pause --smoke
 
 SMART_TURN_SPECULATE runs the model when the audio first pauses instead of at the VAD's
@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 
-from bench.common import add_common_args, fmt, loadavg, markdown_table, p50, report, shared_recordings, speech_bounds, synthesize
+from bench.common import (add_common_args, fmt, loadavg, markdown_table, p50, report,
+                          shared_recordings, speech_bounds, synthesize)
 from bench.voice_to_voice import LONG_QUESTIONS, QUESTIONS
 
 FRAGMENTS = [
@@ -53,13 +54,15 @@ def main() -> None:
     fragments = FRAGMENTS
     if args.smoke:
         finished, fragments = finished[:2], fragments[:2]
-    clips = [(q.audio, True) for q in synthesize(finished)] + [(q.audio, False) for q in synthesize(fragments)]
+    clips = ([(q.audio, True) for q in synthesize(finished)]
+             + [(q.audio, False) for q in synthesize(fragments)])
     if not args.smoke:
         clips += [(q.audio, True) for q in shared_recordings()]
     models = LocalModels(Settings(_env_file=None))
     analyzer = SharedSmartTurnAnalyzer(session=models.smart_turn_session)
     analyzer.set_sample_rate(16000)
-    right: dict[str, dict[bool, int]] = {name: {True: 0, False: 0} for name in [*SILENCES_MS, EITHER]}
+    right: dict[str, dict[bool, int]] = {name: {True: 0, False: 0}
+                                         for name in [*SILENCES_MS, EITHER]}
     times: list[float] = []
     for audio, complete in clips:
         _, last = speech_bounds(audio)
@@ -67,7 +70,8 @@ def main() -> None:
         verdicts = {}
         for name, ms in SILENCES_MS.items():
             segment = np.concatenate(
-                [np.zeros(int(PRE_SPEECH_SECS * 16000), np.float32), speech, np.zeros(16 * ms, np.float32)]
+                [np.zeros(int(PRE_SPEECH_SECS * 16000), np.float32), speech,
+                 np.zeros(16 * ms, np.float32)]
             )
             start = time.perf_counter()
             verdicts[name] = analyzer._predict_endpoint(segment)["prediction"] == 1
@@ -78,13 +82,15 @@ def main() -> None:
     n_finished = sum(1 for _, c in clips if c)
     n_fragments = len(clips) - n_finished
     rows = [
-        [name, f"{r[True]}/{n_finished}", f"{r[False]}/{n_fragments}", f"{r[True] + r[False]}/{len(clips)}"]
+        [name, f"{r[True]}/{n_finished}", f"{r[False]}/{n_fragments}",
+         f"{r[True] + r[False]}/{len(clips)}"]
         for name, r in right.items()
     ]
-    table = markdown_table(["smart-turn judged", "finished judged finished", "unfinished judged unfinished",
-                            "right in all"], rows)
+    table = markdown_table(["smart-turn judged", "finished judged finished",
+                            "unfinished judged unfinished", "right in all"], rows)
     report(args, "turn_pause", "Smart-turn at the pause", table=table, started_load=load,
-           heading=f"{len(clips)} utterances; model time per verdict p50 {fmt(p50(times))} ms; load at start {load}")
+           heading=f"{len(clips)} utterances; model time per verdict p50 {fmt(p50(times))} ms; "
+                   f"load at start {load}")
 
 
 if __name__ == "__main__":

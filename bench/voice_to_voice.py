@@ -1,6 +1,7 @@
 """Voice-to-voice latency over the real WebSocket endpoint, streaming vs sequential bridge.
 
-    .venv/bin/python -m bench.voice_to_voice            # 24 short + 8 long-answer questions + the shared recordings
+    .venv/bin/python -m bench.voice_to_voice            # 24 short + 8 long-answer questions
+                                                        # + the shared recordings
     .venv/bin/python -m bench.voice_to_voice --smoke    # 3 questions, checks the bench works
 
 Two real servers (`python -m bot serve`) run side by side: the production pipeline
@@ -118,7 +119,8 @@ class Turn:
         return s["voice_to_voice"] - sum(s.get(k, 0.0) for k in ("vad", "stt", "turn"))
 
 
-async def ask(variant: str, client: AgentClient, mic: Microphone, q: Question, timeout: float) -> Turn:
+async def ask(variant: str, client: AgentClient, mic: Microphone, q: Question,
+              timeout: float) -> Turn:
     turn = Turn(variant, q.text, q.source)
     turns_before = len(client.received.turns)
     utterance = mic.say(q.audio)
@@ -180,22 +182,30 @@ def summarize(turns: list[Turn], variants: list[str]) -> tuple[str, dict]:
 
     rows = [
         ["turns measured", *[figures[v]["n"] for v in variants], ""],
-        ["client voice-to-voice p50 (ms)", *[fmt(figures[v]["client_p50"]) for v in variants], ratio("client_p50")],
-        ["client voice-to-voice p95 (ms)", *[fmt(figures[v]["client_p95"]) for v in variants], ratio("client_p95")],
+        ["client voice-to-voice p50 (ms)", *[fmt(figures[v]["client_p50"]) for v in variants],
+         ratio("client_p50")],
+        ["client voice-to-voice p95 (ms)", *[fmt(figures[v]["client_p95"]) for v in variants],
+         ratio("client_p95")],
         ["  recordings only, p50 (ms)", *[fmt(figures[v]["recordings_p50"]) for v in variants], ""],
-        ["server voice_to_voice p50 (ms)", *[fmt(figures[v]["server_p50"]) for v in variants], ratio("server_p50")],
-        ["LLM request → first audio p50 (ms)", *[fmt(figures[v]["reply_p50"]) for v in variants], ratio("reply_p50")],
-        ["LLM request → first audio p95 (ms)", *[fmt(figures[v]["reply_p95"]) for v in variants], ratio("reply_p95")],
+        ["server voice_to_voice p50 (ms)", *[fmt(figures[v]["server_p50"]) for v in variants],
+         ratio("server_p50")],
+        ["LLM request → first audio p50 (ms)", *[fmt(figures[v]["reply_p50"]) for v in variants],
+         ratio("reply_p50")],
+        ["LLM request → first audio p95 (ms)", *[fmt(figures[v]["reply_p95"]) for v in variants],
+         ratio("reply_p95")],
         ["  short questions (n, words in the reply p50)",
-         *[f"{figures[v]['short_n']}, {fmt(figures[v]['short_words_p50'])} words" for v in variants], ""],
+         *[f"{figures[v]['short_n']}, {fmt(figures[v]['short_words_p50'])} words"
+           for v in variants], ""],
         ["  short questions, LLM request → first audio p50 (ms)",
          *[fmt(figures[v]["short_reply_p50"]) for v in variants], ratio("short_reply_p50")],
         ["  long-answer questions (n, words in the reply p50)",
-         *[f"{figures[v]['long_n']}, {fmt(figures[v]['long_words_p50'])} words" for v in variants], ""],
+         *[f"{figures[v]['long_n']}, {fmt(figures[v]['long_words_p50'])} words"
+           for v in variants], ""],
         ["  long-answer questions, LLM request → first audio p50 (ms)",
          *[fmt(figures[v]["long_reply_p50"]) for v in variants], ratio("long_reply_p50")],
     ]
-    rows += [[f"  {s} p50 (ms)", *[fmt(figures[v][f"{s}_p50"]) for v in variants], ""] for s in STAGES]
+    rows += [[f"  {s} p50 (ms)", *[fmt(figures[v][f"{s}_p50"]) for v in variants], ""]
+             for s in STAGES]
     rows += [
         ["turns without a usable answer", *[figures[v]["problems"] for v in variants], ""],
         ["questions split into 2+ turns", *[figures[v]["split"] for v in variants], ""],
@@ -211,7 +221,8 @@ def verdicts(figures: dict, local: bool) -> list[str]:
     s = figures.get("streaming")
     if s and s["client_p50"] is not None:
         reached = s["client_p50"] <= 800
-        scope = "" if local else " (providers not the local stack: the target is for the local stack)"
+        scope = ("" if local
+                 else " (providers not the local stack: the target is for the local stack)")
         lines.append(
             f"- target local voice-to-voice p50 <= 800 ms: {fmt(s['client_p50'])} ms client-side — "
             f"{'reached' if reached else 'NOT reached'}{scope}"
@@ -222,13 +233,15 @@ def verdicts(figures: dict, local: bool) -> list[str]:
         r2 = q["client_p50"] / s["client_p50"] if s["client_p50"] and q["client_p50"] else None
         lines.append(
             f"- target streaming bridge >= 2× faster first audio: {r1:.2f}× from the LLM request, "
-            f"{fmt(r2, 2)}× end to end (client voice-to-voice) — {'reached' if r1 >= 2 else 'NOT reached'} "
+            f"{fmt(r2, 2)}× end to end (client voice-to-voice) — "
+            f"{'reached' if r1 >= 2 else 'NOT reached'} "
             "(judged on the LLM request → first audio part, which is all the bridge changes)"
         )
     if s and q and s["long_reply_p50"] and q["long_reply_p50"]:
         r3 = q["long_reply_p50"] / s["long_reply_p50"]
         lines.append(
-            f"- the same on the long-answer questions alone (replies of {fmt(s['long_words_p50'])} words): "
+            f"- the same on the long-answer questions alone (replies of "
+            f"{fmt(s['long_words_p50'])} words): "
             f"{r3:.2f}× — {'reached' if r3 >= 2 else 'NOT reached'}"
         )
     return lines
@@ -238,7 +251,8 @@ async def run(args) -> tuple[str, dict]:
     variants = ["streaming", "sequential"] if args.variants == "both" else [args.variants]
     texts = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.turns)]
     long_texts = [LONG_QUESTIONS[i % len(LONG_QUESTIONS)] for i in range(args.long_turns)]
-    print(f"synthesizing {len(texts) + len(long_texts)} questions with the local voice…", flush=True)
+    print(f"synthesizing {len(texts) + len(long_texts)} questions with the local voice…",
+          flush=True)
     questions = synthesize(texts + long_texts + [WARM_UP])
     warm_up, questions = questions[-1], questions[:-1]
     for i in range(len(texts), len(questions)):
@@ -257,7 +271,9 @@ async def run(args) -> tuple[str, dict]:
         for v, server in servers.items():
             clients[v] = AgentClient(server.ws_url)
             await clients[v].connect()
-            assert await clients[v].wait_for(lambda r: r.server_messages("session"), 30), "no session"
+            assert await clients[v].wait_for(
+                lambda r: r.server_messages("session"), 30
+            ), "no session"
             mics[v] = clock.add(Microphone(clients[v]))
         for v in variants:  # the first turn of a process warms caches: not counted
             await ask(v, clients[v], mics[v], warm_up, args.timeout)
@@ -298,7 +314,8 @@ def main() -> None:
     parser.add_argument("--both-mics-live", action="store_true",
                         help="Keep streaming silence to the server not being asked (its audio path "
                         "then competes for the CPU, as in the runs before 2026-11-26 06:30).")
-    parser.add_argument("--timeout", type=float, default=60.0, help="Longest wait for an answer (s).")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="Longest wait for an answer (s).")
     args = parser.parse_args()
     if args.smoke:
         args.turns, args.long_turns, args.recordings = 2, 1, False
@@ -314,7 +331,8 @@ def main() -> None:
     lines = verdicts(figures, local)
     report(args, "voice_to_voice", "Voice-to-voice and the streaming bridge", table=table,
            started_load=figures["load"], verdicts=lines,
-           heading=f"voice-to-voice, {'local stack' if local else 'providers from the environment'}; "
+           heading=f"voice-to-voice, "
+                   f"{'local stack' if local else 'providers from the environment'}; "
                    f"load average at start {figures['load']}; {time.monotonic() - started:.0f} s",
            env={k: os.environ[k] for k in (*stages, "BENCH_FAKE") if k in os.environ})
 

@@ -81,7 +81,8 @@ def get(name: str) -> Voice:
         raise KeyError(f"unknown voice {name!r}; known: {', '.join(VOICES)}") from None
 
 
-def synthesize(text: str, voice: Voice | str, piper: Callable[[str], np.ndarray] | None = None) -> np.ndarray:
+def synthesize(text: str, voice: Voice | str,
+               piper: Callable[[str], np.ndarray] | None = None) -> np.ndarray:
     """`text` spoken by `voice`: int16 mono at 16 kHz, cached on disk.
 
     `piper(text)` speaks with the bot's Piper voice (e.g. `LocalModels.synthesize`); needed
@@ -94,7 +95,8 @@ def synthesize(text: str, voice: Voice | str, piper: Callable[[str], np.ndarray]
         return np.load(path)
     if voice.engine == "piper":
         if piper is None:
-            raise VoiceUnavailable("the Piper voice needs a `piper` synthesizer (LocalModels.synthesize)")
+            raise VoiceUnavailable("the Piper voice needs a `piper` synthesizer "
+                                   "(LocalModels.synthesize)")
         audio = np.asarray(piper(text), dtype=np.int16)
     else:
         audio = _external(text, voice)
@@ -116,7 +118,8 @@ def _external(text: str, voice: Voice) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "out.wav"
         if voice.engine == "espeak":
-            cmd = [binary, "-v", voice.voice, "-w", str(wav), *(["-m"] if text.startswith("<speak>") else [])]
+            cmd = [binary, "-v", voice.voice, "-w", str(wav),
+                   *(["-m"] if text.startswith("<speak>") else [])]
             if voice.rate:
                 cmd += ["-s", str(voice.rate)]
             if voice.pitch:
@@ -193,7 +196,8 @@ def add_noise(audio: np.ndarray, snr_db: float, kind: str = "babble", seed: int 
         noise = np.zeros(n)
         t = np.arange(n) / SAMPLE_RATE
         for _ in range(6):
-            band = _shaped(rng.standard_normal(n), lambda f: ((f > 120) & (f < 4000)) / np.sqrt(np.maximum(f, 120)))
+            band = _shaped(rng.standard_normal(n),
+                           lambda f: ((f > 120) & (f < 4000)) / np.sqrt(np.maximum(f, 120)))
             rate = rng.uniform(3.0, 5.0)
             envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rate * t + rng.uniform(0, 2 * np.pi)) ** 2
             noise += band * envelope
