@@ -61,7 +61,8 @@ def speech(models):
 @pytest.fixture
 def shared_audio() -> Path:
     if not (SHARED_AUDIO / "transcripts.tsv").exists():
-        pytest.skip(f"the shared real recordings are not here ({SHARED_AUDIO}); they live beside the repo in CI")
+        pytest.skip(f"the shared real recordings are not here ({SHARED_AUDIO}); "
+                    "they live beside the repo in CI")
     return SHARED_AUDIO
 
 

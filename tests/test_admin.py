@@ -61,7 +61,8 @@ async def test_with_a_token_every_route_needs_it_from_any_client():
     for peer in (("127.0.0.1", 1), REMOTE):
         async with client(app, peer) as http:
             for method, path, body in calls:
-                for headers in ({}, bearer("wrong"), bearer(TOKEN + "x"), {"Authorization": f"Basic {TOKEN}"}):
+                for headers in ({}, bearer("wrong"), bearer(TOKEN + "x"),
+                                {"Authorization": f"Basic {TOKEN}"}):
                     r = await http.request(method, path, json=body, headers=headers)
                     assert r.status_code == 401, (method, path, headers, r.text)
                     assert r.headers["WWW-Authenticate"] == "Bearer"
@@ -158,22 +159,26 @@ async def test_unknown_session_is_404_and_malformed_bodies_are_422_with_the_reas
         h = bearer(TOKEN)
         for method, path, body in [
             ("GET", "/api/sessions/nosuch", None),
-            ("PUT", "/api/sessions/nosuch/context", {"instructions": "Be brief.", "mode": "append"}),
+            ("PUT", "/api/sessions/nosuch/context",
+             {"instructions": "Be brief.", "mode": "append"}),
             ("POST", "/api/sessions/nosuch/say", {"text": "Hello."}),
             ("DELETE", "/api/sessions/nosuch", None),
         ]:
             r = await http.request(method, path, json=body, headers=h)
-            assert r.status_code == 404 and "no live session 'nosuch'" in r.json()["detail"], (method, r.text)
+            assert (r.status_code == 404
+                    and "no live session 'nosuch'" in r.json()["detail"]), (method, r.text)
 
         async def problem(path, **kwargs) -> str:
             kwargs.setdefault("headers", h)
             r = await http.request("PUT" if path.endswith("context") else "POST", path, **kwargs)
             assert r.status_code == 422, (kwargs, r.text)
-            return " | ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in r.json()["detail"])
+            return " | ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                              for e in r.json()["detail"])
 
         ctx, say = "/api/sessions/x/context", "/api/sessions/x/say"
         assert "body.instructions: Field required" in await problem(ctx, json={"mode": "append"})
-        assert "instructions must contain some text" in await problem(ctx, json={"instructions": "   "})
+        assert "instructions must contain some text" in await problem(
+            ctx, json={"instructions": "   "})
         assert "at least 1 character" in await problem(ctx, json={"instructions": ""})
         assert "at most 4000 characters" in await problem(ctx, json={"instructions": "x" * 4001})
         assert "body.mode: Input should be 'replace' or 'append'" in await problem(
@@ -182,7 +187,8 @@ async def test_unknown_session_is_404_and_malformed_bodies_are_422_with_the_reas
             ctx, json={"instruction": "typo in the field name"})
         assert "JSON decode error" in await problem(
             ctx, content=b'{"instructions": ', headers={**h, "Content-Type": "application/json"})
-        assert "body.instructions: Input should be a valid string" in await problem(ctx, json={"instructions": 42})
+        assert "body.instructions: Input should be a valid string" in await problem(
+            ctx, json={"instructions": 42})
         assert "body.text: Field required" in await problem(say, json={})
         assert "text must contain some words" in await problem(say, json={"text": "\n"})
 
@@ -198,12 +204,14 @@ async def test_the_openapi_page_documents_the_admin_api():
         ("/api/sessions/{session_id}/say", "post"),
     }
     ok = paths["/api/sessions/{session_id}/context"]["put"]["responses"]
-    assert ok["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/ContextUpdateResult")
+    assert ok["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ContextUpdateResult")
     assert {"401", "403", "404", "422"} <= set(ok)
     assert paths["/api/sessions/{session_id}"]["get"]["responses"]["200"]["content"][
         "application/json"]["schema"]["$ref"].endswith("/SessionDetail")
     assert spec["components"]["securitySchemes"]["AdminToken"]["scheme"] == "bearer"
-    assert set(spec["components"]["schemas"]["ContextUpdate"]["properties"]) == {"instructions", "mode"}
+    assert set(spec["components"]["schemas"]["ContextUpdate"]["properties"]) == {
+        "instructions", "mode"}
 
 
 # --------------------------------------------------------------------------------------
@@ -250,7 +258,8 @@ async def test_live_context_update_changes_the_next_turn_of_that_session_only(se
                 listed = (await http.get("/api/sessions")).json()
                 assert {s["id"] for s in listed} == {a_id, b_id}
                 detail = (await http.get(f"/api/sessions/{a_id}")).json()
-                assert detail["instructions"] == DEFAULT_SYSTEM_PROMPT and detail["state"] == "listening"
+                assert (detail["instructions"] == DEFAULT_SYSTEM_PROMPT
+                        and detail["state"] == "listening")
                 assert detail["context"]["budget_tokens"] == 2048
 
                 # A first turn in each session, before any change.
@@ -276,24 +285,29 @@ async def test_live_context_update_changes_the_next_turn_of_that_session_only(se
                 assert r.json()["instructions"] == "You are a pirate." and r.json()["applied"]
                 assert system_of(await ask(a, question, groq, 3)) == "You are a pirate."
                 detail = (await http.get(f"/api/sessions/{a_id}")).json()
-                assert detail["instructions"] == "You are a pirate." and detail["instruction_updates"] == 2
+                assert (detail["instructions"] == "You are a pirate."
+                        and detail["instruction_updates"] == 2)
                 assert detail["turns"] == 3 and detail["context"]["messages"] == 6
-                assert (await http.get(f"/api/sessions/{b_id}")).json()["instructions"] == DEFAULT_SYSTEM_PROMPT
+                assert ((await http.get(f"/api/sessions/{b_id}")).json()["instructions"]
+                        == DEFAULT_SYSTEM_PROMPT)
 
                 # Say: B speaks the text now (fake voice: audio arrives), and it joins B's context.
                 audio_before = len(b.received.bot_audio)
-                r = await http.post(f"/api/sessions/{b_id}/say", json={"text": "Your order has shipped."})
+                r = await http.post(f"/api/sessions/{b_id}/say",
+                                    json={"text": "Your order has shipped."})
                 assert r.status_code == 202 and r.json() == {"id": b_id, "queued": True}
                 assert await b.wait_for(lambda rec: len(rec.bot_audio) > audio_before, 10)
                 b_context = server.registry.get(b_id).session.control.context
                 await until(lambda: any("order has shipped" in str(m.get("content"))
-                                             for m in b_context.messages), 10, "said text in B's context")
+                                             for m in b_context.messages),
+                            10, "said text in B's context")
 
                 # Delete A: it ends cleanly, its socket closes, it is gone; B lives on.
                 context_a = weakref.ref(live_a.session.context)
                 del live_a
                 r = await http.delete(f"/api/sessions/{a_id}")
-                assert r.status_code == 200 and r.json() == {"id": a_id, "ended": True, "graceful": True}
+                assert r.status_code == 200 and r.json() == {
+                    "id": a_id, "ended": True, "graceful": True}
                 assert await a.wait_for(lambda rec: False, 5) is False and a.closed
                 assert (await http.get(f"/api/sessions/{a_id}")).status_code == 404
                 assert [s["id"] for s in (await http.get("/api/sessions")).json()] == [b_id]

@@ -97,7 +97,12 @@ async def test_only_sentences_already_heard_can_come_back_as_echo():
     """The speech gate's "what the bot said lately" stops at the sentence it is saying: the
     rest of the answer is queued long before it is heard, and a question asked over the bot
     ("What is it?") shares words with it ("Oxygen is what … it")."""
-    from pipecat.frames.frames import OutputAudioRawFrame, TTSAudioRawFrame, TTSStartedFrame, TTSTextFrame
+    from pipecat.frames.frames import (
+        OutputAudioRawFrame,
+        TTSAudioRawFrame,
+        TTSStartedFrame,
+        TTSTextFrame,
+    )
     from pipecat.pipeline.pipeline import Pipeline
     from pipecat.processors.frame_processor import FrameProcessor
     from pipecat.tests.utils import run_test
@@ -121,7 +126,8 @@ async def test_only_sentences_already_heard_can_come_back_as_echo():
             await self.push_frame(frame, direction)
 
     second = 16000 * 2 * b"\0"
-    playing, later = "Plants make their food.", "Oxygen is what the plant gives back to the air around it."
+    playing, later = ("Plants make their food.",
+                      "Oxygen is what the plant gives back to the air around it.")
     await run_test(
         Pipeline([gate, Listener()]),
         frames_to_send=[

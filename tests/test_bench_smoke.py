@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FAKE = {"BENCH_FAKE": "stt,llm,tts"}  # the instant stand-ins (tests/support/fakes.py)
 # The spoken-QA smoke checks the bench's own path (real voices, Whisper, the judge): its
 # answers come from the instant LLM; the real one is judged by tests/test_spoken_answers.py.
-BENCHES = {"voice_to_voice": FAKE, "barge_in": FAKE, "capacity": {}, "soak": {}, "frame_cost": {}, "stt_window": {},
-           "llm_context": {}, "turn_pause": {}, "spoken_qa": {"BENCH_FAKE": "llm"}, "sentence_turns": {},
+BENCHES = {"voice_to_voice": FAKE, "barge_in": FAKE, "capacity": {}, "soak": {}, "frame_cost": {},
+           "stt_window": {}, "llm_context": {}, "turn_pause": {},
+           "spoken_qa": {"BENCH_FAKE": "llm"}, "sentence_turns": {},
            "adaptive_vad": {},
            "backchannels": {}}
 NUMBER = r"-?\d+(\.\d+)?"
@@ -69,7 +70,8 @@ async def test_sequential_bridge_drops_held_text_on_interruption():
             InterruptionFrame(),
             LLMFullResponseEndFrame(),
         ],
-        expected_down_frames=[LLMFullResponseStartFrame, InterruptionFrame, LLMFullResponseEndFrame],
+        expected_down_frames=[LLMFullResponseStartFrame, InterruptionFrame,
+                              LLMFullResponseEndFrame],
     )
     assert not any(isinstance(f, AggregatedTextFrame) for f in down)
 
@@ -158,7 +160,8 @@ def test_capacity_smoke(smoke_runs):
     # bench running at once, the few turns of a smoke run can all be held.
     assert int(turns) >= 1 and (re.fullmatch(NUMBER, v2v_p50) or held == turns), out[-3000:]
     for cells in rows.values():
-        assert re.fullmatch(r"\d+", cells[0]) and re.fullmatch(NUMBER, cells[8]), rows  # turns, CPU/session
+        assert (re.fullmatch(r"\d+", cells[0])
+                and re.fullmatch(NUMBER, cells[8])), rows  # turns, CPU/session
         assert re.fullmatch(r"\d+ \(\d+ ms\)", cells[6]), rows  # underruns (silence)
     assert "largest N in real time" in out
 
@@ -189,7 +192,8 @@ def test_stt_window_smoke(smoke_runs):
     for cells in rows.values():
         assert cells[0] == "3" and all(re.fullmatch(NUMBER, c) for c in cells[1:7]), cells
     counts = re.search(r"fitted window: (\d+) transcripts, (\d+) handed back", out)
-    assert counts and sum(map(int, counts.groups())) == 9, out[-2000:]  # 3 utterances × 3 conditions
+    # 3 utterances × 3 conditions
+    assert counts and sum(map(int, counts.groups())) == 9, out[-2000:]
 
 
 @pytest.mark.slow
@@ -228,7 +232,8 @@ def test_sentence_turns_smoke(smoke_runs):
     rows, out = result(smoke_runs, "sentence_turns")
     assert set(rows) == {"stock", "ours"}, rows
     for cells in rows.values():  # 2 comma questions in 2 voices, 8 turns in all
-        assert re.fullmatch(r"[0-4]/4 \(\d+ %\)", cells[0]) and re.fullmatch(r"[0-8]/8", cells[3]), cells
+        assert (re.fullmatch(r"[0-4]/4 \(\d+ %\)", cells[0])
+                and re.fullmatch(r"[0-8]/8", cells[3])), cells
     assert "false cut-offs" in out
 
 

@@ -289,7 +289,8 @@ def test_browser_conversation_with_the_session_in_its_own_process(
         )
         assert "resumed" in caller.page.inner_text("#session-info")
         caller.disconnect()
-        process_server.wait_until(lambda h: h["sessions"] == 0, 30, "the session to end on the server")
+        process_server.wait_until(lambda h: h["sessions"] == 0, 30,
+                                  "the session to end on the server")
     finally:
         caller.close()
 

@@ -26,8 +26,8 @@ def test_the_sum_in_a_question_is_worked_out(question, worked):
 
 @pytest.mark.parametrize(
     "question",
-    ["How many days are there in a week?", "And what is that times three?", "What is 5 divided by 0?",
-     "Call 0800 555 0199", "What is the capital of France?", ""],
+    ["How many days are there in a week?", "And what is that times three?",
+     "What is 5 divided by 0?", "Call 0800 555 0199", "What is the capital of France?", ""],
 )
 def test_no_sum_no_note(question):
     assert worked_arithmetic(question) == ""

@@ -48,16 +48,19 @@ def test_a_short_first_chunk_then_a_stall_is_heard():
 
 
 def _level(n, v2vs, lags, cpu=0.1):
-    turns = [{"question": 0, "v2v_ms": v, "input_lag_ms": lag, "underruns": 0} for v, lag in zip(v2vs, lags)]
+    turns = [{"question": 0, "v2v_ms": v, "input_lag_ms": lag, "underruns": 0}
+             for v, lag in zip(v2vs, lags)]
     return {"n": n, "turns": turns, "server_cpu": cpu, "client_cpu": [0.02], "lateness_ms": [5.0],
             "refused": 0, "closed": 0}
 
 
 def test_the_bounds_follow_the_spread_of_a_repeated_n1_never_below_their_floors():
-    quiet = Bounds.from_spread(_level(1, [600] * 30, [300] * 30), _level(1, [610] * 30, [300] * 30), {0: 600.0})
+    quiet = Bounds.from_spread(_level(1, [600] * 30, [300] * 30),
+                               _level(1, [610] * 30, [300] * 30), {0: 600.0})
     assert (quiet.added_p95_ms, quiet.growth_ms) == (50.0, 20.0)
     noisy = Bounds.from_spread(_level(1, [600] * 30, [300] * 30),
-                               _level(1, [600] * 27 + [640] * 3, [300] * 10 + [300] * 10 + [340] * 10), {0: 600.0})
+                               _level(1, [600] * 27 + [640] * 3,
+                                      [300] * 10 + [300] * 10 + [340] * 10), {0: 600.0})
     assert noisy.spread_added_p95_ms == 40.0 and noisy.added_p95_ms == 80.0
     assert noisy.spread_growth_ms == 40.0 and noisy.growth_ms == 80.0
 
@@ -72,7 +75,8 @@ def test_a_level_fails_on_each_criterion_and_says_which():
     gaps = _level(4, [620] * 30, [300] * 30)
     gaps["turns"][5]["underruns"] = 1
     assert judge(gaps, baseline, bounds)["reasons"] == ["1 underruns"]
-    busy = judge(_level(4, [620] * 30, [300] * 30, cpu=0.9 * (os.cpu_count() or 1)), baseline, bounds)
+    busy = judge(_level(4, [620] * 30, [300] * 30, cpu=0.9 * (os.cpu_count() or 1)),
+                 baseline, bounds)
     assert not busy["ok"] and busy["reasons"][0].startswith("server CPU")
 
 

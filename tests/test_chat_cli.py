@@ -1,4 +1,5 @@
-"""`python -m bot chat`: clear exit without audio devices; a real conversation through a sound server.
+"""`python -m bot chat`: clear exit without audio devices; a real conversation through a sound
+server.
 
 The device test runs a private PulseAudio server with two null sinks, a virtual sound card
 that keeps real time: the agent's microphone is the monitor of the "mic" sink, into which
@@ -62,7 +63,8 @@ def sound_server(tmp_path):
     """A private PulseAudio server with a "mic" and a "speaker" sink; yields its client env."""
     for tool in ("pulseaudio", "pacat", "parec", "pactl"):
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed; `make test` installs pulseaudio and pulseaudio-utils")
+            pytest.skip(f"{tool} is not installed; "
+                        "`make test` installs pulseaudio and pulseaudio-utils")
     runtime = tmp_path / "pulse"
     runtime.mkdir()
     (runtime / "server.pa").write_text(SOUND_SERVER_CONFIG)
@@ -70,15 +72,18 @@ def sound_server(tmp_path):
            "XDG_RUNTIME_DIR": str(runtime), "PULSE_RUNTIME_PATH": str(runtime),
            "PULSE_SERVER": f"unix:{runtime / 'native'}"}
     # The agent's ALSA default device is that server.
-    (tmp_path / ".asoundrc").write_text("pcm.!default { type pulse }\nctl.!default { type pulse }\n")
+    (tmp_path / ".asoundrc").write_text(
+        "pcm.!default { type pulse }\nctl.!default { type pulse }\n")
     server = subprocess.Popen(
         ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit",
          "-F", str(runtime / "server.pa"), f"--log-target=file:{runtime / 'server.log'}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         server_log = runtime / "server.log"
-        until_sync(lambda: server.poll() is not None or pactl(env, "info") is not None, 30, "the sound server",
-                   details=lambda: server_log.read_text()[-2000:] if server_log.exists() else "(no log)")
+        until_sync(lambda: server.poll() is not None or pactl(env, "info") is not None,
+                   30, "the sound server",
+                   details=lambda: (server_log.read_text()[-2000:] if server_log.exists()
+                                    else "(no log)"))
         assert server.poll() is None, server_log.read_text()[-2000:]
         yield env
     finally:
@@ -101,8 +106,10 @@ def audible_span(audio: np.ndarray, rate: int, threshold: int = 1000) -> np.ndar
 
 
 @pytest.mark.slow
-async def test_conversation_through_a_sound_device(tmp_path, sound_server, speech, settings, models):
-    pytest.importorskip("pyaudio", reason="the mic extra (PyAudio) is not installed; `make test` installs it")
+async def test_conversation_through_a_sound_device(
+        tmp_path, sound_server, speech, settings, models):
+    pytest.importorskip("pyaudio", reason="the mic extra (PyAudio) is not installed; "
+                                          "`make test` installs it")
     import soxr
 
     from tests.support.audio import transcribe
@@ -147,8 +154,10 @@ async def test_conversation_through_a_sound_device(tmp_path, sound_server, speec
                 tail = np.fromfile(heard_file, dtype="<i2")[-SPEAKER_RATE:]
                 return len(tail) == SPEAKER_RATE and np.abs(tail).max() < 1000
 
-            await asyncio.to_thread(until_sync, answered_and_played, 180, "the answer to be printed and played",
-                                    details=lambda: f"{''.join(printed)[-1000:]}\n--- log ---\n{agent_log()}")
+            await asyncio.to_thread(until_sync, answered_and_played, 180,
+                                    "the answer to be printed and played",
+                                    details=lambda: f"{''.join(printed)[-1000:]}\n--- log ---\n"
+                                                    f"{agent_log()}")
             assert proc.poll() is None, agent_log()
         finally:
             proc.send_signal(signal.SIGINT)

@@ -258,7 +258,10 @@ async def test_cartesia_error_without_context_keeps_every_context():
     async with CartesiaPeer(api_key=CARTESIA_KEY, hold_after_chunks=2) as cartesia:
         tts = create_tts(cloud_settings(cartesia=cartesia), NoLocalModels())
         rec = Recorder(tts)
-        contexts = lambda: list(cartesia.contexts.values())
+
+        def contexts():
+            return list(cartesia.contexts.values())
+
         frames = [
             TTSSpeakFrame(SPOKEN),
             TTSSpeakFrame("And a second sentence."),

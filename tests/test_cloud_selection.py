@@ -105,7 +105,8 @@ settings = Settings(_env_file=None, tts_provider="cloud", cartesia_api_key="k",
                     fallback_enabled=False)
 print(type(create_tts(settings, None)).__name__)
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("CartesiaTTS"), done.stdout
 

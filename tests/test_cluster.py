@@ -101,7 +101,8 @@ async def first_instructions(node: Node, user: str, audio, peers: CloudPeers) ->
 
 async def test_one_node_without_redis_keeps_memory_in_sqlite_and_can_turn_it_off(question):
     async with CloudPeers() as peers, httpx.AsyncClient(timeout=30) as http, \
-            nodes(peers, None, "solo", "forgetful", only={"forgetful": {"memory_enabled": "false"}}) \
+            nodes(peers, None, "solo", "forgetful",
+                  only={"forgetful": {"memory_enabled": "false"}}) \
             as (solo, forgetful):
         async with AgentClient(f"{solo.ws_url}?user_id=u-42") as client:
             await session_of(client)
@@ -150,7 +151,10 @@ async def test_a_dead_nodes_sessions_leave_the_registry_and_resume_on_another(
         # Redis is back (empty): the nodes rewrite their entries and answer for each other.
         await redis_server.start()
         await until(lambda: listed(a)() == {a_id, b_id}, 10, "A to list both sessions again")
-        nodes_of_a = lambda: [n["id"] for n in httpx.get(f"{a.url}/api/nodes").json()]
+
+        def nodes_of_a():
+            return [n["id"] for n in httpx.get(f"{a.url}/api/nodes").json()]
+
         await until(lambda: nodes_of_a() == ["a", "b"], 10, "both nodes to be back")
         pirate = {"instructions": "You are a pirate."}
         r = await http.put(f"{a.url}/api/sessions/{b_id}/context", json=pirate)
@@ -191,7 +195,8 @@ async def test_a_dead_nodes_sessions_leave_the_registry_and_resume_on_another(
             assert [m["content"] for m in request["messages"][1:] if m["role"] == "user"] == \
                 ["what is the capital of France", "and of Spain", "and of Italy"]
             # Each question's answer came back too (saved once it was in the context).
-            assert [m["role"] for m in request["messages"][1:]] == ["user", "assistant"] * 2 + ["user"]
+            assert [m["role"] for m in request["messages"][1:]] == (
+                ["user", "assistant"] * 2 + ["user"])
         async with AgentClient(f"{a.ws_url}?session_id={b_id}&resume_token={token}") as again:
             await until(lambda: again.closed, 10, "a spent token to be refused")
             assert again.close_code == 1008
@@ -201,7 +206,8 @@ async def test_any_node_lists_and_steers_a_session_of_another(pair, question):
     _, peers, a, b = pair
     async with httpx.AsyncClient(timeout=30) as http:
         listed_nodes = (await http.get(f"{a.url}/api/nodes")).json()
-        assert [(n["id"], n["url"], n["sessions"]) for n in listed_nodes] == [(a.id, a.url, 0), (b.id, b.url, 0)]
+        assert [(n["id"], n["url"], n["sessions"]) for n in listed_nodes] == [
+            (a.id, a.url, 0), (b.id, b.url, 0)]
 
         async with AgentClient(b.ws_url) as client:
             session_id = await session_of(client)

@@ -2,9 +2,10 @@
 
 The session is driven by the Python client (web/ws_client.py) against the in-process server
 — real VAD, turn detection, transport and metrics; instant fake STT/LLM/TTS, so the test is
-about the dashboard, not the models' speed on a loaded machine — while Chromium (Debian's, driven by Playwright; `playwright install` is never needed) has the
-dashboard open. The browser runs on a thread of its own (Playwright's sync API), the server and
-the client in the test's event loop; they hand over with events, never sleeps.
+about the dashboard, not the models' speed on a loaded machine — while Chromium (Debian's, driven
+by Playwright; `playwright install` is never needed) has the dashboard open. The browser runs on a
+thread of its own (Playwright's sync API), the server and the client in the test's event loop; they
+hand over with events, never sleeps.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ TOKEN = "dashboard-test-token-81f0"
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing (`make test` installs it)"),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                       reason=f"{CHROMIUM} missing (`make test` installs it)"),
 ]
 
 # Pixels of the p50 bars of the stage chart, by colour (see STAGE_INFO in web/dashboard/state.js).
@@ -44,7 +46,8 @@ COUNT_BAR_PIXELS = """() => {
   const counts = Object.fromEntries(Object.keys(colours).map(k => [k, 0]));
   for (let i = 0; i < data.length; i += 4)
     for (const [k, [r, g, b]] of Object.entries(colours))
-      if (data[i] === r && data[i + 1] === g && data[i + 2] === b && data[i + 3] === 255) counts[k]++;
+      if (data[i] === r && data[i + 1] === g && data[i + 2] === b && data[i + 3] === 255)
+        counts[k]++;
   return counts;
 }"""
 
@@ -63,10 +66,13 @@ def wait_js(page, expression: str, abort: threading.Event, timeout: float) -> No
                 raise
 
 
-async def until(step: asyncio.Event, browser: asyncio.Future, what: str, timeout: float = 180) -> None:
+async def until(
+    step: asyncio.Event, browser: asyncio.Future, what: str, timeout: float = 180
+) -> None:
     """Wait for the browser thread's signal; fail at once if the thread failed."""
     waiter = asyncio.ensure_future(step.wait())
-    done, _ = await asyncio.wait({waiter, browser}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait({waiter, browser}, timeout=timeout,
+                                 return_when=asyncio.FIRST_COMPLETED)
     if browser in done and not step.is_set():
         waiter.cancel()
         browser.result()  # raises the browser thread's error
@@ -90,7 +96,8 @@ async def test_dashboard_follows_a_live_session(serve_app, speech, tmp_path):
 
         def browse() -> None:
             with sync_api.sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+                browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                            args=CHROMIUM_ARGS)
                 try:
                     page = browser.new_page(viewport={"width": 1360, "height": 1100})
                     page.goto(f"{server.url}/dashboard")
@@ -106,7 +113,8 @@ async def test_dashboard_follows_a_live_session(serve_app, speech, tmp_path):
                     # all pushed by the server: the page is never reloaded.
                     wait_js(
                         page,
-                        """() => [...window.dashboard.sessions.values()].some(e => !e.ended && e.history.length >= 2)
+                        "() => [...window.dashboard.sessions.values()]"
+                        """.some(e => !e.ended && e.history.length >= 2)
                                  && +document.querySelector('#stage-chart').dataset.samples >= 2""",
                         client_left,
                         2 * TURN_TIMEOUT,
@@ -127,7 +135,8 @@ async def test_dashboard_follows_a_live_session(serve_app, speech, tmp_path):
                     )
                     page.screenshot(path=str(shot), full_page=True)
 
-                    # The instructions form reaches PUT /api/sessions/{id}/context and shows the answer.
+                    # The instructions form reaches PUT /api/sessions/{id}/context and shows the
+                    # answer.
                     card.locator(".instructions summary").click()
                     card.locator("textarea[name=instructions]").fill("Answer in one word.")
                     card.locator("input[name=token]").fill("not-the-token")
@@ -147,7 +156,8 @@ async def test_dashboard_follows_a_live_session(serve_app, speech, tmp_path):
                     # The session ends: the page hears of it too.
                     assert client_left.wait(120), "the client never left"
                     page.wait_for_function(
-                        f"window.dashboard.sessions.get('{session_id}')?.ended === true", timeout=60_000
+                        f"window.dashboard.sessions.get('{session_id}')?.ended === true",
+                        timeout=60_000,
                     )
                     seen["ended_state"] = card.locator(".pill.state").inner_text()
                 finally:
@@ -158,12 +168,15 @@ async def test_dashboard_follows_a_live_session(serve_app, speech, tmp_path):
             await until(steps["page_ready"], browser_thread, "the page to connect")
             async with AgentClient(server.ws_url) as client:
                 answers = []
-                for n, question in enumerate(("What is the capital of France?", "What is the capital of Japan?")):
+                for n, question in enumerate(("What is the capital of France?",
+                                              "What is the capital of Japan?")):
                     await client.speak(speech(question))
-                    assert await client.silence_until(lambda r: len(r.turns) > n, TURN_TIMEOUT), client.received.turns
+                    assert await client.silence_until(
+                        lambda r: len(r.turns) > n, TURN_TIMEOUT), client.received.turns
                     answers.append(client.received.turns[n])
                 session_id = client.received.server_messages("session")[0]["session_id"]
-                await until(steps["checked"], browser_thread, "the dashboard to show the turns", 120)
+                await until(steps["checked"], browser_thread, "the dashboard to show the turns",
+                            120)
             client_left.set()
             await browser_thread
         finally:
@@ -173,12 +186,14 @@ async def test_dashboard_follows_a_live_session(serve_app, speech, tmp_path):
     assert seen["locked"] == "admin token required"
     assert seen["session_id"] == session_id and seen["live_count"] == "1"
     for turn in answers:
-        assert turn["bot_text"] and turn["user_text"] in seen["transcript"] and turn["bot_text"] in seen["transcript"]
+        assert (turn["bot_text"] and turn["user_text"] in seen["transcript"]
+                and turn["bot_text"] in seen["transcript"])
     assert seen["state"] in {"listening", "thinking", "speaking"}
     assert seen["duration"].count(":") == 1
     assert seen["waterfall_bars"] >= 2 * 5, "each turn drawn as its stages"
     bars = seen["bar_pixels"]  # every stage drawn, the longest one widest
-    assert all(n > 0 for n in bars.values()) and bars["voice_to_voice"] > max(200, bars["stt"]), bars
+    assert (all(n > 0 for n in bars.values())
+            and bars["voice_to_voice"] > max(200, bars["stt"])), bars
     assert seen["trend_samples"] == 2
     assert seen["instructions_refused"].startswith("HTTP 401"), seen["instructions_refused"]
     assert seen["instructions_result"].startswith("HTTP 200"), seen["instructions_result"]

@@ -40,7 +40,9 @@ def advance(x: np.ndarray, delay: float) -> np.ndarray:
     return np.fft.irfft(spectrum * np.exp(2j * np.pi * np.fft.rfftfreq(2 * n) * delay), 2 * n)[:n]
 
 
-def best_alignment(reference: np.ndarray, output: np.ndarray, max_lag: int = 800) -> tuple[float, float]:
+def best_alignment(
+    reference: np.ndarray, output: np.ndarray, max_lag: int = 800
+) -> tuple[float, float]:
     """(lag in samples, SNR in dB) of the output against the clean reference at the best lag.
 
     The lag is found to a twentieth of a sample: resampling delays the signal by a
@@ -65,21 +67,26 @@ async def denoise(
     frames[len(frames) // 2 : len(frames) // 2] = list(extra_frames)
     down, _ = await run_test(Denoiser(engine=engine, enabled=enabled), frames_to_send=frames)
     out = b"".join(f.audio for f in down if isinstance(f, InputAudioRawFrame))
-    return np.frombuffer(out, dtype=np.int16), [f for f in down if not isinstance(f, InputAudioRawFrame)]
+    return (np.frombuffer(out, dtype=np.int16),
+            [f for f in down if not isinstance(f, InputAudioRawFrame)])
 
 
 def speech_samples(speech, shared: bool):
-    samples = [("synthesized", speech("The quick brown fox jumps over the lazy dog near the river bank."),
+    samples = [("synthesized",
+                speech("The quick brown fox jumps over the lazy dog near the river bank."),
                 "the quick brown fox jumps over the lazy dog near the river bank")]
     if shared:
         from tests.support.audio import SHARED_AUDIO
 
-        samples += [(name, load_wav(SHARED_AUDIO / name, RATE), text) for name, text in shared_transcripts()]
+        samples += [(name, load_wav(SHARED_AUDIO / name, RATE), text)
+                    for name, text in shared_transcripts()]
     return samples
 
 
 @pytest.mark.parametrize("kind", ["white", "pink"])
-async def test_denoise_improves_snr_by_5db_and_keeps_speech_intelligible(speech, settings, models, kind):
+async def test_denoise_improves_snr_by_5db_and_keeps_speech_intelligible(
+    speech, settings, models, kind
+):
     from tests.support.audio import SHARED_AUDIO
 
     samples = speech_samples(speech, shared=(SHARED_AUDIO / "transcripts.tsv").exists())
@@ -97,7 +104,8 @@ async def test_denoise_improves_snr_by_5db_and_keeps_speech_intelligible(speech,
         wer_noisy = word_error_rate(text, await transcribe(settings, models, noisy))
         wer_clean = word_error_rate(text, await transcribe(settings, models, out))
         n = len(text.split())
-        errors, words, noisy_errors = errors + wer_clean * n, words + n, noisy_errors + wer_noisy * n
+        errors, words, noisy_errors = (errors + wer_clean * n, words + n,
+                                       noisy_errors + wer_noisy * n)
         report.append(f"{name}: SNR {before:.1f} → {after:.1f} dB, lag {lag / RATE * 1000:.1f} ms, "
                       f"WER noisy {wer_noisy:.0%} → denoised {wer_clean:.0%}")
         # RNNoise's own look-ahead is 20 ms; the processor adds at most 1 ms to it.
@@ -131,7 +139,8 @@ async def test_noise_in_the_pauses_goes_and_the_speech_stays(speech, engine):
 
     pause_floor, speech_ceiling, lag = ENGINE_FLOORS[engine]
     report = []
-    for name, clean, _ in speech_samples(speech, shared=(SHARED_AUDIO / "transcripts.tsv").exists()):
+    for name, clean, _ in speech_samples(
+            speech, shared=(SHARED_AUDIO / "transcripts.tsv").exists()):
         pad = np.zeros(RATE, dtype=np.int16)
         clean = np.concatenate([pad, clean, pad])
         noisy = add_noise(clean, 5.0, "pink")
@@ -155,7 +164,8 @@ async def test_other_frames_pass_untouched_and_audio_keeps_its_length(speech):
     marker_text, marker_turn = TextFrame("marker"), UserStartedSpeakingFrame()
     out, others = await denoise(clean, extra_frames=[marker_text, marker_turn])
     # (Pipecat delivers system frames ahead of data frames, so only membership is checked.)
-    assert len(others) == 2 and any(f is marker_text for f in others) and any(f is marker_turn for f in others)
+    assert (len(others) == 2 and any(f is marker_text for f in others)
+            and any(f is marker_turn for f in others))
     assert marker_text.text == "marker"
     assert abs(len(out) - (len(clean) // CHUNK) * CHUNK) <= CHUNK // 4
 
@@ -172,7 +182,8 @@ async def test_auto_denoises_with_rnnoise_while_the_bot_may_be_heard_and_webrtc_
     rest, which also hears every frame (its noise estimate stays current)."""
     from processors.denoise import _RNNoiseStream, _WebRTCNoiseStream
 
-    noisy = add_noise(np.concatenate([speech("Tell me about the weather in Paris.")] * 2), 5.0, "pink")
+    noisy = add_noise(
+        np.concatenate([speech("Tell me about the weather in Paris.")] * 2), 5.0, "pink")
     chunks = [noisy[i : i + CHUNK].tobytes() for i in range(0, len(noisy) - CHUNK + 1, CHUNK)]
     # The bot speaks for half a second, then is quiet for half a second, and so on.
     audible = [(i // 25) % 2 == 1 for i in range(len(chunks))]
@@ -196,9 +207,11 @@ async def test_auto_denoises_with_rnnoise_while_the_bot_may_be_heard_and_webrtc_
 @pytest.mark.parametrize("engine", ["rnnoise", "webrtc"])
 async def test_sample_rate_change_mid_stream_is_handled(engine):
     tone = (np.sin(np.arange(48000 * 2) * 2 * np.pi * 220 / 48000) * 8000).astype(np.int16)
-    frames = [InputAudioRawFrame(audio=tone[i : i + 960].tobytes(), sample_rate=48000, num_channels=1)
+    frames = [InputAudioRawFrame(audio=tone[i : i + 960].tobytes(), sample_rate=48000,
+                                 num_channels=1)
               for i in range(0, 48000, 960)]
-    frames += [InputAudioRawFrame(audio=b"\x00\x00" * CHUNK, sample_rate=RATE, num_channels=1) for _ in range(20)]
+    frames += [InputAudioRawFrame(audio=b"\x00\x00" * CHUNK, sample_rate=RATE, num_channels=1)
+               for _ in range(20)]
     down, _ = await run_test(Denoiser(engine=engine), frames_to_send=frames)
     audio = [f for f in down if isinstance(f, InputAudioRawFrame)]
     assert {f.sample_rate for f in audio} == {48000, RATE}

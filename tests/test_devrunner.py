@@ -17,15 +17,16 @@ pytestmark = pytest.mark.slow
 
 async def test_pipecat_runner_serves_our_bot_over_websocket(speech, tmp_path):
     port = free_port()
-    env = {"STT_PROVIDER": "local", "LLM_PROVIDER": "local", "TTS_PROVIDER": "local", "GREETING": "",
-           "PATH": "/usr/bin:/bin"}
+    env = {"STT_PROVIDER": "local", "LLM_PROVIDER": "local", "TTS_PROVIDER": "local",
+           "GREETING": "", "PATH": "/usr/bin:/bin"}
     log = open(tmp_path / "runner.log", "w")
 
     def tail() -> str:
         return (tmp_path / "runner.log").read_text()[-3000:]
 
     runner = subprocess.Popen(
-        [sys.executable, "-m", "bot.devrunner", "-t", "websocket", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "bot.devrunner", "-t", "websocket", "--host", "127.0.0.1",
+         "--port", str(port)],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_until_answering(runner, f"http://127.0.0.1:{port}/status", 120, "the dev runner", tail)

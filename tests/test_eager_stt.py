@@ -86,7 +86,8 @@ async def test_the_pass_started_at_the_pause_is_the_final_transcript(
     )
     (final,) = [f for f in down if isinstance(f, TranscriptionFrame)]
     assert contains_words(final.text, "capital", "France"), final.text
-    assert final.result["source"] == EAGER_PASS, "transcribed again at the stop, not taken from the pass"
+    assert final.result["source"] == EAGER_PASS, (
+        "transcribed again at the stop, not taken from the pass")
 
 
 async def test_an_unsure_eager_pass_is_shown_but_the_final_comes_from_the_30_s_window(

@@ -28,7 +28,8 @@ async def test_echo_does_not_interrupt_the_bot(serve_app, speech):
         async with echoing_client(server) as client:
             await client.speak(speech(LONG_QUESTION))
             # Keep the microphone live (hearing the bot) until the answer is over...
-            assert await client.silence_until(lambda r: len(r.turns) >= 1, 90), client.received.turns
+            assert await client.silence_until(
+                lambda r: len(r.turns) >= 1, 90), client.received.turns
             # ...and a little longer, in case an echo turn is still being transcribed.
             await client.silence(2.0)
             turns = client.received.turns
@@ -46,7 +47,8 @@ async def test_a_person_still_interrupts_over_the_echo(serve_app, speech):
             await client.speak(speech(LONG_QUESTION))
             assert await client.silence_until(lambda r: r.audio_ms() >= 1500, 60)
             await client.speak(speech("What is the capital of France?"))
-            assert await client.silence_until(lambda r: len(r.turns) >= 2, 90), client.received.turns
+            assert await client.silence_until(
+                lambda r: len(r.turns) >= 2, 90), client.received.turns
             first, second = client.received.turns[:2]
             assert first["interrupted"], first
             assert contains_words(second["user_text"], "capital", "France"), second

@@ -240,7 +240,8 @@ def test_a_voice_after_a_narrow_band_bot_sound_is_not_its_echo(voice):
         path = EchoPath()
         for i in range(0, len(played) - 159, 160):
             path.add(heard[i : i + 160].astype(np.int16), played[i : i + 160].astype(np.int16))
-            assert not path.present, f"{gap} s after the tone: taken for its echo at {i / RATE:.2f} s"
+            assert not path.present, (
+                f"{gap} s after the tone: taken for its echo at {i / RATE:.2f} s")
 
 
 @pytest.mark.parametrize("echo_db", [None, -20, -35])

@@ -42,7 +42,8 @@ async def test_the_empty_turn_request_is_answered_and_leaves_the_context_as_it_w
 
 async def test_every_other_request_goes_to_the_llm():
     asks = [
-        LLMContext(messages=[*HISTORY, {"role": "user", "content": "What is the capital of France?"}]),
+        LLMContext(messages=[*HISTORY,
+                             {"role": "user", "content": "What is the capital of France?"}]),
         LLMContext(messages=[*HISTORY, {"role": "developer", "content": "Be brief."}]),
     ]
     down, _ = await run_test(

@@ -10,8 +10,8 @@ shipped Whisper; a keyword judge answers each criterion.
 
 The bot runs as shipped, with the settings the scenarios assume: its greeting written by the
 LLM (text scenarios wait for an LLM reply), "pineapple" untranscribable (empty_user_turn's
-sound nobody can make words of), and the idle check-in after 8 s; for filter_incomplete_turns, Pipecat's turn-completion markers
-(LLM_TURN_COMPLETION).
+sound nobody can make words of), and the idle check-in after 8 s; for filter_incomplete_turns,
+Pipecat's turn-completion markers (LLM_TURN_COMPLETION).
 
 Run alone: `pytest -m evals`.
 """

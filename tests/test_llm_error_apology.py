@@ -93,14 +93,16 @@ async def run(processors: list[FrameProcessor], frames: list[Frame], until: type
 
 
 def llm_at(base_url: str) -> OpenAILLMService:
-    return OpenAILLMService(api_key="local", base_url=base_url, settings=OpenAILLMService.Settings(model="local"))
+    return OpenAILLMService(api_key="local", base_url=base_url,
+                            settings=OpenAILLMService.Settings(model="local"))
 
 
 @pytest.mark.parametrize("server", ["answers_500", "nobody_listens"])
 async def test_a_failed_completion_is_answered_with_the_apology(server, request):
     llm = llm_at(request.getfixturevalue(server))
     context = LLMContext(messages=[{"role": "user", "content": "What is the capital of France?"}])
-    down, up = await run([LLMErrorApology(llm, apology=APOLOGY), llm], [LLMContextFrame(context)], TTSSpeakFrame)
+    down, up = await run([LLMErrorApology(llm, apology=APOLOGY), llm], [LLMContextFrame(context)],
+                         TTSSpeakFrame)
     answer = (LLMFullResponseStartFrame, LLMFullResponseEndFrame, TTSSpeakFrame)
     kinds = [type(f) for f in down if isinstance(f, answer)]
     assert kinds == list(answer), kinds  # an empty answer, then the apology
@@ -145,7 +147,8 @@ class FailingTTS(FrameProcessor):
 async def test_errors_from_elsewhere_pass_without_a_word(nobody_listens):
     tts = FailingTTS()
     down, up = await run(
-        [LLMErrorApology(llm_at(nobody_listens), apology=APOLOGY), tts], [TTSSpeakFrame("Hello.")], TTSSpeakFrame
+        [LLMErrorApology(llm_at(nobody_listens), apology=APOLOGY), tts],
+        [TTSSpeakFrame("Hello.")], TTSSpeakFrame
     )
     # The error (a system frame) passed the apology before the text came out; the
     # EndFrame followed, so anything said about it would be here too.
@@ -154,7 +157,8 @@ async def test_errors_from_elsewhere_pass_without_a_word(nobody_listens):
 
 
 @pytest.mark.slow
-async def test_the_local_stack_apologises_aloud_when_its_llm_server_fails(models, speech, answers_500):
+async def test_the_local_stack_apologises_aloud_when_its_llm_server_fails(
+        models, speech, answers_500):
     """The whole voice loop, local stack, its LLM server answering 500 to every request."""
     import soxr
 
@@ -179,6 +183,7 @@ async def test_the_local_stack_apologises_aloud_when_its_llm_server_fails(models
     assert turn["bot_text"] == settings.fallback_apology, turn
     audio = np.frombuffer(bytes(result.transport.bot_audio), np.int16)
     heard = await transcribe(
-        settings, models, soxr.resample(audio, result.transport.output_sample_rate, 16000).astype(np.int16)
+        settings, models,
+        soxr.resample(audio, result.transport.output_sample_rate, 16000).astype(np.int16)
     )
     assert contains_words(heard, "trouble", "answering"), heard

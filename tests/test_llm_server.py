@@ -21,11 +21,13 @@ TOOLS = [{"type": "function", "function": {"name": "web_search", "parameters": {
          "", [{"name": "web_search", "arguments": {"query": "mars news"}}]),
         ('Let me check. <tool_call>{"name": "web_search", "arguments": {"query": "x"}}</tool_call>',
          "Let me check.", [{"name": "web_search", "arguments": {"query": "x"}}]),
-        ('{"name": "web_search", "arguments": {"query": "mars mission latest news"}',  # brace forgotten
+        ('{"name": "web_search", '
+         '"arguments": {"query": "mars mission latest news"}',  # brace forgotten
          "", [{"name": "web_search", "arguments": {"query": "mars mission latest news"}}]),
         ('```json\n{"name": "web_search", "arguments": "{\\"query\\": \\"q\\"}"}\n```',
          "", [{"name": "web_search", "arguments": {"query": "q"}}]),
-        ('{"name": "delete_everything", "arguments": {}}', "", []),  # not offered: not a call, not speech
+        # not offered: not a call, not speech
+        ('{"name": "delete_everything", "arguments": {}}', "", []),
         ('{"name": "web_search", "arguments": {"query": "opening hours"} trailing junk',
          "", [{"name": "web_search", "arguments": {"query": "opening hours"}}]),
         ("{not json at all", "{not json at all", []),
@@ -41,7 +43,8 @@ def test_messages_are_normalised_for_chat_templates():
         {"role": "developer", "content": "Now greet."},
         {"role": "user", "content": [{"type": "text", "text": "hi"}]},
         {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "web_search", "arguments": '{"query": "q"}'}}]},
+            {"id": "c1", "type": "function",
+             "function": {"name": "web_search", "arguments": '{"query": "q"}'}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "result"},
     ])
     assert out[0] == {"role": "system", "content": "Be brief.\n\nNow greet."}
@@ -86,7 +89,8 @@ def test_streamed_text_passes_through():
 
 
 def test_streamed_text_tool_call_becomes_structured():
-    pieces = ["<tool_call>", '\n{"name": "web_search", ', '"arguments": {"query": "weather"}}', "\n</tool_call>"]
+    pieces = ["<tool_call>", '\n{"name": "web_search", ', '"arguments": {"query": "weather"}}',
+              "\n</tool_call>"]
     client = TestClient(create_app(ScriptedEngine(pieces)))
     with client.stream("POST", "/v1/chat/completions", json={
         "messages": [{"role": "user", "content": "?"}], "stream": True, "tools": TOOLS}) as r:
@@ -137,8 +141,10 @@ def test_a_model_failing_mid_stream_ends_the_stream_with_an_error_the_sdk_raises
     assert "exceed context window" in events[-1]["error"]["message"]
     # Pipecat's OpenAI service reads it through the SDK: an APIError that names the cause
     # (a dropped connection said only "Connection error.").
-    sdk = OpenAI(api_key="local", base_url="http://testserver/v1", http_client=client, max_retries=0)
-    stream = sdk.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "?"}], stream=True)
+    sdk = OpenAI(api_key="local", base_url="http://testserver/v1", http_client=client,
+                 max_retries=0)
+    stream = sdk.chat.completions.create(model="scripted",
+                                         messages=[{"role": "user", "content": "?"}], stream=True)
     with pytest.raises(APIError, match="exceed context window"):
         for _ in stream:
             pass
@@ -154,7 +160,8 @@ def test_real_model_answers_a_simple_question(models):
 
 
 def test_unreadable_call_json_is_never_streamed_as_speech():
-    client = TestClient(create_app(ScriptedEngine(['{"name": "web_search", ', '"arguments": {"q" oops'])))
+    client = TestClient(create_app(ScriptedEngine(['{"name": "web_search", ',
+                                                   '"arguments": {"q" oops'])))
     with client.stream("POST", "/v1/chat/completions", json={
         "messages": [{"role": "user", "content": "?"}], "stream": True, "tools": TOOLS}) as r:
         choices = sse_deltas(r)
@@ -177,8 +184,10 @@ class RepliesEngine(ScriptedEngine):
 
 @pytest.mark.parametrize("stream", [True, False])
 @pytest.mark.parametrize("first_reply", [
-    ['{"name": "capital_of_france", ', '"arguments": {"query": "Paris"}}'],  # a tool that is not offered
-    ["<tools>\n", '{"type": "function", "function": {"name": "city_info"}}', "\n</tools>"],  # tools echoed
+    # a tool that is not offered
+    ['{"name": "capital_of_france", ', '"arguments": {"query": "Paris"}}'],
+    # tools echoed
+    ["<tools>\n", '{"type": "function", "function": {"name": "city_info"}}', "\n</tools>"],
 ])
 def test_no_speech_and_no_usable_call_is_answered_again_without_tools(first_reply, stream):
     engine = RepliesEngine(first_reply, ["Paris is the capital", " of France."])
@@ -190,7 +199,8 @@ def test_no_speech_and_no_usable_call_is_answered_again_without_tools(first_repl
         text = "".join(c["delta"].get("content") or "" for c in choices)
         assert choices[-1]["finish_reason"] == "stop"
     else:
-        text = client.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]["content"]
+        text = (client.post("/v1/chat/completions", json=body)
+                .json()["choices"][0]["message"]["content"])
     assert text == "Paris is the capital of France."
     assert engine.offered_tools == [True, False]
 
@@ -198,7 +208,8 @@ def test_no_speech_and_no_usable_call_is_answered_again_without_tools(first_repl
 @pytest.mark.parametrize("stream", [True, False])
 def test_a_search_unrelated_to_the_question_is_not_made(stream):
     """Seen live: "What is the capital of France?" answered with a search for a help page."""
-    call = ['{"name": "web_search", "arguments": {"query": "What is the help page for Brightline Telecom?"}}']
+    call = ['{"name": "web_search", "arguments": '
+            '{"query": "What is the help page for Brightline Telecom?"}}']
     engine = RepliesEngine(call, ["The capital of France is Paris."])
     client = TestClient(create_app(engine))
     body = {"messages": [{"role": "user", "content": "What is the capital of France?"}],
@@ -219,7 +230,8 @@ def test_a_search_unrelated_to_the_question_is_not_made(stream):
 def test_a_search_about_the_question_is_made():
     call = ['{"name": "web_search", "arguments": {"query": "Brightline roaming charges"}}']
     client = TestClient(create_app(RepliesEngine(call)))
-    body = {"messages": [{"role": "user", "content": "How much does Brightline charge for roaming abroad?"}],
+    body = {"messages": [{"role": "user",
+                          "content": "How much does Brightline charge for roaming abroad?"}],
             "tools": TOOLS}
     message = client.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]
     arguments = json.loads(message["tool_calls"][0]["function"]["arguments"])
@@ -256,8 +268,9 @@ def test_dropping_the_oldest_turns_keeps_the_rest_of_the_cache(models):
     from bot.local.llm_engine import Engine
 
     engine = Engine(str(models.gguf_path()), threads=2, n_ctx=2048, model_name="test")
-    tools = [{"type": "function", "function": {"name": "web_search", "description": "Search the web.",
-              "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
+    tools = [{"type": "function", "function": {
+        "name": "web_search", "description": "Search the web.",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
     history = [
         ("What is the capital of France?", "The capital of France is Paris."),
         ("What is the capital of Spain?", "The capital of Spain is Madrid."),
@@ -270,8 +283,8 @@ def test_dropping_the_oldest_turns_keeps_the_rest_of_the_cache(models):
         for user, bot in turns:
             messages += [{"role": "user", "content": user}, {"role": "assistant", "content": bot}]
         messages.append({"role": "user", "content": question})
-        body = {"messages": messages, "tools": tools, "max_tokens": 16, "temperature": 0.0, "seed": 1,
-                "user": conversation}
+        body = {"messages": messages, "tools": tools, "max_tokens": 16, "temperature": 0.0,
+                "seed": 1, "user": conversation}
         return "".join(engine.stream(body, threading.Event()))
 
     ask([], "Hello.")  # a short cache that cannot hold the next prompt's continuation
@@ -306,10 +319,12 @@ def test_conversations_taking_turns_each_get_their_own_cache_back(models):
         for who in ("alice", "bob"):
             messages = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}]
             for question, answer in said[who]:
-                messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+                messages += [{"role": "user", "content": question},
+                             {"role": "assistant", "content": answer}]
             question = f"My name is {who}. What is the capital of {topics[who][round_]}?"
             messages.append({"role": "user", "content": question})
-            body = {"messages": messages, "max_tokens": 16, "temperature": 0.0, "seed": 1, "user": who}
+            body = {"messages": messages, "max_tokens": 16, "temperature": 0.0, "seed": 1,
+                    "user": who}
             answer = "".join(engine.stream(body, threading.Event()))
             said[who].append((question, answer))
             read[who].append(engine.llm.prompt_tokens_evaluated)
@@ -363,7 +378,8 @@ def test_the_real_model_opens_each_reply_with_a_turn_marker(models):
     server = models.llm_server
     completion = UserTurnCompletionConfig()
     markers = list(completion.markers)
-    system = f"{DEFAULT_SYSTEM_PROMPT}\n\n{completion.completion_instructions}"  # as Pipecat composes it
+    # as Pipecat composes it
+    system = f"{DEFAULT_SYSTEM_PROMPT}\n\n{completion.completion_instructions}"
 
     def reply(user: str, history=()) -> str:
         r = httpx.post(f"{server.base_url}/chat/completions", timeout=120, json={

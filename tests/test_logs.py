@@ -22,14 +22,16 @@ from tests.support.settings import local_settings
 
 
 def test_bot_text_joins_llm_deltas_as_written_and_spoken_words_with_spaces():
-    answered = TurnRecord("s", 1, bot_text_generated=["Rom", "eo", " and", " Juliet", " cost", " 1", "0", "0", "."])
+    answered = TurnRecord(
+        "s", 1, bot_text_generated=["Rom", "eo", " and", " Juliet", " cost", " 1", "0", "0", "."])
     assert answered.spoken_text() == "Romeo and Juliet cost 100."
     cut = TurnRecord("s", 2, interrupted=True, bot_text_generated=["Rom", "eo", " and"],
                      bot_text_spoken=["Romeo", "and", "Juliet", "."])
     assert cut.spoken_text() == "Romeo and Juliet."
 
 
-def test_json_and_console_lines_tag_sessions_and_redact_secrets(planted_keys, tmp_path, restore_logging):
+def test_json_and_console_lines_tag_sessions_and_redact_secrets(
+        planted_keys, tmp_path, restore_logging):
     settings = local_settings(log_format="json", log_file=tmp_path / "agent.log")
     secrets = settings.secrets()
     for name, value in PLANTED.items():
@@ -82,9 +84,11 @@ def test_turn_log_line_carries_every_timing(tmp_path, restore_logging):
     extra = line["extra"]
     assert extra["event"] == "turn" and extra["session_id"] == "s1" and extra["turn"] == 4
     assert extra["stages_ms"] == record.to_dict()["stages_ms"]
-    assert set(extra["stages_ms"]) == {"vad", "stt", "turn", "llm_ttft", "tts_ttfb", "voice_to_voice", "barge_in_stop"}
+    assert set(extra["stages_ms"]) == {"vad", "stt", "turn", "llm_ttft", "tts_ttfb",
+                                       "voice_to_voice", "barge_in_stop"}
     assert extra["moments_ms"]["speech_start"] == 0 and extra["moments_ms"]["bot_audio_out"] > 0
-    assert extra["user_text"] == "question 4" and extra["bot_text"] == "answer 4" and extra["interrupted"]
+    assert (extra["user_text"] == "question 4" and extra["bot_text"] == "answer 4"
+            and extra["interrupted"])
     for stage, ms in extra["stages_ms"].items():
         assert f"{stage}={ms:.0f}ms" in line["message"]
 
@@ -103,12 +107,14 @@ async def test_provider_errors_are_counted_once_by_stage_and_provider():
 
     class FailingTTS(InstantTTSService):
         async def run_tts(self, text: str, context_id: str):
-            await self.push_error("synthesis failed", exception=ConnectionError("voice server unreachable"))
+            await self.push_error("synthesis failed",
+                                  exception=ConnectionError("voice server unreachable"))
             async for frame in super().run_tts(text, context_id):
                 yield frame
 
     metrics = Metrics()
-    observer = ProviderErrorObserver(metrics.errors, ProviderNames(stt="whisper", llm="llama.cpp", tts="piper"))
+    observer = ProviderErrorObserver(metrics.errors,
+                                     ProviderNames(stt="whisper", llm="llama.cpp", tts="piper"))
     await run_test(FailingTTS(), frames_to_send=[TTSSpeakFrame("hello")], observers=[observer])
     samples = metric_samples(metrics.exposition().decode())
     errors = {k: v for k, v in samples.items() if k[0] == "voice_agent_errors_total"}

@@ -138,7 +138,8 @@ async def test_500_turns_stay_within_the_budget_and_memory_stays_flat(analyzers)
 
 
 def test_dropping_keeps_whole_turns_and_tool_calls_with_their_results():
-    call = {"id": "call_1", "type": "function", "function": {"name": "web_search", "arguments": "{}"}}
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "web_search", "arguments": "{}"}}
     old = [
         {"role": "user", "content": "first question " * 40},
         {"role": "assistant", "content": None, "tool_calls": [call]},
@@ -206,7 +207,8 @@ async def test_context_summarize_compresses_old_turns_with_pipecats_summarizer(a
                 await c.turn(f"Question {i} about owls and bats. " * 20)
             await until(lambda: groq.summary_requests, 20, "summarization request")
             await until(
-                lambda: any("Conversation summary:" in str(m.get("content")) for m in c.context.messages),
+                lambda: any("Conversation summary:" in str(m.get("content"))
+                            for m in c.context.messages),
                 20, "summary applied to the context",
             )
             await c.turn("And what did I ask first?")
@@ -217,6 +219,7 @@ async def test_context_summarize_compresses_old_turns_with_pipecats_summarizer(a
         assert "Question 0 about owls" in transcript
         last = groq.completions[-1]
         assert last["messages"][0] == {"role": "system", "content": PROMPT}
-        assert f"Conversation summary: {SummarizingGroq.SUMMARY}" in [m["content"] for m in last["messages"]]
+        assert f"Conversation summary: {SummarizingGroq.SUMMARY}" in [
+            m["content"] for m in last["messages"]]
         assert not any("Question 0" in str(m.get("content")) for m in last["messages"])
         assert c.budget.stats.max_tokens <= settings.context_token_budget

@@ -33,7 +33,8 @@ PROCESSOR_NAME = re.compile(r"\b([A-Z][A-Za-z0-9]+#\d+)\b")
 # --- Dashboard ring, events, /metrics and recording under 1,000 turns ----------------------
 
 
-async def test_rings_recordings_and_metrics_stay_bounded_over_1000_turns(serve_app, tmp_path, monkeypatch):
+async def test_rings_recordings_and_metrics_stay_bounded_over_1000_turns(
+        serve_app, tmp_path, monkeypatch):
     import web.observability as observability
     from bot.session import Session
 
@@ -77,7 +78,8 @@ async def test_rings_recordings_and_metrics_stay_bounded_over_1000_turns(serve_a
 
         async def synthetic_session(turns: int):
             nonlocal interrupted_turns
-            session = Session(settings=settings, models=server.app.state.models, transport_kind="synthetic")
+            session = Session(settings=settings, models=server.app.state.models,
+                              transport_kind="synthetic")
             recorder = SessionRecorder.from_settings(settings, session.id)
 
             async def bot():
@@ -105,13 +107,15 @@ async def test_rings_recordings_and_metrics_stay_bounded_over_1000_turns(serve_a
         for _ in range(5):  # 5 rounds of 2 concurrent sessions × 100 turns
             ids += await asyncio.gather(synthetic_session(100), synthetic_session(100))
 
-        await wait_events(lambda: Tally(e for e, _ in received)["session-ended"] >= 10, "10 sessions ended")
+        await wait_events(lambda: Tally(e for e, _ in received)["session-ended"] >= 10,
+                          "10 sessions ended")
         kinds = Tally(e for e, _ in received)
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
 
         turn_events = [d["turn"] for e, d in received if e == "turn"]
-        assert len(turn_events) == 1000 and Tally(t["session_id"] for t in turn_events) == {i: 100 for i in ids}
+        assert (len(turn_events) == 1000
+                and Tally(t["session_id"] for t in turn_events) == {i: 100 for i in ids})
         assert kinds["session-started"] == 10 == kinds["session-ended"] and kinds["snapshot"] == 1
         # The last round's two recordings are left, whole: a third would fit RECORDING_MAX_SESSIONS
         # but not RECORDING_MAX_BYTES, so the oldest went.
@@ -121,7 +125,8 @@ async def test_rings_recordings_and_metrics_stay_bounded_over_1000_turns(serve_a
             for path in r.files:
                 if path.suffix == ".wav":
                     with wave.open(str(path)) as w:
-                        assert w.getnchannels() == 2 and w.getframerate() == 16000 and w.getnframes() > 0
+                        assert (w.getnchannels() == 2 and w.getframerate() == 16000
+                                and w.getnframes() > 0)
                 else:
                     lines = [json.loads(x) for x in path.read_text().splitlines()]
                     assert [x["turn"] for x in lines] == list(range(1, 101))
@@ -140,7 +145,8 @@ async def test_rings_recordings_and_metrics_stay_bounded_over_1000_turns(serve_a
         assert len(obs.events) == 0, "the closed event stream unsubscribed"
 
 
-async def test_a_real_session_with_fake_providers_records_and_feeds_the_ring(serve_app, speech, tmp_path):
+async def test_a_real_session_with_fake_providers_records_and_feeds_the_ring(
+        serve_app, speech, tmp_path):
     rec = tmp_path / "rec"
     async with serve_app(FAKE, dashboard_session_turns=2, recording_enabled=True,
                          recording_audio=True, recording_dir=rec,
@@ -149,11 +155,13 @@ async def test_a_real_session_with_fake_providers_records_and_feeds_the_ring(ser
         async with AgentClient(server.ws_url) as client:
             for n in range(3):
                 turn = await ask(client, question, n, timeout=30)
-                assert "hello there" in turn["user_text"] and turn["stages_ms"].get("voice_to_voice", 0) > 0, (n, turn)
+                assert ("hello there" in turn["user_text"]
+                        and turn["stages_ms"].get("voice_to_voice", 0) > 0), (n, turn)
             session_id = client.received.server_messages("session")[0]["session_id"]
             live = server.registry.get(session_id)
             assert [t["turn"] for t in live.history] == [2, 3], "the ring keeps the newest turns"
-            assert [t["stages_ms"] for t in live.history] == [t["stages_ms"] for t in client.received.turns[1:]]
+            assert [t["stages_ms"] for t in live.history] == [
+                t["stages_ms"] for t in client.received.turns[1:]]
         await until(lambda: not server.registry.all(), 20, "the session to end")
 
         (recording,) = RecordingFolder(rec, 2, 10**9).recordings()
@@ -166,7 +174,8 @@ async def test_a_real_session_with_fake_providers_records_and_feeds_the_ring(ser
             assert (w.getnchannels(), w.getframerate()) == (2, 16000)
             samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).reshape(-1, 2)
         user, bot = np.abs(samples[:, 0].astype(np.int32)), np.abs(samples[:, 1].astype(np.int32))
-        assert len(samples) / 16000 >= 3 * len(question) / 16000, "the WAV spans the whole conversation"
+        assert len(samples) / 16000 >= 3 * len(question) / 16000, (
+            "the WAV spans the whole conversation")
         assert (user > 1000).sum() > 16000 and (bot > 1000).sum() > 8000, "both sides are in it"
 
         # Two more sessions: only the newest two recordings are kept.
@@ -184,7 +193,8 @@ async def test_a_real_session_with_fake_providers_records_and_feeds_the_ring(ser
 
 
 @pytest.mark.slow
-async def test_turn_figures_agree_in_client_log_and_metrics(serve_app, speech, planted_keys, tmp_path, restore_logging):
+async def test_turn_figures_agree_in_client_log_and_metrics(
+        serve_app, speech, planted_keys, tmp_path, restore_logging):
     log_file = tmp_path / "agent.log"
     settings = local_settings(log_format="json", log_file=log_file, log_level="DEBUG")
     stdout = io.StringIO()
@@ -227,22 +237,28 @@ async def test_turn_figures_agree_in_client_log_and_metrics(serve_app, speech, p
         names[sid] = {n for r in own for n in PROCESSOR_NAME.findall(r["message"])}
         assert names[sid], f"no processor named in {sid}'s lines"
     assert not names[id_a] & names[id_b], "two sessions never share a processor's lines"
-    untagged = {n for r in lines if "session_id" not in r["extra"] for n in PROCESSOR_NAME.findall(r["message"])}
+    untagged = {n for r in lines if "session_id" not in r["extra"]
+                for n in PROCESSOR_NAME.findall(r["message"])}
     assert not untagged & (names[id_a] | names[id_b]), "a session's processor logged without its id"
-    assert {r["extra"].get("turn") for r in tagged(id_a) if r["name"].startswith("pipecat.")} >= {1, 2}
+    assert {r["extra"].get("turn") for r in tagged(id_a)
+            if r["name"].startswith("pipecat.")} >= {1, 2}
 
     # One log line per turn, with the same figures the client got.
     turn_lines = [r["extra"] for r in tagged(id_a) if r["extra"].get("event") == "turn"]
-    assert [t["turn"] for t in turn_lines] == [1, 2] and not [r for r in tagged(id_b) if r["extra"].get("event")]
+    assert ([t["turn"] for t in turn_lines] == [1, 2]
+            and not [r for r in tagged(id_b) if r["extra"].get("event")])
     for client_turn, line in zip((first, second), turn_lines, strict=True):
         stages = client_turn["stages_ms"]
         assert line["stages_ms"] == stages and line["user_text"] == client_turn["user_text"]
-        assert {"vad", "stt", "voice_to_voice"} <= set(stages), f"turn {line['turn']} misses a stage: {stages}"
+        assert {"vad", "stt", "voice_to_voice"} <= set(stages), (
+            f"turn {line['turn']} misses a stage: {stages}")
         assert stages["voice_to_voice"] >= stages["vad"] + stages["stt"]
         m = line["moments_ms"]
-        assert m["speech_end"] < m["vad_stop"] < m["stt_final"] < m["llm_first_output"] < m["tts_first_audio"]
+        assert (m["speech_end"] < m["vad_stop"] < m["stt_final"] < m["llm_first_output"]
+                < m["tts_first_audio"])
         assert m["tts_first_audio"] <= m["bot_audio_out"]
-        assert m["bot_audio_out"] - m["speech_end"] == pytest.approx(stages["voice_to_voice"], abs=0.2)
+        assert m["bot_audio_out"] - m["speech_end"] == pytest.approx(
+            stages["voice_to_voice"], abs=0.2)
 
     # /metrics: histogram counts and sums are exactly the turns' figures.
     turns = (first, second)
@@ -253,7 +269,8 @@ async def test_turn_figures_agree_in_client_log_and_metrics(serve_app, speech, p
         values = [t["stages_ms"][stage] for t in turns if stage in t["stages_ms"]]
         key = (("stage", stage),)
         assert metrics[("voice_agent_stage_seconds_count", key)] == len(values) > 0
-        assert metrics[("voice_agent_stage_seconds_sum", key)] == pytest.approx(sum(values) / 1000, abs=1e-9)
+        assert metrics[("voice_agent_stage_seconds_sum", key)] == pytest.approx(
+            sum(values) / 1000, abs=1e-9)
     assert metrics[("voice_agent_voice_to_voice_seconds_count", ())] == 2
     assert metrics[("voice_agent_voice_to_voice_seconds_sum", ())] == pytest.approx(
         sum(t["stages_ms"]["voice_to_voice"] for t in turns) / 1000, abs=1e-9)

@@ -34,7 +34,8 @@ class Counting(BaseObserver):
 
 
 async def test_each_member_sees_its_pushes_and_every_processing():
-    every, first, late = Counting(every_push=True), Counting(every_push=False), Counting(every_push=False)
+    every, first, late = (Counting(every_push=True), Counting(every_push=False),
+                          Counting(every_push=False))
     group = ObserverGroup(every, first)
     await group.add(late)  # before the pipeline is set up, as run_bot adds SessionControl
     await run_test(

@@ -33,12 +33,14 @@ async def test_room_and_tokens_are_created_and_a_bot_process_is_spawned(serve_ap
                 assert answer["token"] and answer["session_id"]
                 assert len(daily.rooms) == 1
                 owners = sorted(bool(t.get("is_owner")) for t in daily.tokens)
-                assert owners == [False, True], daily.tokens  # the bot owns the room, the user does not
+                # the bot owns the room, the user does not
+                assert owners == [False, True], daily.tokens
                 assert [p.id for p in server.registry.processes()] == [answer["session_id"]]
                 pid = server.registry.processes()[0].pid
 
                 # It failed to join (no Daily here), exited, and freed its slot; the server lives.
-                await until(lambda: not server.registry.processes(), 60, "the session processes to exit")
+                await until(lambda: not server.registry.processes(), 60,
+                            "the session processes to exit")
                 assert (await http.get(f"{server.url}/api/health")).status_code == 200
                 assert pid not in [p.pid for p in server.registry.processes()]
 
@@ -58,7 +60,8 @@ async def test_a_bot_that_crashes_at_start_is_reported(serve_app, monkeypatch):
 
 async def test_daily_api_errors_and_the_session_limit(serve_app):
     async with DailyPeer(api_key=KEY) as daily:
-        async with serve_app(daily_api_key=KEY, daily_api_url=daily.base_url, max_sessions=1) as server:
+        async with serve_app(daily_api_key=KEY, daily_api_url=daily.base_url,
+                             max_sessions=1) as server:
             async with httpx.AsyncClient(timeout=60) as http:
                 daily.faults.inject(Fault.HTTP_500, times=1)
                 r = await http.post(f"{server.url}/api/rooms")

@@ -142,7 +142,8 @@ def test_shipped_knowledge_base_is_indexed_once_and_finds_facts():
     assert "0800 555 0199" in kb.lookup("Brightline support phone number hours")[0].content
     assert "7860" in kb.lookup("which port does the voice agent web server listen on")[0].content
     assert kb.lookup("the capital of France") == []  # nothing relevant: nothing at all
-    # A passage needs half the query's words: one shared word ("times" ~ repair "time") is not enough.
+    # A passage needs half the query's words: one shared word ("times" ~ repair "time") is not
+    # enough.
     assert kb.lookup("What is seven times eight?") == []
     # FTS5 syntax in a spoken query is just words, never an error.
     for hostile in ('"; DROP TABLE passages; --', "NEAR(a b)", "*", "AND OR NOT", "", "?!"):
@@ -181,19 +182,23 @@ async def test_llm_tool_call_searches_the_knowledge_base_and_speaks_the_answer()
         groq.reply_tool_call("web_search", {"query": "Brightline loyalty programme name"})
         groq.reply_text("It is called the Lantern Club.")
 
-        async with conversation(settings, tool, "What's Brightline's loyalty scheme?") as (pushed, _):
-            await groq.wait_for(lambda: len(groq.completions) >= 2, WAIT, "request after the tool call")
+        async with conversation(settings, tool,
+                                "What's Brightline's loyalty scheme?") as (pushed, _):
+            await groq.wait_for(lambda: len(groq.completions) >= 2, WAIT,
+                                "request after the tool call")
             await until(lambda: "Lantern" in spoken(pushed), WAIT, "spoken answer")
 
         first, second = groq.completions
         assert first["tools"][0]["function"]["name"] == "web_search"
         # The handler ran, and its (trimmed) result reached the next LLM request.
-        assert tool.calls == [{"query": "Brightline loyalty programme name", "outcome": "ok", "ms": tool.calls[0]["ms"]}]
+        assert tool.calls == [{"query": "Brightline loyalty programme name", "outcome": "ok",
+                               "ms": tool.calls[0]["ms"]}]
         result = tool_message(second)["content"]
         assert "Lantern Club" in result and len(result) <= settings.search_max_result_chars
         # The filler was spoken first, kept out of the context; then the answer, with audio.
         speaks = pushed.of(TTSSpeakFrame)
-        assert [f.text for f in speaks] == [settings.search_filler] and not speaks[0].append_to_context
+        assert ([f.text for f in speaks] == [settings.search_filler]
+                and not speaks[0].append_to_context)
         assert spoken(pushed).index("look that up") < spoken(pushed).index("Lantern")
         assert pushed.of(TTSAudioRawFrame)
         assert "".join(f.text for f in pushed.of(LLMTextFrame)) == "It is called the Lantern Club."
@@ -214,16 +219,19 @@ async def test_llm_tool_call_searches_tavily_per_its_documented_api():
         groq.reply_text("Brightline's CEO is Marta Quintela.")
 
         async with conversation(settings, tool, "Who runs Brightline?") as (pushed, _):
-            await groq.wait_for(lambda: len(groq.completions) >= 2, WAIT, "request after the search")
+            await groq.wait_for(lambda: len(groq.completions) >= 2, WAIT,
+                                "request after the search")
             await until(lambda: "Quintela" in spoken(pushed), WAIT, "spoken answer")
 
         (request,) = [r for r in tavily.requests if r.path == "/search"]
-        assert request.method == "POST" and request.headers["Authorization"] == f"Bearer {TAVILY_KEY}"
+        assert (request.method == "POST"
+                and request.headers["Authorization"] == f"Bearer {TAVILY_KEY}")
         assert request.body["query"] == "Brightline CEO"
         assert request.body["max_results"] == settings.search_max_results
         assert request.body["search_depth"] == "basic" and request.body["include_answer"] is True
         result = tool_message(groq.completions[1])["content"]
-        assert "Marta Quintela is Brightline's CEO." in result and "led Brightline since 2019" in result
+        assert ("Marta Quintela is Brightline's CEO." in result
+                and "led Brightline since 2019" in result)
         assert tool.calls[0]["outcome"] == "ok"
 
 
@@ -251,7 +259,8 @@ async def test_a_failing_or_hanging_search_gets_a_spoken_apology_and_ends_the_tu
             # which would have cancelled the handler without a word.
             assert 1000 <= tool.calls[0]["ms"] < 6000, tool.calls
         assert len(groq.completions) == 1
-        assert [f.text for f in pushed.of(TTSSpeakFrame)] == [settings.search_filler, settings.search_apology]
+        assert [f.text for f in pushed.of(TTSSpeakFrame)] == [
+            settings.search_filler, settings.search_apology]
         assert "search failed" in tool_message_in(context)["content"]
         # The apology is in the context as the bot's own words.
         assert any(m["role"] == "assistant" and "couldn't look that up" in (m.get("content") or "")
@@ -317,7 +326,8 @@ def search_settings_for(tavily: TavilyPeer) -> Settings:
 
 def tool_message_in(context: LLMContext) -> dict | None:
     return next(
-        (m for m in context.messages if m.get("role") == "tool" and m.get("content") != "IN_PROGRESS"),
+        (m for m in context.messages
+         if m.get("role") == "tool" and m.get("content") != "IN_PROGRESS"),
         None,
     )
 
@@ -331,7 +341,8 @@ async def test_a_second_call_in_the_same_turn_reads_the_best_result_instead_of_l
         groq.reply_tool_call("web_search", {"query": "Brightline loyalty programme"})
         groq.reply_text("This must never be said: the repeat call ends the turn.")
 
-        async with conversation(settings, tool, "What's the loyalty programme called?") as (pushed, _):
+        async with conversation(settings, tool,
+                                "What's the loyalty programme called?") as (pushed, _):
             await until(lambda: "Lantern Club" in spoken(pushed), WAIT, "best result read out")
             await until(lambda: len(tool.calls) == 2, WAIT, "second call handled")
 
@@ -339,7 +350,8 @@ async def test_a_second_call_in_the_same_turn_reads_the_best_result_instead_of_l
         assert len(groq.completions) == 2
         said = [f.text for f in pushed.of(TTSSpeakFrame)]
         assert said[0] == settings.search_filler and len(said) == 2  # one filler only
-        assert said[1].startswith("Here's what I found: Brightline's loyalty programme is called the Lantern Club.")
+        assert said[1].startswith(
+            "Here's what I found: Brightline's loyalty programme is called the Lantern Club.")
 
 
 def test_the_server_indexes_the_knowledge_base_at_start_up(tmp_path: Path):
@@ -370,7 +382,8 @@ async def test_a_search_that_finds_nothing_is_answered_without_the_tool():
         assert first["stream"] is True and "tools" in first
         # The second request is a one-shot completion with no tools, ending at the question.
         assert not second.get("stream") and not second.get("tools")
-        assert second["messages"][-1] == {"role": "user", "content": "What is the capital of France?"}
+        assert second["messages"][-1] == {"role": "user",
+                                          "content": "What is the capital of France?"}
         assert second["messages"][0] == {"role": "system", "content": settings.system_prompt}
         said = [f.text for f in pushed.of(TTSSpeakFrame)]
         assert said == [settings.search_filler, "Paris is the capital of France."]
@@ -387,7 +400,8 @@ async def test_text_before_a_tool_call_is_not_followed_by_the_filler():
         )
         groq.reply_text("It is called the Lantern Club.")
 
-        async with conversation(settings, tool, "What's Brightline's loyalty scheme?") as (pushed, _):
+        async with conversation(settings, tool,
+                                "What's Brightline's loyalty scheme?") as (pushed, _):
             await until(lambda: "Lantern" in spoken(pushed), WAIT, "the answer")
 
         assert [c["outcome"] for c in tool.calls] == ["ok"]

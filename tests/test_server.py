@@ -19,9 +19,11 @@ pytestmark = pytest.mark.slow
 async def test_two_turns_and_a_barge_in_over_websocket(serve_app, speech):
     async with serve_app() as server, AgentClient(server.ws_url) as client:
         first = await ask(client, speech("What is the capital of France?"), 0)
-        assert contains_words(first["user_text"], "capital", "France") and contains_words(first["bot_text"], "Paris")
+        assert (contains_words(first["user_text"], "capital", "France")
+                and contains_words(first["bot_text"], "Paris"))
         second = await ask(client, speech("What is the capital of Japan?"), 1)
-        assert contains_words(second["user_text"], "Japan") and contains_words(second["bot_text"], "Tokyo")
+        assert (contains_words(second["user_text"], "Japan")
+                and contains_words(second["bot_text"], "Tokyo"))
         assert client.received.user_transcripts(), "user transcripts reach the client"
 
         # A long answer, interrupted one second in.
@@ -39,7 +41,8 @@ async def test_two_turns_and_a_barge_in_over_websocket(serve_app, speech):
         third, fourth = client.received.turns[2:4]
         assert third["interrupted"] and "barge_in_stop" in third["stages_ms"], third
         assert third["audio_after_interruption_ms"] <= 80, third
-        assert len(client.received.interruptions) > interruptions_before, "the client is told to flush"
+        assert len(client.received.interruptions) > interruptions_before, (
+            "the client is told to flush")
         assert contains_words(fourth["bot_text"], "Paris") and not fourth["interrupted"], fourth
         # The state went through all three phases and the session announced itself.
         states = [m["state"] for m in client.received.server_messages("state")]
@@ -91,16 +94,19 @@ async def test_bad_input_never_hurts_a_healthy_session(serve_app, speech):
                         break
                 await client.wait_for(lambda r: False, 1.5)
                 if expect_close:
-                    assert client.close_code == expect_close, (client.close_code, client.close_reason)
+                    assert client.close_code == expect_close, (
+                        client.close_code, client.close_reason)
                 await client.close()
                 return client
 
             rng = np.random.default_rng(1)
             good = proto.Frame()
-            good.audio.audio, good.audio.sample_rate, good.audio.num_channels = b"\0\0" * 320, 16000, 1
+            good.audio.audio, good.audio.sample_rate, good.audio.num_channels = (
+                b"\0\0" * 320, 16000, 1)
             good_bytes = good.SerializeToString()
             # Random bytes, truncated frames, text frames: dropped, the session lives on.
-            survivor = await abuse([rng.bytes(200) for _ in range(10)] + [good_bytes[:17], "hello", good_bytes])
+            survivor = await abuse([rng.bytes(200) for _ in range(10)]
+                                   + [good_bytes[:17], "hello", good_bytes])
             assert not survivor.closed or survivor.close_code in (1000, 1005)
             # A client that only ever sends garbage is closed with 1007 and a reason.
             await abuse([rng.bytes(64) for _ in range(60)], expect_close=1007)
@@ -110,7 +116,8 @@ async def test_bad_input_never_hurts_a_healthy_session(serve_app, speech):
             odd = proto.Frame()
             odd.audio.audio, odd.audio.sample_rate, odd.audio.num_channels = b"\0\0" * 441, 44100, 1
             bogus = proto.Frame()
-            bogus.audio.audio, bogus.audio.sample_rate, bogus.audio.num_channels = b"\0\0" * 10, 3, 1
+            bogus.audio.audio, bogus.audio.sample_rate, bogus.audio.num_channels = (
+                b"\0\0" * 10, 3, 1)
             await abuse([odd.SerializeToString()] * 5 + [bogus.SerializeToString()] * 5)
 
             # 400 connect/disconnect cycles, four at a time (a leak of one task per session
@@ -132,7 +139,8 @@ async def test_bad_input_never_hurts_a_healthy_session(serve_app, speech):
                 if len(server.registry.all()) == 1:
                     break
                 await asyncio.sleep(0.05)
-            assert [s.id for s in server.registry.all()] == [healthy.received.server_messages("session")[0]["session_id"]]
+            assert [s.id for s in server.registry.all()] == [
+                healthy.received.server_messages("session")[0]["session_id"]]
             assert len(asyncio.all_tasks()) <= tasks_before + 5
 
             # The healthy session still answers.
@@ -145,7 +153,8 @@ async def test_audio_at_48khz_stereo_is_understood(serve_app, speech):
     import soxr
 
     question = speech("What is the capital of France?")
-    stereo48 = np.repeat(soxr.resample(question, 16000, 48000).astype(np.int16)[:, None], 2, axis=1).ravel()
+    stereo48 = np.repeat(
+        soxr.resample(question, 16000, 48000).astype(np.int16)[:, None], 2, axis=1).ravel()
     async with serve_app() as server, AgentClient(server.ws_url) as client:
         chunk = 960 * 2  # 20 ms of stereo at 48 kHz
         for i in range(0, len(stereo48), chunk):

@@ -52,8 +52,10 @@ async def test_a_websocket_session_runs_in_its_session_process_and_is_steered_fr
 
             # The server sees it: admin API, dashboard snapshot, Prometheus.
             listed = (await http.get(f"{server.url}/api/sessions")).json()
-            assert [(s["id"], s["pid"], s["transport"]) for s in listed] == [(session_id, live.pid, "websocket")]
-            await until(lambda: live.turns >= 1, 10, "the session process's turn to reach the registry")
+            assert [(s["id"], s["pid"], s["transport"]) for s in listed] == [
+                (session_id, live.pid, "websocket")]
+            await until(lambda: live.turns >= 1, 10,
+                        "the session process's turn to reach the registry")
             snapshot = (await http.get(f"{server.url}/api/dashboard")).json()
             [shown] = snapshot["sessions"]
             assert shown["id"] == session_id and shown["history"][0]["bot_text"] == turn["bot_text"]
@@ -71,7 +73,8 @@ async def test_a_websocket_session_runs_in_its_session_process_and_is_steered_fr
             assert detail["instruction_updates"] == 1 and detail["context"]["messages"] >= 2, detail
 
             audio_before = client.received.audio_ms()
-            r = await http.post(f"{server.url}/api/sessions/{session_id}/say", json={"text": "One moment please."})
+            r = await http.post(f"{server.url}/api/sessions/{session_id}/say",
+                                json={"text": "One moment please."})
             assert r.status_code == 202, r.text
             assert await client.silence_until(lambda rec: rec.audio_ms() > audio_before + 500, 30)
 
@@ -89,7 +92,8 @@ async def test_a_session_process_that_dies_takes_only_its_own_session(serve_app,
         async with AgentClient(server.ws_url) as doomed, AgentClient(server.ws_url) as survivor:
             doomed_id = (await ready_session(server, doomed))["session_id"]
             await ready_session(server, survivor)
-            doomed_pid = next(live.pid for live in server.registry.processes() if live.id == doomed_id)
+            doomed_pid = next(live.pid for live in server.registry.processes()
+                              if live.id == doomed_id)
 
             os.kill(doomed_pid, signal.SIGKILL)
             await until(lambda: doomed.closed, 15, "the dead session process's client to be closed")
@@ -117,7 +121,8 @@ async def test_a_session_process_ends_when_the_server_goes(serve_app):
 
 async def test_a_daily_bot_reports_to_the_server_like_any_session(serve_app, monkeypatch):
     monkeypatch.setenv("DAILY_JOIN_TIMEOUT_SECS", "30")
-    async with DailyPeer(api_key="k") as daily, serve_app(daily_api_key="k", daily_api_url=daily.base_url) as server:
+    async with DailyPeer(api_key="k") as daily, \
+            serve_app(daily_api_key="k", daily_api_url=daily.base_url) as server:
         async with httpx.AsyncClient(timeout=120) as http:
             answer = (await http.post(f"{server.url}/api/rooms")).json()
             listed = (await http.get(f"{server.url}/api/sessions")).json()
@@ -135,16 +140,19 @@ async def test_a_session_process_fallback_is_counted_in_the_servers_metrics(serv
 
     async with CartesiaPeer(api_key="sk-test") as cartesia:
         cartesia.faults.inject(Fault.HTTP_500, times=1)
-        async with serve_app(session_processes=True, tts_provider="cloud", cartesia_api_key="sk-test",
-                             cartesia_base_url=cartesia.ws_url) as server, AgentClient(server.ws_url) as client:
+        async with serve_app(session_processes=True, tts_provider="cloud",
+                             cartesia_api_key="sk-test", cartesia_base_url=cartesia.ws_url) \
+                as server, AgentClient(server.ws_url) as client:
             await ready_session(server, client)
             await client.speak(speech("What is the capital of France?"))
             assert await client.silence_until(turn_count(1), 90), client.received.turns
             assert client.received.audio_ms() > 500  # the answer was heard
             async with httpx.AsyncClient() as http:
                 metrics = (await http.get(f"{server.url}/metrics")).text
-            fallbacks = [l for l in metrics.splitlines() if l.startswith("voice_agent_fallbacks_total{")]
-            assert any('stage="tts"' in l and not l.endswith(" 0.0") for l in fallbacks), fallbacks
+            fallbacks = [line for line in metrics.splitlines()
+                         if line.startswith("voice_agent_fallbacks_total{")]
+            assert any('stage="tts"' in line and not line.endswith(" 0.0")
+                       for line in fallbacks), fallbacks
 
 
 async def test_a_session_process_user_is_remembered_by_the_server_and_the_next_session(

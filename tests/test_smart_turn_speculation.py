@@ -245,7 +245,8 @@ async def test_smart_turn_runs_only_where_its_verdict_decides(models, speech, wo
         await until(lambda: done in seen.frames, 10.0, "the utterance processed")
         if text:  # its words, as the local Whisper sends them after the VAD's stop
             words_in = Marker()  # (data frames keep their order: after the words)
-            await worker.queue_frames([TranscriptionFrame(text, "user", time_now_iso8601()), words_in])
+            await worker.queue_frames([TranscriptionFrame(text, "user", time_now_iso8601()),
+                                       words_in])
             await until(lambda: words_in in seen.frames, 10.0, "the words processed")
 
     try:

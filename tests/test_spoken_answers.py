@@ -3,8 +3,8 @@ and a question back when the recogniser was unsure of what it heard.
 
 A fixed dozen of the spoken-QA yardstick's items (bench/spoken_qa.yaml: general knowledge,
 arithmetic, a follow-up, a joke, a knowledge-base question and a general one that shares its
-words), asked in one conversation by two voices taking turns, through `run_bot` with the local stack, judged
-by the yardstick's own deterministic judge. The local LLM samples with a fixed seed.
+words), asked in one conversation by two voices taking turns, through `run_bot` with the local
+stack, judged by the yardstick's own deterministic judge. The local LLM samples with a fixed seed.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ async def test_a_dozen_spoken_questions_are_answered_right(models, items):
 
     turns = result.turn_dicts()
     assert len(turns) == len(items) + 3, [(t["user_text"], t["bot_text"]) for t in turns]
-    (misheard, asked_again), (repeat, answer) = [(t["user_text"], t["bot_text"]) for t in turns[-2:]]
+    (misheard, asked_again), (repeat, answer) = [(t["user_text"], t["bot_text"])
+                                                 for t in turns[-2:]]
     kb_answers = [turns[kb]["bot_text"], turns.pop(kb + 1)["bot_text"]]
     turns = turns[:-2]
     verdicts = [judge(item, turn["bot_text"]) for item, turn in zip(items, turns)]
@@ -93,5 +94,6 @@ async def test_a_dozen_spoken_questions_are_answered_right(models, items):
     assert asked_again == EMPTY_TURN_REPLY, (misheard, asked_again)
     assert judge(REPEATED, answer).right, (repeat, answer)
     # The misheard words never reached the conversation; the repeat did.
-    said = [str(m.get("content")) for m in session.context.get_messages() if m.get("role") == "user"]
+    said = [str(m.get("content")) for m in session.context.get_messages()
+            if m.get("role") == "user"]
     assert misheard not in said and repeat in said, (misheard, said[-3:])

@@ -30,7 +30,8 @@ async def test_real_recordings_overall_wer(shared_audio, settings, models):
     assert errors / words <= 0.15, f"{errors} errors in {words} words"
 
 
-async def test_real_speech_is_heard_surely_and_a_mishearing_unsurely(shared_audio, settings, models):
+async def test_real_speech_is_heard_surely_and_a_mishearing_unsurely(
+        shared_audio, settings, models):
     """The confidence that decides whether a turn is asked again, not answered
     (processors/unsure_transcripts.py): no real recording falls under the threshold, and a
     question buried in white noise, which tiny.en hears as another sentence, does."""

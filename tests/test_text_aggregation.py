@@ -1,4 +1,5 @@
-"""The TTS text aggregator: the first phrase or clause of a reply goes early, then whole sentences."""
+"""The TTS text aggregator: the first phrase or clause of a reply goes early, then whole
+sentences."""
 
 from bot.config import FirstChunk
 from bot.text_aggregation import FirstChunkTextAggregator, speakable_chunk
@@ -22,13 +23,15 @@ def tokens_of(text):
 
 async def test_first_clause_then_sentences_and_the_next_reply_starts_over():
     aggregator = FirstClauseTextAggregator()
-    reply = "Paris is the capital of France, and it is famous for the Eiffel Tower. It has, of course, museums."
+    reply = ("Paris is the capital of France, and it is famous for the Eiffel Tower. "
+             "It has, of course, museums.")
     assert await chunks(aggregator, tokens_of(reply)) == [
         "Paris is the capital of France,",
         "and it is famous for the Eiffel Tower.",
         "It has, of course, museums.",
     ]
-    assert await chunks(aggregator, tokens_of("Well, that is all, thanks.")) == ["Well, that is all,", "thanks."]
+    assert await chunks(aggregator, tokens_of("Well, that is all, thanks.")) == [
+        "Well, that is all,", "thanks."]
 
 
 async def test_short_openings_and_numbers_are_not_clauses():
@@ -57,12 +60,14 @@ async def test_phrase_cut_before_the_first_phrase_opener_after_three_words():
     assert await chunks(aggregator, tokens_of("A spider has eight legs, like all spiders.")) == [
         "A spider has eight legs,", "like all spiders."]
     # A one-sentence answer with no opener after three words stays whole.
-    assert await chunks(aggregator, tokens_of("Water boils at 100 degrees.")) == ["Water boils at 100 degrees."]
+    assert await chunks(aggregator, tokens_of("Water boils at 100 degrees.")) == [
+        "Water boils at 100 degrees."]
 
 
 async def test_phrase_cut_after_eight_words_at_most_and_only_once_per_reply():
     aggregator = FirstChunkTextAggregator()
-    reply = "Light bends inside raindrops splitting white sunlight beautifully everywhere today. It is in the sky."
+    reply = ("Light bends inside raindrops splitting white sunlight beautifully everywhere today. "
+             "It is in the sky.")
     assert await chunks(aggregator, tokens_of(reply)) == [
         "Light bends inside raindrops splitting white sunlight beautifully",
         "everywhere today.",

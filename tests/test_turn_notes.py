@@ -82,8 +82,10 @@ def context_of(*turns: str) -> LLMContext:
 
 async def test_only_the_matching_turns_request_carries_the_passages(knowledge):
     retrieval = TurnNotes([knowledge_notes(knowledge, THRESHOLD, 1200)])
-    about = context_of("What is the capital of Portugal?", "Lisbon.", "Who is the CEO of Brightline Telecom?")
-    general = context_of("Who is the CEO of Brightline Telecom?", "Marta Quintela.", "What is an eSIM?")
+    about = context_of("What is the capital of Portugal?", "Lisbon.",
+                       "Who is the CEO of Brightline Telecom?")
+    general = context_of("Who is the CEO of Brightline Telecom?", "Marta Quintela.",
+                         "What is an eSIM?")
     down, _ = await run_test(
         retrieval,
         frames_to_send=[LLMContextFrame(context=about), LLMContextFrame(context=general)],
@@ -91,10 +93,12 @@ async def test_only_the_matching_turns_request_carries_the_passages(knowledge):
     )
     sent_about, sent_general = (frame.context.messages for frame in down)
     # The matching turn: the passage comes with the question, in this request only.
-    assert NOTES_INTRO in sent_about[-1]["content"] and "Marta Quintela" in sent_about[-1]["content"]
+    assert (NOTES_INTRO in sent_about[-1]["content"]
+            and "Marta Quintela" in sent_about[-1]["content"])
     assert sent_about[-1]["content"].endswith("Who is the CEO of Brightline Telecom?")
     assert sent_about[:-1] == about.messages[:-1]
-    assert about.messages[-1]["content"] == "Who is the CEO of Brightline Telecom?"  # conversation untouched
+    # conversation untouched
+    assert about.messages[-1]["content"] == "Who is the CEO of Brightline Telecom?"
     # A general turn after it: no knowledge-base text at all, not even the earlier passage.
     assert sent_general == general.messages
     assert not any(NOTES_INTRO in str(m["content"]) for m in sent_general)

@@ -35,7 +35,8 @@ class ObservedTurns:
 
         self.observer, self.records = TurnMetricsObserver("s1"), []
         self.observer.subscribe(self.records.append)
-        self.output, self.other, self.llm = BaseOutputTransport(TransportParams()), FrameProcessor(), LLMService()
+        self.output, self.other, self.llm = (BaseOutputTransport(TransportParams()),
+                                             FrameProcessor(), LLMService())
 
     async def push(self, frame, t, source=None, destination=None, upstream=False):
         from pipecat.observers.base_observer import FramePushed
@@ -43,7 +44,8 @@ class ObservedTurns:
 
         direction = FrameDirection.UPSTREAM if upstream else FrameDirection.DOWNSTREAM
         await self.observer.on_push_frame(
-            FramePushed(source or self.other, destination or self.other, frame, direction, int(t * 1e9))
+            FramePushed(source or self.other, destination or self.other, frame, direction,
+                        int(t * 1e9))
         )
 
     async def llm_answers(self, text, t):
@@ -64,14 +66,16 @@ async def test_barge_in_stop_ends_at_the_last_bot_audio_out_not_at_bot_stopped_s
     the bot stop when its last audio frame went out."""
 
     turns = ObservedTurns()
-    push, audio, output, llm, records = turns.push, turns.audio, turns.output, turns.llm, turns.records
+    push, audio, output, llm, records = (turns.push, turns.audio, turns.output, turns.llm,
+                                         turns.records)
 
     await push(UserStartedSpeakingFrame(), 0.0, upstream=True)
     await push(LLMContextFrame(LLMContext()), 1.0, destination=llm)
     await push(BotStartedSpeakingFrame(), 1.5, source=output)
     for i in range(20):  # the answer plays from 1.5 s
         await push(audio(), 1.5 + i * 0.02, source=output)
-    await push(VADUserStartedSpeakingFrame(start_secs=0.2), 2.0, upstream=True)  # speech began at 1.8
+    # speech began at 1.8
+    await push(VADUserStartedSpeakingFrame(start_secs=0.2), 2.0, upstream=True)
     await push(UserStartedSpeakingFrame(), 2.0, upstream=True)
     await push(audio(), 2.05, source=output)  # the last audio out, before the interruption lands
     await push(BotStoppedSpeakingFrame(), 2.45, source=output)
@@ -84,7 +88,8 @@ async def test_a_turn_started_on_its_words_keeps_the_speech_end_it_came_after():
     stopped and the STT finalised. Its voice-to-voice still runs from the end of the speech."""
 
     turns = ObservedTurns()
-    push, audio, output, llm, records = turns.push, turns.audio, turns.output, turns.llm, turns.records
+    push, audio, output, llm, records = (turns.push, turns.audio, turns.output, turns.llm,
+                                         turns.records)
     class AnySTT(STTService):
         async def run_stt(self, audio):
             yield None
@@ -132,7 +137,8 @@ async def test_a_turn_answered_without_the_llm_is_reported_when_the_bot_stops():
         await push(turns.audio(), 1.2 + i * 0.1, source=output)
     await push(BotStoppedSpeakingFrame(), 2.5, source=output)
     [record] = turns.records
-    assert record.to_dict()["bot_text"].endswith(EMPTY_TURN_REPLY) and not record.to_dict()["user_text"]
+    assert (record.to_dict()["bot_text"].endswith(EMPTY_TURN_REPLY)
+            and not record.to_dict()["user_text"])
     assert "voice_to_voice" not in record.stages_ms()
 
 
@@ -198,7 +204,8 @@ async def test_an_answer_the_llm_held_back_leaves_the_turn_open_and_untimed():
     from pipecat.frames.frames import LLMMarkerResponseFrame
 
     turns = ObservedTurns()
-    push, audio, output, llm, records = turns.push, turns.audio, turns.output, turns.llm, turns.records
+    push, audio, output, llm, records = (turns.push, turns.audio, turns.output, turns.llm,
+                                         turns.records)
 
     await push(UserStartedSpeakingFrame(), 0.0, upstream=True)
     await push(VADUserStoppedSpeakingFrame(stop_secs=0.2), 2.2, upstream=True)  # "let me think"
@@ -208,7 +215,8 @@ async def test_an_answer_the_llm_held_back_leaves_the_turn_open_and_untimed():
     await push(LLMFullResponseEndFrame(), 3.0, source=llm)
     await push(LLMFullResponseEndFrame(), 3.0, source=output)
     await push(VADUserStartedSpeakingFrame(start_secs=0.2), 5.2, upstream=True)
-    await push(VADUserStoppedSpeakingFrame(stop_secs=0.2), 6.2, upstream=True)  # "...Japan", until 6.0
+    # "...Japan", until 6.0
+    await push(VADUserStoppedSpeakingFrame(stop_secs=0.2), 6.2, upstream=True)
     await push(LLMContextFrame(LLMContext()), 6.5, destination=llm)
     await turns.llm_answers("Japan is lovely.", 6.6)
     await push(UserStoppedSpeakingFrame(), 6.7, upstream=True)

@@ -159,7 +159,8 @@ async def test_the_bots_own_echo_does_not_interrupt_it(settings, models):
     assert len(turns) == 1 and not turns[0]["interrupted"] and turns[0]["bot_text"] == ANSWER, turns
     heard = await bot_heard(settings, models, result)
     # Said once and whole: a sentence said again would add 9-13 words to the answer's 46
-    # (19 % and more); Whisper's slips on Piper's voice cost a few ("in the leads, bifodocynthesis").
+    # (19 % and more); Whisper's slips on Piper's voice cost a few ("in the leads,
+    # bifodocynthesis").
     assert word_error_rate(ANSWER, heard) < 0.15 and contains_words(heard, "oxygen"), heard
 
 

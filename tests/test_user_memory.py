@@ -36,7 +36,8 @@ async def test_the_newest_facts_come_first_and_the_whole_stays_within_its_budget
     keep = keeper.keeper_of("u1", "s1")
     assert await keeper.instructions_for("u1") == settings.system_prompt  # nothing kept yet
     for n in range(30):
-        await keep(TurnRecord(session_id="s", turn=n, user_text=f"remember that fact number {n} holds"))
+        await keep(TurnRecord(session_id="s", turn=n,
+                              user_text=f"remember that fact number {n} holds"))
     await keeper.written()
     prompt = await keeper.instructions_for("u1")
     added = prompt.removeprefix(settings.system_prompt + "\n\n")

@@ -45,7 +45,8 @@ async def test_spoken_question_gets_a_spoken_answer(settings, models, speech, tm
     rate = result.transport.output_sample_rate
     import soxr
 
-    heard = await transcribe(settings, models, soxr.resample(np.frombuffer(audio, np.int16), rate, 16000))
+    heard = await transcribe(settings, models,
+                             soxr.resample(np.frombuffer(audio, np.int16), rate, 16000))
     assert contains_words(heard, "Paris"), heard
     assert (tmp_path / "turns.jsonl").read_text().count("\n") == 1
 
@@ -53,9 +54,11 @@ async def test_spoken_question_gets_a_spoken_answer(settings, models, speech, tm
 async def test_barge_in_stops_the_answer_and_the_new_question_is_answered(settings, models, speech):
     session = Session(settings=settings, models=models)
     script = [
-        Utterance(audio=speech("Please explain in detail how photosynthesis works in plants."), name="long"),
+        Utterance(audio=speech("Please explain in detail how photosynthesis works in plants."),
+                  name="long"),
         # Barge in one second into the answer (counted in bot audio played).
-        Utterance(audio=speech("What is the capital of France?"), name="interrupt", after_bot_audio=1.0),
+        Utterance(audio=speech("What is the capital of France?"), name="interrupt",
+                  after_bot_audio=1.0),
     ]
     result = await converse(script, session, FileTransportParams(fast=False))
     playback = result.transport.playback

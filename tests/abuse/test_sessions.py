@@ -77,7 +77,9 @@ async def test_bad_offers_are_refused_with_the_reason_and_reserve_nothing(serve)
         assert (await http.get("/api/health")).json()["sessions"] == 0
 
 
-@pytest.mark.parametrize("session_processes", [False, True], ids=["in-process", "session-processes"])
+@pytest.mark.parametrize(
+    "session_processes", [False, True], ids=["in-process", "session-processes"]
+)
 async def test_a_webrtc_peer_that_never_connects_is_closed_and_its_slot_freed(
         serve, session_processes):
     """An offer that is answered but never followed by a connection (F1's squatter); with
@@ -108,7 +110,9 @@ async def test_a_webrtc_peer_that_never_connects_is_closed_and_its_slot_freed(
         await until(lambda: not server.registry.all(), 30, "its session (and process) to end")
 
 
-@pytest.mark.parametrize("session_processes", [False, True], ids=["in-process", "session-processes"])
+@pytest.mark.parametrize(
+    "session_processes", [False, True], ids=["in-process", "session-processes"]
+)
 async def test_a_dropped_conversation_resumes_over_webrtc_with_its_ticket_only(
         serve, models, session_processes):
     """The ticket a session gives its client (session id + resume token) resumes the
@@ -167,7 +171,9 @@ async def test_a_dropped_conversation_resumes_over_webrtc_with_its_ticket_only(
                     "the resumed session to end")
         r = await offer({"session_id": session_id, "resume_token": token})
         assert r.status_code == 409 and "no conversation" in r.text, r.text
-        async with AgentClient(f"{server.ws_url}?session_id={session_id}&resume_token={token}") as again:
+        async with AgentClient(
+            f"{server.ws_url}?session_id={session_id}&resume_token={token}"
+        ) as again:
             await until(lambda: again.closed, 10, "a spent ticket to be refused")
             assert again.close_code == 1008 and "no conversation" in again.close_reason
         # Dropped again before any new reply: its own ticket resumes it (here over WebSocket).
@@ -269,7 +275,8 @@ async def test_with_session_processes_a_bad_offer_starts_no_session_process(serv
                 {"sdp": "v=0\r\n", "type": "offer"},
                 {"sdp": "", "type": ""},
                 {"sdp": good, "type": "offer", "requestData": {"user_id": "not an id!"}},
-                {"sdp": good, "type": "offer", "requestData": {"session_id": "s", "resume_token": "t"}},
+                {"sdp": good, "type": "offer",
+                 "requestData": {"session_id": "s", "resume_token": "t"}},
             ):
                 r = await http.post("/api/offer", json=body)
                 assert r.status_code in (400, 409, 422), r.text
@@ -297,7 +304,9 @@ def unanswerable(offer: str) -> str:
     return sdp
 
 
-@pytest.mark.parametrize("session_processes", [False, True], ids=["in-process", "session-processes"])
+@pytest.mark.parametrize(
+    "session_processes", [False, True], ids=["in-process", "session-processes"]
+)
 async def test_an_offer_that_passes_the_checks_but_cannot_be_answered_leaves_nothing(
         serve, session_processes):
     """An offer refused only once its slot is reserved (and, with SESSION_PROCESSES, its

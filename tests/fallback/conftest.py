@@ -67,7 +67,8 @@ def converse_with(models, speech, peers):
     from transports.file import FileTransportParams, Utterance
     from web.observability import Metrics
 
-    async def run(stage: str, *, local_models=None, questions=(QUESTION, SECOND), fast=True, **overrides) -> Outcome:
+    async def run(stage: str, *, local_models=None, questions=(QUESTION, SECOND), fast=True,
+                  **overrides) -> Outcome:
         settings = fallback_settings(peers, stage, **overrides)
         watch = Watch()
         metrics = Metrics()
@@ -84,7 +85,8 @@ def converse_with(models, speech, peers):
         )
         logs: list[Any] = []
         words = ("fallback", "trying", "apologis")
-        sink = logger.add(logs.append, level="INFO", filter=lambda r: any(w in r["message"].lower() for w in words))
+        sink = logger.add(logs.append, level="INFO",
+                          filter=lambda r: any(w in r["message"].lower() for w in words))
         try:
             await asyncio.wait_for(run_bot(transport, session), timeout=180)
         finally:

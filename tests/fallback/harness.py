@@ -93,7 +93,8 @@ class Outcome:
 
     def metric(self, stage: str, reason: str) -> float:
         needle = f'voice_agent_fallbacks_total{{reason="{reason}",stage="{stage}"}} '
-        line = next((l for l in self.fallbacks_metric.splitlines() if l.startswith(needle)), None)
+        line = next((row for row in self.fallbacks_metric.splitlines() if row.startswith(needle)),
+                    None)
         return float(line.split()[-1]) if line else 0.0
 
 
@@ -182,7 +183,8 @@ def assert_fell_back_and_recovered(o: Outcome, stage: str, reason: str) -> None:
         evident = o.watch.evident(at)
         spoke_at = o.watch.first_speech_after(evident)
         assert spoke_at is not None, "no bot audio after the fallback"
-        assert spoke_at - evident <= EVIDENT_TO_SPEECH_SECS, f"silent for {spoke_at - evident:.2f}s after the fault"
+        assert spoke_at - evident <= EVIDENT_TO_SPEECH_SECS, (
+            f"silent for {spoke_at - evident:.2f}s after the fault")
     # Both questions answered aloud, with text in the turn records.
     assert len(o.turns) == 2, o.turns
     assert all(t["bot_text"].strip() for t in o.turns), o.turns

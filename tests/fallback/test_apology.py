@@ -42,7 +42,8 @@ def models_with(models, *, whisper=None, piper=None, local_llm_url=None):
     from bot.local.models import LocalModels
     from tests.support.settings import local_settings
 
-    copy = LocalModels(local_settings(**({"local_llm_url": local_llm_url} if local_llm_url else {})))
+    copy = LocalModels(
+        local_settings(**({"local_llm_url": local_llm_url} if local_llm_url else {})))
     copy._whisper = whisper or models._whisper
     copy._piper = piper or models._piper
     copy._silero, copy._smart_turn = models._silero, models._smart_turn
@@ -57,7 +58,8 @@ def assert_apologised(o: Outcome, stage: str) -> None:
     # Never silence: something is heard within 2 s of the fault, and after the local
     # failure the apology itself is spoken (by Cartesia: every TTS input is recorded).
     spoke_at = o.watch.first_speech_after(o.watch.evident(fallback_at))
-    assert spoke_at is not None and spoke_at - o.watch.evident(fallback_at) <= EVIDENT_TO_SPEECH_SECS
+    assert (spoke_at is not None
+            and spoke_at - o.watch.evident(fallback_at) <= EVIDENT_TO_SPEECH_SECS)
     spoken = [c.text.strip() for c in o.peers.cartesia.contexts.values() if c.chunks_sent]
     assert APOLOGY in spoken, spoken
     assert o.watch.first_speech_after(at) is not None
@@ -68,7 +70,8 @@ def assert_apologised(o: Outcome, stage: str) -> None:
 async def test_whisper_failing_too_means_an_apology(converse_with, models, peers):
     peers.deepgram.faults.inject(Fault.HANG, times=1)
     o = await converse_with(
-        "stt", fast=False, local_models=models_with(models, whisper=BrokenModel()), user_turn_stop_timeout=3.0
+        "stt", fast=False, local_models=models_with(models, whisper=BrokenModel()),
+        user_turn_stop_timeout=3.0
     )
     assert_apologised(o, "stt")
     assert o.turns[-1]["user_text"] == DG_HEARD  # and Deepgram is back for the next question

@@ -143,7 +143,8 @@ async def test_tts_fault_is_spoken_by_piper_then_cartesia_again(converse_with, p
     assert o.watch.tts_audio.get("SharedPiperTTSService", 0) > 0, o.watch.tts_audio
     # The second answer went to Cartesia and was spoken in full.
     done = [c for c in peers.cartesia.contexts.values() if c.done and c.chunks_sent]
-    assert done and done[-1].text.strip() == GROQ_SAID, [(c.text, c.done) for c in peers.cartesia.contexts.values()]
+    assert done and done[-1].text.strip() == GROQ_SAID, [
+        (c.text, c.done) for c in peers.cartesia.contexts.values()]
     assert [t["bot_text"] for t in o.turns] == [GROQ_SAID, GROQ_SAID]
 
 

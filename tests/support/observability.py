@@ -12,7 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from processors.observers.turn_record import TurnRecord
 from tests.support.settings import KEY_VARIABLES
 
-PLANTED = {name: f"planted-{name.lower().replace('_', '-')}-7c1e9b" for name in (*KEY_VARIABLES, "ADMIN_TOKEN")}
+PLANTED = {
+    name: f"planted-{name.lower().replace('_', '-')}-7c1e9b"
+    for name in (*KEY_VARIABLES, "ADMIN_TOKEN")
+}
 
 
 @pytest.fixture
@@ -43,7 +46,8 @@ def synthetic_turn(session_id: str, n: int, interrupted: bool = False) -> TurnRe
     t0 = n * 10.0
     record = TurnRecord(
         session_id=session_id, turn=n, user_text=f"question {n}", interrupted=interrupted,
-        speech_start_at=t0, speech_end_at=t0 + 1.0, vad_stop_at=t0 + 1.2, stt_final_at=t0 + 1.25 + n % 7 / 100,
+        speech_start_at=t0, speech_end_at=t0 + 1.0, vad_stop_at=t0 + 1.2,
+        stt_final_at=t0 + 1.25 + n % 7 / 100,
         llm_request_at=t0 + 1.35, llm_first_output_at=t0 + 1.6, llm_first_text_at=t0 + 1.6,
         tts_first_audio_at=t0 + 1.75, bot_audio_out_at=t0 + 1.8 + n % 5 / 10,
     )

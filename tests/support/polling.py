@@ -43,7 +43,9 @@ def until_sync(
     return value
 
 
-async def until_async(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+async def until_async(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+) -> Any:
     """`until` for a coroutine predicate (a query to a server in this event loop, Redis)."""
     deadline = time.monotonic() + timeout
     while not (value := await predicate()):

@@ -53,7 +53,8 @@ def wait_until_answering(process: subprocess.Popen, url: str, timeout: float, wh
 
     def answering() -> bool:
         if process.poll() is not None:
-            raise AssertionError(f"{what} exited ({process.returncode}) before answering {url}:\n{tail()}")
+            raise AssertionError(
+                f"{what} exited ({process.returncode}) before answering {url}:\n{tail()}")
         try:
             httpx.get(url, timeout=1)
         except httpx.HTTPError:
